@@ -1,0 +1,230 @@
+"""The network fault engine: places experiments on targets as rules in the BPF maps.
+
+It owns the rule slots, the peer table and our tc attachments. Policy (what the rules say)
+comes from policy.py; the kernel objects come from loader.py and tc.py.
+"""
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from . import layout, policy
+from .loader import KernelUnsupported, action_support
+from .tc import ClsactHooks
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_S = 10.0
+# An interface's hook -> the program attached there (see bpf/netfault.c).
+INSIDE_PROGRAMS = {"ingress": "ingress_from", "egress": "egress_to"}
+OUTSIDE_PROGRAMS = {"ingress": "ingress_to", "egress": "egress_from"}
+
+
+def monotonic_ns():
+    """CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads: deadlines are comparable."""
+    return time.monotonic_ns()
+
+
+def experiment_actions(experiment):
+    return [name for name in ("partition", "loss", "duplicate", "corrupt", "delay", "bandwidth")
+            if getattr(experiment, name)]
+
+
+@dataclass
+class ActiveRule:
+    slot: int
+    direction: str
+    keys: frozenset
+
+
+@dataclass
+class ActiveExperiment:
+    experiment: object
+    target: object
+    rules: list
+    links: list
+    ends_at_ns: int = 0          # the end of `duration`; 0 = until revoked
+    deadline_ns: int = 0         # the deadline in the kernel right now
+    started_ns: int = field(default_factory=monotonic_ns)
+
+    @property
+    def key(self):
+        return (self.experiment.key, self.target.name)
+
+
+class NetFaultEngine:
+    def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
+        self.datapath = datapath
+        self.capabilities = capabilities
+        self.lease_ns = int(lease_s * 1e9)
+        self._lock = threading.RLock()
+        self._free_slots = list(range(layout.MAX_RULES - 1, -1, -1))
+        self._table = policy.PeerTable()
+        self._entries = {}        # peer key -> slots, as written to kfault_peers
+        self._hooks = {}          # (netns inode, ifindex) -> [ClsactHooks, users]
+        self._active = {}         # (experiment key, target name) -> ActiveExperiment
+
+    # ---- placing and removing ----------------------------------------------------------
+
+    def check_supported(self, experiment):
+        for action in experiment_actions(experiment):
+            ok, reason = action_support(self.capabilities, action)
+            if not ok:
+                raise KernelUnsupported(f"{action} is not supported on this node: {reason}")
+
+    def apply(self, experiment, target):
+        """Inject `experiment` on `target` (replacing its earlier version). Live on return."""
+        self.check_supported(experiment)
+        with self._lock:
+            if (experiment.key, target.name) in self._active:
+                self.revoke(experiment.key, target.name)
+            addresses = [a for iface in target.interfaces for a in iface.addresses]
+            if not addresses:
+                raise KernelUnsupported(f"{target.name}: its interfaces have no IP address to match packets by")
+            rules = []
+            try:
+                for direction in experiment.directions:
+                    rule = ActiveRule(self._free_slots.pop(), direction,
+                                      policy.peer_keys(direction, addresses, experiment.peers))
+                    rules.append(rule)
+                    self._table.add(rule.slot, rule.keys)
+                groups = self._table.groups_of(frozenset().union(*(r.keys for r in rules)))
+                entries = self._table.entries(groups)
+            except (IndexError, policy.RuleConflict) as err:
+                for rule in rules:
+                    self._table.remove(rule.slot)
+                    self._free_slots.append(rule.slot)
+                if isinstance(err, IndexError):
+                    raise policy.RuleConflict(f"all {layout.MAX_RULES} rule slots are in use") from None
+                raise
+            active = ActiveExperiment(experiment, target, rules, [])
+            if experiment.duration_ns:
+                active.ends_at_ns = active.started_ns + experiment.duration_ns
+            try:
+                for iface in target.interfaces:
+                    self._hold_hooks(iface.inside, INSIDE_PROGRAMS, active)
+                    self._hold_hooks(iface.outside, OUTSIDE_PROGRAMS, active)
+            except Exception:
+                self._release(active)
+                raise
+            fields = policy.rule_fields(experiment)
+            active.deadline_ns = self._deadline(active)
+            for rule in rules:
+                self._reset_slot(rule.slot)
+                self._write_rule(rule.slot, fields, active.deadline_ns)
+            self._write_entries(groups, entries)
+            self._active[active.key] = active
+            log.info("applied %s on %s: slots %s", experiment.key, target.name, [r.slot for r in rules])
+            return active
+
+    def revoke(self, experiment_key, target_name):
+        with self._lock:
+            active = self._active.pop((experiment_key, target_name), None)
+            if active is None:
+                return False
+            self._release(active)
+            log.info("revoked %s on %s", experiment_key, target_name)
+            return True
+
+    def revoke_all(self):
+        with self._lock:
+            for key in list(self._active):
+                self.revoke(*key)
+
+    def renew(self):
+        """Push every live experiment's deadline one lease ahead (never past its duration).
+        Returns the keys of experiments whose duration is over; the caller revokes them."""
+        now = monotonic_ns()
+        ended = []
+        with self._lock:
+            for active in self._active.values():
+                if active.ends_at_ns and now >= active.ends_at_ns:
+                    ended.append(active.key)
+                    continue
+                active.deadline_ns = self._deadline(active, now)
+                for rule in active.rules:
+                    leaf = self.datapath.rules[rule.slot]
+                    leaf.deadline_ns = active.deadline_ns
+                    self.datapath.rules[rule.slot] = leaf
+        return ended
+
+    def active(self):
+        with self._lock:
+            return list(self._active.values())
+
+    # ---- counters ----------------------------------------------------------------------
+
+    def counters(self, active):
+        """{direction: {outcome: (packets, bytes)}} summed over CPUs."""
+        result = {}
+        for rule in active.rules:
+            per_cpu = self.datapath.counters.getvalue(self.datapath.counters.Key(rule.slot))
+            result[rule.direction] = {
+                outcome: (sum(c.packets[index] for c in per_cpu), sum(c.bytes[index] for c in per_cpu))
+                for outcome, index in layout.OUTCOMES.items()}
+        return result
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _deadline(self, active, now=None):
+        deadline = (now or monotonic_ns()) + self.lease_ns
+        return min(deadline, active.ends_at_ns) if active.ends_at_ns else deadline
+
+    def _hold_hooks(self, link, programs, active):
+        key = (link.netns.inode, link.ifindex)
+        if key not in self._hooks:
+            fds = {hook: (self.datapath.fd(name), name) for hook, name in programs.items()}
+            self._hooks[key] = [ClsactHooks.attach(link, fds), 0]
+        self._hooks[key][1] += 1
+        active.links.append(key)
+
+    def _release(self, active):
+        groups = set()
+        for rule in active.rules:
+            groups |= self._table.groups_of(self._table.remove(rule.slot))
+        self._write_entries(groups, self._table.entries(groups))
+        for rule in active.rules:
+            del self.datapath.rules[self.datapath.rules.Key(rule.slot)]  # an array slot: zeroed
+            self._free_slots.append(rule.slot)
+        for key in active.links:
+            self._hooks[key][1] -= 1
+            if self._hooks[key][1] == 0:
+                hooks, _ = self._hooks.pop(key)
+                hooks.detach()
+        active.links.clear()
+
+    def _reset_slot(self, slot):
+        for table in (self.datapath.counters, self.datapath.rule_state, self.datapath.pacer):
+            table[table.Key(slot)] = table.Leaf()
+
+    def _write_rule(self, slot, fields, deadline_ns):
+        leaf = self.datapath.rules.Leaf()
+        for name, value in fields.items():
+            setattr(leaf, name, value)
+        leaf.deadline_ns = deadline_ns
+        self.datapath.rules[self.datapath.rules.Key(slot)] = leaf
+
+    def _peer_key(self, entry_key):
+        direction, local, network = entry_key
+        key = self.datapath.peers.Key()
+        key.prefixlen = 32 + 128 + network.prefixlen
+        key.direction = direction
+        key.local[:] = list(local.packed)
+        key.remote[:] = list(network.network_address.packed)
+        return key
+
+    def _write_entries(self, groups, entries):
+        """Make kfault_peers hold `entries` for `groups`: add and change first, then delete."""
+        stale = [k for k in self._entries if (k[0], k[1]) in groups and k not in entries]
+        for entry_key, slots in entries.items():
+            if self._entries.get(entry_key) == slots:
+                continue
+            leaf = self.datapath.peers.Leaf()
+            leaf.count = len(slots)
+            for index, slot in enumerate(slots):
+                leaf.slot[index] = slot
+            self.datapath.peers[self._peer_key(entry_key)] = leaf
+            self._entries[entry_key] = slots
+        for entry_key in stale:
+            del self.datapath.peers[self._peer_key(entry_key)]
+            del self._entries[entry_key]

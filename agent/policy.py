@@ -1,0 +1,133 @@
+"""Experiment -> kernel rules. Pure: decides what to inject, never touches the kernel."""
+import ipaddress
+from collections import defaultdict
+
+from . import layout
+
+ALL_PEERS = ipaddress.ip_network("::/0")
+
+
+class RuleConflict(ValueError):
+    """The experiment can't be placed beside the ones already active."""
+
+
+def as_ipv6_network(network):
+    """IPv4 networks become IPv4-mapped IPv6 (::ffff:a.b.c.d/96+n), the layout the BPF key uses."""
+    network = ipaddress.ip_network(network, strict=False)
+    if network.version == 4:
+        mapped = ipaddress.IPv6Address("::ffff:" + str(network.network_address))
+        return ipaddress.IPv6Network((mapped, 96 + network.prefixlen))
+    return network
+
+
+def as_ipv6_address(address):
+    address = ipaddress.ip_address(address)
+    return ipaddress.IPv6Address("::ffff:" + str(address)) if address.version == 4 else address
+
+
+def threshold(probability):
+    """A probability as the u32 the BPF program compares a random draw against."""
+    if probability >= 1:
+        return layout.ALWAYS
+    return max(0, int(round(probability * 2**32)))
+
+
+def chance_thresholds(chance):
+    """(after a miss, after a hit) for a percent and a correlation.
+
+    A two-state Markov chain whose stationary rate is the asked percent and whose lag-1
+    correlation is the asked correlation: P(hit|hit) = p + c(1-p), P(hit|miss) = p(1-c).
+    (netem's averaging of uniform draws makes runs too, but shrinks the rate as c grows.)
+    """
+    if chance is None:
+        return 0, 0
+    p, c = chance.percent / 100, chance.correlation / 100
+    return threshold(p * (1 - c)), threshold(p + c * (1 - p))
+
+
+def rule_fields(experiment):
+    """The kfault_rule fields (all but the deadline) for an experiment."""
+    actions = 0
+    if experiment.partition:
+        actions |= layout.ACT_PARTITION
+    if experiment.loss:
+        actions |= layout.ACT_LOSS
+    if experiment.duplicate:
+        actions |= layout.ACT_DUPLICATE
+    if experiment.corrupt:
+        actions |= layout.ACT_CORRUPT
+    if experiment.delay:
+        actions |= layout.ACT_DELAY
+    if experiment.bandwidth:
+        actions |= layout.ACT_BANDWIDTH
+    fields = {"actions": actions, "protocol": experiment.protocol}
+    for name in ("loss", "duplicate", "corrupt"):
+        fields[f"{name}_after_miss"], fields[f"{name}_after_hit"] = chance_thresholds(getattr(experiment, name))
+    if experiment.delay:
+        fields["delay_ns"] = experiment.delay.latency_ns
+        fields["jitter_ns"] = experiment.delay.jitter_ns
+        fields["delay_correlation"] = threshold(experiment.delay.correlation / 100)
+    if experiment.bandwidth:
+        rate = experiment.bandwidth.rate_bytes_per_sec
+        fields["rate_bytes_per_sec"] = rate
+        fields["burst_bytes"] = experiment.bandwidth.buffer_bytes
+        fields["queue_ns"] = experiment.bandwidth.limit_bytes * 10**9 // rate if experiment.bandwidth.limit_bytes else 0
+    if experiment.peer_ports:
+        fields["peer_port_min"], fields["peer_port_max"] = experiment.peer_ports
+    return fields
+
+
+def peer_keys(direction, local_addresses, peers):
+    """The (direction, target address, peer network) keys of one rule."""
+    networks = [as_ipv6_network(p) for p in peers] or [ALL_PEERS]
+    return frozenset((layout.DIRECTIONS[direction], as_ipv6_address(local), net)
+                     for local in local_addresses for net in networks)
+
+
+class PeerTable:
+    """What kfault_peers must hold: for every key of every rule, the slots of all rules whose
+    peer network contains that key's network. The BPF program does one longest-prefix lookup
+    and finds every rule that applies, so overlapping experiments compose."""
+
+    def __init__(self):
+        self._keys_of_slot = {}
+        self._slots_of_group = defaultdict(set)   # (direction, local) -> slots
+
+    def groups_of(self, keys):
+        return {(direction, local) for direction, local, _ in keys}
+
+    def add(self, slot, keys):
+        self._keys_of_slot[slot] = keys
+        for group in self.groups_of(keys):
+            self._slots_of_group[group].add(slot)
+
+    def remove(self, slot):
+        keys = self._keys_of_slot.pop(slot, frozenset())
+        for group in self.groups_of(keys):
+            self._slots_of_group[group].discard(slot)
+            if not self._slots_of_group[group]:
+                del self._slots_of_group[group]
+        return keys
+
+    def entries(self, groups):
+        """{key: (slots...)} for the given groups, checked against the per-peer limit."""
+        result = {}
+        for group in groups:
+            by_network = defaultdict(list)
+            for slot in sorted(self._slots_of_group.get(group, ())):
+                for direction, local, net in self._keys_of_slot[slot]:
+                    if (direction, local) == group:
+                        by_network[net].append(slot)
+            prefixlens = sorted({net.prefixlen for net in by_network})
+            for net in by_network:
+                slots = []
+                for length in prefixlens:
+                    if length > net.prefixlen:
+                        break
+                    slots += by_network.get(net.supernet(new_prefix=length), [])
+                slots = tuple(sorted(set(slots)))
+                if len(slots) > layout.MAX_RULES_PER_PEER:
+                    raise RuleConflict(f"{len(slots)} rules would apply to peer {net} of target address "
+                                       f"{group[1]}; at most {layout.MAX_RULES_PER_PEER} may overlap")
+                result[(group[0], group[1], net)] = slots
+        return result

@@ -1,0 +1,149 @@
+"""The OpenAPI v3 schemas of kfault's chaos kinds, with Chaos Mesh's v1alpha1 field names.
+
+These dicts are the one source of truth: the CRDs under manifests/crds are rendered from
+them, and `kfault validate` checks documents against them with `validate_against_schema`.
+"""
+import re
+
+PERCENT = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
+           "description": "A percent from 0 to 100, such as \"25\" or \"0.5\"."}
+DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$|^0$",
+            "description": "A Go duration such as \"90ms\" or \"1m30s\"."}
+
+
+def _string_map(description):
+    return {"type": "object", "additionalProperties": {"type": "string"}, "description": description}
+
+
+POD_SELECTOR = {
+    "type": "object",
+    "description": "Which pods (Chaos Mesh PodSelectorSpec).",
+    "properties": {
+        "namespaces": {"type": "array", "items": {"type": "string"}},
+        "nodes": {"type": "array", "items": {"type": "string"}},
+        "pods": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        "nodeSelectors": _string_map("Node labels the pod's node must have."),
+        "fieldSelectors": _string_map("Pod field selectors, as kubectl --field-selector."),
+        "labelSelectors": _string_map("Pod labels."),
+        "annotationSelectors": _string_map("Pod annotations."),
+        "expressionSelectors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["key", "operator"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "operator": {"type": "string", "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                    "values": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+        "podPhaseSelectors": {"type": "array", "items": {
+            "type": "string", "enum": ["Pending", "Running", "Succeeded", "Failed", "Unknown"]}},
+    },
+}
+MODE = {"type": "string", "enum": ["one", "all", "fixed", "fixed-percent", "random-max-percent"]}
+
+
+def _chance(name):
+    return {
+        "type": "object",
+        "required": [name],
+        "properties": {name: PERCENT, "correlation": PERCENT},
+    }
+
+
+NETWORK_CHAOS_SPEC = {
+    "type": "object",
+    "required": ["action"],
+    "properties": {
+        "action": {"type": "string",
+                   "enum": ["netem", "delay", "loss", "duplicate", "corrupt", "partition", "bandwidth"]},
+        "mode": MODE,
+        "value": {"type": "string"},
+        "selector": POD_SELECTOR,
+        "direction": {"type": "string", "enum": ["to", "from", "both"], "default": "to"},
+        "target": {"type": "object", "properties": {"selector": POD_SELECTOR, "mode": MODE,
+                                                    "value": {"type": "string"}}},
+        "externalTargets": {"type": "array", "items": {"type": "string"},
+                            "description": "Peer IP addresses or CIDRs."},
+        "device": {"type": "string", "description": "Only this interface of the target."},
+        "duration": DURATION,
+        "delay": {
+            "type": "object",
+            "required": ["latency"],
+            "properties": {
+                "latency": DURATION,
+                "jitter": DURATION,
+                "correlation": PERCENT,
+                "reorder": {"type": "object", "required": ["reorder"], "properties": {
+                    "reorder": PERCENT, "correlation": PERCENT, "gap": {"type": "integer", "minimum": 0}}},
+            },
+        },
+        "loss": _chance("loss"),
+        "duplicate": _chance("duplicate"),
+        "corrupt": _chance("corrupt"),
+        "bandwidth": {
+            "type": "object",
+            "required": ["rate"],
+            "properties": {
+                "rate": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?[a-zA-Z]+$",
+                         "description": "tc rate: \"10mbit\" (bits/s) or \"1mbps\" (bytes/s)."},
+                "limit": {"type": "integer", "minimum": 1, "description": "Bytes that may wait in the queue."},
+                "buffer": {"type": "integer", "minimum": 1, "description": "Burst size in bytes."},
+                "peakrate": {"type": "integer", "minimum": 0},
+                "minburst": {"type": "integer", "minimum": 0},
+            },
+        },
+        # kfault extensions: scope a rule to one protocol and a range of the peer's ports.
+        "protocol": {"type": "string", "enum": ["tcp", "udp", "icmp", "icmpv6"]},
+        "peerPorts": {"type": "string", "pattern": r"^[0-9]+(-[0-9]+)?$",
+                      "description": "The peer's port or port range, such as \"5432\" or \"8000-8080\"."},
+    },
+}
+
+KINDS = {"NetworkChaos": NETWORK_CHAOS_SPEC}
+
+
+def validate_against_schema(value, schema, path):
+    """Check `value` against an OpenAPI v3 subset; return a list of (path, value, allowed)."""
+    errors = []
+    kind = schema.get("type")
+    if kind == "object":
+        if not isinstance(value, dict):
+            return [(path, value, "an object (a mapping of fields)")]
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for field in schema.get("required", []):
+            if field not in value:
+                errors.append((f"{path}.{field}", None, "a value: the field is required"))
+        for field, item in value.items():
+            if props is not None and field in props:
+                errors += validate_against_schema(item, props[field], f"{path}.{field}")
+            elif isinstance(extra, dict):
+                errors += validate_against_schema(item, extra, f"{path}.{field}")
+            else:
+                allowed = ", ".join(sorted(props or {}))
+                errors.append((f"{path}.{field}", item, f"a known field; unknown here (known: {allowed})"))
+        return errors
+    if kind == "array":
+        if not isinstance(value, list):
+            return [(path, value, "a list")]
+        for index, item in enumerate(value):
+            errors += validate_against_schema(item, schema.get("items", {}), f"{path}[{index}]")
+        return errors
+    if kind == "string":
+        if not isinstance(value, str):
+            return [(path, value, "a string (quote it in YAML, e.g. \"25\")")]
+        if "enum" in schema and value not in schema["enum"]:
+            return [(path, value, "one of " + ", ".join(schema["enum"]))]
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            return [(path, value, schema.get("description", f"a string matching {schema['pattern']}"))]
+        return []
+    if kind == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return [(path, value, "a whole number")]
+        if "minimum" in schema and value < schema["minimum"]:
+            return [(path, value, f"a whole number of at least {schema['minimum']}")]
+        return []
+    return errors

@@ -1,0 +1,220 @@
+"""Experiment documents -> validated experiment models. Pure: no kernel, no cluster.
+
+Every problem becomes a SpecError that names the field, the bad value and what is allowed.
+"""
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+from . import schema, units
+
+API_VERSION = "kfault.dev/v1alpha1"
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+
+
+@dataclass(frozen=True)
+class SpecError:
+    path: str
+    value: object
+    allowed: str
+
+    def __str__(self):
+        shown = "missing" if self.value is None else repr(self.value)
+        return f"{self.path}: {shown} is not valid; use {self.allowed}"
+
+
+class InvalidSpec(ValueError):
+    def __init__(self, errors):
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+@dataclass(frozen=True)
+class Chance:
+    """A random action: `percent` of packets, leaning `correlation` percent on the last draw."""
+    percent: float
+    correlation: float = 0.0
+
+
+@dataclass(frozen=True)
+class Delay:
+    latency_ns: int
+    jitter_ns: int = 0
+    correlation: float = 0.0
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    rate_bytes_per_sec: int
+    limit_bytes: int
+    buffer_bytes: int
+
+
+@dataclass(frozen=True)
+class NetworkChaos:
+    name: str
+    namespace: str
+    action: str
+    direction: str = "to"
+    peers: tuple = ()              # ip_network; empty = every peer
+    device: Optional[str] = None
+    duration_ns: Optional[int] = None
+    protocol: int = 0              # IPPROTO_*, 0 = any
+    peer_ports: Optional[tuple] = None   # (min, max)
+    partition: bool = False
+    loss: Optional[Chance] = None
+    duplicate: Optional[Chance] = None
+    corrupt: Optional[Chance] = None
+    delay: Optional[Delay] = None
+    bandwidth: Optional[Bandwidth] = None
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def directions(self):
+        return ("to", "from") if self.direction == "both" else (self.direction,)
+
+    @property
+    def needs_edt(self):
+        """Delay and bandwidth hold packets in sch_fq (earliest departure time)."""
+        return self.delay is not None or self.bandwidth is not None
+
+
+def load_documents(path):
+    """Read every YAML document of a file (a file may hold several, separated by ---)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            docs = [d for d in yaml.safe_load_all(handle) if d is not None]
+    except OSError as err:
+        raise InvalidSpec([SpecError("file", path, f"a readable file ({err.strerror})")]) from None
+    except yaml.YAMLError as err:
+        raise InvalidSpec([SpecError("file", path, f"valid YAML ({err})".replace("\n", " "))]) from None
+    if not docs:
+        raise InvalidSpec([SpecError("file", path, "a file with at least one experiment document")])
+    return docs
+
+
+def parse_experiment(doc):
+    """A document -> NetworkChaos. Raises InvalidSpec listing every problem found."""
+    errors = []
+    if not isinstance(doc, dict):
+        raise InvalidSpec([SpecError("document", doc, "a mapping with apiVersion, kind, metadata and spec")])
+    for key in doc:
+        if key not in ("apiVersion", "kind", "metadata", "spec", "status"):
+            errors.append(SpecError(key, doc[key], "only apiVersion, kind, metadata and spec at the top"))
+    if doc.get("apiVersion") != API_VERSION:
+        hint = " (change chaos-mesh.org/v1alpha1 to it)" if "chaos-mesh" in str(doc.get("apiVersion")) else ""
+        errors.append(SpecError("apiVersion", doc.get("apiVersion"), f"{API_VERSION!r}{hint}"))
+    kind = doc.get("kind")
+    if kind not in schema.KINDS:
+        errors.append(SpecError("kind", kind, "one of " + ", ".join(schema.KINDS)))
+        raise InvalidSpec(errors)
+    metadata = doc.get("metadata") or {}
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
+        errors.append(SpecError("metadata.name", metadata.get("name") if isinstance(metadata, dict) else metadata,
+                                "a name for the experiment"))
+        metadata = {}
+    spec = doc.get("spec")
+    errors += [SpecError(*e) for e in schema.validate_against_schema(spec, schema.KINDS[kind], "spec")]
+    if errors:
+        raise InvalidSpec(errors)
+    return _network_chaos(metadata, spec, doc)
+
+
+def _network_chaos(metadata, spec, doc):
+    errors = []
+
+    def check(path, value, parse):
+        try:
+            return parse(value)
+        except ValueError as err:
+            errors.append(SpecError(path, value, str(err)))
+            return None
+
+    action = spec["action"]
+    blocks = {"loss", "duplicate", "corrupt", "delay", "bandwidth"}
+    wanted = {"netem": {"loss", "duplicate", "corrupt", "delay"}, "partition": set()}.get(action, {action})
+    for block in sorted(blocks - wanted):
+        if block in spec:
+            errors.append(SpecError(f"spec.{block}", spec[block], f"no spec.{block} with action {action!r}"
+                                    + (" (use action netem to combine faults)" if action != "netem" else "")))
+    if action == "netem" and not (wanted & spec.keys()):
+        errors.append(SpecError("spec.action", action, "netem together with at least one of spec.delay, "
+                                "spec.loss, spec.duplicate, spec.corrupt"))
+    for block in sorted(wanted):
+        if action != "netem" and block not in spec:
+            errors.append(SpecError(f"spec.{block}", None, f"a spec.{block} block: action {action!r} needs it"))
+
+    def chance(block):
+        if block not in spec:
+            return None
+        body = spec[block]
+        percent = check(f"spec.{block}.{block}", body[block], units.parse_percent)
+        correlation = check(f"spec.{block}.correlation", body.get("correlation", "0"), units.parse_percent)
+        return Chance(percent or 0.0, correlation or 0.0)
+
+    delay = None
+    if "delay" in spec:
+        body = spec["delay"]
+        latency = check("spec.delay.latency", body["latency"], units.parse_duration_ns)
+        jitter = check("spec.delay.jitter", body.get("jitter", "0"), units.parse_duration_ns)
+        correlation = check("spec.delay.correlation", body.get("correlation", "0"), units.parse_percent)
+        if "reorder" in body:
+            errors.append(SpecError("spec.delay.reorder", body["reorder"],
+                                    "no reorder: kfault keeps each flow in order (remove the field)"))
+        delay = Delay(latency or 0, jitter or 0, correlation or 0.0)
+
+    bandwidth = None
+    if "bandwidth" in spec:
+        body = spec["bandwidth"]
+        rate = check("spec.bandwidth.rate", body["rate"], units.parse_rate_bytes_per_sec)
+        for unsupported in ("peakrate", "minburst"):
+            if body.get(unsupported):
+                errors.append(SpecError(f"spec.bandwidth.{unsupported}", body[unsupported],
+                                        "0 or nothing: kfault's EDT pacer has one rate"))
+        if rate:
+            bandwidth = Bandwidth(rate, body.get("limit", 0), body.get("buffer", max(1514, rate // 100)))
+
+    peers = []
+    for index, text in enumerate(spec.get("externalTargets", [])):
+        try:
+            peers.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            errors.append(SpecError(f"spec.externalTargets[{index}]", text,
+                                    "an IP address or CIDR such as 10.0.0.7 or 10.0.0.0/24 (kfault does not "
+                                    "resolve names)"))
+    if "target" in spec:
+        errors.append(SpecError("spec.target", spec["target"], "spec.externalTargets here: pod selectors in "
+                                "spec.target are resolved by the kfault controller, not the local runner"))
+
+    peer_ports = None
+    if "peerPorts" in spec:
+        low, _, high = spec["peerPorts"].partition("-")
+        low, high = int(low), int(high or low)
+        if not 1 <= low <= high <= 65535:
+            errors.append(SpecError("spec.peerPorts", spec["peerPorts"],
+                                    "a port or range within 1-65535, low first, such as \"8000-8080\""))
+        peer_ports = (low, high)
+        if spec.get("protocol") not in ("tcp", "udp"):
+            errors.append(SpecError("spec.protocol", spec.get("protocol"),
+                                    "tcp or udp: spec.peerPorts needs a protocol with ports"))
+
+    duration = None
+    if "duration" in spec:
+        duration = check("spec.duration", spec["duration"], units.parse_duration_ns)
+        if duration == 0:
+            errors.append(SpecError("spec.duration", spec["duration"], "a duration above 0, or no duration"))
+
+    if errors:
+        raise InvalidSpec(errors)
+    return NetworkChaos(
+        name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
+        direction=spec.get("direction", "to"), peers=tuple(peers), device=spec.get("device"),
+        duration_ns=duration, protocol=PROTOCOLS.get(spec.get("protocol"), 0), peer_ports=peer_ports,
+        partition=action == "partition", loss=chance("loss"), duplicate=chance("duplicate"),
+        corrupt=chance("corrupt"), delay=delay, bandwidth=bandwidth, raw=doc)

@@ -1,0 +1,86 @@
+"""tc clsact attachment with pyroute2: add our filters, and leave each interface as we found it."""
+import logging
+from dataclasses import dataclass, field
+
+from .topology import rtnl
+
+log = logging.getLogger(__name__)
+
+PARENTS = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
+FILTER_PREFIX = "kfault_"
+ETH_P_ALL = 0x0003
+
+
+def _filters(ipr, ifindex, hook):
+    return [f for f in ipr.get_filters(index=ifindex, parent=PARENTS[hook]) if f["handle"]]
+
+
+def _filter_name(msg):
+    return msg.get_nested("TCA_OPTIONS", "TCA_BPF_NAME") or ""
+
+
+def _has_clsact(ipr, ifindex):
+    return any(q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=ifindex))
+
+
+@dataclass
+class ClsactHooks:
+    """Our filters on one interface, and whether the clsact qdisc was ours to begin with."""
+    link: object
+    created_clsact: bool = False
+    filters: dict = field(default_factory=dict)   # hook -> (handle, info)
+
+    @classmethod
+    def attach(cls, link, programs):
+        """programs: {hook: (prog_fd, name)}. Our filters go first (lowest free priority) and
+        return 'continue', so filters already there still see every packet we pass."""
+        hooks = cls(link)
+        with rtnl(link.netns) as ipr:
+            if not _has_clsact(ipr, link.ifindex):
+                ipr.tc("add", "clsact", link.ifindex)
+                hooks.created_clsact = True
+            try:
+                for hook, (fd, name) in programs.items():
+                    taken = {f["info"] >> 16 for f in _filters(ipr, link.ifindex, hook)}
+                    prio = min(set(range(1, len(taken) + 2)) - taken)
+                    ipr.tc("add-filter", "bpf", link.ifindex, ":1", fd=fd, name=FILTER_PREFIX + name,
+                           parent=PARENTS[hook], classid=1, direct_action=True, prio=prio, protocol=ETH_P_ALL)
+                    ours = [f for f in _filters(ipr, link.ifindex, hook) if f["info"] >> 16 == prio]
+                    hooks.filters[hook] = (ours[0]["handle"], ours[0]["info"])
+            except Exception:
+                hooks._remove(ipr)
+                raise
+        return hooks
+
+    def detach(self):
+        with rtnl(self.link.netns) as ipr:
+            self._remove(ipr)
+
+    def _remove(self, ipr):
+        for hook, (handle, info) in self.filters.items():
+            ipr.tc("del-filter", index=self.link.ifindex, handle=handle, parent=PARENTS[hook], info=info)
+        self.filters.clear()
+        if self.created_clsact:
+            foreign = [f for hook in PARENTS for f in _filters(ipr, self.link.ifindex, hook)]
+            if foreign:
+                log.warning("%s: leaving clsact in place: %d filters of others were added on it",
+                            self.link.ifname, len(foreign))
+            else:
+                ipr.tc("del", "clsact", self.link.ifindex)
+
+
+def remove_stale_filters(netns):
+    """Delete kfault filters a killed agent left behind (their rules have expired already)."""
+    removed = 0
+    with rtnl(netns) as ipr:
+        for link in ipr.get_links():
+            for hook, parent in PARENTS.items():
+                try:
+                    filters = _filters(ipr, link["index"], hook)
+                except Exception:  # no clsact here
+                    continue
+                for f in filters:
+                    if _filter_name(f).startswith(FILTER_PREFIX):
+                        ipr.tc("del-filter", index=link["index"], handle=f["handle"], parent=parent, info=f["info"])
+                        removed += 1
+    return removed

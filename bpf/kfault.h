@@ -1,0 +1,107 @@
+/* kfault.h - every map key/value and rule layout shared by kfault's BPF programs.
+ *
+ * The agent reads the #define lines below (see kfault_agent.layout) and gets the struct
+ * layouts as ctypes from bcc, so kernel and userspace can never drift apart.
+ * Only UAPI types are used: the agent compiles against whatever headers the node has.
+ */
+#ifndef KFAULT_H
+#define KFAULT_H
+
+#include <linux/types.h>
+
+/* Capacity. Rule slots are indices into the rule and counter arrays. */
+#define KFAULT_MAX_RULES 16384
+#define KFAULT_MAX_PEER_PREFIXES 65536
+#define KFAULT_MAX_RULES_PER_PEER 8
+
+/* Which way a packet goes, seen from the target. Chaos Mesh: `to` = the target sends,
+ * `from` = the target receives. */
+#define KFAULT_DIR_TO 1
+#define KFAULT_DIR_FROM 2
+
+/* Action bits of kfault_rule.actions. */
+#define KFAULT_ACT_PARTITION (1 << 0)
+#define KFAULT_ACT_LOSS (1 << 1)
+#define KFAULT_ACT_DUPLICATE (1 << 2)
+#define KFAULT_ACT_CORRUPT (1 << 3)
+#define KFAULT_ACT_DELAY (1 << 4)
+#define KFAULT_ACT_BANDWIDTH (1 << 5)
+
+/* Bits of kfault_rule_state.last_hit: did the previous roll of this action hit?
+ * They are the action bits, so one mask serves both. */
+
+/* Outcomes counted per rule: index into kfault_counters.packets / .bytes. */
+#define KFAULT_OUTCOME_MATCHED 0
+#define KFAULT_OUTCOME_PASSED 1
+#define KFAULT_OUTCOME_DROPPED 2
+#define KFAULT_OUTCOME_DUPLICATED 3
+#define KFAULT_OUTCOME_CORRUPTED 4
+#define KFAULT_OUTCOME_DELAYED 5
+#define KFAULT_OUTCOME_COUNT 6
+
+/* A duplicate re-enters the same tc ingress hook; this mark tells the program to let it
+ * through untouched. Our hooks see packets right after they crossed a netns boundary,
+ * which scrubs skb->mark to 0, so the mark is free to borrow. */
+#define KFAULT_MARK_DUPLICATE 0x6b66dd01
+
+/* A probability is a u32 threshold: an event happens when bpf_get_prandom_u32() < threshold.
+ * KFAULT_ALWAYS means certain (a u32 draw can never be < 2^32). */
+#define KFAULT_ALWAYS 0xffffffff
+
+/* Key of kfault_peers (LPM trie). Bits compared: direction (32), local (128), then
+ * `prefixlen - 160` bits of remote. Addresses are IPv6; IPv4 is IPv4-mapped (::ffff:a.b.c.d). */
+struct kfault_peer_key {
+	__u32 prefixlen;
+	__u32 direction;
+	__u8 local[16];  /* the target's own address */
+	__u8 remote[16]; /* the peer's address (prefix) */
+};
+
+/* Value of kfault_peers: the rule slots that apply to a peer prefix. The agent stores, for
+ * each prefix, every rule whose prefix contains it, so the longest match is all we need. */
+struct kfault_peer_rules {
+	__u32 count;
+	__u32 slot[KFAULT_MAX_RULES_PER_PEER];
+};
+
+/* Value of kfault_rules: one rule, written whole by the agent. */
+struct kfault_rule {
+	__u64 deadline_ns;        /* CLOCK_MONOTONIC; the rule does nothing from then on */
+	__u64 delay_ns;           /* added latency */
+	__u64 jitter_ns;          /* +/- spread of latency */
+	__u64 rate_bytes_per_sec; /* bandwidth; 0 = unlimited */
+	__u64 burst_bytes;        /* bandwidth: how far the pacer may run behind (buffer) */
+	__u64 queue_ns;           /* bandwidth: drop when a packet would wait longer (limit) */
+	__u32 actions;            /* KFAULT_ACT_* */
+	/* Two thresholds per random action: after a miss and after a hit. Equal when
+	 * uncorrelated; a Markov chain with the asked rate when correlated. */
+	__u32 loss_after_miss, loss_after_hit;
+	__u32 duplicate_after_miss, duplicate_after_hit;
+	__u32 corrupt_after_miss, corrupt_after_hit;
+	__u32 delay_correlation;  /* weight of the last jitter sample, out of KFAULT_ALWAYS */
+	__u16 peer_port_min;      /* 0 = any port */
+	__u16 peer_port_max;
+	__u8 protocol;            /* IPPROTO_*; 0 = any */
+	__u8 pad[3];
+};
+
+/* Value of kfault_counters (per CPU). */
+struct kfault_counters {
+	__u64 packets[KFAULT_OUTCOME_COUNT];
+	__u64 bytes[KFAULT_OUTCOME_COUNT];
+};
+
+/* Value of kfault_rule_state (per CPU): memory for correlation. */
+struct kfault_rule_state {
+	__u32 last_hit;           /* KFAULT_ACT_* bits that hit on the last roll */
+	__u32 pad;
+	__s64 last_jitter_ns;     /* the last jitter sample, for delay correlation */
+	__u64 last_tstamp_ns;     /* the latest departure given: jitter never reorders */
+};
+
+/* Value of kfault_pacer (shared by all CPUs): the bandwidth pacer of a rule. */
+struct kfault_pacer {
+	__u64 next_departure_ns;
+};
+
+#endif /* KFAULT_H */

@@ -1,0 +1,350 @@
+/* netfault.c - network faults at tc (clsact) hooks around a target's interfaces.
+ *
+ * Where each program runs, for a target interface T whose veth peer is P:
+ *   ingress_to    P ingress  packets T sends      partition, loss, corrupt, duplicate
+ *   ingress_from  T ingress  packets T receives   partition, loss, corrupt, duplicate
+ *   egress_to     T egress   packets T sends      delay, bandwidth (EDT, needs fq on T)
+ *   egress_from   P egress   packets T receives   delay, bandwidth (EDT, needs fq on P)
+ * Drops happen only at ingress, on the receiving side of the veth hop: there they are silent
+ * to the sender, like a loss in the network (a drop at the sender's own egress would reach
+ * its socket as ENOBUFS).
+ *
+ * Each program: parse -> look up the rules for (direction, target address, peer) -> for each
+ * live rule: roll -> act -> count.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+
+#include "kfault.h"
+
+/* (direction, target address, peer prefix) -> rule slots. Written by the agent, read here. */
+BPF_LPM_TRIE(kfault_peers, struct kfault_peer_key, struct kfault_peer_rules, KFAULT_MAX_PEER_PREFIXES);
+/* slot -> rule. Written by the agent (whole value), read here. */
+BPF_ARRAY(kfault_rules, struct kfault_rule, KFAULT_MAX_RULES);
+/* slot -> per-CPU counters. Written here, read by the agent at scrape time. */
+BPF_PERCPU_ARRAY(kfault_counters, struct kfault_counters, KFAULT_MAX_RULES);
+/* slot -> per-CPU correlation memory. Written and read here; zeroed by the agent on reuse. */
+BPF_PERCPU_ARRAY(kfault_rule_state, struct kfault_rule_state, KFAULT_MAX_RULES);
+/* slot -> bandwidth pacer, shared by all CPUs so the rate is the rule's, not a CPU's. */
+BPF_ARRAY(kfault_pacer, struct kfault_pacer, KFAULT_MAX_RULES);
+
+#define NS_PER_SEC 1000000000ULL
+
+struct packet {
+	__u32 l3_offset;
+	__u32 len;
+	__u16 peer_port;
+	__u8 protocol;
+	__u8 is_ipv4;
+};
+
+static __always_inline void ipv4_mapped(__u8 *out, __be32 addr)
+{
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, &addr, 4);
+}
+
+/* Fill the lookup key and the packet facts; return 0 for an IP packet we can match. */
+static __always_inline int parse_packet(struct __sk_buff *skb, __u32 direction,
+					 struct kfault_peer_key *key, struct packet *pkt)
+{
+	__u32 l4_offset;
+	__be16 ports[2];
+
+	pkt->l3_offset = ETH_HLEN;
+	pkt->len = skb->len;
+	key->prefixlen = 32 + 128 + 128;
+	key->direction = direction;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+			return -1;
+		pkt->is_ipv4 = 1;
+		pkt->protocol = ip.protocol;
+		l4_offset = ETH_HLEN + ip.ihl * 4;
+		if (direction == KFAULT_DIR_TO) {
+			ipv4_mapped(key->local, ip.saddr);
+			ipv4_mapped(key->remote, ip.daddr);
+		} else {
+			ipv4_mapped(key->local, ip.daddr);
+			ipv4_mapped(key->remote, ip.saddr);
+		}
+		/* A non-first fragment has no L4 header. */
+		if (ip.frag_off & bpf_htons(0x1fff))
+			return 0;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+			return -1;
+		pkt->protocol = ip6.nexthdr;
+		l4_offset = ETH_HLEN + sizeof(ip6);
+		if (direction == KFAULT_DIR_TO) {
+			__builtin_memcpy(key->local, &ip6.saddr, 16);
+			__builtin_memcpy(key->remote, &ip6.daddr, 16);
+		} else {
+			__builtin_memcpy(key->local, &ip6.daddr, 16);
+			__builtin_memcpy(key->remote, &ip6.saddr, 16);
+		}
+	} else {
+		return -1; /* ARP and friends are never faulted */
+	}
+
+	if (pkt->protocol == IPPROTO_TCP || pkt->protocol == IPPROTO_UDP) {
+		if (bpf_skb_load_bytes(skb, l4_offset, ports, sizeof(ports)) == 0)
+			pkt->peer_port = bpf_ntohs(direction == KFAULT_DIR_TO ? ports[1] : ports[0]);
+	}
+	return 0;
+}
+
+static __always_inline struct kfault_peer_rules *lookup_rules(struct __sk_buff *skb, __u32 direction,
+							       struct packet *pkt)
+{
+	struct kfault_peer_key key;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	if (parse_packet(skb, direction, &key, pkt) < 0)
+		return NULL;
+	return kfault_peers.lookup(&key);
+}
+
+static __always_inline int rule_expired(const struct kfault_rule *rule, __u64 now)
+{
+	return now >= rule->deadline_ns;
+}
+
+static __always_inline int rule_matches(const struct kfault_rule *rule, const struct packet *pkt)
+{
+	if (rule->protocol && rule->protocol != pkt->protocol)
+		return 0;
+	if (rule->peer_port_max && (pkt->peer_port < rule->peer_port_min || pkt->peer_port > rule->peer_port_max))
+		return 0;
+	return 1;
+}
+
+/* One correlated draw: the threshold depends on whether this action hit last time. */
+static __always_inline int roll_percent(struct kfault_rule_state *state, __u32 action,
+					__u32 after_miss, __u32 after_hit)
+{
+	__u32 threshold = (state->last_hit & action) ? after_hit : after_miss;
+	int hit = threshold == KFAULT_ALWAYS || bpf_get_prandom_u32() < threshold;
+
+	if (hit)
+		state->last_hit |= action;
+	else
+		state->last_hit &= ~action;
+	return hit;
+}
+
+static __always_inline void count(__u32 slot, __u32 outcome, __u32 len)
+{
+	struct kfault_counters *counters = kfault_counters.lookup(&slot);
+
+	if (!counters || outcome >= KFAULT_OUTCOME_COUNT)
+		return;
+	counters->packets[outcome]++;
+	counters->bytes[outcome] += len;
+}
+
+/* Damage the packet so the receiver's checksum check rejects it, as netem's corrupt does.
+ * A locally sent TCP/UDP packet on veth is CHECKSUM_PARTIAL and its receiver never verifies
+ * the L4 checksum, and BPF can't make the kernel resolve it; the IPv4 header checksum,
+ * though, is always verified in software. So flip one random bit of the IPv4 header (after
+ * the version/IHL byte, which is checked before the checksum): the receiver drops the
+ * packet and counts it in Ip InCsumErrors. IPv6 has no header checksum: left intact. */
+static __always_inline int corrupt_packet(struct __sk_buff *skb, const struct packet *pkt)
+{
+	__u32 draw = bpf_get_prandom_u32();
+	__u32 offset = pkt->l3_offset + 1 + (draw % (sizeof(struct iphdr) - 1));
+	__u8 byte;
+
+	if (!pkt->is_ipv4)
+		return 0;
+	if (bpf_skb_load_bytes(skb, offset, &byte, 1) < 0)
+		return 0;
+	byte ^= 1 << ((draw >> 16) & 7);
+	return bpf_skb_store_bytes(skb, offset, &byte, 1, 0) == 0;
+}
+
+/* A copy of the packet re-enters this hook right after; the mark lets it pass untouched. */
+static __always_inline int duplicate_packet(struct __sk_buff *skb)
+{
+	int err;
+
+	skb->mark = KFAULT_MARK_DUPLICATE;
+	err = bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
+	skb->mark = 0;
+	return err == 0;
+}
+
+static __always_inline int fault_ingress(struct __sk_buff *skb, __u32 direction)
+{
+	struct kfault_peer_rules *rules;
+	struct packet pkt = {};
+	__u64 now;
+
+	if (skb->mark == KFAULT_MARK_DUPLICATE) {
+		skb->mark = 0;
+		return TC_ACT_UNSPEC; /* pass, and let later filters see it */
+	}
+	rules = lookup_rules(skb, direction, &pkt);
+	if (!rules)
+		return TC_ACT_UNSPEC; /* pass, and let later filters see it */
+
+	now = bpf_ktime_get_ns();
+#pragma unroll
+	for (int i = 0; i < KFAULT_MAX_RULES_PER_PEER; i++) {
+		struct kfault_rule_state *state;
+		struct kfault_rule *rule;
+		__u32 slot;
+
+		if (i >= rules->count)
+			break;
+		slot = rules->slot[i];
+		rule = kfault_rules.lookup(&slot);
+		state = kfault_rule_state.lookup(&slot);
+		if (!rule || !state || rule_expired(rule, now) || !rule_matches(rule, &pkt))
+			continue;
+
+		count(slot, KFAULT_OUTCOME_MATCHED, pkt.len);
+		if ((rule->actions & KFAULT_ACT_PARTITION) ||
+		    ((rule->actions & KFAULT_ACT_LOSS) &&
+		     roll_percent(state, KFAULT_ACT_LOSS, rule->loss_after_miss, rule->loss_after_hit))) {
+			count(slot, KFAULT_OUTCOME_DROPPED, pkt.len);
+			return TC_ACT_SHOT;
+		}
+		if ((rule->actions & KFAULT_ACT_DUPLICATE) &&
+		    roll_percent(state, KFAULT_ACT_DUPLICATE, rule->duplicate_after_miss, rule->duplicate_after_hit) &&
+		    duplicate_packet(skb))
+			count(slot, KFAULT_OUTCOME_DUPLICATED, pkt.len);
+		if ((rule->actions & KFAULT_ACT_CORRUPT) &&
+		    roll_percent(state, KFAULT_ACT_CORRUPT, rule->corrupt_after_miss, rule->corrupt_after_hit) &&
+		    corrupt_packet(skb, &pkt))
+			count(slot, KFAULT_OUTCOME_CORRUPTED, pkt.len);
+		count(slot, KFAULT_OUTCOME_PASSED, pkt.len);
+	}
+	return TC_ACT_UNSPEC; /* pass, and let later filters see it */
+}
+
+/* Latency for one packet: delay +/- jitter, the jitter leaning on the last sample. */
+static __always_inline __u64 delay_for_packet(const struct kfault_rule *rule, struct kfault_rule_state *state)
+{
+	__s64 jitter = 0;
+
+	if (rule->jitter_ns) {
+		__u64 span = rule->jitter_ns * 2 + 1;
+		__s64 fresh = (__s64)(bpf_get_prandom_u32() % span) - (__s64)rule->jitter_ns;
+		__u64 weight = rule->delay_correlation;
+
+		/* (fresh * (1 - w) + last * w) with w = weight / 2^32; shifts keep it unsigned-safe */
+		jitter = (__s64)(((__u64)(fresh + (__s64)rule->jitter_ns) * (KFAULT_ALWAYS - weight) +
+				  (__u64)(state->last_jitter_ns + (__s64)rule->jitter_ns) * weight) >> 32) -
+			 (__s64)rule->jitter_ns;
+		state->last_jitter_ns = jitter;
+	}
+	if (jitter < 0 && (__u64)(-jitter) > rule->delay_ns)
+		return 0;
+	return rule->delay_ns + jitter;
+}
+
+/* EDT: the departure time of a packet under the rule's rate, or 0 when it must be dropped. */
+static __always_inline __u64 pace_packet(const struct kfault_rule *rule, __u32 slot, __u64 now, __u32 len)
+{
+	struct kfault_pacer *pacer = kfault_pacer.lookup(&slot);
+	__u64 departure, next, burst_ns;
+
+	if (!pacer || !rule->rate_bytes_per_sec)
+		return now;
+	burst_ns = rule->burst_bytes * NS_PER_SEC / rule->rate_bytes_per_sec;
+	departure = pacer->next_departure_ns;
+	if (departure + burst_ns < now)
+		departure = now - burst_ns;
+	if (rule->queue_ns && departure > now + rule->queue_ns)
+		return 0;
+	next = departure + (__u64)len * NS_PER_SEC / rule->rate_bytes_per_sec;
+	pacer->next_departure_ns = next;
+	return departure > now ? departure : now;
+}
+
+static __always_inline int fault_egress(struct __sk_buff *skb, __u32 direction)
+{
+	struct kfault_peer_rules *rules;
+	struct packet pkt = {};
+	__u64 now, departure;
+
+	rules = lookup_rules(skb, direction, &pkt);
+	if (!rules)
+		return TC_ACT_UNSPEC; /* pass, and let later filters see it */
+
+	now = bpf_ktime_get_ns();
+	departure = skb->tstamp > now ? skb->tstamp : now;
+#pragma unroll
+	for (int i = 0; i < KFAULT_MAX_RULES_PER_PEER; i++) {
+		struct kfault_rule_state *state;
+		struct kfault_rule *rule;
+		__u64 at;
+		__u32 slot;
+
+		if (i >= rules->count)
+			break;
+		slot = rules->slot[i];
+		rule = kfault_rules.lookup(&slot);
+		state = kfault_rule_state.lookup(&slot);
+		if (!rule || !state || rule_expired(rule, now) || !rule_matches(rule, &pkt))
+			continue;
+		if (!(rule->actions & (KFAULT_ACT_DELAY | KFAULT_ACT_BANDWIDTH)))
+			continue;
+
+		count(slot, KFAULT_OUTCOME_MATCHED, pkt.len);
+		if (rule->actions & KFAULT_ACT_BANDWIDTH) {
+			at = pace_packet(rule, slot, now, pkt.len);
+			if (!at) {
+				count(slot, KFAULT_OUTCOME_DROPPED, pkt.len);
+				return TC_ACT_SHOT;
+			}
+			if (at > departure)
+				departure = at;
+		}
+		if (rule->actions & KFAULT_ACT_DELAY) {
+			at = now + delay_for_packet(rule, state);
+			/* Jitter must not reorder: never depart before the previous packet. */
+			if (at < state->last_tstamp_ns)
+				at = state->last_tstamp_ns;
+			state->last_tstamp_ns = at;
+			if (at > departure)
+				departure = at;
+		}
+		count(slot, KFAULT_OUTCOME_DELAYED, pkt.len);
+		count(slot, KFAULT_OUTCOME_PASSED, pkt.len);
+	}
+	if (departure > now)
+		skb->tstamp = departure;
+	return TC_ACT_UNSPEC; /* pass, and let later filters see it */
+}
+
+int ingress_to(struct __sk_buff *skb)
+{
+	return fault_ingress(skb, KFAULT_DIR_TO);
+}
+
+int ingress_from(struct __sk_buff *skb)
+{
+	return fault_ingress(skb, KFAULT_DIR_FROM);
+}
+
+int egress_to(struct __sk_buff *skb)
+{
+	return fault_egress(skb, KFAULT_DIR_TO);
+}
+
+int egress_from(struct __sk_buff *skb)
+{
+	return fault_egress(skb, KFAULT_DIR_FROM);
+}
