@@ -47,11 +47,11 @@ class NetDatapath:
             self.programs = {name: self.bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in NET_PROGRAMS}
         except Exception as err:
             raise KernelUnsupported(f"the kernel refused kfault's tc programs (BPF_PROG_TYPE_SCHED_CLS): {err}") from err
-        self.peers = self.bpf["kfault_peers"]
-        self.rules = self.bpf["kfault_rules"]
-        self.counters = self.bpf["kfault_counters"]
-        self.rule_state = self.bpf["kfault_rule_state"]
-        self.pacer = self.bpf["kfault_pacer"]
+        self.peers = self.bpf[b"kfault_peers"]
+        self.rules = self.bpf[b"kfault_rules"]
+        self.counters = self.bpf[b"kfault_counters"]
+        self.rule_state = self.bpf[b"kfault_rule_state"]
+        self.pacer = self.bpf[b"kfault_pacer"]
 
     def fd(self, name):
         return self.programs[name].fd

@@ -184,6 +184,16 @@ static __always_inline int duplicate_packet(struct __sk_buff *skb)
 	return err == 0;
 }
 
+/* The live rule in `slot` if it applies to this packet, else NULL. */
+static __always_inline struct kfault_rule *applicable_rule(__u32 slot, const struct packet *pkt, __u64 now)
+{
+	struct kfault_rule *rule = kfault_rules.lookup(&slot);
+
+	if (!rule || rule_expired(rule, now) || !rule_matches(rule, pkt))
+		return NULL;
+	return rule;
+}
+
 static __always_inline int fault_ingress(struct __sk_buff *skb, __u32 direction)
 {
 	struct kfault_peer_rules *rules;
@@ -196,9 +206,11 @@ static __always_inline int fault_ingress(struct __sk_buff *skb, __u32 direction)
 	}
 	rules = lookup_rules(skb, direction, &pkt);
 	if (!rules)
-		return TC_ACT_UNSPEC; /* pass, and let later filters see it */
+		return TC_ACT_UNSPEC;
 
 	now = bpf_ktime_get_ns();
+	/* First every rule's drop decision: a packet that any rule drops is neither
+	 * duplicated nor corrupted by another (a copy of it must not survive). */
 #pragma unroll
 	for (int i = 0; i < KFAULT_MAX_RULES_PER_PEER; i++) {
 		struct kfault_rule_state *state;
@@ -208,11 +220,10 @@ static __always_inline int fault_ingress(struct __sk_buff *skb, __u32 direction)
 		if (i >= rules->count)
 			break;
 		slot = rules->slot[i];
-		rule = kfault_rules.lookup(&slot);
+		rule = applicable_rule(slot, &pkt, now);
 		state = kfault_rule_state.lookup(&slot);
-		if (!rule || !state || rule_expired(rule, now) || !rule_matches(rule, &pkt))
+		if (!rule || !state)
 			continue;
-
 		count(slot, KFAULT_OUTCOME_MATCHED, pkt.len);
 		if ((rule->actions & KFAULT_ACT_PARTITION) ||
 		    ((rule->actions & KFAULT_ACT_LOSS) &&
@@ -220,6 +231,21 @@ static __always_inline int fault_ingress(struct __sk_buff *skb, __u32 direction)
 			count(slot, KFAULT_OUTCOME_DROPPED, pkt.len);
 			return TC_ACT_SHOT;
 		}
+	}
+	/* Then what the packet goes through on its way. */
+#pragma unroll
+	for (int i = 0; i < KFAULT_MAX_RULES_PER_PEER; i++) {
+		struct kfault_rule_state *state;
+		struct kfault_rule *rule;
+		__u32 slot;
+
+		if (i >= rules->count)
+			break;
+		slot = rules->slot[i];
+		rule = applicable_rule(slot, &pkt, now);
+		state = kfault_rule_state.lookup(&slot);
+		if (!rule || !state)
+			continue;
 		if ((rule->actions & KFAULT_ACT_DUPLICATE) &&
 		    roll_percent(state, KFAULT_ACT_DUPLICATE, rule->duplicate_after_miss, rule->duplicate_after_hit) &&
 		    duplicate_packet(skb))
@@ -230,7 +256,7 @@ static __always_inline int fault_ingress(struct __sk_buff *skb, __u32 direction)
 			count(slot, KFAULT_OUTCOME_CORRUPTED, pkt.len);
 		count(slot, KFAULT_OUTCOME_PASSED, pkt.len);
 	}
-	return TC_ACT_UNSPEC; /* pass, and let later filters see it */
+	return TC_ACT_UNSPEC;
 }
 
 /* Latency for one packet: delay +/- jitter, the jitter leaning on the last sample. */
@@ -295,9 +321,9 @@ static __always_inline int fault_egress(struct __sk_buff *skb, __u32 direction)
 		if (i >= rules->count)
 			break;
 		slot = rules->slot[i];
-		rule = kfault_rules.lookup(&slot);
+		rule = applicable_rule(slot, &pkt, now);
 		state = kfault_rule_state.lookup(&slot);
-		if (!rule || !state || rule_expired(rule, now) || !rule_matches(rule, &pkt))
+		if (!rule || !state)
 			continue;
 		if (!(rule->actions & (KFAULT_ACT_DELAY | KFAULT_ACT_BANDWIDTH)))
 			continue;

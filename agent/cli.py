@@ -1,0 +1,170 @@
+"""`kfault`: validate, run and inspect experiments on this node. A thin surface over the core."""
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+
+from . import spec, units
+
+EXIT_INVALID = 1
+EXIT_CANNOT = 2
+
+
+def _load_experiments(path):
+    return [spec.parse_experiment(doc) for doc in spec.load_documents(path)]
+
+
+def cmd_validate(args):
+    try:
+        experiments = _load_experiments(args.file)
+    except spec.InvalidSpec as err:
+        for error in err.errors:
+            print(f"{args.file}: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    for experiment in experiments:
+        print(f"{args.file}: {experiment.key} ({experiment.action}) is valid")
+    return 0
+
+
+def cmd_capabilities(args):
+    from . import loader
+    try:
+        loader.NetDatapath().close()
+        error = None
+    except loader.KernelUnsupported as err:
+        error = err
+    caps = loader.probe_capabilities(error)
+    print("kernel features:")
+    for cap in caps.values():
+        print(f"  {cap.name:<10} {'yes' if cap.available else 'no ':<4} {cap.reason}")
+    print("network actions:")
+    for action in loader.ACTION_NEEDS:
+        ok, reason = loader.action_support(caps, action)
+        print(f"  {action:<10} {'yes' if ok else 'no ':<4} {reason}")
+    return 0
+
+
+def _format_counters(engine, active, elapsed):
+    lines = []
+    for direction, outcomes in engine.counters(active).items():
+        matched = outcomes["matched"][0]
+        parts = [f"matched {matched}"]
+        for outcome in ("dropped", "duplicated", "corrupted", "delayed"):
+            count = outcomes[outcome][0]
+            if count:
+                share = f" ({100 * count / matched:.1f}%)" if matched else ""
+                parts.append(f"{outcome} {count}{share}")
+        lines.append(f"{elapsed:6.1f}s  {active.experiment.key} {active.experiment.action} "
+                     f"{direction:<4} " + "  ".join(parts))
+    return lines
+
+
+def cmd_run(args):
+    from . import loader, metrics, netfault, topology
+    try:
+        experiments = _load_experiments(args.file)
+        duration_ns = units.parse_duration_ns(args.duration) if args.duration else None
+    except spec.InvalidSpec as err:
+        for error in err.errors:
+            print(f"{args.file}: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except ValueError as err:
+        print(f"--duration {args.duration!r}: use {err}", file=sys.stderr)
+        return EXIT_INVALID
+
+    try:
+        target = topology.resolve_net_target(args.target, experiments[0].device)
+        datapath = loader.NetDatapath()
+    except (topology.TargetNotFound, loader.KernelUnsupported) as err:
+        print(f"kfault: {err}", file=sys.stderr)
+        return EXIT_CANNOT
+    engine = netfault.NetFaultEngine(datapath, loader.probe_capabilities(), lease_s=args.lease)
+    for experiment in experiments:
+        try:
+            engine.check_supported(experiment)
+        except loader.KernelUnsupported as err:
+            print(f"kfault: {experiment.key}: {err}", file=sys.stderr)
+            return EXIT_CANNOT
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.metrics_port:
+        metrics.serve(engine, args.metrics_port)
+    try:
+        started = time.monotonic()
+        for experiment in experiments:
+            if duration_ns:
+                experiment = spec.NetworkChaos(**{**experiment.__dict__, "duration_ns": duration_ns})
+            engine.apply(experiment, target)
+        print(f"kfault: injecting on {target.name} ({', '.join(i.inside.ifname for i in target.interfaces)}); "
+              f"lease {args.lease:g}s; Ctrl-C to stop", flush=True)
+        while not stop.wait(args.interval):
+            for key in engine.renew():
+                engine.revoke(*key)
+            elapsed = time.monotonic() - started
+            for active in engine.active():
+                for line in _format_counters(engine, active, elapsed):
+                    print(line, flush=True)
+            if not engine.active():
+                break
+    except Exception as err:  # noqa: BLE001 - report, then always clean up
+        print(f"kfault: {err}", file=sys.stderr)
+        return EXIT_CANNOT
+    finally:
+        engine.revoke_all()
+        datapath.close()
+    print("kfault: all faults removed; interfaces restored", flush=True)
+    return 0
+
+
+def cmd_cleanup(args):
+    from . import tc, topology
+    removed = 0
+    for netns in topology.candidate_peer_namespaces():
+        removed += tc.remove_stale_filters(netns)
+    print(f"kfault: removed {removed} stale kfault filter(s)")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="kfault", description="kernel-level chaos: network faults with eBPF")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check experiment documents; inject nothing")
+    p.add_argument("-f", "--file", required=True)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="inject an experiment on a local target until it ends")
+    p.add_argument("-f", "--file", required=True)
+    p.add_argument("--target", required=True, help="netns:NAME, netns:/path or pid:PID")
+    p.add_argument("--duration", help="overrides spec.duration, e.g. 30s")
+    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
+    p.add_argument("--lease", type=float, default=10.0,
+                   help="seconds a fault outlives this process if it is killed (default 10)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between counter lines")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("capabilities", help="what this node's kernel supports, and why not")
+    p.set_defaults(func=cmd_capabilities)
+
+    p = sub.add_parser("cleanup", help="remove kfault filters left by a killed agent")
+    p.set_defaults(func=cmd_cleanup)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "lease", 1) <= 0:
+        print("--lease: use a number of seconds above 0", file=sys.stderr)
+        return EXIT_INVALID
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

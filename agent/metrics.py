@@ -1,0 +1,42 @@
+"""Prometheus surface: counters read from the BPF maps at scrape time, no polling thread."""
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .netfault import experiment_actions
+
+NET_LABELS = ["experiment", "target", "action", "direction", "outcome"]
+
+
+class NetFaultCollector:
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        packets = CounterMetricFamily("kfault_packets", "Packets matched by kfault rules, by what was done to them.",
+                                      labels=NET_LABELS)
+        octets = CounterMetricFamily("kfault_bytes", "Bytes matched by kfault rules, by what was done to them.",
+                                     labels=NET_LABELS)
+        rules = GaugeMetricFamily("kfault_rules_active", "Kernel rules in force, by experiment and target.",
+                                  labels=["experiment", "target"])
+        for active in self.engine.active():
+            action = active.experiment.action
+            rules.add_metric([active.experiment.key, active.target.name], len(active.rules))
+            for direction, outcomes in self.engine.counters(active).items():
+                for outcome, (count, size) in outcomes.items():
+                    labels = [active.experiment.key, active.target.name, action, direction, outcome]
+                    packets.add_metric(labels, count)
+                    octets.add_metric(labels, size)
+        capability = GaugeMetricFamily("kfault_capability", "1 where this node's kernel has a feature kfault uses.",
+                                       labels=["feature"])
+        for cap in self.engine.capabilities.values():
+            capability.add_metric([cap.name], 1 if cap.available else 0)
+        yield from (packets, octets, rules, capability)
+
+
+def serve(engine, port, registry=None):
+    from prometheus_client import REGISTRY, start_http_server
+    registry = registry or REGISTRY
+    registry.register(NetFaultCollector(engine))
+    return start_http_server(port, registry=registry)
+
+
+__all__ = ["NetFaultCollector", "serve", "experiment_actions"]

@@ -1,0 +1,85 @@
+"""Test hosts: network namespaces joined by veth pairs, made and removed by each test."""
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "udp_probe.py")
+
+
+def sh(cmd, check=True):
+    return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True)
+
+
+class Lab:
+    """Hosts named by role ('a', 'b', ...) in namespaces with a unique prefix."""
+
+    def __init__(self):
+        self.prefix = "kft" + uuid.uuid4().hex[:6]
+        self.hosts = {}
+        self.links = 0
+
+    def ns(self, host):
+        return f"{self.prefix}-{host}"
+
+    def host(self, name):
+        if name not in self.hosts:
+            sh(f"ip netns add {self.ns(name)}")
+            sh(f"ip -n {self.ns(name)} link set lo up")
+            self.hosts[name] = []
+        return self.ns(name)
+
+    def link(self, left, right, subnet):
+        """A veth pair between two hosts; left gets .1, right .2 of a /24 subnet like '10.250.1'."""
+        self.links += 1
+        lname, rname = f"{right}{self.links}", f"{left}{self.links}"   # named after the far end
+        self.host(left), self.host(right)
+        sh(f"ip link add {lname} netns {self.ns(left)} type veth peer {rname} netns {self.ns(right)}")
+        for host, dev, ip in ((left, lname, f"{subnet}.1"), (right, rname, f"{subnet}.2")):
+            sh(f"ip -n {self.ns(host)} addr add {ip}/24 dev {dev}")
+            sh(f"ip -n {self.ns(host)} link set {dev} up")
+            self.hosts[host].append(dev)
+        return f"{subnet}.1", f"{subnet}.2"
+
+    def run(self, host, cmd, check=True):
+        return sh(f"ip netns exec {self.ns(host)} {cmd}", check=check)
+
+    def popen(self, host, cmd):
+        return subprocess.Popen(f"ip netns exec {self.ns(host)} {cmd}", shell=True, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def tc_state(self):
+        """Every qdisc and filter of every test host, to compare before and after."""
+        state = {}
+        for host, devs in self.hosts.items():
+            for dev in devs:
+                out = [sh(f"tc -n {self.ns(host)} qdisc show dev {dev}").stdout]
+                for hook in ("ingress", "egress"):
+                    out.append(sh(f"tc -n {self.ns(host)} filter show dev {dev} {hook}", check=False).stdout)
+                state[(host, dev)] = "".join(out)
+        return state
+
+    def counter(self, host, name):
+        """A kernel SNMP/netstat counter of a host, by nstat's name (e.g. IpExtInCsumErrors)."""
+        out = self.run(host, f"nstat -asz {name}").stdout.split()
+        return int(out[out.index(name) + 1])
+
+    def udp(self, sender, receiver, address, count, port=5001, pps=5000, idle=1.5):
+        """Send `count` datagrams; return (sender summary, receiver summary)."""
+        recv = self.popen(receiver, f"{sys.executable} {PROBE} receive {port} {idle}")
+        assert recv.stdout.readline().strip() == "ready"
+        sent = json.loads(self.run(sender, f"{sys.executable} {PROBE} send {address} {port} {count} {pps}").stdout)
+        out, _ = recv.communicate(timeout=60)
+        return sent, json.loads(out)
+
+    def ping_flood(self, host, address, count):
+        """ping -f; returns (transmitted, received, output)."""
+        out = self.run(host, f"ping -f -q -c {count} {address}", check=False).stdout + \
+            self.run(host, "true").stderr
+        stats = [l for l in out.splitlines() if "transmitted" in l][0].split(",")
+        return int(stats[0].split()[0]), int(stats[1].split()[0]), out
+
+    def close(self):
+        for host in self.hosts:
+            sh(f"ip netns del {self.ns(host)}", check=False)
