@@ -210,11 +210,11 @@ def _network_chaos(metadata, spec, doc):
         if duration == 0:
             errors.append(SpecError("spec.duration", spec["duration"], "a duration above 0, or no duration"))
 
+    chances = {name: chance(name) for name in ("loss", "duplicate", "corrupt")}
     if errors:
         raise InvalidSpec(errors)
     return NetworkChaos(
         name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
         direction=spec.get("direction", "to"), peers=tuple(peers), device=spec.get("device"),
         duration_ns=duration, protocol=PROTOCOLS.get(spec.get("protocol"), 0), peer_ports=peer_ports,
-        partition=action == "partition", loss=chance("loss"), duplicate=chance("duplicate"),
-        corrupt=chance("corrupt"), delay=delay, bandwidth=bandwidth, raw=doc)
+        partition=action == "partition", delay=delay, bandwidth=bandwidth, raw=doc, **chances)

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from netlab import Lab
+from kfault_agent.lab import Lab
 
 
 def _capabilities():

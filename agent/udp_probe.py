@@ -1,4 +1,4 @@
-"""A UDP sender and receiver for tests, run inside a test host with `ip netns exec`.
+"""A UDP sender and receiver, run inside a local host with `ip netns exec`.
 
 Every datagram carries its sequence number and a hash of itself, so the receiver can tell a
 duplicate from an original and a damaged payload from a good one.

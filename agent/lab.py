@@ -1,11 +1,10 @@
-"""Test hosts: network namespaces joined by veth pairs, made and removed by each test."""
+"""Local hosts for the demo, tests and benchmarks: network namespaces joined by veth pairs."""
 import json
-import os
 import subprocess
 import sys
 import uuid
 
-PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "udp_probe.py")
+PROBE = "-m kfault_agent.udp_probe"
 
 
 def sh(cmd, check=True):
@@ -75,7 +74,7 @@ class Lab:
 
     def ping_flood(self, host, address, count):
         """ping -f; returns (transmitted, received, output)."""
-        out = self.run(host, f"ping -f -q -c {count} {address}", check=False).stdout + \
+        out = self.run(host, f"ping -f -q -W 1 -c {count} {address}", check=False).stdout + \
             self.run(host, "true").stderr
         stats = [l for l in out.splitlines() if "transmitted" in l][0].split(",")
         return int(stats[0].split()[0]), int(stats[1].split()[0]), out

@@ -1,0 +1,60 @@
+"""Experiment -> rules: pure logic, no kernel."""
+import ipaddress
+
+import pytest
+
+from kfault_agent import layout, policy, spec
+
+
+def test_uncorrelated_thresholds_are_the_rate():
+    miss, hit = policy.chance_thresholds(spec.Chance(30, 0))
+    assert miss == hit == round(0.3 * 2**32)
+
+
+def test_correlated_chain_keeps_the_rate_and_makes_runs():
+    miss, hit = policy.chance_thresholds(spec.Chance(30, 90))
+    p_miss, p_hit = miss / 2**32, hit / 2**32
+    stationary = p_miss / (1 - p_hit + p_miss)
+    assert stationary == pytest.approx(0.30, abs=1e-6)
+    assert 1 / (1 - p_hit) > 10     # mean run of losses
+
+
+def test_hundred_percent_is_certain():
+    assert policy.chance_thresholds(spec.Chance(100, 0)) == (layout.ALWAYS, layout.ALWAYS)
+
+
+def test_ipv4_is_mapped_into_the_ipv6_key():
+    assert str(policy.as_ipv6_network("10.0.0.0/8")) == "::ffff:a00:0/104"
+
+
+def keys(direction, local, *peers):
+    return policy.peer_keys(direction, [ipaddress.ip_address(local)], [ipaddress.ip_network(p) for p in peers])
+
+
+def test_longest_prefix_carries_every_containing_rule():
+    table = policy.PeerTable()
+    table.add(1, keys("to", "10.0.0.1"))                     # every peer
+    table.add(2, keys("to", "10.0.0.1", "10.1.0.0/16"))
+    table.add(3, keys("to", "10.0.0.1", "10.1.2.3/32"))
+    table.add(4, keys("from", "10.0.0.1", "10.1.2.3/32"))   # other direction: separate
+    entries = table.entries(table.groups_of(keys("to", "10.0.0.1")))
+    by_net = {str(net): slots for (_, _, net), slots in entries.items()}
+    assert by_net == {"::/0": (1,), "::ffff:a01:0/112": (1, 2), "::ffff:a01:203/128": (1, 2, 3)}
+
+
+def test_too_many_overlapping_rules_is_a_clear_conflict():
+    table = policy.PeerTable()
+    for slot in range(layout.MAX_RULES_PER_PEER + 1):
+        table.add(slot, keys("to", "10.0.0.1"))
+    with pytest.raises(policy.RuleConflict, match="at most"):
+        table.entries(table.groups_of(keys("to", "10.0.0.1")))
+
+
+def test_rule_fields_carry_actions_and_scope():
+    experiment = spec.parse_experiment({
+        "apiVersion": spec.API_VERSION, "kind": "NetworkChaos", "metadata": {"name": "x"},
+        "spec": {"action": "netem", "loss": {"loss": "10"}, "corrupt": {"corrupt": "5"},
+                 "protocol": "tcp", "peerPorts": "8000-8080"}})
+    fields = policy.rule_fields(experiment)
+    assert fields["actions"] == layout.ACT_LOSS | layout.ACT_CORRUPT
+    assert (fields["protocol"], fields["peer_port_min"], fields["peer_port_max"]) == (6, 8000, 8080)

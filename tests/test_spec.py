@@ -1,0 +1,107 @@
+"""Bad input gets an error naming the field, the bad value and what is allowed; nothing runs."""
+import subprocess
+import sys
+
+import pytest
+
+from kfault_agent import spec
+
+
+def doc(**spec_fields):
+    return {"apiVersion": spec.API_VERSION, "kind": "NetworkChaos", "metadata": {"name": "x"},
+            "spec": {"action": "loss", "loss": {"loss": "25"}, **spec_fields}}
+
+
+def errors_of(document):
+    with pytest.raises(spec.InvalidSpec) as caught:
+        spec.parse_experiment(document)
+    return [str(e) for e in caught.value.errors]
+
+
+@pytest.mark.parametrize("document, path, words", [
+    (doc(lossy=1), "spec.lossy", "known field"),
+    (doc(loss={"loss": "130"}), "spec.loss.loss", "0 to 100"),
+    (doc(loss={"loss": "-5"}), "spec.loss.loss", "percent"),
+    (doc(loss={"loss": 30}), "spec.loss.loss", "string"),
+    (doc(loss={"loss": "30", "correlation": "101"}), "spec.loss.correlation", "0 to 100"),
+    (doc(duration="10 minutes"), "spec.duration", "duration"),
+    (doc(duration="0"), "spec.duration", "above 0"),
+    (doc(externalTargets=["10.0.0.300/8"]), "spec.externalTargets[0]", "CIDR"),
+    (doc(externalTargets=["example.com"]), "spec.externalTargets[0]", "IP address"),
+    (doc(peerPorts="70000", protocol="tcp"), "spec.peerPorts", "1-65535"),
+    (doc(peerPorts="90-80", protocol="tcp"), "spec.peerPorts", "low first"),
+    (doc(peerPorts="80"), "spec.protocol", "tcp or udp"),
+    (doc(peerPorts="http", protocol="tcp"), "spec.peerPorts", "port"),
+    (doc(direction="sideways"), "spec.direction", "to, from, both"),
+    (doc(action="explode"), "spec.action", "one of"),
+    (doc(action="delay"), "spec.delay", "needs it"),
+    (doc(action="delay", delay={"latency": "fast"}), "spec.delay.latency", "duration"),
+    (doc(action="bandwidth", bandwidth={"rate": "10 apples"}), "spec.bandwidth.rate", "rate"),
+    (doc(action="bandwidth", bandwidth={"rate": "10furlongs"}), "spec.bandwidth.rate", "mbit"),
+    ({**doc(), "apiVersion": "chaos-mesh.org/v1alpha1"}, "apiVersion", "kfault.dev/v1alpha1"),
+    ({**doc(), "kind": "StressChaos"}, "kind", "NetworkChaos"),
+    ({**doc(), "metadata": {}}, "metadata.name", "name"),
+])
+def test_each_bad_field_is_named_with_its_fix(document, path, words):
+    messages = errors_of(document)
+    assert any(m.startswith(path + ":") and words in m for m in messages), messages
+
+
+def test_every_error_is_reported_at_once():
+    messages = errors_of(doc(loss={"loss": "130"}, duration="soon", direction="up"))
+    assert len(messages) >= 2
+
+
+def test_chaos_mesh_documents_are_accepted_after_changing_api_version():
+    chaos_mesh = {
+        "apiVersion": spec.API_VERSION, "kind": "NetworkChaos",
+        "metadata": {"name": "network-delay", "namespace": "chaos-testing"},
+        "spec": {"action": "netem", "mode": "one", "selector": {"namespaces": ["default"],
+                 "labelSelectors": {"app": "web-show"}},
+                 "delay": {"latency": "10ms", "correlation": "100", "jitter": "0ms"},
+                 "loss": {"loss": "25", "correlation": "25"}, "duration": "30s"}}
+    experiment = spec.parse_experiment(chaos_mesh)
+    assert experiment.delay.latency_ns == 10_000_000 and experiment.loss.percent == 25
+
+
+def test_validate_cli_exits_1_and_names_the_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: kfault.dev/v1alpha1\nkind: NetworkChaos\nmetadata: {name: x}\n"
+                   "spec: {action: loss, loss: {loss: '130'}}\n")
+    out = subprocess.run([sys.executable, "-m", "kfault_agent.cli", "validate", "-f", str(bad)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "spec.loss.loss: '130' is not valid; use a percent from 0 to 100" in out.stderr
+
+
+def test_run_with_bad_input_injects_nothing(tmp_path):
+    from kfault_agent.lab import Lab
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a test host")
+    lab = Lab()
+    try:
+        lab.link("a", "b", "10.250.1")
+        before = lab.tc_state()
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("apiVersion: kfault.dev/v1alpha1\nkind: NetworkChaos\nmetadata: {name: x}\n"
+                       "spec: {action: partition, externalTargets: ['10.0.0.0/33']}\n")
+        out = subprocess.run([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(bad),
+                              "--target", f"netns:{lab.ns('a')}"], capture_output=True, text=True)
+        assert out.returncode == 1 and "spec.externalTargets[0]" in out.stderr
+        out = subprocess.run([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(bad).replace("bad", "none"),
+                              "--target", f"netns:{lab.ns('a')}"], capture_output=True, text=True)
+        assert out.returncode == 1 and "readable file" in out.stderr
+        assert lab.tc_state() == before
+    finally:
+        lab.close()
+
+
+def test_unknown_target_is_refused_with_the_forms_allowed(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("apiVersion: kfault.dev/v1alpha1\nkind: NetworkChaos\nmetadata: {name: x}\n"
+                    "spec: {action: partition}\n")
+    for target, words in (("pod:web", "netns:NAME"), ("netns:kfault-no-such-ns", "No such file")):
+        out = subprocess.run([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(good),
+                              "--target", target], capture_output=True, text=True)
+        assert out.returncode == 2 and words in out.stderr, out.stderr
