@@ -81,15 +81,14 @@ class NetFaultEngine:
             addresses = [a for iface in target.interfaces for a in iface.addresses]
             if not addresses:
                 raise KernelUnsupported(f"{target.name}: its interfaces have no IP address to match packets by")
-            rules = []
+            rules, affected = [], set()
             try:
                 for direction in experiment.directions:
                     rule = ActiveRule(self._free_slots.pop(), direction,
                                       policy.peer_keys(direction, addresses, experiment.peers))
                     rules.append(rule)
-                    self._table.add(rule.slot, rule.keys)
-                groups = self._table.groups_of(frozenset().union(*(r.keys for r in rules)))
-                entries = self._table.entries(groups)
+                    affected |= self._table.add(rule.slot, rule.keys)
+                entries = self._table.entries(affected)
             except (IndexError, policy.RuleConflict) as err:
                 for rule in rules:
                     self._table.remove(rule.slot)
@@ -112,7 +111,7 @@ class NetFaultEngine:
             for rule in rules:
                 self._reset_slot(rule.slot)
                 self._write_rule(rule.slot, fields, active.deadline_ns)
-            self._write_entries(groups, entries)
+            self._write_entries(entries)
             self._active[active.key] = active
             log.info("applied %s on %s: slots %s", experiment.key, target.name, [r.slot for r in rules])
             return active
@@ -179,10 +178,10 @@ class NetFaultEngine:
         active.links.append(key)
 
     def _release(self, active):
-        groups = set()
+        affected = set()
         for rule in active.rules:
-            groups |= self._table.groups_of(self._table.remove(rule.slot))
-        self._write_entries(groups, self._table.entries(groups))
+            affected |= self._table.remove(rule.slot)
+        self._write_entries(self._table.entries(affected))
         for rule in active.rules:
             del self.datapath.rules[self.datapath.rules.Key(rule.slot)]  # an array slot: zeroed
             self._free_slots.append(rule.slot)
@@ -213,11 +212,14 @@ class NetFaultEngine:
         key.remote[:] = list(network.network_address.packed)
         return key
 
-    def _write_entries(self, groups, entries):
-        """Make kfault_peers hold `entries` for `groups`: add and change first, then delete."""
-        stale = [k for k in self._entries if (k[0], k[1]) in groups and k not in entries]
+    def _write_entries(self, entries):
+        """Make kfault_peers hold `entries`; an empty slot tuple deletes the key."""
         for entry_key, slots in entries.items():
-            if self._entries.get(entry_key) == slots:
+            if self._entries.get(entry_key, ()) == slots:
+                continue
+            if not slots:
+                del self.datapath.peers[self._peer_key(entry_key)]
+                del self._entries[entry_key]
                 continue
             leaf = self.datapath.peers.Leaf()
             leaf.count = len(slots)
@@ -225,6 +227,3 @@ class NetFaultEngine:
                 leaf.slot[index] = slot
             self.datapath.peers[self._peer_key(entry_key)] = leaf
             self._entries[entry_key] = slots
-        for entry_key in stale:
-            del self.datapath.peers[self._peer_key(entry_key)]
-            del self._entries[entry_key]

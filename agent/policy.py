@@ -85,49 +85,63 @@ def peer_keys(direction, local_addresses, peers):
 
 
 class PeerTable:
-    """What kfault_peers must hold: for every key of every rule, the slots of all rules whose
-    peer network contains that key's network. The BPF program does one longest-prefix lookup
-    and finds every rule that applies, so overlapping experiments compose."""
+    """What kfault_peers must hold: for every peer network some rule names, the slots of all
+    rules whose network contains it. The BPF program does one longest-prefix lookup and finds
+    every rule that applies, so overlapping experiments compose.
+
+    Changes are incremental: adding or removing a rule recomputes only the entries at or
+    inside its networks, so a rule update stays cheap with thousands of rules in place.
+    """
 
     def __init__(self):
         self._keys_of_slot = {}
-        self._slots_of_group = defaultdict(set)   # (direction, local) -> slots
-
-    def groups_of(self, keys):
-        return {(direction, local) for direction, local, _ in keys}
+        self._slots_at = defaultdict(lambda: defaultdict(set))   # (direction, local) -> net -> slots
 
     def add(self, slot, keys):
+        """Add a rule; returns the keys whose entries may have changed."""
         self._keys_of_slot[slot] = keys
-        for group in self.groups_of(keys):
-            self._slots_of_group[group].add(slot)
+        for direction, local, net in keys:
+            self._slots_at[(direction, local)][net].add(slot)
+        return self._affected(keys)
 
     def remove(self, slot):
+        """Remove a rule; returns the keys whose entries may have changed."""
         keys = self._keys_of_slot.pop(slot, frozenset())
-        for group in self.groups_of(keys):
-            self._slots_of_group[group].discard(slot)
-            if not self._slots_of_group[group]:
-                del self._slots_of_group[group]
-        return keys
+        affected = self._affected(keys)
+        for direction, local, net in keys:
+            group = self._slots_at[(direction, local)]
+            group[net].discard(slot)
+            if not group[net]:
+                del group[net]
+            if not group:
+                del self._slots_at[(direction, local)]
+        return affected
 
-    def entries(self, groups):
-        """{key: (slots...)} for the given groups, checked against the per-peer limit."""
+    def _affected(self, keys):
+        affected = set(keys)
+        for direction, local, net in keys:
+            if net.prefixlen == net.max_prefixlen:
+                continue
+            for other in self._slots_at.get((direction, local), ()):
+                if other.prefixlen > net.prefixlen and other.subnet_of(net):
+                    affected.add((direction, local, other))
+        return affected
+
+    def entries(self, keys):
+        """{key: slots} for `keys`; an empty tuple means the key must not be in the map.
+        Raises RuleConflict where more rules overlap than the BPF value holds."""
         result = {}
-        for group in groups:
-            by_network = defaultdict(list)
-            for slot in sorted(self._slots_of_group.get(group, ())):
-                for direction, local, net in self._keys_of_slot[slot]:
-                    if (direction, local) == group:
-                        by_network[net].append(slot)
-            prefixlens = sorted({net.prefixlen for net in by_network})
-            for net in by_network:
-                slots = []
-                for length in prefixlens:
-                    if length > net.prefixlen:
-                        break
-                    slots += by_network.get(net.supernet(new_prefix=length), [])
-                slots = tuple(sorted(set(slots)))
-                if len(slots) > layout.MAX_RULES_PER_PEER:
-                    raise RuleConflict(f"{len(slots)} rules would apply to peer {net} of target address "
-                                       f"{group[1]}; at most {layout.MAX_RULES_PER_PEER} may overlap")
-                result[(group[0], group[1], net)] = slots
+        for direction, local, net in keys:
+            group = self._slots_at.get((direction, local), {})
+            if net not in group:
+                result[(direction, local, net)] = ()
+                continue
+            slots = set()
+            for length in {n.prefixlen for n in group} if len(group) < 64 else range(net.prefixlen + 1):
+                if length <= net.prefixlen:
+                    slots |= group.get(net.supernet(new_prefix=length), set())
+            if len(slots) > layout.MAX_RULES_PER_PEER:
+                raise RuleConflict(f"{len(slots)} rules would apply to peer {net} of target address "
+                                   f"{local}; at most {layout.MAX_RULES_PER_PEER} may overlap")
+            result[(direction, local, net)] = tuple(sorted(slots))
         return result

@@ -2,7 +2,8 @@
 
 Every datagram carries its sequence number and a hash of itself, so the receiver can tell a
 duplicate from an original and a damaged payload from a good one.
-  send HOST PORT COUNT [PPS]      receive PORT IDLE_SECONDS  (prints a JSON summary)
+  send HOST PORT COUNT [PPS]      receive PORT IDLE_SECONDS  (each prints a JSON summary;
+  the sender's holds each datagram's CLOCK_MONOTONIC send time, in ns, for latency figures)
 """
 import hashlib
 import json
@@ -25,7 +26,9 @@ def send(host, port, count, pps=5000):
     errors = 0
     gap = 1.0 / pps
     start = time.monotonic()
+    sent_ns = []
     for seq in range(count):
+        sent_ns.append(time.monotonic_ns())
         try:
             sock.sendto(datagram(seq), (host, port))
         except OSError:
@@ -33,7 +36,7 @@ def send(host, port, count, pps=5000):
         delay = start + (seq + 1) * gap - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-    print(json.dumps({"sent": count, "send_errors": errors}))
+    print(json.dumps({"sent": count, "send_errors": errors, "sent_ns": sent_ns}))
 
 
 def receive(port, idle):

@@ -33,21 +33,23 @@ def keys(direction, local, *peers):
 
 def test_longest_prefix_carries_every_containing_rule():
     table = policy.PeerTable()
-    table.add(1, keys("to", "10.0.0.1"))                     # every peer
-    table.add(2, keys("to", "10.0.0.1", "10.1.0.0/16"))
     table.add(3, keys("to", "10.0.0.1", "10.1.2.3/32"))
+    table.add(2, keys("to", "10.0.0.1", "10.1.0.0/16"))
     table.add(4, keys("from", "10.0.0.1", "10.1.2.3/32"))   # other direction: separate
-    entries = table.entries(table.groups_of(keys("to", "10.0.0.1")))
-    by_net = {str(net): slots for (_, _, net), slots in entries.items()}
+    affected = table.add(1, keys("to", "10.0.0.1"))          # every peer: touches all "to" entries
+    by_net = {str(net): slots for (_, _, net), slots in table.entries(affected).items()}
     assert by_net == {"::/0": (1,), "::ffff:a01:0/112": (1, 2), "::ffff:a01:203/128": (1, 2, 3)}
+    affected = table.remove(2)
+    by_net = {str(net): slots for (_, _, net), slots in table.entries(affected).items()}
+    assert by_net == {"::ffff:a01:0/112": (), "::ffff:a01:203/128": (1, 3)}
 
 
 def test_too_many_overlapping_rules_is_a_clear_conflict():
     table = policy.PeerTable()
     for slot in range(layout.MAX_RULES_PER_PEER + 1):
-        table.add(slot, keys("to", "10.0.0.1"))
+        affected = table.add(slot, keys("to", "10.0.0.1"))
     with pytest.raises(policy.RuleConflict, match="at most"):
-        table.entries(table.groups_of(keys("to", "10.0.0.1")))
+        table.entries(affected)
 
 
 def test_rule_fields_carry_actions_and_scope():
