@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from . import layout, policy
 from .loader import KernelUnsupported, action_support
-from .tc import ClsactHooks
+from .tc import ClsactHooks, FqRoot
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class ActiveExperiment:
     target: object
     rules: list
     links: list
+    fq_links: list = field(default_factory=list)
     ends_at_ns: int = 0          # the end of `duration`; 0 = until revoked
     deadline_ns: int = 0         # the deadline in the kernel right now
     started_ns: int = field(default_factory=monotonic_ns)
@@ -62,6 +63,7 @@ class NetFaultEngine:
         self._table = policy.PeerTable()
         self._entries = {}        # peer key -> slots, as written to kfault_peers
         self._hooks = {}          # (netns inode, ifindex) -> [ClsactHooks, users]
+        self._fq = {}             # (netns inode, ifindex) -> [FqRoot, users]
         self._active = {}         # (experiment key, target name) -> ActiveExperiment
 
     # ---- placing and removing ----------------------------------------------------------
@@ -103,6 +105,10 @@ class NetFaultEngine:
                 for iface in target.interfaces:
                     self._hold_hooks(iface.inside, INSIDE_PROGRAMS, active)
                     self._hold_hooks(iface.outside, OUTSIDE_PROGRAMS, active)
+                    if experiment.needs_edt:
+                        # Egress programs set skb->tstamp; fq at that egress holds the packet.
+                        for direction in experiment.directions:
+                            self._hold_fq(iface.inside if direction == "to" else iface.outside, active)
             except Exception:
                 self._release(active)
                 raise
@@ -169,13 +175,28 @@ class NetFaultEngine:
         deadline = (now or monotonic_ns()) + self.lease_ns
         return min(deadline, active.ends_at_ns) if active.ends_at_ns else deadline
 
-    def _hold_hooks(self, link, programs, active):
+    def _hold(self, held, link, make, keys):
+        """Share one kernel object per interface among experiments, counting its users."""
         key = (link.netns.inode, link.ifindex)
-        if key not in self._hooks:
-            fds = {hook: (self.datapath.fd(name), name) for hook, name in programs.items()}
-            self._hooks[key] = [ClsactHooks.attach(link, fds), 0]
-        self._hooks[key][1] += 1
-        active.links.append(key)
+        if key not in held:
+            held[key] = [make(), 0]
+        held[key][1] += 1
+        keys.append(key)
+
+    @staticmethod
+    def _drop(held, keys, release):
+        for key in keys:
+            held[key][1] -= 1
+            if held[key][1] == 0:
+                release(held.pop(key)[0])
+        keys.clear()
+
+    def _hold_hooks(self, link, programs, active):
+        fds = {hook: (self.datapath.fd(name), name) for hook, name in programs.items()}
+        self._hold(self._hooks, link, lambda: ClsactHooks.attach(link, fds), active.links)
+
+    def _hold_fq(self, link, active):
+        self._hold(self._fq, link, lambda: FqRoot.hold(link), active.fq_links)
 
     def _release(self, active):
         affected = set()
@@ -185,12 +206,8 @@ class NetFaultEngine:
         for rule in active.rules:
             del self.datapath.rules[self.datapath.rules.Key(rule.slot)]  # an array slot: zeroed
             self._free_slots.append(rule.slot)
-        for key in active.links:
-            self._hooks[key][1] -= 1
-            if self._hooks[key][1] == 0:
-                hooks, _ = self._hooks.pop(key)
-                hooks.detach()
-        active.links.clear()
+        self._drop(self._hooks, active.links, ClsactHooks.detach)
+        self._drop(self._fq, active.fq_links, FqRoot.release)
 
     def _reset_slot(self, slot):
         for table in (self.datapath.counters, self.datapath.rule_state, self.datapath.pacer):

@@ -84,3 +84,40 @@ def remove_stale_filters(netns):
                         ipr.tc("del-filter", index=link["index"], handle=f["handle"], parent=parent, info=f["info"])
                         removed += 1
     return removed
+
+
+TC_H_ROOT = 0xFFFFFFFF
+
+
+class QdiscInTheWay(RuntimeError):
+    """The interface's root qdisc is one kfault won't replace."""
+
+
+@dataclass
+class FqRoot:
+    """sch_fq as the interface's root qdisc, which holds packets until skb->tstamp (EDT).
+
+    A veth's root is noqueue unless someone set one: we install fq there and delete it again
+    on release, which restores noqueue exactly. An fq already in place is used as it is. Any
+    other root qdisc belongs to someone else and is left alone: the experiment is refused."""
+    link: object
+    installed: bool = False
+
+    @classmethod
+    def hold(cls, link):
+        with rtnl(link.netns) as ipr:
+            roots = [q for q in ipr.get_qdiscs(index=link.ifindex) if q["parent"] == TC_H_ROOT]
+            kind = roots[0].get_attr("TCA_KIND") if roots else "noqueue"
+            if kind == "fq":
+                return cls(link)
+            if kind != "noqueue":
+                raise QdiscInTheWay(f"{link.ifname} in {link.netns} has root qdisc {kind}; delay and "
+                                    "bandwidth need fq there and kfault replaces only noqueue")
+            ipr.tc("add", "fq", link.ifindex, 0x10000)
+            return cls(link, installed=True)
+
+    def release(self):
+        if self.installed:
+            with rtnl(self.link.netns) as ipr:
+                ipr.tc("del", "fq", self.link.ifindex, 0x10000)
+            self.installed = False

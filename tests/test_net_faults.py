@@ -177,6 +177,31 @@ def test_runner_ends_on_duration_and_cleans_up(lab, tmp_path):
     assert lab.tc_state() == before
 
 
+def test_runner_stops_on_sigterm_and_cleans_up_targeting_a_pid(lab, tmp_path):
+    lab.link("a", "b", "10.250.1")
+    before = lab.tc_state()
+    resident = lab.popen("a", "sleep 60")   # a process living in host A: target it by PID
+    doc = tmp_path / "cut.yaml"
+    doc.write_text(f"apiVersion: {spec.API_VERSION}\nkind: NetworkChaos\nmetadata: {{name: cut}}\n"
+                   "spec: {action: partition}\n")
+    pid = int(lab.run("a", f"pgrep -n -f 'sleep 60'").stdout.split()[0])
+    runner = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
+                               "--target", f"pid:{pid}"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert "injecting" in runner.stdout.readline()
+        _, got = lab.udp("a", "b", "10.250.1.2", 100, idle=0.5)
+        assert got["received"] == []
+        runner.send_signal(signal.SIGTERM)
+        out, _ = runner.communicate(timeout=30)
+        assert runner.returncode == 0 and "all faults removed" in out
+        assert lab.tc_state() == before
+        _, got = lab.udp("a", "b", "10.250.1.2", 100, idle=0.5)
+        assert len(got["received"]) == 100
+    finally:
+        runner.kill()
+        resident.kill()
+
+
 def test_two_experiments_on_one_target_compose(lab, engine):
     lab.link("a", "b", "10.250.1")
     engine.apply(chaos("duplicate", name="dup", duplicate={"duplicate": "100"}), target(lab))
