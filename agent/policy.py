@@ -21,8 +21,7 @@ def as_ipv6_network(network):
 
 
 def as_ipv6_address(address):
-    address = ipaddress.ip_address(address)
-    return ipaddress.IPv6Address("::ffff:" + str(address)) if address.version == 4 else address
+    return as_ipv6_network(ipaddress.ip_network(address)).network_address
 
 
 def threshold(probability):

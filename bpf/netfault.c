@@ -184,14 +184,21 @@ static __always_inline int duplicate_packet(struct __sk_buff *skb)
 	return err == 0;
 }
 
-/* The live rule in `slot` if it applies to this packet, else NULL. */
-static __always_inline struct kfault_rule *applicable_rule(__u32 slot, const struct packet *pkt, __u64 now)
+/* The i-th rule listed for this peer and its state, if it is live and applies to the
+ * packet: returns its slot, or -1 to skip it. */
+static __always_inline int rule_at(const struct kfault_peer_rules *rules, int i, const struct packet *pkt,
+				   __u64 now, struct kfault_rule **rule, struct kfault_rule_state **state)
 {
-	struct kfault_rule *rule = kfault_rules.lookup(&slot);
+	__u32 slot;
 
-	if (!rule || rule_expired(rule, now) || !rule_matches(rule, pkt))
-		return NULL;
-	return rule;
+	if (i >= rules->count)
+		return -1;
+	slot = rules->slot[i];
+	*rule = kfault_rules.lookup(&slot);
+	*state = kfault_rule_state.lookup(&slot);
+	if (!*rule || !*state || rule_expired(*rule, now) || !rule_matches(*rule, pkt))
+		return -1;
+	return slot;
 }
 
 static __always_inline int fault_ingress(struct __sk_buff *skb, __u32 direction)
@@ -215,14 +222,9 @@ static __always_inline int fault_ingress(struct __sk_buff *skb, __u32 direction)
 	for (int i = 0; i < KFAULT_MAX_RULES_PER_PEER; i++) {
 		struct kfault_rule_state *state;
 		struct kfault_rule *rule;
-		__u32 slot;
+		int slot = rule_at(rules, i, &pkt, now, &rule, &state);
 
-		if (i >= rules->count)
-			break;
-		slot = rules->slot[i];
-		rule = applicable_rule(slot, &pkt, now);
-		state = kfault_rule_state.lookup(&slot);
-		if (!rule || !state)
+		if (slot < 0)
 			continue;
 		count(slot, KFAULT_OUTCOME_MATCHED, pkt.len);
 		if ((rule->actions & KFAULT_ACT_PARTITION) ||
@@ -237,14 +239,9 @@ static __always_inline int fault_ingress(struct __sk_buff *skb, __u32 direction)
 	for (int i = 0; i < KFAULT_MAX_RULES_PER_PEER; i++) {
 		struct kfault_rule_state *state;
 		struct kfault_rule *rule;
-		__u32 slot;
+		int slot = rule_at(rules, i, &pkt, now, &rule, &state);
 
-		if (i >= rules->count)
-			break;
-		slot = rules->slot[i];
-		rule = applicable_rule(slot, &pkt, now);
-		state = kfault_rule_state.lookup(&slot);
-		if (!rule || !state)
+		if (slot < 0)
 			continue;
 		if ((rule->actions & KFAULT_ACT_DUPLICATE) &&
 		    roll_percent(state, KFAULT_ACT_DUPLICATE, rule->duplicate_after_miss, rule->duplicate_after_hit) &&
@@ -316,14 +313,9 @@ static __always_inline int fault_egress(struct __sk_buff *skb, __u32 direction)
 		struct kfault_rule_state *state;
 		struct kfault_rule *rule;
 		__u64 at;
-		__u32 slot;
+		int slot = rule_at(rules, i, &pkt, now, &rule, &state);
 
-		if (i >= rules->count)
-			break;
-		slot = rules->slot[i];
-		rule = applicable_rule(slot, &pkt, now);
-		state = kfault_rule_state.lookup(&slot);
-		if (!rule || !state)
+		if (slot < 0)
 			continue;
 		if (!(rule->actions & (KFAULT_ACT_DELAY | KFAULT_ACT_BANDWIDTH)))
 			continue;
