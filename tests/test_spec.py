@@ -105,3 +105,13 @@ def test_unknown_target_is_refused_with_the_forms_allowed(tmp_path):
         out = subprocess.run([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(good),
                               "--target", target], capture_output=True, text=True)
         assert out.returncode == 2 and words in out.stderr, out.stderr
+
+
+def test_every_example_validates():
+    import glob
+    import os
+    examples = glob.glob(os.path.join(os.path.dirname(__file__), "..", "examples", "*.yaml"))
+    assert examples
+    for path in examples:
+        for document in spec.load_documents(path):
+            spec.parse_experiment(document)
