@@ -1,5 +1,6 @@
 """`kfault`: validate, run and inspect experiments on this node. A thin surface over the core."""
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -97,7 +98,7 @@ def cmd_run(args):
         started = time.monotonic()
         for experiment in experiments:
             if duration_ns:
-                experiment = spec.NetworkChaos(**{**experiment.__dict__, "duration_ns": duration_ns})
+                experiment = dataclasses.replace(experiment, duration_ns=duration_ns)
             engine.apply(experiment, target)
         print(f"kfault: injecting on {target.name} ({', '.join(i.inside.ifname for i in target.interfaces)}); "
               f"lease {args.lease:g}s; Ctrl-C to stop", flush=True)

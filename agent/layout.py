@@ -21,6 +21,6 @@ def _read_defines(path):
 _DEFINES = _read_defines(HEADER)
 globals().update({name[len("KFAULT_"):]: value for name, value in _DEFINES.items()})
 
-DIRECTIONS = {"to": DIR_TO, "from": DIR_FROM}  # noqa: F821 - from the header
+DIRECTIONS = {"to": _DEFINES["KFAULT_DIR_TO"], "from": _DEFINES["KFAULT_DIR_FROM"]}
 OUTCOMES = {name[len("OUTCOME_"):].lower(): value for name, value in globals().copy().items()
             if name.startswith("OUTCOME_") and name != "OUTCOME_COUNT"}

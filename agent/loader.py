@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute, netns as pyroute2_netns
 
 from . import layout
-from .topology import Netns
 
 log = logging.getLogger(__name__)
 
@@ -130,5 +129,3 @@ def action_support(capabilities, action):
         return True, "supported"
     return False, "; ".join(c.reason if c else "not probed" for c in missing)
 
-
-__all__ = ["NetDatapath", "KernelUnsupported", "probe_capabilities", "action_support", "Netns"]

@@ -1,7 +1,6 @@
 """Prometheus surface: counters read from the BPF maps at scrape time, no polling thread."""
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .netfault import experiment_actions
 
 NET_LABELS = ["experiment", "target", "action", "direction", "outcome"]
 
@@ -38,5 +37,3 @@ def serve(engine, port, registry=None):
     registry.register(NetFaultCollector(engine))
     return start_http_server(port, registry=registry)
 
-
-__all__ = ["NetFaultCollector", "serve", "experiment_actions"]

@@ -1,6 +1,6 @@
 """Experiment -> kernel rules. Pure: decides what to inject, never touches the kernel."""
 import ipaddress
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from . import layout
 
@@ -95,12 +95,16 @@ class PeerTable:
     def __init__(self):
         self._keys_of_slot = {}
         self._slots_at = defaultdict(lambda: defaultdict(set))   # (direction, local) -> net -> slots
+        self._prefixlens = defaultdict(Counter)                   # (direction, local) -> prefixlen -> nets
 
     def add(self, slot, keys):
         """Add a rule; returns the keys whose entries may have changed."""
         self._keys_of_slot[slot] = keys
         for direction, local, net in keys:
-            self._slots_at[(direction, local)][net].add(slot)
+            group = self._slots_at[(direction, local)]
+            if net not in group:
+                self._prefixlens[(direction, local)][net.prefixlen] += 1
+            group[net].add(slot)
         return self._affected(keys)
 
     def remove(self, slot):
@@ -112,8 +116,10 @@ class PeerTable:
             group[net].discard(slot)
             if not group[net]:
                 del group[net]
+                self._prefixlens[(direction, local)][net.prefixlen] -= 1
             if not group:
                 del self._slots_at[(direction, local)]
+                del self._prefixlens[(direction, local)]
         return affected
 
     def _affected(self, keys):
@@ -136,8 +142,8 @@ class PeerTable:
                 result[(direction, local, net)] = ()
                 continue
             slots = set()
-            for length in {n.prefixlen for n in group} if len(group) < 64 else range(net.prefixlen + 1):
-                if length <= net.prefixlen:
+            for length, nets in self._prefixlens[(direction, local)].items():
+                if nets and length <= net.prefixlen:   # a network of this length may contain net
                     slots |= group.get(net.supernet(new_prefix=length), set())
             if len(slots) > layout.MAX_RULES_PER_PEER:
                 raise RuleConflict(f"{len(slots)} rules would apply to peer {net} of target address "

@@ -184,7 +184,7 @@ def test_runner_stops_on_sigterm_and_cleans_up_targeting_a_pid(lab, tmp_path):
     doc = tmp_path / "cut.yaml"
     doc.write_text(f"apiVersion: {spec.API_VERSION}\nkind: NetworkChaos\nmetadata: {{name: cut}}\n"
                    "spec: {action: partition}\n")
-    pid = int(lab.run("a", f"pgrep -n -f 'sleep 60'").stdout.split()[0])
+    pid = int(lab.run("a", "pgrep -n -f 'sleep 60'").stdout.split()[0])
     runner = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
                                "--target", f"pid:{pid}"], stdout=subprocess.PIPE, text=True)
     try:
