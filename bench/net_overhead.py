@@ -19,7 +19,7 @@ import time
 from kfault_agent import loader, netfault, spec, topology
 from kfault_agent.lab import Lab
 
-ROUNDS = 3
+ROUNDS = 5
 IPERF_SECONDS = 4
 
 
