@@ -31,12 +31,7 @@ def cmd_validate(args):
 
 def cmd_capabilities(args):
     from . import loader
-    try:
-        loader.NetDatapath().close()
-        error = None
-    except loader.KernelUnsupported as err:
-        error = err
-    caps = loader.probe_capabilities(error)
+    caps = loader.node_capabilities()
     print("kernel features:")
     for cap in caps.values():
         print(f"  {cap.name:<10} {'yes' if cap.available else 'no ':<4} {cap.reason}")

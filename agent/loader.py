@@ -121,6 +121,16 @@ def probe_capabilities(datapath_error=None):
     return {c.name: c for c in caps}
 
 
+def node_capabilities():
+    """Probe this node whole: whether our programs load, then the qdiscs they need."""
+    try:
+        NetDatapath().close()
+        error = None
+    except KernelUnsupported as err:
+        error = err
+    return probe_capabilities(error)
+
+
 def action_support(capabilities, action):
     """(supported, reason) for one network action on this node."""
     missing = [capabilities.get(need) for need in ACTION_NEEDS[action]]

@@ -5,16 +5,6 @@ import pytest
 from kfault_agent.lab import Lab
 
 
-def _capabilities():
-    from kfault_agent import loader
-    try:
-        loader.NetDatapath().close()
-        error = None
-    except loader.KernelUnsupported as err:
-        error = err
-    return loader.probe_capabilities(error)
-
-
 def pytest_configure(config):
     config.addinivalue_line("markers", "kernel(*features): kernel features the test needs")
 
@@ -23,7 +13,8 @@ def pytest_configure(config):
 def capabilities():
     if os.geteuid() != 0:
         pytest.skip("needs root: tests make network namespaces and load BPF programs")
-    return _capabilities()
+    from kfault_agent import loader
+    return loader.node_capabilities()
 
 
 @pytest.fixture(autouse=True)
