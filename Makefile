@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test unit-test bench clean
+.PHONY: setup demo test kernel-test bench kernel-bench clean
 
 setup:
 	scripts/setup-host
@@ -10,11 +10,20 @@ setup:
 demo: setup
 	$(PY) -m kfault_agent.demo
 
+# Every test on this machine's kernel; a test needing a feature it lacks skips, naming it.
 test: setup
-	$(PY) -m pytest -v -p no:cacheprovider tests
+	$(PY) -m pytest -v -p no:cacheprovider -rs tests
+
+# The kernel tests on Debian's stock kernel in a VM (virtme-ng; KVM or TCG), nothing skipped.
+kernel-test: setup
+	scripts/vm-run tests/kernel/run
 
 bench: setup
 	$(PY) bench/net_overhead.py
+
+# Benchmarks that need the stock kernel (sch_fq, sch_netem), in the VM.
+kernel-bench: setup
+	scripts/vm-run $(PY) bench/edt_vs_netem.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import time
 import uuid
 
 PROBE = "-m kfault_agent.udp_probe"
@@ -44,8 +45,8 @@ class Lab:
     def run(self, host, cmd, check=True):
         return sh(f"ip netns exec {self.ns(host)} {cmd}", check=check)
 
-    def popen(self, host, cmd):
-        return subprocess.Popen(f"ip netns exec {self.ns(host)} {cmd}", shell=True, text=True,
+    def popen(self, host, cmd, stdin=None):
+        return subprocess.Popen(f"ip netns exec {self.ns(host)} {cmd}", shell=True, text=True, stdin=stdin,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def tc_state(self):
@@ -66,10 +67,10 @@ class Lab:
 
     def udp(self, sender, receiver, address, count, port=5001, pps=5000, idle=1.5):
         """Send `count` datagrams; return (sender summary, receiver summary)."""
-        recv = self.popen(receiver, f"{sys.executable} {PROBE} receive {port} {idle}")
+        recv = self.popen(receiver, f"{sys.executable} {PROBE} receive {port} {idle}", stdin=subprocess.PIPE)
         assert recv.stdout.readline().strip() == "ready"
         sent = json.loads(self.run(sender, f"{sys.executable} {PROBE} send {address} {port} {count} {pps}").stdout)
-        out, _ = recv.communicate(timeout=60)
+        out, _ = recv.communicate(timeout=60)   # closes its stdin: the sender is done
         return sent, json.loads(out)
 
     def ping_flood(self, host, address, count):
@@ -78,6 +79,26 @@ class Lab:
             self.run(host, "true").stderr
         stats = [l for l in out.splitlines() if "transmitted" in l][0].split(",")
         return int(stats[0].split()[0]), int(stats[1].split()[0]), out
+
+    def ping_rtts(self, host, address, count, interval=0.05):
+        """Round-trip times in ms of `count` pings, in sequence order (lost ones left out)."""
+        out = self.run(host, f"ping -n -c {count} -i {interval} -W 2 {address}", check=False).stdout
+        return [float(line.rsplit("time=", 1)[1].split()[0]) for line in out.splitlines() if "time=" in line]
+
+    def iperf3(self, client, server, address, seconds=5, reverse=False):
+        """TCP throughput in bit/s from `client` to `server` (`reverse`: server to client),
+        as the receiver counted it."""
+        daemon = self.popen(server, "iperf3 -s -1 -p 5201")
+        try:
+            for _ in range(50):   # wait until the server listens
+                if self.run(server, "ss -ltnH sport = :5201").stdout.strip():
+                    break
+                time.sleep(0.1)
+            out = self.run(client, f"iperf3 -c {address} -p 5201 -t {seconds} -J {'-R' if reverse else ''}").stdout
+        finally:
+            daemon.kill()
+            daemon.wait()
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"]
 
     def close(self):
         for host in self.hosts:

@@ -50,7 +50,7 @@ class NetDatapath:
         self.rules = self.bpf[b"kfault_rules"]
         self.counters = self.bpf[b"kfault_counters"]
         self.rule_state = self.bpf[b"kfault_rule_state"]
-        self.pacer = self.bpf[b"kfault_pacer"]
+        self.departures = self.bpf[b"kfault_departures"]
 
     def fd(self, name):
         return self.programs[name].fd

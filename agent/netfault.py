@@ -210,7 +210,7 @@ class NetFaultEngine:
         self._drop(self._fq, active.fq_links, FqRoot.release)
 
     def _reset_slot(self, slot):
-        for table in (self.datapath.counters, self.datapath.rule_state, self.datapath.pacer):
+        for table in (self.datapath.counters, self.datapath.rule_state, self.datapath.departures):
             table[table.Key(slot)] = table.Leaf()
 
     def _write_rule(self, slot, fields, deadline_ns):

@@ -1,5 +1,6 @@
 """Experiment -> kernel rules. Pure: decides what to inject, never touches the kernel."""
 import ipaddress
+import math
 from collections import Counter, defaultdict
 
 from . import layout
@@ -44,6 +45,13 @@ def chance_thresholds(chance):
     return threshold(p * (1 - c)), threshold(p + c * (1 - p))
 
 
+def jitter_weights(correlation):
+    """(last, fresh) weights of an AR(1) chain with lag-1 correlation c and the spread of one
+    sample: last = c, fresh = sqrt(1 - c^2), in fixed point."""
+    c = correlation / 100
+    return round(c * layout.WEIGHT_ONE), round(math.sqrt(1 - c * c) * layout.WEIGHT_ONE)
+
+
 def rule_fields(experiment):
     """The kfault_rule fields (all but the deadline) for an experiment."""
     actions = 0
@@ -57,6 +65,8 @@ def rule_fields(experiment):
         actions |= layout.ACT_CORRUPT
     if experiment.delay:
         actions |= layout.ACT_DELAY
+        if experiment.delay.reorder:
+            actions |= layout.ACT_REORDER
     if experiment.bandwidth:
         actions |= layout.ACT_BANDWIDTH
     fields = {"actions": actions, "protocol": experiment.protocol}
@@ -65,7 +75,10 @@ def rule_fields(experiment):
     if experiment.delay:
         fields["delay_ns"] = experiment.delay.latency_ns
         fields["jitter_ns"] = experiment.delay.jitter_ns
-        fields["delay_correlation"] = threshold(experiment.delay.correlation / 100)
+        fields["jitter_last_weight"], fields["jitter_fresh_weight"] = jitter_weights(experiment.delay.correlation)
+        if experiment.delay.reorder:
+            fields["reorder_after_miss"], fields["reorder_after_hit"] = chance_thresholds(experiment.delay.reorder.chance)
+            fields["reorder_gap"] = experiment.delay.reorder.gap
     if experiment.bandwidth:
         rate = experiment.bandwidth.rate_bytes_per_sec
         fields["rate_bytes_per_sec"] = rate

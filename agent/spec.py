@@ -39,10 +39,18 @@ class Chance:
 
 
 @dataclass(frozen=True)
+class Reorder:
+    """netem's reorder: every `gap`-th packet, with this chance, skips the delay."""
+    chance: Chance
+    gap: int = 1
+
+
+@dataclass(frozen=True)
 class Delay:
     latency_ns: int
     jitter_ns: int = 0
     correlation: float = 0.0
+    reorder: Optional[Reorder] = None
 
 
 @dataclass(frozen=True)
@@ -164,10 +172,15 @@ def _network_chaos(metadata, spec, doc):
         latency = check("spec.delay.latency", body["latency"], units.parse_duration_ns)
         jitter = check("spec.delay.jitter", body.get("jitter", "0"), units.parse_duration_ns)
         correlation = check("spec.delay.correlation", body.get("correlation", "0"), units.parse_percent)
+        reorder = None
         if "reorder" in body:
-            errors.append(SpecError("spec.delay.reorder", body["reorder"],
-                                    "no reorder: kfault keeps each flow in order (remove the field)"))
-        delay = Delay(latency or 0, jitter or 0, correlation or 0.0)
+            percent = check("spec.delay.reorder.reorder", body["reorder"]["reorder"], units.parse_percent)
+            reorder_correlation = check("spec.delay.reorder.correlation",
+                                        body["reorder"].get("correlation", "0"), units.parse_percent)
+            if percent:
+                # tc: a reorder without a gap reorders with gap 1 (any packet may skip).
+                reorder = Reorder(Chance(percent, reorder_correlation or 0.0), body["reorder"].get("gap") or 1)
+        delay = Delay(latency or 0, jitter or 0, correlation or 0.0, reorder)
 
     bandwidth = None
     if "bandwidth" in spec:

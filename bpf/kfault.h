@@ -26,6 +26,7 @@
 #define KFAULT_ACT_CORRUPT (1 << 3)
 #define KFAULT_ACT_DELAY (1 << 4)
 #define KFAULT_ACT_BANDWIDTH (1 << 5)
+#define KFAULT_ACT_REORDER (1 << 6) /* with DELAY: some packets skip the delay (netem's reorder) */
 
 /* Bits of kfault_rule_state.last_hit: did the previous roll of this action hit?
  * They are the action bits, so one mask serves both. */
@@ -47,6 +48,10 @@
 /* A probability is a u32 threshold: an event happens when bpf_get_prandom_u32() < threshold.
  * KFAULT_ALWAYS means certain (a u32 draw can never be < 2^32). */
 #define KFAULT_ALWAYS 0xffffffff
+
+/* Weights for mixing jitter samples are fixed point out of KFAULT_WEIGHT_ONE. */
+#define KFAULT_WEIGHT_SHIFT 16
+#define KFAULT_WEIGHT_ONE (1 << KFAULT_WEIGHT_SHIFT)
 
 /* Key of kfault_peers (LPM trie). Bits compared: direction (32), local (128), then
  * `prefixlen - 160` bits of remote. Addresses are IPv6; IPv4 is IPv4-mapped (::ffff:a.b.c.d). */
@@ -78,7 +83,12 @@ struct kfault_rule {
 	__u32 loss_after_miss, loss_after_hit;
 	__u32 duplicate_after_miss, duplicate_after_hit;
 	__u32 corrupt_after_miss, corrupt_after_hit;
-	__u32 delay_correlation;  /* weight of the last jitter sample, out of KFAULT_ALWAYS */
+	__u32 reorder_after_miss, reorder_after_hit;
+	/* Correlated jitter: sample = last * last_weight + fresh * fresh_weight (out of
+	 * KFAULT_WEIGHT_ONE, fresh_weight = sqrt(1 - last_weight^2)), so the spread stays the
+	 * asked one whatever the correlation (netem's plain averaging narrows it). */
+	__u32 jitter_last_weight, jitter_fresh_weight;
+	__u32 reorder_gap;        /* netem's gap: only every gap-th packet may skip the delay */
 	__u16 peer_port_min;      /* 0 = any port */
 	__u16 peer_port_max;
 	__u8 protocol;            /* IPPROTO_*; 0 = any */
@@ -94,14 +104,16 @@ struct kfault_counters {
 /* Value of kfault_rule_state (per CPU): memory for correlation. */
 struct kfault_rule_state {
 	__u32 last_hit;           /* KFAULT_ACT_* bits that hit on the last roll */
-	__u32 pad;
-	__s64 last_jitter_ns;     /* the last jitter sample, for delay correlation */
-	__u64 last_tstamp_ns;     /* the latest departure given: jitter never reorders */
+	__u32 since_reorder;      /* packets delayed since the last one that skipped the delay */
 };
 
-/* Value of kfault_pacer (shared by all CPUs): the bandwidth pacer of a rule. */
-struct kfault_pacer {
-	__u64 next_departure_ns;
+/* Value of kfault_departures (shared by all CPUs): a rule's departure-time state. Shared,
+ * so that a flow sent from several CPUs keeps its order, its jitter correlation and one rate.
+ * CPUs race on it without locks: at worst one packet gets a slightly stale value. */
+struct kfault_departures {
+	__u64 next_paced_ns;      /* bandwidth: when the rule's next byte may leave */
+	__u64 last_delayed_ns;    /* delay: the latest departure given, so jitter never reorders */
+	__s64 last_jitter_ns;     /* delay: the last jitter sample, for correlation */
 };
 
 #endif /* KFAULT_H */

@@ -29,8 +29,8 @@ BPF_ARRAY(kfault_rules, struct kfault_rule, KFAULT_MAX_RULES);
 BPF_PERCPU_ARRAY(kfault_counters, struct kfault_counters, KFAULT_MAX_RULES);
 /* slot -> per-CPU correlation memory. Written and read here; zeroed by the agent on reuse. */
 BPF_PERCPU_ARRAY(kfault_rule_state, struct kfault_rule_state, KFAULT_MAX_RULES);
-/* slot -> bandwidth pacer, shared by all CPUs so the rate is the rule's, not a CPU's. */
-BPF_ARRAY(kfault_pacer, struct kfault_pacer, KFAULT_MAX_RULES);
+/* slot -> departure-time state (delay, bandwidth), shared by all CPUs. Zeroed by the agent on reuse. */
+BPF_ARRAY(kfault_departures, struct kfault_departures, KFAULT_MAX_RULES);
 
 #define NS_PER_SEC 1000000000ULL
 
@@ -256,43 +256,79 @@ static __always_inline int fault_ingress(struct __sk_buff *skb, __u32 direction)
 	return TC_ACT_UNSPEC;
 }
 
-/* Latency for one packet: delay +/- jitter, the jitter leaning on the last sample. */
-static __always_inline __u64 delay_for_packet(const struct kfault_rule *rule, struct kfault_rule_state *state)
+/* Jitter for one packet: uniform in [-jitter, +jitter], mixed with the last sample when
+ * correlated (an AR(1) chain that keeps the spread), clamped to the asked range. */
+static __always_inline __s64 jitter_for_packet(const struct kfault_rule *rule, struct kfault_departures *dep)
 {
-	__s64 jitter = 0;
+	__s64 span = rule->jitter_ns;
+	__u64 draw = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+	__s64 fresh = (__s64)(draw % (__u64)(2 * span + 1)) - span;
+	__s64 jitter = (dep->last_jitter_ns * (__s64)rule->jitter_last_weight +
+			fresh * (__s64)rule->jitter_fresh_weight) >> KFAULT_WEIGHT_SHIFT;
 
-	if (rule->jitter_ns) {
-		__u64 span = rule->jitter_ns * 2 + 1;
-		__s64 fresh = (__s64)(bpf_get_prandom_u32() % span) - (__s64)rule->jitter_ns;
-		__u64 weight = rule->delay_correlation;
-
-		/* (fresh * (1 - w) + last * w) with w = weight / 2^32; shifts keep it unsigned-safe */
-		jitter = (__s64)(((__u64)(fresh + (__s64)rule->jitter_ns) * (KFAULT_ALWAYS - weight) +
-				  (__u64)(state->last_jitter_ns + (__s64)rule->jitter_ns) * weight) >> 32) -
-			 (__s64)rule->jitter_ns;
-		state->last_jitter_ns = jitter;
-	}
-	if (jitter < 0 && (__u64)(-jitter) > rule->delay_ns)
-		return 0;
-	return rule->delay_ns + jitter;
+	if (jitter > span)
+		jitter = span;
+	if (jitter < -span)
+		jitter = -span;
+	dep->last_jitter_ns = jitter;
+	return jitter;
 }
 
-/* EDT: the departure time of a packet under the rule's rate, or 0 when it must be dropped. */
-static __always_inline __u64 pace_packet(const struct kfault_rule *rule, __u32 slot, __u64 now, __u32 len)
+/* netem's reorder: every gap-th packet, with the reorder chance, skips the delay and so
+ * overtakes the delayed packets before it. */
+static __always_inline int skips_delay(const struct kfault_rule *rule, struct kfault_rule_state *state)
 {
-	struct kfault_pacer *pacer = kfault_pacer.lookup(&slot);
-	__u64 departure, next, burst_ns;
+	if (!(rule->actions & KFAULT_ACT_REORDER))
+		return 0;
+	if (state->since_reorder + 1 < rule->reorder_gap) {
+		state->since_reorder++;
+		return 0;
+	}
+	if (!roll_percent(state, KFAULT_ACT_REORDER, rule->reorder_after_miss, rule->reorder_after_hit)) {
+		state->since_reorder++;
+		return 0;
+	}
+	state->since_reorder = 0;
+	return 1;
+}
 
-	if (!pacer || !rule->rate_bytes_per_sec)
+/* EDT: the departure time of a packet under the rule's delay, or `now` when it skips it. */
+static __always_inline __u64 delay_packet(const struct kfault_rule *rule, struct kfault_rule_state *state,
+					  struct kfault_departures *dep, __u64 now)
+{
+	__s64 delay = rule->delay_ns;
+	__u64 at;
+
+	if (skips_delay(rule, state))
 		return now;
+	if (rule->jitter_ns)
+		delay += jitter_for_packet(rule, dep);
+	at = delay > 0 ? now + delay : now;
+	/* Without reorder, jitter must not reorder: never depart before the previous packet
+	 * (fq sorts each flow by departure time). */
+	if (!(rule->actions & KFAULT_ACT_REORDER)) {
+		if (at < dep->last_delayed_ns)
+			at = dep->last_delayed_ns;
+		dep->last_delayed_ns = at;
+	}
+	return at;
+}
+
+/* EDT: the departure time of a packet under the rule's rate, or 0 when it must be dropped
+ * because it would wait longer than the queue limit allows. A virtual clock: the rule's
+ * next departure may lag `now` by the burst, which lets a burst leave at once. */
+static __always_inline __u64 pace_packet(const struct kfault_rule *rule, struct kfault_departures *dep,
+					 __u64 now, __u32 len)
+{
+	__u64 departure, burst_ns;
+
 	burst_ns = rule->burst_bytes * NS_PER_SEC / rule->rate_bytes_per_sec;
-	departure = pacer->next_departure_ns;
+	departure = dep->next_paced_ns;
 	if (departure + burst_ns < now)
 		departure = now - burst_ns;
 	if (rule->queue_ns && departure > now + rule->queue_ns)
 		return 0;
-	next = departure + (__u64)len * NS_PER_SEC / rule->rate_bytes_per_sec;
-	pacer->next_departure_ns = next;
+	dep->next_paced_ns = departure + (__u64)len * NS_PER_SEC / rule->rate_bytes_per_sec;
 	return departure > now ? departure : now;
 }
 
@@ -311,7 +347,9 @@ static __always_inline int fault_egress(struct __sk_buff *skb, __u32 direction)
 #pragma unroll
 	for (int i = 0; i < KFAULT_MAX_RULES_PER_PEER; i++) {
 		struct kfault_rule_state *state;
+		struct kfault_departures *dep;
 		struct kfault_rule *rule;
+		__u32 slot_key;
 		__u64 at;
 		int slot = rule_at(rules, i, &pkt, now, &rule, &state);
 
@@ -319,10 +357,14 @@ static __always_inline int fault_egress(struct __sk_buff *skb, __u32 direction)
 			continue;
 		if (!(rule->actions & (KFAULT_ACT_DELAY | KFAULT_ACT_BANDWIDTH)))
 			continue;
+		slot_key = slot;
+		dep = kfault_departures.lookup(&slot_key);
+		if (!dep)
+			continue;
 
 		count(slot, KFAULT_OUTCOME_MATCHED, pkt.len);
-		if (rule->actions & KFAULT_ACT_BANDWIDTH) {
-			at = pace_packet(rule, slot, now, pkt.len);
+		if ((rule->actions & KFAULT_ACT_BANDWIDTH) && rule->rate_bytes_per_sec) {
+			at = pace_packet(rule, dep, now, pkt.len);
 			if (!at) {
 				count(slot, KFAULT_OUTCOME_DROPPED, pkt.len);
 				return TC_ACT_SHOT;
@@ -331,11 +373,7 @@ static __always_inline int fault_egress(struct __sk_buff *skb, __u32 direction)
 				departure = at;
 		}
 		if (rule->actions & KFAULT_ACT_DELAY) {
-			at = now + delay_for_packet(rule, state);
-			/* Jitter must not reorder: never depart before the previous packet. */
-			if (at < state->last_tstamp_ns)
-				at = state->last_tstamp_ns;
-			state->last_tstamp_ns = at;
+			at = delay_packet(rule, state, dep, now);
 			if (at > departure)
 				departure = at;
 		}

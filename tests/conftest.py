@@ -4,17 +4,33 @@ import pytest
 
 from kfault_agent.lab import Lab
 
+# Features this kernel must have: a test needing one fails instead of skipping. The VM tier
+# (tests/kernel/run) lists what a stock kernel has, so nothing there skips by accident.
+REQUIRED_FEATURES = {f for f in os.environ.get("KFAULT_REQUIRE_FEATURES", "").split(",") if f}
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "kernel(*features): kernel features the test needs")
 
 
 @pytest.fixture(scope="session")
-def capabilities():
+def _node():
+    """The network datapath, compiled and loaded once per run, and what this kernel can do."""
     if os.geteuid() != 0:
         pytest.skip("needs root: tests make network namespaces and load BPF programs")
     from kfault_agent import loader
-    return loader.node_capabilities()
+    try:
+        datapath, error = loader.NetDatapath(), None
+    except loader.KernelUnsupported as err:
+        datapath, error = None, err
+    yield datapath, loader.probe_capabilities(error)
+    if datapath:
+        datapath.close()
+
+
+@pytest.fixture(scope="session")
+def capabilities(_node):
+    return _node[1]
 
 
 @pytest.fixture(autouse=True)
@@ -25,15 +41,21 @@ def _kernel_features(request):
         for feature in marker.args:
             cap = caps.get(feature)
             if not cap or not cap.available:
-                pytest.skip(f"kernel lacks {feature}: {cap.reason if cap else 'not probed'} (runs in the VM tier)")
+                skip_for_lack_of(feature, cap.reason if cap else "not probed")
+
+
+def skip_for_lack_of(feature, reason):
+    reason = f"kernel lacks {feature}: {reason}"
+    if feature in REQUIRED_FEATURES:
+        pytest.fail(f"{reason} (this tier requires {feature})")
+    pytest.skip(f"{reason} (runs in the VM tier: make kernel-test)")
 
 
 @pytest.fixture(scope="session")
-def datapath(capabilities):
-    from kfault_agent import loader
-    dp = loader.NetDatapath()
-    yield dp
-    dp.close()
+def datapath(_node):
+    if _node[0] is None:
+        skip_for_lack_of("tc-bpf", _node[1]["tc-bpf"].reason)
+    return _node[0]
 
 
 @pytest.fixture

@@ -1,0 +1,165 @@
+"""Delay and bandwidth by EDT (skb->tstamp under sch_fq), measured the way a user would:
+ping round trips, one-way UDP latency on the namespaces' shared clock, iperf3 throughput."""
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kfault_agent import spec, topology
+
+pytestmark = pytest.mark.kernel("tc-bpf", "clsact", "sch_fq")
+
+
+def chaos(action, name="exp", **fields):
+    return spec.parse_experiment({"apiVersion": spec.API_VERSION, "kind": "NetworkChaos",
+                                  "metadata": {"name": name}, "spec": {"action": action, **fields}})
+
+
+def target(lab, host="a"):
+    return topology.resolve_net_target(f"netns:{lab.ns(host)}")
+
+
+def median_rtt(lab, address, count=40, host="a"):
+    rtts = lab.ping_rtts(host, address, count)
+    assert len(rtts) >= count * 0.9, rtts
+    return statistics.median(rtts)
+
+
+def one_way_ms(lab, sender, receiver, address, count=300, pps=200, port=5001):
+    """One-way latencies in ms, in arrival order, and the arrival order of sequence numbers."""
+    sent, got = lab.udp(sender, receiver, address, count, pps=pps, port=port, idle=1.0)
+    latencies = [(at - sent["sent_ns"][seq]) / 1e6 for seq, at in zip(got["order"], got["arrived_ns"])]
+    return latencies, got["order"]
+
+
+def lag1_correlation(values):
+    mean = statistics.fmean(values)
+    deviations = [v - mean for v in values]
+    return sum(a * b for a, b in zip(deviations, deviations[1:])) / sum(d * d for d in deviations)
+
+
+def out_of_order(order):
+    highest, late = -1, 0
+    for seq in order:
+        if seq < highest:
+            late += 1
+        highest = max(highest, seq)
+    return late
+
+
+def test_delay_50ms_adds_50ms_to_the_round_trip_and_removal_restores_it(lab, engine):
+    _, b_ip = lab.link("a", "b", "10.250.1")
+    baseline = median_rtt(lab, b_ip)
+    engine.apply(chaos("delay", delay={"latency": "50ms"}), target(lab))
+    delayed = median_rtt(lab, b_ip)
+    assert abs(delayed - baseline - 50) <= 3, (baseline, delayed)
+    engine.revoke_all()
+    restored = median_rtt(lab, b_ip)
+    assert restored <= baseline + 1, (baseline, restored)
+
+
+def test_jitter_spreads_delays_as_asked_without_reordering(lab, engine):
+    _, b_ip = lab.link("a", "b", "10.250.1")
+    engine.apply(chaos("delay", delay={"latency": "50ms", "jitter": "10ms"}), target(lab))
+    rtts = lab.ping_rtts("a", b_ip, 150)
+    # Uniform in +/-10 ms: a standard deviation of 10/sqrt(3) = 5.8 ms.
+    assert 4.0 <= statistics.stdev(rtts) <= 7.5, statistics.stdev(rtts)
+    assert 38 <= min(rtts) and max(rtts) <= 64, (min(rtts), max(rtts))
+    # 1 ms apart, a 20 ms spread of delays would reorder most of the stream; it must not.
+    latencies, order = one_way_ms(lab, "a", "b", b_ip, count=1000, pps=1000)
+    assert len(order) == 1000 and out_of_order(order) == 0
+    assert statistics.median(latencies) > 45
+
+
+def test_delay_correlation_makes_consecutive_delays_alike(lab, engine):
+    _, b_ip = lab.link("a", "b", "10.250.1")
+    correlation = {}
+    for percent in ("0", "75"):
+        engine.apply(chaos("delay", name="corr", delay={"latency": "50ms", "jitter": "10ms",
+                                                        "correlation": percent}), target(lab))
+        rtts = lab.ping_rtts("a", b_ip, 200, interval=0.03)
+        correlation[percent] = lag1_correlation(rtts)
+        assert statistics.stdev(rtts) >= 3.0, (percent, statistics.stdev(rtts))   # the spread stays
+    assert correlation["75"] >= 0.55 and correlation["0"] <= 0.25, correlation
+
+
+def test_reorder_lets_packets_overtake_only_when_asked(lab, engine):
+    _, b_ip = lab.link("a", "b", "10.250.1")
+    engine.apply(chaos("delay", delay={"latency": "20ms", "reorder": {"reorder": "25", "gap": 1}}), target(lab))
+    latencies, order = one_way_ms(lab, "a", "b", b_ip, count=1000, pps=1000)
+    fast = sum(1 for ms in latencies if ms < 10) / len(latencies)
+    assert 0.18 <= fast <= 0.32, fast
+    assert out_of_order(order) > 100
+
+
+def test_delay_direction_is_one_way(lab, engine):
+    a_ip, b_ip = lab.link("a", "b", "10.250.1")
+    engine.apply(chaos("delay", direction="from", delay={"latency": "30ms"}), target(lab))
+    sending, _ = one_way_ms(lab, "a", "b", b_ip)
+    receiving, _ = one_way_ms(lab, "b", "a", a_ip)
+    assert statistics.median(sending) < 5, statistics.median(sending)
+    assert 28 <= statistics.median(receiving) <= 35, statistics.median(receiving)
+
+
+def test_delay_scoped_to_a_peer_cidr_and_port(lab, engine):
+    lab.link("a", "b", "10.250.1")
+    lab.link("a", "c", "10.250.2")
+    engine.apply(chaos("delay", name="cidr", externalTargets=["10.250.2.0/24"], delay={"latency": "40ms"}),
+                 target(lab))
+    assert median_rtt(lab, "10.250.1.2") < 5
+    assert 38 <= median_rtt(lab, "10.250.2.2") <= 46
+    engine.revoke_all()
+    engine.apply(chaos("delay", name="port", protocol="udp", peerPorts="5001", delay={"latency": "40ms"}),
+                 target(lab))
+    on_port, _ = one_way_ms(lab, "a", "b", "10.250.1.2", port=5001)
+    other_port, _ = one_way_ms(lab, "a", "b", "10.250.1.2", port=5002)
+    assert 38 <= statistics.median(on_port) <= 45 and statistics.median(other_port) < 5
+
+
+def test_bandwidth_10mbit_both_directions_and_removal_restores_throughput(lab, engine):
+    _, b_ip = lab.link("a", "b", "10.250.1")
+    before = lab.iperf3("a", "b", b_ip, seconds=3)
+    engine.apply(chaos("bandwidth", direction="both", bandwidth={"rate": "10mbit", "limit": 100000,
+                                                                 "buffer": 10000}), target(lab))
+    sending = lab.iperf3("a", "b", b_ip)
+    receiving = lab.iperf3("a", "b", b_ip, reverse=True)
+    assert abs(sending / 10e6 - 1) <= 0.10, sending
+    assert abs(receiving / 10e6 - 1) <= 0.10, receiving
+    engine.revoke_all()
+    after = lab.iperf3("a", "b", b_ip, seconds=3)
+    assert after >= 0.5 * before and after > 10 * 10e6, (before, after)
+
+
+def test_fq_is_installed_where_needed_and_the_old_root_restored(lab, engine):
+    lab.link("a", "b", "10.250.1")
+    before = lab.tc_state()
+    engine.apply(chaos("delay", direction="both", delay={"latency": "10ms"}), target(lab))
+    during = lab.tc_state()
+    assert all("qdisc fq " in state for state in during.values()), during
+    engine.revoke_all()
+    assert lab.tc_state() == before
+
+
+def test_killed_runner_leaves_no_delay_after_its_lease(lab, tmp_path):
+    _, b_ip = lab.link("a", "b", "10.250.1")
+    baseline = median_rtt(lab, b_ip, count=20)
+    doc = tmp_path / "delay.yaml"
+    doc.write_text(f"apiVersion: {spec.API_VERSION}\nkind: NetworkChaos\nmetadata: {{name: slow}}\n"
+                   "spec: {action: delay, delay: {latency: 80ms}}\n")
+    runner = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
+                               "--target", f"netns:{lab.ns('a')}", "--lease", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert "injecting" in runner.stdout.readline()
+        assert median_rtt(lab, b_ip, count=10) >= baseline + 75
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        time.sleep(2.3)
+        assert median_rtt(lab, b_ip, count=20) <= baseline + 1
+    finally:
+        runner.kill()
+        subprocess.run([sys.executable, "-m", "kfault_agent.cli", "cleanup"], capture_output=True)
