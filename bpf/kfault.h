@@ -116,4 +116,67 @@ struct kfault_departures {
 	__s64 last_jitter_ns;     /* delay: the last jitter sample, for correlation */
 };
 
+/* ---- file I/O faults (iofault.c) ------------------------------------------------------ */
+
+#define KFAULT_IO_MAX_RULES 16       /* a bit per rule in __u32 masks */
+#define KFAULT_IO_MAX_STATES 64      /* DFA states of one rule's path glob */
+#define KFAULT_IO_PATH_MAX 256       /* bytes of a path we match; longer paths never match */
+#define KFAULT_IO_MAX_FDS 65536      /* open files of targeted processes we remember */
+#define KFAULT_IO_DEAD_STATE 255     /* a DFA state no path can leave: no match */
+
+/* Methods: bits of kfault_io_rule.methods; indices (bit number) into counters. */
+#define KFAULT_IO_METHOD_OPEN 0
+#define KFAULT_IO_METHOD_READ 1
+#define KFAULT_IO_METHOD_WRITE 2
+#define KFAULT_IO_METHOD_FSYNC 3
+#define KFAULT_IO_METHOD_COUNT 4
+
+#define KFAULT_IO_ACT_FAULT 1        /* fail the call with errno */
+#define KFAULT_IO_ACT_LATENCY 2      /* hold the calling thread for delay_ns */
+
+#define KFAULT_IO_OUTCOME_PASSED 0
+#define KFAULT_IO_OUTCOME_FAILED 1
+#define KFAULT_IO_OUTCOME_DELAYED 2
+#define KFAULT_IO_OUTCOME_COUNT 3
+
+/* Value of kfault_io_rules. Slot i's target cgroup is slot i of kfault_io_cgroups and its
+ * path glob is the DFA at states [i * KFAULT_IO_MAX_STATES, (i + 1) * KFAULT_IO_MAX_STATES). */
+struct kfault_io_rule {
+	__u64 deadline_ns;        /* CLOCK_MONOTONIC; the rule does nothing from then on */
+	__u64 delay_ns;           /* latency */
+	__u32 action;             /* KFAULT_IO_ACT_* */
+	__u32 methods;            /* 1 << KFAULT_IO_METHOD_* */
+	__u32 threshold;          /* percent as a u32 threshold (see KFAULT_ALWAYS) */
+	__u32 error;              /* errno, positive */
+};
+
+/* Value of kfault_io_dfa: one DFA state of a path glob, compiled by the agent. Bytes are
+ * unsigned; next[c] is a state index within the rule or KFAULT_IO_DEAD_STATE. */
+struct kfault_io_dfa_state {
+	__u8 next[256];
+	__u8 accepting;
+	__u8 pad[7];
+};
+
+/* Key of kfault_io_fds: an open file of a targeted process. Value: a mask of the rules whose
+ * path glob matched when it was opened, so a read or write is decided by one lookup. */
+struct kfault_io_fd_key {
+	__u32 tgid;
+	__u32 fd;
+};
+
+/* Value of kfault_io_calls, by pid_tgid: the syscall a targeted thread is in right now. */
+struct kfault_io_call {
+	__u32 opened_mask;        /* open: rules whose glob matched the path, for kfault_io_fds */
+	__s32 error;              /* nonzero: the LSM hooks fail this call with it (negative) */
+	__u32 method;             /* KFAULT_IO_METHOD_* */
+	__u32 pad;
+};
+
+/* Value of kfault_io_counters (per CPU), by rule slot. */
+struct kfault_io_counters {
+	__u64 calls[KFAULT_IO_METHOD_COUNT][KFAULT_IO_OUTCOME_COUNT];
+	__u64 delay_ns;           /* delay asked of the holder, summed */
+};
+
 #endif /* KFAULT_H */

@@ -6,6 +6,10 @@ import pytest
 from kfault_agent import layout, policy, spec
 
 
+def chaos(action, **fields):
+    return spec.parse_experiment({"apiVersion": spec.API_VERSION, "kind": "NetworkChaos",
+                                  "metadata": {"name": "exp"}, "spec": {"action": action, **fields}})
+
 def test_uncorrelated_thresholds_are_the_rate():
     miss, hit = policy.chance_thresholds(spec.Chance(30, 0))
     assert miss == hit == round(0.3 * 2**32)
@@ -60,3 +64,23 @@ def test_rule_fields_carry_actions_and_scope():
     fields = policy.rule_fields(experiment)
     assert fields["actions"] == layout.ACT_LOSS | layout.ACT_CORRUPT
     assert (fields["protocol"], fields["peer_port_min"], fields["peer_port_max"]) == (6, 8000, 8080)
+
+
+def test_correlated_jitter_keeps_the_spread_of_one_sample():
+    for percent in (0, 25, 75, 100):
+        last, fresh = policy.jitter_weights(percent)
+        # An AR(1) chain x' = c x + sqrt(1 - c^2) e keeps var(x) = var(e).
+        assert abs((last / layout.WEIGHT_ONE) ** 2 + (fresh / layout.WEIGHT_ONE) ** 2 - 1) < 1e-4
+        assert abs(last / layout.WEIGHT_ONE - percent / 100) < 1e-4
+
+
+def test_reorder_sets_its_bit_chance_and_gap():
+    experiment = chaos("delay", delay={"latency": "10ms", "reorder": {"reorder": "25", "correlation": "50",
+                                                                       "gap": 5}})
+    fields = policy.rule_fields(experiment)
+    assert fields["actions"] & layout.ACT_REORDER and fields["actions"] & layout.ACT_DELAY
+    assert fields["reorder_gap"] == 5
+    assert (fields["reorder_after_miss"], fields["reorder_after_hit"]) == policy.chance_thresholds(
+        experiment.delay.reorder.chance)
+    plain = policy.rule_fields(chaos("delay", delay={"latency": "10ms"}))
+    assert not plain["actions"] & layout.ACT_REORDER

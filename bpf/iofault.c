@@ -1,0 +1,353 @@
+/* iofault.c - file I/O faults at the syscall boundary, for processes in target cgroups.
+ *
+ *   io_sys_enter   raw tracepoint sys_enter   decide: is this call on a matching file, by a
+ *                                             targeted thread, of a chosen method, and rolled?
+ *   io_match_path  tail call of io_sys_enter  open: walk each candidate rule's path glob
+ *   io_sys_exit    raw tracepoint sys_exit    remember which rules an opened fd matched
+ *   lsm__*         BPF LSM hooks              fail the decided call before it takes effect
+ *   kmod_ret__*    fmod_ret on security_*     the same where BPF LSM is off but trampolines work
+ *
+ * Paths are matched once, when a file is opened, by walking the rule's glob compiled to a
+ * DFA by the agent; a read or write then costs one hash lookup. Latency can't sleep in BPF:
+ * the program records the delay and signals the thread, and the agent's holder (a ptrace
+ * tracer) keeps the thread in its signal-delivery stop for the delay and swallows the signal.
+ * The agent attaches the tracepoints only while an I/O rule is armed: syscall tracepoints
+ * put every task on the node on the slower syscall path.
+ *
+ * x86_64 only: syscall numbers and argument registers are that ABI's.
+ */
+#include <linux/types.h>
+#include <linux/errno.h>
+#include <linux/ptrace.h>
+
+#include "kfault.h"
+
+BPF_ARRAY(kfault_io_rules, struct kfault_io_rule, KFAULT_IO_MAX_RULES);
+/* Slot i: the target cgroup (v2) of rule i; bpf_current_task_under_cgroup covers its subtree. */
+BPF_CGROUP_ARRAY(kfault_io_cgroups, KFAULT_IO_MAX_RULES);
+/* Mask of the rule slots in use: one lookup tells an untargeted node there is nothing to do. */
+BPF_ARRAY(kfault_io_armed, __u32, 1);
+BPF_ARRAY(kfault_io_dfa, struct kfault_io_dfa_state, KFAULT_IO_MAX_RULES * KFAULT_IO_MAX_STATES);
+BPF_TABLE("lru_hash", struct kfault_io_fd_key, __u32, kfault_io_fds, KFAULT_IO_MAX_FDS);
+BPF_TABLE("lru_hash", __u64, struct kfault_io_call, kfault_io_calls, 16384);
+/* tgid -> the signal the holder asked for (one the process neither catches nor blocks);
+ * only traced processes get latency, so a signal never reaches a process unheld. */
+BPF_HASH(kfault_io_traced, __u32, __u32, 4096);
+/* tid -> nanoseconds to hold it: written here before the signal, read by the holder. */
+BPF_HASH(kfault_io_holds, __u32, __u64, 16384);
+BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RULES);
+
+/* x86_64 syscall numbers. */
+#define NR_read 0
+#define NR_write 1
+#define NR_open 2
+#define NR_close 3
+#define NR_pread64 17
+#define NR_pwrite64 18
+#define NR_readv 19
+#define NR_writev 20
+#define NR_fsync 74
+#define NR_fdatasync 75
+#define NR_creat 85
+#define NR_openat 257
+#define NR_preadv 295
+#define NR_pwritev 296
+#define NR_preadv2 327
+#define NR_pwritev2 328
+#define NR_openat2 437
+
+#define NO_METHOD 0xff
+
+static __always_inline __u32 method_of(__u64 nr)
+{
+	switch (nr) {
+	case NR_open: case NR_openat: case NR_openat2: case NR_creat:
+		return KFAULT_IO_METHOD_OPEN;
+	case NR_read: case NR_pread64: case NR_readv: case NR_preadv: case NR_preadv2:
+		return KFAULT_IO_METHOD_READ;
+	case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2:
+		return KFAULT_IO_METHOD_WRITE;
+	case NR_fsync: case NR_fdatasync:
+		return KFAULT_IO_METHOD_FSYNC;
+	}
+	return NO_METHOD;
+}
+
+/* Per-CPU scratch space. Loops keep what they accumulate here, in map memory, rather than
+ * in registers: the verifier tracks registers exactly, so a mask built bit by bit in one
+ * would make it walk every combination of bits; values in a map are just "some number",
+ * and the paths through each iteration merge again. (bcc can't pass bpf_loop callbacks.) */
+struct io_scratch {
+	char path[KFAULT_IO_PATH_MAX];
+	volatile __u32 found;     /* volatile: the compiler must not keep them in registers */
+	volatile __s32 error;
+	volatile __u64 hold_ns;
+	volatile __u32 remaining; /* open: candidate rules whose glob is still to be walked */
+	volatile __u32 rule;      /* open: the rule being walked */
+	volatile __u32 method;
+	volatile __u8 state;
+	__u8 pad[3];
+};
+BPF_PERCPU_ARRAY(kfault_io_scratch, struct io_scratch, 1);
+/* io_match_path, which walks one rule's glob per run and tail-calls itself for the next:
+ * each run is verified alone, where walking all rules in one program is too many branches. */
+BPF_PROG_ARRAY(kfault_io_walker, 1);
+
+/* The armed rules whose target cgroup (or a cgroup below it) holds the current task. */
+static __always_inline __u32 targeting_rules(__u32 armed, struct io_scratch *scratch)
+{
+	scratch->found = 0;
+#pragma unroll
+	for (int i = 0; i < KFAULT_IO_MAX_RULES; i++) {
+		if ((armed & (1u << i)) && kfault_io_cgroups.check_current_task(i) == 1)
+			scratch->found |= 1u << i;
+	}
+	return scratch->found;
+}
+
+/* Does rule r's DFA accept scratch->path? One bounded loop over the bytes. */
+static __always_inline int glob_accepts(__u32 r, struct io_scratch *scratch)
+{
+	scratch->state = 0;
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < KFAULT_IO_PATH_MAX; i++) {
+		__u32 index = r * KFAULT_IO_MAX_STATES + (scratch->state & (KFAULT_IO_MAX_STATES - 1));
+		struct kfault_io_dfa_state *st = kfault_io_dfa.lookup(&index);
+		__u8 c = scratch->path[i];
+
+		if (!st)
+			return 0;
+		if (!c)
+			return st->accepting;
+		scratch->state = st->next[c];
+		if (scratch->state == KFAULT_IO_DEAD_STATE)
+			return 0;
+	}
+	return 0;   /* longer than we read: no match */
+}
+
+static __always_inline void count(__u32 slot, __u32 method, __u32 outcome, __u64 delay_ns)
+{
+	struct kfault_io_counters *counters = kfault_io_counters.lookup(&slot);
+
+	if (!counters || method >= KFAULT_IO_METHOD_COUNT || outcome >= KFAULT_IO_OUTCOME_COUNT)
+		return;
+	counters->calls[method][outcome]++;
+	counters->delay_ns += delay_ns;
+}
+
+/* Roll every rule in `mask` that covers `method`: the first fault's errno goes in
+ * call->error for the LSM hooks; latency is summed into kfault_io_holds and the thread gets
+ * the holder's signal. */
+static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_call *call,
+				   struct io_scratch *scratch)
+{
+	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
+	__u32 tgid = id >> 32, tid = (__u32)id, *signo;
+	int traced = kfault_io_traced.lookup(&tgid) != NULL;
+
+	scratch->error = 0;
+	scratch->hold_ns = 0;
+#pragma unroll
+	for (__u32 i = 0; i < KFAULT_IO_MAX_RULES; i++) {
+		__u32 slot = i;
+		struct kfault_io_rule *rule;
+
+		if (!(mask & (1u << i)))
+			continue;
+		rule = kfault_io_rules.lookup(&slot);
+		if (!rule || !(rule->methods & (1u << method)) || (rule->deadline_ns && now >= rule->deadline_ns))
+			continue;
+		if (rule->threshold != KFAULT_ALWAYS && bpf_get_prandom_u32() >= rule->threshold) {
+			count(slot, method, KFAULT_IO_OUTCOME_PASSED, 0);
+		} else if (rule->action == KFAULT_IO_ACT_FAULT) {
+			if (!scratch->error)
+				scratch->error = -(__s32)rule->error;
+			count(slot, method, KFAULT_IO_OUTCOME_FAILED, 0);
+		} else if (rule->action == KFAULT_IO_ACT_LATENCY && traced) {
+			scratch->hold_ns += rule->delay_ns;
+			count(slot, method, KFAULT_IO_OUTCOME_DELAYED, rule->delay_ns);
+		} else {
+			count(slot, method, KFAULT_IO_OUTCOME_PASSED, 0); /* latency, holder not attached yet */
+		}
+	}
+	call->error = scratch->error;
+	if (scratch->hold_ns && (signo = kfault_io_traced.lookup(&tgid))) {
+		__u64 hold = scratch->hold_ns;
+
+		kfault_io_holds.update(&tid, &hold);
+		bpf_send_signal_thread(*signo);
+	}
+}
+
+static __always_inline __u64 syscall_arg(const struct pt_regs *regs, int n)
+{
+	unsigned long value = 0;
+
+	switch (n) {
+	case 0: bpf_probe_read_kernel(&value, sizeof(value), &regs->di); break;
+	case 1: bpf_probe_read_kernel(&value, sizeof(value), &regs->si); break;
+	}
+	return value;
+}
+
+/* Decide the call and remember what sys_exit and the LSM hooks need. */
+static __always_inline void finish_enter(__u64 id, __u32 method, __u32 mask, __u32 opened_mask,
+					 struct io_scratch *scratch)
+{
+	struct kfault_io_call call = {.method = method, .opened_mask = opened_mask};
+
+	if (mask)
+		decide(mask, method, &call, scratch);
+	if (call.opened_mask || call.error)
+		kfault_io_calls.update(&id, &call);
+}
+
+int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	const struct pt_regs *regs = (const struct pt_regs *)ctx->args[0];
+	__u64 nr = ctx->args[1];
+	__u32 zero = 0, *armed, targets, method;
+	struct io_scratch *scratch;
+	__u64 id;
+
+	armed = kfault_io_armed.lookup(&zero);
+	if (!armed || !*armed)
+		return 0;
+	method = method_of(nr);
+	if (method == NO_METHOD && nr != NR_close)
+		return 0;
+	scratch = kfault_io_scratch.lookup(&zero);
+	if (!scratch)
+		return 0;
+	targets = targeting_rules(*armed, scratch);
+	if (!targets)
+		return 0;
+
+	id = bpf_get_current_pid_tgid();
+	if (method == KFAULT_IO_METHOD_OPEN) {
+		/* open/creat: the path is arg 0; openat/openat2: arg 1 (relative to a dirfd). */
+		const char *user_path = (const char *)syscall_arg(regs, (nr == NR_open || nr == NR_creat) ? 0 : 1);
+
+		if (bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) <= 0)
+			return 0;
+		scratch->remaining = targets;
+		scratch->found = 0;
+		scratch->method = method;
+		kfault_io_walker.call(ctx, 0);
+		return 0;   /* not reached unless the walker is missing: then nothing is injected */
+	}
+
+	struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = syscall_arg(regs, 0)};
+	if (nr == NR_close) {
+		kfault_io_fds.delete(&key);
+		return 0;
+	}
+	__u32 *matched = kfault_io_fds.lookup(&key);
+	if (matched && (*matched & targets))
+		finish_enter(id, method, *matched & targets, 0, scratch);
+	return 0;
+}
+
+int io_match_path(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0, r;
+	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
+
+	if (!scratch || !scratch->remaining)
+		return 0;
+#pragma unroll
+	for (int i = KFAULT_IO_MAX_RULES - 1; i >= 0; i--) {   /* the lowest rule left */
+		if (scratch->remaining & (1u << i))
+			scratch->rule = i;
+	}
+	r = scratch->rule & (KFAULT_IO_MAX_RULES - 1);
+	scratch->remaining &= ~(1u << r);
+	if (glob_accepts(r, scratch))
+		scratch->found |= 1u << r;
+	if (scratch->remaining) {
+		kfault_io_walker.call(ctx, 0);
+		return 0;
+	}
+	finish_enter(bpf_get_current_pid_tgid(), scratch->method, scratch->found, scratch->found, scratch);
+	return 0;
+}
+
+int io_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct kfault_io_call *call = kfault_io_calls.lookup(&id);
+	long ret = ctx->args[1];
+
+	if (!call)
+		return 0;
+	if (call->method == KFAULT_IO_METHOD_OPEN && call->opened_mask && ret >= 0) {
+		struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = ret};
+
+		kfault_io_fds.update(&key, &call->opened_mask);
+	}
+	kfault_io_calls.delete(&id);
+	return 0;
+}
+
+/* The error decided for the current thread's syscall, or 0. */
+static __always_inline int decided_error(void)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct kfault_io_call *call = kfault_io_calls.lookup(&id);
+
+	return call ? call->error : 0;
+}
+
+/* Where the decided error is returned. An open that creates is refused at path_mknod /
+ * inode_create, before the file exists; any open at file_open; read and write (all their
+ * vector and positional forms) at file_permission, before any byte moves. */
+struct file;
+struct path;
+struct dentry;
+struct inode;
+
+#ifdef KFAULT_IO_ERRNO_LSM
+LSM_PROBE(file_open, struct file *file)
+{
+	return decided_error();
+}
+
+LSM_PROBE(file_permission, struct file *file, int mask)
+{
+	return decided_error();
+}
+
+LSM_PROBE(path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)
+{
+	return decided_error();
+}
+
+LSM_PROBE(inode_create, struct inode *dir, struct dentry *dentry, umode_t mode)
+{
+	return decided_error();
+}
+#endif
+
+#ifdef KFAULT_IO_ERRNO_FMOD_RET
+KMOD_RET(security_file_open, struct file *file, int ret)
+{
+	return decided_error();
+}
+
+KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
+{
+	return decided_error();
+}
+
+KMOD_RET(security_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode,
+	 unsigned int dev, int ret)
+{
+	return decided_error();
+}
+
+KMOD_RET(security_inode_create, struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	return decided_error();
+}
+#endif
