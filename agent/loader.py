@@ -59,6 +59,169 @@ class NetDatapath:
         self.bpf.cleanup()
 
 
+IO_PROGRAMS = ("io_sys_enter", "io_sys_exit", "io_match_path")
+ERRNO_HOOKS = ("file_open", "file_permission", "path_mknod", "inode_create")   # LSM hook names
+# How a decided errno is returned, best first: the -D flag that compiles it into iofault.c.
+ERRNO_MECHANISMS = {"bpf-lsm": "-DKFAULT_IO_ERRNO_LSM", "fmod_ret": "-DKFAULT_IO_ERRNO_FMOD_RET"}
+
+
+class IODatapath:
+    """iofault.c, compiled and loaded. Its errno hooks (BPF LSM or fmod_ret) attach at load
+    (they do nothing until a rule decides a call); the syscall tracepoints attach only while
+    a rule is armed (attach/detach), since they slow every syscall on the node."""
+
+    def __init__(self, errno_mechanism=None):
+        check_headers()
+        from bcc import BPF
+        cflags = [f"-I{layout.BPF_DIR}", "-Wno-macro-redefined"]
+        if errno_mechanism:
+            cflags.append(ERRNO_MECHANISMS[errno_mechanism])
+        self.errno_mechanism = errno_mechanism
+        try:
+            self.bpf = BPF(src_file=os.path.join(layout.BPF_DIR, "iofault.c").encode(), cflags=cflags)
+            self.programs = {name: self.bpf.load_func(name.encode(), BPF.RAW_TRACEPOINT) for name in IO_PROGRAMS}
+            self._hook_fds = self._attach_errno_hooks(BPF) if errno_mechanism else []
+        except Exception as err:
+            what = f"with {errno_mechanism} hooks" if errno_mechanism else "(syscall raw tracepoints)"
+            raise KernelUnsupported(f"the kernel refused kfault's file I/O programs {what}: {err}") from err
+        walker = self.bpf[b"kfault_io_walker"]
+        walker[walker.Key(0)] = walker.Leaf(self.programs["io_match_path"].fd)
+        self.rules = self.bpf[b"kfault_io_rules"]
+        self.cgroups = self.bpf[b"kfault_io_cgroups"]
+        self.armed = self.bpf[b"kfault_io_armed"]
+        self.dfa = self.bpf[b"kfault_io_dfa"]
+        self.fds = self.bpf[b"kfault_io_fds"]
+        self.traced = self.bpf[b"kfault_io_traced"]
+        self.holds = self.bpf[b"kfault_io_holds"]
+        self.counters = self.bpf[b"kfault_io_counters"]
+        self.attached = False
+
+    def _attach_errno_hooks(self, BPF):
+        """bcc attaches lsm__ functions as it loads (we check it did); fmod_ret we attach."""
+        if self.errno_mechanism == "bpf-lsm":
+            missing = [h for h in ERRNO_HOOKS if f"lsm__{h}".encode() not in self.bpf.lsm_fds]
+            if missing:
+                raise KernelUnsupported(f"BPF LSM hooks did not attach: {', '.join(missing)}")
+            return []
+        from bcc import lib
+        fds = []
+        for hook in ERRNO_HOOKS:
+            fn = self.bpf.load_func(f"kmod_ret__security_{hook}".encode(), BPF.TRACING)
+            fd = lib.bpf_attach_kfunc(fn.fd)
+            if fd < 0:
+                for opened in fds:
+                    os.close(opened)
+                raise KernelUnsupported(f"fmod_ret on security_{hook} did not attach (no BPF trampolines here)")
+            fds.append(fd)
+        return fds
+
+    def attach(self):
+        if not self.attached:
+            self.bpf.attach_raw_tracepoint(tp=b"sys_enter", fn_name=b"io_sys_enter")
+            self.bpf.attach_raw_tracepoint(tp=b"sys_exit", fn_name=b"io_sys_exit")
+            self.attached = True
+
+    def detach(self):
+        if self.attached:
+            self.bpf.detach_raw_tracepoint(tp=b"sys_enter")
+            self.bpf.detach_raw_tracepoint(tp=b"sys_exit")
+            self.attached = False
+
+    def close(self):
+        self.detach()
+        for fd in self._hook_fds:
+            os.close(fd)
+        self.bpf.cleanup()
+
+
+def _bpf_lsm_active():
+    try:
+        with open("/sys/kernel/security/lsm", encoding="ascii") as handle:
+            return "bpf" in handle.read().split(",")
+    except OSError:
+        return False
+
+
+def _kprobe_override_configured():
+    for path in (f"/boot/config-{platform.release()}",):
+        try:
+            with open(path, encoding="ascii") as handle:
+                return "CONFIG_BPF_KPROBE_OVERRIDE=y" in handle.read()
+        except OSError:
+            continue
+    return False
+
+
+def probe_io():
+    """(IODatapath or None, capabilities): the best errno mechanism that loads, else none."""
+    caps, datapath = [], None
+    if _bpf_lsm_active():
+        order = ["bpf-lsm", "fmod_ret"]
+    else:
+        order = ["fmod_ret"]
+        caps.append(Capability("bpf-lsm", False, "bpf is not an active LSM (/sys/kernel/security/lsm); "
+                               "boot with lsm=...,bpf and CONFIG_BPF_LSM=y"))
+    for mechanism in order:
+        try:
+            datapath = IODatapath(mechanism)
+            caps.append(Capability(mechanism, True, f"errno by {mechanism} hooks on security_file_open, "
+                                   "security_file_permission, security_path_mknod, security_inode_create"))
+            break
+        except KernelUnsupported as err:
+            caps.append(Capability(mechanism, False, str(err).splitlines()[0][:300]))
+    others = {"bpf-lsm", "fmod_ret"} - {c.name for c in caps}
+    caps += [Capability(name, False, f"not tried: {datapath.errno_mechanism} is used") for name in others]
+    caps.append(Capability("kprobe-override", False,
+                           "not used: kfault fails calls through BPF LSM or fmod_ret" if _kprobe_override_configured()
+                           else "CONFIG_BPF_KPROBE_OVERRIDE is not set in this kernel"))
+    if datapath is None:
+        try:
+            datapath = IODatapath(None)
+        except KernelUnsupported as err:
+            caps.append(Capability("io-tracepoints", False, str(err).splitlines()[0][:300]))
+    if datapath is not None:
+        caps.append(Capability("io-tracepoints", True, "raw syscall tracepoints with bpf_send_signal_thread load"))
+    caps.append(_probe_ptrace())
+    return datapath, {c.name: c for c in caps}
+
+
+def _probe_ptrace():
+    from . import holder
+    import signal
+    import subprocess
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        holder.ptrace(holder.PTRACE_SEIZE, child.pid, 0)
+        return Capability("ptrace", True, "PTRACE_SEIZE works: threads can be held for latency")
+    except OSError as err:
+        return Capability("ptrace", False, f"PTRACE_SEIZE fails ({err}); needs CAP_SYS_PTRACE and "
+                          "kernel.yama.ptrace_scope below 3")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+
+# What each file I/O action and method needs. errno needs a hook that runs before the call
+# takes effect; fsync has no LSM hook, so it can be delayed but not failed.
+IO_NEEDS = {"latency": ("io-tracepoints", "ptrace"), "fault": ("io-tracepoints", "errno")}
+IO_FAULT_METHODS = {"open", "read", "write"}
+
+
+def io_support(capabilities, action, method=None):
+    """(supported, reason) for one file I/O action (and method) on this node."""
+    reasons = []
+    for need in IO_NEEDS[action]:
+        if need == "errno":
+            if not any(capabilities.get(m) and capabilities[m].available for m in ERRNO_MECHANISMS):
+                reasons.append("no way to fail a call before it takes effect: " + "; ".join(
+                    capabilities[m].reason for m in ERRNO_MECHANISMS if m in capabilities))
+        elif not capabilities.get(need) or not capabilities[need].available:
+            reasons.append(capabilities[need].reason if need in capabilities else f"{need} not probed")
+    if action == "fault" and method and method not in IO_FAULT_METHODS:
+        reasons.append(f"{method} has no security hook before it takes effect: it can be delayed, not failed")
+    return (not reasons), ("; ".join(reasons) or "supported")
+
+
 @dataclass(frozen=True)
 class Capability:
     name: str
@@ -122,13 +285,18 @@ def probe_capabilities(datapath_error=None):
 
 
 def node_capabilities():
-    """Probe this node whole: whether our programs load, then the qdiscs they need."""
+    """Probe this node whole: network programs and the qdiscs they need, file I/O programs,
+    their errno hooks and the holder."""
     try:
         NetDatapath().close()
         error = None
     except KernelUnsupported as err:
         error = err
-    return probe_capabilities(error)
+    caps = probe_capabilities(error)
+    io_datapath, io_caps = probe_io()
+    if io_datapath:
+        io_datapath.close()
+    return {**caps, **io_caps}
 
 
 def action_support(capabilities, action):

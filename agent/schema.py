@@ -102,7 +102,40 @@ NETWORK_CHAOS_SPEC = {
     },
 }
 
-KINDS = {"NetworkChaos": NETWORK_CHAOS_SPEC}
+# Chaos Mesh's IOChaos methods that kfault can act on at the syscall boundary, and the
+# syscalls each stands for (x86_64).
+IO_METHODS = {
+    "open": ("open", "openat", "openat2", "creat"),
+    "read": ("read", "pread64", "readv", "preadv", "preadv2"),
+    "write": ("write", "pwrite64", "writev", "pwritev", "pwritev2"),
+    "fsync": ("fsync", "fdatasync"),
+}
+
+IO_CHAOS_SPEC = {
+    "type": "object",
+    "required": ["action", "volumePath"],
+    "properties": {
+        "action": {"type": "string", "enum": ["latency", "fault"]},
+        "mode": MODE,
+        "value": {"type": "string"},
+        "selector": POD_SELECTOR,
+        "containerNames": {"type": "array", "items": {"type": "string"}},
+        "volumePath": {"type": "string", "pattern": "^/",
+                       "description": "an absolute path: the mount point of the volume to inject into"},
+        "path": {"type": "string",
+                 "description": "A glob of the files to inject into: * and ? within a path segment, "
+                                "** across segments, [a-z] classes. Default: every file under volumePath."},
+        "methods": {"type": "array", "items": {"type": "string", "enum": sorted(IO_METHODS)},
+                    "description": "Default: every method."},
+        "percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 100},
+        "delay": DURATION,
+        "errno": {"type": "integer", "minimum": 1, "maximum": 133,
+                  "description": "A Linux errno such as 5 (EIO) or 28 (ENOSPC)."},
+        "duration": DURATION,
+    },
+}
+
+KINDS = {"NetworkChaos": NETWORK_CHAOS_SPEC, "IOChaos": IO_CHAOS_SPEC}
 
 
 def validate_against_schema(value, schema, path):
@@ -143,7 +176,10 @@ def validate_against_schema(value, schema, path):
     if kind == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
             return [(path, value, "a whole number")]
-        if "minimum" in schema and value < schema["minimum"]:
-            return [(path, value, f"a whole number of at least {schema['minimum']}")]
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if (low is not None and value < low) or (high is not None and value > high):
+            if high is None:
+                return [(path, value, f"a whole number of at least {low}")]
+            return [(path, value, f"a whole number from {low} to {high}")]
         return []
     return errors

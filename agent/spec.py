@@ -8,7 +8,7 @@ from typing import Optional
 
 import yaml
 
-from . import schema, units
+from . import glob_dfa, layout, schema, units
 
 API_VERSION = "kfault.dev/v1alpha1"
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
@@ -93,6 +93,26 @@ class NetworkChaos:
         return self.delay is not None or self.bandwidth is not None
 
 
+@dataclass(frozen=True)
+class IOChaos:
+    name: str
+    namespace: str
+    action: str                    # latency | fault
+    path: str                      # an absolute glob (glob_dfa)
+    methods: tuple                 # names from schema.IO_METHODS
+    percent: int = 100
+    delay_ns: int = 0
+    errno: int = 0
+    volume_path: str = "/"
+    container_names: tuple = ()
+    duration_ns: Optional[int] = None
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+
 def load_documents(path):
     """Read every YAML document of a file (a file may hold several, separated by ---)."""
     try:
@@ -131,7 +151,52 @@ def parse_experiment(doc):
     errors += [SpecError(*e) for e in schema.validate_against_schema(spec, schema.KINDS[kind], "spec")]
     if errors:
         raise InvalidSpec(errors)
+    if kind == "IOChaos":
+        return _io_chaos(metadata, spec, doc)
     return _network_chaos(metadata, spec, doc)
+
+
+def _io_chaos(metadata, spec, doc):
+    errors = []
+    action = spec["action"]
+    volume = spec["volumePath"].rstrip("/") or "/"
+    path = spec.get("path") or (volume.rstrip("/") + "/**")
+    try:
+        glob_dfa.compile_glob(path, layout.IO_MAX_STATES)
+    except glob_dfa.GlobError as err:
+        errors.append(SpecError("spec.path", spec.get("path"), str(err)))
+    delay = 0
+    if action == "latency":
+        if "delay" not in spec:
+            errors.append(SpecError("spec.delay", None, "a delay such as \"100ms\": action latency needs it"))
+        else:
+            try:
+                delay = units.parse_duration_ns(spec["delay"])
+            except ValueError as err:
+                errors.append(SpecError("spec.delay", spec["delay"], str(err)))
+            if delay == 0:
+                errors.append(SpecError("spec.delay", spec["delay"], "a delay above 0"))
+    if action == "fault" and "errno" not in spec:
+        errors.append(SpecError("spec.errno", None, "an errno such as 5 (EIO): action fault needs it"))
+    for other, needs in (("delay", "latency"), ("errno", "fault")):
+        if other in spec and action != needs:
+            errors.append(SpecError(f"spec.{other}", spec[other], f"no {other} for action {action} (it is for "
+                                    f"action {needs}): remove it"))
+    duration = None
+    if "duration" in spec:
+        try:
+            duration = units.parse_duration_ns(spec["duration"])
+        except ValueError as err:
+            errors.append(SpecError("spec.duration", spec["duration"], str(err)))
+        if duration == 0:
+            errors.append(SpecError("spec.duration", spec["duration"], "a duration above 0, or no duration"))
+    if errors:
+        raise InvalidSpec(errors)
+    return IOChaos(
+        name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action, path=path,
+        methods=tuple(dict.fromkeys(spec.get("methods") or schema.IO_METHODS)), percent=spec.get("percent", 100),
+        delay_ns=delay, errno=spec.get("errno", 0), volume_path=volume,
+        container_names=tuple(spec.get("containerNames", ())), duration_ns=duration, raw=doc)
 
 
 def _network_chaos(metadata, spec, doc):

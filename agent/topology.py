@@ -129,3 +129,46 @@ def resolve_net_target(target, device=None):
         what = f"a veth named {device!r}" if device else "any veth interface"
         raise TargetNotFound(f"{target}: no {what} in {netns}")
     return NetTarget(name=target, netns=netns, interfaces=tuple(interfaces))
+
+
+@dataclass(frozen=True)
+class CgroupTarget:
+    """A cgroup v2 directory: the processes in it and below it are the target."""
+    name: str
+    path: str
+
+
+def cgroup2_mount():
+    """Where cgroup v2 is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.split()
+            if fields[fields.index("-") + 1] == "cgroup2":
+                return fields[4]
+    raise TargetNotFound("this node has no cgroup v2 mount; kfault scopes file faults by cgroup v2")
+
+
+def resolve_cgroup_target(target):
+    """'cgroup:/abs/dir' or 'pid:PID' -> CgroupTarget. Raises TargetNotFound with the fix."""
+    kind, _, value = target.partition(":")
+    if kind == "cgroup" and value.startswith("/"):
+        path = value
+    elif kind == "pid" and value.isdigit():
+        try:
+            with open(f"/proc/{value}/cgroup", encoding="utf-8") as handle:
+                entries = [line.strip().split(":", 2) for line in handle]
+        except OSError as err:
+            raise TargetNotFound(f"--target {target!r}: no such process ({err.strerror})") from None
+        unified = [e[2] for e in entries if e[0] == "0"]
+        if not unified:
+            raise TargetNotFound(f"--target {target!r}: the process is in no cgroup v2")
+        path = os.path.join(cgroup2_mount(), unified[0].lstrip("/"))
+    else:
+        raise TargetNotFound(f"--target {target!r}: use cgroup:/absolute/cgroup/v2/dir or pid:PID")
+    if not os.path.exists(os.path.join(path, "cgroup.procs")):
+        raise TargetNotFound(f"--target {target!r}: {path} is not a cgroup v2 directory (no cgroup.procs); "
+                             f"cgroup v2 is mounted at {cgroup2_mount()}")
+    if os.path.realpath(path) == os.path.realpath(cgroup2_mount()):
+        raise TargetNotFound(f"--target {target!r} is the root cgroup: that is the whole node; "
+                             "name a pod's (or a test's) cgroup")
+    return CgroupTarget(name=target, path=path)

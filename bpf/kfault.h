@@ -175,7 +175,8 @@ struct kfault_io_call {
 
 /* Value of kfault_io_counters (per CPU), by rule slot. */
 struct kfault_io_counters {
-	__u64 calls[KFAULT_IO_METHOD_COUNT][KFAULT_IO_OUTCOME_COUNT];
+	/* [method * KFAULT_IO_OUTCOME_COUNT + outcome]: flat, as bcc reads only 1-D arrays right */
+	__u64 calls[KFAULT_IO_METHOD_COUNT * KFAULT_IO_OUTCOME_COUNT];
 	__u64 delay_ns;           /* delay asked of the holder, summed */
 };
 

@@ -1,0 +1,136 @@
+"""Path globs compiled to DFAs the BPF program walks byte by byte (bpf/iofault.c).
+
+Syntax, as Chaos Mesh documents IOChaos paths: `*` any run of characters within a path
+segment, `**` any run across segments (`a/**/b` also matches `a/b`), `?` one character but
+`/`, `[abc]`, `[a-z]`, `[!a-z]` classes; everything else literal. Pure: no kernel here.
+"""
+from dataclasses import dataclass
+
+SLASH = ord("/")
+ANY_BYTE = frozenset(range(1, 256))          # NUL ends the path in the kernel
+NOT_SLASH = ANY_BYTE - {SLASH}
+
+
+class GlobError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Dfa:
+    """next[state][byte] is a state index or None (no match possible); accepting[state]."""
+    next: tuple
+    accepting: tuple
+
+    def matches(self, path):
+        state = 0
+        for byte in path.encode():
+            state = self.next[state][byte]
+            if state is None:
+                return False
+        return self.accepting[state]
+
+
+def _tokens(glob):
+    """('set', bytes) | ('star',) | ('globstar',) | ('globdir',): `**/`, nothing or any run
+    of segments each ending in /."""
+    tokens, i = [], 0
+    data = glob.encode()
+    while i < len(data):
+        c = data[i]
+        if data[i:i + 3] == b"**/":
+            tokens.append(("globdir",))
+            i += 3
+        elif data[i:i + 2] == b"**":
+            tokens.append(("globstar",))
+            i += 2
+        elif c == ord("*"):
+            tokens.append(("star",))
+            i += 1
+        elif c == ord("?"):
+            tokens.append(("set", NOT_SLASH))
+            i += 1
+        elif c == ord("["):
+            end = data.find(b"]", i + 2 if data[i + 1:i + 2] in (b"!", b"^") else i + 1)
+            if end < 0:
+                raise GlobError(f"an unclosed [ at {i}: close the class with ] (or write [[] for a literal [)")
+            body = data[i + 1:end]
+            negate = body[:1] in (b"!", b"^")
+            body = body[1:] if negate else body
+            members, j = set(), 0
+            while j < len(body):
+                if j + 2 < len(body) and body[j + 1] == ord("-"):
+                    if body[j] > body[j + 2]:
+                        raise GlobError(f"a backwards range {chr(body[j])}-{chr(body[j + 2])}: write it low-high")
+                    members |= set(range(body[j], body[j + 2] + 1))
+                    j += 3
+                else:
+                    members.add(body[j])
+                    j += 1
+            tokens.append(("set", frozenset((NOT_SLASH - members) if negate else members - {SLASH})))
+            i = end + 1
+        else:
+            tokens.append(("set", frozenset({c})))
+            i += 1
+    return tokens
+
+
+# NFA states are (position in the tokens, inside): `inside` marks a `**/` that has consumed
+# something, which may end only at a /.
+
+def _closure(states, tokens):
+    """States reachable without consuming a byte: past a star, past an unentered `**/`."""
+    todo, seen = list(states), set(states)
+    while todo:
+        pos, inside = todo.pop()
+        if pos < len(tokens) and not inside and tokens[pos][0] in ("star", "globstar", "globdir"):
+            if (pos + 1, False) not in seen:
+                seen.add((pos + 1, False))
+                todo.append((pos + 1, False))
+    return frozenset(seen)
+
+
+def _step(states, byte, tokens):
+    out = set()
+    for pos, inside in states:
+        if pos >= len(tokens):
+            continue
+        kind = tokens[pos][0]
+        if kind == "set" and byte in tokens[pos][1]:
+            out.add((pos + 1, False))
+        elif kind == "star" and byte != SLASH:
+            out.add((pos, False))
+        elif kind == "globstar":
+            out.add((pos, False))
+        elif kind == "globdir":
+            out.add((pos, True))
+            if byte == SLASH:
+                out.add((pos + 1, False))
+    return _closure(out, tokens)
+
+
+def compile_glob(glob, max_states):
+    """The DFA of `glob` (absolute, a path from /); GlobError if it is bad or too big."""
+    if not glob.startswith("/"):
+        raise GlobError("an absolute path glob, starting with /")
+    if "\0" in glob:
+        raise GlobError("a path without NUL bytes")
+    tokens = _tokens(glob)
+    start = _closure({(0, False)}, tokens)
+    index, order = {start: 0}, [start]
+    table = []
+    while len(table) < len(order):
+        states = order[len(table)]
+        row = [None] * 256
+        for byte in range(1, 256):
+            nxt = _step(states, byte, tokens)
+            if not nxt:
+                continue
+            if nxt not in index:
+                if len(order) >= max_states:
+                    raise GlobError(f"a simpler glob: this one needs more than {max_states} matching states "
+                                    "(fewer * and ** around literal parts)")
+                index[nxt] = len(order)
+                order.append(nxt)
+            row[byte] = index[nxt]
+        table.append(tuple(row))
+    return Dfa(tuple(table), tuple((len(tokens), False) in states for states in order))

@@ -1,0 +1,201 @@
+"""The file I/O fault engine: places IOChaos experiments on cgroups as rules in the BPF maps.
+
+It owns the rule slots, the syscall tracepoints' attachment (only while a rule is armed) and
+the holders (latency). Policy for a rule comes from io_rule_fields; the kernel objects from
+loader.IODatapath.
+"""
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from . import glob_dfa, layout, policy
+from .holder import HolderProcess
+from .loader import KernelUnsupported, io_support
+from .netfault import DEFAULT_LEASE_S, monotonic_ns
+
+log = logging.getLogger(__name__)
+
+METHOD_BITS = {"open": layout.IO_METHOD_OPEN, "read": layout.IO_METHOD_READ,
+               "write": layout.IO_METHOD_WRITE, "fsync": layout.IO_METHOD_FSYNC}
+OUTCOMES = {"passed": layout.IO_OUTCOME_PASSED, "failed": layout.IO_OUTCOME_FAILED,
+            "delayed": layout.IO_OUTCOME_DELAYED}
+
+
+def io_rule_fields(experiment):
+    """The kfault_io_rule fields (all but the deadline) for an IOChaos experiment."""
+    return {
+        "action": layout.IO_ACT_LATENCY if experiment.action == "latency" else layout.IO_ACT_FAULT,
+        "methods": sum(1 << METHOD_BITS[m] for m in experiment.methods),
+        "threshold": policy.threshold(experiment.percent / 100),
+        "delay_ns": experiment.delay_ns,
+        "error": experiment.errno,
+    }
+
+
+@dataclass
+class ActiveIO:
+    experiment: object
+    target: object
+    slot: int
+    holder: object = None
+    ends_at_ns: int = 0
+    deadline_ns: int = 0
+    started_ns: int = field(default_factory=monotonic_ns)
+
+    @property
+    def key(self):
+        return (self.experiment.key, self.target.name)
+
+
+class IOFaultEngine:
+    def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
+        self.datapath = datapath
+        self.capabilities = capabilities
+        self.lease_ns = int(lease_s * 1e9)
+        self._lock = threading.RLock()
+        self._free_slots = list(range(layout.IO_MAX_RULES - 1, -1, -1))
+        self._active = {}
+
+    def supported_methods(self, experiment):
+        """The experiment's methods this node can do; KernelUnsupported if any can't be."""
+        refused = []
+        for method in experiment.methods:
+            ok, reason = io_support(self.capabilities, experiment.action, method)
+            if not ok:
+                refused.append(f"{experiment.action} on {method}: {reason}")
+        if refused:
+            raise KernelUnsupported("; ".join(refused))
+        return experiment.methods
+
+    def apply(self, experiment, target):
+        """Inject `experiment` on the cgroup `target` (replacing its earlier version)."""
+        self.supported_methods(experiment)
+        dfa = glob_dfa.compile_glob(experiment.path, layout.IO_MAX_STATES)
+        with self._lock:
+            if (experiment.key, target.name) in self._active:
+                self.revoke(experiment.key, target.name)
+            if not self._free_slots:
+                raise policy.RuleConflict(f"all {layout.IO_MAX_RULES} file I/O rule slots are in use")
+            active = ActiveIO(experiment, target, self._free_slots.pop())
+            if experiment.duration_ns:
+                active.ends_at_ns = active.started_ns + experiment.duration_ns
+            try:
+                self._write_dfa(active.slot, dfa)
+                self.datapath.cgroups[active.slot] = target.path
+                self._reset_counters(active.slot)
+                active.deadline_ns = self._deadline(active)
+                self._write_rule(active.slot, io_rule_fields(experiment), active.deadline_ns)
+                if experiment.action == "latency":
+                    active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced)
+                self.datapath.attach()
+                self._set_armed(active.slot, True)
+            except Exception:
+                self._release(active)
+                raise
+            self._active[active.key] = active
+            log.info("applied %s on %s: slot %d", experiment.key, target.name, active.slot)
+            return active
+
+    def revoke(self, experiment_key, target_name):
+        with self._lock:
+            active = self._active.pop((experiment_key, target_name), None)
+            if active is None:
+                return False
+            self._release(active)
+            log.info("revoked %s on %s", experiment_key, target_name)
+            return True
+
+    def revoke_all(self):
+        with self._lock:
+            for key in list(self._active):
+                self.revoke(*key)
+
+    def renew(self):
+        """As NetFaultEngine.renew: push deadlines a lease ahead; return the keys that ended."""
+        now, ended = monotonic_ns(), []
+        with self._lock:
+            for active in self._active.values():
+                if active.ends_at_ns and now >= active.ends_at_ns:
+                    ended.append(active.key)
+                    continue
+                active.deadline_ns = self._deadline(active, now)
+                leaf = self.datapath.rules[active.slot]
+                leaf.deadline_ns = active.deadline_ns
+                self.datapath.rules[active.slot] = leaf
+        return ended
+
+    def active(self):
+        with self._lock:
+            return list(self._active.values())
+
+    def counters(self, active):
+        """({method: {outcome: calls}}, injected delay in ns), summed over CPUs."""
+        per_cpu = self.datapath.counters.getvalue(self.datapath.counters.Key(active.slot))
+        calls = {method: {outcome: sum(c.calls[bit * layout.IO_OUTCOME_COUNT + index] for c in per_cpu)
+                          for outcome, index in OUTCOMES.items()}
+                 for method, bit in METHOD_BITS.items() if method in active.experiment.methods}
+        return calls, sum(c.delay_ns for c in per_cpu)
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _deadline(self, active, now=None):
+        deadline = (now or monotonic_ns()) + self.lease_ns
+        return min(deadline, active.ends_at_ns) if active.ends_at_ns else deadline
+
+    def _set_armed(self, slot, on):
+        key = self.datapath.armed.Key(0)
+        mask = self.datapath.armed[key].value
+        mask = mask | (1 << slot) if on else mask & ~(1 << slot)
+        self.datapath.armed[key] = self.datapath.armed.Leaf(mask)
+        return mask
+
+    def _release(self, active):
+        # Disarm first: from here on no call is decided for this slot.
+        armed = self._set_armed(active.slot, False)
+        if active.holder:
+            active.holder.stop()        # resumes held threads, detaches
+        del self.datapath.rules[self.datapath.rules.Key(active.slot)]
+        try:
+            del self.datapath.cgroups[active.slot]
+        except (KeyError, OSError):
+            pass
+        self._forget_fds(active.slot)
+        if not armed:
+            self.datapath.detach()
+            self.datapath.traced.clear()
+        self._free_slots.append(active.slot)
+
+    def _forget_fds(self, slot):
+        """Open files remember which rules matched them: clear the slot before it is reused."""
+        bit = 1 << slot
+        for key, mask in list(self.datapath.fds.items()):
+            if mask.value & bit:
+                if mask.value == bit:
+                    self.datapath.fds.pop(key, None)
+                else:
+                    self.datapath.fds[key] = self.datapath.fds.Leaf(mask.value & ~bit)
+
+    def _reset_counters(self, slot):
+        table = self.datapath.counters
+        table[table.Key(slot)] = table.Leaf()
+
+    def _write_rule(self, slot, fields, deadline_ns):
+        leaf = self.datapath.rules.Leaf()
+        for name, value in fields.items():
+            setattr(leaf, name, value)
+        leaf.deadline_ns = deadline_ns
+        self.datapath.rules[self.datapath.rules.Key(slot)] = leaf
+
+    def _write_dfa(self, slot, dfa):
+        base = slot * layout.IO_MAX_STATES
+        for index in range(layout.IO_MAX_STATES):
+            leaf = self.datapath.dfa.Leaf()
+            if index < len(dfa.next):
+                for byte, nxt in enumerate(dfa.next[index]):
+                    leaf.next[byte] = layout.IO_DEAD_STATE if nxt is None else nxt
+                leaf.accepting = 1 if dfa.accepting[index] else 0
+            else:
+                for byte in range(256):
+                    leaf.next[byte] = layout.IO_DEAD_STATE
+            self.datapath.dfa[self.datapath.dfa.Key(base + index)] = leaf
+
