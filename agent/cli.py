@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from . import spec, units
+from . import schema, spec, units
 
 EXIT_INVALID = 1
 EXIT_CANNOT = 2
@@ -34,11 +34,16 @@ def cmd_capabilities(args):
     caps = loader.node_capabilities()
     print("kernel features:")
     for cap in caps.values():
-        print(f"  {cap.name:<10} {'yes' if cap.available else 'no ':<4} {cap.reason}")
+        print(f"  {cap.name:<15} {'yes' if cap.available else 'no ':<4} {cap.reason}")
     print("network actions:")
     for action in loader.ACTION_NEEDS:
         ok, reason = loader.action_support(caps, action)
         print(f"  {action:<10} {'yes' if ok else 'no ':<4} {reason}")
+    print("file I/O actions, by method:")
+    for action in loader.IO_NEEDS:
+        for method in schema.IO_METHODS:
+            ok, reason = loader.io_support(caps, action, method)
+            print(f"  {action:<8} {method:<6} {'yes' if ok else 'no ':<4} {reason}")
     return 0
 
 
@@ -57,8 +62,32 @@ def _format_counters(engine, active, elapsed):
     return lines
 
 
+def _format_io_counters(engine, active, elapsed):
+    calls, delay_ns = engine.counters(active)
+    parts = [f"{method} {c['passed'] + c['failed'] + c['delayed']} (failed {c['failed']}, delayed {c['delayed']})"
+             for method, c in calls.items()]
+    return [f"{elapsed:6.1f}s  {active.experiment.key} {active.experiment.action} " + "  ".join(parts) +
+            (f"  injected delay {delay_ns / 1e9:.1f}s" if delay_ns else "")]
+
+
+def _open_engine(kind, target_text, experiments, lease):
+    """(engine, target, datapath, counter formatter, what the target is) for one kind."""
+    from . import iofault, loader, netfault, topology
+    if kind == "IOChaos":
+        target = topology.resolve_cgroup_target(target_text)
+        datapath, caps = loader.probe_io()
+        if datapath is None:
+            raise loader.KernelUnsupported(caps["io-tracepoints"].reason)
+        return (iofault.IOFaultEngine(datapath, caps, lease_s=lease), target, datapath, _format_io_counters,
+                f"cgroup {target.path}")
+    target = topology.resolve_net_target(target_text, experiments[0].device)
+    datapath = loader.NetDatapath()
+    engine = netfault.NetFaultEngine(datapath, loader.probe_capabilities(), lease_s=lease)
+    return engine, target, datapath, _format_counters, ", ".join(i.inside.ifname for i in target.interfaces)
+
+
 def cmd_run(args):
-    from . import loader, metrics, netfault, topology
+    from . import loader, metrics, topology
     try:
         experiments = _load_experiments(args.file)
         duration_ns = units.parse_duration_ns(args.duration) if args.duration else None
@@ -69,40 +98,43 @@ def cmd_run(args):
     except ValueError as err:
         print(f"--duration {args.duration!r}: use {err}", file=sys.stderr)
         return EXIT_INVALID
+    kinds = {type(e).__name__ for e in experiments}
+    if len(kinds) > 1:
+        print(f"{args.file}: one kind of experiment per run (found {', '.join(sorted(kinds))}): "
+              "split the file", file=sys.stderr)
+        return EXIT_INVALID
 
     try:
-        target = topology.resolve_net_target(args.target, experiments[0].device)
-        datapath = loader.NetDatapath()
+        engine, target, datapath, format_counters, where = _open_engine(kinds.pop(), args.target, experiments,
+                                                                        args.lease)
     except (topology.TargetNotFound, loader.KernelUnsupported) as err:
         print(f"kfault: {err}", file=sys.stderr)
         return EXIT_CANNOT
-    engine = netfault.NetFaultEngine(datapath, loader.probe_capabilities(), lease_s=args.lease)
-    for experiment in experiments:
-        try:
-            engine.check_supported(experiment)
-        except loader.KernelUnsupported as err:
-            print(f"kfault: {experiment.key}: {err}", file=sys.stderr)
-            return EXIT_CANNOT
-
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    if args.metrics_port:
-        metrics.serve(engine, args.metrics_port)
     try:
+        for experiment in experiments:
+            try:
+                engine.check_supported(experiment)
+            except loader.KernelUnsupported as err:
+                print(f"kfault: {experiment.key}: {err}", file=sys.stderr)
+                return EXIT_CANNOT
+
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        if args.metrics_port:
+            metrics.serve(engine, args.metrics_port)
         started = time.monotonic()
         for experiment in experiments:
             if duration_ns:
                 experiment = dataclasses.replace(experiment, duration_ns=duration_ns)
             engine.apply(experiment, target)
-        print(f"kfault: injecting on {target.name} ({', '.join(i.inside.ifname for i in target.interfaces)}); "
-              f"lease {args.lease:g}s; Ctrl-C to stop", flush=True)
+        print(f"kfault: injecting on {target.name} ({where}); lease {args.lease:g}s; Ctrl-C to stop", flush=True)
         while not stop.wait(args.interval):
             for key in engine.renew():
                 engine.revoke(*key)
             elapsed = time.monotonic() - started
             for active in engine.active():
-                for line in _format_counters(engine, active, elapsed):
+                for line in format_counters(engine, active, elapsed):
                     print(line, flush=True)
             if not engine.active():
                 break
@@ -112,7 +144,7 @@ def cmd_run(args):
     finally:
         engine.revoke_all()
         datapath.close()
-    print("kfault: all faults removed; interfaces restored", flush=True)
+    print("kfault: all faults removed; targets restored", flush=True)
     return 0
 
 
@@ -136,7 +168,8 @@ def build_parser():
 
     p = sub.add_parser("run", help="inject an experiment on a local target until it ends")
     p.add_argument("-f", "--file", required=True)
-    p.add_argument("--target", required=True, help="netns:NAME, netns:/path or pid:PID")
+    p.add_argument("--target", required=True,
+                   help="NetworkChaos: netns:NAME, netns:/path or pid:PID; IOChaos: cgroup:/dir or pid:PID")
     p.add_argument("--duration", help="overrides spec.duration, e.g. 30s")
     p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
     p.add_argument("--lease", type=float, default=10.0,

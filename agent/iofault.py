@@ -56,8 +56,8 @@ class IOFaultEngine:
         self._free_slots = list(range(layout.IO_MAX_RULES - 1, -1, -1))
         self._active = {}
 
-    def supported_methods(self, experiment):
-        """The experiment's methods this node can do; KernelUnsupported if any can't be."""
+    def check_supported(self, experiment):
+        """KernelUnsupported naming every method of the experiment this node can't do."""
         refused = []
         for method in experiment.methods:
             ok, reason = io_support(self.capabilities, experiment.action, method)
@@ -65,12 +65,11 @@ class IOFaultEngine:
                 refused.append(f"{experiment.action} on {method}: {reason}")
         if refused:
             raise KernelUnsupported("; ".join(refused))
-        return experiment.methods
 
     def apply(self, experiment, target):
         """Inject `experiment` on the cgroup `target` (replacing its earlier version)."""
-        self.supported_methods(experiment)
-        dfa = glob_dfa.compile_glob(experiment.path, layout.IO_MAX_STATES)
+        self.check_supported(experiment)
+        dfa = glob_dfa.compile_glob(experiment.path, layout.IO_DEAD_STATE)
         with self._lock:
             if (experiment.key, target.name) in self._active:
                 self.revoke(experiment.key, target.name)
@@ -187,15 +186,10 @@ class IOFaultEngine:
         self.datapath.rules[self.datapath.rules.Key(slot)] = leaf
 
     def _write_dfa(self, slot, dfa):
+        """The states the DFA uses; transitions never lead to the slots it doesn't."""
         base = slot * layout.IO_MAX_STATES
-        for index in range(layout.IO_MAX_STATES):
+        for index, row in enumerate(dfa.next):
             leaf = self.datapath.dfa.Leaf()
-            if index < len(dfa.next):
-                for byte, nxt in enumerate(dfa.next[index]):
-                    leaf.next[byte] = layout.IO_DEAD_STATE if nxt is None else nxt
-                leaf.accepting = 1 if dfa.accepting[index] else 0
-            else:
-                for byte in range(256):
-                    leaf.next[byte] = layout.IO_DEAD_STATE
+            leaf.next[:] = [layout.IO_DEAD_STATE if nxt is None else nxt for nxt in row]
+            leaf.accepting = 1 if dfa.accepting[index] else 0
             self.datapath.dfa[self.datapath.dfa.Key(base + index)] = leaf
-

@@ -83,7 +83,8 @@ class IODatapath:
             self._hook_fds = self._attach_errno_hooks(BPF) if errno_mechanism else []
         except Exception as err:
             what = f"with {errno_mechanism} hooks" if errno_mechanism else "(syscall raw tracepoints)"
-            raise KernelUnsupported(f"the kernel refused kfault's file I/O programs {what}: {err}") from err
+            hint = " (fmod_ret needs BPF trampolines)" if errno_mechanism == "fmod_ret" else ""
+            raise KernelUnsupported(f"the kernel refused kfault's file I/O programs {what}{hint}: {err}") from err
         walker = self.bpf[b"kfault_io_walker"]
         walker[walker.Key(0)] = walker.Leaf(self.programs["io_match_path"].fd)
         self.rules = self.bpf[b"kfault_io_rules"]
@@ -182,6 +183,11 @@ def probe_io():
     if datapath is not None:
         caps.append(Capability("io-tracepoints", True, "raw syscall tracepoints with bpf_send_signal_thread load"))
     caps.append(_probe_ptrace())
+    errno_ways = [c for c in caps if c.name in ERRNO_MECHANISMS and c.available]
+    caps.append(Capability("io-errno", bool(errno_ways) and datapath is not None,
+                           f"calls fail before they take effect, by {errno_ways[0].name}" if errno_ways else
+                           "no way to fail a call before it takes effect: needs BPF LSM (lsm=...,bpf) or "
+                           "BPF trampolines for fmod_ret on security_* functions"))
     return datapath, {c.name: c for c in caps}
 
 
@@ -203,7 +209,7 @@ def _probe_ptrace():
 
 # What each file I/O action and method needs. errno needs a hook that runs before the call
 # takes effect; fsync has no LSM hook, so it can be delayed but not failed.
-IO_NEEDS = {"latency": ("io-tracepoints", "ptrace"), "fault": ("io-tracepoints", "errno")}
+IO_NEEDS = {"latency": ("io-tracepoints", "ptrace"), "fault": ("io-tracepoints", "io-errno")}
 IO_FAULT_METHODS = {"open", "read", "write"}
 
 
@@ -211,11 +217,7 @@ def io_support(capabilities, action, method=None):
     """(supported, reason) for one file I/O action (and method) on this node."""
     reasons = []
     for need in IO_NEEDS[action]:
-        if need == "errno":
-            if not any(capabilities.get(m) and capabilities[m].available for m in ERRNO_MECHANISMS):
-                reasons.append("no way to fail a call before it takes effect: " + "; ".join(
-                    capabilities[m].reason for m in ERRNO_MECHANISMS if m in capabilities))
-        elif not capabilities.get(need) or not capabilities[need].available:
+        if not capabilities.get(need) or not capabilities[need].available:
             reasons.append(capabilities[need].reason if need in capabilities else f"{need} not probed")
     if action == "fault" and method and method not in IO_FAULT_METHODS:
         reasons.append(f"{method} has no security hook before it takes effect: it can be delayed, not failed")

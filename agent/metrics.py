@@ -31,9 +31,35 @@ class NetFaultCollector:
         yield from (packets, octets, rules, capability)
 
 
+IO_LABELS = ["experiment", "target", "method", "outcome"]
+
+
+class IOFaultCollector:
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        calls = CounterMetricFamily("kfault_syscalls", "File I/O syscalls matched by kfault rules, by outcome.",
+                                    labels=IO_LABELS)
+        delay = CounterMetricFamily("kfault_syscall_delay_seconds", "Latency injected into file I/O syscalls.",
+                                    labels=["experiment", "target"])
+        for active in self.engine.active():
+            by_method, delay_ns = self.engine.counters(active)
+            for method, outcomes in by_method.items():
+                for outcome, count in outcomes.items():
+                    calls.add_metric([active.experiment.key, active.target.name, method, outcome], count)
+            delay.add_metric([active.experiment.key, active.target.name], delay_ns / 1e9)
+        yield from (calls, delay)
+
+
+def collector_for(engine):
+    from .iofault import IOFaultEngine
+    return IOFaultCollector(engine) if isinstance(engine, IOFaultEngine) else NetFaultCollector(engine)
+
+
 def serve(engine, port, registry=None):
     from prometheus_client import REGISTRY, start_http_server
     registry = registry or REGISTRY
-    registry.register(NetFaultCollector(engine))
+    registry.register(collector_for(engine))
     return start_http_server(port, registry=registry)
 

@@ -162,7 +162,7 @@ def _io_chaos(metadata, spec, doc):
     volume = spec["volumePath"].rstrip("/") or "/"
     path = spec.get("path") or (volume.rstrip("/") + "/**")
     try:
-        glob_dfa.compile_glob(path, layout.IO_MAX_STATES)
+        glob_dfa.compile_glob(path, layout.IO_DEAD_STATE)
     except glob_dfa.GlobError as err:
         errors.append(SpecError("spec.path", spec.get("path"), str(err)))
     delay = 0

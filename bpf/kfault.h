@@ -119,7 +119,7 @@ struct kfault_departures {
 /* ---- file I/O faults (iofault.c) ------------------------------------------------------ */
 
 #define KFAULT_IO_MAX_RULES 16       /* a bit per rule in __u32 masks */
-#define KFAULT_IO_MAX_STATES 64      /* DFA states of one rule's path glob */
+#define KFAULT_IO_MAX_STATES 256     /* DFA state slots per rule; the last is KFAULT_IO_DEAD_STATE */
 #define KFAULT_IO_PATH_MAX 256       /* bytes of a path we match; longer paths never match */
 #define KFAULT_IO_MAX_FDS 65536      /* open files of targeted processes we remember */
 #define KFAULT_IO_DEAD_STATE 255     /* a DFA state no path can leave: no match */

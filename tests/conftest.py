@@ -15,7 +15,8 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def _node():
-    """The network datapath, compiled and loaded once per run, and what this kernel can do."""
+    """The network and file I/O datapaths, compiled and loaded once per run, and what this
+    kernel can do."""
     if os.geteuid() != 0:
         pytest.skip("needs root: tests make network namespaces and load BPF programs")
     from kfault_agent import loader
@@ -23,14 +24,16 @@ def _node():
         datapath, error = loader.NetDatapath(), None
     except loader.KernelUnsupported as err:
         datapath, error = None, err
-    yield datapath, loader.probe_capabilities(error)
-    if datapath:
-        datapath.close()
+    io_datapath, io_caps = loader.probe_io()
+    yield datapath, io_datapath, {**loader.probe_capabilities(error), **io_caps}
+    for loaded in (datapath, io_datapath):
+        if loaded:
+            loaded.close()
 
 
 @pytest.fixture(scope="session")
 def capabilities(_node):
-    return _node[1]
+    return _node[2]
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +57,15 @@ def skip_for_lack_of(feature, reason):
 @pytest.fixture(scope="session")
 def datapath(_node):
     if _node[0] is None:
-        skip_for_lack_of("tc-bpf", _node[1]["tc-bpf"].reason)
+        skip_for_lack_of("tc-bpf", _node[2]["tc-bpf"].reason)
     return _node[0]
+
+
+@pytest.fixture(scope="session")
+def io_datapath(_node):
+    if _node[1] is None:
+        skip_for_lack_of("io-tracepoints", _node[2]["io-tracepoints"].reason)
+    return _node[1]
 
 
 @pytest.fixture

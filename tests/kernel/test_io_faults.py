@@ -1,0 +1,213 @@
+"""File I/O faults on real processes in cgroups the tests make, measured by the victims."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from kfault_agent import iofault, spec, topology
+
+
+def io_chaos(name="io", **fields):
+    return spec.parse_experiment({"apiVersion": spec.API_VERSION, "kind": "IOChaos",
+                                  "metadata": {"name": name}, "spec": {"volumePath": "/", **fields}})
+
+
+class Victims:
+    """cgroups under the v2 mount, each with victim processes (kfault_agent.io_probe)."""
+
+    def __init__(self):
+        self.root = topology.cgroup2_mount()
+        self.prefix = "kft-io-" + uuid.uuid4().hex[:6]
+        self.cgroups, self.procs = [], []
+
+    def cgroup(self, name):
+        path = os.path.join(self.root, f"{self.prefix}-{name}")
+        if path not in self.cgroups:
+            os.mkdir(path)
+            self.cgroups.append(path)
+        return path
+
+    def start(self, cgroup, calls):
+        proc = subprocess.Popen([sys.executable, "-m", "kfault_agent.io_probe", cgroup, json.dumps(calls)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        proc.pid_in_cgroup = int(proc.stdout.readline().split()[1])
+        return proc
+
+    @staticmethod
+    def go(proc):
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+
+    @staticmethod
+    def result(proc, timeout=60):
+        out = proc.stdout.readline()
+        proc.wait(timeout=timeout)
+        return json.loads(out)
+
+    def close(self):
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+        for path in reversed(self.cgroups):
+            for _ in range(50):
+                try:
+                    os.rmdir(path)
+                    break
+                except OSError:       # its processes are still exiting
+                    time.sleep(0.05)
+
+
+@pytest.fixture
+def victims():
+    v = Victims()
+    yield v
+    v.close()
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "data.db").write_text("kfault")
+    (tmp_path / "notes.txt").write_text("kfault")
+    return tmp_path
+
+
+@pytest.fixture
+def io_engine(io_datapath, capabilities):
+    engine = iofault.IOFaultEngine(io_datapath, capabilities, lease_s=30)
+    yield engine
+    engine.revoke_all()
+
+
+def wait_held(engine, pid, timeout=5.0):
+    """The holder seizes new processes within its rescan interval; wait until it has."""
+    deadline = time.monotonic() + timeout
+    traced = engine.datapath.traced
+    while time.monotonic() < deadline:
+        if any(key.value == pid for key, _ in traced.items()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} was not seized by the holder within {timeout}s")
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_latency_holds_only_the_reading_thread_of_a_matching_path(victims, files, io_engine):
+    target = victims.cgroup("target")
+    victim = victims.start(target, [["read", str(files / "data.db"), 5], ["read", str(files / "notes.txt"), 5]])
+    bystander = victims.start(victims.cgroup("other"), [["read", str(files / "data.db"), 5]])
+    io_engine.apply(io_chaos(action="latency", delay="100ms", path=f"{files}/*.db", methods=["read"]),
+                    topology.resolve_cgroup_target(f"cgroup:{target}"))
+    wait_held(io_engine, victim.pid_in_cgroup)
+    victims.go(victim)
+    victims.go(bystander)
+    matching, other = victims.result(victim)["calls"], victims.result(bystander)["calls"]
+    took = matching[0]["ms"]
+    assert all(ms >= 100 for ms in took), took
+    assert all(ms < 50 for ms in matching[1]["ms"]), "a non-matching path was slowed"
+    assert all(ms < 50 for ms in other[0]["ms"]), "another cgroup was slowed"
+    calls, delay_ns = io_engine.counters(io_engine.active()[0])
+    assert calls["read"]["delayed"] == 5 and delay_ns == 5 * 100_000_000
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_a_held_thread_does_not_stop_the_others(victims, files, io_engine):
+    target = victims.cgroup("target")
+    victim = victims.start(target, [["read", str(files / "data.db"), 3]])
+    io_engine.apply(io_chaos(action="latency", delay="300ms", path=str(files / "data.db"), methods=["read"]),
+                    topology.resolve_cgroup_target(f"cgroup:{target}"))
+    wait_held(io_engine, victim.pid_in_cgroup)
+    victims.go(victim)
+    result = victims.result(victim)
+    assert all(ms >= 300 for ms in result["calls"][0]["ms"])
+    # The ticker thread sleeps 1 ms per tick: ~900 ms of holds leave it hundreds of ticks.
+    assert result["ticks"] >= 300, result["ticks"]
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_latency_percent_50_delays_about_half_the_calls(victims, files, io_engine):
+    target = victims.cgroup("target")
+    victim = victims.start(target, [["read", str(files / "data.db"), 200]])
+    io_engine.apply(io_chaos(action="latency", delay="10ms", percent=50, path=f"{files}/**", methods=["read"]),
+                    topology.resolve_cgroup_target(f"cgroup:{target}"))
+    wait_held(io_engine, victim.pid_in_cgroup)
+    victims.go(victim)
+    took = victims.result(victim)["calls"][0]["ms"]
+    delayed = sum(1 for ms in took if ms >= 10) / len(took)
+    assert 0.40 <= delayed <= 0.60, delayed
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_killed_agent_mid_delay_leaves_the_victim_running(victims, files, tmp_path):
+    target = victims.cgroup("target")
+    doc = tmp_path / "io.yaml"
+    doc.write_text(f"apiVersion: {spec.API_VERSION}\nkind: IOChaos\nmetadata: {{name: slow-reads}}\n"
+                   f"spec: {{action: latency, delay: 20s, volumePath: {files}, path: '{files}/*.db', "
+                   "methods: [read]}\n")
+    victim = victims.start(target, [["read", str(files / "data.db"), 3]])
+    runner = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
+                               "--target", f"cgroup:{target}", "--lease", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert "injecting" in runner.stdout.readline()
+        time.sleep(1.0)                  # the holder seizes the victim
+        victims.go(victim)
+        time.sleep(1.0)                  # the victim's first read is held now (for 20 s)
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        result = victims.result(victim, timeout=15)
+    finally:
+        runner.kill()
+    took = result["calls"][0]["ms"]
+    assert victim.returncode == 0, "the victim was killed"
+    assert took[0] < 10_000, "the held read was not released when the agent died"
+    assert all(e == 0 for e in result["calls"][0]["errno"])
+
+
+@pytest.mark.kernel("io-tracepoints", "io-errno")
+@pytest.mark.parametrize("call", ["open", "read", "write"])
+def test_errno_5_fails_the_call_before_it_takes_effect(victims, files, io_engine, call):
+    target = victims.cgroup("target")
+    path = files / ("new.db" if call == "open" else "data.db")
+    before = (files / "data.db").read_text()
+    victim = victims.start(target, [[call, str(path), 3], [call, str(files / "notes.txt"), 3]])
+    bystander = victims.start(victims.cgroup("other"), [["read", str(files / "data.db"), 3]])
+    io_engine.apply(io_chaos(action="fault", errno=5, path=f"{files}/*.db", methods=[call]),
+                    topology.resolve_cgroup_target(f"cgroup:{target}"))
+    victims.go(victim)
+    victims.go(bystander)
+    matching, other_path = victims.result(victim)["calls"]
+    assert matching["errno"] == [5, 5, 5], matching
+    assert set(other_path["errno"]) == {0}, "a non-matching path failed"
+    assert set(victims.result(bystander)["calls"][0]["errno"]) == {0}, "another cgroup failed"
+    if call == "open":
+        assert not path.exists(), "a failed open created the file"
+    if call == "write":
+        assert (files / "data.db").read_text() == before, "a failed write wrote"
+
+
+@pytest.mark.kernel("io-tracepoints", "io-errno")
+def test_errno_percent_50_fails_about_half(victims, files, io_engine):
+    target = victims.cgroup("target")
+    victim = victims.start(target, [["read", str(files / "data.db"), 200]])
+    io_engine.apply(io_chaos(action="fault", errno=28, percent=50, path=f"{files}/*.db", methods=["read"]),
+                    topology.resolve_cgroup_target(f"cgroup:{target}"))
+    victims.go(victim)
+    errors = victims.result(victim)["calls"][0]["errno"]
+    assert set(errors) <= {0, 28}
+    assert 0.40 <= errors.count(28) / len(errors) <= 0.60
+
+
+def test_fault_is_refused_where_no_errno_hook_exists(victims, files, io_datapath, capabilities):
+    from kfault_agent.loader import KernelUnsupported
+    if capabilities["io-errno"].available:
+        pytest.skip("this kernel can fail calls: see the errno tests")
+    engine = iofault.IOFaultEngine(io_datapath, capabilities)
+    target = topology.resolve_cgroup_target(f"cgroup:{victims.cgroup('target')}")
+    with pytest.raises(KernelUnsupported, match="BPF LSM"):
+        engine.apply(io_chaos(action="fault", errno=5, path=f"{files}/*"), target)
+    assert not engine.active() and io_datapath.armed[io_datapath.armed.Key(0)].value == 0
