@@ -172,7 +172,7 @@ def test_runner_ends_on_duration_and_cleans_up(lab, tmp_path):
     doc.write_text(f"apiVersion: {spec.API_VERSION}\nkind: NetworkChaos\nmetadata: {{name: l}}\n"
                    "spec: {action: loss, loss: {loss: '50'}, duration: 2s}\n")
     out = subprocess.run([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
-                          "--target", f"netns:{lab.ns('a')}"], capture_output=True, text=True, timeout=60)
+                          "--target", f"netns:{lab.ns('a')}"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "all faults removed" in out.stdout
     assert lab.tc_state() == before
@@ -193,7 +193,7 @@ def test_runner_stops_on_sigterm_and_cleans_up_targeting_a_pid(lab, tmp_path):
         _, got = lab.udp("a", "b", "10.250.1.2", 100, idle=0.5)
         assert got["received"] == []
         runner.send_signal(signal.SIGTERM)
-        out, _ = runner.communicate(timeout=30)
+        out, _ = runner.communicate(timeout=120)
         assert runner.returncode == 0 and "all faults removed" in out
         assert lab.tc_state() == before
         _, got = lab.udp("a", "b", "10.250.1.2", 100, idle=0.5)
