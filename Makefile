@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test kernel-test bench kernel-bench clean
+.PHONY: setup demo test kernel-test bench bench-io kernel-bench clean
 
 setup:
 	scripts/setup-host
@@ -20,6 +20,9 @@ kernel-test: setup
 
 bench: setup
 	$(PY) bench/net_overhead.py
+
+bench-io: setup
+	$(PY) bench/io_overhead.py
 
 # Benchmarks that need the stock kernel (sch_fq, sch_netem), in the VM.
 kernel-bench: setup

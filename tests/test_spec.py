@@ -18,7 +18,25 @@ def errors_of(document):
     return [str(e) for e in caught.value.errors]
 
 
+def io_doc(**spec_fields):
+    return {"apiVersion": spec.API_VERSION, "kind": "IOChaos", "metadata": {"name": "x"},
+            "spec": {"action": "fault", "errno": 5, "volumePath": "/data", **spec_fields}}
+
+
 @pytest.mark.parametrize("document, path, words", [
+    (io_doc(methods=["readdir"]), "spec.methods[0]", "one of fsync, open, read, write"),
+    (io_doc(errno=0), "spec.errno", "from 1 to 133"),
+    (io_doc(errno=500), "spec.errno", "from 1 to 133"),
+    (io_doc(percent=101), "spec.percent", "from 0 to 100"),
+    (io_doc(percent=-1), "spec.percent", "from 0 to 100"),
+    (io_doc(path="/data/[z-a]"), "spec.path", "low-high"),
+    (io_doc(path="data/*"), "spec.path", "absolute"),
+    (io_doc(volumePath="data"), "spec.volumePath", "absolute"),
+    ({**io_doc(), "spec": {"action": "latency", "volumePath": "/data"}}, "spec.delay", "needs it"),
+    (io_doc(action="latency", delay="1s"), "spec.errno", "remove it"),
+    ({**io_doc(), "spec": {"action": "latency", "delay": "soon", "volumePath": "/d"}}, "spec.delay", "duration"),
+    (io_doc(delay="10ms"), "spec.delay", "remove it"),
+    (io_doc(action="attrOverride"), "spec.action", "latency, fault"),
     (doc(lossy=1), "spec.lossy", "known field"),
     (doc(loss={"loss": "130"}), "spec.loss.loss", "0 to 100"),
     (doc(loss={"loss": "-5"}), "spec.loss.loss", "percent"),

@@ -1,0 +1,48 @@
+"""Path globs compiled to the DFAs the kernel walks: pure logic, checked against fnmatch-like cases."""
+import pytest
+
+from kfault_agent import glob_dfa, layout
+
+
+def matches(glob, path):
+    return glob_dfa.compile_glob(glob, layout.IO_DEAD_STATE).matches(path)
+
+
+@pytest.mark.parametrize("glob, path, expected", [
+    ("/data/*.db", "/data/a.db", True),
+    ("/data/*.db", "/data/x/a.db", False),            # * stays within a segment
+    ("/data/**", "/data/x/y/z", True),
+    ("/data/**", "/datax", False),
+    ("/var/run/etcd/**/*", "/var/run/etcd/member/wal/0.wal", True),
+    ("/var/run/etcd/**/*", "/var/run/etcd/a", True),
+    ("/a/**/b.txt", "/a/b.txt", True),                # **/ may match nothing
+    ("/a/**/b.txt", "/a/x/y/b.txt", True),
+    ("/a/**/b.txt", "/a/xb.txt", False),              # ... but only whole segments
+    ("/log/f[0-9]?.log", "/log/f1a.log", True),
+    ("/log/f[0-9]?.log", "/log/fxa.log", False),
+    ("/log/f[!0-9].log", "/log/fx.log", True),
+    ("/log/f[!0-9].log", "/log/f1.log", False),
+    ("/exact/path", "/exact/path", True),
+    ("/exact/path", "/exact/pathx", False),
+])
+def test_glob_semantics(glob, path, expected):
+    assert matches(glob, path) is expected
+
+
+@pytest.mark.parametrize("glob, words", [
+    ("relative/*", "absolute"),
+    ("/a/[z-a]", "low-high"),
+    ("/a/[abc", "unclosed"),
+])
+def test_bad_globs_say_what_to_write(glob, words):
+    with pytest.raises(glob_dfa.GlobError, match=words):
+        glob_dfa.compile_glob(glob, layout.IO_DEAD_STATE)
+
+
+def test_long_literal_paths_fit_and_state_count_is_bounded():
+    glob = "/var/lib/kubelet/pods/" + "x" * 150 + "/volumes/**"
+    dfa = glob_dfa.compile_glob(glob, layout.IO_DEAD_STATE)
+    assert len(dfa.next) < layout.IO_DEAD_STATE
+    assert dfa.matches(glob.replace("**", "a/b"))
+    with pytest.raises(glob_dfa.GlobError, match="simpler glob"):
+        glob_dfa.compile_glob("/" + "x" * 300, layout.IO_DEAD_STATE)
