@@ -130,7 +130,7 @@ class IOFaultEngine:
     def counters(self, active):
         """({method: {outcome: calls}}, injected delay in ns), summed over CPUs."""
         per_cpu = self.datapath.counters.getvalue(self.datapath.counters.Key(active.slot))
-        calls = {method: {outcome: sum(c.calls[bit * layout.IO_OUTCOME_COUNT + index] for c in per_cpu)
+        calls = {method: {outcome: sum(c.calls[bit * layout.IO_OUTCOME_STRIDE + index] for c in per_cpu)
                           for outcome, index in OUTCOMES.items()}
                  for method, bit in METHOD_BITS.items() if method in active.experiment.methods}
         return calls, sum(c.delay_ns for c in per_cpu)

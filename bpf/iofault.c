@@ -129,9 +129,9 @@ static __always_inline int glob_accepts(__u32 r, struct io_scratch *scratch)
 static __always_inline void count(__u32 slot, __u32 method, __u32 outcome, __u64 delay_ns)
 {
 	struct kfault_io_counters *counters = kfault_io_counters.lookup(&slot);
-	__u32 index = method * KFAULT_IO_OUTCOME_COUNT + outcome;
+	__u32 index = (method * KFAULT_IO_OUTCOME_STRIDE + outcome) & (KFAULT_IO_METHOD_COUNT * KFAULT_IO_OUTCOME_STRIDE - 1);
 
-	if (!counters || index >= KFAULT_IO_METHOD_COUNT * KFAULT_IO_OUTCOME_COUNT)
+	if (!counters)
 		return;
 	counters->calls[index]++;
 	counters->delay_ns += delay_ns;

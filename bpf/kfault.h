@@ -138,6 +138,7 @@ struct kfault_departures {
 #define KFAULT_IO_OUTCOME_FAILED 1
 #define KFAULT_IO_OUTCOME_DELAYED 2
 #define KFAULT_IO_OUTCOME_COUNT 3
+#define KFAULT_IO_OUTCOME_STRIDE 4
 
 /* Value of kfault_io_rules. Slot i's target cgroup is slot i of kfault_io_cgroups and its
  * path glob is the DFA at states [i * KFAULT_IO_MAX_STATES, (i + 1) * KFAULT_IO_MAX_STATES). */
@@ -175,8 +176,9 @@ struct kfault_io_call {
 
 /* Value of kfault_io_counters (per CPU), by rule slot. */
 struct kfault_io_counters {
-	/* [method * KFAULT_IO_OUTCOME_COUNT + outcome]: flat, as bcc reads only 1-D arrays right */
-	__u64 calls[KFAULT_IO_METHOD_COUNT * KFAULT_IO_OUTCOME_COUNT];
+	/* [method * KFAULT_IO_OUTCOME_STRIDE + outcome]: flat, as bcc reads only 1-D arrays
+	 * right, and a power of two long, so a mask bounds the index for any verifier */
+	__u64 calls[KFAULT_IO_METHOD_COUNT * KFAULT_IO_OUTCOME_STRIDE];
 	__u64 delay_ns;           /* delay asked of the holder, summed */
 };
 
