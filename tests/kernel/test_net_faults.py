@@ -181,11 +181,12 @@ def test_runner_ends_on_duration_and_cleans_up(lab, tmp_path):
 def test_runner_stops_on_sigterm_and_cleans_up_targeting_a_pid(lab, tmp_path):
     lab.link("a", "b", "10.250.1")
     before = lab.tc_state()
-    resident = lab.popen("a", "sleep 60")   # a process living in host A: target it by PID
+    # A process living in host A, targeted by PID; it must outlive a slow (emulated) run.
+    resident = lab.popen("a", "sleep 900")
     doc = tmp_path / "cut.yaml"
     doc.write_text(f"apiVersion: {spec.API_VERSION}\nkind: NetworkChaos\nmetadata: {{name: cut}}\n"
                    "spec: {action: partition}\n")
-    pid = int(lab.run("a", "pgrep -n -f 'sleep 60'").stdout.split()[0])
+    pid = int(lab.run("a", "pgrep -n -f 'sleep 900'").stdout.split()[0])
     runner = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
                                "--target", f"pid:{pid}"], stdout=subprocess.PIPE, text=True)
     try:
@@ -201,6 +202,7 @@ def test_runner_stops_on_sigterm_and_cleans_up_targeting_a_pid(lab, tmp_path):
     finally:
         runner.kill()
         resident.kill()
+        os.kill(pid, signal.SIGKILL)
 
 
 def test_two_experiments_on_one_target_compose(lab, engine):
