@@ -40,6 +40,7 @@ class ActiveIO:
     holder: object = None
     ends_at_ns: int = 0
     deadline_ns: int = 0
+    lease_ns: int = 0            # how far each renewal pushes the deadline
     started_ns: int = field(default_factory=monotonic_ns)
 
     @property
@@ -66,7 +67,7 @@ class IOFaultEngine:
         if refused:
             raise KernelUnsupported("; ".join(refused))
 
-    def apply(self, experiment, target):
+    def apply(self, experiment, target, lease_s=None):
         """Inject `experiment` on the cgroup `target` (replacing its earlier version)."""
         self.check_supported(experiment)
         dfa = glob_dfa.compile_glob(experiment.path, layout.IO_DEAD_STATE)
@@ -75,7 +76,8 @@ class IOFaultEngine:
                 self.revoke(experiment.key, target.name)
             if not self._free_slots:
                 raise policy.RuleConflict(f"all {layout.IO_MAX_RULES} file I/O rule slots are in use")
-            active = ActiveIO(experiment, target, self._free_slots.pop())
+            active = ActiveIO(experiment, target, self._free_slots.pop(),
+                              lease_ns=int(lease_s * 1e9) if lease_s else self.lease_ns)
             if experiment.duration_ns:
                 active.ends_at_ns = active.started_ns + experiment.duration_ns
             try:
@@ -109,11 +111,14 @@ class IOFaultEngine:
             for key in list(self._active):
                 self.revoke(*key)
 
-    def renew(self):
-        """As NetFaultEngine.renew: push deadlines a lease ahead; return the keys that ended."""
+    def renew(self, keys=None):
+        """As NetFaultEngine.renew: push deadlines (of `keys`, or all) a lease ahead; return the
+        keys whose duration is over."""
         now, ended = monotonic_ns(), []
         with self._lock:
             for active in self._active.values():
+                if keys is not None and active.key not in keys:
+                    continue
                 if active.ends_at_ns and now >= active.ends_at_ns:
                     ended.append(active.key)
                     continue
@@ -127,6 +132,13 @@ class IOFaultEngine:
         with self._lock:
             return list(self._active.values())
 
+    def lapsed(self):
+        """Keys whose deadline has passed: the kernel ignores their rules already; the caller
+        revokes them to free slots and restore interfaces."""
+        now = monotonic_ns()
+        with self._lock:
+            return [a.key for a in self._active.values() if a.deadline_ns and now >= a.deadline_ns]
+
     def counters(self, active):
         """({method: {outcome: calls}}, injected delay in ns), summed over CPUs."""
         per_cpu = self.datapath.counters.getvalue(self.datapath.counters.Key(active.slot))
@@ -138,7 +150,7 @@ class IOFaultEngine:
     # ---- internals ---------------------------------------------------------------------
 
     def _deadline(self, active, now=None):
-        deadline = (now or monotonic_ns()) + self.lease_ns
+        deadline = (now or monotonic_ns()) + active.lease_ns
         return min(deadline, active.ends_at_ns) if active.ends_at_ns else deadline
 
     def _set_armed(self, slot, on):

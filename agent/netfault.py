@@ -46,6 +46,7 @@ class ActiveExperiment:
     fq_links: list = field(default_factory=list)
     ends_at_ns: int = 0          # the end of `duration`; 0 = until revoked
     deadline_ns: int = 0         # the deadline in the kernel right now
+    lease_ns: int = 0            # how far each renewal pushes the deadline
     started_ns: int = field(default_factory=monotonic_ns)
 
     @property
@@ -74,7 +75,7 @@ class NetFaultEngine:
             if not ok:
                 raise KernelUnsupported(f"{action} is not supported on this node: {reason}")
 
-    def apply(self, experiment, target):
+    def apply(self, experiment, target, lease_s=None):
         """Inject `experiment` on `target` (replacing its earlier version). Live on return."""
         self.check_supported(experiment)
         with self._lock:
@@ -98,7 +99,8 @@ class NetFaultEngine:
                 if isinstance(err, IndexError):
                     raise policy.RuleConflict(f"all {layout.MAX_RULES} rule slots are in use") from None
                 raise
-            active = ActiveExperiment(experiment, target, rules, [])
+            active = ActiveExperiment(experiment, target, rules, [],
+                                      lease_ns=int(lease_s * 1e9) if lease_s else self.lease_ns)
             if experiment.duration_ns:
                 active.ends_at_ns = active.started_ns + experiment.duration_ns
             try:
@@ -136,13 +138,16 @@ class NetFaultEngine:
             for key in list(self._active):
                 self.revoke(*key)
 
-    def renew(self):
-        """Push every live experiment's deadline one lease ahead (never past its duration).
+    def renew(self, keys=None):
+        """Push the deadlines of `keys` (default: every live experiment) one lease ahead, never
+        past their duration.
         Returns the keys of experiments whose duration is over; the caller revokes them."""
         now = monotonic_ns()
         ended = []
         with self._lock:
             for active in self._active.values():
+                if keys is not None and active.key not in keys:
+                    continue
                 if active.ends_at_ns and now >= active.ends_at_ns:
                     ended.append(active.key)
                     continue
@@ -156,6 +161,13 @@ class NetFaultEngine:
     def active(self):
         with self._lock:
             return list(self._active.values())
+
+    def lapsed(self):
+        """Keys whose deadline has passed: the kernel ignores their rules already; the caller
+        revokes them to free slots and restore interfaces."""
+        now = monotonic_ns()
+        with self._lock:
+            return [a.key for a in self._active.values() if a.deadline_ns and now >= a.deadline_ns]
 
     # ---- counters ----------------------------------------------------------------------
 
@@ -172,7 +184,7 @@ class NetFaultEngine:
     # ---- internals ---------------------------------------------------------------------
 
     def _deadline(self, active, now=None):
-        deadline = (now or monotonic_ns()) + self.lease_ns
+        deadline = (now or monotonic_ns()) + active.lease_ns
         return min(deadline, active.ends_at_ns) if active.ends_at_ns else deadline
 
     def _hold(self, held, link, make, keys):
