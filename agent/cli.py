@@ -157,6 +157,50 @@ def cmd_cleanup(args):
     return 0
 
 
+def cmd_agent(args):
+    """The node agent: both datapaths loaded once, the gRPC API for the controller, metrics."""
+    import os
+    from . import iofault, loader, metrics, netfault, server
+    engines, caps = {}, {}
+    try:
+        net = loader.NetDatapath()
+        caps.update(loader.probe_capabilities())
+        engines["NetworkChaos"] = netfault.NetFaultEngine(net, caps, lease_s=args.lease)
+    except loader.KernelUnsupported as err:
+        caps.update(loader.probe_capabilities(err))
+        print(f"kfault agent: no network faults on this node: {err}", file=sys.stderr)
+    io_datapath, io_caps = loader.probe_io()
+    caps.update(io_caps)
+    if io_datapath:
+        engines["IOChaos"] = iofault.IOFaultEngine(io_datapath, caps, lease_s=args.lease)
+    credentials, common_name = None, None
+    if args.tls_dir:
+        def read(name):
+            with open(os.path.join(args.tls_dir, name), "rb") as handle:
+                return handle.read()
+        credentials = server.server_credentials(read("tls.crt"), read("tls.key"), read("ca.crt"))
+        common_name = server.CONTROLLER_COMMON_NAME
+    elif not args.insecure:
+        print("kfault agent: --tls-dir DIR (tls.crt, tls.key, ca.crt), or --insecure for a local test",
+              file=sys.stderr)
+        return EXIT_INVALID
+    service = server.AgentService(engines, caps, node_name=args.node, require_common_name=common_name)
+    grpc_server, port = server.serve(service, args.listen, credentials)
+    for engine in engines.values():
+        if args.metrics_port:
+            metrics.serve(engine, args.metrics_port)
+            break
+    print(f"kfault agent: serving {server.VERSION} on {args.listen.rsplit(':', 1)[0]}:{port} "
+          f"({'mTLS' if credentials else 'insecure'}); {', '.join(engines) or 'nothing'} available", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    grpc_server.stop(5).wait()
+    service.close()
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="kfault", description="kernel-level chaos: network faults with eBPF")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -179,6 +223,15 @@ def build_parser():
 
     p = sub.add_parser("capabilities", help="what this node's kernel supports, and why not")
     p.set_defaults(func=cmd_capabilities)
+
+    p = sub.add_parser("agent", help="serve the node agent's gRPC API to the controller")
+    p.add_argument("--listen", default="0.0.0.0:9440")
+    p.add_argument("--tls-dir", help="tls.crt, tls.key and ca.crt (the Secret kfault-agent-tls)")
+    p.add_argument("--insecure", action="store_true", help="no TLS: for a local test only")
+    p.add_argument("--node", help="this node's name (default: the hostname)")
+    p.add_argument("--lease", type=float, default=10.0, help="default lease of a placement, in seconds")
+    p.add_argument("--metrics-port", type=int, default=0)
+    p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser("cleanup", help="remove kfault filters left by a killed agent")
     p.set_defaults(func=cmd_cleanup)
