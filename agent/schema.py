@@ -135,7 +135,23 @@ IO_CHAOS_SPEC = {
     },
 }
 
-KINDS = {"NetworkChaos": NETWORK_CHAOS_SPEC, "IOChaos": IO_CHAOS_SPEC}
+POD_CHAOS_SPEC = {
+    "type": "object",
+    "required": ["action"],
+    "properties": {
+        "action": {"type": "string", "enum": ["pod-kill", "pod-failure", "container-kill"],
+                   "description": "pod-failure freezes the pod's processes (cgroup v2 freezer) until it ends."},
+        "mode": MODE,
+        "value": {"type": "string"},
+        "selector": POD_SELECTOR,
+        "containerNames": {"type": "array", "items": {"type": "string"},
+                           "description": "container-kill: the containers to kill."},
+        "gracePeriod": {"type": "integer", "minimum": 0, "description": "pod-kill: seconds before SIGKILL."},
+        "duration": DURATION,
+    },
+}
+
+KINDS = {"NetworkChaos": NETWORK_CHAOS_SPEC, "IOChaos": IO_CHAOS_SPEC, "PodChaos": POD_CHAOS_SPEC}
 
 
 def validate_against_schema(value, schema, path):
@@ -155,6 +171,8 @@ def validate_against_schema(value, schema, path):
                 errors += validate_against_schema(item, props[field], f"{path}.{field}")
             elif isinstance(extra, dict):
                 errors += validate_against_schema(item, extra, f"{path}.{field}")
+            elif props is None:
+                continue   # an object with no declared fields (e.g. metadata): anything goes
             else:
                 allowed = ", ".join(sorted(props or {}))
                 errors.append((f"{path}.{field}", item, f"a known field; unknown here (known: {allowed})"))

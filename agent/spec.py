@@ -113,6 +113,21 @@ class IOChaos:
         return f"{self.namespace}/{self.name}"
 
 
+@dataclass(frozen=True)
+class PodChaos:
+    name: str
+    namespace: str
+    action: str                    # pod-kill | pod-failure | container-kill
+    container_names: tuple = ()
+    grace_period_s: Optional[int] = None
+    duration_ns: Optional[int] = None
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+
 def load_documents(path):
     """Read every YAML document of a file (a file may hold several, separated by ---)."""
     try:
@@ -153,7 +168,27 @@ def parse_experiment(doc):
         raise InvalidSpec(errors)
     if kind == "IOChaos":
         return _io_chaos(metadata, spec, doc)
+    if kind == "PodChaos":
+        return _pod_chaos(metadata, spec, doc)
     return _network_chaos(metadata, spec, doc)
+
+
+def _pod_chaos(metadata, spec, doc):
+    errors = []
+    action = spec["action"]
+    if action == "container-kill" and not spec.get("containerNames"):
+        errors.append(SpecError("spec.containerNames", None, "the containers to kill: container-kill needs them"))
+    duration = None
+    if "duration" in spec:
+        try:
+            duration = units.parse_duration_ns(spec["duration"])
+        except ValueError as err:
+            errors.append(SpecError("spec.duration", spec["duration"], str(err)))
+    if errors:
+        raise InvalidSpec(errors)
+    return PodChaos(name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
+                    container_names=tuple(spec.get("containerNames", ())), grace_period_s=spec.get("gracePeriod"),
+                    duration_ns=duration, raw=doc)
 
 
 def _io_chaos(metadata, spec, doc):

@@ -1,0 +1,88 @@
+"""Offline checks of manifests/: every file parses, the CRDs are what agent/schema.py renders
+and are valid structural schemas, and every example validates against its CRD."""
+import glob
+import os
+
+import pytest
+import yaml
+
+from kfault_agent import crds, schema, spec
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+MANIFESTS = os.path.join(ROOT, "manifests")
+# Keywords a structural schema may use (apiextensions.k8s.io/v1, JSONSchemaProps).
+KEYWORDS = {"type", "properties", "required", "items", "enum", "pattern", "minimum", "maximum", "default",
+            "description", "format", "additionalProperties", "x-kubernetes-preserve-unknown-fields"}
+TYPES = {"object", "array", "string", "integer", "number", "boolean"}
+
+
+def manifest_files():
+    return sorted(glob.glob(os.path.join(MANIFESTS, "**", "*.yaml"), recursive=True))
+
+
+def crd_of(kind):
+    with open(os.path.join(MANIFESTS, "crds", f"{kind.lower()}.yaml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: os.path.relpath(p, MANIFESTS))
+def test_every_manifest_parses_into_kubernetes_objects(path):
+    with open(path, encoding="utf-8") as handle:
+        docs = [d for d in yaml.safe_load_all(handle) if d]
+    assert docs
+    for doc in docs:
+        assert {"apiVersion", "kind"} <= set(doc), doc
+        if doc["kind"] != "Kustomization":
+            assert doc["metadata"]["name"]
+
+
+def test_kustomization_lists_every_manifest():
+    with open(os.path.join(MANIFESTS, "kustomization.yaml"), encoding="utf-8") as handle:
+        listed = set(yaml.safe_load(handle)["resources"])
+    on_disk = {os.path.relpath(p, MANIFESTS) for p in manifest_files()} - {"kustomization.yaml"}
+    assert listed == on_disk
+
+
+@pytest.mark.parametrize("kind", sorted(schema.KINDS))
+def test_crds_are_rendered_from_the_one_schema(kind):
+    with open(os.path.join(MANIFESTS, "crds", f"{kind.lower()}.yaml"), encoding="utf-8") as handle:
+        assert handle.read() == crds.render(kind), "run: python -m kfault_agent.crds manifests/crds"
+
+
+def structural_problems(node, path="openAPIV3Schema"):
+    problems = []
+    unknown = set(node) - KEYWORDS
+    if unknown:
+        problems.append(f"{path}: keywords {sorted(unknown)} are not allowed")
+    if node.get("type") not in TYPES and not node.get("x-kubernetes-preserve-unknown-fields"):
+        problems.append(f"{path}: every node needs a type")
+    if "properties" in node and "additionalProperties" in node:
+        problems.append(f"{path}: properties and additionalProperties together")
+    for name, child in node.get("properties", {}).items():
+        problems += structural_problems(child, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            problems += structural_problems(node[key], f"{path}.{key}")
+    if "default" in node:
+        problems += [f"{path}: default {e}" for e in schema.validate_against_schema(node["default"], node, path)]
+    return problems
+
+
+@pytest.mark.parametrize("kind", sorted(schema.KINDS))
+def test_crds_are_structural_with_status_printer_columns_and_names(kind):
+    doc = crd_of(kind)
+    version = doc["spec"]["versions"][0]
+    assert structural_problems(version["schema"]["openAPIV3Schema"]) == []
+    assert version["subresources"] == {"status": {}}
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Action", "Mode", "Phase", "Age"]
+    assert "chaos" in doc["spec"]["names"]["categories"] and doc["spec"]["names"]["shortNames"]
+    assert doc["metadata"]["name"] == f"{doc['spec']['names']['plural']}.{doc['spec']['group']}"
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "examples", "*.yaml"))),
+                         ids=os.path.basename)
+def test_every_example_validates_against_its_crd(path):
+    for doc in spec.load_documents(path):
+        crd_schema = crd_of(doc["kind"])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        assert schema.validate_against_schema(doc, crd_schema, "") == []
+        spec.parse_experiment(doc)   # and the checks a schema can't express
