@@ -28,10 +28,12 @@ HOUSEKEEPING_S = 0.5
 
 
 class AgentService(pb_grpc.AgentServicer):
-    def __init__(self, engines, capabilities, node_name=None, require_common_name=None):
+    def __init__(self, engines, capabilities, node_name=None, require_common_name=None, resolver=None):
         """engines: {"NetworkChaos": NetFaultEngine, "IOChaos": IOFaultEngine} (either may be
-        missing where the kernel can't load it)."""
+        missing where the kernel can't load it). resolver(kind, Target, experiment) -> engine
+        targets; by default pods are found on this node (agent/pods.py)."""
         self.engines = engines
+        self._resolve = resolver or resolve_target
         self.capabilities = capabilities
         self.node_name = node_name or platform.node()
         self.require_common_name = require_common_name
@@ -157,17 +159,6 @@ class AgentService(pb_grpc.AgentServicer):
             return f"{target.pod.namespace}/{target.pod.name}"
         return target.local
 
-    @staticmethod
-    def _resolve(kind, target, experiment):
-        if target.WhichOneof("kind") == "pod":
-            pod = PodRef(target.pod.namespace, target.pod.name, target.pod.uid, tuple(target.pod.container_ids))
-            if kind == "IOChaos":
-                return resolve_pod_cgroups(pod, pod.container_ids)
-            return [resolve_pod_network(pod)]
-        if kind == "IOChaos":
-            return [resolve_cgroup_target(target.local)]
-        return [resolve_net_target(target.local, getattr(experiment, "device", None))]
-
     def _housekeeping(self):
         while not self._stop.wait(HOUSEKEEPING_S):
             for engine in self.engines.values():
@@ -180,6 +171,17 @@ class AgentService(pb_grpc.AgentServicer):
         self._housekeeper.join()
         for engine in self.engines.values():
             engine.revoke_all()
+
+
+def resolve_target(kind, target, experiment):
+    if target.WhichOneof("kind") == "pod":
+        pod = PodRef(target.pod.namespace, target.pod.name, target.pod.uid, tuple(target.pod.container_ids))
+        if kind == "IOChaos":
+            return resolve_pod_cgroups(pod, pod.container_ids)
+        return [resolve_pod_network(pod)]
+    if kind == "IOChaos":
+        return [resolve_cgroup_target(target.local)]
+    return [resolve_net_target(target.local, getattr(experiment, "device", None))]
 
 
 def server_credentials(cert_pem, key_pem, ca_pem):

@@ -1,0 +1,224 @@
+"""The controller against kmock's Kubernetes emulator, with real agent gRPC servers (one per
+node) whose engines record what they are asked to place instead of touching the kernel."""
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+os.environ.setdefault("KFAULT_RENEW_S", "0.5")
+os.environ.setdefault("KFAULT_LEASE_S", "2")
+
+import contextlib  # noqa: E402
+
+import kmock  # noqa: E402,F401 - its pytest plugin gives the kmock fixture
+import kopf  # noqa: E402
+
+from kfault_agent import server  # noqa: E402
+from kfault_agent.loader import Capability, KernelUnsupported  # noqa: E402
+from kfault_controller import operator  # noqa: E402
+from kfault_controller.agents import AgentDirectory  # noqa: E402
+
+NS = "default"
+CHAOS = "kfault.dev/v1alpha1/networkchaos"
+
+
+@dataclass
+class Placement:
+    experiment: object
+    target: object
+    lease_ns: int
+    deadline_ns: int = 0
+    renewals: int = 0
+
+    @property
+    def key(self):
+        return (self.experiment.key, self.target.name)
+
+
+@dataclass(frozen=True)
+class Named:
+    name: str
+
+
+@dataclass
+class RecordingEngine:
+    """The engine interface the agent drives, recording instead of placing."""
+    refuse: str = ""
+    placed: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+
+    def check_supported(self, experiment):
+        if self.refuse:
+            raise KernelUnsupported(self.refuse)
+
+    def apply(self, experiment, target, lease_s=None):
+        placement = Placement(experiment, target, int((lease_s or 10) * 1e9))
+        placement.deadline_ns = time.monotonic_ns() + placement.lease_ns
+        self.placed[placement.key] = placement
+        self.history.append(("apply", experiment.key, target.name))
+
+    def renew(self, keys=None):
+        for key in keys if keys is not None else list(self.placed):
+            if key in self.placed:
+                self.placed[key].renewals += 1
+                self.placed[key].deadline_ns = time.monotonic_ns() + self.placed[key].lease_ns
+        return []
+
+    def revoke(self, experiment_key, target_name):
+        if self.placed.pop((experiment_key, target_name), None):
+            self.history.append(("revoke", experiment_key, target_name))
+
+    def revoke_all(self):
+        for key in list(self.placed):
+            self.revoke(*key)
+
+    def active(self):
+        return list(self.placed.values())
+
+    def lapsed(self):
+        return [p.key for p in self.placed.values() if time.monotonic_ns() >= p.deadline_ns]
+
+    def counters(self, active):
+        return {}
+
+
+class Node:
+    def __init__(self, name, refuse=""):
+        self.name = name
+        self.engine = RecordingEngine(refuse=refuse)
+        self.service = server.AgentService(
+            {"NetworkChaos": self.engine}, {"tc-bpf": Capability("tc-bpf", True, "test")}, node_name=name,
+            resolver=lambda kind, target, experiment: [Named(f"{target.pod.namespace}/{target.pod.name}")])
+        self.grpc, self.port = server.serve(self.service, "127.0.0.1:0")
+
+    def targets(self, op="apply"):
+        return sorted(t for (o, _, t) in self.engine.history if o == op)
+
+    def close(self):
+        self.grpc.stop(None)
+        self.service.close()
+
+
+@pytest.fixture
+def nodes():
+    made = {"node-a": Node("node-a"), "node-b": Node("node-b", refuse="delay needs sch_fq: build with CONFIG_NET_SCH_FQ")}
+    operator.Config.agents = AgentDirectory()
+    yield made
+    operator.Config.agents.close()
+    for node in made.values():
+        node.close()
+
+
+@pytest.fixture(autouse=True)
+def kubeconfig(tmp_path, mocker, kmock):
+    config = tmp_path / "kubeconfig"
+    config.write_text(f"""
+        kind: Config
+        current-context: self
+        clusters: [{{name: self, cluster: {{server: "{kmock.url!s}"}}}}]
+        contexts: [{{name: self, context: {{cluster: self}}}}]
+    """)
+    mocker.patch.dict("os.environ", {"KUBECONFIG": str(config)})
+
+
+def pod(name, node, labels, namespace=NS, uid=None):
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid or f"uid-{name}", "labels": labels,
+                         "resourceVersion": "1"},
+            "spec": {"nodeName": node, "containers": [{"name": "main"}]},
+            "status": {"phase": "Running", "podIP": f"10.1.0.{len(name)}",
+                       "containerStatuses": [{"name": "main", "containerID": f"containerd://{name}0000"}]}}
+
+
+def populate(kmock, nodes):
+    kmock.resources.load_bundled()
+    for plural in ("networkchaos", "iochaos"):
+        info = kmock.resources[f"kfault.dev/v1alpha1/{plural}"]
+        info.namespaced = True
+        info.verbs = {"watch", "list", "get", "patch", "update", "delete"}
+        info.subresources = {"status"}
+    for name in ("default", "kube-system", "kfault-system"):
+        kmock.objects["v1/namespaces", None, name] = {"metadata": {"name": name, "resourceVersion": "1"}}
+    for name in nodes:
+        kmock.objects["v1/nodes", None, name] = {"metadata": {"name": name, "labels": {"zone": name},
+                                                             "resourceVersion": "1"}}
+    for name, node, labels, namespace in (("web-1", "node-a", {"app": "web"}, NS), ("web-2", "node-b", {"app": "web"}, NS),
+                                          ("db-1", "node-a", {"app": "db"}, NS),
+                                          ("dns-1", "node-a", {"app": "web"}, "kube-system")):
+        kmock.objects["v1/pods", namespace, name] = pod(name, node, labels, namespace)
+    for name, node in nodes.items():
+        agent = pod(f"kfault-agent-{name}", name, {"app.kubernetes.io/name": "kfault-agent"}, "kfault-system")
+        agent["status"]["podIP"] = "127.0.0.1"
+        agent["spec"]["containers"][0]["ports"] = [{"name": "grpc", "containerPort": node.port}]
+        kmock.objects["v1/pods", "kfault-system", agent["metadata"]["name"]] = agent
+
+
+def chaos(name, **spec):
+    return {"apiVersion": "kfault.dev/v1alpha1", "kind": "NetworkChaos",
+            "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "resourceVersion": "1"},
+            "spec": {"action": "loss", "loss": {"loss": "30"}, "mode": "all",
+                     "selector": {"labelSelectors": {"app": "web"}}, **spec}}
+
+
+@contextlib.asynccontextmanager
+async def controller():
+    """The controller's kopf operator in this test's event loop, watching NS."""
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = True
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(kopf.operator(namespaces=[NS], standalone=True, settings=settings,
+                                             stop_flag=stop, ready_flag=ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.mark.asyncio
+async def test_each_node_gets_exactly_its_pods_then_delete_takes_everything_back(kmock, nodes):
+    populate(kmock, nodes)
+    kmock.objects[CHAOS, NS, "cut"] = chaos("cut")
+    async with controller():
+        await wait_for(lambda: nodes["node-a"].targets())
+        assert set(nodes["node-a"].targets()) == {"default/web-1"}, "db-1 and kube-system's pod must not be selected"
+        assert nodes["node-b"].targets() == [], "node-b's kernel can't: nothing placed there"
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "cut"].get("status", {}).get("phase"))
+        status = kmock.objects[CHAOS, NS, "cut"]["status"]
+        assert status["phase"] == "Running"
+        records = {r["pod"]: r for r in status["records"]}
+        assert records["default/web-1"]["node"] == "node-a" and records["default/web-1"]["injectedAt"]
+        # node-b's kernel can't: a per-pod error, not a silent success.
+        assert "sch_fq" in records["default/web-2"]["error"]
+        conditions = {c["type"]: c["status"] for c in status["conditions"]}
+        assert conditions["Selected"] == "True" and conditions["AllInjected"] == "False"
+
+        await wait_for(lambda: nodes["node-a"].engine.placed and
+                       next(iter(nodes["node-a"].engine.placed.values())).renewals >= 2)
+
+        await kmock.delete(f"/apis/kfault.dev/v1alpha1/namespaces/{NS}/networkchaos/cut")
+        await wait_for(lambda: nodes["node-a"].targets("revoke") == ["default/web-1"])
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "cut"].deleted)
+
+
+@pytest.mark.asyncio
+async def test_leases_lapse_when_the_controller_stops(kmock, nodes):
+    populate(kmock, nodes)
+    kmock.objects[CHAOS, NS, "cut"] = chaos("cut")
+    async with controller():
+        await wait_for(lambda: nodes["node-a"].engine.placed)
+    # No controller, no renewals: the agent drops the placement after its lease (2 s here).
+    await wait_for(lambda: not nodes["node-a"].engine.placed, timeout=2 + 3 * server.HOUSEKEEPING_S + 2)
+    assert nodes["node-a"].targets("revoke") == ["default/web-1"]
