@@ -112,11 +112,11 @@ async def inject(kind, body, spec, logger):
     """Select, place on every node, and return the status patch."""
     key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     pods, agent_pods, nodes, namespaces = await asyncio.to_thread(cluster_view)
-    try:
-        chosen = selection.select(spec, pods, nodes, namespaces)
-        agent_body = translated_spec(kind, spec, pods, nodes, namespaces)
-    except selection.SelectionError as err:
-        raise kopf.PermanentError(str(err)) from err
+    chosen = selection.select(spec, pods, nodes, namespaces)
+    agent_body = translated_spec(kind, spec, pods, nodes, namespaces)
+    # The agents check it too; checking here reports it once, in the status, before any call.
+    agent_spec.parse_experiment({"apiVersion": agent_spec.API_VERSION, "kind": kind,
+                                 "metadata": body["metadata"], "spec": agent_body})
     addresses = agent_addresses(agent_pods)
     by_node = {}
     for pod in chosen:
@@ -214,7 +214,14 @@ def _register(plural):
             return
         if status.get("phase") == "Running" and status.get("records"):
             await recover(kind, body, status, "spec changed", logger)
-        patch.status.update(await inject(kind, body, spec, logger))
+        try:
+            patch.status.update(await inject(kind, body, spec, logger))
+        except (selection.SelectionError, agent_spec.InvalidSpec) as err:
+            message = "; ".join(str(e) for e in err.errors) if isinstance(err, agent_spec.InvalidSpec) else str(err)
+            kopf.warn(body, reason="Invalid", message=message)
+            patch.status["phase"] = "Failed"
+            patch.status["conditions"] = [condition("Selected", "False", "Invalid", message)]
+            return
         patch.status["startedAt"] = status.get("startedAt") or now_iso()
         RECONCILE.labels(kind).observe(time.monotonic() - started)
 

@@ -222,3 +222,48 @@ async def test_leases_lapse_when_the_controller_stops(kmock, nodes):
     # No controller, no renewals: the agent drops the placement after its lease (2 s here).
     await wait_for(lambda: not nodes["node-a"].engine.placed, timeout=2 + 3 * server.HOUSEKEEPING_S + 2)
     assert nodes["node-a"].targets("revoke") == ["default/web-1"]
+
+
+@pytest.mark.asyncio
+async def test_pause_takes_back_and_resume_injects_again(kmock, nodes):
+    populate(kmock, nodes)
+    kmock.objects[CHAOS, NS, "cut"] = chaos("cut")
+    path = f"/apis/kfault.dev/v1alpha1/namespaces/{NS}/networkchaos/cut"
+    async with controller():
+        await wait_for(lambda: nodes["node-a"].engine.placed)
+        await kmock.patch(path, json={"metadata": {"annotations": {operator.PAUSE_ANNOTATION: "true"}}},
+                          headers={"Content-Type": "application/merge-patch+json"})
+        await wait_for(lambda: not nodes["node-a"].engine.placed)
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "cut"]["status"].get("phase") == "Paused")
+        await kmock.patch(path, json={"metadata": {"annotations": {operator.PAUSE_ANNOTATION: "false"}}},
+                          headers={"Content-Type": "application/merge-patch+json"})
+        await wait_for(lambda: nodes["node-a"].engine.placed)
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "cut"]["status"].get("phase") == "Running")
+
+
+@pytest.mark.asyncio
+async def test_duration_end_takes_the_fault_back(kmock, nodes):
+    populate(kmock, nodes)
+    kmock.objects[CHAOS, NS, "brief"] = chaos("brief", duration="1s")
+    async with controller():
+        await wait_for(lambda: nodes["node-a"].engine.placed)
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "brief"]["status"].get("phase") == "Finished", timeout=15)
+        assert not nodes["node-a"].engine.placed
+        records = kmock.objects[CHAOS, NS, "brief"]["status"]["records"]
+        assert [r["pod"] for r in records if r.get("recoveredAt")] == ["default/web-1"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("bad, words", [
+    ({"loss": {"loss": "130"}}, "spec.loss.loss"),
+    ({"mode": "fixed", "value": "lots"}, "spec.value"),
+    ({"direction": "sideways"}, "spec.direction"),
+])
+async def test_a_bad_resource_is_reported_in_status_and_injects_nothing(kmock, nodes, bad, words):
+    populate(kmock, nodes)
+    kmock.objects[CHAOS, NS, "bad"] = chaos("bad", **bad)
+    async with controller():
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "bad"].get("status", {}).get("phase") == "Failed")
+        message = kmock.objects[CHAOS, NS, "bad"]["status"]["conditions"][0]["message"]
+        assert words in message
+    assert nodes["node-a"].engine.history == [] and nodes["node-b"].engine.history == []

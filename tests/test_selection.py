@@ -1,0 +1,81 @@
+"""Chaos Mesh's pod selection and modes, and what the controller sends agents: pure logic."""
+import random
+
+import pytest
+
+from kfault_controller import operator, selection
+
+
+def pod(name, namespace="default", labels=None, node="n1", phase="Running", annotations=None, ip=None):
+    return {"metadata": {"name": name, "namespace": namespace, "labels": labels or {},
+                         "annotations": annotations or {}, "uid": f"u-{name}"},
+            "spec": {"nodeName": node}, "status": {"phase": phase, "podIP": ip or f"10.0.0.{len(name)}"}}
+
+
+PODS = [pod("web-1", labels={"app": "web", "tier": "fe"}, node="n1"),
+        pod("web-2", labels={"app": "web", "tier": "fe"}, node="n2", annotations={"chaos": "ok"}),
+        pod("db-1", labels={"app": "db"}, node="n2", phase="Pending"),
+        pod("other", namespace="shop", labels={"app": "web"}, node="n1"),
+        pod("coredns", namespace="kube-system", labels={"app": "web"}, node="n1")]
+
+
+def names(pods):
+    return sorted(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods)
+
+
+@pytest.mark.parametrize("selector, expected", [
+    ({"namespaces": ["default"]}, ["default/db-1", "default/web-1", "default/web-2"]),
+    ({"labelSelectors": {"app": "web"}}, ["default/web-1", "default/web-2", "shop/other"]),
+    ({"expressionSelectors": [{"key": "app", "operator": "In", "values": ["db"]}]}, ["default/db-1"]),
+    ({"expressionSelectors": [{"key": "tier", "operator": "DoesNotExist"}], "namespaces": ["default"]},
+     ["default/db-1"]),
+    ({"annotationSelectors": {"chaos": "ok"}}, ["default/web-2"]),
+    ({"fieldSelectors": {"spec.nodeName": "n2"}}, ["default/db-1", "default/web-2"]),
+    ({"podPhaseSelectors": ["Pending"]}, ["default/db-1"]),
+    ({"nodes": ["n1"]}, ["default/web-1", "shop/other"]),
+    ({"nodeSelectors": {"zone": "b"}}, ["default/db-1", "default/web-2"]),
+    ({"pods": {"default": ["web-2"], "shop": ["other"]}}, ["default/web-2", "shop/other"]),
+])
+def test_selectors(selector, expected):
+    chosen = selection.select({"mode": "all", "selector": selector}, PODS, {"n1": {"zone": "a"}, "n2": {"zone": "b"}})
+    assert names(chosen) == expected
+
+
+def test_protected_namespaces_need_an_annotation():
+    spec = {"mode": "all", "selector": {"namespaces": ["kube-system"]}}
+    assert selection.select(spec, PODS) == []
+    allowed = {"kube-system": {selection.ALLOW_ANNOTATION: "true"}}
+    assert names(selection.select(spec, PODS, namespace_annotations=allowed)) == ["kube-system/coredns"]
+
+
+@pytest.mark.parametrize("mode, value, count", [
+    ("one", None, 1), ("all", None, 3), ("fixed", "2", 2), ("fixed", "9", 3),
+    ("fixed-percent", "50", 1), ("fixed-percent", "100", 3),
+])
+def test_modes(mode, value, count):
+    spec = {"mode": mode, "value": value, "selector": {"labelSelectors": {"app": "web"}}}
+    assert len(selection.select(spec, PODS, rng=random.Random(7))) == count
+
+
+def test_random_max_percent_never_exceeds_it():
+    spec = {"mode": "random-max-percent", "value": "67", "selector": {"labelSelectors": {"app": "web"}}}
+    counts = {len(selection.select(spec, PODS, rng=random.Random(seed))) for seed in range(50)}
+    assert counts <= {0, 1, 2} and len(counts) > 1
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"mode": "fixed", "value": "many"}, "spec.value"),
+    ({"mode": "fixed-percent", "value": "150"}, "out of range"),
+    ({"mode": "all", "selector": {"fieldSelectors": {"spec.schedulerName": "x"}}}, "fieldSelectors"),
+])
+def test_bad_selection_says_which_field(spec, words):
+    with pytest.raises(selection.SelectionError, match=words):
+        selection.select(spec, PODS)
+
+
+def test_network_target_pods_become_peer_addresses():
+    spec = {"action": "partition", "mode": "all", "selector": {"labelSelectors": {"app": "web"}},
+            "externalTargets": ["192.0.2.1"],
+            "target": {"mode": "all", "selector": {"labelSelectors": {"app": "db"}}}}
+    body = operator.translated_spec("NetworkChaos", spec, PODS, {}, {})
+    assert body == {"action": "partition", "externalTargets": ["192.0.2.1", "10.0.0.4"]}
