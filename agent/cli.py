@@ -160,7 +160,7 @@ def cmd_cleanup(args):
 def cmd_agent(args):
     """The node agent: both datapaths loaded once, the gRPC API for the controller, metrics."""
     import os
-    from . import iofault, loader, metrics, netfault, server
+    from . import iofault, loader, metrics, netfault, podfault, server
     engines, caps = {}, {}
     try:
         net = loader.NetDatapath()
@@ -173,6 +173,7 @@ def cmd_agent(args):
     caps.update(io_caps)
     if io_datapath:
         engines["IOChaos"] = iofault.IOFaultEngine(io_datapath, caps, lease_s=args.lease)
+    engines["PodChaos"] = podfault.PodFaultEngine(lease_s=args.lease)
     credentials, common_name = None, None
     if args.tls_dir:
         def read(name):
@@ -198,6 +199,7 @@ def cmd_agent(args):
     stop.wait()
     grpc_server.stop(5).wait()
     service.close()
+    engines["PodChaos"].close()
     return 0
 
 

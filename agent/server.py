@@ -176,10 +176,12 @@ class AgentService(pb_grpc.AgentServicer):
 def resolve_target(kind, target, experiment):
     if target.WhichOneof("kind") == "pod":
         pod = PodRef(target.pod.namespace, target.pod.name, target.pod.uid, tuple(target.pod.container_ids))
-        if kind == "IOChaos":
+        if kind == "IOChaos" or getattr(experiment, "action", "") == "container-kill":
             return resolve_pod_cgroups(pod, pod.container_ids)
+        if kind == "PodChaos":
+            return resolve_pod_cgroups(pod)        # pod-failure: the whole pod freezes
         return [resolve_pod_network(pod)]
-    if kind == "IOChaos":
+    if kind in ("IOChaos", "PodChaos"):
         return [resolve_cgroup_target(target.local)]
     return [resolve_net_target(target.local, getattr(experiment, "device", None))]
 

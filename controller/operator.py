@@ -31,7 +31,7 @@ PAUSE_ANNOTATION = "experiment.kfault.dev/pause"
 LEASE_S = float(os.environ.get("KFAULT_LEASE_S", "15"))
 RENEW_S = float(os.environ.get("KFAULT_RENEW_S", "5"))    # a third of the lease: two renewals may fail
 RPC_TIMEOUT_S = 30.0
-AGENT_KINDS = {"networkchaos": "NetworkChaos", "iochaos": "IOChaos"}
+AGENT_KINDS = {"networkchaos": "NetworkChaos", "iochaos": "IOChaos", "podchaos": "PodChaos"}
 
 EXPERIMENTS = Gauge("kfault_controller_experiments", "Chaos resources by kind and phase.", ["kind", "phase"])
 RECONCILE = Histogram("kfault_controller_reconcile_seconds", "Time to select, inject and report one resource.",
@@ -117,6 +117,8 @@ async def inject(kind, body, spec, logger):
     # The agents check it too; checking here reports it once, in the status, before any call.
     agent_spec.parse_experiment({"apiVersion": agent_spec.API_VERSION, "kind": kind,
                                  "metadata": body["metadata"], "spec": agent_body})
+    if kind == "PodChaos" and spec["action"] == "pod-kill":
+        return await kill_pods(body, spec, chosen)
     addresses = agent_addresses(agent_pods)
     by_node = {}
     for pod in chosen:
@@ -161,6 +163,28 @@ async def inject(kind, body, spec, logger):
             condition("Paused", "False", "Running"),
         ],
     }
+
+
+async def kill_pods(body, spec, chosen):
+    """PodChaos pod-kill: the API server deletes the pods (with the grace period asked); their
+    owners bring them back. One-shot: the experiment is finished once they are deleted."""
+    api = kubernetes.client.CoreV1Api()
+    records = []
+    for pod in chosen:
+        meta = pod["metadata"]
+        record = {"pod": f"{meta['namespace']}/{meta['name']}", "node": pod["spec"].get("nodeName", "")}
+        try:
+            await asyncio.to_thread(api.delete_namespaced_pod, meta["name"], meta["namespace"],
+                                    grace_period_seconds=spec.get("gracePeriod"), _preload_content=False)
+            record["injectedAt"] = now_iso()
+        except kubernetes.client.ApiException as err:
+            record["error"] = f"delete pod: {err.reason}"
+        records.append(record)
+    kopf.info(body, reason="Killed", message=f"deleted {sum('injectedAt' in r for r in records)} pod(s)")
+    return {"phase": "Finished", "records": records,
+            "conditions": [condition("Selected", "True" if chosen else "False", "PodsSelected"),
+                           condition("AllInjected", "True" if all("injectedAt" in r for r in records) else "False",
+                                     "Killed")]}
 
 
 async def recover(kind, body, status, reason, logger):

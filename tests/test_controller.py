@@ -134,7 +134,7 @@ def pod(name, node, labels, namespace=NS, uid=None):
 
 def populate(kmock, nodes):
     kmock.resources.load_bundled()
-    for plural in ("networkchaos", "iochaos"):
+    for plural in ("networkchaos", "iochaos", "podchaos"):
         info = kmock.resources[f"kfault.dev/v1alpha1/{plural}"]
         info.namespaced = True
         info.verbs = {"watch", "list", "get", "patch", "update", "delete"}
@@ -267,3 +267,17 @@ async def test_a_bad_resource_is_reported_in_status_and_injects_nothing(kmock, n
         message = kmock.objects[CHAOS, NS, "bad"]["status"]["conditions"][0]["message"]
         assert words in message
     assert nodes["node-a"].engine.history == [] and nodes["node-b"].engine.history == []
+
+
+@pytest.mark.asyncio
+async def test_pod_kill_deletes_the_selected_pods_through_the_api(kmock, nodes):
+    populate(kmock, nodes)
+    kmock.objects["kfault.dev/v1alpha1/podchaos", NS, "kill"] = {
+        "apiVersion": "kfault.dev/v1alpha1", "kind": "PodChaos",
+        "metadata": {"name": "kill", "namespace": NS, "uid": "uid-kill", "resourceVersion": "1"},
+        "spec": {"action": "pod-kill", "mode": "all", "gracePeriod": 0, "selector": {"labelSelectors": {"app": "db"}}}}
+    async with controller():
+        await wait_for(lambda: kmock.objects["kfault.dev/v1alpha1/podchaos", NS, "kill"]
+                       .get("status", {}).get("phase") == "Finished")
+    assert kmock.objects["v1/pods", NS, "db-1"].deleted
+    assert not kmock.objects["v1/pods", NS, "web-1"].deleted

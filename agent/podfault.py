@@ -1,0 +1,224 @@
+"""PodChaos in the kernel: pod-failure freezes a pod's cgroup (cgroup v2 freezer) and thaws it on
+recovery; container-kill kills a container's processes (cgroup.kill). No image swap, no
+restart: recovery is instant.
+
+Fail-safe: a frozen cgroup stays frozen whoever froze it, so every freeze is also written to
+a guard, a child process of the agent that thaws everything still frozen when the agent dies
+(PR_SET_PDEATHSIG) or when a lease lapses unrenewed. An agent that starts thaws what a
+previous one left in its state file.
+"""
+import json
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+
+from .netfault import DEFAULT_LEASE_S, monotonic_ns
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = os.environ.get("KFAULT_FROZEN_STATE", "/run/kfault/frozen.json")
+PR_SET_PDEATHSIG = 1
+
+
+def set_frozen(cgroup_dir, frozen):
+    with open(os.path.join(cgroup_dir, "cgroup.freeze"), "w", encoding="ascii") as handle:
+        handle.write("1" if frozen else "0")
+
+
+def is_frozen(cgroup_dir):
+    with open(os.path.join(cgroup_dir, "cgroup.events"), encoding="ascii") as handle:
+        return any(line.split() == ["frozen", "1"] for line in handle)
+
+
+def kill_cgroup(cgroup_dir):
+    """SIGKILL every process in the cgroup: cgroup.kill where the kernel has it (5.14+)."""
+    kill_file = os.path.join(cgroup_dir, "cgroup.kill")
+    if os.path.exists(kill_file):
+        with open(kill_file, "w", encoding="ascii") as handle:
+            handle.write("1")
+        return
+    for current, _, files in os.walk(cgroup_dir):
+        if "cgroup.procs" in files:
+            with open(os.path.join(current, "cgroup.procs"), encoding="ascii") as handle:
+                for pid in handle:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (ValueError, ProcessLookupError):
+                        pass
+
+
+class ThawGuard:
+    """A forked child holding the list of frozen cgroups (over a pipe): it thaws them all when
+    the agent goes away, and the state file lets a restarted agent do the same."""
+
+    def __init__(self, state_file=STATE_FILE):
+        self.state_file = state_file
+        self.frozen = set()
+        thaw_leftovers(state_file)
+        read_fd, self._write_fd = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            os.close(self._write_fd)
+            try:
+                import ctypes
+                ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, lambda *_: os.close(read_fd))
+                if os.getppid() != parent:
+                    os.close(read_fd)
+                _guard(read_fd)
+            finally:
+                os._exit(0)
+        os.close(read_fd)
+        self.pid = pid
+
+    def _tell(self):
+        os.makedirs(os.path.dirname(self.state_file), exist_ok=True)
+        with open(self.state_file + ".tmp", "w", encoding="utf-8") as handle:
+            json.dump(sorted(self.frozen), handle)
+        os.replace(self.state_file + ".tmp", self.state_file)
+        os.write(self._write_fd, (json.dumps(sorted(self.frozen)) + "\n").encode())
+
+    def freeze(self, cgroup_dir):
+        self.frozen.add(cgroup_dir)
+        self._tell()
+        set_frozen(cgroup_dir, True)
+
+    def thaw(self, cgroup_dir):
+        set_frozen(cgroup_dir, False)
+        self.frozen.discard(cgroup_dir)
+        self._tell()
+
+    def close(self):
+        for cgroup_dir in list(self.frozen):
+            self.thaw(cgroup_dir)
+        os.close(self._write_fd)
+        os.waitpid(self.pid, 0)
+
+
+def _guard(read_fd):
+    """The guard's life: remember the latest list; when the pipe closes (agent gone), thaw it."""
+    frozen, buffer = [], b""
+    try:
+        while True:
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            if lines:
+                frozen = json.loads(lines[-1])
+    except OSError:
+        pass
+    for cgroup_dir in frozen:
+        try:
+            set_frozen(cgroup_dir, False)
+        except OSError:
+            pass
+
+
+def thaw_leftovers(state_file):
+    try:
+        with open(state_file, encoding="utf-8") as handle:
+            leftovers = json.load(handle)
+    except (OSError, ValueError):
+        return
+    for cgroup_dir in leftovers:
+        try:
+            set_frozen(cgroup_dir, False)
+            log.warning("thawed %s, left frozen by an earlier agent", cgroup_dir)
+        except OSError:
+            pass
+    os.unlink(state_file)
+
+
+@dataclass
+class ActivePodFault:
+    experiment: object
+    target: object
+    lease_ns: int
+    deadline_ns: int = 0
+    ends_at_ns: int = 0
+    started_ns: int = field(default_factory=monotonic_ns)
+
+    @property
+    def key(self):
+        return (self.experiment.key, self.target.name)
+
+
+class PodFaultEngine:
+    """The engine interface (apply/renew/revoke/active/lapsed) for PodChaos on cgroup targets."""
+
+    def __init__(self, lease_s=DEFAULT_LEASE_S, guard=None):
+        self.lease_ns = int(lease_s * 1e9)
+        self.guard = guard or ThawGuard()
+        self._lock = threading.RLock()
+        self._active = {}
+
+    def check_supported(self, experiment):
+        if experiment.action == "pod-kill":
+            from .loader import KernelUnsupported
+            raise KernelUnsupported("pod-kill is done by the controller through the API server, not an agent")
+
+    def apply(self, experiment, target, lease_s=None):
+        with self._lock:
+            if (experiment.key, target.name) in self._active:
+                self.revoke(experiment.key, target.name)
+            if experiment.action == "container-kill":
+                kill_cgroup(target.path)
+                return None
+            active = ActivePodFault(experiment, target, int(lease_s * 1e9) if lease_s else self.lease_ns)
+            active.deadline_ns = active.started_ns + active.lease_ns
+            if experiment.duration_ns:
+                active.ends_at_ns = active.started_ns + experiment.duration_ns
+                active.deadline_ns = min(active.deadline_ns, active.ends_at_ns)
+            self.guard.freeze(target.path)
+            self._active[active.key] = active
+            return active
+
+    def revoke(self, experiment_key, target_name):
+        with self._lock:
+            active = self._active.pop((experiment_key, target_name), None)
+            if active is None:
+                return False
+            self.guard.thaw(active.target.path)
+            return True
+
+    def revoke_all(self):
+        with self._lock:
+            for key in list(self._active):
+                self.revoke(*key)
+
+    def renew(self, keys=None):
+        now, ended = monotonic_ns(), []
+        with self._lock:
+            for active in self._active.values():
+                if keys is not None and active.key not in keys:
+                    continue
+                if active.ends_at_ns and now >= active.ends_at_ns:
+                    ended.append(active.key)
+                    continue
+                deadline = now + active.lease_ns
+                active.deadline_ns = min(deadline, active.ends_at_ns) if active.ends_at_ns else deadline
+        return ended
+
+    def active(self):
+        with self._lock:
+            return list(self._active.values())
+
+    def lapsed(self):
+        """Nothing in the kernel enforces a freeze's lease: the agent's housekeeping revokes
+        these (thaws) as soon as they lapse."""
+        now = monotonic_ns()
+        with self._lock:
+            return [a.key for a in self._active.values() if now >= a.deadline_ns]
+
+    def counters(self, active):
+        return {}
+
+    def close(self):
+        self.revoke_all()
+        self.guard.close()
