@@ -72,7 +72,11 @@ class IOFaultEngine:
         self.check_supported(experiment)
         dfa = glob_dfa.compile_glob(experiment.path, layout.IO_DEAD_STATE)
         with self._lock:
-            if (experiment.key, target.name) in self._active:
+            existing = self._active.get((experiment.key, target.name))
+            if existing and existing.experiment == experiment and existing.target == target:
+                self.renew([existing.key])       # the same placement again: idempotent
+                return existing
+            if existing:
                 self.revoke(experiment.key, target.name)
             if not self._free_slots:
                 raise policy.RuleConflict(f"all {layout.IO_MAX_RULES} file I/O rule slots are in use")

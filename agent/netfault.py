@@ -79,7 +79,11 @@ class NetFaultEngine:
         """Inject `experiment` on `target` (replacing its earlier version). Live on return."""
         self.check_supported(experiment)
         with self._lock:
-            if (experiment.key, target.name) in self._active:
+            existing = self._active.get((experiment.key, target.name))
+            if existing and existing.experiment == experiment and existing.target == target:
+                self.renew([existing.key])       # the same placement again: idempotent
+                return existing
+            if existing:
                 self.revoke(experiment.key, target.name)
             addresses = [a for iface in target.interfaces for a in iface.addresses]
             if not addresses:

@@ -165,7 +165,11 @@ class PodFaultEngine:
 
     def apply(self, experiment, target, lease_s=None):
         with self._lock:
-            if (experiment.key, target.name) in self._active:
+            existing = self._active.get((experiment.key, target.name))
+            if existing and existing.experiment == experiment and existing.target == target:
+                self.renew([existing.key])       # the same placement again: idempotent
+                return existing
+            if existing:
                 self.revoke(experiment.key, target.name)
             if experiment.action == "container-kill":
                 kill_cgroup(target.path)

@@ -8,6 +8,7 @@ node has confirmed (or is gone).
 """
 import asyncio
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -215,6 +216,15 @@ async def recover(kind, body, status, reason, logger):
     return not pending, {"records": records}
 
 
+def observed_generation(meta, spec):
+    """The resource's generation; where the API server keeps none (an emulator), a number
+    derived from the spec, so a spec change still reads as a new generation."""
+    if meta.get("generation"):
+        return meta["generation"]
+    digest = hashlib.sha256(json.dumps(dict(spec), sort_keys=True).encode()).hexdigest()
+    return int(digest[:12], 16)
+
+
 def is_paused(meta):
     return (meta.get("annotations") or {}).get(PAUSE_ANNOTATION) == "true"
 
@@ -225,10 +235,15 @@ def _register(plural):
     @kopf.on.create(GROUP, VERSION, plural, id="create")
     @kopf.on.update(GROUP, VERSION, plural, field="spec", id="spec")
     @kopf.on.field(GROUP, VERSION, plural, field=("metadata", "annotations", PAUSE_ANNOTATION), id="pause")
-    async def reconcile(body, spec, meta, status, patch, logger, **_):
+    async def reconcile(body, spec, meta, status, patch, logger, reason, **_):
         started = time.monotonic()
-        if status.get("phase") == "Finished":
-            return
+        logger.info("reconcile (%s): phase %s, generation %s", reason, status.get("phase"),
+                    status.get("observedGeneration"))
+        observed = observed_generation(meta, spec)
+        if status.get("phase") == "Finished" or (
+                status.get("phase") == "Running" and status.get("observedGeneration") == observed
+                and not is_paused(meta)):
+            return        # already done for this spec: handlers may be called again (idempotent)
         if is_paused(meta):
             done, recovered = await recover(kind, body, status, "paused", logger)
             patch.status.update(recovered)
@@ -247,6 +262,7 @@ def _register(plural):
             patch.status["conditions"] = [condition("Selected", "False", "Invalid", message)]
             return
         patch.status["startedAt"] = status.get("startedAt") or now_iso()
+        patch.status["observedGeneration"] = observed
         RECONCILE.labels(kind).observe(time.monotonic() - started)
 
     @kopf.timer(GROUP, VERSION, plural, interval=RENEW_S, initial_delay=RENEW_S)
@@ -277,6 +293,7 @@ def _register(plural):
 
     @kopf.on.delete(GROUP, VERSION, plural)
     async def take_back(body, status, logger, **_):
+        logger.info("deleted: taking the experiment back on every node")
         done, _ = await recover(kind, body, status, "deleted", logger)
         if not done:
             raise kopf.TemporaryError("some nodes have not confirmed recovery yet", delay=RENEW_S)

@@ -1,4 +1,7 @@
+import asyncio
+import contextlib
 import os
+import time
 
 import pytest
 
@@ -81,3 +84,60 @@ def engine(datapath, capabilities):
     eng = netfault.NetFaultEngine(datapath, capabilities, lease_s=30)
     yield eng
     eng.revoke_all()
+
+
+# ---- the Kubernetes API, emulated by kmock, and the controller running against it --------
+
+NS = "default"
+
+
+@pytest.fixture
+def kubeconfig(tmp_path, mocker, kmock):
+    """Point the kubernetes client and kopf at kmock's emulator."""
+    config = tmp_path / "kubeconfig"
+    config.write_text(f"""
+        kind: Config
+        current-context: self
+        clusters: [{{name: self, cluster: {{server: "{kmock.url!s}"}}}}]
+        contexts: [{{name: self, context: {{cluster: self}}}}]
+    """)
+    mocker.patch.dict("os.environ", {"KUBECONFIG": str(config)})
+
+
+def register_cluster(kmock):
+    """Built-in resources, kfault's kinds and the namespaces the controller looks at."""
+    kmock.resources.load_bundled()
+    for plural in ("networkchaos", "iochaos", "podchaos"):
+        info = kmock.resources[f"kfault.dev/v1alpha1/{plural}"]
+        info.namespaced = True
+        info.verbs = {"watch", "list", "get", "patch", "update", "delete"}
+        info.subresources = {"status"}
+    for name in ("default", "kube-system", "kfault-system"):
+        kmock.objects["v1/namespaces", None, name] = {"metadata": {"name": name, "resourceVersion": "1"}}
+
+
+@contextlib.asynccontextmanager
+async def controller():
+    """The controller's kopf operator in the test's event loop, watching NS."""
+    import kopf
+    import kfault_controller.operator  # noqa: F401 - registers the handlers
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = True
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(kopf.operator(namespaces=[NS], standalone=True, settings=settings,
+                                             stop_flag=stop, ready_flag=ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("timed out waiting")

@@ -10,17 +10,14 @@ import pytest
 os.environ.setdefault("KFAULT_RENEW_S", "0.5")
 os.environ.setdefault("KFAULT_LEASE_S", "2")
 
-import contextlib  # noqa: E402
-
-import kmock  # noqa: E402,F401 - its pytest plugin gives the kmock fixture
-import kopf  # noqa: E402
+from conftest import NS, controller, register_cluster, wait_for  # noqa: E402
 
 from kfault_agent import server  # noqa: E402
 from kfault_agent.loader import Capability, KernelUnsupported  # noqa: E402
 from kfault_controller import operator  # noqa: E402
 from kfault_controller.agents import AgentDirectory  # noqa: E402
 
-NS = "default"
+pytestmark = pytest.mark.usefixtures("kubeconfig")
 CHAOS = "kfault.dev/v1alpha1/networkchaos"
 
 
@@ -111,18 +108,6 @@ def nodes():
         node.close()
 
 
-@pytest.fixture(autouse=True)
-def kubeconfig(tmp_path, mocker, kmock):
-    config = tmp_path / "kubeconfig"
-    config.write_text(f"""
-        kind: Config
-        current-context: self
-        clusters: [{{name: self, cluster: {{server: "{kmock.url!s}"}}}}]
-        contexts: [{{name: self, context: {{cluster: self}}}}]
-    """)
-    mocker.patch.dict("os.environ", {"KUBECONFIG": str(config)})
-
-
 def pod(name, node, labels, namespace=NS, uid=None):
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "uid": uid or f"uid-{name}", "labels": labels,
@@ -133,14 +118,7 @@ def pod(name, node, labels, namespace=NS, uid=None):
 
 
 def populate(kmock, nodes):
-    kmock.resources.load_bundled()
-    for plural in ("networkchaos", "iochaos", "podchaos"):
-        info = kmock.resources[f"kfault.dev/v1alpha1/{plural}"]
-        info.namespaced = True
-        info.verbs = {"watch", "list", "get", "patch", "update", "delete"}
-        info.subresources = {"status"}
-    for name in ("default", "kube-system", "kfault-system"):
-        kmock.objects["v1/namespaces", None, name] = {"metadata": {"name": name, "resourceVersion": "1"}}
+    register_cluster(kmock)
     for name in nodes:
         kmock.objects["v1/nodes", None, name] = {"metadata": {"name": name, "labels": {"zone": name},
                                                              "resourceVersion": "1"}}
@@ -160,31 +138,6 @@ def chaos(name, **spec):
             "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "resourceVersion": "1"},
             "spec": {"action": "loss", "loss": {"loss": "30"}, "mode": "all",
                      "selector": {"labelSelectors": {"app": "web"}}, **spec}}
-
-
-@contextlib.asynccontextmanager
-async def controller():
-    """The controller's kopf operator in this test's event loop, watching NS."""
-    settings = kopf.OperatorSettings()
-    settings.scanning.disabled = True
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(kopf.operator(namespaces=[NS], standalone=True, settings=settings,
-                                             stop_flag=stop, ready_flag=ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
-
-
-async def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.mark.asyncio
