@@ -40,6 +40,20 @@ RECONCILE = Histogram("kfault_controller_reconcile_seconds", "Time to select, in
 AGENT_ERRORS = Counter("kfault_controller_agent_errors_total", "Agent calls that failed, by node.", ["node"])
 
 
+_PHASES = {}        # (kind, namespace/name) -> phase, for the experiments gauge
+
+
+def record_phase(kind, key, phase):
+    """Keep kfault_controller_experiments{kind, phase} equal to the resources' phases."""
+    if phase is None:
+        _PHASES.pop((kind, key), None)
+    else:
+        _PHASES[(kind, key)] = phase
+    EXPERIMENTS.clear()
+    for (k, _), p in _PHASES.items():
+        EXPERIMENTS.labels(k, p).inc()
+
+
 class Config:
     agents = AgentDirectory()
     lease_s = LEASE_S
@@ -248,6 +262,7 @@ def _register(plural):
             done, recovered = await recover(kind, body, status, "paused", logger)
             patch.status.update(recovered)
             patch.status["phase"] = "Paused"
+            record_phase(kind, f"{meta['namespace']}/{meta['name']}", "Paused")
             patch.status["conditions"] = [condition("Paused", "True", "Annotated", PAUSE_ANNOTATION),
                                           condition("AllRecovered", "True" if done else "False", "Paused")]
             return
@@ -260,9 +275,11 @@ def _register(plural):
             kopf.warn(body, reason="Invalid", message=message)
             patch.status["phase"] = "Failed"
             patch.status["conditions"] = [condition("Selected", "False", "Invalid", message)]
+            record_phase(kind, f"{meta['namespace']}/{meta['name']}", "Failed")
             return
         patch.status["startedAt"] = status.get("startedAt") or now_iso()
         patch.status["observedGeneration"] = observed
+        record_phase(kind, f"{meta['namespace']}/{meta['name']}", patch.status.get("phase"))
         RECONCILE.labels(kind).observe(time.monotonic() - started)
 
     @kopf.timer(GROUP, VERSION, plural, interval=RENEW_S, initial_delay=RENEW_S)
@@ -279,6 +296,7 @@ def _register(plural):
                 patch.status.update(recovered)
                 if done:
                     patch.status["phase"] = "Finished"
+                    record_phase(kind, key, "Finished")
                     patch.status["conditions"] = [condition("AllRecovered", "True", "DurationEnded")]
                 return
         _, agent_pods, _, _ = await asyncio.to_thread(cluster_view)
@@ -297,6 +315,7 @@ def _register(plural):
         done, _ = await recover(kind, body, status, "deleted", logger)
         if not done:
             raise kopf.TemporaryError("some nodes have not confirmed recovery yet", delay=RENEW_S)
+        record_phase(kind, f"{body['metadata']['namespace']}/{body['metadata']['name']}", None)
 
     return reconcile, keep_alive, take_back
 

@@ -234,3 +234,14 @@ async def test_pod_kill_deletes_the_selected_pods_through_the_api(kmock, nodes):
                        .get("status", {}).get("phase") == "Finished")
     assert kmock.objects["v1/pods", NS, "db-1"].deleted
     assert not kmock.objects["v1/pods", NS, "web-1"].deleted
+
+
+@pytest.mark.asyncio
+async def test_controller_metrics_count_experiments_by_kind_and_phase(kmock, nodes):
+    from prometheus_client import REGISTRY
+    populate(kmock, nodes)
+    kmock.objects[CHAOS, NS, "cut"] = chaos("cut")
+    async with controller():
+        await wait_for(lambda: REGISTRY.get_sample_value(
+            "kfault_controller_experiments", {"kind": "NetworkChaos", "phase": "Running"}) == 1)
+        assert REGISTRY.get_sample_value("kfault_controller_reconcile_seconds_count", {"kind": "NetworkChaos"}) >= 1
