@@ -3,6 +3,7 @@
 Runs `kfault run` exactly as a user would (live counters on screen, Prometheus on a port),
 sends real traffic from host A to host B, and prints what the victim measured.
 """
+import json
 import os
 import subprocess
 import sys
@@ -24,12 +25,13 @@ def experiment(name, action, **spec):
             "spec": {"action": action, "direction": "to", **spec}}
 
 
-def run_with_fault(lab, doc, traffic):
-    """Start `kfault run` on host A, run `traffic()` while it injects, stop it, return the result."""
+def run_with_fault(lab, doc, traffic, target=None, metric="kfault_packets_total"):
+    """Start `kfault run` on host A (or `target`), run `traffic()` while it injects, stop it,
+    return the result."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         yaml.safe_dump(doc, handle)
     runner = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", handle.name,
-                               "--target", f"netns:{lab.ns('a')}", "--metrics-port", str(METRICS_PORT),
+                               "--target", target or f"netns:{lab.ns('a')}", "--metrics-port", str(METRICS_PORT),
                                "--interval", "1"], stdout=subprocess.PIPE, text=True)
     ready = threading.Event()
 
@@ -47,7 +49,7 @@ def run_with_fault(lab, doc, traffic):
         result = traffic()
         time.sleep(1.1)   # one more live counter line
         scrape = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).read().decode()
-        shown = [l for l in scrape.splitlines() if l.startswith("kfault_packets_total") and not l.endswith(" 0.0")]
+        shown = [l for l in scrape.splitlines() if l.startswith(metric) and not l.endswith(" 0.0")]
         print("    prometheus: " + "\n    prometheus: ".join(shown[:4]))
         return result
     finally:
@@ -97,12 +99,53 @@ def main():
         else:
             rows.append(("delay, bandwidth", f"refused on this kernel: {reason}"))
 
+        rows.append(io_latency(lab))
+
         print("\n   asked             measured by the victim")
         for asked, measured in rows:
             print(f"   {asked:<17} {measured}")
         return 0
     finally:
         lab.close()
+
+
+def io_latency(lab):
+    """IOChaos latency 100ms on reads of *.db by a process in its own cgroup."""
+    from .topology import cgroup2_mount
+    cgroup = os.path.join(cgroup2_mount(), f"{lab.prefix}-victim")
+    os.mkdir(cgroup)
+    workdir = tempfile.mkdtemp(prefix="kfault-demo-")
+    for name in ("data.db", "notes.txt"):
+        with open(os.path.join(workdir, name), "w", encoding="ascii") as handle:
+            handle.write("kfault")
+    doc = {"apiVersion": "kfault.dev/v1alpha1", "kind": "IOChaos", "metadata": {"name": "slow-reads"},
+           "spec": {"action": "latency", "delay": "100ms", "volumePath": workdir, "path": f"{workdir}/*.db",
+                    "methods": ["read"]}}
+    calls = [["read", f"{workdir}/data.db", 5], ["read", f"{workdir}/notes.txt", 5]]
+    victim = subprocess.Popen([sys.executable, "-m", "kfault_agent.io_probe", cgroup, json.dumps(calls)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    victim.stdout.readline()
+    print(f"== IOChaos latency 100ms on reads of {workdir}/*.db; a process in cgroup {cgroup} reads")
+
+    def reads():
+        time.sleep(1.0)           # the holder seizes the victim
+        victim.stdin.write("go\n")
+        victim.stdin.flush()
+        return json.loads(victim.stdout.readline())
+
+    try:
+        result = run_with_fault(lab, doc, reads, target=f"cgroup:{cgroup}", metric="kfault_syscall")
+        matching, other = (max(c["ms"]) if c["ms"] else 0 for c in result["calls"])
+        low = min(result["calls"][0]["ms"])
+        return ("read latency 100ms", f"*.db reads took {low:.0f}-{matching:.0f} ms; other files {other:.1f} ms; "
+                                      f"its other thread ticked {result['ticks']} times meanwhile")
+    finally:
+        victim.kill()
+        victim.wait()
+        os.rmdir(cgroup)
+        for name in os.listdir(workdir):
+            os.unlink(os.path.join(workdir, name))
+        os.rmdir(workdir)
 
 
 if __name__ == "__main__":
