@@ -14,13 +14,16 @@ from . import schema, spec
 
 GROUP, VERSION = spec.API_VERSION.split("/")
 SHORT_NAMES = {"NetworkChaos": ["kfnet"], "IOChaos": ["kfio"], "PodChaos": ["kfpod"]}
-PHASES = ["Pending", "Injecting", "Running", "Paused", "Recovering", "Finished", "Failed"]
+PHASES = ["Waiting", "Running", "Paused", "Finished", "Failed"]
 
 STATUS = {
     "type": "object",
     "properties": {
         "phase": {"type": "string", "enum": PHASES},
         "observedGeneration": {"type": "integer"},
+        "startedAt": {"type": "string", "format": "date-time"},
+        "windowEnd": {"type": "string", "format": "date-time", "description": "With spec.scheduler: this window's end."},
+        "nextStart": {"type": "string", "format": "date-time", "description": "With spec.scheduler: the next window."},
         "conditions": {"type": "array", "items": {
             "type": "object", "required": ["type", "status"],
             "properties": {"type": {"type": "string", "enum": ["Selected", "AllInjected", "AllRecovered", "Paused"]},

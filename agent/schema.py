@@ -43,6 +43,10 @@ POD_SELECTOR = {
     },
 }
 MODE = {"type": "string", "enum": ["one", "all", "fixed", "fixed-percent", "random-max-percent"]}
+SCHEDULER = {"type": "object", "required": ["cron"], "description": "Repeat the experiment: a window of "
+             "spec.duration at each start (Chaos Mesh v1alpha1).",
+             "properties": {"cron": {"type": "string", "description": "\"@every 2m\", \"@daily\" or five cron "
+                                                                      "fields (UTC), e.g. \"*/15 * * * *\"."}}}
 
 
 def _chance(name):
@@ -69,6 +73,7 @@ NETWORK_CHAOS_SPEC = {
                             "description": "Peer IP addresses or CIDRs."},
         "device": {"type": "string", "description": "Only this interface of the target."},
         "duration": DURATION,
+        "scheduler": SCHEDULER,
         "delay": {
             "type": "object",
             "required": ["latency"],
@@ -132,6 +137,7 @@ IO_CHAOS_SPEC = {
         "errno": {"type": "integer", "minimum": 1, "maximum": 133,
                   "description": "A Linux errno such as 5 (EIO) or 28 (ENOSPC)."},
         "duration": DURATION,
+        "scheduler": SCHEDULER,
     },
 }
 
@@ -148,6 +154,7 @@ POD_CHAOS_SPEC = {
                            "description": "container-kill: the containers to kill."},
         "gracePeriod": {"type": "integer", "minimum": 0, "description": "pod-kill: seconds before SIGKILL."},
         "duration": DURATION,
+        "scheduler": SCHEDULER,
     },
 }
 

@@ -23,6 +23,7 @@ from kfault_agent import units
 from kfault_agent.api import agent_pb2 as pb
 
 from . import selection
+from .schedule import Schedule, ScheduleError
 from .agents import AGENT_LABEL, AGENT_NAMESPACE, AgentDirectory, NoAgent, agent_address
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def agent_addresses(agent_pods):
 
 def translated_spec(kind, spec, pods, nodes, namespaces):
     """The spec an agent gets: for NetworkChaos, `target` pods become their IPs in externalTargets."""
-    body = {k: v for k, v in spec.items() if k not in ("selector", "mode", "value", "target")}
+    body = {k: v for k, v in spec.items() if k not in ("selector", "mode", "value", "target", "scheduler")}
     if kind == "NetworkChaos" and spec.get("target"):
         peers = selection.select(spec["target"], pods, nodes, namespaces)
         body["externalTargets"] = list(spec.get("externalTargets", [])) + [
@@ -239,6 +240,32 @@ def observed_generation(meta, spec):
     return int(digest[:12], 16)
 
 
+def parse_time(text):
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def iso(moment):
+    return moment.astimezone(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def schedule_of(spec, meta):
+    """(Schedule, window length, anchor) for a resource with spec.scheduler, else None.
+    ScheduleError names the field to fix."""
+    expression = (spec.get("scheduler") or {}).get("cron")
+    if not expression:
+        return None
+    if not spec.get("duration"):
+        raise ScheduleError("spec.duration: the length of each window; spec.scheduler needs it")
+    try:
+        schedule = Schedule(expression)
+    except ScheduleError as err:
+        raise ScheduleError(f"spec.scheduler.cron: {expression!r}: {err}") from None
+    length = datetime.timedelta(microseconds=units.parse_duration_ns(spec["duration"]) / 1000)
+    anchor = parse_time(meta["creationTimestamp"]) if meta.get("creationTimestamp") else \
+        datetime.datetime.now(datetime.timezone.utc)
+    return schedule, length, anchor
+
+
 def is_paused(meta):
     return (meta.get("annotations") or {}).get(PAUSE_ANNOTATION) == "true"
 
@@ -269,8 +296,19 @@ def _register(plural):
         if status.get("phase") == "Running" and status.get("records"):
             await recover(kind, body, status, "spec changed", logger)
         try:
+            scheduled = schedule_of(spec, meta)
+            if scheduled:
+                schedule, length, anchor = scheduled
+                now = datetime.datetime.now(datetime.timezone.utc)
+                window = schedule.current_window(now, anchor, length)
+                if window is None:
+                    patch.status.update({"phase": "Waiting", "nextStart": iso(schedule.next_start(now, anchor)),
+                                         "observedGeneration": observed})
+                    record_phase(kind, f"{meta['namespace']}/{meta['name']}", "Waiting")
+                    return
+                patch.status["windowEnd"] = iso(window[1])
             patch.status.update(await inject(kind, body, spec, logger))
-        except (selection.SelectionError, agent_spec.InvalidSpec) as err:
+        except (selection.SelectionError, agent_spec.InvalidSpec, ScheduleError) as err:
             message = "; ".join(str(e) for e in err.errors) if isinstance(err, agent_spec.InvalidSpec) else str(err)
             kopf.warn(body, reason="Invalid", message=message)
             patch.status["phase"] = "Failed"
@@ -284,11 +322,34 @@ def _register(plural):
 
     @kopf.timer(GROUP, VERSION, plural, interval=RENEW_S, initial_delay=RENEW_S)
     async def keep_alive(body, spec, meta, status, patch, logger, **_):
+        key = f"{meta['namespace']}/{meta['name']}"
+        try:
+            scheduled = schedule_of(spec, meta)
+        except ScheduleError:
+            return                                    # reported by reconcile
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if scheduled and status.get("phase") == "Waiting" and not is_paused(meta):
+            schedule, length, anchor = scheduled
+            if status.get("nextStart") and now >= parse_time(status["nextStart"]):
+                window = schedule.current_window(now, anchor, length)
+                if window:
+                    patch.status.update(await inject(kind, body, spec, logger))
+                    patch.status["windowEnd"] = iso(window[1])
+                else:
+                    patch.status["nextStart"] = iso(schedule.next_start(now, anchor))
+            return
         if status.get("phase") != "Running":
             return
-        key = f"{meta['namespace']}/{meta['name']}"
+        if scheduled and status.get("windowEnd") and now >= parse_time(status["windowEnd"]):
+            schedule, _, anchor = scheduled
+            done, recovered = await recover(kind, body, status, "window ended", logger)
+            patch.status.update(recovered)
+            if done:
+                patch.status.update({"phase": "Waiting", "nextStart": iso(schedule.next_start(now, anchor))})
+                record_phase(kind, key, "Waiting")
+            return
         duration = spec.get("duration")
-        if duration and status.get("startedAt"):
+        if duration and not scheduled and status.get("startedAt"):
             started = datetime.datetime.fromisoformat(status["startedAt"].replace("Z", "+00:00"))
             elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
             if elapsed * 1e9 >= units.parse_duration_ns(duration):

@@ -245,3 +245,29 @@ async def test_controller_metrics_count_experiments_by_kind_and_phase(kmock, nod
         await wait_for(lambda: REGISTRY.get_sample_value(
             "kfault_controller_experiments", {"kind": "NetworkChaos", "phase": "Running"}) == 1)
         assert REGISTRY.get_sample_value("kfault_controller_reconcile_seconds_count", {"kind": "NetworkChaos"}) >= 1
+
+
+@pytest.mark.asyncio
+async def test_scheduled_windows_inject_and_recover_again_and_again(kmock, nodes):
+    populate(kmock, nodes)
+    kmock.objects[CHAOS, NS, "windows"] = chaos("windows", duration="1s", scheduler={"cron": "@every 3s"})
+    kmock.objects[CHAOS, NS, "windows"]["metadata"]["creationTimestamp"] = operator.now_iso()
+    async with controller():
+        # Window 1 at creation, then waiting, then window 2 three seconds after creation.
+        placed = lambda: bool(nodes["node-a"].engine.placed)  # noqa: E731
+        await wait_for(placed)
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "windows"]["status"].get("phase") == "Waiting")
+        assert not placed()
+        await wait_for(placed, timeout=8)
+        await wait_for(lambda: not placed(), timeout=8)
+        assert nodes["node-a"].targets("revoke") == ["default/web-1"] * 2
+
+
+@pytest.mark.asyncio
+async def test_a_bad_schedule_is_reported_in_status(kmock, nodes):
+    populate(kmock, nodes)
+    kmock.objects[CHAOS, NS, "bad-cron"] = chaos("bad-cron", duration="1s", scheduler={"cron": "61 * * * *"})
+    async with controller():
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "bad-cron"].get("status", {}).get("phase") == "Failed")
+        assert "spec.scheduler.cron" in kmock.objects[CHAOS, NS, "bad-cron"]["status"]["conditions"][0]["message"]
+    assert nodes["node-a"].engine.history == []
