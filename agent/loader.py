@@ -83,8 +83,11 @@ class IODatapath:
             self._hook_fds = self._attach_errno_hooks(BPF) if errno_mechanism else []
         except Exception as err:
             what = f"with {errno_mechanism} hooks" if errno_mechanism else "(syscall raw tracepoints)"
-            hint = " (fmod_ret needs BPF trampolines)" if errno_mechanism == "fmod_ret" else ""
-            raise KernelUnsupported(f"the kernel refused kfault's file I/O programs {what}{hint}: {err}") from err
+            if errno_mechanism == "fmod_ret":
+                # bcc words the kernel's EPERM as "Need super-user privileges"; we are root.
+                raise KernelUnsupported("fmod_ret programs don't load on this kernel: it has no BPF "
+                                        "trampolines (fentry/fmod_ret)") from err
+            raise KernelUnsupported(f"the kernel refused kfault's file I/O programs {what}: {err}") from err
         walker = self.bpf[b"kfault_io_walker"]
         walker[walker.Key(0)] = walker.Leaf(self.programs["io_match_path"].fd)
         self.rules = self.bpf[b"kfault_io_rules"]
@@ -135,6 +138,20 @@ class IODatapath:
         self.bpf.cleanup()
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence fd 2 (libbcc writes there, below Python) while probing what may not load."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _bpf_lsm_active():
     try:
         with open("/sys/kernel/security/lsm", encoding="ascii") as handle:
@@ -164,7 +181,8 @@ def probe_io():
                                "boot with lsm=...,bpf and CONFIG_BPF_LSM=y"))
     for mechanism in order:
         try:
-            datapath = IODatapath(mechanism)
+            with _quiet_stderr():      # libbpf prints every refused load: the reason is kept below
+                datapath = IODatapath(mechanism)
             caps.append(Capability(mechanism, True, f"errno by {mechanism} hooks on security_file_open, "
                                    "security_file_permission, security_path_mknod, security_inode_create"))
             break
