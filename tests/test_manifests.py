@@ -2,6 +2,8 @@
 and are valid structural schemas, and every example validates against its CRD."""
 import glob
 import os
+import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -97,3 +99,12 @@ def test_chaos_mesh_documents_validate_after_changing_only_api_version(path):
         assert schema.validate_against_schema(doc, crd_schema, "") == [], doc["metadata"]["name"]
         body = {k: v for k, v in doc["spec"].items() if k != "target"}   # the controller resolves target
         spec.parse_experiment({**doc, "spec": body})
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="needs kubectl (its built-in kustomize renders offline)")
+def test_kustomize_renders_the_install():
+    out = subprocess.run(["kubectl", "kustomize", MANIFESTS], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    kinds = sorted(d["kind"] for d in yaml.safe_load_all(out.stdout) if d)
+    assert kinds.count("CustomResourceDefinition") == 3
+    assert {"Namespace", "DaemonSet", "Deployment", "ClusterRole", "ClusterRoleBinding", "ServiceMonitor"} <= set(kinds)
