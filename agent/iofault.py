@@ -5,13 +5,12 @@ the holders (latency). Policy for a rule comes from io_rule_fields; the kernel o
 loader.IODatapath.
 """
 import logging
-import threading
 from dataclasses import dataclass, field
 
 from . import glob_dfa, layout, policy
 from .holder import HolderProcess
+from .leases import DEFAULT_LEASE_S, LeasedPlacements, monotonic_ns
 from .loader import KernelUnsupported, io_support
-from .netfault import DEFAULT_LEASE_S, monotonic_ns
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +47,12 @@ class ActiveIO:
         return (self.experiment.key, self.target.name)
 
 
-class IOFaultEngine:
+class IOFaultEngine(LeasedPlacements):
     def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
+        super().__init__(lease_s)
         self.datapath = datapath
         self.capabilities = capabilities
-        self.lease_ns = int(lease_s * 1e9)
-        self._lock = threading.RLock()
         self._free_slots = list(range(layout.IO_MAX_RULES - 1, -1, -1))
-        self._active = {}
 
     def check_supported(self, experiment):
         """KernelUnsupported naming every method of the experiment this node can't do."""
@@ -72,23 +69,17 @@ class IOFaultEngine:
         self.check_supported(experiment)
         dfa = glob_dfa.compile_glob(experiment.path, layout.IO_DEAD_STATE)
         with self._lock:
-            existing = self._active.get((experiment.key, target.name))
-            if existing and existing.experiment == experiment and existing.target == target:
-                self.renew([existing.key])       # the same placement again: idempotent
-                return existing
+            existing = self._replacing(experiment, target)
             if existing:
-                self.revoke(experiment.key, target.name)
+                return existing
             if not self._free_slots:
                 raise policy.RuleConflict(f"all {layout.IO_MAX_RULES} file I/O rule slots are in use")
-            active = ActiveIO(experiment, target, self._free_slots.pop(),
-                              lease_ns=int(lease_s * 1e9) if lease_s else self.lease_ns)
-            if experiment.duration_ns:
-                active.ends_at_ns = active.started_ns + experiment.duration_ns
+            active = ActiveIO(experiment, target, self._free_slots.pop(), lease_ns=self._lease_for(lease_s))
+            self._start(active, experiment)
             try:
                 self._write_dfa(active.slot, dfa)
                 self.datapath.cgroups[active.slot] = target.path
                 self._reset_counters(active.slot)
-                active.deadline_ns = self._deadline(active)
                 self._write_rule(active.slot, io_rule_fields(experiment), active.deadline_ns)
                 if experiment.action == "latency":
                     active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced)
@@ -101,48 +92,6 @@ class IOFaultEngine:
             log.info("applied %s on %s: slot %d", experiment.key, target.name, active.slot)
             return active
 
-    def revoke(self, experiment_key, target_name):
-        with self._lock:
-            active = self._active.pop((experiment_key, target_name), None)
-            if active is None:
-                return False
-            self._release(active)
-            log.info("revoked %s on %s", experiment_key, target_name)
-            return True
-
-    def revoke_all(self):
-        with self._lock:
-            for key in list(self._active):
-                self.revoke(*key)
-
-    def renew(self, keys=None):
-        """As NetFaultEngine.renew: push deadlines (of `keys`, or all) a lease ahead; return the
-        keys whose duration is over."""
-        now, ended = monotonic_ns(), []
-        with self._lock:
-            for active in self._active.values():
-                if keys is not None and active.key not in keys:
-                    continue
-                if active.ends_at_ns and now >= active.ends_at_ns:
-                    ended.append(active.key)
-                    continue
-                active.deadline_ns = self._deadline(active, now)
-                leaf = self.datapath.rules[active.slot]
-                leaf.deadline_ns = active.deadline_ns
-                self.datapath.rules[active.slot] = leaf
-        return ended
-
-    def active(self):
-        with self._lock:
-            return list(self._active.values())
-
-    def lapsed(self):
-        """Keys whose deadline has passed: the kernel ignores their rules already; the caller
-        revokes them to free slots and restore interfaces."""
-        now = monotonic_ns()
-        with self._lock:
-            return [a.key for a in self._active.values() if a.deadline_ns and now >= a.deadline_ns]
-
     def counters(self, active):
         """({method: {outcome: calls}}, injected delay in ns), summed over CPUs."""
         per_cpu = self.datapath.counters.getvalue(self.datapath.counters.Key(active.slot))
@@ -153,9 +102,10 @@ class IOFaultEngine:
 
     # ---- internals ---------------------------------------------------------------------
 
-    def _deadline(self, active, now=None):
-        deadline = (now or monotonic_ns()) + active.lease_ns
-        return min(deadline, active.ends_at_ns) if active.ends_at_ns else deadline
+    def _write_deadline(self, active):
+        leaf = self.datapath.rules[active.slot]
+        leaf.deadline_ns = active.deadline_ns
+        self.datapath.rules[active.slot] = leaf
 
     def _set_armed(self, slot, on):
         key = self.datapath.armed.Key(0)
@@ -165,6 +115,7 @@ class IOFaultEngine:
         return mask
 
     def _release(self, active):
+        log.info("revoking %s on %s", *active.key)
         # Disarm first: from here on no call is decided for this slot.
         armed = self._set_armed(active.slot, False)
         if active.holder:

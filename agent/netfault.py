@@ -4,25 +4,17 @@ It owns the rule slots, the peer table and our tc attachments. Policy (what the 
 comes from policy.py; the kernel objects come from loader.py and tc.py.
 """
 import logging
-import threading
-import time
 from dataclasses import dataclass, field
 
 from . import layout, policy
+from .leases import DEFAULT_LEASE_S, LeasedPlacements, monotonic_ns
 from .loader import KernelUnsupported, action_support
 from .tc import ClsactHooks, FqRoot
 
 log = logging.getLogger(__name__)
-
-DEFAULT_LEASE_S = 10.0
 # An interface's hook -> the program attached there (see bpf/netfault.c).
 INSIDE_PROGRAMS = {"ingress": "ingress_from", "egress": "egress_to"}
 OUTSIDE_PROGRAMS = {"ingress": "ingress_to", "egress": "egress_from"}
-
-
-def monotonic_ns():
-    """CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads: deadlines are comparable."""
-    return time.monotonic_ns()
 
 
 def experiment_actions(experiment):
@@ -54,18 +46,16 @@ class ActiveExperiment:
         return (self.experiment.key, self.target.name)
 
 
-class NetFaultEngine:
+class NetFaultEngine(LeasedPlacements):
     def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
+        super().__init__(lease_s)
         self.datapath = datapath
         self.capabilities = capabilities
-        self.lease_ns = int(lease_s * 1e9)
-        self._lock = threading.RLock()
         self._free_slots = list(range(layout.MAX_RULES - 1, -1, -1))
         self._table = policy.PeerTable()
         self._entries = {}        # peer key -> slots, as written to kfault_peers
         self._hooks = {}          # (netns inode, ifindex) -> [ClsactHooks, users]
         self._fq = {}             # (netns inode, ifindex) -> [FqRoot, users]
-        self._active = {}         # (experiment key, target name) -> ActiveExperiment
 
     # ---- placing and removing ----------------------------------------------------------
 
@@ -79,12 +69,9 @@ class NetFaultEngine:
         """Inject `experiment` on `target` (replacing its earlier version). Live on return."""
         self.check_supported(experiment)
         with self._lock:
-            existing = self._active.get((experiment.key, target.name))
-            if existing and existing.experiment == experiment and existing.target == target:
-                self.renew([existing.key])       # the same placement again: idempotent
-                return existing
+            existing = self._replacing(experiment, target)
             if existing:
-                self.revoke(experiment.key, target.name)
+                return existing
             addresses = [a for iface in target.interfaces for a in iface.addresses]
             if not addresses:
                 raise KernelUnsupported(f"{target.name}: its interfaces have no IP address to match packets by")
@@ -103,10 +90,8 @@ class NetFaultEngine:
                 if isinstance(err, IndexError):
                     raise policy.RuleConflict(f"all {layout.MAX_RULES} rule slots are in use") from None
                 raise
-            active = ActiveExperiment(experiment, target, rules, [],
-                                      lease_ns=int(lease_s * 1e9) if lease_s else self.lease_ns)
-            if experiment.duration_ns:
-                active.ends_at_ns = active.started_ns + experiment.duration_ns
+            active = ActiveExperiment(experiment, target, rules, [], lease_ns=self._lease_for(lease_s))
+            self._start(active, experiment)
             try:
                 for iface in target.interfaces:
                     self._hold_hooks(iface.inside, INSIDE_PROGRAMS, active)
@@ -119,7 +104,6 @@ class NetFaultEngine:
                 self._release(active)
                 raise
             fields = policy.rule_fields(experiment)
-            active.deadline_ns = self._deadline(active)
             for rule in rules:
                 self._reset_slot(rule.slot)
                 self._write_rule(rule.slot, fields, active.deadline_ns)
@@ -127,51 +111,6 @@ class NetFaultEngine:
             self._active[active.key] = active
             log.info("applied %s on %s: slots %s", experiment.key, target.name, [r.slot for r in rules])
             return active
-
-    def revoke(self, experiment_key, target_name):
-        with self._lock:
-            active = self._active.pop((experiment_key, target_name), None)
-            if active is None:
-                return False
-            self._release(active)
-            log.info("revoked %s on %s", experiment_key, target_name)
-            return True
-
-    def revoke_all(self):
-        with self._lock:
-            for key in list(self._active):
-                self.revoke(*key)
-
-    def renew(self, keys=None):
-        """Push the deadlines of `keys` (default: every live experiment) one lease ahead, never
-        past their duration.
-        Returns the keys of experiments whose duration is over; the caller revokes them."""
-        now = monotonic_ns()
-        ended = []
-        with self._lock:
-            for active in self._active.values():
-                if keys is not None and active.key not in keys:
-                    continue
-                if active.ends_at_ns and now >= active.ends_at_ns:
-                    ended.append(active.key)
-                    continue
-                active.deadline_ns = self._deadline(active, now)
-                for rule in active.rules:
-                    leaf = self.datapath.rules[rule.slot]
-                    leaf.deadline_ns = active.deadline_ns
-                    self.datapath.rules[rule.slot] = leaf
-        return ended
-
-    def active(self):
-        with self._lock:
-            return list(self._active.values())
-
-    def lapsed(self):
-        """Keys whose deadline has passed: the kernel ignores their rules already; the caller
-        revokes them to free slots and restore interfaces."""
-        now = monotonic_ns()
-        with self._lock:
-            return [a.key for a in self._active.values() if a.deadline_ns and now >= a.deadline_ns]
 
     # ---- counters ----------------------------------------------------------------------
 
@@ -187,9 +126,11 @@ class NetFaultEngine:
 
     # ---- internals ---------------------------------------------------------------------
 
-    def _deadline(self, active, now=None):
-        deadline = (now or monotonic_ns()) + active.lease_ns
-        return min(deadline, active.ends_at_ns) if active.ends_at_ns else deadline
+    def _write_deadline(self, active):
+        for rule in active.rules:
+            leaf = self.datapath.rules[rule.slot]
+            leaf.deadline_ns = active.deadline_ns
+            self.datapath.rules[rule.slot] = leaf
 
     def _hold(self, held, link, make, keys):
         """Share one kernel object per interface among experiments, counting its users."""
@@ -215,6 +156,7 @@ class NetFaultEngine:
         self._hold(self._fq, link, lambda: FqRoot.hold(link), active.fq_links)
 
     def _release(self, active):
+        log.info("revoking %s on %s", *active.key)
         affected = set()
         for rule in active.rules:
             affected |= self._table.remove(rule.slot)

@@ -11,10 +11,9 @@ import json
 import logging
 import os
 import signal
-import threading
 from dataclasses import dataclass, field
 
-from .netfault import DEFAULT_LEASE_S, monotonic_ns
+from .leases import DEFAULT_LEASE_S, LeasedPlacements, monotonic_ns
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +148,13 @@ class ActivePodFault:
         return (self.experiment.key, self.target.name)
 
 
-class PodFaultEngine:
-    """The engine interface (apply/renew/revoke/active/lapsed) for PodChaos on cgroup targets."""
+class PodFaultEngine(LeasedPlacements):
+    """PodChaos on cgroup targets. Nothing in the kernel enforces a freeze's lease: the
+    agent's housekeeping revokes (thaws) a placement as soon as it lapses."""
 
     def __init__(self, lease_s=DEFAULT_LEASE_S, guard=None):
-        self.lease_ns = int(lease_s * 1e9)
+        super().__init__(lease_s)
         self.guard = guard or ThawGuard()
-        self._lock = threading.RLock()
-        self._active = {}
 
     def check_supported(self, experiment):
         if experiment.action == "pod-kill":
@@ -165,63 +163,23 @@ class PodFaultEngine:
 
     def apply(self, experiment, target, lease_s=None):
         with self._lock:
-            existing = self._active.get((experiment.key, target.name))
-            if existing and existing.experiment == experiment and existing.target == target:
-                self.renew([existing.key])       # the same placement again: idempotent
-                return existing
+            existing = self._replacing(experiment, target)
             if existing:
-                self.revoke(experiment.key, target.name)
+                return existing
             if experiment.action == "container-kill":
                 kill_cgroup(target.path)
                 return None
-            active = ActivePodFault(experiment, target, int(lease_s * 1e9) if lease_s else self.lease_ns)
-            active.deadline_ns = active.started_ns + active.lease_ns
-            if experiment.duration_ns:
-                active.ends_at_ns = active.started_ns + experiment.duration_ns
-                active.deadline_ns = min(active.deadline_ns, active.ends_at_ns)
+            active = ActivePodFault(experiment, target, self._lease_for(lease_s))
+            self._start(active, experiment)
             self.guard.freeze(target.path)
             self._active[active.key] = active
             return active
 
-    def revoke(self, experiment_key, target_name):
-        with self._lock:
-            active = self._active.pop((experiment_key, target_name), None)
-            if active is None:
-                return False
-            self.guard.thaw(active.target.path)
-            return True
-
-    def revoke_all(self):
-        with self._lock:
-            for key in list(self._active):
-                self.revoke(*key)
-
-    def renew(self, keys=None):
-        now, ended = monotonic_ns(), []
-        with self._lock:
-            for active in self._active.values():
-                if keys is not None and active.key not in keys:
-                    continue
-                if active.ends_at_ns and now >= active.ends_at_ns:
-                    ended.append(active.key)
-                    continue
-                deadline = now + active.lease_ns
-                active.deadline_ns = min(deadline, active.ends_at_ns) if active.ends_at_ns else deadline
-        return ended
-
-    def active(self):
-        with self._lock:
-            return list(self._active.values())
-
-    def lapsed(self):
-        """Nothing in the kernel enforces a freeze's lease: the agent's housekeeping revokes
-        these (thaws) as soon as they lapse."""
-        now = monotonic_ns()
-        with self._lock:
-            return [a.key for a in self._active.values() if now >= a.deadline_ns]
-
     def counters(self, active):
         return {}
+
+    def _release(self, active):
+        self.guard.thaw(active.target.path)
 
     def close(self):
         self.revoke_all()

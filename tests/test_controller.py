@@ -1,6 +1,5 @@
 """The controller against kmock's Kubernetes emulator, with real agent gRPC servers (one per
 node) whose engines record what they are asked to place instead of touching the kernel."""
-import asyncio
 import os
 import time
 from dataclasses import dataclass, field

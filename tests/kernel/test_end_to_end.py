@@ -116,7 +116,7 @@ def create(kmock, kind, plural, name, spec):
 
 async def delete(kmock, plural, name):
     await kmock.delete(f"/apis/kfault.dev/v1alpha1/namespaces/{NS}/{plural}/{name}")
-    await wait_for(lambda: kmock.objects[f"kfault.dev/v1alpha1/{plural}", NS, name].deleted, timeout=20)
+    await wait_for(lambda: kmock.objects[f"kfault.dev/v1alpha1/{plural}", NS, name].deleted, timeout=60)
 
 
 def phase(kmock, plural, name):
@@ -131,7 +131,7 @@ async def test_network_chaos_loss_30_percent_on_a_local_pod(cluster, lab):
     kmock.objects["v1/pods", NS, "web-1"] = pod
     create(kmock, "NetworkChaos", "networkchaos", "lossy", {"action": "loss", "loss": {"loss": "30"}})
     async with controller():
-        await wait_for(lambda: phase(kmock, "networkchaos", "lossy") in ("Running", "Failed"), timeout=20)
+        await wait_for(lambda: phase(kmock, "networkchaos", "lossy") in ("Running", "Failed"), timeout=60)
         assert phase(kmock, "networkchaos", "lossy") == "Running", kmock.objects[
             "kfault.dev/v1alpha1/networkchaos", NS, "lossy"]["status"]
         # Blocking calls go to a thread: the emulated API server and the controller share this loop.
@@ -157,7 +157,7 @@ async def test_io_chaos_latency_measured_by_the_victim(cluster, lab, tmp_path):
         create(kmock, "IOChaos", "iochaos", "slow", {"action": "latency", "delay": "100ms", "volumePath": str(tmp_path),
                                                      "path": f"{tmp_path}/*.db", "methods": ["read"]})
         async with controller():
-            await wait_for(lambda: phase(kmock, "iochaos", "slow") == "Running", timeout=20)
+            await wait_for(lambda: phase(kmock, "iochaos", "slow") == "Running", timeout=60)
             await asyncio.sleep(1.0)   # the holder seizes the victim
             victim.stdin.write("go\n")
             victim.stdin.flush()
@@ -178,7 +178,7 @@ async def test_pod_chaos_pod_failure_freezes_and_thaws(cluster, lab):
     pod_dir = os.path.dirname(container)
     create(kmock, "PodChaos", "podchaos", "freeze", {"action": "pod-failure"})
     async with controller():
-        await wait_for(lambda: phase(kmock, "podchaos", "freeze") == "Running", timeout=20)
+        await wait_for(lambda: phase(kmock, "podchaos", "freeze") == "Running", timeout=60)
         assert podfault.is_frozen(pod_dir)
         await delete(kmock, "podchaos", "freeze")
         assert not podfault.is_frozen(pod_dir)
