@@ -135,7 +135,7 @@ async def test_network_chaos_loss_30_percent_on_a_local_pod(cluster, lab):
         assert phase(kmock, "networkchaos", "lossy") == "Running", kmock.objects[
             "kfault.dev/v1alpha1/networkchaos", NS, "lossy"]["status"]
         # Blocking calls go to a thread: the emulated API server and the controller share this loop.
-        sent, received, _ = await asyncio.to_thread(lab.ping_flood, "a", b_ip, 3000)
+        sent, received, _ = await asyncio.to_thread(lab.ping_flood, "a", b_ip, 2000)
         assert 0.26 <= 1 - received / sent <= 0.34
         await delete(kmock, "networkchaos", "lossy")
         sent, received, _ = await asyncio.to_thread(lab.ping_flood, "a", b_ip, 300)
