@@ -116,15 +116,19 @@ def test_loss_correlation_makes_runs_at_the_same_rate(lab, engine):
 def test_rule_past_its_deadline_stops_acting_by_itself(lab, datapath, capabilities):
     from kfault_agent import netfault
     lab.link("a", "b", "10.250.1")
-    # A lease long enough for a slow (emulated) machine to send its 100 datagrams in.
-    engine = netfault.NetFaultEngine(datapath, capabilities, lease_s=3.0)
+    # A long lease while the partition is shown to act (an emulated machine is slow to send),
+    # then a deadline moved to now: from there no userspace acts, only the kernel's check.
+    engine = netfault.NetFaultEngine(datapath, capabilities, lease_s=600.0)
     try:
         engine.apply(chaos("partition"), target(lab))
         _, got = lab.udp("a", "b", "10.250.1.2", 100, idle=0.5)
         assert got["received"] == []
-        time.sleep(3.2)   # no renew: nothing in userspace acts from here on
+        (placement,) = engine.active()
+        placement.lease_ns = 1
+        engine.renew()
         _, got = lab.udp("a", "b", "10.250.1.2", 100, idle=0.5)
         assert len(got["received"]) == 100
+        assert engine.active() == [placement]   # still in the maps: the kernel ignored it
     finally:
         engine.revoke_all()
 
