@@ -7,12 +7,9 @@ import contextlib
 import logging
 import os
 import platform
-import uuid
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute, netns as pyroute2_netns
-
-from . import layout
+from . import layout, topology
 
 log = logging.getLogger(__name__)
 
@@ -263,14 +260,9 @@ ACTION_NEEDS = {
 @contextlib.contextmanager
 def scratch_veth():
     """A veth pair in a throwaway namespace, to try qdiscs on without touching the node."""
-    name = f"kfault-probe-{uuid.uuid4().hex[:8]}"
-    pyroute2_netns.create(name)
-    try:
-        with IPRoute(netns=name, flags=0) as ipr:
-            ipr.link("add", ifname="probe0", kind="veth", peer="probe1")
-            yield ipr, ipr.link_lookup(ifname="probe0")[0]
-    finally:
-        pyroute2_netns.remove(name)
+    with topology.scratch_rtnl() as ipr:
+        ipr.link("add", ifname="probe0", kind="veth", peer="probe1")
+        yield ipr, ipr.link_lookup(ifname="probe0")[0]
 
 
 def _try_qdisc(ipr, ifindex, kind, **kwargs):

@@ -1,6 +1,9 @@
 """Targets: a network namespace (by name, path or PID), its veth interfaces and their peers."""
+import ctypes
 import ipaddress
 import os
+import socket
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -8,6 +11,9 @@ from pyroute2 import IPRoute
 
 NETNS_RUN_DIR = "/run/netns"
 NSID_NOT_ASSIGNED = 0xFFFFFFFF
+CLONE_NEWNET = 0x40000000
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class TargetNotFound(LookupError):
@@ -47,8 +53,54 @@ class NetTarget:
 
 
 def rtnl(netns):
-    """A netlink socket in `netns` (never creates a namespace)."""
-    return IPRoute(netns=netns.path, flags=0) if netns.path else IPRoute()
+    """An rtnetlink handle in `netns` (never creates a namespace)."""
+    if not netns.path:
+        return IPRoute()
+    return IPRoute(fileno=netlink_socket(netns.path).detach())
+
+
+def scratch_rtnl():
+    """An rtnetlink handle in a new, anonymous namespace that lives as long as the handle:
+    a place to try things without touching the node."""
+    return IPRoute(fileno=netlink_socket(None).detach())
+
+
+def netlink_socket(netns_path):
+    """A NETLINK_ROUTE socket made in the namespace at `netns_path` (None: in a new one).
+
+    A socket stays in the namespace it was made in, and setns()/unshare() of a network
+    namespace move only the calling thread: a throwaway thread moves and makes the socket.
+    (pyroute2's own netns= forks a child per socket, which from an agent running gRPC and bcc
+    threads is slow and can hang on a lock the fork copied held.)"""
+    made = {}
+
+    def make():
+        try:
+            if netns_path is None:
+                _check(_libc.unshare(CLONE_NEWNET), "unshare a network namespace")
+            else:
+                fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    _check(_libc.setns(fd, CLONE_NEWNET), f"enter the network namespace {netns_path}")
+                finally:
+                    os.close(fd)
+            made["socket"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                           socket.NETLINK_ROUTE)
+        except OSError as err:
+            made["error"] = err
+
+    thread = threading.Thread(target=make, name="kfault-netns")
+    thread.start()
+    thread.join()
+    if "error" in made:
+        raise made["error"]
+    return made["socket"]
+
+
+def _check(result, what):
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"can't {what}: {os.strerror(err)}")
 
 
 def host_netns():
