@@ -5,11 +5,11 @@ the holders (latency). Policy for a rule comes from io_rule_fields; the kernel o
 loader.IODatapath.
 """
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import glob_dfa, layout, policy
 from .holder import HolderProcess
-from .leases import DEFAULT_LEASE_S, LeasedPlacements, monotonic_ns
+from .leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from .loader import KernelUnsupported, io_support
 
 log = logging.getLogger(__name__)
@@ -32,19 +32,9 @@ def io_rule_fields(experiment):
 
 
 @dataclass
-class ActiveIO:
-    experiment: object
-    target: object
+class ActiveIO(Placement):
     slot: int
     holder: object = None
-    ends_at_ns: int = 0
-    deadline_ns: int = 0
-    lease_ns: int = 0            # how far each renewal pushes the deadline
-    started_ns: int = field(default_factory=monotonic_ns)
-
-    @property
-    def key(self):
-        return (self.experiment.key, self.target.name)
 
 
 class IOFaultEngine(LeasedPlacements):

@@ -7,6 +7,7 @@ kernel (_write_deadline) and how a placement is undone (_release).
 """
 import threading
 import time
+from dataclasses import dataclass, field
 
 DEFAULT_LEASE_S = 10.0
 
@@ -14,6 +15,21 @@ DEFAULT_LEASE_S = 10.0
 def monotonic_ns():
     """CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads: deadlines are comparable."""
     return time.monotonic_ns()
+
+
+@dataclass
+class Placement:
+    """One experiment on one target and its lease; engines add what they placed."""
+    experiment: object
+    target: object
+    lease_ns: int = field(default=0, kw_only=True)      # how far each renewal pushes the deadline
+    deadline_ns: int = field(default=0, kw_only=True)   # the deadline in the kernel right now
+    ends_at_ns: int = field(default=0, kw_only=True)    # the end of `duration`; 0 = until revoked
+    started_ns: int = field(default_factory=monotonic_ns, kw_only=True)
+
+    @property
+    def key(self):
+        return (self.experiment.key, self.target.name)
 
 
 class LeasedPlacements:

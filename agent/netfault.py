@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 
 from . import layout, policy
-from .leases import DEFAULT_LEASE_S, LeasedPlacements, monotonic_ns
+from .leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from .loader import KernelUnsupported, action_support
 from .tc import ClsactHooks, FqRoot
 
@@ -30,20 +30,10 @@ class ActiveRule:
 
 
 @dataclass
-class ActiveExperiment:
-    experiment: object
-    target: object
+class ActiveExperiment(Placement):
     rules: list
     links: list
     fq_links: list = field(default_factory=list)
-    ends_at_ns: int = 0          # the end of `duration`; 0 = until revoked
-    deadline_ns: int = 0         # the deadline in the kernel right now
-    lease_ns: int = 0            # how far each renewal pushes the deadline
-    started_ns: int = field(default_factory=monotonic_ns)
-
-    @property
-    def key(self):
-        return (self.experiment.key, self.target.name)
 
 
 class NetFaultEngine(LeasedPlacements):

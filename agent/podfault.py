@@ -11,9 +11,8 @@ import json
 import logging
 import os
 import signal
-from dataclasses import dataclass, field
 
-from .leases import DEFAULT_LEASE_S, LeasedPlacements, monotonic_ns
+from .leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 
 log = logging.getLogger(__name__)
 
@@ -134,20 +133,6 @@ def thaw_leftovers(state_file):
     os.unlink(state_file)
 
 
-@dataclass
-class ActivePodFault:
-    experiment: object
-    target: object
-    lease_ns: int
-    deadline_ns: int = 0
-    ends_at_ns: int = 0
-    started_ns: int = field(default_factory=monotonic_ns)
-
-    @property
-    def key(self):
-        return (self.experiment.key, self.target.name)
-
-
 class PodFaultEngine(LeasedPlacements):
     """PodChaos on cgroup targets. Nothing in the kernel enforces a freeze's lease: the
     agent's housekeeping revokes (thaws) a placement as soon as it lapses."""
@@ -169,7 +154,7 @@ class PodFaultEngine(LeasedPlacements):
             if experiment.action == "container-kill":
                 kill_cgroup(target.path)
                 return None
-            active = ActivePodFault(experiment, target, self._lease_for(lease_s))
+            active = Placement(experiment, target, lease_ns=self._lease_for(lease_s))
             self._start(active, experiment)
             self.guard.freeze(target.path)
             self._active[active.key] = active
