@@ -142,8 +142,11 @@ def load_documents(path):
     return docs
 
 
-def parse_experiment(doc):
-    """A document -> NetworkChaos. Raises InvalidSpec listing every problem found."""
+def parse_experiment(doc, peers_resolved=True):
+    """A document -> NetworkChaos, IOChaos or PodChaos. Raises InvalidSpec listing every
+    problem found. peers_resolved=False checks a resource as users write it, whose spec.target
+    pods the controller resolves to addresses; a node (agent or local runner) runs only
+    resolved ones."""
     errors = []
     if not isinstance(doc, dict):
         raise InvalidSpec([SpecError("document", doc, "a mapping with apiVersion, kind, metadata and spec")])
@@ -170,7 +173,7 @@ def parse_experiment(doc):
         return _io_chaos(metadata, spec, doc)
     if kind == "PodChaos":
         return _pod_chaos(metadata, spec, doc)
-    return _network_chaos(metadata, spec, doc)
+    return _network_chaos(metadata, spec, doc, peers_resolved)
 
 
 def _pod_chaos(metadata, spec, doc):
@@ -234,7 +237,7 @@ def _io_chaos(metadata, spec, doc):
         container_names=tuple(spec.get("containerNames", ())), duration_ns=duration, raw=doc)
 
 
-def _network_chaos(metadata, spec, doc):
+def _network_chaos(metadata, spec, doc, peers_resolved):
     errors = []
 
     def check(path, value, parse):
@@ -301,7 +304,7 @@ def _network_chaos(metadata, spec, doc):
             errors.append(SpecError(f"spec.externalTargets[{index}]", text,
                                     "an IP address or CIDR such as 10.0.0.7 or 10.0.0.0/24 (kfault does not "
                                     "resolve names)"))
-    if "target" in spec:
+    if "target" in spec and peers_resolved:
         errors.append(SpecError("spec.target", spec["target"], "spec.externalTargets here: pod selectors in "
                                 "spec.target are resolved by the kfault controller, not the local runner"))
 
