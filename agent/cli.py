@@ -13,13 +13,13 @@ EXIT_INVALID = 1
 EXIT_CANNOT = 2
 
 
-def _load_experiments(path, peers_resolved=True):
-    return [spec.parse_experiment(doc, peers_resolved) for doc in spec.load_documents(path)]
+def _load_experiments(path, for_node=True):
+    return [spec.parse_experiment(doc, for_node) for doc in spec.load_documents(path)]
 
 
 def cmd_validate(args):
     try:
-        experiments = _load_experiments(args.file, peers_resolved=False)
+        experiments = _load_experiments(args.file, for_node=False)
     except spec.InvalidSpec as err:
         for error in err.errors:
             print(f"{args.file}: {error}", file=sys.stderr)

@@ -142,11 +142,11 @@ def load_documents(path):
     return docs
 
 
-def parse_experiment(doc, peers_resolved=True):
+def parse_experiment(doc, for_node=True):
     """A document -> NetworkChaos, IOChaos or PodChaos. Raises InvalidSpec listing every
-    problem found. peers_resolved=False checks a resource as users write it, whose spec.target
-    pods the controller resolves to addresses; a node (agent or local runner) runs only
-    resolved ones."""
+    problem found. for_node=False checks a resource as users write it, whose spec.target pods
+    and spec.scheduler the controller resolves and repeats; a node (the agent, the local
+    runner) runs only what the controller made of them: one window, peers as addresses."""
     errors = []
     if not isinstance(doc, dict):
         raise InvalidSpec([SpecError("document", doc, "a mapping with apiVersion, kind, metadata and spec")])
@@ -169,11 +169,21 @@ def parse_experiment(doc, peers_resolved=True):
     errors += [SpecError(*e) for e in schema.validate_against_schema(spec, schema.KINDS[kind], "spec")]
     if errors:
         raise InvalidSpec(errors)
-    if kind == "IOChaos":
-        return _io_chaos(metadata, spec, doc)
-    if kind == "PodChaos":
-        return _pod_chaos(metadata, spec, doc)
-    return _network_chaos(metadata, spec, doc, peers_resolved)
+    if for_node and "scheduler" in spec:
+        errors.append(SpecError("spec.scheduler", spec["scheduler"], "no scheduler here: a node runs one window; "
+                                "kubectl apply the resource for repeated windows, or remove spec.scheduler"))
+    try:
+        if kind == "IOChaos":
+            experiment = _io_chaos(metadata, spec, doc)
+        elif kind == "PodChaos":
+            experiment = _pod_chaos(metadata, spec, doc)
+        else:
+            experiment = _network_chaos(metadata, spec, doc, for_node)
+    except InvalidSpec as err:
+        raise InvalidSpec(errors + err.errors) from None
+    if errors:
+        raise InvalidSpec(errors)
+    return experiment
 
 
 def _pod_chaos(metadata, spec, doc):
@@ -237,7 +247,7 @@ def _io_chaos(metadata, spec, doc):
         container_names=tuple(spec.get("containerNames", ())), duration_ns=duration, raw=doc)
 
 
-def _network_chaos(metadata, spec, doc, peers_resolved):
+def _network_chaos(metadata, spec, doc, for_node):
     errors = []
 
     def check(path, value, parse):
@@ -304,7 +314,7 @@ def _network_chaos(metadata, spec, doc, peers_resolved):
             errors.append(SpecError(f"spec.externalTargets[{index}]", text,
                                     "an IP address or CIDR such as 10.0.0.7 or 10.0.0.0/24 (kfault does not "
                                     "resolve names)"))
-    if "target" in spec and peers_resolved:
+    if "target" in spec and for_node:
         errors.append(SpecError("spec.target", spec["target"], "spec.externalTargets here: pod selectors in "
                                 "spec.target are resolved by the kfault controller, not the local runner"))
 

@@ -87,7 +87,7 @@ def test_every_example_validates_against_its_crd(path):
     for doc in spec.load_documents(path):
         crd_schema = crd_of(doc["kind"])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
         assert schema.validate_against_schema(doc, crd_schema, "") == []
-        spec.parse_experiment(doc, peers_resolved=False)   # and the checks a schema can't express
+        spec.parse_experiment(doc, for_node=False)   # and the checks a schema can't express
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "tests", "chaos_mesh", "*.yaml"))),
@@ -97,7 +97,7 @@ def test_chaos_mesh_documents_validate_after_changing_only_api_version(path):
     for doc in spec.load_documents(path):
         crd_schema = crd_of(doc["kind"])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
         assert schema.validate_against_schema(doc, crd_schema, "") == [], doc["metadata"]["name"]
-        spec.parse_experiment(doc, peers_resolved=False)
+        spec.parse_experiment(doc, for_node=False)
 
 
 @pytest.mark.skipif(not shutil.which("kubectl"), reason="needs kubectl (its built-in kustomize renders offline)")

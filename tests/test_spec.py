@@ -129,14 +129,16 @@ def test_unknown_target_is_refused_with_the_forms_allowed(tmp_path):
         assert out.returncode == 2 and words in out.stderr, out.stderr
 
 
-def test_target_pods_are_for_the_controller_not_a_node(tmp_path):
+def test_target_pods_and_windows_are_for_the_controller_not_a_node(tmp_path):
     doc = tmp_path / "cut.yaml"
     doc.write_text("apiVersion: kfault.dev/v1alpha1\nkind: NetworkChaos\nmetadata: {name: cut}\n"
                    "spec: {action: partition, mode: all, selector: {labelSelectors: {app: web}},\n"
-                   "       target: {mode: all, selector: {labelSelectors: {app: db}}}}\n")
+                   "       target: {mode: all, selector: {labelSelectors: {app: db}}},\n"
+                   "       scheduler: {cron: '@every 2m'}, duration: 30s}\n")
     out = subprocess.run([sys.executable, "-m", "kfault_agent.cli", "validate", "-f", str(doc)],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "is valid" in out.stdout, out.stderr
     out = subprocess.run([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
                           "--target", "netns:kfault-no-such-ns"], capture_output=True, text=True)
     assert out.returncode == 1 and "spec.target" in out.stderr and "spec.externalTargets" in out.stderr
+    assert "spec.scheduler" in out.stderr and "one window" in out.stderr
