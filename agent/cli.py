@@ -70,20 +70,31 @@ def _format_io_counters(engine, active, elapsed):
             (f"  injected delay {delay_ns / 1e9:.1f}s" if delay_ns else "")]
 
 
+def _format_pod_state(engine, active, elapsed):
+    from . import podfault
+    state = "frozen" if podfault.is_frozen(active.target.path) else "freezing"
+    return [f"{elapsed:6.1f}s  {active.experiment.key} {active.experiment.action} {active.target.path} {state}"]
+
+
 def _open_engine(kind, target_text, experiments, lease):
-    """(engine, target, datapath, counter formatter, what the target is) for one kind."""
-    from . import iofault, loader, netfault, topology
+    """(engine, target, what closes it, counter formatter, what the target is) for one kind."""
+    from . import iofault, loader, netfault, podfault, topology
+    if kind == "PodChaos":
+        target = topology.resolve_cgroup_target(target_text)
+        engine = podfault.PodFaultEngine(lease_s=lease)
+        return engine, target, engine.close, _format_pod_state, f"cgroup {target.path}"
     if kind == "IOChaos":
         target = topology.resolve_cgroup_target(target_text)
         datapath, caps = loader.probe_io()
         if datapath is None:
             raise loader.KernelUnsupported(caps["io-tracepoints"].reason)
-        return (iofault.IOFaultEngine(datapath, caps, lease_s=lease), target, datapath, _format_io_counters,
+        return (iofault.IOFaultEngine(datapath, caps, lease_s=lease), target, datapath.close, _format_io_counters,
                 f"cgroup {target.path}")
     target = topology.resolve_net_target(target_text, experiments[0].device)
     datapath = loader.NetDatapath()
     engine = netfault.NetFaultEngine(datapath, loader.probe_capabilities(), lease_s=lease)
-    return engine, target, datapath, _format_counters, ", ".join(i.inside.ifname for i in target.interfaces)
+    return (engine, target, datapath.close, _format_counters,
+            ", ".join(i.inside.ifname for i in target.interfaces))
 
 
 def cmd_run(args):
@@ -105,7 +116,7 @@ def cmd_run(args):
         return EXIT_INVALID
 
     try:
-        engine, target, datapath, format_counters, where = _open_engine(kinds.pop(), args.target, experiments,
+        engine, target, close, format_counters, where = _open_engine(kinds.pop(), args.target, experiments,
                                                                         args.lease)
     except (topology.TargetNotFound, loader.KernelUnsupported) as err:
         print(f"kfault: {err}", file=sys.stderr)
@@ -122,7 +133,7 @@ def cmd_run(args):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         if args.metrics_port:
-            metrics.serve(engine, args.metrics_port)
+            metrics.serve([engine], args.metrics_port)
         started = time.monotonic()
         for experiment in experiments:
             if duration_ns:
@@ -143,7 +154,7 @@ def cmd_run(args):
         return EXIT_CANNOT
     finally:
         engine.revoke_all()
-        datapath.close()
+        close()
     print("kfault: all faults removed; targets restored", flush=True)
     return 0
 
@@ -187,10 +198,8 @@ def cmd_agent(args):
         return EXIT_INVALID
     service = server.AgentService(engines, caps, node_name=args.node, require_common_name=common_name)
     grpc_server, port = server.serve(service, args.listen, credentials)
-    for engine in engines.values():
-        if args.metrics_port:
-            metrics.serve(engine, args.metrics_port)
-            break
+    if args.metrics_port:
+        metrics.serve(engines.values(), args.metrics_port)
     print(f"kfault agent: serving {server.VERSION} on {args.listen.rsplit(':', 1)[0]}:{port} "
           f"({'mTLS' if credentials else 'insecure'}); {', '.join(engines) or 'nothing'} available", flush=True)
     stop = threading.Event()
@@ -215,7 +224,7 @@ def build_parser():
     p = sub.add_parser("run", help="inject an experiment on a local target until it ends")
     p.add_argument("-f", "--file", required=True)
     p.add_argument("--target", required=True,
-                   help="NetworkChaos: netns:NAME, netns:/path or pid:PID; IOChaos: cgroup:/dir or pid:PID")
+                   help="NetworkChaos: netns:NAME, netns:/path or pid:PID; IOChaos, PodChaos: cgroup:/dir or pid:PID")
     p.add_argument("--duration", help="overrides spec.duration, e.g. 30s")
     p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
     p.add_argument("--lease", type=float, default=10.0,

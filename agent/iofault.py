@@ -90,6 +90,13 @@ class IOFaultEngine(LeasedPlacements):
                  for method, bit in METHOD_BITS.items() if method in active.experiment.methods}
         return calls, sum(c.delay_ns for c in per_cpu)
 
+    def counter_rows(self, experiment_key):
+        """(target, method, outcome, calls) for each placement of the experiment."""
+        return [(active.target.name, method, outcome, count)
+                for active in self.active() if active.experiment.key == experiment_key
+                for method, outcomes in self.counters(active)[0].items()
+                for outcome, count in outcomes.items()]
+
     # ---- internals ---------------------------------------------------------------------
 
     def _write_deadline(self, active):

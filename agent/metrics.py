@@ -52,14 +52,40 @@ class IOFaultCollector:
         yield from (calls, delay)
 
 
+POD_LABELS = ["experiment", "target", "action"]
+
+
+class PodFaultCollector:
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        faults = CounterMetricFamily("kfault_pod_faults", "PodChaos faults injected: cgroups frozen, containers killed.",
+                                     labels=POD_LABELS)
+        for (key, target, action), count in self.engine.injected().items():
+            faults.add_metric([key, target, action], count)
+        frozen = GaugeMetricFamily("kfault_pods_frozen", "Cgroups frozen by pod-failure right now.",
+                                   labels=POD_LABELS)
+        for active in self.engine.active():
+            frozen.add_metric([active.experiment.key, active.target.name, active.experiment.action], 1)
+        yield from (faults, frozen)
+
+
 def collector_for(engine):
     from .iofault import IOFaultEngine
-    return IOFaultCollector(engine) if isinstance(engine, IOFaultEngine) else NetFaultCollector(engine)
+    from .netfault import NetFaultEngine
+    from .podfault import PodFaultEngine
+    for engine_type, collector in ((NetFaultEngine, NetFaultCollector), (IOFaultEngine, IOFaultCollector),
+                                   (PodFaultEngine, PodFaultCollector)):
+        if isinstance(engine, engine_type):
+            return collector(engine)
+    raise TypeError(f"no metrics for {type(engine).__name__}")
 
 
-def serve(engine, port, registry=None):
+def serve(engines, port, registry=None):
+    """One /metrics on `port` for every engine."""
     from prometheus_client import REGISTRY, start_http_server
     registry = registry or REGISTRY
-    registry.register(collector_for(engine))
+    for engine in engines:
+        registry.register(collector_for(engine))
     return start_http_server(port, registry=registry)
-

@@ -114,6 +114,13 @@ class NetFaultEngine(LeasedPlacements):
                 for outcome, index in layout.OUTCOMES.items()}
         return result
 
+    def counter_rows(self, experiment_key):
+        """(target, direction, outcome, packets) for each placement of the experiment."""
+        return [(active.target.name, direction, outcome, packets)
+                for active in self.active() if active.experiment.key == experiment_key
+                for direction, outcomes in self.counters(active).items()
+                for outcome, (packets, _) in outcomes.items()]
+
     # ---- internals ---------------------------------------------------------------------
 
     def _write_deadline(self, active):

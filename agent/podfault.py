@@ -7,6 +7,7 @@ a guard, a child process of the agent that thaws everything still frozen when th
 (PR_SET_PDEATHSIG) or when a lease lapses unrenewed. An agent that starts thaws what a
 previous one left in its state file.
 """
+import collections
 import json
 import logging
 import os
@@ -140,6 +141,13 @@ class PodFaultEngine(LeasedPlacements):
     def __init__(self, lease_s=DEFAULT_LEASE_S, guard=None):
         super().__init__(lease_s)
         self.guard = guard or ThawGuard()
+        self._injected = collections.Counter()   # (experiment key, target name, action) -> faults
+
+    def injected(self):
+        """{(experiment key, target name, action): faults injected}: freezes and kills, which
+        outlive their placements (a kill has none)."""
+        with self._lock:
+            return dict(self._injected)
 
     def check_supported(self, experiment):
         if experiment.action == "pod-kill":
@@ -153,15 +161,18 @@ class PodFaultEngine(LeasedPlacements):
                 return existing
             if experiment.action == "container-kill":
                 kill_cgroup(target.path)
+                self._injected[(experiment.key, target.name, experiment.action)] += 1
                 return None
             active = Placement(experiment, target, lease_ns=self._lease_for(lease_s))
             self._start(active, experiment)
             self.guard.freeze(target.path)
             self._active[active.key] = active
+            self._injected[(experiment.key, target.name, experiment.action)] += 1
             return active
 
-    def counters(self, active):
-        return {}
+    def counter_rows(self, experiment_key):
+        return [(target, action, "injected", count)
+                for (key, target, action), count in self.injected().items() if key == experiment_key]
 
     def _release(self, active):
         self.guard.thaw(active.target.path)

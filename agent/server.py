@@ -109,20 +109,10 @@ class AgentService(pb_grpc.AgentServicer):
 
     def Counters(self, request, context):
         self._authorize(context)
-        counters = []
-        for kind, engine in self.engines.items():
-            for active in engine.active():
-                if active.experiment.key != request.experiment:
-                    continue
-                if kind == "IOChaos":
-                    by_method, _ = engine.counters(active)
-                    counters += [pb.Counter(target=active.target.name, scope=method, outcome=outcome, count=count)
-                                 for method, outcomes in by_method.items() for outcome, count in outcomes.items()]
-                else:
-                    counters += [pb.Counter(target=active.target.name, scope=direction, outcome=outcome, count=packets)
-                                 for direction, outcomes in engine.counters(active).items()
-                                 for outcome, (packets, _) in outcomes.items()]
-        return pb.CountersResponse(counters=counters)
+        return pb.CountersResponse(counters=[
+            pb.Counter(target=target, scope=scope, outcome=outcome, count=count)
+            for engine in self.engines.values()
+            for target, scope, outcome, count in engine.counter_rows(request.experiment)])
 
     def Health(self, request, context):
         return pb.HealthResponse(serving=True, version=VERSION)

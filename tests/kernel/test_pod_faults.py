@@ -99,3 +99,52 @@ def test_container_kill_kills_the_containers_processes(cgroup_with_a_counter, tm
         assert proc.wait(timeout=5) == -signal.SIGKILL
     finally:
         engine.close()
+
+
+def test_faults_are_counted_for_prometheus_and_the_controller(cgroup_with_a_counter, tmp_path):
+    from prometheus_client import CollectorRegistry, generate_latest
+    from kfault_agent.metrics import collector_for
+    path, _, proc = cgroup_with_a_counter
+    engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(str(tmp_path / "frozen.json")))
+    registry = CollectorRegistry()
+    registry.register(collector_for(engine))
+    try:
+        engine.apply(pod_chaos(), topology.CgroupTarget("pod", path))
+        labels = {"experiment": "default/freeze", "target": "pod", "action": "pod-failure"}
+        assert registry.get_sample_value("kfault_pods_frozen", labels) == 1
+        engine.revoke("default/freeze", "pod")
+        engine.apply(pod_chaos(), topology.CgroupTarget("pod", path))
+        engine.revoke("default/freeze", "pod")
+        assert registry.get_sample_value("kfault_pod_faults_total", labels) == 2
+        assert registry.get_sample_value("kfault_pods_frozen", labels) is None
+        assert engine.counter_rows("default/freeze") == [("pod", "pod-failure", "injected", 2)]
+        assert_promtool_accepts(generate_latest(registry).decode())
+    finally:
+        engine.close()
+
+
+def assert_promtool_accepts(text):
+    import shutil
+    if not shutil.which("promtool"):
+        pytest.skip("promtool is not installed (Debian: prometheus)")
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_local_runner_freezes_for_the_duration_then_thaws(cgroup_with_a_counter, tmp_path):
+    path, counter, _ = cgroup_with_a_counter
+    doc = tmp_path / "freeze.yaml"
+    doc.write_text(f"apiVersion: {spec.API_VERSION}\nkind: PodChaos\nmetadata: {{name: freeze}}\n"
+                   "spec: {action: pod-failure, duration: 5s}\n")
+    runner = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
+                               "--target", f"cgroup:{path}"], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "KFAULT_FROZEN_STATE": str(tmp_path / "frozen.json")})
+    try:
+        assert "injecting" in runner.stdout.readline()
+        assert podfault.is_frozen(path) and progress(counter) == 0
+        assert runner.wait(timeout=60) == 0
+        assert "all faults removed" in runner.stdout.read()
+        assert not podfault.is_frozen(path) and progress(counter, 1.0) >= 2
+    finally:
+        runner.kill()
+        runner.wait()
