@@ -100,6 +100,7 @@ def main():
             rows.append(("delay, bandwidth", f"refused on this kernel: {reason}"))
 
         rows.append(io_latency(lab))
+        rows.append(pod_failure(lab))
 
         print("\n   asked             measured by the victim")
         for asked, measured in rows:
@@ -146,6 +147,44 @@ def io_latency(lab):
         for name in os.listdir(workdir):
             os.unlink(os.path.join(workdir, name))
         os.rmdir(workdir)
+
+
+def pod_failure(lab):
+    """PodChaos pod-failure on a process counting in its own cgroup: frozen, then thawed."""
+    from .podfault import kill_cgroup
+    from .topology import cgroup2_mount
+    cgroup = os.path.join(cgroup2_mount(), f"{lab.prefix}-frozen")
+    os.mkdir(cgroup)
+    counter = tempfile.NamedTemporaryFile("w", prefix="kfault-demo-", delete=False).name
+    victim = subprocess.Popen(["sh", "-c", f"echo $$ > {cgroup}/cgroup.procs; i=0; "
+                               f"while true; do i=$((i+1)); echo $i > {counter}; sleep 0.01; done"])
+    doc = {"apiVersion": "kfault.dev/v1alpha1", "kind": "PodChaos", "metadata": {"name": "freeze"},
+           "spec": {"action": "pod-failure"}}
+
+    def ticks(seconds=1.0):
+        def read():
+            with open(counter, encoding="ascii") as handle:
+                return int(handle.read().strip() or 0)
+        before = read()
+        time.sleep(seconds)
+        return read() - before
+
+    print(f"== PodChaos pod-failure on cgroup {cgroup}, where a process counts every 10 ms")
+    try:
+        time.sleep(0.3)
+        frozen = run_with_fault(lab, doc, ticks, target=f"cgroup:{cgroup}", metric="kfault_pod")
+        thawed = ticks()
+        return ("pod-failure", f"counted {frozen} times in 1 s frozen; {thawed} in 1 s after the thaw")
+    finally:
+        kill_cgroup(cgroup)           # the shell and its sleep
+        victim.wait()
+        for _ in range(100):          # the kernel empties a killed cgroup a moment later
+            try:
+                os.rmdir(cgroup)
+                break
+            except OSError:
+                time.sleep(0.05)
+        os.unlink(counter)
 
 
 if __name__ == "__main__":
