@@ -160,19 +160,19 @@ def cmd_run(args):
 
 
 def cmd_cleanup(args):
-    from . import tc, topology
-    removed = 0
-    for netns in topology.candidate_peer_namespaces():
-        removed += tc.remove_stale_filters(netns)
-    print(f"kfault: removed {removed} stale kfault filter(s)")
+    from . import tc
+    print(f"kfault: removed {tc.remove_stale_filters()} stale kfault filter(s)")
     return 0
 
 
 def cmd_agent(args):
     """The node agent: both datapaths loaded once, the gRPC API for the controller, metrics."""
     import os
-    from . import iofault, loader, metrics, netfault, podfault, server
+    from . import iofault, loader, metrics, netfault, podfault, server, tc
     engines, caps = {}, {}
+    stale = tc.remove_stale_filters()
+    if stale:
+        print(f"kfault agent: removed {stale} filter(s) an agent that died had left", file=sys.stderr)
     try:
         net = loader.NetDatapath()
         caps.update(loader.probe_capabilities())

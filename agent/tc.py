@@ -1,8 +1,9 @@
 """tc clsact attachment with pyroute2: add our filters, and leave each interface as we found it."""
 import logging
+import os
 from dataclasses import dataclass, field
 
-from .topology import rtnl
+from .topology import candidate_peer_namespaces, rtnl
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +18,27 @@ def _filters(ipr, ifindex, hook):
 
 def _filter_name(msg):
     return msg.get_nested("TCA_OPTIONS", "TCA_BPF_NAME") or ""
+
+
+def _our_filter_name(program):
+    """kfault_<program>@<pid>: the owner's pid tells a live agent's filters from a dead one's."""
+    return f"{FILTER_PREFIX}{program}@{os.getpid()}"
+
+
+def _is_stale(name):
+    """A kfault filter whose owner is gone (or that names none)."""
+    if not name.startswith(FILTER_PREFIX):
+        return False
+    _, _, pid = name.rpartition("@")
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
 
 
 def _has_clsact(ipr, ifindex):
@@ -43,7 +65,7 @@ class ClsactHooks:
                 for hook, (fd, name) in programs.items():
                     taken = {f["info"] >> 16 for f in _filters(ipr, link.ifindex, hook)}
                     prio = min(set(range(1, len(taken) + 2)) - taken)
-                    ipr.tc("add-filter", "bpf", link.ifindex, ":1", fd=fd, name=FILTER_PREFIX + name,
+                    ipr.tc("add-filter", "bpf", link.ifindex, ":1", fd=fd, name=_our_filter_name(name),
                            parent=PARENTS[hook], classid=1, direct_action=True, prio=prio, protocol=ETH_P_ALL)
                     ours = [f for f in _filters(ipr, link.ifindex, hook) if f["info"] >> 16 == prio]
                     hooks.filters[hook] = (ours[0]["handle"], ours[0]["info"])
@@ -69,20 +91,31 @@ class ClsactHooks:
                 ipr.tc("del", "clsact", self.link.ifindex)
 
 
-def remove_stale_filters(netns):
-    """Delete kfault filters a killed agent left behind (their rules have expired already)."""
+def remove_stale_filters():
+    """Delete the filters of kfault processes that are gone, in every namespace a target's
+    veth peer can be in. Their rules have expired already; this takes away the lookup."""
     removed = 0
-    with rtnl(netns) as ipr:
-        for link in ipr.get_links():
-            for hook, parent in PARENTS.items():
-                try:
-                    filters = _filters(ipr, link["index"], hook)
-                except Exception:  # no clsact here
-                    continue
-                for f in filters:
-                    if _filter_name(f).startswith(FILTER_PREFIX):
-                        ipr.tc("del-filter", index=link["index"], handle=f["handle"], parent=parent, info=f["info"])
-                        removed += 1
+    for netns in candidate_peer_namespaces():
+        try:
+            with rtnl(netns) as ipr:
+                removed += _remove_stale_filters(ipr)
+        except OSError as err:   # a namespace going away as we look
+            log.info("stale filters in %s: %s", netns, err)
+    return removed
+
+
+def _remove_stale_filters(ipr):
+    removed = 0
+    for link in ipr.get_links():
+        for hook, parent in PARENTS.items():
+            try:
+                filters = _filters(ipr, link["index"], hook)
+            except Exception:  # noqa: BLE001 - no clsact here
+                continue
+            for f in filters:
+                if _is_stale(_filter_name(f)):
+                    ipr.tc("del-filter", index=link["index"], handle=f["handle"], parent=parent, info=f["info"])
+                    removed += 1
     return removed
 
 

@@ -145,15 +145,24 @@ def test_killed_runner_leaves_no_fault_after_its_lease(lab, tmp_path):
         assert "injecting" in runner.stdout.readline()
         _, got = lab.udp("a", "b", "10.250.1.2", 100, idle=0.5)
         assert got["received"] == []
+        cleanup()   # a live runner's filters are not stale
+        assert "kfault_" in "".join(lab.tc_state().values())
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait()
         killed = time.monotonic()
         time.sleep(max(0.0, killed + 2.2 - time.monotonic()))
         _, got = lab.udp("a", "b", "10.250.1.2", 100, idle=0.5)
         assert len(got["received"]) == 100
+        cleanup()   # the dead runner's are: the lookup goes too
+        assert "kfault_" not in "".join(lab.tc_state().values())
     finally:
         runner.kill()
-        subprocess.run([sys.executable, "-m", "kfault_agent.cli", "cleanup"], capture_output=True)
+        cleanup()
+
+
+def cleanup():
+    out = subprocess.run([sys.executable, "-m", "kfault_agent.cli", "cleanup"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_removal_restores_interfaces_exactly(lab, engine):
