@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from . import layout, policy
 from .leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from .loader import KernelUnsupported, action_support
-from .tc import ClsactHooks, FqRoot
+from .tc import ClsactHooks, FqRoot, InterfaceGone
+from .topology import NetnsGone
 
 log = logging.getLogger(__name__)
 # An interface's hook -> the program attached there (see bpf/netfault.c).
@@ -142,7 +143,11 @@ class NetFaultEngine(LeasedPlacements):
         for key in keys:
             held[key][1] -= 1
             if held[key][1] == 0:
-                release(held.pop(key)[0])
+                thing = held.pop(key)[0]
+                try:
+                    release(thing)
+                except (NetnsGone, InterfaceGone) as err:
+                    log.info("nothing to undo on %s: %s", thing.link.ifname, err)
         keys.clear()
 
     def _hold_hooks(self, link, programs, active):

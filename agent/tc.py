@@ -1,7 +1,11 @@
 """tc clsact attachment with pyroute2: add our filters, and leave each interface as we found it."""
+import contextlib
+import errno
 import logging
 import os
 from dataclasses import dataclass, field
+
+from pyroute2 import NetlinkError
 
 from .topology import candidate_peer_namespaces, rtnl
 
@@ -10,6 +14,22 @@ log = logging.getLogger(__name__)
 PARENTS = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
 FILTER_PREFIX = "kfault_"
 ETH_P_ALL = 0x0003
+
+
+class InterfaceGone(LookupError):
+    """The interface was deleted (its filters and qdiscs with it): nothing left to undo."""
+
+
+@contextlib.contextmanager
+def _undoing_on(link):
+    """An rtnetlink handle to undo something on `link`; a deleted link is InterfaceGone."""
+    try:
+        with rtnl(link.netns) as ipr:
+            yield ipr
+    except NetlinkError as err:
+        if err.code == errno.ENODEV:
+            raise InterfaceGone(f"{link.ifname} (index {link.ifindex}) was deleted") from None
+        raise
 
 
 def _filters(ipr, ifindex, hook):
@@ -75,7 +95,7 @@ class ClsactHooks:
         return hooks
 
     def detach(self):
-        with rtnl(self.link.netns) as ipr:
+        with _undoing_on(self.link) as ipr:
             self._remove(ipr)
 
     def _remove(self, ipr):
@@ -151,6 +171,6 @@ class FqRoot:
 
     def release(self):
         if self.installed:
-            with rtnl(self.link.netns) as ipr:
+            with _undoing_on(self.link) as ipr:
                 ipr.tc("del", "fq", self.link.ifindex, 0x10000)
             self.installed = False

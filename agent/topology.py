@@ -4,7 +4,7 @@ import ipaddress
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from pyroute2 import IPRoute
@@ -20,10 +20,15 @@ class TargetNotFound(LookupError):
     pass
 
 
+class NetnsGone(TargetNotFound):
+    """The namespace no longer exists: nothing in it is left to undo."""
+
+
 @dataclass(frozen=True)
 class Netns:
-    """A network namespace; path None is the agent's own (the node's)."""
-    path: Optional[str]
+    """A network namespace, known by its inode; `path` opened it when it was found (None: the
+    agent's own, the node's)."""
+    path: Optional[str] = field(compare=False)
     inode: int
 
     def __str__(self):
@@ -56,7 +61,27 @@ def rtnl(netns):
     """An rtnetlink handle in `netns` (never creates a namespace)."""
     if not netns.path:
         return IPRoute()
-    return IPRoute(fileno=netlink_socket(netns.path).detach())
+    return IPRoute(fileno=netlink_socket(live_path(netns)).detach())
+
+
+def live_path(netns):
+    """A path that opens `netns` now. A pid target's /proc/PID/ns/net goes with that process
+    while the namespace may live on (a pod's other processes hold it, or a restarted
+    container): then a name under /run/netns or any process still in it will do."""
+    for path in _paths_to_try(netns):
+        try:
+            if os.stat(path).st_ino == netns.inode:
+                return path
+        except OSError:
+            continue
+    raise NetnsGone(f"network namespace {netns} (inode {netns.inode}) is gone")
+
+
+def _paths_to_try(netns):
+    yield netns.path
+    if os.path.isdir(NETNS_RUN_DIR):
+        yield from (os.path.join(NETNS_RUN_DIR, name) for name in os.listdir(NETNS_RUN_DIR))
+    yield from (f"/proc/{pid}/ns/net" for pid in os.listdir("/proc") if pid.isdigit())
 
 
 def scratch_rtnl():

@@ -165,6 +165,33 @@ def cleanup():
     assert out.returncode == 0, out.stderr
 
 
+def test_revoke_outlives_the_target_process_and_its_namespace(lab, engine):
+    lab.link("a", "b", "10.250.1")
+    before = lab.tc_state()
+    inode = os.stat(f"/run/netns/{lab.ns('a')}").st_ino
+    proc = subprocess.Popen(["ip", "netns", "exec", lab.ns("a"), "sleep", "600"])
+    try:
+        for _ in range(100):
+            try:
+                if os.stat(f"/proc/{proc.pid}/ns/net").st_ino == inode:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.02)
+        engine.apply(chaos("partition"), topology.resolve_net_target(f"pid:{proc.pid}"))
+    finally:
+        proc.kill()
+        proc.wait()
+    # The process that named the namespace is gone; the namespace (named by the lab) is not.
+    engine.revoke_all()
+    assert lab.tc_state() == before
+    # A namespace deleted under a placement: the revoke has nothing left to undo, and says so.
+    engine.apply(chaos("partition"), target(lab))
+    subprocess.run(["ip", "netns", "del", lab.ns("a")], check=True)
+    engine.revoke_all()
+    assert engine.active() == []
+
+
 def test_removal_restores_interfaces_exactly(lab, engine):
     lab.link("a", "b", "10.250.1")
     # A clsact with someone else's filter on the peer side must survive untouched.
