@@ -162,9 +162,14 @@ def pod_failure(lab):
            "spec": {"action": "pod-failure"}}
 
     def ticks(seconds=1.0):
-        def read():
-            with open(counter, encoding="ascii") as handle:
-                return int(handle.read().strip() or 0)
+        def read():   # `echo > file` truncates before it writes: an empty read is retried
+            for _ in range(100):
+                with open(counter, encoding="ascii") as handle:
+                    text = handle.read().strip()
+                if text:
+                    return int(text)
+                time.sleep(0.005)
+            return 0
         before = read()
         time.sleep(seconds)
         return read() - before

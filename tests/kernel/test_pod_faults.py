@@ -39,9 +39,19 @@ def cgroup_with_a_counter(tmp_path):
 
 
 def progress(counter, seconds=0.4):
-    before = int(counter.read_text() or 0)
+    before = count(counter)
     time.sleep(seconds)
-    return int(counter.read_text() or 0) - before
+    return count(counter) - before
+
+
+def count(counter):
+    """The counter's value; `echo > file` truncates before it writes, so an empty read retries."""
+    for _ in range(100):
+        text = counter.read_text().strip()
+        if text:
+            return int(text)
+        time.sleep(0.005)
+    raise AssertionError(f"{counter} stays empty")
 
 
 def test_pod_failure_freezes_and_recovery_thaws(cgroup_with_a_counter, tmp_path):
