@@ -22,6 +22,8 @@ import select
 import signal
 import time
 
+from . import children
+
 log = logging.getLogger(__name__)
 
 PTRACE_CONT = 7
@@ -32,7 +34,6 @@ PTRACE_O_TRACEFORK = 0x2
 PTRACE_O_TRACEVFORK = 0x4
 PTRACE_EVENT_STOP = 128
 WALL = 0x40000000
-PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 # Default action "ignore": if the holder dies mid-hold, delivering one changes nothing.
 HOLD_SIGNALS = (signal.SIGURG, signal.SIGWINCH)
@@ -218,24 +219,9 @@ class HolderProcess:
     """A Holder in a forked child of the agent, which dies with the agent."""
 
     def __init__(self, cgroup_dir, holds, traced):
-        read_fd, self._write_fd = os.pipe()
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:   # the holder
-            code = 0
-            try:
-                os.close(self._write_fd)
-                _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-                if os.getppid() != parent:
-                    os._exit(0)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                Holder(cgroup_dir, holds, traced, read_fd).run()
-            except BaseException:  # noqa: BLE001 - a forked child must never return
-                log.exception("holder for %s failed", cgroup_dir)
-                code = 1
-            os._exit(code)
-        os.close(read_fd)
-        self.pid = pid
+        self.pid, self._write_fd = children.spawn(
+            lambda read_fd: Holder(cgroup_dir, holds, traced, read_fd).run(), signal.SIGKILL,
+            f"holder for {cgroup_dir}")
 
     def stop(self):
         """Resume every held thread and detach (the tracer's exit detaches its tracees)."""

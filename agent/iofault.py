@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from . import glob_dfa, layout, policy
 from .holder import HolderProcess
 from .leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
-from .loader import KernelUnsupported, io_support
+from .loader import KernelUnsupported, io_support, update_slot, write_slot
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,9 @@ class IOFaultEngine(LeasedPlacements):
             try:
                 self._write_dfa(active.slot, dfa)
                 self.datapath.cgroups[active.slot] = target.path
-                self._reset_counters(active.slot)
-                self._write_rule(active.slot, io_rule_fields(experiment), active.deadline_ns)
+                write_slot(self.datapath.counters, active.slot, {})
+                write_slot(self.datapath.rules, active.slot,
+                           {**io_rule_fields(experiment), "deadline_ns": active.deadline_ns})
                 if experiment.action == "latency":
                     active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced)
                 self.datapath.attach()
@@ -100,9 +101,7 @@ class IOFaultEngine(LeasedPlacements):
     # ---- internals ---------------------------------------------------------------------
 
     def _write_deadline(self, active):
-        leaf = self.datapath.rules[active.slot]
-        leaf.deadline_ns = active.deadline_ns
-        self.datapath.rules[active.slot] = leaf
+        update_slot(self.datapath.rules, active.slot, deadline_ns=active.deadline_ns)
 
     def _set_armed(self, slot, on):
         key = self.datapath.armed.Key(0)
@@ -137,17 +136,6 @@ class IOFaultEngine(LeasedPlacements):
                     self.datapath.fds.pop(key, None)
                 else:
                     self.datapath.fds[key] = self.datapath.fds.Leaf(mask.value & ~bit)
-
-    def _reset_counters(self, slot):
-        table = self.datapath.counters
-        table[table.Key(slot)] = table.Leaf()
-
-    def _write_rule(self, slot, fields, deadline_ns):
-        leaf = self.datapath.rules.Leaf()
-        for name, value in fields.items():
-            setattr(leaf, name, value)
-        leaf.deadline_ns = deadline_ns
-        self.datapath.rules[self.datapath.rules.Key(slot)] = leaf
 
     def _write_dfa(self, slot, dfa):
         """The states the DFA uses; transitions never lead to the slots it doesn't."""

@@ -16,6 +16,23 @@ log = logging.getLogger(__name__)
 NET_PROGRAMS = ("ingress_to", "ingress_from", "egress_to", "egress_from")
 
 
+def write_slot(table, slot, fields):
+    """Write one slot of a BPF array map: the given fields, the others zero."""
+    leaf = table.Leaf()
+    for name, value in fields.items():
+        setattr(leaf, name, value)
+    table[table.Key(slot)] = leaf
+
+
+def update_slot(table, slot, **fields):
+    """Change some fields of one slot of a BPF array map, keeping the others."""
+    key = table.Key(slot)
+    leaf = table[key]
+    for name, value in fields.items():
+        setattr(leaf, name, value)
+    table[key] = leaf
+
+
 class KernelUnsupported(RuntimeError):
     """The node's kernel lacks what is needed; the message names the missing feature."""
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from . import layout, policy
 from .leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
-from .loader import KernelUnsupported, action_support
+from .loader import KernelUnsupported, action_support, update_slot, write_slot
 from .tc import ClsactHooks, FqRoot, InterfaceGone
 from .topology import NetnsGone
 
@@ -97,7 +97,7 @@ class NetFaultEngine(LeasedPlacements):
             fields = policy.rule_fields(experiment)
             for rule in rules:
                 self._reset_slot(rule.slot)
-                self._write_rule(rule.slot, fields, active.deadline_ns)
+                write_slot(self.datapath.rules, rule.slot, {**fields, "deadline_ns": active.deadline_ns})
             self._write_entries(entries)
             self._active[active.key] = active
             log.info("applied %s on %s: slots %s", experiment.key, target.name, [r.slot for r in rules])
@@ -126,9 +126,7 @@ class NetFaultEngine(LeasedPlacements):
 
     def _write_deadline(self, active):
         for rule in active.rules:
-            leaf = self.datapath.rules[rule.slot]
-            leaf.deadline_ns = active.deadline_ns
-            self.datapath.rules[rule.slot] = leaf
+            update_slot(self.datapath.rules, rule.slot, deadline_ns=active.deadline_ns)
 
     def _hold(self, held, link, make, keys):
         """Share one kernel object per interface among experiments, counting its users."""
@@ -171,14 +169,7 @@ class NetFaultEngine(LeasedPlacements):
 
     def _reset_slot(self, slot):
         for table in (self.datapath.counters, self.datapath.rule_state, self.datapath.departures):
-            table[table.Key(slot)] = table.Leaf()
-
-    def _write_rule(self, slot, fields, deadline_ns):
-        leaf = self.datapath.rules.Leaf()
-        for name, value in fields.items():
-            setattr(leaf, name, value)
-        leaf.deadline_ns = deadline_ns
-        self.datapath.rules[self.datapath.rules.Key(slot)] = leaf
+            write_slot(table, slot, {})
 
     def _peer_key(self, entry_key):
         direction, local, network = entry_key

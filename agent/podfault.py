@@ -13,12 +13,12 @@ import logging
 import os
 import signal
 
+from . import children
 from .leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = os.environ.get("KFAULT_FROZEN_STATE", "/run/kfault/frozen.json")
-PR_SET_PDEATHSIG = 1
 
 
 def set_frozen(cgroup_dir, frozen):
@@ -56,23 +56,7 @@ class ThawGuard:
         self.state_file = state_file
         self.frozen = set()
         thaw_leftovers(state_file)
-        read_fd, self._write_fd = os.pipe()
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            os.close(self._write_fd)
-            try:
-                import ctypes
-                ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, lambda *_: os.close(read_fd))
-                if os.getppid() != parent:
-                    os.close(read_fd)
-                _guard(read_fd)
-            finally:
-                os._exit(0)
-        os.close(read_fd)
-        self.pid = pid
+        self.pid, self._write_fd = children.spawn(_guard_main, signal.SIGTERM, "thaw guard")
 
     def _tell(self):
         os.makedirs(os.path.dirname(self.state_file), exist_ok=True)
@@ -96,6 +80,12 @@ class ThawGuard:
             self.thaw(cgroup_dir)
         os.close(self._write_fd)
         os.waitpid(self.pid, 0)
+
+
+def _guard_main(read_fd):
+    # The agent's death arrives as SIGTERM too, in case a copy of the pipe's write end lives on.
+    signal.signal(signal.SIGTERM, lambda *_: os.close(read_fd))
+    _guard(read_fd)
 
 
 def _guard(read_fd):

@@ -61,14 +61,24 @@ class Bandwidth:
 
 
 @dataclass(frozen=True)
-class NetworkChaos:
+class Experiment:
+    """What every kind has: a name, a namespace, an action, the document it came from."""
     name: str
     namespace: str
     action: str
+    duration_ns: Optional[int] = field(default=None, kw_only=True)
+    raw: dict = field(default_factory=dict, compare=False, repr=False, kw_only=True)
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class NetworkChaos(Experiment):
     direction: str = "to"
     peers: tuple = ()              # ip_network; empty = every peer
     device: Optional[str] = None
-    duration_ns: Optional[int] = None
     protocol: int = 0              # IPPROTO_*, 0 = any
     peer_ports: Optional[tuple] = None   # (min, max)
     partition: bool = False
@@ -77,11 +87,6 @@ class NetworkChaos:
     corrupt: Optional[Chance] = None
     delay: Optional[Delay] = None
     bandwidth: Optional[Bandwidth] = None
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def key(self):
-        return f"{self.namespace}/{self.name}"
 
     @property
     def directions(self):
@@ -94,10 +99,8 @@ class NetworkChaos:
 
 
 @dataclass(frozen=True)
-class IOChaos:
-    name: str
-    namespace: str
-    action: str                    # latency | fault
+class IOChaos(Experiment):
+    # action: latency | fault
     path: str                      # an absolute glob (glob_dfa)
     methods: tuple                 # names from schema.IO_METHODS
     percent: int = 100
@@ -105,27 +108,13 @@ class IOChaos:
     errno: int = 0
     volume_path: str = "/"
     container_names: tuple = ()
-    duration_ns: Optional[int] = None
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def key(self):
-        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
-class PodChaos:
-    name: str
-    namespace: str
-    action: str                    # pod-kill | pod-failure | container-kill
+class PodChaos(Experiment):
+    # action: pod-kill | pod-failure | container-kill
     container_names: tuple = ()
     grace_period_s: Optional[int] = None
-    duration_ns: Optional[int] = None
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def key(self):
-        return f"{self.namespace}/{self.name}"
 
 
 def load_documents(path):

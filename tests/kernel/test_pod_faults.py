@@ -19,12 +19,14 @@ def pod_chaos(action="pod-failure", **fields):
 
 @pytest.fixture
 def cgroup_with_a_counter(tmp_path):
-    """A cgroup holding a process that bumps a file every 10 ms."""
+    """A cgroup holding a process that adds a line to a file every 10 ms (appends: a process
+    frozen mid-write never leaves the file looking empty)."""
     path = os.path.join(topology.cgroup2_mount(), "kft-pod-" + uuid.uuid4().hex[:6])
     os.mkdir(path)
     counter = tmp_path / "count"
-    proc = subprocess.Popen(["sh", "-c", f"echo $$ > {path}/cgroup.procs; i=0; "
-                             f"while true; do i=$((i+1)); echo $i > {counter}; sleep 0.01; done"])
+    counter.write_text("")
+    proc = subprocess.Popen(["sh", "-c", f"echo $$ > {path}/cgroup.procs; "
+                             f"while true; do echo . >> {counter}; sleep 0.01; done"])
     time.sleep(0.3)
     yield path, counter, proc
     podfault.set_frozen(path, False)
@@ -39,19 +41,9 @@ def cgroup_with_a_counter(tmp_path):
 
 
 def progress(counter, seconds=0.4):
-    before = count(counter)
+    before = counter.read_text().count("\n")
     time.sleep(seconds)
-    return count(counter) - before
-
-
-def count(counter):
-    """The counter's value; `echo > file` truncates before it writes, so an empty read retries."""
-    for _ in range(100):
-        text = counter.read_text().strip()
-        if text:
-            return int(text)
-        time.sleep(0.005)
-    raise AssertionError(f"{counter} stays empty")
+    return counter.read_text().count("\n") - before
 
 
 def test_pod_failure_freezes_and_recovery_thaws(cgroup_with_a_counter, tmp_path):

@@ -1,0 +1,67 @@
+"""Helper processes that die with the agent: the I/O holders and the thaw guard.
+
+PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process, and
+the agent forks on behalf of gRPC pool threads. So every such child is forked by one thread
+that lives as long as the agent. Each child reads a pipe whose write end the agent keeps:
+closing it (stop, or the agent's death) is how the child learns to finish.
+"""
+import ctypes
+import logging
+import os
+import queue
+import signal
+import threading
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_requests = queue.Queue()
+_forker = None
+_forker_lock = threading.Lock()
+
+
+def spawn(child_main, death_signal, what):
+    """Run child_main(read_fd) in a forked child that gets `death_signal` when the agent
+    dies. Returns (pid, write_fd)."""
+    global _forker
+    with _forker_lock:
+        if _forker is None:
+            _forker = threading.Thread(target=_serve_forks, name="kfault-forker", daemon=True)
+            _forker.start()
+    done = queue.Queue(maxsize=1)
+    _requests.put((child_main, death_signal, what, done))
+    result = done.get()
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _serve_forks():
+    while True:
+        child_main, death_signal, what, done = _requests.get()
+        try:
+            done.put(_fork(child_main, death_signal, what))
+        except BaseException as err:  # noqa: BLE001 - handed to the caller
+            done.put(err)
+
+
+def _fork(child_main, death_signal, what):
+    read_fd, write_fd = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(write_fd)
+            _libc.prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+            if os.getppid() != parent:     # the agent died before the prctl
+                os._exit(0)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)   # a terminal's Ctrl-C is the agent's
+            child_main(read_fd)
+        except BaseException:  # noqa: BLE001 - a forked child must never return
+            log.exception("%s failed", what)
+            code = 1
+        os._exit(code)
+    os.close(read_fd)
+    return pid, write_fd
