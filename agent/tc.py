@@ -119,7 +119,7 @@ def remove_stale_filters():
         try:
             with rtnl(netns) as ipr:
                 removed += _remove_stale_filters(ipr)
-        except OSError as err:   # a namespace going away as we look
+        except (OSError, NetlinkError) as err:   # a namespace or link going away as we look
             log.info("stale filters in %s: %s", netns, err)
     return removed
 
