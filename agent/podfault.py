@@ -13,12 +13,14 @@ import logging
 import os
 import signal
 
-from . import children
+from . import children, owners
 from .leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = os.environ.get("KFAULT_FROZEN_STATE", "/run/kfault/frozen.json")
+# Records of frozen cgroups, one file per owning process; on the host (the DaemonSet mounts it),
+# so that an agent started after one that died thaws what it left.
+STATE_DIR = os.environ.get("KFAULT_STATE_DIR", "/run/kfault")
 
 
 def set_frozen(cgroup_dir, frozen):
@@ -50,12 +52,13 @@ def kill_cgroup(cgroup_dir):
 
 class ThawGuard:
     """A forked child holding the list of frozen cgroups (over a pipe): it thaws them all when
-    the agent goes away, and the state file lets a restarted agent do the same."""
+    the agent goes away. The same list in a state file lets a later agent do it too, should
+    the guard have been killed with the agent."""
 
-    def __init__(self, state_file=STATE_FILE):
-        self.state_file = state_file
+    def __init__(self, state_dir=STATE_DIR):
+        self.state_file = os.path.join(state_dir, f"frozen-{owners.tag()}.json")
         self.frozen = set()
-        thaw_leftovers(state_file)
+        thaw_leftovers(state_dir)
         self.pid, self._write_fd = children.spawn(_guard_main, signal.SIGTERM, "thaw guard")
 
     def _tell(self):
@@ -80,6 +83,8 @@ class ThawGuard:
             self.thaw(cgroup_dir)
         os.close(self._write_fd)
         os.waitpid(self.pid, 0)
+        if os.path.exists(self.state_file):
+            os.unlink(self.state_file)
 
 
 def _guard_main(read_fd):
@@ -109,19 +114,29 @@ def _guard(read_fd):
             pass
 
 
-def thaw_leftovers(state_file):
+def thaw_leftovers(state_dir):
+    """Thaw what kfault processes that are gone left frozen (their guards too were killed)."""
     try:
-        with open(state_file, encoding="utf-8") as handle:
-            leftovers = json.load(handle)
-    except (OSError, ValueError):
+        names = os.listdir(state_dir)
+    except OSError:
         return
-    for cgroup_dir in leftovers:
+    for name in names:
+        owner = name.removeprefix("frozen-").removesuffix(".json")
+        if not (name.startswith("frozen-") and name.endswith(".json")) or owners.is_alive(owner):
+            continue
+        path = os.path.join(state_dir, name)
         try:
-            set_frozen(cgroup_dir, False)
-            log.warning("thawed %s, left frozen by an earlier agent", cgroup_dir)
-        except OSError:
-            pass
-    os.unlink(state_file)
+            with open(path, encoding="utf-8") as handle:
+                leftovers = json.load(handle)
+        except (OSError, ValueError):
+            leftovers = []
+        for cgroup_dir in leftovers:
+            try:
+                set_frozen(cgroup_dir, False)
+                log.warning("thawed %s, left frozen by %s, which is gone", cgroup_dir, owner)
+            except OSError:
+                pass
+        os.unlink(path)
 
 
 class PodFaultEngine(LeasedPlacements):

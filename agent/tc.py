@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from pyroute2 import NetlinkError
 
+from . import owners
 from .topology import candidate_peer_namespaces, rtnl
 
 log = logging.getLogger(__name__)
@@ -41,28 +42,13 @@ def _filter_name(msg):
 
 
 def _our_filter_name(program):
-    """kfault_<program>@<pid>: the owner's pid tells a live agent's filters from a dead one's."""
-    return f"{FILTER_PREFIX}{program}@{os.getpid()}"
+    """kfault_<program>@<owner>: the owner tells a live process's filters from a dead one's."""
+    return f"{FILTER_PREFIX}{program}@{owners.tag()}"
 
 
 def _is_stale(name):
     """A kfault filter whose owner is gone (or that names none)."""
-    if not name.startswith(FILTER_PREFIX):
-        return False
-    _, _, pid = name.rpartition("@")
-    if not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass
-    return False
-
-
-def _has_clsact(ipr, ifindex):
-    return any(q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=ifindex))
+    return name.startswith(FILTER_PREFIX) and not owners.is_alive(name.rpartition("@")[2])
 
 
 @dataclass

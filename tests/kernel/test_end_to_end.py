@@ -79,7 +79,7 @@ def agent(tmp_path, capabilities):
     proc = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "agent", "--insecure", "--listen",
                              "127.0.0.1:0", "--node", NODE, "--lease", "10"],
                             stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "KFAULT_FROZEN_STATE": str(tmp_path / "frozen.json")})
+                            env={**os.environ, "KFAULT_STATE_DIR": str(tmp_path)})
     line = proc.stdout.readline()
     assert "serving" in line, line
     yield int(line.split(" on ")[1].split()[0].rsplit(":", 1)[1])

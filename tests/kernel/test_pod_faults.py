@@ -48,7 +48,7 @@ def progress(counter, seconds=0.4):
 
 def test_pod_failure_freezes_and_recovery_thaws(cgroup_with_a_counter, tmp_path):
     path, counter, _ = cgroup_with_a_counter
-    engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(str(tmp_path / "frozen.json")))
+    engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(str(tmp_path)))
     try:
         engine.apply(pod_chaos(), topology.CgroupTarget("pod", path))
         time.sleep(0.1)
@@ -61,7 +61,7 @@ def test_pod_failure_freezes_and_recovery_thaws(cgroup_with_a_counter, tmp_path)
 
 def test_a_lapsed_lease_thaws(cgroup_with_a_counter, tmp_path):
     path, counter, _ = cgroup_with_a_counter
-    engine = podfault.PodFaultEngine(lease_s=0.5, guard=podfault.ThawGuard(str(tmp_path / "frozen.json")))
+    engine = podfault.PodFaultEngine(lease_s=0.5, guard=podfault.ThawGuard(str(tmp_path)))
     try:
         engine.apply(pod_chaos(), topology.CgroupTarget("pod", path))
         time.sleep(0.6)
@@ -83,7 +83,7 @@ time.sleep(600)
 
 def test_a_killed_agent_leaves_nothing_frozen(cgroup_with_a_counter, tmp_path):
     path, counter, _ = cgroup_with_a_counter
-    agent = subprocess.Popen([sys.executable, "-c", AGENT, path, str(tmp_path / "frozen.json")],
+    agent = subprocess.Popen([sys.executable, "-c", AGENT, path, str(tmp_path)],
                              stdout=subprocess.PIPE, text=True)
     assert agent.stdout.readline().strip() == "frozen"
     assert progress(counter) == 0
@@ -95,7 +95,7 @@ def test_a_killed_agent_leaves_nothing_frozen(cgroup_with_a_counter, tmp_path):
 
 def test_container_kill_kills_the_containers_processes(cgroup_with_a_counter, tmp_path):
     path, _, proc = cgroup_with_a_counter
-    engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(str(tmp_path / "frozen.json")))
+    engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(str(tmp_path)))
     try:
         engine.apply(pod_chaos("container-kill", containerNames=["main"]), topology.CgroupTarget("main", path))
         assert proc.wait(timeout=5) == -signal.SIGKILL
@@ -107,7 +107,7 @@ def test_faults_are_counted_for_prometheus_and_the_controller(cgroup_with_a_coun
     from prometheus_client import CollectorRegistry, generate_latest
     from kfault_agent.metrics import collector_for
     path, _, proc = cgroup_with_a_counter
-    engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(str(tmp_path / "frozen.json")))
+    engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(str(tmp_path)))
     registry = CollectorRegistry()
     registry.register(collector_for(engine))
     try:
@@ -140,7 +140,7 @@ def test_local_runner_freezes_for_the_duration_then_thaws(cgroup_with_a_counter,
                    "spec: {action: pod-failure, duration: 5s}\n")
     runner = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
                                "--target", f"cgroup:{path}"], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "KFAULT_FROZEN_STATE": str(tmp_path / "frozen.json")})
+                              env={**os.environ, "KFAULT_STATE_DIR": str(tmp_path)})
     try:
         assert "injecting" in runner.stdout.readline()
         assert podfault.is_frozen(path) and progress(counter) == 0
@@ -150,3 +150,23 @@ def test_local_runner_freezes_for_the_duration_then_thaws(cgroup_with_a_counter,
     finally:
         runner.kill()
         runner.wait()
+
+
+def test_a_later_agent_thaws_what_a_dead_one_recorded_and_only_that(tmp_path):
+    from kfault_agent import owners
+    paths = []
+    try:
+        for _ in range(2):
+            paths.append(os.path.join(topology.cgroup2_mount(), "kft-pod-" + uuid.uuid4().hex[:6]))
+            os.mkdir(paths[-1])
+            podfault.set_frozen(paths[-1], True)
+        dead, alive = paths
+        (tmp_path / "frozen-999999999.1.json").write_text(f'["{dead}"]')       # no such process
+        (tmp_path / f"frozen-{owners.tag(1)}.json").write_text(f'["{alive}"]')  # init: alive
+        podfault.ThawGuard(str(tmp_path)).close()
+        assert not podfault.is_frozen(dead) and podfault.is_frozen(alive)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"frozen-{owners.tag(1)}.json"]
+    finally:
+        for path in paths:
+            podfault.set_frozen(path, False)
+            os.rmdir(path)
