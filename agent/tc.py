@@ -2,7 +2,6 @@
 import contextlib
 import errno
 import logging
-import os
 from dataclasses import dataclass, field
 
 from pyroute2 import NetlinkError
@@ -49,6 +48,10 @@ def _our_filter_name(program):
 def _is_stale(name):
     """A kfault filter whose owner is gone (or that names none)."""
     return name.startswith(FILTER_PREFIX) and not owners.is_alive(name.rpartition("@")[2])
+
+
+def _has_clsact(ipr, ifindex):
+    return any(q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=ifindex))
 
 
 @dataclass
