@@ -4,8 +4,9 @@ restart: recovery is instant.
 
 Fail-safe: a frozen cgroup stays frozen whoever froze it, so every freeze is also written to
 a guard, a child process of the agent that thaws everything still frozen when the agent dies
-(PR_SET_PDEATHSIG) or when a lease lapses unrenewed. An agent that starts thaws what a
-previous one left in its state file.
+(PR_SET_PDEATHSIG), and to a state file under /run/kfault named by its owner: an agent that
+starts thaws what owners that are gone recorded. A lease that lapses unrenewed is thawed by
+the agent's housekeeping.
 """
 import collections
 import json
