@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import time
 
 from . import children, owners
 from .leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
@@ -24,9 +25,21 @@ log = logging.getLogger(__name__)
 STATE_DIR = os.environ.get("KFAULT_STATE_DIR", "/run/kfault")
 
 
-def set_frozen(cgroup_dir, frozen):
+SETTLE_S = 5.0      # how long a freeze or thaw may take to reach every task before we go on
+
+
+def set_frozen(cgroup_dir, frozen, settle_s=SETTLE_S):
+    """Freeze or thaw, and wait (up to settle_s) until every task in the subtree is: the
+    kernel does it asynchronously, and "injected" should mean frozen."""
     with open(os.path.join(cgroup_dir, "cgroup.freeze"), "w", encoding="ascii") as handle:
         handle.write("1" if frozen else "0")
+    deadline = time.monotonic() + settle_s
+    while is_frozen(cgroup_dir) != frozen:
+        if time.monotonic() >= deadline:
+            log.warning("%s: not yet %s after %.0f s; the kernel goes on with it",
+                        cgroup_dir, "frozen" if frozen else "thawed", settle_s)
+            return
+        time.sleep(0.005)
 
 
 def is_frozen(cgroup_dir):
