@@ -123,6 +123,9 @@ async def controller():
     import kfault_controller.operator  # noqa: F401 - registers the handlers
     settings = kopf.OperatorSettings()
     settings.scanning.disabled = True
+    # kmock sends no bookmarks: a quiet stream is re-made (and everything re-listed) every 10 s
+    # rather than every 70, as kopf does to recover from a watch that lost an event.
+    settings.watching.inactivity_timeout = 10
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(kopf.operator(namespaces=[NS], standalone=True, settings=settings,
                                              stop_flag=stop, ready_flag=ready))
