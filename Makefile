@@ -11,7 +11,8 @@ demo: setup
 	$(PY) -m kfault_agent.demo
 
 # Every test on this machine's kernel; a test needing a feature it lacks skips, naming it.
-test: setup
+test:
+	scripts/setup-host test
 	$(PY) -m pytest -v -p no:cacheprovider -rs tests
 
 # The kernel tests on Debian's stock kernel in a VM (virtme-ng; KVM or TCG), nothing skipped.

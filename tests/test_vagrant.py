@@ -8,7 +8,7 @@ import pytest
 VAGRANT_DIR = os.path.join(os.path.dirname(__file__), "..", "vagrant")
 
 
-@pytest.mark.skipif(not shutil.which("vagrant"), reason="needs Debian's vagrant (.ci/run installs it)")
+@pytest.mark.skipif(not shutil.which("vagrant"), reason="needs Debian's vagrant (scripts/setup-host test installs it)")
 def test_vagrantfile_validates():
     # --ignore-provider: neither VirtualBox nor libvirt is installed here; their config blocks
     # are checked by the provider itself when a user brings one.
