@@ -2,13 +2,13 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test kernel-test bench bench-io kernel-bench clean
+.PHONY: setup demo test kernel-test bench bench-io kernel-bench proto crds clean
 
 setup:
 	scripts/setup-host
 
 demo: setup
-	$(PY) -m kfault_agent.demo
+	$(PY) -m kfault_lab.demo
 
 # Every test on this machine's kernel; a test needing a feature it lacks skips, naming it.
 test:
@@ -29,5 +29,12 @@ bench-io: setup
 kernel-bench: setup
 	scripts/vm-run $(PY) bench/edt_vs_netem.py
 
+# Regenerate what is rendered from one source (tests fail while these are stale).
+proto: setup
+	$(PY) -m kfault_api.rpc.generate proto api
+
+crds: setup
+	$(PY) -m kfault_api.crds manifests/crds
+
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) */*.egg-info

@@ -10,8 +10,11 @@ import json
 import statistics
 import time
 
-from kfault_agent import loader, netfault, spec, topology
-from kfault_agent.lab import Lab
+from kfault_agent.kernel import loader
+from kfault_agent.engines import netfault
+from kfault_api import spec
+from kfault_agent.kernel import topology
+from kfault_lab.hosts import Lab
 
 PINGS = 200
 ROUNDS = 3

@@ -14,7 +14,10 @@ import tempfile
 import time
 import uuid
 
-from kfault_agent import iofault, loader, spec, topology
+from kfault_agent.engines import iofault
+from kfault_agent.kernel import loader
+from kfault_api import spec
+from kfault_agent.kernel import topology
 
 ROUNDS = 5
 BYTES = 400_000

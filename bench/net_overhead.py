@@ -16,8 +16,11 @@ import sys
 import threading
 import time
 
-from kfault_agent import loader, netfault, spec, topology
-from kfault_agent.lab import Lab
+from kfault_agent.kernel import loader
+from kfault_agent.engines import netfault
+from kfault_api import spec
+from kfault_agent.kernel import topology
+from kfault_lab.hosts import Lab
 
 ROUNDS = 5
 IPERF_SECONDS = 4

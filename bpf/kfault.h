@@ -1,7 +1,8 @@
 /* kfault.h - every map key/value and rule layout shared by kfault's BPF programs.
  *
- * The agent reads the #define lines below (see kfault_agent.layout) and gets the struct
- * layouts as ctypes from bcc, so kernel and userspace can never drift apart.
+ * Userspace mirrors the #define lines below in api/kfault_api/layout.py (tests/test_layout.py
+ * fails when they differ) and gets the struct layouts as ctypes from bcc, so kernel and
+ * userspace can't drift apart.
  * Only UAPI types are used: the agent compiles against whatever headers the node has.
  */
 #ifndef KFAULT_H

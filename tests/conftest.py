@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from kfault_agent.lab import Lab
+from kfault_lab.hosts import Lab
 
 # Features this kernel must have: a test needing one fails instead of skipping. The VM tier
 # (tests/kernel/run) lists what a stock kernel has, so nothing there skips by accident.
@@ -22,7 +22,7 @@ def _node():
     kernel can do."""
     if os.geteuid() != 0:
         pytest.skip("needs root: tests make network namespaces and load BPF programs")
-    from kfault_agent import loader
+    from kfault_agent.kernel import loader
     try:
         datapath, error = loader.NetDatapath(), None
     except loader.KernelUnsupported as err:
@@ -80,7 +80,7 @@ def lab():
 
 @pytest.fixture
 def engine(datapath, capabilities):
-    from kfault_agent import netfault
+    from kfault_agent.engines import netfault
     eng = netfault.NetFaultEngine(datapath, capabilities, lease_s=30)
     yield eng
     eng.revoke_all()

@@ -12,7 +12,7 @@ os.environ.setdefault("KFAULT_LEASE_S", "2")
 from conftest import NS, controller, register_cluster, wait_for  # noqa: E402
 
 from kfault_agent import server  # noqa: E402
-from kfault_agent.loader import Capability, KernelUnsupported  # noqa: E402
+from kfault_agent.kernel.loader import Capability, KernelUnsupported  # noqa: E402
 from kfault_controller import operator  # noqa: E402
 from kfault_controller.agents import AgentDirectory  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Path globs compiled to the DFAs the kernel walks: pure logic, checked against fnmatch-like cases."""
 import pytest
 
-from kfault_agent import glob_dfa, layout
+from kfault_api import glob_dfa, layout
 
 
 def matches(glob, path):

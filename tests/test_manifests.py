@@ -1,4 +1,4 @@
-"""Offline checks of manifests/: every file parses, the CRDs are what agent/schema.py renders
+"""Offline checks of manifests/: every file parses, the CRDs are what api/kfault_api/schema.py renders
 and are valid structural schemas, and every example validates against its CRD."""
 import glob
 import os
@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from kfault_agent import crds, schema, spec
+from kfault_api import crds, schema, spec
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 MANIFESTS = os.path.join(ROOT, "manifests")
@@ -48,7 +48,7 @@ def test_kustomization_lists_every_manifest():
 @pytest.mark.parametrize("kind", sorted(schema.KINDS))
 def test_crds_are_rendered_from_the_one_schema(kind):
     with open(os.path.join(MANIFESTS, "crds", f"{kind.lower()}.yaml"), encoding="utf-8") as handle:
-        assert handle.read() == crds.render(kind), "run: python -m kfault_agent.crds manifests/crds"
+        assert handle.read() == crds.render(kind), "run: python -m kfault_api.crds manifests/crds"
 
 
 def structural_problems(node, path="openAPIV3Schema"):

@@ -3,7 +3,9 @@ import ipaddress
 
 import pytest
 
-from kfault_agent import layout, policy, spec
+from kfault_api import layout
+from kfault_agent import policy
+from kfault_api import spec
 
 
 def chaos(action, **fields):

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from kfault_agent import spec
+from kfault_api import spec
 
 
 def doc(**spec_fields):
@@ -97,7 +97,7 @@ def test_validate_cli_exits_1_and_names_the_field(tmp_path):
 
 
 def test_run_with_bad_input_injects_nothing(tmp_path):
-    from kfault_agent.lab import Lab
+    from kfault_lab.hosts import Lab
     import os
     if os.geteuid() != 0:
         pytest.skip("needs root to make a test host")

@@ -6,9 +6,10 @@ import time
 import grpc
 import pytest
 
-from kfault_agent import netfault, server
-from kfault_agent.api import agent_pb2 as pb
-from kfault_agent.api import agent_pb2_grpc as pb_grpc
+from kfault_agent.engines import netfault
+from kfault_agent import server
+from kfault_api.rpc import agent_pb2 as pb
+from kfault_api.rpc import agent_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
 

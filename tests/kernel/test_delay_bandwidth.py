@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from kfault_agent import spec, topology
+from kfault_api import spec
+from kfault_agent.kernel import topology
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact", "sch_fq")
 

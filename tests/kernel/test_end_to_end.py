@@ -13,7 +13,8 @@ import uuid
 import pytest
 
 from conftest import NS, controller, register_cluster, wait_for
-from kfault_agent import podfault, topology
+from kfault_agent.engines import podfault
+from kfault_agent.kernel import topology
 
 pytestmark = [pytest.mark.kernel("tc-bpf", "clsact", "io-tracepoints", "ptrace"),
               pytest.mark.usefixtures("kubeconfig")]
@@ -149,7 +150,7 @@ async def test_io_chaos_latency_measured_by_the_victim(cluster, lab, tmp_path):
     pod, container = pods.add("web-1", "a", {"app": "web"})
     kmock.objects["v1/pods", NS, "web-1"] = pod
     (tmp_path / "data.db").write_text("kfault")
-    victim = subprocess.Popen([sys.executable, "-m", "kfault_agent.io_probe", container,
+    victim = subprocess.Popen([sys.executable, "-m", "kfault_lab.io_probe", container,
                                json.dumps([["read", str(tmp_path / "data.db"), 3]])],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

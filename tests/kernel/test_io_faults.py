@@ -9,7 +9,9 @@ import uuid
 
 import pytest
 
-from kfault_agent import iofault, spec, topology
+from kfault_agent.engines import iofault
+from kfault_api import spec
+from kfault_agent.kernel import topology
 
 
 def io_chaos(name="io", **fields):
@@ -18,7 +20,7 @@ def io_chaos(name="io", **fields):
 
 
 class Victims:
-    """cgroups under the v2 mount, each with victim processes (kfault_agent.io_probe)."""
+    """cgroups under the v2 mount, each with victim processes (kfault_lab.io_probe)."""
 
     def __init__(self):
         self.root = topology.cgroup2_mount()
@@ -33,7 +35,7 @@ class Victims:
         return path
 
     def start(self, cgroup, calls):
-        proc = subprocess.Popen([sys.executable, "-m", "kfault_agent.io_probe", cgroup, json.dumps(calls)],
+        proc = subprocess.Popen([sys.executable, "-m", "kfault_lab.io_probe", cgroup, json.dumps(calls)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(proc)
         proc.pid_in_cgroup = int(proc.stdout.readline().split()[1])
@@ -203,7 +205,7 @@ def test_errno_percent_50_fails_about_half(victims, files, io_engine):
 
 
 def test_fault_is_refused_where_no_errno_hook_exists(victims, files, io_datapath, capabilities):
-    from kfault_agent.loader import KernelUnsupported
+    from kfault_agent.kernel.loader import KernelUnsupported
     if capabilities["io-errno"].available:
         pytest.skip("this kernel can fail calls: see the errno tests")
     engine = iofault.IOFaultEngine(io_datapath, capabilities)

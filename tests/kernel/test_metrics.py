@@ -5,7 +5,8 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from kfault_agent import spec, topology
+from kfault_api import spec
+from kfault_agent.kernel import topology
 from kfault_agent.metrics import NetFaultCollector
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")

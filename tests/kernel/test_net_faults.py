@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from kfault_agent import spec, topology
+from kfault_api import spec
+from kfault_agent.kernel import topology
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
 
@@ -114,7 +115,7 @@ def test_loss_correlation_makes_runs_at_the_same_rate(lab, engine):
 
 
 def test_rule_past_its_deadline_stops_acting_by_itself(lab, datapath, capabilities):
-    from kfault_agent import netfault
+    from kfault_agent.engines import netfault
     lab.link("a", "b", "10.250.1")
     # A long lease while the partition is shown to act (an emulated machine is slow to send),
     # then a deadline moved to now: from there no userspace acts, only the kernel's check.
@@ -260,7 +261,7 @@ def test_two_experiments_on_one_target_compose(lab, engine):
 
 
 def test_delay_is_refused_where_the_kernel_has_no_fq(lab, engine, capabilities):
-    from kfault_agent.loader import KernelUnsupported
+    from kfault_agent.kernel.loader import KernelUnsupported
     if capabilities["sch_fq"].available:
         pytest.skip("this kernel has sch_fq: delay is supported here")
     lab.link("a", "b", "10.250.1")

@@ -9,7 +9,9 @@ import uuid
 
 import pytest
 
-from kfault_agent import podfault, spec, topology
+from kfault_agent.engines import podfault
+from kfault_api import spec
+from kfault_agent.kernel import topology
 
 
 def pod_chaos(action="pod-failure", **fields):
@@ -72,7 +74,9 @@ def test_a_lapsed_lease_thaws(cgroup_with_a_counter, tmp_path):
 
 AGENT = """
 import sys, time
-from kfault_agent import podfault, spec, topology
+from kfault_agent.engines import podfault
+from kfault_api import spec
+from kfault_agent.kernel import topology
 engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(sys.argv[2]))
 doc = {"apiVersion": spec.API_VERSION, "kind": "PodChaos", "metadata": {"name": "f"}, "spec": {"action": "pod-failure"}}
 engine.apply(spec.parse_experiment(doc), topology.CgroupTarget("pod", sys.argv[1]))
@@ -153,7 +157,7 @@ def test_local_runner_freezes_for_the_duration_then_thaws(cgroup_with_a_counter,
 
 
 def test_a_later_agent_thaws_what_a_dead_one_recorded_and_only_that(tmp_path):
-    from kfault_agent import owners
+    from kfault_agent.kernel import owners
     paths = []
     try:
         for _ in range(2):

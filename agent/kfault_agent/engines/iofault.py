@@ -1,0 +1,148 @@
+"""The file I/O fault engine: places IOChaos experiments on cgroups as rules in the BPF maps.
+
+It owns the rule slots, the syscall tracepoints' attachment (only while a rule is armed) and
+the holders (latency). Policy for a rule comes from io_rule_fields; the kernel objects from
+loader.IODatapath.
+"""
+import logging
+from dataclasses import dataclass
+
+from kfault_api import glob_dfa, layout
+from kfault_agent import policy
+from kfault_agent.kernel.holder import HolderProcess
+from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
+from kfault_agent.kernel.loader import KernelUnsupported, io_support, update_slot, write_slot
+
+log = logging.getLogger(__name__)
+
+METHOD_BITS = {"open": layout.IO_METHOD_OPEN, "read": layout.IO_METHOD_READ,
+               "write": layout.IO_METHOD_WRITE, "fsync": layout.IO_METHOD_FSYNC}
+OUTCOMES = {"passed": layout.IO_OUTCOME_PASSED, "failed": layout.IO_OUTCOME_FAILED,
+            "delayed": layout.IO_OUTCOME_DELAYED}
+
+
+def io_rule_fields(experiment):
+    """The kfault_io_rule fields (all but the deadline) for an IOChaos experiment."""
+    return {
+        "action": layout.IO_ACT_LATENCY if experiment.action == "latency" else layout.IO_ACT_FAULT,
+        "methods": sum(1 << METHOD_BITS[m] for m in experiment.methods),
+        "threshold": policy.threshold(experiment.percent / 100),
+        "delay_ns": experiment.delay_ns,
+        "error": experiment.errno,
+    }
+
+
+@dataclass
+class ActiveIO(Placement):
+    slot: int
+    holder: object = None
+
+
+class IOFaultEngine(LeasedPlacements):
+    def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
+        super().__init__(lease_s)
+        self.datapath = datapath
+        self.capabilities = capabilities
+        self._free_slots = list(range(layout.IO_MAX_RULES - 1, -1, -1))
+
+    def check_supported(self, experiment):
+        """KernelUnsupported naming every method of the experiment this node can't do."""
+        refused = []
+        for method in experiment.methods:
+            ok, reason = io_support(self.capabilities, experiment.action, method)
+            if not ok:
+                refused.append(f"{experiment.action} on {method}: {reason}")
+        if refused:
+            raise KernelUnsupported("; ".join(refused))
+
+    def apply(self, experiment, target, lease_s=None):
+        """Inject `experiment` on the cgroup `target` (replacing its earlier version)."""
+        self.check_supported(experiment)
+        dfa = glob_dfa.compile_glob(experiment.path, layout.IO_DEAD_STATE)
+        with self._lock:
+            existing = self._replacing(experiment, target)
+            if existing:
+                return existing
+            if not self._free_slots:
+                raise policy.RuleConflict(f"all {layout.IO_MAX_RULES} file I/O rule slots are in use")
+            active = ActiveIO(experiment, target, self._free_slots.pop(), lease_ns=self._lease_for(lease_s))
+            self._start(active, experiment)
+            try:
+                self._write_dfa(active.slot, dfa)
+                self.datapath.cgroups[active.slot] = target.path
+                write_slot(self.datapath.counters, active.slot, {})
+                write_slot(self.datapath.rules, active.slot,
+                           {**io_rule_fields(experiment), "deadline_ns": active.deadline_ns})
+                if experiment.action == "latency":
+                    active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced)
+                self.datapath.attach()
+                self._set_armed(active.slot, True)
+            except Exception:
+                self._release(active)
+                raise
+            self._active[active.key] = active
+            log.info("applied %s on %s: slot %d", experiment.key, target.name, active.slot)
+            return active
+
+    def counters(self, active):
+        """({method: {outcome: calls}}, injected delay in ns), summed over CPUs."""
+        per_cpu = self.datapath.counters.getvalue(self.datapath.counters.Key(active.slot))
+        calls = {method: {outcome: sum(c.calls[bit * layout.IO_OUTCOME_STRIDE + index] for c in per_cpu)
+                          for outcome, index in OUTCOMES.items()}
+                 for method, bit in METHOD_BITS.items() if method in active.experiment.methods}
+        return calls, sum(c.delay_ns for c in per_cpu)
+
+    def counter_rows(self, experiment_key):
+        """(target, method, outcome, calls) for each placement of the experiment."""
+        return [(active.target.name, method, outcome, count)
+                for active in self.active() if active.experiment.key == experiment_key
+                for method, outcomes in self.counters(active)[0].items()
+                for outcome, count in outcomes.items()]
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _write_deadline(self, active):
+        update_slot(self.datapath.rules, active.slot, deadline_ns=active.deadline_ns)
+
+    def _set_armed(self, slot, on):
+        key = self.datapath.armed.Key(0)
+        mask = self.datapath.armed[key].value
+        mask = mask | (1 << slot) if on else mask & ~(1 << slot)
+        self.datapath.armed[key] = self.datapath.armed.Leaf(mask)
+        return mask
+
+    def _release(self, active):
+        log.info("revoking %s on %s", *active.key)
+        # Disarm first: from here on no call is decided for this slot.
+        armed = self._set_armed(active.slot, False)
+        if active.holder:
+            active.holder.stop()        # resumes held threads, detaches
+        del self.datapath.rules[self.datapath.rules.Key(active.slot)]
+        try:
+            del self.datapath.cgroups[active.slot]
+        except (KeyError, OSError):
+            pass
+        self._forget_fds(active.slot)
+        if not armed:
+            self.datapath.detach()
+            self.datapath.traced.clear()
+        self._free_slots.append(active.slot)
+
+    def _forget_fds(self, slot):
+        """Open files remember which rules matched them: clear the slot before it is reused."""
+        bit = 1 << slot
+        for key, mask in list(self.datapath.fds.items()):
+            if mask.value & bit:
+                if mask.value == bit:
+                    self.datapath.fds.pop(key, None)
+                else:
+                    self.datapath.fds[key] = self.datapath.fds.Leaf(mask.value & ~bit)
+
+    def _write_dfa(self, slot, dfa):
+        """The states the DFA uses; transitions never lead to the slots it doesn't."""
+        base = slot * layout.IO_MAX_STATES
+        for index, row in enumerate(dfa.next):
+            leaf = self.datapath.dfa.Leaf()
+            leaf.next[:] = [layout.IO_DEAD_STATE if nxt is None else nxt for nxt in row]
+            leaf.accepting = 1 if dfa.accepting[index] else 0
+            self.datapath.dfa[self.datapath.dfa.Key(base + index)] = leaf

@@ -1,0 +1,1 @@
+"""What knows the kernel: bcc and the BPF programs, tc and netlink, namespaces and cgroups, helper processes."""

@@ -1,0 +1,343 @@
+"""The part of kfault that knows the kernel: compiles and loads BPF with bcc, probes features.
+
+Nothing else imports bcc. Programs are compiled and loaded once per agent; experiments only
+write maps.
+"""
+import contextlib
+import logging
+import os
+import platform
+from dataclasses import dataclass
+
+from kfault_api import layout
+from kfault_agent.kernel import topology
+
+log = logging.getLogger(__name__)
+
+# The BPF sources: the checkout's bpf/ folder, or where an image put them.
+BPF_DIR = os.path.normpath(os.environ.get("KFAULT_BPF_DIR")
+                           or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "bpf"))
+
+NET_PROGRAMS = ("ingress_to", "ingress_from", "egress_to", "egress_from")
+
+
+def write_slot(table, slot, fields):
+    """Write one slot of a BPF array map: the given fields, the others zero."""
+    leaf = table.Leaf()
+    for name, value in fields.items():
+        setattr(leaf, name, value)
+    table[table.Key(slot)] = leaf
+
+
+def update_slot(table, slot, **fields):
+    """Change some fields of one slot of a BPF array map, keeping the others."""
+    key = table.Key(slot)
+    leaf = table[key]
+    for name, value in fields.items():
+        setattr(leaf, name, value)
+    table[key] = leaf
+
+
+class KernelUnsupported(RuntimeError):
+    """The node's kernel lacks what is needed; the message names the missing feature."""
+
+
+def kernel_build_dir():
+    return f"/lib/modules/{platform.release()}/build"
+
+
+def check_headers():
+    if not os.path.exists(os.path.join(kernel_build_dir(), "include")):
+        raise KernelUnsupported(
+            f"no kernel headers at {kernel_build_dir()}: bcc compiles kfault's programs against them. "
+            "Run scripts/setup-host (it links Debian's linux-headers-amd64; kfault uses UAPI types only).")
+
+
+class NetDatapath:
+    """netfault.c, compiled and loaded: its programs' fds and its maps."""
+
+    def __init__(self):
+        check_headers()
+        from bcc import BPF  # the one import of bcc in kfault
+        try:
+            self.bpf = BPF(src_file=os.path.join(BPF_DIR, "netfault.c").encode(),
+                           cflags=[f"-I{BPF_DIR}", "-Wno-macro-redefined"])
+            self.programs = {name: self.bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in NET_PROGRAMS}
+        except Exception as err:
+            raise KernelUnsupported(f"the kernel refused kfault's tc programs (BPF_PROG_TYPE_SCHED_CLS): {err}") from err
+        self.peers = self.bpf[b"kfault_peers"]
+        self.rules = self.bpf[b"kfault_rules"]
+        self.counters = self.bpf[b"kfault_counters"]
+        self.rule_state = self.bpf[b"kfault_rule_state"]
+        self.departures = self.bpf[b"kfault_departures"]
+
+    def fd(self, name):
+        return self.programs[name].fd
+
+    def close(self):
+        self.bpf.cleanup()
+
+
+IO_PROGRAMS = ("io_sys_enter", "io_sys_exit", "io_match_path")
+ERRNO_HOOKS = ("file_open", "file_permission", "path_mknod", "inode_create")   # LSM hook names
+# How a decided errno is returned, best first: the -D flag that compiles it into iofault.c.
+ERRNO_MECHANISMS = {"bpf-lsm": "-DKFAULT_IO_ERRNO_LSM", "fmod_ret": "-DKFAULT_IO_ERRNO_FMOD_RET"}
+
+
+class IODatapath:
+    """iofault.c, compiled and loaded. Its errno hooks (BPF LSM or fmod_ret) attach at load
+    (they do nothing until a rule decides a call); the syscall tracepoints attach only while
+    a rule is armed (attach/detach), since they slow every syscall on the node."""
+
+    def __init__(self, errno_mechanism=None):
+        check_headers()
+        from bcc import BPF
+        cflags = [f"-I{BPF_DIR}", "-Wno-macro-redefined"]
+        if errno_mechanism:
+            cflags.append(ERRNO_MECHANISMS[errno_mechanism])
+        self.errno_mechanism = errno_mechanism
+        try:
+            self.bpf = BPF(src_file=os.path.join(BPF_DIR, "iofault.c").encode(), cflags=cflags)
+            self.programs = {name: self.bpf.load_func(name.encode(), BPF.RAW_TRACEPOINT) for name in IO_PROGRAMS}
+            self._hook_fds = self._attach_errno_hooks(BPF) if errno_mechanism else []
+        except Exception as err:
+            what = f"with {errno_mechanism} hooks" if errno_mechanism else "(syscall raw tracepoints)"
+            if errno_mechanism == "fmod_ret":
+                # bcc words the kernel's EPERM as "Need super-user privileges"; we are root.
+                raise KernelUnsupported("fmod_ret programs don't load on this kernel: it has no BPF "
+                                        "trampolines (fentry/fmod_ret)") from err
+            raise KernelUnsupported(f"the kernel refused kfault's file I/O programs {what}: {err}") from err
+        walker = self.bpf[b"kfault_io_walker"]
+        walker[walker.Key(0)] = walker.Leaf(self.programs["io_match_path"].fd)
+        self.rules = self.bpf[b"kfault_io_rules"]
+        self.cgroups = self.bpf[b"kfault_io_cgroups"]
+        self.armed = self.bpf[b"kfault_io_armed"]
+        self.dfa = self.bpf[b"kfault_io_dfa"]
+        self.fds = self.bpf[b"kfault_io_fds"]
+        self.traced = self.bpf[b"kfault_io_traced"]
+        self.holds = self.bpf[b"kfault_io_holds"]
+        self.counters = self.bpf[b"kfault_io_counters"]
+        self.attached = False
+
+    def _attach_errno_hooks(self, BPF):
+        """bcc attaches lsm__ functions as it loads (we check it did); fmod_ret we attach."""
+        if self.errno_mechanism == "bpf-lsm":
+            missing = [h for h in ERRNO_HOOKS if f"lsm__{h}".encode() not in self.bpf.lsm_fds]
+            if missing:
+                raise KernelUnsupported(f"BPF LSM hooks did not attach: {', '.join(missing)}")
+            return []
+        from bcc import lib
+        fds = []
+        for hook in ERRNO_HOOKS:
+            fn = self.bpf.load_func(f"kmod_ret__security_{hook}".encode(), BPF.TRACING)
+            fd = lib.bpf_attach_kfunc(fn.fd)
+            if fd < 0:
+                for opened in fds:
+                    os.close(opened)
+                raise KernelUnsupported(f"fmod_ret on security_{hook} did not attach (no BPF trampolines here)")
+            fds.append(fd)
+        return fds
+
+    def attach(self):
+        if not self.attached:
+            self.bpf.attach_raw_tracepoint(tp=b"sys_enter", fn_name=b"io_sys_enter")
+            self.bpf.attach_raw_tracepoint(tp=b"sys_exit", fn_name=b"io_sys_exit")
+            self.attached = True
+
+    def detach(self):
+        if self.attached:
+            self.bpf.detach_raw_tracepoint(tp=b"sys_enter")
+            self.bpf.detach_raw_tracepoint(tp=b"sys_exit")
+            self.attached = False
+
+    def close(self):
+        self.detach()
+        for fd in self._hook_fds:
+            os.close(fd)
+        self.bpf.cleanup()
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence fd 2 (libbcc writes there, below Python) while probing what may not load."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _bpf_lsm_active():
+    try:
+        with open("/sys/kernel/security/lsm", encoding="ascii") as handle:
+            return "bpf" in handle.read().split(",")
+    except OSError:
+        return False
+
+
+def _kprobe_override_configured():
+    for path in (f"/boot/config-{platform.release()}",):
+        try:
+            with open(path, encoding="ascii") as handle:
+                return "CONFIG_BPF_KPROBE_OVERRIDE=y" in handle.read()
+        except OSError:
+            continue
+    return False
+
+
+def probe_io():
+    """(IODatapath or None, capabilities): the best errno mechanism that loads, else none."""
+    caps, datapath = [], None
+    if _bpf_lsm_active():
+        order = ["bpf-lsm", "fmod_ret"]
+    else:
+        order = ["fmod_ret"]
+        caps.append(Capability("bpf-lsm", False, "bpf is not an active LSM (/sys/kernel/security/lsm); "
+                               "boot with lsm=...,bpf and CONFIG_BPF_LSM=y"))
+    for mechanism in order:
+        try:
+            with _quiet_stderr():      # libbpf prints every refused load: the reason is kept below
+                datapath = IODatapath(mechanism)
+            caps.append(Capability(mechanism, True, f"errno by {mechanism} hooks on security_file_open, "
+                                   "security_file_permission, security_path_mknod, security_inode_create"))
+            break
+        except KernelUnsupported as err:
+            caps.append(Capability(mechanism, False, str(err).splitlines()[0][:300]))
+    others = {"bpf-lsm", "fmod_ret"} - {c.name for c in caps}
+    caps += [Capability(name, False, f"not tried: {datapath.errno_mechanism} is used") for name in others]
+    caps.append(Capability("kprobe-override", False,
+                           "not used: kfault fails calls through BPF LSM or fmod_ret" if _kprobe_override_configured()
+                           else "CONFIG_BPF_KPROBE_OVERRIDE is not set in this kernel"))
+    if datapath is None:
+        try:
+            datapath = IODatapath(None)
+        except KernelUnsupported as err:
+            caps.append(Capability("io-tracepoints", False, str(err).splitlines()[0][:300]))
+    if datapath is not None:
+        caps.append(Capability("io-tracepoints", True, "raw syscall tracepoints with bpf_send_signal_thread load"))
+    caps.append(_probe_ptrace())
+    errno_ways = [c for c in caps if c.name in ERRNO_MECHANISMS and c.available]
+    caps.append(Capability("io-errno", bool(errno_ways) and datapath is not None,
+                           f"calls fail before they take effect, by {errno_ways[0].name}" if errno_ways else
+                           "no way to fail a call before it takes effect: needs BPF LSM (lsm=...,bpf) or "
+                           "BPF trampolines for fmod_ret on security_* functions"))
+    return datapath, {c.name: c for c in caps}
+
+
+def _probe_ptrace():
+    from kfault_agent.kernel import holder
+    import signal
+    import subprocess
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        holder.ptrace(holder.PTRACE_SEIZE, child.pid, 0)
+        return Capability("ptrace", True, "PTRACE_SEIZE works: threads can be held for latency")
+    except OSError as err:
+        return Capability("ptrace", False, f"PTRACE_SEIZE fails ({err}); needs CAP_SYS_PTRACE and "
+                          "kernel.yama.ptrace_scope below 3")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+
+# What each file I/O action and method needs. errno needs a hook that runs before the call
+# takes effect; fsync has no LSM hook, so it can be delayed but not failed.
+IO_NEEDS = {"latency": ("io-tracepoints", "ptrace"), "fault": ("io-tracepoints", "io-errno")}
+IO_FAULT_METHODS = {"open", "read", "write"}
+
+
+def io_support(capabilities, action, method=None):
+    """(supported, reason) for one file I/O action (and method) on this node."""
+    reasons = []
+    for need in IO_NEEDS[action]:
+        if not capabilities.get(need) or not capabilities[need].available:
+            reasons.append(capabilities[need].reason if need in capabilities else f"{need} not probed")
+    if action == "fault" and method and method not in IO_FAULT_METHODS:
+        reasons.append(f"{method} has no security hook before it takes effect: it can be delayed, not failed")
+    return (not reasons), ("; ".join(reasons) or "supported")
+
+
+@dataclass(frozen=True)
+class Capability:
+    name: str
+    available: bool
+    reason: str
+
+
+# What each network action needs from the kernel.
+ACTION_NEEDS = {
+    "partition": ("tc-bpf", "clsact"),
+    "loss": ("tc-bpf", "clsact"),
+    "duplicate": ("tc-bpf", "clsact"),
+    "corrupt": ("tc-bpf", "clsact"),
+    "delay": ("tc-bpf", "clsact", "sch_fq"),
+    "bandwidth": ("tc-bpf", "clsact", "sch_fq"),
+}
+
+
+@contextlib.contextmanager
+def scratch_veth():
+    """A veth pair in a throwaway namespace, to try qdiscs on without touching the node."""
+    with topology.scratch_rtnl() as ipr:
+        ipr.link("add", ifname="probe0", kind="veth", peer="probe1")
+        yield ipr, ipr.link_lookup(ifname="probe0")[0]
+
+
+def _try_qdisc(ipr, ifindex, kind, **kwargs):
+    try:
+        ipr.tc("add", kind, ifindex, "1:", **kwargs)
+        ipr.tc("del", kind, ifindex, "1:")
+        return True, f"tc qdisc {kind} works"
+    except Exception as err:
+        return False, f"the kernel has no sch_{kind} (tc qdisc add {kind}: {err}); build with CONFIG_NET_SCH_{kind.upper()}"
+
+
+def probe_capabilities(datapath_error=None):
+    """What this node can do, each with why (or why not)."""
+    caps = []
+    if datapath_error:
+        caps.append(Capability("tc-bpf", False, str(datapath_error)))
+    else:
+        caps.append(Capability("tc-bpf", True, "tc BPF programs load"))
+    try:
+        with scratch_veth() as (ipr, ifindex):
+            try:
+                ipr.tc("add", "clsact", ifindex)
+                caps.append(Capability("clsact", True, "tc clsact qdisc works"))
+            except Exception as err:
+                caps.append(Capability("clsact", False, f"the kernel has no clsact qdisc ({err}); "
+                                       "build with CONFIG_NET_SCH_INGRESS"))
+            caps.append(Capability("sch_fq", *_try_qdisc(ipr, ifindex, "fq")))
+            caps.append(Capability("sch_netem", *_try_qdisc(ipr, ifindex, "netem")))
+    except Exception as err:
+        caps.append(Capability("netns", False, f"can't make a scratch network namespace to probe in: {err}"))
+    return {c.name: c for c in caps}
+
+
+def node_capabilities():
+    """Probe this node whole: network programs and the qdiscs they need, file I/O programs,
+    their errno hooks and the holder."""
+    try:
+        NetDatapath().close()
+        error = None
+    except KernelUnsupported as err:
+        error = err
+    caps = probe_capabilities(error)
+    io_datapath, io_caps = probe_io()
+    if io_datapath:
+        io_datapath.close()
+    return {**caps, **io_caps}
+
+
+def action_support(capabilities, action):
+    """(supported, reason) for one network action on this node."""
+    missing = [capabilities.get(need) for need in ACTION_NEEDS[action]]
+    missing = [c for c in missing if c is None or not c.available]
+    if not missing:
+        return True, "supported"
+    return False, "; ".join(c.reason if c else "not probed" for c in missing)
+

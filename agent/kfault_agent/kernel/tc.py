@@ -1,0 +1,165 @@
+"""tc clsact attachment with pyroute2: add our filters, and leave each interface as we found it."""
+import contextlib
+import errno
+import logging
+from dataclasses import dataclass, field
+
+from pyroute2 import NetlinkError
+
+from kfault_agent.kernel import owners
+from kfault_agent.kernel.topology import candidate_peer_namespaces, rtnl
+
+log = logging.getLogger(__name__)
+
+PARENTS = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
+FILTER_PREFIX = "kfault_"
+ETH_P_ALL = 0x0003
+
+
+class InterfaceGone(LookupError):
+    """The interface was deleted (its filters and qdiscs with it): nothing left to undo."""
+
+
+@contextlib.contextmanager
+def _undoing_on(link):
+    """An rtnetlink handle to undo something on `link`; a deleted link is InterfaceGone."""
+    try:
+        with rtnl(link.netns) as ipr:
+            yield ipr
+    except NetlinkError as err:
+        if err.code == errno.ENODEV:
+            raise InterfaceGone(f"{link.ifname} (index {link.ifindex}) was deleted") from None
+        raise
+
+
+def _filters(ipr, ifindex, hook):
+    return [f for f in ipr.get_filters(index=ifindex, parent=PARENTS[hook]) if f["handle"]]
+
+
+def _filter_name(msg):
+    return msg.get_nested("TCA_OPTIONS", "TCA_BPF_NAME") or ""
+
+
+def _our_filter_name(program):
+    """kfault_<program>@<owner>: the owner tells a live process's filters from a dead one's."""
+    return f"{FILTER_PREFIX}{program}@{owners.tag()}"
+
+
+def _is_stale(name):
+    """A kfault filter whose owner is gone (or that names none)."""
+    return name.startswith(FILTER_PREFIX) and not owners.is_alive(name.rpartition("@")[2])
+
+
+def _has_clsact(ipr, ifindex):
+    return any(q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=ifindex))
+
+
+@dataclass
+class ClsactHooks:
+    """Our filters on one interface, and whether the clsact qdisc was ours to begin with."""
+    link: object
+    created_clsact: bool = False
+    filters: dict = field(default_factory=dict)   # hook -> (handle, info)
+
+    @classmethod
+    def attach(cls, link, programs):
+        """programs: {hook: (prog_fd, name)}. Our filters go first (lowest free priority) and
+        return 'continue', so filters already there still see every packet we pass."""
+        hooks = cls(link)
+        with rtnl(link.netns) as ipr:
+            if not _has_clsact(ipr, link.ifindex):
+                ipr.tc("add", "clsact", link.ifindex)
+                hooks.created_clsact = True
+            try:
+                for hook, (fd, name) in programs.items():
+                    taken = {f["info"] >> 16 for f in _filters(ipr, link.ifindex, hook)}
+                    prio = min(set(range(1, len(taken) + 2)) - taken)
+                    ipr.tc("add-filter", "bpf", link.ifindex, ":1", fd=fd, name=_our_filter_name(name),
+                           parent=PARENTS[hook], classid=1, direct_action=True, prio=prio, protocol=ETH_P_ALL)
+                    ours = [f for f in _filters(ipr, link.ifindex, hook) if f["info"] >> 16 == prio]
+                    hooks.filters[hook] = (ours[0]["handle"], ours[0]["info"])
+            except Exception:
+                hooks._remove(ipr)
+                raise
+        return hooks
+
+    def detach(self):
+        with _undoing_on(self.link) as ipr:
+            self._remove(ipr)
+
+    def _remove(self, ipr):
+        for hook, (handle, info) in self.filters.items():
+            ipr.tc("del-filter", index=self.link.ifindex, handle=handle, parent=PARENTS[hook], info=info)
+        self.filters.clear()
+        if self.created_clsact:
+            foreign = [f for hook in PARENTS for f in _filters(ipr, self.link.ifindex, hook)]
+            if foreign:
+                log.warning("%s: leaving clsact in place: %d filters of others were added on it",
+                            self.link.ifname, len(foreign))
+            else:
+                ipr.tc("del", "clsact", self.link.ifindex)
+
+
+def remove_stale_filters():
+    """Delete the filters of kfault processes that are gone, in every namespace a target's
+    veth peer can be in. Their rules have expired already; this takes away the lookup."""
+    removed = 0
+    for netns in candidate_peer_namespaces():
+        try:
+            with rtnl(netns) as ipr:
+                removed += _remove_stale_filters(ipr)
+        except (OSError, NetlinkError) as err:   # a namespace or link going away as we look
+            log.info("stale filters in %s: %s", netns, err)
+    return removed
+
+
+def _remove_stale_filters(ipr):
+    removed = 0
+    for link in ipr.get_links():
+        for hook, parent in PARENTS.items():
+            try:
+                filters = _filters(ipr, link["index"], hook)
+            except Exception:  # noqa: BLE001 - no clsact here
+                continue
+            for f in filters:
+                if _is_stale(_filter_name(f)):
+                    ipr.tc("del-filter", index=link["index"], handle=f["handle"], parent=parent, info=f["info"])
+                    removed += 1
+    return removed
+
+
+TC_H_ROOT = 0xFFFFFFFF
+
+
+class QdiscInTheWay(RuntimeError):
+    """The interface's root qdisc is one kfault won't replace."""
+
+
+@dataclass
+class FqRoot:
+    """sch_fq as the interface's root qdisc, which holds packets until skb->tstamp (EDT).
+
+    A veth's root is noqueue unless someone set one: we install fq there and delete it again
+    on release, which restores noqueue exactly. An fq already in place is used as it is. Any
+    other root qdisc belongs to someone else and is left alone: the experiment is refused."""
+    link: object
+    installed: bool = False
+
+    @classmethod
+    def hold(cls, link):
+        with rtnl(link.netns) as ipr:
+            roots = [q for q in ipr.get_qdiscs(index=link.ifindex) if q["parent"] == TC_H_ROOT]
+            kind = roots[0].get_attr("TCA_KIND") if roots else "noqueue"
+            if kind == "fq":
+                return cls(link)
+            if kind != "noqueue":
+                raise QdiscInTheWay(f"{link.ifname} in {link.netns} has root qdisc {kind}; delay and "
+                                    "bandwidth need fq there and kfault replaces only noqueue")
+            ipr.tc("add", "fq", link.ifindex, 0x10000)
+            return cls(link, installed=True)
+
+    def release(self):
+        if self.installed:
+            with _undoing_on(self.link) as ipr:
+                ipr.tc("del", "fq", self.link.ifindex, 0x10000)
+            self.installed = False

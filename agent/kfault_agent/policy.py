@@ -1,0 +1,165 @@
+"""Experiment -> kernel rules. Pure: decides what to inject, never touches the kernel."""
+import ipaddress
+import math
+from collections import Counter, defaultdict
+
+from kfault_api import layout
+
+ALL_PEERS = ipaddress.ip_network("::/0")
+
+
+class RuleConflict(ValueError):
+    """The experiment can't be placed beside the ones already active."""
+
+
+def as_ipv6_network(network):
+    """IPv4 networks become IPv4-mapped IPv6 (::ffff:a.b.c.d/96+n), the layout the BPF key uses."""
+    network = ipaddress.ip_network(network, strict=False)
+    if network.version == 4:
+        mapped = ipaddress.IPv6Address("::ffff:" + str(network.network_address))
+        return ipaddress.IPv6Network((mapped, 96 + network.prefixlen))
+    return network
+
+
+def as_ipv6_address(address):
+    return as_ipv6_network(ipaddress.ip_network(address)).network_address
+
+
+def threshold(probability):
+    """A probability as the u32 the BPF program compares a random draw against."""
+    if probability >= 1:
+        return layout.ALWAYS
+    return max(0, int(round(probability * 2**32)))
+
+
+def chance_thresholds(chance):
+    """(after a miss, after a hit) for a percent and a correlation.
+
+    A two-state Markov chain whose stationary rate is the asked percent and whose lag-1
+    correlation is the asked correlation: P(hit|hit) = p + c(1-p), P(hit|miss) = p(1-c).
+    (netem's averaging of uniform draws makes runs too, but shrinks the rate as c grows.)
+    """
+    if chance is None:
+        return 0, 0
+    p, c = chance.percent / 100, chance.correlation / 100
+    return threshold(p * (1 - c)), threshold(p + c * (1 - p))
+
+
+def jitter_weights(correlation):
+    """(last, fresh) weights of an AR(1) chain with lag-1 correlation c and the spread of one
+    sample: last = c, fresh = sqrt(1 - c^2), in fixed point."""
+    c = correlation / 100
+    return round(c * layout.WEIGHT_ONE), round(math.sqrt(1 - c * c) * layout.WEIGHT_ONE)
+
+
+def rule_fields(experiment):
+    """The kfault_rule fields (all but the deadline) for an experiment."""
+    actions = 0
+    if experiment.partition:
+        actions |= layout.ACT_PARTITION
+    if experiment.loss:
+        actions |= layout.ACT_LOSS
+    if experiment.duplicate:
+        actions |= layout.ACT_DUPLICATE
+    if experiment.corrupt:
+        actions |= layout.ACT_CORRUPT
+    if experiment.delay:
+        actions |= layout.ACT_DELAY
+        if experiment.delay.reorder:
+            actions |= layout.ACT_REORDER
+    if experiment.bandwidth:
+        actions |= layout.ACT_BANDWIDTH
+    fields = {"actions": actions, "protocol": experiment.protocol}
+    for name in ("loss", "duplicate", "corrupt"):
+        fields[f"{name}_after_miss"], fields[f"{name}_after_hit"] = chance_thresholds(getattr(experiment, name))
+    if experiment.delay:
+        fields["delay_ns"] = experiment.delay.latency_ns
+        fields["jitter_ns"] = experiment.delay.jitter_ns
+        fields["jitter_last_weight"], fields["jitter_fresh_weight"] = jitter_weights(experiment.delay.correlation)
+        if experiment.delay.reorder:
+            fields["reorder_after_miss"], fields["reorder_after_hit"] = chance_thresholds(experiment.delay.reorder.chance)
+            fields["reorder_gap"] = experiment.delay.reorder.gap
+    if experiment.bandwidth:
+        rate = experiment.bandwidth.rate_bytes_per_sec
+        fields["rate_bytes_per_sec"] = rate
+        fields["burst_bytes"] = experiment.bandwidth.buffer_bytes
+        fields["queue_ns"] = experiment.bandwidth.limit_bytes * 10**9 // rate if experiment.bandwidth.limit_bytes else 0
+    if experiment.peer_ports:
+        fields["peer_port_min"], fields["peer_port_max"] = experiment.peer_ports
+    return fields
+
+
+def peer_keys(direction, local_addresses, peers):
+    """The (direction, target address, peer network) keys of one rule."""
+    networks = [as_ipv6_network(p) for p in peers] or [ALL_PEERS]
+    return frozenset((layout.DIRECTIONS[direction], as_ipv6_address(local), net)
+                     for local in local_addresses for net in networks)
+
+
+class PeerTable:
+    """What kfault_peers must hold: for every peer network some rule names, the slots of all
+    rules whose network contains it. The BPF program does one longest-prefix lookup and finds
+    every rule that applies, so overlapping experiments compose.
+
+    Changes are incremental: adding or removing a rule recomputes only the entries at or
+    inside its networks, so a rule update stays cheap with thousands of rules in place.
+    """
+
+    def __init__(self):
+        self._keys_of_slot = {}
+        self._slots_at = defaultdict(lambda: defaultdict(set))   # (direction, local) -> net -> slots
+        self._prefixlens = defaultdict(Counter)                   # (direction, local) -> prefixlen -> nets
+
+    def add(self, slot, keys):
+        """Add a rule; returns the keys whose entries may have changed."""
+        self._keys_of_slot[slot] = keys
+        for direction, local, net in keys:
+            group = self._slots_at[(direction, local)]
+            if net not in group:
+                self._prefixlens[(direction, local)][net.prefixlen] += 1
+            group[net].add(slot)
+        return self._affected(keys)
+
+    def remove(self, slot):
+        """Remove a rule; returns the keys whose entries may have changed."""
+        keys = self._keys_of_slot.pop(slot, frozenset())
+        affected = self._affected(keys)
+        for direction, local, net in keys:
+            group = self._slots_at[(direction, local)]
+            group[net].discard(slot)
+            if not group[net]:
+                del group[net]
+                self._prefixlens[(direction, local)][net.prefixlen] -= 1
+            if not group:
+                del self._slots_at[(direction, local)]
+                del self._prefixlens[(direction, local)]
+        return affected
+
+    def _affected(self, keys):
+        affected = set(keys)
+        for direction, local, net in keys:
+            if net.prefixlen == net.max_prefixlen:
+                continue
+            for other in self._slots_at.get((direction, local), ()):
+                if other.prefixlen > net.prefixlen and other.subnet_of(net):
+                    affected.add((direction, local, other))
+        return affected
+
+    def entries(self, keys):
+        """{key: slots} for `keys`; an empty tuple means the key must not be in the map.
+        Raises RuleConflict where more rules overlap than the BPF value holds."""
+        result = {}
+        for direction, local, net in keys:
+            group = self._slots_at.get((direction, local), {})
+            if net not in group:
+                result[(direction, local, net)] = ()
+                continue
+            slots = set()
+            for length, nets in self._prefixlens[(direction, local)].items():
+                if nets and length <= net.prefixlen:   # a network of this length may contain net
+                    slots |= group.get(net.supernet(new_prefix=length), set())
+            if len(slots) > layout.MAX_RULES_PER_PEER:
+                raise RuleConflict(f"{len(slots)} rules would apply to peer {net} of target address "
+                                   f"{local}; at most {layout.MAX_RULES_PER_PEER} may overlap")
+            result[(direction, local, net)] = tuple(sorted(slots))
+        return result

@@ -1,0 +1,1 @@
+"""kfault's shared model: what the controller and the agent both speak."""

@@ -1,0 +1,101 @@
+"""The CustomResourceDefinitions of kfault's kinds, rendered from api/kfault_api/schema.py.
+
+  python -m kfault_api.crds manifests/crds     (writes one file per kind)
+
+tests/test_manifests.py checks the files under manifests/crds are what this renders, so the
+CRDs and `kfault validate` can't disagree.
+"""
+import os
+import sys
+
+import yaml
+
+from kfault_api import schema, spec
+
+GROUP, VERSION = spec.API_VERSION.split("/")
+SHORT_NAMES = {"NetworkChaos": ["kfnet"], "IOChaos": ["kfio"], "PodChaos": ["kfpod"]}
+PHASES = ["Waiting", "Running", "Paused", "Finished", "Failed"]
+
+STATUS = {
+    "type": "object",
+    "properties": {
+        "phase": {"type": "string", "enum": PHASES},
+        "observedGeneration": {"type": "integer"},
+        "startedAt": {"type": "string", "format": "date-time"},
+        "windowEnd": {"type": "string", "format": "date-time", "description": "With spec.scheduler: this window's end."},
+        "nextStart": {"type": "string", "format": "date-time", "description": "With spec.scheduler: the next window."},
+        "conditions": {"type": "array", "items": {
+            "type": "object", "required": ["type", "status"],
+            "properties": {"type": {"type": "string", "enum": ["Selected", "AllInjected", "AllRecovered", "Paused"]},
+                           "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                           "reason": {"type": "string"}, "message": {"type": "string"},
+                           "lastTransitionTime": {"type": "string", "format": "date-time"}}}},
+        "records": {"type": "array", "description": "One per selected pod.", "items": {
+            "type": "object",
+            "properties": {"pod": {"type": "string"}, "node": {"type": "string"},
+                           "injectedAt": {"type": "string", "format": "date-time"},
+                           "recoveredAt": {"type": "string", "format": "date-time"},
+                           "error": {"type": "string"}}}},
+    },
+}
+
+
+def crd(kind):
+    plural = kind.lower()
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": plural,
+                      "shortNames": SHORT_NAMES[kind], "categories": ["chaos", "kfault"]},
+            "versions": [{
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Action", "type": "string", "jsonPath": ".spec.action"},
+                    {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": schema.KINDS[kind],
+                        "status": STATUS,
+                    },
+                }},
+            }],
+        },
+    }
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Schemas share dicts (PERCENT, DURATION, ...): write each out whole, no YAML anchors."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def render(kind):
+    header = "# Rendered from api/kfault_api/schema.py by `python -m kfault_api.crds`: edit that, not this.\n"
+    return header + yaml.dump(crd(kind), Dumper=_NoAliases, sort_keys=False, allow_unicode=True, width=100)
+
+
+def main(directory):
+    os.makedirs(directory, exist_ok=True)
+    for kind in schema.KINDS:
+        with open(os.path.join(directory, f"{kind.lower()}.yaml"), "w", encoding="utf-8") as handle:
+            handle.write(render(kind))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "manifests/crds")

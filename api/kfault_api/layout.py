@@ -1,0 +1,64 @@
+"""The BPF datapath's constants, as bpf/kfault.h defines them (KFAULT_<NAME> there, <NAME> here).
+
+Written out, not parsed at import, so a name can be found with grep and importing it reads no
+file; tests/test_layout.py fails when this and the header drift apart.
+"""
+
+# Capacity. Rule slots are indices into the rule and counter arrays.
+MAX_RULES = 16384
+MAX_PEER_PREFIXES = 65536
+MAX_RULES_PER_PEER = 8
+
+# Which way a packet goes, seen from the target (Chaos Mesh's `to` and `from`).
+DIR_TO = 1
+DIR_FROM = 2
+
+# Action bits of kfault_rule.actions.
+ACT_PARTITION = 1 << 0
+ACT_LOSS = 1 << 1
+ACT_DUPLICATE = 1 << 2
+ACT_CORRUPT = 1 << 3
+ACT_DELAY = 1 << 4
+ACT_BANDWIDTH = 1 << 5
+ACT_REORDER = 1 << 6
+
+# Outcomes counted per rule: index into kfault_counters.packets / .bytes.
+OUTCOME_MATCHED = 0
+OUTCOME_PASSED = 1
+OUTCOME_DROPPED = 2
+OUTCOME_DUPLICATED = 3
+OUTCOME_CORRUPTED = 4
+OUTCOME_DELAYED = 5
+OUTCOME_COUNT = 6
+
+MARK_DUPLICATE = 0x6B66DD01
+ALWAYS = 0xFFFFFFFF
+WEIGHT_SHIFT = 16
+WEIGHT_ONE = 1 << WEIGHT_SHIFT
+
+# File I/O faults (iofault.c).
+IO_MAX_RULES = 16
+IO_MAX_STATES = 256
+IO_PATH_MAX = 256
+IO_MAX_FDS = 65536
+IO_DEAD_STATE = 255
+
+IO_METHOD_OPEN = 0
+IO_METHOD_READ = 1
+IO_METHOD_WRITE = 2
+IO_METHOD_FSYNC = 3
+IO_METHOD_COUNT = 4
+
+IO_ACT_FAULT = 1
+IO_ACT_LATENCY = 2
+
+IO_OUTCOME_PASSED = 0
+IO_OUTCOME_FAILED = 1
+IO_OUTCOME_DELAYED = 2
+IO_OUTCOME_COUNT = 3
+IO_OUTCOME_STRIDE = 4
+
+# Lookup tables the Python side builds on the numbers above.
+DIRECTIONS = {"to": DIR_TO, "from": DIR_FROM}
+OUTCOMES = {"matched": OUTCOME_MATCHED, "passed": OUTCOME_PASSED, "dropped": OUTCOME_DROPPED,
+            "duplicated": OUTCOME_DUPLICATED, "corrupted": OUTCOME_CORRUPTED, "delayed": OUTCOME_DELAYED}

@@ -1,0 +1,335 @@
+"""Experiment documents -> validated experiment models. Pure: no kernel, no cluster.
+
+Every problem becomes a SpecError that names the field, the bad value and what is allowed.
+"""
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+from kfault_api import glob_dfa, layout, schema, units
+
+API_VERSION = "kfault.dev/v1alpha1"
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+
+
+@dataclass(frozen=True)
+class SpecError:
+    path: str
+    value: object
+    allowed: str
+
+    def __str__(self):
+        shown = "missing" if self.value is None else repr(self.value)
+        return f"{self.path}: {shown} is not valid; use {self.allowed}"
+
+
+class InvalidSpec(ValueError):
+    def __init__(self, errors):
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+@dataclass(frozen=True)
+class Chance:
+    """A random action: `percent` of packets, leaning `correlation` percent on the last draw."""
+    percent: float
+    correlation: float = 0.0
+
+
+@dataclass(frozen=True)
+class Reorder:
+    """netem's reorder: every `gap`-th packet, with this chance, skips the delay."""
+    chance: Chance
+    gap: int = 1
+
+
+@dataclass(frozen=True)
+class Delay:
+    latency_ns: int
+    jitter_ns: int = 0
+    correlation: float = 0.0
+    reorder: Optional[Reorder] = None
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    rate_bytes_per_sec: int
+    limit_bytes: int
+    buffer_bytes: int
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What every kind has: a name, a namespace, an action, the document it came from."""
+    name: str
+    namespace: str
+    action: str
+    duration_ns: Optional[int] = field(default=None, kw_only=True)
+    raw: dict = field(default_factory=dict, compare=False, repr=False, kw_only=True)
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class NetworkChaos(Experiment):
+    direction: str = "to"
+    peers: tuple = ()              # ip_network; empty = every peer
+    device: Optional[str] = None
+    protocol: int = 0              # IPPROTO_*, 0 = any
+    peer_ports: Optional[tuple] = None   # (min, max)
+    partition: bool = False
+    loss: Optional[Chance] = None
+    duplicate: Optional[Chance] = None
+    corrupt: Optional[Chance] = None
+    delay: Optional[Delay] = None
+    bandwidth: Optional[Bandwidth] = None
+
+    @property
+    def directions(self):
+        return ("to", "from") if self.direction == "both" else (self.direction,)
+
+    @property
+    def needs_edt(self):
+        """Delay and bandwidth hold packets in sch_fq (earliest departure time)."""
+        return self.delay is not None or self.bandwidth is not None
+
+
+@dataclass(frozen=True)
+class IOChaos(Experiment):
+    # action: latency | fault
+    path: str                      # an absolute glob (glob_dfa)
+    methods: tuple                 # names from schema.IO_METHODS
+    percent: int = 100
+    delay_ns: int = 0
+    errno: int = 0
+    volume_path: str = "/"
+    container_names: tuple = ()
+
+
+@dataclass(frozen=True)
+class PodChaos(Experiment):
+    # action: pod-kill | pod-failure | container-kill
+    container_names: tuple = ()
+    grace_period_s: Optional[int] = None
+
+
+def load_documents(path):
+    """Read every YAML document of a file (a file may hold several, separated by ---)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            docs = [d for d in yaml.safe_load_all(handle) if d is not None]
+    except OSError as err:
+        raise InvalidSpec([SpecError("file", path, f"a readable file ({err.strerror})")]) from None
+    except yaml.YAMLError as err:
+        raise InvalidSpec([SpecError("file", path, f"valid YAML ({err})".replace("\n", " "))]) from None
+    if not docs:
+        raise InvalidSpec([SpecError("file", path, "a file with at least one experiment document")])
+    return docs
+
+
+def parse_experiment(doc, for_node=True):
+    """A document -> NetworkChaos, IOChaos or PodChaos. Raises InvalidSpec listing every
+    problem found. for_node=False checks a resource as users write it, whose spec.target pods
+    and spec.scheduler the controller resolves and repeats; a node (the agent, the local
+    runner) runs only what the controller made of them: one window, peers as addresses."""
+    errors = []
+    if not isinstance(doc, dict):
+        raise InvalidSpec([SpecError("document", doc, "a mapping with apiVersion, kind, metadata and spec")])
+    for key in doc:
+        if key not in ("apiVersion", "kind", "metadata", "spec", "status"):
+            errors.append(SpecError(key, doc[key], "only apiVersion, kind, metadata and spec at the top"))
+    if doc.get("apiVersion") != API_VERSION:
+        hint = " (change chaos-mesh.org/v1alpha1 to it)" if "chaos-mesh" in str(doc.get("apiVersion")) else ""
+        errors.append(SpecError("apiVersion", doc.get("apiVersion"), f"{API_VERSION!r}{hint}"))
+    kind = doc.get("kind")
+    if kind not in schema.KINDS:
+        errors.append(SpecError("kind", kind, "one of " + ", ".join(schema.KINDS)))
+        raise InvalidSpec(errors)
+    metadata = doc.get("metadata") or {}
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
+        errors.append(SpecError("metadata.name", metadata.get("name") if isinstance(metadata, dict) else metadata,
+                                "a name for the experiment"))
+        metadata = {}
+    spec = doc.get("spec")
+    errors += [SpecError(*e) for e in schema.validate_against_schema(spec, schema.KINDS[kind], "spec")]
+    if errors:
+        raise InvalidSpec(errors)
+    if for_node and "scheduler" in spec:
+        errors.append(SpecError("spec.scheduler", spec["scheduler"], "no scheduler here: a node runs one window; "
+                                "kubectl apply the resource for repeated windows, or remove spec.scheduler"))
+    try:
+        if kind == "IOChaos":
+            experiment = _io_chaos(metadata, spec, doc)
+        elif kind == "PodChaos":
+            experiment = _pod_chaos(metadata, spec, doc)
+        else:
+            experiment = _network_chaos(metadata, spec, doc, for_node)
+    except InvalidSpec as err:
+        raise InvalidSpec(errors + err.errors) from None
+    if errors:
+        raise InvalidSpec(errors)
+    return experiment
+
+
+def _pod_chaos(metadata, spec, doc):
+    errors = []
+    action = spec["action"]
+    if action == "container-kill" and not spec.get("containerNames"):
+        errors.append(SpecError("spec.containerNames", None, "the containers to kill: container-kill needs them"))
+    duration = None
+    if "duration" in spec:
+        try:
+            duration = units.parse_duration_ns(spec["duration"])
+        except ValueError as err:
+            errors.append(SpecError("spec.duration", spec["duration"], str(err)))
+    if errors:
+        raise InvalidSpec(errors)
+    return PodChaos(name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
+                    container_names=tuple(spec.get("containerNames", ())), grace_period_s=spec.get("gracePeriod"),
+                    duration_ns=duration, raw=doc)
+
+
+def _io_chaos(metadata, spec, doc):
+    errors = []
+    action = spec["action"]
+    volume = spec["volumePath"].rstrip("/") or "/"
+    path = spec.get("path") or (volume.rstrip("/") + "/**")
+    try:
+        glob_dfa.compile_glob(path, layout.IO_DEAD_STATE)
+    except glob_dfa.GlobError as err:
+        errors.append(SpecError("spec.path", spec.get("path"), str(err)))
+    delay = 0
+    if action == "latency":
+        if "delay" not in spec:
+            errors.append(SpecError("spec.delay", None, "a delay such as \"100ms\": action latency needs it"))
+        else:
+            try:
+                delay = units.parse_duration_ns(spec["delay"])
+            except ValueError as err:
+                errors.append(SpecError("spec.delay", spec["delay"], str(err)))
+            if delay == 0:
+                errors.append(SpecError("spec.delay", spec["delay"], "a delay above 0"))
+    if action == "fault" and "errno" not in spec:
+        errors.append(SpecError("spec.errno", None, "an errno such as 5 (EIO): action fault needs it"))
+    for other, needs in (("delay", "latency"), ("errno", "fault")):
+        if other in spec and action != needs:
+            errors.append(SpecError(f"spec.{other}", spec[other], f"no {other} for action {action} (it is for "
+                                    f"action {needs}): remove it"))
+    duration = None
+    if "duration" in spec:
+        try:
+            duration = units.parse_duration_ns(spec["duration"])
+        except ValueError as err:
+            errors.append(SpecError("spec.duration", spec["duration"], str(err)))
+        if duration == 0:
+            errors.append(SpecError("spec.duration", spec["duration"], "a duration above 0, or no duration"))
+    if errors:
+        raise InvalidSpec(errors)
+    return IOChaos(
+        name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action, path=path,
+        methods=tuple(dict.fromkeys(spec.get("methods") or schema.IO_METHODS)), percent=spec.get("percent", 100),
+        delay_ns=delay, errno=spec.get("errno", 0), volume_path=volume,
+        container_names=tuple(spec.get("containerNames", ())), duration_ns=duration, raw=doc)
+
+
+def _network_chaos(metadata, spec, doc, for_node):
+    errors = []
+
+    def check(path, value, parse):
+        try:
+            return parse(value)
+        except ValueError as err:
+            errors.append(SpecError(path, value, str(err)))
+            return None
+
+    action = spec["action"]
+    blocks = {"loss", "duplicate", "corrupt", "delay", "bandwidth"}
+    wanted = {"netem": {"loss", "duplicate", "corrupt", "delay"}, "partition": set()}.get(action, {action})
+    for block in sorted(blocks - wanted):
+        if block in spec:
+            errors.append(SpecError(f"spec.{block}", spec[block], f"no spec.{block} with action {action!r}"
+                                    + (" (use action netem to combine faults)" if action != "netem" else "")))
+    if action == "netem" and not (wanted & spec.keys()):
+        errors.append(SpecError("spec.action", action, "netem together with at least one of spec.delay, "
+                                "spec.loss, spec.duplicate, spec.corrupt"))
+    for block in sorted(wanted):
+        if action != "netem" and block not in spec:
+            errors.append(SpecError(f"spec.{block}", None, f"a spec.{block} block: action {action!r} needs it"))
+
+    def chance(block):
+        if block not in spec:
+            return None
+        body = spec[block]
+        percent = check(f"spec.{block}.{block}", body[block], units.parse_percent)
+        correlation = check(f"spec.{block}.correlation", body.get("correlation", "0"), units.parse_percent)
+        return Chance(percent or 0.0, correlation or 0.0)
+
+    delay = None
+    if "delay" in spec:
+        body = spec["delay"]
+        latency = check("spec.delay.latency", body["latency"], units.parse_duration_ns)
+        jitter = check("spec.delay.jitter", body.get("jitter", "0"), units.parse_duration_ns)
+        correlation = check("spec.delay.correlation", body.get("correlation", "0"), units.parse_percent)
+        reorder = None
+        if "reorder" in body:
+            percent = check("spec.delay.reorder.reorder", body["reorder"]["reorder"], units.parse_percent)
+            reorder_correlation = check("spec.delay.reorder.correlation",
+                                        body["reorder"].get("correlation", "0"), units.parse_percent)
+            if percent:
+                # tc: a reorder without a gap reorders with gap 1 (any packet may skip).
+                reorder = Reorder(Chance(percent, reorder_correlation or 0.0), body["reorder"].get("gap") or 1)
+        delay = Delay(latency or 0, jitter or 0, correlation or 0.0, reorder)
+
+    bandwidth = None
+    if "bandwidth" in spec:
+        body = spec["bandwidth"]
+        rate = check("spec.bandwidth.rate", body["rate"], units.parse_rate_bytes_per_sec)
+        for unsupported in ("peakrate", "minburst"):
+            if body.get(unsupported):
+                errors.append(SpecError(f"spec.bandwidth.{unsupported}", body[unsupported],
+                                        "0 or nothing: kfault's EDT pacer has one rate"))
+        if rate:
+            bandwidth = Bandwidth(rate, body.get("limit", 0), body.get("buffer", max(1514, rate // 100)))
+
+    peers = []
+    for index, text in enumerate(spec.get("externalTargets", [])):
+        try:
+            peers.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            errors.append(SpecError(f"spec.externalTargets[{index}]", text,
+                                    "an IP address or CIDR such as 10.0.0.7 or 10.0.0.0/24 (kfault does not "
+                                    "resolve names)"))
+    if "target" in spec and for_node:
+        errors.append(SpecError("spec.target", spec["target"], "spec.externalTargets here: pod selectors in "
+                                "spec.target are resolved by the kfault controller, not the local runner"))
+
+    peer_ports = None
+    if "peerPorts" in spec:
+        low, _, high = spec["peerPorts"].partition("-")
+        low, high = int(low), int(high or low)
+        if not 1 <= low <= high <= 65535:
+            errors.append(SpecError("spec.peerPorts", spec["peerPorts"],
+                                    "a port or range within 1-65535, low first, such as \"8000-8080\""))
+        peer_ports = (low, high)
+        if spec.get("protocol") not in ("tcp", "udp"):
+            errors.append(SpecError("spec.protocol", spec.get("protocol"),
+                                    "tcp or udp: spec.peerPorts needs a protocol with ports"))
+
+    duration = None
+    if "duration" in spec:
+        duration = check("spec.duration", spec["duration"], units.parse_duration_ns)
+        if duration == 0:
+            errors.append(SpecError("spec.duration", spec["duration"], "a duration above 0, or no duration"))
+
+    chances = {name: chance(name) for name in ("loss", "duplicate", "corrupt")}
+    if errors:
+        raise InvalidSpec(errors)
+    return NetworkChaos(
+        name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
+        direction=spec.get("direction", "to"), peers=tuple(peers), device=spec.get("device"),
+        duration_ns=duration, protocol=PROTOCOLS.get(spec.get("protocol"), 0), peer_ports=peer_ports,
+        partition=action == "partition", delay=delay, bandwidth=bandwidth, raw=doc, **chances)

@@ -1,0 +1,31 @@
+"""python -m kfault_controller [--tls-dir DIR | --insecure] [--metrics-port N]"""
+import argparse
+import asyncio
+import sys
+
+import kopf
+from prometheus_client import start_http_server
+
+from kfault_controller import operator
+from kfault_controller.agents import AgentDirectory
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="kfault-controller")
+    parser.add_argument("--tls-dir", help="tls.crt, tls.key, ca.crt: the controller's identity for agents")
+    parser.add_argument("--insecure", action="store_true", help="plaintext to agents: local tests only")
+    parser.add_argument("--agent-port", type=int, default=9440, help="unused: agents' ports come from their pods")
+    parser.add_argument("--metrics-port", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.tls_dir:
+        operator.Config.agents = AgentDirectory.from_tls_dir(args.tls_dir)
+    elif not args.insecure:
+        parser.error("--tls-dir DIR, or --insecure for a local test")
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+    asyncio.run(kopf.operator(clusterwide=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

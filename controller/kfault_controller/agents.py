@@ -1,0 +1,58 @@
+"""Where each node's agent is, and a gRPC stub to it (mTLS with the controller's certificate)."""
+import os
+import threading
+
+import grpc
+
+from kfault_api.rpc import agent_pb2_grpc as pb_grpc
+
+AGENT_NAMESPACE = os.environ.get("KFAULT_NAMESPACE", "kfault-system")
+AGENT_LABEL = "app.kubernetes.io/name=kfault-agent"
+AGENT_TLS_NAME = "kfault-agent"     # agents are dialled by pod IP; their certificate names this
+
+
+class NoAgent(LookupError):
+    """No ready agent on a node: its pods get that as their error."""
+
+
+def agent_address(pod):
+    """host:port of an agent pod: its IP and its container port named grpc."""
+    ip = (pod.get("status") or {}).get("podIP")
+    for container in pod["spec"]["containers"]:
+        for port in container.get("ports", []):
+            if port.get("name") == "grpc" and ip:
+                return f"{ip}:{port['containerPort']}"
+    return None
+
+
+class AgentDirectory:
+    def __init__(self, credentials=None):
+        """credentials: grpc.ssl_channel_credentials(ca, controller key, controller cert), or
+        None for plaintext (tests on one machine only)."""
+        self.credentials = credentials
+        self._channels = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_tls_dir(cls, directory):
+        def read(name):
+            with open(os.path.join(directory, name), "rb") as handle:
+                return handle.read()
+        return cls(grpc.ssl_channel_credentials(read("ca.crt"), read("tls.key"), read("tls.crt")))
+
+    def stub(self, address):
+        with self._lock:
+            if address not in self._channels:
+                if self.credentials:
+                    channel = grpc.secure_channel(address, self.credentials,
+                                                  options=[("grpc.ssl_target_name_override", AGENT_TLS_NAME)])
+                else:
+                    channel = grpc.insecure_channel(address)
+                self._channels[address] = channel
+            return pb_grpc.AgentStub(self._channels[address])
+
+    def close(self):
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
