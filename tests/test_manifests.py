@@ -45,7 +45,7 @@ def test_kustomization_lists_every_manifest():
     assert listed == on_disk
 
 
-@pytest.mark.parametrize("kind", sorted(schema.KINDS))
+@pytest.mark.parametrize("kind", sorted(spec.KINDS))
 def test_crds_are_rendered_from_the_one_schema(kind):
     with open(os.path.join(MANIFESTS, "crds", f"{kind.lower()}.yaml"), encoding="utf-8") as handle:
         assert handle.read() == crds.render(kind), "run: python -m kfault_api.crds manifests/crds"
@@ -70,7 +70,7 @@ def structural_problems(node, path="openAPIV3Schema"):
     return problems
 
 
-@pytest.mark.parametrize("kind", sorted(schema.KINDS))
+@pytest.mark.parametrize("kind", sorted(spec.KINDS))
 def test_crds_are_structural_with_status_printer_columns_and_names(kind):
     doc = crd_of(kind)
     version = doc["spec"]["versions"][0]

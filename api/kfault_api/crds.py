@@ -10,10 +10,9 @@ import sys
 
 import yaml
 
-from kfault_api import schema, spec
+from kfault_api import spec
 
 GROUP, VERSION = spec.API_VERSION.split("/")
-SHORT_NAMES = {"NetworkChaos": ["kfnet"], "IOChaos": ["kfio"], "PodChaos": ["kfpod"]}
 PHASES = ["Waiting", "Running", "Paused", "Finished", "Failed"]
 
 STATUS = {
@@ -40,8 +39,9 @@ STATUS = {
 }
 
 
-def crd(kind):
-    plural = kind.lower()
+def crd(name):
+    kind = spec.KINDS[name]
+    plural = kind.plural
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -49,8 +49,8 @@ def crd(kind):
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
-            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": plural,
-                      "shortNames": SHORT_NAMES[kind], "categories": ["chaos", "kfault"]},
+            "names": {"kind": kind.name, "listKind": f"{kind.name}List", "plural": plural, "singular": plural,
+                      "shortNames": [kind.short_name], "categories": ["chaos", "kfault"]},
             "versions": [{
                 "name": VERSION,
                 "served": True,
@@ -69,7 +69,7 @@ def crd(kind):
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},
                         "metadata": {"type": "object"},
-                        "spec": schema.KINDS[kind],
+                        "spec": kind.schema,
                         "status": STATUS,
                     },
                 }},
@@ -92,9 +92,9 @@ def render(kind):
 
 def main(directory):
     os.makedirs(directory, exist_ok=True)
-    for kind in schema.KINDS:
-        with open(os.path.join(directory, f"{kind.lower()}.yaml"), "w", encoding="utf-8") as handle:
-            handle.write(render(kind))
+    for kind in spec.KINDS.values():
+        with open(os.path.join(directory, f"{kind.plural}.yaml"), "w", encoding="utf-8") as handle:
+            handle.write(render(kind.name))
 
 
 if __name__ == "__main__":

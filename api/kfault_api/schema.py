@@ -158,8 +158,6 @@ POD_CHAOS_SPEC = {
     },
 }
 
-KINDS = {"NetworkChaos": NETWORK_CHAOS_SPEC, "IOChaos": IO_CHAOS_SPEC, "PodChaos": POD_CHAOS_SPEC}
-
 
 def validate_against_schema(value, schema, path):
     """Check `value` against an OpenAPI v3 subset; return a list of (path, value, allowed)."""

@@ -4,7 +4,7 @@ Every problem becomes a SpecError that names the field, the bad value and what i
 """
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import yaml
 
@@ -145,9 +145,9 @@ def parse_experiment(doc, for_node=True):
     if doc.get("apiVersion") != API_VERSION:
         hint = " (change chaos-mesh.org/v1alpha1 to it)" if "chaos-mesh" in str(doc.get("apiVersion")) else ""
         errors.append(SpecError("apiVersion", doc.get("apiVersion"), f"{API_VERSION!r}{hint}"))
-    kind = doc.get("kind")
-    if kind not in schema.KINDS:
-        errors.append(SpecError("kind", kind, "one of " + ", ".join(schema.KINDS)))
+    kind = KINDS.get(doc.get("kind"))
+    if kind is None:
+        errors.append(SpecError("kind", doc.get("kind"), "one of " + ", ".join(KINDS)))
         raise InvalidSpec(errors)
     metadata = doc.get("metadata") or {}
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
@@ -155,19 +155,14 @@ def parse_experiment(doc, for_node=True):
                                 "a name for the experiment"))
         metadata = {}
     spec = doc.get("spec")
-    errors += [SpecError(*e) for e in schema.validate_against_schema(spec, schema.KINDS[kind], "spec")]
+    errors += [SpecError(*e) for e in schema.validate_against_schema(spec, kind.schema, "spec")]
     if errors:
         raise InvalidSpec(errors)
     if for_node and "scheduler" in spec:
         errors.append(SpecError("spec.scheduler", spec["scheduler"], "no scheduler here: a node runs one window; "
                                 "kubectl apply the resource for repeated windows, or remove spec.scheduler"))
     try:
-        if kind == "IOChaos":
-            experiment = _io_chaos(metadata, spec, doc)
-        elif kind == "PodChaos":
-            experiment = _pod_chaos(metadata, spec, doc)
-        else:
-            experiment = _network_chaos(metadata, spec, doc, for_node)
+        experiment = kind.parse(metadata, spec, doc, for_node)
     except InvalidSpec as err:
         raise InvalidSpec(errors + err.errors) from None
     if errors:
@@ -175,7 +170,7 @@ def parse_experiment(doc, for_node=True):
     return experiment
 
 
-def _pod_chaos(metadata, spec, doc):
+def _pod_chaos(metadata, spec, doc, for_node):
     errors = []
     action = spec["action"]
     if action == "container-kill" and not spec.get("containerNames"):
@@ -193,7 +188,7 @@ def _pod_chaos(metadata, spec, doc):
                     duration_ns=duration, raw=doc)
 
 
-def _io_chaos(metadata, spec, doc):
+def _io_chaos(metadata, spec, doc, for_node):
     errors = []
     action = spec["action"]
     volume = spec["volumePath"].rstrip("/") or "/"
@@ -333,3 +328,25 @@ def _network_chaos(metadata, spec, doc, for_node):
         direction=spec.get("direction", "to"), peers=tuple(peers), device=spec.get("device"),
         duration_ns=duration, protocol=PROTOCOLS.get(spec.get("protocol"), 0), peer_ports=peer_ports,
         partition=action == "partition", delay=delay, bandwidth=bandwidth, raw=doc, **chances)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of experiment, as the CRDs, `kfault validate`, the controller and the agent
+    know it. The one registry of kinds is KINDS below; nothing else dispatches on kind names."""
+    name: str                      # the resource's kind, e.g. "NetworkChaos"
+    short_name: str                # kubectl's short name
+    schema: dict                   # the spec's OpenAPI schema (schema.py)
+    model: type                    # what parse_experiment returns for it
+    parse: Callable = field(repr=False)   # (metadata, spec, doc, for_node) -> model
+
+    @property
+    def plural(self):
+        return self.name.lower()
+
+
+KINDS = {kind.name: kind for kind in (
+    Kind("NetworkChaos", "kfnet", schema.NETWORK_CHAOS_SPEC, NetworkChaos, _network_chaos),
+    Kind("IOChaos", "kfio", schema.IO_CHAOS_SPEC, IOChaos, _io_chaos),
+    Kind("PodChaos", "kfpod", schema.POD_CHAOS_SPEC, PodChaos, _pod_chaos),
+)}
