@@ -170,164 +170,186 @@ def parse_experiment(doc, for_node=True):
     return experiment
 
 
+class _Problems:
+    """The problems found in one document, collected so that all are reported at once."""
+
+    def __init__(self):
+        self.errors = []
+
+    def add(self, path, value, allowed):
+        self.errors.append(SpecError(path, value, allowed))
+
+    def parse(self, path, value, parse):
+        """parse(value), or None with the problem noted when it raises ValueError."""
+        try:
+            return parse(value)
+        except ValueError as err:
+            self.add(path, value, str(err))
+            return None
+
+    def raise_any(self):
+        if self.errors:
+            raise InvalidSpec(self.errors)
+
+
+def _duration(spec, problems):
+    """spec.duration in ns, or None: every kind's experiment may end by itself."""
+    if "duration" not in spec:
+        return None
+    duration = problems.parse("spec.duration", spec["duration"], units.parse_duration_ns)
+    if duration == 0:
+        problems.add("spec.duration", spec["duration"], "a duration above 0, or no duration")
+    return duration
+
+
 def _pod_chaos(metadata, spec, doc, for_node):
-    errors = []
+    problems = _Problems()
     action = spec["action"]
     if action == "container-kill" and not spec.get("containerNames"):
-        errors.append(SpecError("spec.containerNames", None, "the containers to kill: container-kill needs them"))
-    duration = None
-    if "duration" in spec:
-        try:
-            duration = units.parse_duration_ns(spec["duration"])
-        except ValueError as err:
-            errors.append(SpecError("spec.duration", spec["duration"], str(err)))
-    if errors:
-        raise InvalidSpec(errors)
+        problems.add("spec.containerNames", None, "the containers to kill: container-kill needs them")
+    duration = _duration(spec, problems)
+    problems.raise_any()
     return PodChaos(name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
                     container_names=tuple(spec.get("containerNames", ())), grace_period_s=spec.get("gracePeriod"),
                     duration_ns=duration, raw=doc)
 
 
 def _io_chaos(metadata, spec, doc, for_node):
-    errors = []
+    problems = _Problems()
     action = spec["action"]
     volume = spec["volumePath"].rstrip("/") or "/"
     path = spec.get("path") or (volume.rstrip("/") + "/**")
     try:
         glob_dfa.compile_glob(path, layout.IO_DEAD_STATE)
     except glob_dfa.GlobError as err:
-        errors.append(SpecError("spec.path", spec.get("path"), str(err)))
+        problems.add("spec.path", spec.get("path"), str(err))
     delay = 0
     if action == "latency":
         if "delay" not in spec:
-            errors.append(SpecError("spec.delay", None, "a delay such as \"100ms\": action latency needs it"))
+            problems.add("spec.delay", None, "a delay such as \"100ms\": action latency needs it")
         else:
-            try:
-                delay = units.parse_duration_ns(spec["delay"])
-            except ValueError as err:
-                errors.append(SpecError("spec.delay", spec["delay"], str(err)))
+            delay = problems.parse("spec.delay", spec["delay"], units.parse_duration_ns)
             if delay == 0:
-                errors.append(SpecError("spec.delay", spec["delay"], "a delay above 0"))
+                problems.add("spec.delay", spec["delay"], "a delay above 0")
     if action == "fault" and "errno" not in spec:
-        errors.append(SpecError("spec.errno", None, "an errno such as 5 (EIO): action fault needs it"))
+        problems.add("spec.errno", None, "an errno such as 5 (EIO): action fault needs it")
     for other, needs in (("delay", "latency"), ("errno", "fault")):
         if other in spec and action != needs:
-            errors.append(SpecError(f"spec.{other}", spec[other], f"no {other} for action {action} (it is for "
-                                    f"action {needs}): remove it"))
-    duration = None
-    if "duration" in spec:
-        try:
-            duration = units.parse_duration_ns(spec["duration"])
-        except ValueError as err:
-            errors.append(SpecError("spec.duration", spec["duration"], str(err)))
-        if duration == 0:
-            errors.append(SpecError("spec.duration", spec["duration"], "a duration above 0, or no duration"))
-    if errors:
-        raise InvalidSpec(errors)
+            problems.add(f"spec.{other}", spec[other], f"no {other} for action {action} (it is for "
+                         f"action {needs}): remove it")
+    duration = _duration(spec, problems)
+    problems.raise_any()
     return IOChaos(
         name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action, path=path,
         methods=tuple(dict.fromkeys(spec.get("methods") or schema.IO_METHODS)), percent=spec.get("percent", 100),
-        delay_ns=delay, errno=spec.get("errno", 0), volume_path=volume,
+        delay_ns=delay or 0, errno=spec.get("errno", 0), volume_path=volume,
         container_names=tuple(spec.get("containerNames", ())), duration_ns=duration, raw=doc)
 
 
+# The action blocks of NetworkChaos, and which of them each action takes.
+NETWORK_BLOCKS = ("loss", "duplicate", "corrupt", "delay", "bandwidth")
+NETEM_BLOCKS = {"loss", "duplicate", "corrupt", "delay"}
+
+
 def _network_chaos(metadata, spec, doc, for_node):
-    errors = []
-
-    def check(path, value, parse):
-        try:
-            return parse(value)
-        except ValueError as err:
-            errors.append(SpecError(path, value, str(err)))
-            return None
-
+    problems = _Problems()
     action = spec["action"]
-    blocks = {"loss", "duplicate", "corrupt", "delay", "bandwidth"}
-    wanted = {"netem": {"loss", "duplicate", "corrupt", "delay"}, "partition": set()}.get(action, {action})
-    for block in sorted(blocks - wanted):
-        if block in spec:
-            errors.append(SpecError(f"spec.{block}", spec[block], f"no spec.{block} with action {action!r}"
-                                    + (" (use action netem to combine faults)" if action != "netem" else "")))
+    _check_action_blocks(action, spec, problems)
+    chances = {name: _chance(spec, name, problems) for name in ("loss", "duplicate", "corrupt")}
+    delay = _delay(spec, problems)
+    bandwidth = _bandwidth(spec, problems)
+    peers = _peers(spec, for_node, problems)
+    peer_ports = _peer_ports(spec, problems)
+    duration = _duration(spec, problems)
+    problems.raise_any()
+    return NetworkChaos(
+        name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
+        direction=spec.get("direction", "to"), peers=peers, device=spec.get("device"),
+        duration_ns=duration, protocol=PROTOCOLS.get(spec.get("protocol"), 0), peer_ports=peer_ports,
+        partition=action == "partition", delay=delay, bandwidth=bandwidth, raw=doc, **chances)
+
+
+def _check_action_blocks(action, spec, problems):
+    """Each action takes its own block (netem takes several, partition none), and no other."""
+    wanted = {"netem": NETEM_BLOCKS, "partition": set()}.get(action, {action})
+    for block in NETWORK_BLOCKS:
+        if block in spec and block not in wanted:
+            problems.add(f"spec.{block}", spec[block], f"no spec.{block} with action {action!r}"
+                         + (" (use action netem to combine faults)" if action != "netem" else ""))
     if action == "netem" and not (wanted & spec.keys()):
-        errors.append(SpecError("spec.action", action, "netem together with at least one of spec.delay, "
-                                "spec.loss, spec.duplicate, spec.corrupt"))
+        problems.add("spec.action", action, "netem together with at least one of spec.delay, "
+                     "spec.loss, spec.duplicate, spec.corrupt")
     for block in sorted(wanted):
         if action != "netem" and block not in spec:
-            errors.append(SpecError(f"spec.{block}", None, f"a spec.{block} block: action {action!r} needs it"))
+            problems.add(f"spec.{block}", None, f"a spec.{block} block: action {action!r} needs it")
 
-    def chance(block):
-        if block not in spec:
-            return None
-        body = spec[block]
-        percent = check(f"spec.{block}.{block}", body[block], units.parse_percent)
-        correlation = check(f"spec.{block}.correlation", body.get("correlation", "0"), units.parse_percent)
-        return Chance(percent or 0.0, correlation or 0.0)
 
-    delay = None
-    if "delay" in spec:
-        body = spec["delay"]
-        latency = check("spec.delay.latency", body["latency"], units.parse_duration_ns)
-        jitter = check("spec.delay.jitter", body.get("jitter", "0"), units.parse_duration_ns)
-        correlation = check("spec.delay.correlation", body.get("correlation", "0"), units.parse_percent)
-        reorder = None
-        if "reorder" in body:
-            percent = check("spec.delay.reorder.reorder", body["reorder"]["reorder"], units.parse_percent)
-            reorder_correlation = check("spec.delay.reorder.correlation",
-                                        body["reorder"].get("correlation", "0"), units.parse_percent)
-            if percent:
-                # tc: a reorder without a gap reorders with gap 1 (any packet may skip).
-                reorder = Reorder(Chance(percent, reorder_correlation or 0.0), body["reorder"].get("gap") or 1)
-        delay = Delay(latency or 0, jitter or 0, correlation or 0.0, reorder)
+def _chance(spec, block, problems):
+    if block not in spec:
+        return None
+    body = spec[block]
+    percent = problems.parse(f"spec.{block}.{block}", body[block], units.parse_percent)
+    correlation = problems.parse(f"spec.{block}.correlation", body.get("correlation", "0"), units.parse_percent)
+    return Chance(percent or 0.0, correlation or 0.0)
 
-    bandwidth = None
-    if "bandwidth" in spec:
-        body = spec["bandwidth"]
-        rate = check("spec.bandwidth.rate", body["rate"], units.parse_rate_bytes_per_sec)
-        for unsupported in ("peakrate", "minburst"):
-            if body.get(unsupported):
-                errors.append(SpecError(f"spec.bandwidth.{unsupported}", body[unsupported],
-                                        "0 or nothing: kfault's EDT pacer has one rate"))
-        if rate:
-            bandwidth = Bandwidth(rate, body.get("limit", 0), body.get("buffer", max(1514, rate // 100)))
 
+def _delay(spec, problems):
+    if "delay" not in spec:
+        return None
+    body = spec["delay"]
+    latency = problems.parse("spec.delay.latency", body["latency"], units.parse_duration_ns)
+    jitter = problems.parse("spec.delay.jitter", body.get("jitter", "0"), units.parse_duration_ns)
+    correlation = problems.parse("spec.delay.correlation", body.get("correlation", "0"), units.parse_percent)
+    reorder = None
+    if "reorder" in body:
+        percent = problems.parse("spec.delay.reorder.reorder", body["reorder"]["reorder"], units.parse_percent)
+        reorder_correlation = problems.parse("spec.delay.reorder.correlation",
+                                             body["reorder"].get("correlation", "0"), units.parse_percent)
+        if percent:
+            # tc: a reorder without a gap reorders with gap 1 (any packet may skip).
+            reorder = Reorder(Chance(percent, reorder_correlation or 0.0), body["reorder"].get("gap") or 1)
+    return Delay(latency or 0, jitter or 0, correlation or 0.0, reorder)
+
+
+def _bandwidth(spec, problems):
+    if "bandwidth" not in spec:
+        return None
+    body = spec["bandwidth"]
+    rate = problems.parse("spec.bandwidth.rate", body["rate"], units.parse_rate_bytes_per_sec)
+    for unsupported in ("peakrate", "minburst"):
+        if body.get(unsupported):
+            problems.add(f"spec.bandwidth.{unsupported}", body[unsupported],
+                         "0 or nothing: kfault's EDT pacer has one rate")
+    if not rate:
+        return None
+    return Bandwidth(rate, body.get("limit", 0), body.get("buffer", max(1514, rate // 100)))
+
+
+def _peers(spec, for_node, problems):
     peers = []
     for index, text in enumerate(spec.get("externalTargets", [])):
         try:
             peers.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
-            errors.append(SpecError(f"spec.externalTargets[{index}]", text,
-                                    "an IP address or CIDR such as 10.0.0.7 or 10.0.0.0/24 (kfault does not "
-                                    "resolve names)"))
+            problems.add(f"spec.externalTargets[{index}]", text, "an IP address or CIDR such as 10.0.0.7 or "
+                         "10.0.0.0/24 (kfault does not resolve names)")
     if "target" in spec and for_node:
-        errors.append(SpecError("spec.target", spec["target"], "spec.externalTargets here: pod selectors in "
-                                "spec.target are resolved by the kfault controller, not the local runner"))
+        problems.add("spec.target", spec["target"], "spec.externalTargets here: pod selectors in "
+                     "spec.target are resolved by the kfault controller, not the local runner")
+    return tuple(peers)
 
-    peer_ports = None
-    if "peerPorts" in spec:
-        low, _, high = spec["peerPorts"].partition("-")
-        low, high = int(low), int(high or low)
-        if not 1 <= low <= high <= 65535:
-            errors.append(SpecError("spec.peerPorts", spec["peerPorts"],
-                                    "a port or range within 1-65535, low first, such as \"8000-8080\""))
-        peer_ports = (low, high)
-        if spec.get("protocol") not in ("tcp", "udp"):
-            errors.append(SpecError("spec.protocol", spec.get("protocol"),
-                                    "tcp or udp: spec.peerPorts needs a protocol with ports"))
 
-    duration = None
-    if "duration" in spec:
-        duration = check("spec.duration", spec["duration"], units.parse_duration_ns)
-        if duration == 0:
-            errors.append(SpecError("spec.duration", spec["duration"], "a duration above 0, or no duration"))
-
-    chances = {name: chance(name) for name in ("loss", "duplicate", "corrupt")}
-    if errors:
-        raise InvalidSpec(errors)
-    return NetworkChaos(
-        name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
-        direction=spec.get("direction", "to"), peers=tuple(peers), device=spec.get("device"),
-        duration_ns=duration, protocol=PROTOCOLS.get(spec.get("protocol"), 0), peer_ports=peer_ports,
-        partition=action == "partition", delay=delay, bandwidth=bandwidth, raw=doc, **chances)
+def _peer_ports(spec, problems):
+    if "peerPorts" not in spec:
+        return None
+    low, _, high = spec["peerPorts"].partition("-")
+    low, high = int(low), int(high or low)
+    if not 1 <= low <= high <= 65535:
+        problems.add("spec.peerPorts", spec["peerPorts"], "a port or range within 1-65535, low first, "
+                     "such as \"8000-8080\"")
+    if spec.get("protocol") not in ("tcp", "udp"):
+        problems.add("spec.protocol", spec.get("protocol"), "tcp or udp: spec.peerPorts needs a protocol with ports")
+    return (low, high)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,56 @@
+"""What each package may import: the layering README's "How it works" describes, checked.
+
+  kfault_api         the shared model: standard library, yaml, grpc/protobuf; nothing of ours
+  kfault_agent       kfault_api; bcc only in kernel/loader.py; never kopf, kubernetes, the controller or the lab
+  kfault_controller  kfault_api; never the agent, bcc or pyroute2
+  kfault_lab         anything (it drives the agent), but nothing imports it except tests and bench
+"""
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+PACKAGES = {"kfault_api": "api", "kfault_agent": "agent", "kfault_controller": "controller", "kfault_lab": "lab"}
+FORBIDDEN = {
+    "kfault_api": {"kfault_agent", "kfault_controller", "kfault_lab", "bcc", "pyroute2", "kopf", "kubernetes",
+                   "prometheus_client"},
+    "kfault_agent": {"kfault_controller", "kfault_lab", "kopf", "kubernetes"},
+    "kfault_controller": {"kfault_agent", "kfault_lab", "bcc", "pyroute2"},
+}
+# The one module of the agent that may import bcc (it knows the kernel; nothing else does).
+BCC_USERS = {"kfault_agent.kernel.loader"}
+
+
+def modules(package):
+    top = os.path.join(ROOT, PACKAGES[package])
+    for folder, _, files in os.walk(os.path.join(top, package)):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                dotted = os.path.relpath(path, top)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+                yield dotted, path
+
+
+def imported_roots(path):
+    with open(path, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_only_what_its_layer_allows(package):
+    wrong = sorted(f"{module} imports {name}" for module, path in modules(package)
+                   for name in imported_roots(path) if name.split(".")[0] in FORBIDDEN[package])
+    assert wrong == []
+
+
+def test_only_the_loader_imports_bcc():
+    users = {module for package in PACKAGES for module, path in modules(package)
+             if any(name.split(".")[0] == "bcc" for name in imported_roots(path))}
+    assert users == BCC_USERS
