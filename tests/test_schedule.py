@@ -43,8 +43,8 @@ def test_cron_current_window():
     assert window == (T0.replace(second=0), T0.replace(second=0) + datetime.timedelta(minutes=10))
     assert hourly.current_window(at(20), T0, datetime.timedelta(minutes=10)) is None
     # A start exactly at `now` is the current window's start, not the previous hour's.
-    start = T0.replace(second=0)
-    assert hourly.current_window(start, T0, datetime.timedelta(minutes=10)) == (start, start + datetime.timedelta(minutes=10))
+    start, ten = T0.replace(second=0), datetime.timedelta(minutes=10)
+    assert hourly.current_window(start, T0, ten) == (start, start + ten)
 
 
 def test_cron_is_read_in_utc():
@@ -68,3 +68,34 @@ def test_cron_is_read_in_utc():
 def test_bad_schedules_say_what_is_wrong(expression, words):
     with pytest.raises(ScheduleError, match=words):
         Schedule(expression).next_start(T0, T0)
+
+
+def test_the_keep_alive_timer_opens_closes_ends_and_renews():
+    from kfault_controller.windows import Due, due, windows_of
+    meta = {"creationTimestamp": "2026-11-26T10:00:30Z"}
+    scheduled = {"duration": "30s", "scheduler": {"cron": "@every 2m"}}
+    windows = windows_of(scheduled, meta)
+    assert due(windows, scheduled, meta, {"phase": "Waiting", "nextStart": "2026-11-26T10:02:30Z"}, at(2, 5)) \
+        is Due.OPEN_WINDOW
+    assert due(windows, scheduled, meta, {"phase": "Waiting", "nextStart": "2026-11-26T10:02:30Z"}, at(1)) \
+        is Due.NOTHING
+    paused = {"annotations": {"experiment.kfault.dev/pause": "true"}, **meta}
+    assert due(windows, scheduled, paused, {"phase": "Waiting", "nextStart": "2026-11-26T10:02:30Z"}, at(2, 5)) \
+        is Due.NOTHING
+    assert due(windows, scheduled, meta, {"phase": "Running", "windowEnd": "2026-11-26T10:01:00Z"}, at(0, 20)) \
+        is Due.RENEW
+    assert due(windows, scheduled, meta, {"phase": "Running", "windowEnd": "2026-11-26T10:01:00Z"}, at(0, 45)) \
+        is Due.CLOSE_WINDOW
+    once = {"duration": "1m"}
+    running = {"phase": "Running", "startedAt": "2026-11-26T10:00:30Z"}
+    assert due(None, once, meta, running, at(0, 50)) is Due.RENEW
+    assert due(None, once, meta, running, at(1, 0)) is Due.END_DURATION
+    assert due(None, once, meta, {**running, "phase": "Finished"}, at(5)) is Due.NOTHING
+
+
+def test_a_schedule_without_duration_names_the_field():
+    from kfault_controller.windows import windows_of
+    with pytest.raises(ScheduleError, match="spec.duration"):
+        windows_of({"scheduler": {"cron": "@daily"}}, {})
+    with pytest.raises(ScheduleError, match=r"spec.scheduler.cron: '\*/15 9-17 \* 13 1-5': the month field"):
+        windows_of({"duration": "1m", "scheduler": {"cron": "*/15 9-17 * 13 1-5"}}, {})
