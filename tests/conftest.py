@@ -120,7 +120,7 @@ def register_cluster(kmock):
 async def controller():
     """The controller's kopf operator in the test's event loop, watching NS."""
     import kopf
-    import kfault_controller.operator  # noqa: F401 - registers the handlers
+    import kfault_controller.handlers  # noqa: F401 - registers the handlers
     settings = kopf.OperatorSettings()
     settings.scanning.disabled = True
     # kmock sends no bookmarks: a quiet stream is re-made (and everything re-listed) every 10 s

@@ -13,8 +13,9 @@ from conftest import NS, controller, register_cluster, wait_for  # noqa: E402
 
 from kfault_agent import server  # noqa: E402
 from kfault_agent.kernel.loader import Capability, KernelUnsupported  # noqa: E402
-from kfault_controller import operator  # noqa: E402
+from kfault_controller import agents, status  # noqa: E402
 from kfault_controller.agents import AgentDirectory  # noqa: E402
+from kfault_controller.windows import PAUSE_ANNOTATION  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 CHAOS = "kfault.dev/v1alpha1/networkchaos"
@@ -100,9 +101,9 @@ class Node:
 @pytest.fixture
 def nodes():
     made = {"node-a": Node("node-a"), "node-b": Node("node-b", refuse="delay needs sch_fq: build with CONFIG_NET_SCH_FQ")}
-    operator.Config.agents = AgentDirectory()
+    agents.Config.agents = AgentDirectory()
     yield made
-    operator.Config.agents.close()
+    agents.Config.agents.close()
     for node in made.values():
         node.close()
 
@@ -183,11 +184,11 @@ async def test_pause_takes_back_and_resume_injects_again(kmock, nodes):
     path = f"/apis/kfault.dev/v1alpha1/namespaces/{NS}/networkchaos/cut"
     async with controller():
         await wait_for(lambda: nodes["node-a"].engine.placed)
-        await kmock.patch(path, json={"metadata": {"annotations": {operator.PAUSE_ANNOTATION: "true"}}},
+        await kmock.patch(path, json={"metadata": {"annotations": {PAUSE_ANNOTATION: "true"}}},
                           headers={"Content-Type": "application/merge-patch+json"})
         await wait_for(lambda: not nodes["node-a"].engine.placed)
         await wait_for(lambda: kmock.objects[CHAOS, NS, "cut"]["status"].get("phase") == "Paused")
-        await kmock.patch(path, json={"metadata": {"annotations": {operator.PAUSE_ANNOTATION: "false"}}},
+        await kmock.patch(path, json={"metadata": {"annotations": {PAUSE_ANNOTATION: "false"}}},
                           headers={"Content-Type": "application/merge-patch+json"})
         await wait_for(lambda: nodes["node-a"].engine.placed)
         await wait_for(lambda: kmock.objects[CHAOS, NS, "cut"]["status"].get("phase") == "Running")
@@ -250,7 +251,7 @@ async def test_controller_metrics_count_experiments_by_kind_and_phase(kmock, nod
 async def test_scheduled_windows_inject_and_recover_again_and_again(kmock, nodes):
     populate(kmock, nodes)
     kmock.objects[CHAOS, NS, "windows"] = chaos("windows", duration="1s", scheduler={"cron": "@every 3s"})
-    kmock.objects[CHAOS, NS, "windows"]["metadata"]["creationTimestamp"] = operator.now_iso()
+    kmock.objects[CHAOS, NS, "windows"]["metadata"]["creationTimestamp"] = status.now_iso()
     async with controller():
         # Window 1 at creation, then waiting, then window 2 three seconds after creation.
         placed = lambda: bool(nodes["node-a"].engine.placed)  # noqa: E731

@@ -3,7 +3,9 @@ import random
 
 import pytest
 
-from kfault_controller import operator, selection
+from kfault_api.spec import KINDS
+from kfault_controller import placement, selection
+from kfault_controller.cluster import ClusterView
 
 
 def pod(name, namespace="default", labels=None, node="n1", phase="Running", annotations=None, ip=None):
@@ -77,5 +79,19 @@ def test_network_target_pods_become_peer_addresses():
     spec = {"action": "partition", "mode": "all", "selector": {"labelSelectors": {"app": "web"}},
             "externalTargets": ["192.0.2.1"],
             "target": {"mode": "all", "selector": {"labelSelectors": {"app": "db"}}}}
-    body = operator.translated_spec("NetworkChaos", spec, PODS, {}, {})
+    body = placement.agent_spec(KINDS["NetworkChaos"], spec, ClusterView(PODS, [], {}, {}))
     assert body == {"action": "partition", "externalTargets": ["192.0.2.1", "10.0.0.4"]}
+
+
+def test_io_container_names_become_container_ids_per_pod_not_spec():
+    spec = {"action": "fault", "errno": 5, "volumePath": "/data", "containerNames": ["main"], "mode": "all",
+            "selector": {"labelSelectors": {"app": "web"}}}
+    body = placement.agent_spec(KINDS["IOChaos"], spec, ClusterView(PODS, [], {}, {}))
+    assert body == {"action": "fault", "errno": 5, "volumePath": "/data"}
+    web = dict(PODS[0], status={"containerStatuses": [{"name": "main", "containerID": "containerd://a"},
+                                                      {"name": "sidecar", "containerID": "containerd://b"}]})
+    assert list(placement.pod_target(web, spec["containerNames"]).pod.container_ids) == ["containerd://a"]
+
+
+def test_every_kind_says_how_it_is_placed():
+    assert placement.PLACEMENT.keys() == KINDS.keys()

@@ -6,19 +6,18 @@ import sys
 import kopf
 from prometheus_client import start_http_server
 
-from kfault_controller import operator
-from kfault_controller.agents import AgentDirectory
+from kfault_controller import handlers  # noqa: F401 - registers the kopf handlers
+from kfault_controller.agents import AgentDirectory, Config
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="kfault-controller")
     parser.add_argument("--tls-dir", help="tls.crt, tls.key, ca.crt: the controller's identity for agents")
     parser.add_argument("--insecure", action="store_true", help="plaintext to agents: local tests only")
-    parser.add_argument("--agent-port", type=int, default=9440, help="unused: agents' ports come from their pods")
     parser.add_argument("--metrics-port", type=int, default=0)
     args = parser.parse_args(argv)
     if args.tls_dir:
-        operator.Config.agents = AgentDirectory.from_tls_dir(args.tls_dir)
+        Config.agents = AgentDirectory.from_tls_dir(args.tls_dir)
     elif not args.insecure:
         parser.error("--tls-dir DIR, or --insecure for a local test")
     if args.metrics_port:

@@ -1,4 +1,5 @@
-"""Where each node's agent is, and a gRPC stub to it (mTLS with the controller's certificate)."""
+"""Where each node's agent is, and a call to it over gRPC (mTLS with the controller's certificate)."""
+import asyncio
 import os
 import threading
 
@@ -9,6 +10,9 @@ from kfault_api.rpc import agent_pb2_grpc as pb_grpc
 AGENT_NAMESPACE = os.environ.get("KFAULT_NAMESPACE", "kfault-system")
 AGENT_LABEL = "app.kubernetes.io/name=kfault-agent"
 AGENT_TLS_NAME = "kfault-agent"     # agents are dialled by pod IP; their certificate names this
+LEASE_S = float(os.environ.get("KFAULT_LEASE_S", "15"))
+RENEW_S = float(os.environ.get("KFAULT_RENEW_S", "5"))    # a third of the lease: two renewals may fail
+RPC_TIMEOUT_S = 30.0
 
 
 class NoAgent(LookupError):
@@ -23,6 +27,12 @@ def agent_address(pod):
             if port.get("name") == "grpc" and ip:
                 return f"{ip}:{port['containerPort']}"
     return None
+
+
+def agent_addresses(agent_pods):
+    """node name -> host:port of its agent, for the agent pods that have one."""
+    return {p["spec"]["nodeName"]: agent_address(p) for p in agent_pods
+            if p.get("spec", {}).get("nodeName") and agent_address(p)}
 
 
 class AgentDirectory:
@@ -56,3 +66,17 @@ class AgentDirectory:
             for channel in self._channels.values():
                 channel.close()
             self._channels.clear()
+
+
+class Config:
+    """How the controller reaches agents: __main__ (or a test) sets the directory once."""
+    agents = AgentDirectory()
+    lease_s = LEASE_S
+
+
+async def call(node, address, method, request):
+    """One RPC to a node's agent, off the event loop; NoAgent when the node has none ready."""
+    if address is None:
+        raise NoAgent(f"no ready kfault agent on node {node}")
+    stub = Config.agents.stub(address)
+    return await asyncio.to_thread(getattr(stub, method), request, timeout=RPC_TIMEOUT_S)

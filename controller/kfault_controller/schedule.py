@@ -1,58 +1,71 @@
 """Repeated windows: Chaos Mesh's `scheduler.cron` with `duration`. Pure.
 
-`@every 2m` starts a window every two minutes from the resource's creation; a cron expression
-(five fields: minute hour day-of-month month day-of-week, with `*`, `*/n`, `a-b`, `a,b`,
-`a-b/n`; or `@hourly`, `@daily`, `@weekly`, `@monthly`) starts one at each matching minute, UTC.
-Each window lasts `duration`.
+`@every 2m` starts a window every two minutes from the resource's creation (croniter has no
+`@every`: it is Go cron's, which Chaos Mesh uses); a five-field cron expression or a macro
+(`@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`), read by croniter, starts one at each
+matching minute, UTC. Each window lasts `duration`.
 """
 import datetime
 
+from croniter import croniter, CroniterBadDateError, CroniterError
+
 from kfault_api import units
 
-MACROS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
-          "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
-FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 6))
-HORIZON = datetime.timedelta(days=366)
+UTC = datetime.timezone.utc
+FIELDS = (("minute", "0-59"), ("hour", "0-23"), ("day-of-month", "1-31"), ("month", "1-12"),
+          ("day-of-week", "0-6, 0 = Sunday"))
+FORMS = "five fields (minute hour day-of-month month day-of-week) such as \"*/15 9-17 * * 1-5\", @daily, or @every 2m"
 
 
 class ScheduleError(ValueError):
     pass
 
 
-def _field(text, name, low, high):
-    values = set()
-    for part in text.split(","):
-        spec, _, step = part.partition("/")
-        if spec == "*":
-            first, last = low, high
-        elif "-" in spec:
-            first, last = (int(x) for x in spec.split("-", 1))
-        else:
-            first = last = int(spec)
-        step = int(step) if step else 1
-        if not (low <= first <= last <= high) or step < 1:
-            raise ScheduleError(f"the {name} field {part!r} is outside {low}-{high}")
-        values.update(range(first, last + 1, step))
-    return values
+def _every(text):
+    """`@every <duration>` as a timedelta above 0."""
+    try:
+        every = datetime.timedelta(microseconds=units.parse_duration_ns(text) / 1000)
+    except ValueError as err:
+        raise ScheduleError(f"the duration after @every: {err}") from None
+    if every <= datetime.timedelta(0):
+        raise ScheduleError(f"the duration after @every: {text!r} is not above 0; use one such as @every 2m")
+    return every
+
+
+def _cron(expression):
+    """A checked five-field expression or macro; a bad one names the field, its value and its range."""
+    if expression.startswith("@"):
+        if croniter.is_valid(expression):
+            return expression
+        raise ScheduleError(f"no macro {expression.split()[0]!r}; use {FORMS}")
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ScheduleError(f"{len(fields)} field(s); use {FORMS}")
+    if croniter.is_valid(expression):
+        return expression
+    for index, ((name, allowed), text) in enumerate(zip(FIELDS, fields)):
+        alone = " ".join(text if i == index else "*" for i in range(len(FIELDS)))
+        if not croniter.is_valid(alone):
+            raise ScheduleError(f"the {name} field {text!r} is not valid; use {allowed}, with *, */n, a-b, a,b")
+    raise ScheduleError(f"not a cron expression; use {FORMS}")
 
 
 class Schedule:
     def __init__(self, expression):
         self.expression = expression.strip()
         self.every = None
+        if self.expression.startswith("@every"):
+            self.every = _every(self.expression.removeprefix("@every").strip())
+        else:
+            self.cron = _cron(self.expression)
+
+    def _matches(self, start, direction):
         try:
-            if self.expression.startswith("@every "):
-                self.every = datetime.timedelta(microseconds=units.parse_duration_ns(self.expression[7:].strip()) / 1000)
-                if self.every <= datetime.timedelta(0):
-                    raise ScheduleError("@every needs a duration above 0")
-                return
-            fields = MACROS.get(self.expression, self.expression).split()
-            if len(fields) != 5:
-                raise ScheduleError("five fields (minute hour day-of-month month day-of-week), @every 2m, or @daily")
-            self.sets = [_field(text, *spec) for text, spec in zip(fields, FIELDS)]
-        except ValueError as err:
-            if isinstance(err, ScheduleError):
-                raise
+            return getattr(croniter(self.cron, start.astimezone(UTC)), direction)(datetime.datetime)
+        except CroniterBadDateError:
+            raise ScheduleError(f"{self.expression!r} never matches (such as day 31 of February); "
+                                "pick a day every chosen month has") from None
+        except CroniterError as err:
             raise ScheduleError(str(err)) from None
 
     def next_start(self, after, anchor):
@@ -60,23 +73,7 @@ class Schedule:
         if self.every:
             periods = int((after - anchor) / self.every) + 1 if after >= anchor else 0
             return anchor + periods * self.every
-        minute, hour, dom, month, dow = self.sets
-        t = after.replace(second=0, microsecond=0) + datetime.timedelta(minutes=1)
-        end = after + HORIZON
-        while t < end:
-            if t.month not in month:
-                t = (t.replace(day=1, hour=0, minute=0) + datetime.timedelta(days=32)).replace(day=1)
-                continue
-            if t.day not in dom or (t.isoweekday() % 7) not in dow:
-                t = t.replace(hour=0, minute=0) + datetime.timedelta(days=1)
-                continue
-            if t.hour not in hour:
-                t = t.replace(minute=0) + datetime.timedelta(hours=1)
-                continue
-            if t.minute in minute:
-                return t
-            t += datetime.timedelta(minutes=1)
-        raise ScheduleError(f"{self.expression!r} never matches within a year")
+        return self._matches(after, "get_next")
 
     def current_window(self, now, anchor, duration):
         """(start, end) of the window `now` is in, or None; windows start at `anchor` too for @every."""
@@ -85,20 +82,10 @@ class Schedule:
                 return None
             start = anchor + int((now - anchor) / self.every) * self.every
         else:
-            start = self.previous_start(now, duration)
-            if start is None:
-                return None
+            start = self.previous_start(now)
         end = start + duration
         return (start, end) if start <= now < end else None
 
-    def previous_start(self, now, duration):
-        """The latest cron start in (now - duration, now], if any."""
-        t = now.replace(second=0, microsecond=0)
-        floor = now - duration
-        while t > floor:
-            minute, hour, dom, month, dow = self.sets
-            if (t.minute in minute and t.hour in hour and t.day in dom and t.month in month
-                    and (t.isoweekday() % 7) in dow):
-                return t
-            t -= datetime.timedelta(minutes=1)
-        return None
+    def previous_start(self, now):
+        """The latest cron start at or before `now` (croniter's get_prev is strictly before)."""
+        return self._matches(now.replace(second=0, microsecond=0) + datetime.timedelta(minutes=1), "get_prev")

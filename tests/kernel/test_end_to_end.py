@@ -90,10 +90,9 @@ def agent(tmp_path, capabilities):
 
 @pytest.fixture
 def cluster(kmock, agent, lab):
-    from kfault_controller import operator
-    from kfault_controller.agents import AgentDirectory
+    from kfault_controller.agents import AgentDirectory, Config
     port = agent
-    operator.Config.agents = AgentDirectory()
+    Config.agents = AgentDirectory()
     register_cluster(kmock)
     kmock.objects["v1/nodes", None, NODE] = {"metadata": {"name": NODE, "resourceVersion": "1"}}
     kmock.objects["v1/pods", "kfault-system", "kfault-agent-x"] = {
@@ -105,7 +104,7 @@ def cluster(kmock, agent, lab):
     pods = LocalPods(lab)
     yield kmock, pods
     pods.close()
-    operator.Config.agents.close()
+    Config.agents.close()
 
 
 def create(kmock, kind, plural, name, spec):

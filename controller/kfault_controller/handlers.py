@@ -1,0 +1,192 @@
+"""The kfault controller's kopf handlers, one set per kind of kfault_api.spec.KINDS. They are
+thin: placement.py turns a resource into calls to agents, status.py says what the status
+reads, windows.py says when an experiment should be in place. It never touches a node itself.
+
+Per resource: on create, spec change or pause, place it (or take it back); every RENEW_S keep
+it alive (renew leases, open and close scheduled windows, end its duration); on delete take it
+back everywhere. kopf's finalizer holds a deleted resource until every node has confirmed (or
+is gone).
+"""
+import logging
+import os
+import time
+
+import kopf
+import kubernetes
+
+from kfault_api import spec as api_spec
+
+from kfault_controller import placement, selection, status as report, windows
+from kfault_controller.agents import RENEW_S
+from kfault_controller.metrics import RECONCILE, record_phase
+from kfault_controller.schedule import ScheduleError
+from kfault_controller.windows import Due, PAUSE_ANNOTATION
+
+GROUP, VERSION = api_spec.API_VERSION.split("/")
+KIND_OF_PLURAL = {kind.plural: kind for kind in api_spec.KINDS.values()}
+INVALID = (selection.SelectionError, api_spec.InvalidSpec, ScheduleError)   # the user's to fix: reported in status
+
+
+def key_of(body):
+    return f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+
+
+def post(body, events):
+    for event_type, reason, message in events:
+        kopf.event(body, type=event_type, reason=reason, message=message)
+
+
+def invalid_message(err):
+    return "; ".join(str(e) for e in err.errors) if isinstance(err, api_spec.InvalidSpec) else str(err)
+
+
+async def on_create_update_or_pause(resource, body, spec, meta, status, patch, logger, reason, **_):
+    """Created, spec changed, or the pause annotation changed: bring the nodes to what it asks."""
+    started = time.monotonic()
+    kind = KIND_OF_PLURAL[resource.plural]
+    logger.info("reconcile (%s): phase %s, generation %s", reason, status.get("phase"),
+                status.get("observedGeneration"))
+    observed = report.observed_generation(meta, spec)
+    if status.get("phase") == "Finished" or (
+            status.get("phase") == "Running" and status.get("observedGeneration") == observed
+            and not windows.is_paused(meta)):
+        return        # already done for this spec: handlers may be called again (idempotent)
+    if windows.is_paused(meta):
+        done, records = await take_back(body, status, "paused", logger)
+        patch.status.update(report.paused(records, done, PAUSE_ANNOTATION))
+        record_phase(kind.name, key_of(body), "Paused")
+        return
+    if status.get("phase") == "Running" and status.get("records"):
+        await take_back(body, status, "spec changed", logger)
+    try:
+        phase = await inject_or_wait(kind, body, spec, meta, status, patch, logger)
+    except INVALID as err:
+        kopf.warn(body, reason="Invalid", message=invalid_message(err))
+        patch.status.update(report.invalid(invalid_message(err)))
+        record_phase(kind.name, key_of(body), "Failed")
+        return
+    patch.status["observedGeneration"] = observed
+    record_phase(kind.name, key_of(body), phase)
+    if phase != "Waiting":
+        RECONCILE.labels(kind.name).observe(time.monotonic() - started)
+
+
+async def inject_or_wait(kind, body, spec, meta, status, patch, logger):
+    """Inject now, or, scheduled and between windows, wait for the next one; the phase it set."""
+    scheduled = windows.windows_of(spec, meta)
+    now = report.now()
+    window = scheduled.current(now) if scheduled else None
+    if scheduled and window is None:
+        patch.status.update(report.waiting(scheduled.next_start(now)))
+        return "Waiting"
+    if window:
+        patch.status["windowEnd"] = report.iso(window[1])
+    await inject(kind, body, spec, patch, logger)
+    patch.status["startedAt"] = status.get("startedAt") or report.now_iso()
+    return patch.status["phase"]
+
+
+async def inject(kind, body, spec, patch, logger):
+    """Place the experiment; its status, its events, and a warning per pod an agent refused."""
+    placed = await placement.place(kind, body, spec)
+    if not placed.by_api:
+        for record in report.failed_records(placed.records):
+            logger.warning("%s on %s: %s", key_of(body), record["pod"], record["error"])
+    post(body, report.placement_events(placed))
+    patch.status.update(report.placed(placed))
+
+
+async def take_back(body, status, reason, logger):
+    """Revoke on every node in the records: (every node confirmed, the records stamped)."""
+    records = list((status or {}).get("records") or [])
+    nodes = report.record_nodes(records)
+    if not nodes:
+        return True, records
+    pending = await placement.revoke(key_of(body), nodes)
+    for node, error in pending.items():
+        logger.warning("revoke %s on %s: %s", key_of(body), node, error)
+    if not pending:
+        kopf.info(body, reason="Recovered", message=f"{reason}: taken back on {len(nodes)} node(s)")
+    return not pending, report.recovered(records, pending)
+
+
+async def keep_alive(resource, body, spec, meta, status, patch, logger, **_):
+    """Every RENEW_S: open or close a scheduled window, end the duration, or renew the leases."""
+    kind = KIND_OF_PLURAL[resource.plural]
+    try:
+        scheduled = windows.windows_of(spec, meta)
+    except ScheduleError:
+        return                                    # reported by on_create_update_or_pause
+    now = report.now()
+    step = windows.due(scheduled, spec, meta, status, now)
+    if step is Due.OPEN_WINDOW:
+        await inject(kind, body, spec, patch, logger)
+        patch.status["windowEnd"] = report.iso(scheduled.current(now)[1])
+    elif step is Due.NEXT_START:
+        patch.status["nextStart"] = report.iso(scheduled.next_start(now))
+    elif step is Due.CLOSE_WINDOW:
+        done, records = await take_back(body, status, "window ended", logger)
+        patch.status["records"] = records
+        if done:
+            patch.status.update(report.waiting(scheduled.next_start(now)))
+            record_phase(kind.name, key_of(body), "Waiting")
+    elif step is Due.END_DURATION:
+        done, records = await take_back(body, status, "duration ended", logger)
+        patch.status["records"] = records
+        if done:
+            patch.status.update(report.finished())
+            record_phase(kind.name, key_of(body), "Finished")
+    elif step is Due.RENEW:
+        await renew_leases(body, status, logger)
+
+
+async def renew_leases(body, status, logger):
+    failed = await placement.renew(key_of(body), report.injected_nodes(status.get("records") or []))
+    for node, error in failed.items():
+        logger.warning("renew %s on %s: %s", key_of(body), node, error)
+
+
+async def on_delete(resource, body, status, logger, **_):
+    """Deleted: take it back everywhere; kopf's finalizer holds the resource until every node confirmed."""
+    logger.info("deleted: taking the experiment back on every node")
+    done, _ = await take_back(body, status, "deleted", logger)
+    if not done:
+        raise kopf.TemporaryError("some nodes have not confirmed recovery yet", delay=RENEW_S)
+    record_phase(KIND_OF_PLURAL[resource.plural].name, key_of(body), None)
+
+
+for _kind in api_spec.KINDS.values():
+    kopf.on.create(GROUP, VERSION, _kind.plural, id="create")(on_create_update_or_pause)
+    kopf.on.update(GROUP, VERSION, _kind.plural, field="spec", id="spec")(on_create_update_or_pause)
+    kopf.on.field(GROUP, VERSION, _kind.plural, field=("metadata", "annotations", PAUSE_ANNOTATION),
+                  id="pause")(on_create_update_or_pause)
+    kopf.timer(GROUP, VERSION, _kind.plural, interval=RENEW_S, initial_delay=RENEW_S, id="keep_alive")(keep_alive)
+    kopf.on.delete(GROUP, VERSION, _kind.plural, id="on_delete")(on_delete)
+
+
+def load_client_config():
+    """In a pod: its service account; elsewhere: $KUBECONFIG (read now, not at import)."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+
+
+@kopf.on.login()
+def login(**_):
+    """kopf and the kubernetes client use one configuration (kopf's own login reads a
+    kubeconfig path fixed when the library was imported)."""
+    load_client_config()
+    config = kubernetes.client.Configuration.get_default_copy()
+    token = (config.api_key or {}).get("authorization", "").removeprefix("Bearer ").strip() or None
+    return kopf.ConnectionInfo(server=config.host, ca_path=config.ssl_ca_cert, insecure=not config.verify_ssl,
+                               token=token, certificate_path=config.cert_file, private_key_path=config.key_file)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_):
+    settings.persistence.finalizer = f"{GROUP}/recovery"
+    # kopf's own progress goes in annotations: status holds only what the CRD schema declares.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.level = logging.INFO

@@ -1,0 +1,163 @@
+"""Where a chaos resource becomes calls to agents: select its pods, take out what the controller
+resolves itself, group the pods by node, and send each node's agent the spec with its pods and a
+lease; later renew and revoke node by node. What one kind does differently is in PLACEMENT."""
+import asyncio
+import json
+from dataclasses import dataclass
+
+from kfault_api import spec as api_spec
+from kfault_api.rpc import agent_pb2 as pb
+
+from kfault_controller import agents, cluster, selection
+from kfault_controller.metrics import AGENT_ERRORS
+from kfault_controller.status import now_iso
+
+RESOLVED_HERE = ("selector", "mode", "value", "target", "scheduler")   # the controller's: no agent sees them
+
+
+@dataclass(frozen=True)
+class KindPlacement:
+    """What the controller does for one kind beyond select, group by node and call agents."""
+    peers_from_target: bool = False       # spec.target's pods join spec.externalTargets as their IPs
+    per_pod_fields: tuple = ()            # resolved for each pod (container names -> IDs), not sent in the spec
+    api_actions: frozenset = frozenset()  # done by the controller through the API server, not by an agent
+
+
+# One row per kind of kfault_api.spec.KINDS (tests/test_selection.py checks none is missing).
+PLACEMENT = {
+    "NetworkChaos": KindPlacement(peers_from_target=True),
+    "IOChaos": KindPlacement(per_pod_fields=("containerNames",)),
+    "PodChaos": KindPlacement(api_actions=frozenset({"pod-kill"})),
+}
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What placing one resource did."""
+    chosen: list            # the pods selected
+    nodes: int              # how many nodes they are on
+    records: list           # per pod: {"pod", "node", "injectedAt" | "error"}
+    by_api: bool = False    # done through the API server (pod-kill): one-shot
+
+
+def pod_name(pod):
+    return f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+
+
+def agent_spec(kind, spec, view):
+    """The spec an agent gets: the controller's fields taken out, NetworkChaos `target` pods as peer IPs."""
+    rules = PLACEMENT[kind.name]
+    body = {k: v for k, v in spec.items() if k not in RESOLVED_HERE + rules.per_pod_fields}
+    if rules.peers_from_target and spec.get("target"):
+        peers = selection.select(spec["target"], view.pods, view.node_labels, view.namespace_annotations)
+        body["externalTargets"] = list(spec.get("externalTargets", [])) + [
+            p["status"]["podIP"] for p in peers if (p.get("status") or {}).get("podIP")]
+    return body
+
+
+def pod_target(pod, container_names=()):
+    """A pod as an agent's target: its identity and its (named, or all) containers' IDs."""
+    ids = [c["containerID"] for c in (pod.get("status") or {}).get("containerStatuses") or []
+           if c.get("containerID") and (not container_names or c["name"] in container_names)]
+    meta = pod["metadata"]
+    return pb.Target(pod=pb.Pod(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
+                                container_ids=ids))
+
+
+def by_node(pods):
+    """node name (None: not scheduled) -> its pods, nodes in name order."""
+    groups = {}
+    for pod in pods:
+        groups.setdefault(pod["spec"].get("nodeName"), []).append(pod)
+    return dict(sorted(groups.items(), key=lambda item: item[0] or ""))
+
+
+def _record(pod, node, errors):
+    record = {"pod": pod_name(pod), "node": node or ""}
+    if pod_name(pod) in errors:
+        record["error"] = errors[pod_name(pod)]
+    else:
+        record["injectedAt"] = now_iso()
+    return record
+
+
+async def place(kind, resource, spec):
+    """Select the resource's pods, check what the agents would get, and place it on every node
+    (or do it through the API server). Raises SelectionError or InvalidSpec before any call."""
+    metadata = resource["metadata"]
+    view = await asyncio.to_thread(cluster.read_cluster)
+    chosen = selection.select(spec, view.pods, view.node_labels, view.namespace_annotations)
+    body = agent_spec(kind, spec, view)
+    # The agents check it too; checking here reports it once, in the status, before any call.
+    api_spec.parse_experiment({"apiVersion": api_spec.API_VERSION, "kind": kind.name, "metadata": metadata,
+                               "spec": body})
+    groups = by_node(chosen)
+    if spec.get("action") in PLACEMENT[kind.name].api_actions:
+        return Placed(chosen, len(groups), await delete_pods(chosen, spec.get("gracePeriod")), by_api=True)
+    key = f"{metadata['namespace']}/{metadata['name']}"
+    addresses = agents.agent_addresses(view.agent_pods)
+    records = []
+    for node, pods in groups.items():
+        records += await apply_on_node(key, kind, body, spec.get("containerNames", ()), node, pods,
+                                       addresses.get(node))
+    return Placed(chosen, len(groups), records)
+
+
+async def apply_on_node(key, kind, body, container_names, node, pods, address):
+    """One node's Apply: a record per pod, injected or with the error its agent (or the network) gave."""
+    request = pb.ApplyRequest(experiment=key, kind=kind.name, spec_json=json.dumps(body),
+                              targets=[pod_target(p, container_names) for p in pods],
+                              lease_seconds=agents.Config.lease_s)
+    try:
+        response = await agents.call(node, address, "Apply", request)
+        errors = {r.target: r.error for r in response.results if not r.ok}
+    except Exception as err:  # noqa: BLE001 - an unreachable or refusing node is a per-pod error
+        AGENT_ERRORS.labels(node or "none").inc()
+        message = err.details() if hasattr(err, "details") else str(err)
+        errors = {pod_name(p): message for p in pods}
+    return [_record(p, node, errors) for p in pods]
+
+
+async def delete_pods(pods, grace_period_s):
+    """pod-kill: the API server deletes each pod; a record per pod."""
+    records = []
+    for pod in pods:
+        meta = pod["metadata"]
+        record = {"pod": pod_name(pod), "node": pod["spec"].get("nodeName", "")}
+        error = await asyncio.to_thread(cluster.delete_pod, meta["namespace"], meta["name"], grace_period_s)
+        record.update({"error": error} if error else {"injectedAt": now_iso()})
+        records.append(record)
+    return records
+
+
+async def revoke(key, nodes):
+    """Revoke the experiment on these nodes: {node: error} for those that did not confirm. A node
+    that is gone has nothing left to take back."""
+    view = await asyncio.to_thread(cluster.read_cluster)
+    addresses = agents.agent_addresses(view.agent_pods)
+    pending = {}
+    for node in nodes:
+        if node not in view.node_labels:
+            continue
+        try:
+            await agents.call(node, addresses.get(node), "Revoke", pb.RevokeRequest(experiment=key))
+        except Exception as err:  # noqa: BLE001 - the caller retries until every node confirmed
+            AGENT_ERRORS.labels(node).inc()
+            pending[node] = str(err)
+    return pending
+
+
+async def renew(key, nodes):
+    """Renew the experiment's lease on these nodes: {node: error} for those that failed (their
+    lease lapses on its own: fail-safe)."""
+    view = await asyncio.to_thread(cluster.read_cluster)
+    addresses = agents.agent_addresses(view.agent_pods)
+    failed = {}
+    for node in nodes:
+        try:
+            await agents.call(node, addresses.get(node), "Renew",
+                              pb.RenewRequest(experiment=key, lease_seconds=agents.Config.lease_s))
+        except Exception as err:  # noqa: BLE001
+            AGENT_ERRORS.labels(node).inc()
+            failed[node] = str(err)
+    return failed
