@@ -114,7 +114,7 @@ def pod(name, node, labels, namespace=NS, uid=None):
                          "resourceVersion": "1"},
             "spec": {"nodeName": node, "containers": [{"name": "main"}]},
             "status": {"phase": "Running", "podIP": f"10.1.0.{len(name)}",
-                       "containerStatuses": [{"name": "main", "containerID": f"containerd://{name}0000"}]}}
+                       "containerStatuses": [{"name": "main", "containerID": f"containerd://{name.encode().hex():0<64}"}]}}
 
 
 def populate(kmock, nodes):

@@ -101,9 +101,8 @@ def _open_engine(kind, target_text, experiments, lease):
 
 
 def cmd_run(args):
-    from kfault_agent.kernel import loader
     from kfault_agent import metrics
-    from kfault_agent.kernel import topology
+    from kfault_agent.errors import Refusal
     try:
         experiments = _load_experiments(args.file)
         duration_ns = units.parse_duration_ns(args.duration) if args.duration else None
@@ -123,14 +122,14 @@ def cmd_run(args):
     try:
         engine, target, close, format_counters, where = _open_engine(kinds.pop(), args.target, experiments,
                                                                         args.lease)
-    except (topology.TargetNotFound, loader.KernelUnsupported) as err:
+    except Refusal as err:
         print(f"kfault: {err}", file=sys.stderr)
         return EXIT_CANNOT
     try:
         for experiment in experiments:
             try:
                 engine.check_supported(experiment)
-            except loader.KernelUnsupported as err:
+            except Refusal as err:
                 print(f"kfault: {experiment.key}: {err}", file=sys.stderr)
                 return EXIT_CANNOT
 

@@ -4,12 +4,9 @@ import math
 from collections import Counter, defaultdict
 
 from kfault_api import layout
+from kfault_agent.errors import RuleConflict  # noqa: F401 - raised here, imported from here
 
 ALL_PEERS = ipaddress.ip_network("::/0")
-
-
-class RuleConflict(ValueError):
-    """The experiment can't be placed beside the ones already active."""
 
 
 def as_ipv6_network(network):

@@ -5,7 +5,6 @@ cluster's kfault CA whose common name is the controller's; anything else is refu
 Placements live only as long as their lease: a housekeeping thread revokes lapsed ones (their
 rules are already inert in the kernel) and ended ones (spec.duration).
 """
-import json
 import logging
 import platform
 import threading
@@ -14,12 +13,12 @@ from concurrent import futures
 
 import grpc
 
-from kfault_agent.kernel import loader
-from kfault_api import spec
+from kfault_agent import requests
+from kfault_agent.errors import Refusal
 from kfault_api.rpc import agent_pb2 as pb
 from kfault_api.rpc import agent_pb2_grpc as pb_grpc
 from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups, resolve_pod_network
-from kfault_agent.kernel.topology import TargetNotFound, resolve_cgroup_target, resolve_net_target
+from kfault_agent.kernel.topology import resolve_cgroup_target, resolve_net_target
 
 log = logging.getLogger(__name__)
 
@@ -47,35 +46,35 @@ class AgentService(pb_grpc.AgentServicer):
     # ---- calls -------------------------------------------------------------------------
 
     def Apply(self, request, context):
+        """One TargetResult per target: a refusal, or any failure, is that target's error."""
         self._authorize(context)
-        experiment = self._parse(request, context)
+        experiment = self._checked(requests.apply_request, request, context)
         engine = self.engines.get(request.kind)
         if engine is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"{request.kind} can't run on node {self.node_name}: its programs did not load here")
-        try:
-            engine.check_supported(experiment)
-        except loader.KernelUnsupported as err:
-            return pb.ApplyResponse(results=[pb.TargetResult(target=self._target_name(t), ok=False,
-                                                             error=f"node {self.node_name}: {err}")
-                                             for t in request.targets])
+            self._abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                        f"{request.kind} can't run on node {self.node_name}: its programs did not load here")
         lease_s = request.lease_seconds if request.lease_seconds > 0 else None
+        refused = self._failure(experiment, "this node", engine.check_supported, experiment)
+        if refused:
+            return pb.ApplyResponse(results=[pb.TargetResult(target=self._target_name(t), ok=False,
+                                                             error=f"node {self.node_name}: {refused}")
+                                             for t in request.targets])
         results = []
         for target in request.targets:
             name = self._target_name(target)
-            try:
-                for resolved in self._resolve(request.kind, target, experiment):
-                    engine.apply(experiment, resolved, lease_s=lease_s)
-                results.append(pb.TargetResult(target=name, ok=True))
-            except (TargetNotFound, loader.KernelUnsupported, ValueError, OSError) as err:
-                log.warning("apply %s on %s: %s", experiment.key, name, err)
-                results.append(pb.TargetResult(target=name, ok=False, error=str(err)))
+            error = self._failure(experiment, name, self._apply_on, engine, request.kind, experiment, target, lease_s)
+            results.append(pb.TargetResult(target=name, ok=not error, error=error))
         with self._lock:
             self._kinds[experiment.key] = request.kind
         return pb.ApplyResponse(results=results)
 
+    def _apply_on(self, engine, kind, experiment, target, lease_s):
+        for resolved in self._resolve(kind, target, experiment):
+            engine.apply(experiment, resolved, lease_s=lease_s)
+
     def Renew(self, request, context):
         self._authorize(context)
+        self._checked(requests.renew_request, request, context)
         renewed = []
         for engine in self.engines.values():
             keys = {a.key for a in engine.active() if a.experiment.key == request.experiment}
@@ -85,12 +84,13 @@ class AgentService(pb_grpc.AgentServicer):
 
     def Revoke(self, request, context):
         self._authorize(context)
+        self._checked(requests.experiment_request, request, context)
         results = []
         for engine in self.engines.values():
             for active in engine.active():
                 if active.experiment.key == request.experiment:
-                    engine.revoke(*active.key)
-                    results.append(pb.TargetResult(target=active.target.name, ok=True))
+                    error = self._failure(active.experiment, active.target.name, engine.revoke, *active.key)
+                    results.append(pb.TargetResult(target=active.target.name, ok=not error, error=error))
         with self._lock:
             self._kinds.pop(request.experiment, None)
         return pb.RevokeResponse(results=results)
@@ -110,6 +110,7 @@ class AgentService(pb_grpc.AgentServicer):
 
     def Counters(self, request, context):
         self._authorize(context)
+        self._checked(requests.experiment_request, request, context)
         return pb.CountersResponse(counters=[
             pb.Counter(target=target, scope=scope, outcome=outcome, count=count)
             for engine in self.engines.values()
@@ -130,19 +131,31 @@ class AgentService(pb_grpc.AgentServicer):
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           f"only {self.require_common_name} may call this agent")
 
-    def _parse(self, request, context):
-        namespace, _, name = request.experiment.rpartition("/")
+    def _checked(self, check, request, context):
+        """check(request), or INVALID_ARGUMENT naming every bad field."""
         try:
-            body = json.loads(request.spec_json)
-            return spec.parse_experiment({"apiVersion": spec.API_VERSION, "kind": request.kind,
-                                          "metadata": {"name": name, "namespace": namespace or "default"},
-                                          "spec": body})
-        except json.JSONDecodeError as err:
-            message = f"spec_json: not JSON ({err})"
-        except spec.InvalidSpec as err:
-            message = "; ".join(str(e) for e in err.errors)
-        log.warning("refused %s %s: %s", request.kind, request.experiment, message)
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+            return check(request)
+        except requests.InvalidRequest as err:
+            log.warning("refused a %s: %s", type(request).__name__, err)
+            self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+
+    @staticmethod
+    def _abort(context, code, message):
+        context.abort(code, requests.bounded(message))
+
+    @staticmethod
+    def _failure(experiment, where, call, *args):
+        """call(*args); what went wrong as a message for the caller, or "" if nothing did. A
+        Refusal says it for a person; anything else is a bug, logged with its traceback."""
+        try:
+            call(*args)
+            return ""
+        except Refusal as err:
+            log.warning("%s on %s: %s", experiment.key, where, err)
+            return requests.bounded(str(err))
+        except Exception as err:  # noqa: BLE001 - one target's failure is that target's error
+            log.exception("%s on %s failed unexpectedly", experiment.key, where)
+            return requests.bounded(f"unexpected {type(err).__name__} in the agent: {err}; see the agent's log")
 
     @staticmethod
     def _target_name(target):
@@ -155,7 +168,10 @@ class AgentService(pb_grpc.AgentServicer):
             for engine in self.engines.values():
                 for key in engine.lapsed():
                     log.info("lease of %s on %s lapsed: revoking", *key)
-                    engine.revoke(*key)
+                    try:
+                        engine.revoke(*key)
+                    except Exception:  # noqa: BLE001 - the other leases still need keeping
+                        log.exception("revoking %s on %s failed", *key)
 
     def close(self):
         self._stop.set()

@@ -9,6 +9,7 @@ from typing import Callable, Optional
 import yaml
 
 from kfault_api import glob_dfa, layout, schema, units
+from kfault_api.quoting import quoted
 
 API_VERSION = "kfault.dev/v1alpha1"
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
@@ -21,7 +22,7 @@ class SpecError:
     allowed: str
 
     def __str__(self):
-        shown = "missing" if self.value is None else repr(self.value)
+        shown = "missing" if self.value is None else quoted(self.value)
         return f"{self.path}: {shown} is not valid; use {self.allowed}"
 
 

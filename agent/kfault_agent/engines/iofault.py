@@ -11,7 +11,8 @@ from kfault_api import glob_dfa, layout
 from kfault_agent import policy
 from kfault_agent.kernel.holder import HolderProcess
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
-from kfault_agent.kernel.loader import KernelUnsupported, io_support, update_slot, write_slot
+from kfault_agent.errors import CapacityExhausted, KernelUnsupported
+from kfault_agent.kernel.loader import io_support, update_slot, write_slot
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class IOFaultEngine(LeasedPlacements):
             if existing:
                 return existing
             if not self._free_slots:
-                raise policy.RuleConflict(f"all {layout.IO_MAX_RULES} file I/O rule slots are in use")
+                raise CapacityExhausted(f"all {layout.IO_MAX_RULES} file I/O rule slots of this node are in use; "
+                                        "revoke an experiment first")
             active = ActiveIO(experiment, target, self._free_slots.pop(), lease_ns=self._lease_for(lease_s))
             self._start(active, experiment)
             try:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from kfault_api import layout
 from kfault_agent import policy
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
-from kfault_agent.kernel.loader import KernelUnsupported, action_support, update_slot, write_slot
-from kfault_agent.kernel.tc import ClsactHooks, FqRoot, InterfaceGone
-from kfault_agent.kernel.topology import NetnsGone
+from kfault_agent.errors import CapacityExhausted, InterfaceGone, KernelUnsupported, NetnsGone, TargetUnsuitable
+from kfault_agent.kernel.loader import action_support, update_slot, write_slot
+from kfault_agent.kernel.tc import ClsactHooks, FqRoot
 
 log = logging.getLogger(__name__)
 # An interface's hook -> the program attached there (see bpf/netfault.c).
@@ -66,7 +66,8 @@ class NetFaultEngine(LeasedPlacements):
                 return existing
             addresses = [a for iface in target.interfaces for a in iface.addresses]
             if not addresses:
-                raise KernelUnsupported(f"{target.name}: its interfaces have no IP address to match packets by")
+                raise TargetUnsuitable(f"{target.name}: its interfaces have no IP address to match packets by; "
+                                       "give the target an address, or name another device")
             rules, affected = [], set()
             try:
                 for direction in experiment.directions:
@@ -80,7 +81,8 @@ class NetFaultEngine(LeasedPlacements):
                     self._table.remove(rule.slot)
                     self._free_slots.append(rule.slot)
                 if isinstance(err, IndexError):
-                    raise policy.RuleConflict(f"all {layout.MAX_RULES} rule slots are in use") from None
+                    raise CapacityExhausted(f"all {layout.MAX_RULES} network rule slots of this node are in use; "
+                                            "revoke an experiment first") from None
                 raise
             active = ActiveExperiment(experiment, target, rules, [], lease_ns=self._lease_for(lease_s))
             self._start(active, experiment)

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 
+from kfault_agent.errors import NotForAgents, TargetGone, kernel_errors
 from kfault_agent.kernel import children, owners
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 
@@ -64,6 +65,12 @@ def kill_cgroup(cgroup_dir):
                         pass
 
 
+def _cgroup_errors(cgroup_dir, doing):
+    """A failed write to a cgroup's control files, as a Refusal naming the cgroup."""
+    return kernel_errors(f"can't {doing} cgroup {cgroup_dir}",
+                         gone=TargetGone(f"cgroup {cgroup_dir} is gone: its pod or container ended"))
+
+
 class ThawGuard:
     """A forked child holding the list of frozen cgroups (over a pipe): it thaws them all when
     the agent goes away. The same list in a state file lets a later agent do it too, should
@@ -85,10 +92,19 @@ class ThawGuard:
     def freeze(self, cgroup_dir):
         self.frozen.add(cgroup_dir)
         self._tell()
-        set_frozen(cgroup_dir, True)
+        try:
+            with _cgroup_errors(cgroup_dir, "freeze"):
+                set_frozen(cgroup_dir, True)
+        except Exception:
+            self.frozen.discard(cgroup_dir)     # nothing of it is ours to thaw
+            self._tell()
+            raise
 
     def thaw(self, cgroup_dir):
-        set_frozen(cgroup_dir, False)
+        try:
+            set_frozen(cgroup_dir, False)
+        except FileNotFoundError:
+            log.info("%s is gone (its pod or container ended): nothing to thaw", cgroup_dir)
         self.frozen.discard(cgroup_dir)
         self._tell()
 
@@ -170,8 +186,8 @@ class PodFaultEngine(LeasedPlacements):
 
     def check_supported(self, experiment):
         if experiment.action == "pod-kill":
-            from kfault_agent.kernel.loader import KernelUnsupported
-            raise KernelUnsupported("pod-kill is done by the controller through the API server, not an agent")
+            raise NotForAgents("pod-kill is done by the controller through the API server, not an agent: "
+                               "kubectl apply the PodChaos resource")
 
     def apply(self, experiment, target, lease_s=None):
         with self._lock:
@@ -179,7 +195,8 @@ class PodFaultEngine(LeasedPlacements):
             if existing:
                 return existing
             if experiment.action == "container-kill":
-                kill_cgroup(target.path)
+                with _cgroup_errors(target.path, "kill the processes of"):
+                    kill_cgroup(target.path)
                 self._injected[(experiment.key, target.name, experiment.action)] += 1
                 return None
             active = Placement(experiment, target, lease_ns=self._lease_for(lease_s))

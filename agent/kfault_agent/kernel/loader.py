@@ -10,6 +10,7 @@ import platform
 from dataclasses import dataclass
 
 from kfault_api import layout
+from kfault_agent.errors import KernelUnsupported  # noqa: F401 - raised here, imported from here
 from kfault_agent.kernel import topology
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,6 @@ def update_slot(table, slot, **fields):
     for name, value in fields.items():
         setattr(leaf, name, value)
     table[key] = leaf
-
-
-class KernelUnsupported(RuntimeError):
-    """The node's kernel lacks what is needed; the message names the missing feature."""
 
 
 def kernel_build_dir():

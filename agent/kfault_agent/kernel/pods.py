@@ -3,7 +3,8 @@ its containers' cgroups (containerd and CRI-O names) and its network namespace."
 import os
 from dataclasses import dataclass
 
-from kfault_agent.kernel.topology import CgroupTarget, TargetNotFound, cgroup2_mount, resolve_net_target
+from kfault_agent.errors import TargetNotFound, quoted
+from kfault_agent.kernel.topology import CgroupTarget, cgroup2_mount, resolve_net_target
 
 # kubelet's top cgroups: the systemd driver's slices and the cgroupfs driver's directories.
 KUBEPODS = ("kubepods.slice", "kubepods")
@@ -52,7 +53,7 @@ def container_cgroup(pod_dir, container_id):
     (systemd) or <id> (cgroupfs); CRI-O crio-<id>.scope or crio-<id>."""
     runtime, _, cid = container_id.partition("://")
     if not cid or runtime not in RUNTIMES:
-        raise TargetNotFound(f"container id {container_id!r}: expected <runtime>://<id> with runtime one of "
+        raise TargetNotFound(f"container id {quoted(container_id)}: expected <runtime>://<id> with runtime one of "
                              f"{', '.join(RUNTIMES)}")
     for name in sorted(os.listdir(pod_dir)):
         if cid in name and os.path.isdir(os.path.join(pod_dir, name)):

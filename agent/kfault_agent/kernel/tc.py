@@ -1,11 +1,11 @@
 """tc clsact attachment with pyroute2: add our filters, and leave each interface as we found it."""
 import contextlib
-import errno
 import logging
 from dataclasses import dataclass, field
 
 from pyroute2 import NetlinkError
 
+from kfault_agent.errors import InterfaceBusy, InterfaceGone, kernel_errors
 from kfault_agent.kernel import owners
 from kfault_agent.kernel.topology import candidate_peer_namespaces, rtnl
 
@@ -16,20 +16,15 @@ FILTER_PREFIX = "kfault_"
 ETH_P_ALL = 0x0003
 
 
-class InterfaceGone(LookupError):
-    """The interface was deleted (its filters and qdiscs with it): nothing left to undo."""
-
-
 @contextlib.contextmanager
-def _undoing_on(link):
-    """An rtnetlink handle to undo something on `link`; a deleted link is InterfaceGone."""
-    try:
+def _netlink_on(link, doing):
+    """An rtnetlink handle in `link`'s namespace; what the kernel refuses there becomes a
+    Refusal naming the interface, its namespace and `doing` (a deleted link: InterfaceGone)."""
+    gone = InterfaceGone(f"interface {link.ifname} (index {link.ifindex}) in {link.netns} was deleted "
+                         f"while kfault went to {doing}")
+    with kernel_errors(f"can't {doing} on interface {link.ifname} in {link.netns}", gone=gone):
         with rtnl(link.netns) as ipr:
             yield ipr
-    except NetlinkError as err:
-        if err.code == errno.ENODEV:
-            raise InterfaceGone(f"{link.ifname} (index {link.ifindex}) was deleted") from None
-        raise
 
 
 def _filters(ipr, ifindex, hook):
@@ -66,7 +61,7 @@ class ClsactHooks:
         """programs: {hook: (prog_fd, name)}. Our filters go first (lowest free priority) and
         return 'continue', so filters already there still see every packet we pass."""
         hooks = cls(link)
-        with rtnl(link.netns) as ipr:
+        with _netlink_on(link, "attach kfault's tc filters") as ipr:
             if not _has_clsact(ipr, link.ifindex):
                 ipr.tc("add", "clsact", link.ifindex)
                 hooks.created_clsact = True
@@ -84,7 +79,7 @@ class ClsactHooks:
         return hooks
 
     def detach(self):
-        with _undoing_on(self.link) as ipr:
+        with _netlink_on(self.link, "detach kfault's tc filters") as ipr:
             self._remove(ipr)
 
     def _remove(self, ipr):
@@ -131,8 +126,7 @@ def _remove_stale_filters(ipr):
 TC_H_ROOT = 0xFFFFFFFF
 
 
-class QdiscInTheWay(RuntimeError):
-    """The interface's root qdisc is one kfault won't replace."""
+QdiscInTheWay = InterfaceBusy     # the interface's root qdisc is one kfault won't replace
 
 
 @dataclass
@@ -147,19 +141,19 @@ class FqRoot:
 
     @classmethod
     def hold(cls, link):
-        with rtnl(link.netns) as ipr:
+        with _netlink_on(link, "install sch_fq as the root qdisc") as ipr:
             roots = [q for q in ipr.get_qdiscs(index=link.ifindex) if q["parent"] == TC_H_ROOT]
             kind = roots[0].get_attr("TCA_KIND") if roots else "noqueue"
             if kind == "fq":
                 return cls(link)
             if kind != "noqueue":
-                raise QdiscInTheWay(f"{link.ifname} in {link.netns} has root qdisc {kind}; delay and "
+                raise InterfaceBusy(f"interface {link.ifname} in {link.netns} has root qdisc {kind}; delay and "
                                     "bandwidth need fq there and kfault replaces only noqueue")
             ipr.tc("add", "fq", link.ifindex, 0x10000)
             return cls(link, installed=True)
 
     def release(self):
         if self.installed:
-            with _undoing_on(self.link) as ipr:
+            with _netlink_on(self.link, "remove the sch_fq kfault installed") as ipr:
                 ipr.tc("del", "fq", self.link.ifindex, 0x10000)
             self.installed = False

@@ -9,19 +9,13 @@ from typing import Optional
 
 from pyroute2 import IPRoute
 
+from kfault_agent.errors import NetnsGone, TargetNotFound, kernel_errors, quoted
+
 NETNS_RUN_DIR = "/run/netns"
 NSID_NOT_ASSIGNED = 0xFFFFFFFF
 CLONE_NEWNET = 0x40000000
 
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-class TargetNotFound(LookupError):
-    pass
-
-
-class NetnsGone(TargetNotFound):
-    """The namespace no longer exists: nothing in it is left to undo."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +55,8 @@ def rtnl(netns):
     """An rtnetlink handle in `netns` (never creates a namespace)."""
     if not netns.path:
         return IPRoute()
-    return IPRoute(fileno=netlink_socket(live_path(netns)).detach())
+    with kernel_errors(f"can't enter the network namespace {netns}"):
+        return IPRoute(fileno=netlink_socket(live_path(netns)).detach())
 
 
 def live_path(netns):
@@ -140,13 +135,15 @@ def netns_of(target):
     elif kind == "pid" and value.isdigit():
         path = f"/proc/{value}/ns/net"
     else:
-        raise TargetNotFound(f"--target {target!r}: use netns:NAME, netns:/path/to/netns or pid:PID")
+        raise TargetNotFound(f"--target {quoted(target)}: use netns:NAME, netns:/path/to/netns or pid:PID")
     try:
         inode = os.stat(path).st_ino
     except OSError as err:
-        raise TargetNotFound(f"--target {target!r}: {path}: {err.strerror}") from None
+        raise TargetNotFound(f"--target {quoted(target)}: {quoted(path)}: {err.strerror}") from None
+    except ValueError as err:       # a NUL in the path
+        raise TargetNotFound(f"--target {quoted(target)}: not a path ({err})") from None
     if inode == host_netns().inode:
-        raise TargetNotFound(f"--target {target!r} is the node's own network namespace; "
+        raise TargetNotFound(f"--target {quoted(target)} is the node's own network namespace; "
                              "kfault faults a pod's (or a local host's) namespace")
     return Netns(path, inode)
 
@@ -194,7 +191,7 @@ def resolve_net_target(target, device=None):
             nsid = link.get_attr("IFLA_LINK_NETNSID")
             peer_netns = _peer_netns(ipr, nsid) if nsid is not None else None
             if peer_netns is None:
-                raise TargetNotFound(f"{target}: the peer of veth {ifname} is in a namespace kfault can't "
+                raise TargetNotFound(f"{quoted(target)}: the peer of veth {ifname} is in a namespace kfault can't "
                                      f"open (netnsid {nsid}); name it under {NETNS_RUN_DIR}")
             with rtnl(peer_netns) as peer_ipr:
                 peer = peer_ipr.get_links(link.get_attr("IFLA_LINK"))[0]
@@ -204,7 +201,7 @@ def resolve_net_target(target, device=None):
                 addresses=tuple(addresses.get(link["index"], ()))))
     if not interfaces:
         what = f"a veth named {device!r}" if device else "any veth interface"
-        raise TargetNotFound(f"{target}: no {what} in {netns}")
+        raise TargetNotFound(f"{quoted(target)}: no {what} in {netns}")
     return NetTarget(name=target, netns=netns, interfaces=tuple(interfaces))
 
 
@@ -235,17 +232,17 @@ def resolve_cgroup_target(target):
             with open(f"/proc/{value}/cgroup", encoding="utf-8") as handle:
                 entries = [line.strip().split(":", 2) for line in handle]
         except OSError as err:
-            raise TargetNotFound(f"--target {target!r}: no such process ({err.strerror})") from None
+            raise TargetNotFound(f"--target {quoted(target)}: no such process ({err.strerror})") from None
         unified = [e[2] for e in entries if e[0] == "0"]
         if not unified:
-            raise TargetNotFound(f"--target {target!r}: the process is in no cgroup v2")
+            raise TargetNotFound(f"--target {quoted(target)}: the process is in no cgroup v2")
         path = os.path.join(cgroup2_mount(), unified[0].lstrip("/"))
     else:
-        raise TargetNotFound(f"--target {target!r}: use cgroup:/absolute/cgroup/v2/dir or pid:PID")
-    if not os.path.exists(os.path.join(path, "cgroup.procs")):
-        raise TargetNotFound(f"--target {target!r}: {path} is not a cgroup v2 directory (no cgroup.procs); "
+        raise TargetNotFound(f"--target {quoted(target)}: use cgroup:/absolute/cgroup/v2/dir or pid:PID")
+    if "\0" in path or not os.path.exists(os.path.join(path, "cgroup.procs")):
+        raise TargetNotFound(f"--target {quoted(target)}: {quoted(path)} is not a cgroup v2 directory (no cgroup.procs); "
                              f"cgroup v2 is mounted at {cgroup2_mount()}")
     if os.path.realpath(path) == os.path.realpath(cgroup2_mount()):
-        raise TargetNotFound(f"--target {target!r} is the root cgroup: that is the whole node; "
+        raise TargetNotFound(f"--target {quoted(target)} is the root cgroup: that is the whole node; "
                              "name a pod's (or a test's) cgroup")
     return CgroupTarget(name=target, path=path)
