@@ -187,11 +187,11 @@ async def test_pause_takes_back_and_resume_injects_again(kmock, nodes):
         await kmock.patch(path, json={"metadata": {"annotations": {PAUSE_ANNOTATION: "true"}}},
                           headers={"Content-Type": "application/merge-patch+json"})
         await wait_for(lambda: not nodes["node-a"].engine.placed)
-        await wait_for(lambda: kmock.objects[CHAOS, NS, "cut"]["status"].get("phase") == "Paused")
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "cut"].get("status", {}).get("phase") == "Paused")
         await kmock.patch(path, json={"metadata": {"annotations": {PAUSE_ANNOTATION: "false"}}},
                           headers={"Content-Type": "application/merge-patch+json"})
         await wait_for(lambda: nodes["node-a"].engine.placed)
-        await wait_for(lambda: kmock.objects[CHAOS, NS, "cut"]["status"].get("phase") == "Running")
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "cut"].get("status", {}).get("phase") == "Running")
 
 
 @pytest.mark.asyncio
@@ -200,7 +200,7 @@ async def test_duration_end_takes_the_fault_back(kmock, nodes):
     kmock.objects[CHAOS, NS, "brief"] = chaos("brief", duration="1s")
     async with controller():
         await wait_for(lambda: nodes["node-a"].engine.placed)
-        await wait_for(lambda: kmock.objects[CHAOS, NS, "brief"]["status"].get("phase") == "Finished", timeout=15)
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "brief"].get("status", {}).get("phase") == "Finished", timeout=15)
         assert not nodes["node-a"].engine.placed
         records = kmock.objects[CHAOS, NS, "brief"]["status"]["records"]
         assert [r["pod"] for r in records if r.get("recoveredAt")] == ["default/web-1"]
@@ -256,7 +256,7 @@ async def test_scheduled_windows_inject_and_recover_again_and_again(kmock, nodes
         # Window 1 at creation, then waiting, then window 2 three seconds after creation.
         placed = lambda: bool(nodes["node-a"].engine.placed)  # noqa: E731
         await wait_for(placed)
-        await wait_for(lambda: kmock.objects[CHAOS, NS, "windows"]["status"].get("phase") == "Waiting")
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "windows"].get("status", {}).get("phase") == "Waiting")
         assert not placed()
         await wait_for(placed, timeout=8)
         await wait_for(lambda: not placed(), timeout=8)
