@@ -1,18 +1,16 @@
 """The controller against kmock's Kubernetes emulator, with real agent gRPC servers (one per
 node) whose engines record what they are asked to place instead of touching the kernel."""
 import os
-import time
-from dataclasses import dataclass, field
 
 import pytest
 
 os.environ.setdefault("KFAULT_RENEW_S", "0.5")
 os.environ.setdefault("KFAULT_LEASE_S", "2")
 
-from conftest import NS, controller, register_cluster, wait_for  # noqa: E402
+from conftest import NS, RecordingEngine, controller, register_cluster, wait_for  # noqa: E402
 
 from kfault_agent import server  # noqa: E402
-from kfault_agent.kernel.loader import Capability, KernelUnsupported  # noqa: E402
+from kfault_agent.kernel.loader import Capability  # noqa: E402
 from kfault_controller import agents, status  # noqa: E402
 from kfault_controller.agents import AgentDirectory  # noqa: E402
 from kfault_controller.windows import PAUSE_ANNOTATION  # noqa: E402
@@ -21,73 +19,12 @@ pytestmark = pytest.mark.usefixtures("kubeconfig")
 CHAOS = "kfault.dev/v1alpha1/networkchaos"
 
 
-@dataclass
-class Placement:
-    experiment: object
-    target: object
-    lease_ns: int
-    deadline_ns: int = 0
-    renewals: int = 0
-
-    @property
-    def key(self):
-        return (self.experiment.key, self.target.name)
-
-
-@dataclass(frozen=True)
-class Named:
-    name: str
-
-
-@dataclass
-class RecordingEngine:
-    """The engine interface the agent drives, recording instead of placing."""
-    refuse: str = ""
-    placed: dict = field(default_factory=dict)
-    history: list = field(default_factory=list)
-
-    def check_supported(self, experiment):
-        if self.refuse:
-            raise KernelUnsupported(self.refuse)
-
-    def apply(self, experiment, target, lease_s=None):
-        placement = Placement(experiment, target, int((lease_s or 10) * 1e9))
-        placement.deadline_ns = time.monotonic_ns() + placement.lease_ns
-        self.placed[placement.key] = placement
-        self.history.append(("apply", experiment.key, target.name))
-
-    def renew(self, keys=None):
-        for key in keys if keys is not None else list(self.placed):
-            if key in self.placed:
-                self.placed[key].renewals += 1
-                self.placed[key].deadline_ns = time.monotonic_ns() + self.placed[key].lease_ns
-        return []
-
-    def revoke(self, experiment_key, target_name):
-        if self.placed.pop((experiment_key, target_name), None):
-            self.history.append(("revoke", experiment_key, target_name))
-
-    def revoke_all(self):
-        for key in list(self.placed):
-            self.revoke(*key)
-
-    def active(self):
-        return list(self.placed.values())
-
-    def lapsed(self):
-        return [p.key for p in self.placed.values() if time.monotonic_ns() >= p.deadline_ns]
-
-    def counters(self, active):
-        return {}
-
-
 class Node:
     def __init__(self, name, refuse=""):
         self.name = name
         self.engine = RecordingEngine(refuse=refuse)
-        self.service = server.AgentService(
-            {"NetworkChaos": self.engine}, {"tc-bpf": Capability("tc-bpf", True, "test")}, node_name=name,
-            resolver=lambda kind, target, experiment: [Named(f"{target.pod.namespace}/{target.pod.name}")])
+        self.service = server.AgentService([self.engine], {"tc-bpf": Capability("tc-bpf", True, "test")},
+                                           node_name=name)
         self.grpc, self.port = server.serve(self.service, "127.0.0.1:0")
 
     def targets(self, op="apply"):

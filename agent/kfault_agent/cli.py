@@ -2,12 +2,11 @@
 import argparse
 import dataclasses
 import logging
-import signal
 import sys
-import threading
 import time
 
 from kfault_api import schema, spec, units
+from kfault_agent.errors import Refusal
 
 EXIT_INVALID = 1
 EXIT_CANNOT = 2
@@ -47,118 +46,90 @@ def cmd_capabilities(args):
     return 0
 
 
-def _format_counters(engine, active, elapsed):
-    lines = []
-    for direction, outcomes in engine.counters(active).items():
-        matched = outcomes["matched"][0]
-        parts = [f"matched {matched}"]
-        for outcome in ("dropped", "duplicated", "corrupted", "delayed"):
-            count = outcomes[outcome][0]
-            if count:
-                share = f" ({100 * count / matched:.1f}%)" if matched else ""
-                parts.append(f"{outcome} {count}{share}")
-        lines.append(f"{elapsed:6.1f}s  {active.experiment.key} {active.experiment.action} "
-                     f"{direction:<4} " + "  ".join(parts))
-    return lines
+class Exit(Exception):
+    """Why `kfault run` stops early, said to the user, and the exit code that goes with it."""
+
+    def __init__(self, code, *lines):
+        super().__init__(*lines)
+        self.code, self.lines = code, lines
+
+    def report(self):
+        for line in self.lines:
+            print(line, file=sys.stderr)
+        return self.code
 
 
-def _format_io_counters(engine, active, elapsed):
-    calls, delay_ns = engine.counters(active)
-    parts = [f"{method} {c['passed'] + c['failed'] + c['delayed']} (failed {c['failed']}, delayed {c['delayed']})"
-             for method, c in calls.items()]
-    return [f"{elapsed:6.1f}s  {active.experiment.key} {active.experiment.action} " + "  ".join(parts) +
-            (f"  injected delay {delay_ns / 1e9:.1f}s" if delay_ns else "")]
-
-
-def _format_pod_state(engine, active, elapsed):
-    from kfault_agent.engines import podfault
-    state = "frozen" if podfault.is_frozen(active.target.path) else "freezing"
-    return [f"{elapsed:6.1f}s  {active.experiment.key} {active.experiment.action} {active.target.path} {state}"]
-
-
-def _open_engine(kind, target_text, experiments, lease):
-    """(engine, target, what closes it, counter formatter, what the target is) for one kind."""
-    from kfault_agent.engines import iofault
-    from kfault_agent.kernel import loader
-    from kfault_agent.engines import netfault, podfault
-    from kfault_agent.kernel import topology
-    if kind == "PodChaos":
-        target = topology.resolve_cgroup_target(target_text)
-        engine = podfault.PodFaultEngine(lease_s=lease)
-        return engine, target, engine.close, _format_pod_state, f"cgroup {target.path}"
-    if kind == "IOChaos":
-        target = topology.resolve_cgroup_target(target_text)
-        datapath, caps = loader.probe_io()
-        if datapath is None:
-            raise loader.KernelUnsupported(caps["io-tracepoints"].reason)
-        return (iofault.IOFaultEngine(datapath, caps, lease_s=lease), target, datapath.close, _format_io_counters,
-                f"cgroup {target.path}")
-    target = topology.resolve_net_target(target_text, experiments[0].device)
-    datapath = loader.NetDatapath()
-    engine = netfault.NetFaultEngine(datapath, loader.probe_capabilities(), lease_s=lease)
-    return (engine, target, datapath.close, _format_counters,
-            ", ".join(i.inside.ifname for i in target.interfaces))
-
-
-def cmd_run(args):
-    from kfault_agent import metrics
-    from kfault_agent.errors import Refusal
+def _read_run_file(args):
+    """The file's experiments, all of one kind, with --duration applied; and that kind."""
+    from kfault_agent import node
     try:
         experiments = _load_experiments(args.file)
         duration_ns = units.parse_duration_ns(args.duration) if args.duration else None
     except spec.InvalidSpec as err:
-        for error in err.errors:
-            print(f"{args.file}: {error}", file=sys.stderr)
-        return EXIT_INVALID
+        raise Exit(EXIT_INVALID, *(f"{args.file}: {error}" for error in err.errors)) from None
     except ValueError as err:
-        print(f"--duration {args.duration!r}: use {err}", file=sys.stderr)
-        return EXIT_INVALID
-    kinds = {type(e).__name__ for e in experiments}
+        raise Exit(EXIT_INVALID, f"--duration {args.duration!r}: use {err}") from None
+    kinds = {kind.name: kind for kind in map(node.kind_of, experiments)}
     if len(kinds) > 1:
-        print(f"{args.file}: one kind of experiment per run (found {', '.join(sorted(kinds))}): "
-              "split the file", file=sys.stderr)
-        return EXIT_INVALID
+        raise Exit(EXIT_INVALID, f"{args.file}: one kind of experiment per run (found {', '.join(sorted(kinds))}): "
+                      "split the file")
+    if duration_ns:
+        experiments = [dataclasses.replace(e, duration_ns=duration_ns) for e in experiments]
+    return experiments, kinds.popitem()[1]
 
+
+def _open_engine(args, kind, experiments):
+    from kfault_agent import node
     try:
-        engine, target, close, format_counters, where = _open_engine(kinds.pop(), args.target, experiments,
-                                                                        args.lease)
+        return node.open_local(kind, args.target, experiments[0], args.lease)
     except Refusal as err:
-        print(f"kfault: {err}", file=sys.stderr)
-        return EXIT_CANNOT
-    try:
-        for experiment in experiments:
-            try:
-                engine.check_supported(experiment)
-            except Refusal as err:
-                print(f"kfault: {experiment.key}: {err}", file=sys.stderr)
-                return EXIT_CANNOT
+        raise Exit(EXIT_CANNOT, f"kfault: {err}") from None
 
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        if args.metrics_port:
-            metrics.serve([engine], args.metrics_port)
-        started = time.monotonic()
-        for experiment in experiments:
-            if duration_ns:
-                experiment = dataclasses.replace(experiment, duration_ns=duration_ns)
-            engine.apply(experiment, target)
-        print(f"kfault: injecting on {target.name} ({where}); lease {args.lease:g}s; Ctrl-C to stop", flush=True)
-        while not stop.wait(args.interval):
-            for key in engine.renew():
-                engine.revoke(*key)
-            elapsed = time.monotonic() - started
-            for active in engine.active():
-                for line in format_counters(engine, active, elapsed):
-                    print(line, flush=True)
-            if not engine.active():
-                break
+
+def _check_all(engine, experiments):
+    for experiment in experiments:
+        try:
+            engine.check(experiment)
+        except Refusal as err:
+            raise Exit(EXIT_CANNOT, f"kfault: {experiment.key}: {err}") from None
+
+
+def _inject_until_done(engine, targets, experiments, args):
+    """Place, then print live counters every --interval until the experiments end or a signal."""
+    from kfault_agent import metrics, node
+    stop = node.stop_on_signals()
+    if args.metrics_port:
+        metrics.serve([engine], args.metrics_port)
+    started = time.monotonic()
+    node.place(engine, experiments, targets)
+    print(f"kfault: injecting on {', '.join(t.name for t in targets)} "
+          f"({'; '.join(engine.describe(t) for t in targets)}); lease {args.lease:g}s; Ctrl-C to stop", flush=True)
+    while not stop.wait(args.interval):
+        active = node.renew_local(engine)
+        elapsed = time.monotonic() - started
+        for placement in active:
+            for line in engine.counter_lines(placement):
+                print(f"{elapsed:6.1f}s  {placement.experiment.key} {placement.experiment.action} {line}", flush=True)
+        if not active:
+            break
+
+
+def cmd_run(args):
+    try:
+        experiments, kind = _read_run_file(args)
+        engine, targets = _open_engine(args, kind, experiments)
+    except Exit as exit_:
+        return exit_.report()
+    try:
+        _check_all(engine, experiments)
+        _inject_until_done(engine, targets, experiments, args)
+    except Exit as exit_:
+        return exit_.report()
     except Exception as err:  # noqa: BLE001 - report, then always clean up
         print(f"kfault: {err}", file=sys.stderr)
         return EXIT_CANNOT
     finally:
-        engine.revoke_all()
-        close()
+        engine.close()
     print("kfault: all faults removed; targets restored", flush=True)
     return 0
 
@@ -170,54 +141,20 @@ def cmd_cleanup(args):
 
 
 def cmd_agent(args):
-    """The node agent: both datapaths loaded once, the gRPC API for the controller, metrics."""
-    import os
-    from kfault_agent.engines import iofault
-    from kfault_agent.kernel import loader
-    from kfault_agent import metrics
-    from kfault_agent.engines import netfault, podfault
-    from kfault_agent import server
-    from kfault_agent.kernel import tc
-    engines, caps = {}, {}
-    stale = tc.remove_stale_filters()
-    if stale:
-        print(f"kfault agent: removed {stale} filter(s) an agent that died had left", file=sys.stderr)
-    try:
-        net = loader.NetDatapath()
-        caps.update(loader.probe_capabilities())
-        engines["NetworkChaos"] = netfault.NetFaultEngine(net, caps, lease_s=args.lease)
-    except loader.KernelUnsupported as err:
-        caps.update(loader.probe_capabilities(err))
-        print(f"kfault agent: no network faults on this node: {err}", file=sys.stderr)
-    io_datapath, io_caps = loader.probe_io()
-    caps.update(io_caps)
-    if io_datapath:
-        engines["IOChaos"] = iofault.IOFaultEngine(io_datapath, caps, lease_s=args.lease)
-    engines["PodChaos"] = podfault.PodFaultEngine(lease_s=args.lease)
-    credentials, common_name = None, None
-    if args.tls_dir:
-        def read(name):
-            with open(os.path.join(args.tls_dir, name), "rb") as handle:
-                return handle.read()
-        credentials = server.server_credentials(read("tls.crt"), read("tls.key"), read("ca.crt"))
-        common_name = server.CONTROLLER_COMMON_NAME
-    elif not args.insecure:
+    """The node agent: every engine this kernel can run, the gRPC API for the controller, metrics."""
+    from kfault_agent import node, server
+    if not args.tls_dir and not args.insecure:
         print("kfault agent: --tls-dir DIR (tls.crt, tls.key, ca.crt), or --insecure for a local test",
               file=sys.stderr)
         return EXIT_INVALID
-    service = server.AgentService(engines, caps, node_name=args.node, require_common_name=common_name)
-    grpc_server, port = server.serve(service, args.listen, credentials)
-    if args.metrics_port:
-        metrics.serve(engines.values(), args.metrics_port)
-    print(f"kfault agent: serving {server.VERSION} on {args.listen.rsplit(':', 1)[0]}:{port} "
-          f"({'mTLS' if credentials else 'insecure'}); {', '.join(engines) or 'nothing'} available", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = node.stop_on_signals()
+    agent = node.start_agent(args.listen, args.lease, lambda text: print(f"kfault agent: {text}", file=sys.stderr),
+                             node_name=args.node, tls_dir=args.tls_dir, metrics_port=args.metrics_port)
+    kinds = ", ".join(engine.kind.name for engine in agent.engines)
+    print(f"kfault agent: serving {server.VERSION} on {args.listen.rsplit(':', 1)[0]}:{agent.port} "
+          f"({'mTLS' if args.tls_dir else 'insecure'}); {kinds or 'nothing'} available", flush=True)
     stop.wait()
-    grpc_server.stop(5).wait()
-    service.close()
-    engines["PodChaos"].close()
+    agent.stop()
     return 0
 
 

@@ -17,8 +17,7 @@ from kfault_agent import requests
 from kfault_agent.errors import Refusal
 from kfault_api.rpc import agent_pb2 as pb
 from kfault_api.rpc import agent_pb2_grpc as pb_grpc
-from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups, resolve_pod_network
-from kfault_agent.kernel.topology import resolve_cgroup_target, resolve_net_target
+from kfault_agent.kernel.pods import PodRef
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +27,13 @@ HOUSEKEEPING_S = 0.5
 
 
 class AgentService(pb_grpc.AgentServicer):
-    def __init__(self, engines, capabilities, node_name=None, require_common_name=None, resolver=None):
-        """engines: {"NetworkChaos": NetFaultEngine, "IOChaos": IOFaultEngine} (either may be
-        missing where the kernel can't load it). resolver(kind, Target, experiment) -> engine
-        targets; by default pods are found on this node (agent/pods.py)."""
-        self.engines = engines
-        self._resolve = resolver or resolve_target
+    def __init__(self, engines, capabilities, node_name=None, require_common_name=None):
+        """engines: the Engines (engines/base.py) whose datapaths loaded on this node, one per
+        kind at most; a kind with none is refused."""
+        self.engines = {engine.kind.name: engine for engine in engines}
         self.capabilities = capabilities
         self.node_name = node_name or platform.node()
         self.require_common_name = require_common_name
-        self._lock = threading.Lock()
-        self._kinds = {}                  # experiment key -> kind
         self._stop = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeeping, daemon=True, name="kfault-leases")
         self._housekeeper.start()
@@ -54,7 +49,7 @@ class AgentService(pb_grpc.AgentServicer):
             self._abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                         f"{request.kind} can't run on node {self.node_name}: its programs did not load here")
         lease_s = request.lease_seconds if request.lease_seconds > 0 else None
-        refused = self._failure(experiment, "this node", engine.check_supported, experiment)
+        refused = self._failure(experiment, "this node", engine.check, experiment)
         if refused:
             return pb.ApplyResponse(results=[pb.TargetResult(target=self._target_name(t), ok=False,
                                                              error=f"node {self.node_name}: {refused}")
@@ -62,14 +57,13 @@ class AgentService(pb_grpc.AgentServicer):
         results = []
         for target in request.targets:
             name = self._target_name(target)
-            error = self._failure(experiment, name, self._apply_on, engine, request.kind, experiment, target, lease_s)
+            error = self._failure(experiment, name, self._apply_on, engine, experiment, target, lease_s)
             results.append(pb.TargetResult(target=name, ok=not error, error=error))
-        with self._lock:
-            self._kinds[experiment.key] = request.kind
         return pb.ApplyResponse(results=results)
 
-    def _apply_on(self, engine, kind, experiment, target, lease_s):
-        for resolved in self._resolve(kind, target, experiment):
+    @staticmethod
+    def _apply_on(engine, experiment, target, lease_s):
+        for resolved in engine.resolve(pod_or_local(target), experiment):
             engine.apply(experiment, resolved, lease_s=lease_s)
 
     def Renew(self, request, context):
@@ -91,8 +85,6 @@ class AgentService(pb_grpc.AgentServicer):
                 if active.experiment.key == request.experiment:
                     error = self._failure(active.experiment, active.target.name, engine.revoke, *active.key)
                     results.append(pb.TargetResult(target=active.target.name, ok=not error, error=error))
-        with self._lock:
-            self._kinds.pop(request.experiment, None)
         return pb.RevokeResponse(results=results)
 
     def ListActive(self, request, context):
@@ -180,17 +172,11 @@ class AgentService(pb_grpc.AgentServicer):
             engine.revoke_all()
 
 
-def resolve_target(kind, target, experiment):
+def pod_or_local(target):
+    """A Target as the engines resolve it: a PodRef, or a local target string."""
     if target.WhichOneof("kind") == "pod":
-        pod = PodRef(target.pod.namespace, target.pod.name, target.pod.uid, tuple(target.pod.container_ids))
-        if kind == "IOChaos" or getattr(experiment, "action", "") == "container-kill":
-            return resolve_pod_cgroups(pod, pod.container_ids)
-        if kind == "PodChaos":
-            return resolve_pod_cgroups(pod)        # pod-failure: the whole pod freezes
-        return [resolve_pod_network(pod)]
-    if kind in ("IOChaos", "PodChaos"):
-        return [resolve_cgroup_target(target.local)]
-    return [resolve_net_target(target.local, getattr(experiment, "device", None))]
+        return PodRef(target.pod.namespace, target.pod.name, target.pod.uid, tuple(target.pod.container_ids))
+    return target.local
 
 
 def server_credentials(cert_pem, key_pem, ca_pem):

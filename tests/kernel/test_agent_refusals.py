@@ -29,12 +29,16 @@ def local_agent(engines, capabilities):
     target is resolved and before it is placed: the moment to pull something away."""
     hooks = {}
 
-    def resolve(kind, target, experiment):
-        resolved = server.resolve_target(kind, target, experiment)
-        hooks.get(target.local, lambda _: None)(resolved)
-        return resolved
+    def hooked(resolve):
+        def resolve_then_hook(target, experiment):
+            resolved = resolve(target, experiment)
+            hooks.get(target, lambda _: None)(resolved)
+            return resolved
+        return resolve_then_hook
 
-    service = server.AgentService(engines, capabilities, resolver=resolve)
+    for engine in engines:
+        engine.resolve = hooked(engine.resolve)
+    service = server.AgentService(engines, capabilities)
     grpc_server, port = server.serve(service, "127.0.0.1:0")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
@@ -48,14 +52,14 @@ def local_agent(engines, capabilities):
 @pytest.fixture
 def net_agent(datapath, capabilities):
     engine = netfault.NetFaultEngine(datapath, capabilities, lease_s=30)
-    with local_agent({"NetworkChaos": engine}, capabilities) as (stub, hooks):
+    with local_agent([engine], capabilities) as (stub, hooks):
         yield stub, hooks, engine
 
 
 @pytest.fixture
 def pod_agent(tmp_path):
     engine = podfault.PodFaultEngine(lease_s=30, guard=podfault.ThawGuard(str(tmp_path)))
-    with local_agent({"PodChaos": engine}, {}) as (stub, hooks):
+    with local_agent([engine], {}) as (stub, hooks):
         yield stub, hooks, engine
     engine.guard.close()
 
@@ -203,7 +207,7 @@ def test_a_failing_check_and_a_failing_revoke_are_results_too(lab, net_agent, mo
     lab.link("a", "b", "10.250.1")
     target = f"netns:{lab.ns('a')}"
     with monkeypatch.context() as patched:
-        patched.setattr(engine, "check_supported", lambda _: (_ for _ in ()).throw(RuntimeError("probe broke")))
+        patched.setattr(engine, "check", lambda _: (_ for _ in ()).throw(RuntimeError("probe broke")))
         results = apply(stub, [target, "netns:x"])
     assert [t for t, _ in results] == [target, "netns:x"]
     assert all(e.startswith("node ") and "unexpected RuntimeError in the agent: probe broke" in e for _, e in results)

@@ -37,7 +37,7 @@ def make_certs(directory):
 def agent(tmp_path, datapath, capabilities):
     certs = make_certs(tmp_path)
     engine = netfault.NetFaultEngine(datapath, capabilities)
-    service = server.AgentService({"NetworkChaos": engine}, capabilities,
+    service = server.AgentService([engine], capabilities,
                                   require_common_name=server.CONTROLLER_COMMON_NAME)
     grpc_server, port = server.serve(service, "127.0.0.1:0", server.server_credentials(
         certs["agent.crt"], certs["agent.key"], certs["ca.crt"]))

@@ -170,16 +170,16 @@ def our_filters(lab):
 
 @pytest.fixture
 def fuzz_agent(datapath, capabilities, tmp_path):
-    engines = {"NetworkChaos": netfault.NetFaultEngine(datapath, capabilities, lease_s=30),
-               "PodChaos": podfault.PodFaultEngine(lease_s=30, guard=podfault.ThawGuard(str(tmp_path)))}
-    service = server.AgentService(engines, capabilities)
+    net = netfault.NetFaultEngine(datapath, capabilities, lease_s=30)
+    pods = podfault.PodFaultEngine(lease_s=30, guard=podfault.ThawGuard(str(tmp_path)))
+    service = server.AgentService([net, pods], capabilities)
     grpc_server, port = server.serve(service, "127.0.0.1:0")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield pb_grpc.AgentStub(channel)
     channel.close()
     grpc_server.stop(None)
     service.close()
-    engines["PodChaos"].guard.close()
+    pods.guard.close()
 
 
 def test_randomized_requests_get_ok_or_a_short_refusal_and_place_only_valid_ones(lab, fuzz_agent, caplog):

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from kfault_api import spec
 from kfault_agent.kernel import topology
-from kfault_agent.metrics import NetFaultCollector
+from kfault_agent.metrics import EngineCollector
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
 
@@ -20,7 +20,7 @@ def test_counters_are_scraped_from_the_maps_and_pass_promtool(lab, engine):
     engine.apply(experiment, topology.resolve_net_target(f"netns:{lab.ns('a')}"))
     lab.udp("a", "b", "10.250.1.2", 1000)
     registry = CollectorRegistry()
-    registry.register(NetFaultCollector(engine))
+    registry.register(EngineCollector([engine]))
     text = generate_latest(registry).decode()
     target = f"netns:{lab.ns('a')}"
     matched = registry.get_sample_value("kfault_packets_total", {

@@ -109,11 +109,11 @@ def test_container_kill_kills_the_containers_processes(cgroup_with_a_counter, tm
 
 def test_faults_are_counted_for_prometheus_and_the_controller(cgroup_with_a_counter, tmp_path):
     from prometheus_client import CollectorRegistry, generate_latest
-    from kfault_agent.metrics import collector_for
+    from kfault_agent.metrics import EngineCollector
     path, _, proc = cgroup_with_a_counter
     engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(str(tmp_path)))
     registry = CollectorRegistry()
-    registry.register(collector_for(engine))
+    registry.register(EngineCollector([engine]))
     try:
         engine.apply(pod_chaos(), topology.CgroupTarget("pod", path))
         labels = {"experiment": "default/freeze", "target": "pod", "action": "pod-failure"}

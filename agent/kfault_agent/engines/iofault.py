@@ -7,12 +7,16 @@ loader.IODatapath.
 import logging
 from dataclasses import dataclass
 
-from kfault_api import glob_dfa, layout
+from prometheus_client.core import CounterMetricFamily
+
+from kfault_api import glob_dfa, layout, spec
 from kfault_agent import policy
-from kfault_agent.kernel.holder import HolderProcess
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
-from kfault_agent.kernel.loader import io_support, update_slot, write_slot
+from kfault_agent.kernel.holder import HolderProcess
+from kfault_agent.kernel.loader import io_support, probe_io, update_slot, write_slot
+from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
+from kfault_agent.kernel.topology import resolve_cgroup_target
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +24,7 @@ METHOD_BITS = {"open": layout.IO_METHOD_OPEN, "read": layout.IO_METHOD_READ,
                "write": layout.IO_METHOD_WRITE, "fsync": layout.IO_METHOD_FSYNC}
 OUTCOMES = {"passed": layout.IO_OUTCOME_PASSED, "failed": layout.IO_OUTCOME_FAILED,
             "delayed": layout.IO_OUTCOME_DELAYED}
+METRIC_LABELS = ["experiment", "target", "method", "outcome"]
 
 
 def io_rule_fields(experiment):
@@ -40,13 +45,45 @@ class ActiveIO(Placement):
 
 
 class IOFaultEngine(LeasedPlacements):
+    kind = spec.KINDS["IOChaos"]
+    what = "file I/O faults"
+
     def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
         super().__init__(lease_s)
         self.datapath = datapath
         self.capabilities = capabilities
         self._free_slots = list(range(layout.IO_MAX_RULES - 1, -1, -1))
 
-    def check_supported(self, experiment):
+    @classmethod
+    def load(cls, capabilities, lease_s=DEFAULT_LEASE_S):
+        """Load iofault.c with the best errno mechanism this kernel has; `capabilities` gains
+        what it can do, also when it can't (KernelUnsupported)."""
+        datapath, probed = probe_io()
+        capabilities.update(probed)
+        if datapath is None:
+            raise KernelUnsupported(probed["io-tracepoints"].reason)
+        return cls(datapath, capabilities, lease_s)
+
+    def close(self):
+        self.revoke_all()
+        self.datapath.close()
+
+    # ---- targets -------------------------------------------------------------------------
+
+    @staticmethod
+    def resolve(target, experiment):
+        """A pod's named containers (all of them when none is named), or one local cgroup."""
+        if isinstance(target, PodRef):
+            return resolve_pod_cgroups(target, target.container_ids)
+        return [resolve_cgroup_target(target)]
+
+    @staticmethod
+    def describe(target):
+        return f"cgroup {target.path}"
+
+    # ---- placing and removing ----------------------------------------------------------
+
+    def check(self, experiment):
         """KernelUnsupported naming every method of the experiment this node can't do."""
         refused = []
         for method in experiment.methods:
@@ -58,7 +95,7 @@ class IOFaultEngine(LeasedPlacements):
 
     def apply(self, experiment, target, lease_s=None):
         """Inject `experiment` on the cgroup `target` (replacing its earlier version)."""
-        self.check_supported(experiment)
+        self.check(experiment)
         dfa = glob_dfa.compile_glob(experiment.path, layout.IO_DEAD_STATE)
         with self._lock:
             existing = self._replacing(experiment, target)
@@ -100,6 +137,26 @@ class IOFaultEngine(LeasedPlacements):
                 for active in self.active() if active.experiment.key == experiment_key
                 for method, outcomes in self.counters(active)[0].items()
                 for outcome, count in outcomes.items()]
+
+    def counter_lines(self, active):
+        """Calls per method and what was done to them; the latency injected so far."""
+        calls, delay_ns = self.counters(active)
+        parts = [f"{method} {c['passed'] + c['failed'] + c['delayed']} (failed {c['failed']}, delayed {c['delayed']})"
+                 for method, c in calls.items()]
+        return ["  ".join(parts) + (f"  injected delay {delay_ns / 1e9:.1f}s" if delay_ns else "")]
+
+    def metric_families(self):
+        calls = CounterMetricFamily("kfault_syscalls", "File I/O syscalls matched by kfault rules, by outcome.",
+                                    labels=METRIC_LABELS)
+        delay = CounterMetricFamily("kfault_syscall_delay_seconds", "Latency injected into file I/O syscalls.",
+                                    labels=["experiment", "target"])
+        for active in self.active():
+            by_method, delay_ns = self.counters(active)
+            for method, outcomes in by_method.items():
+                for outcome, count in outcomes.items():
+                    calls.add_metric([active.experiment.key, active.target.name, method, outcome], count)
+            delay.add_metric([active.experiment.key, active.target.name], delay_ns / 1e9)
+        return [calls, delay]
 
     # ---- internals ---------------------------------------------------------------------
 

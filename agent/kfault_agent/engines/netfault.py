@@ -1,4 +1,4 @@
-"""The network fault engine: places experiments on targets as rules in the BPF maps.
+"""The network fault engine: places NetworkChaos experiments on targets as rules in the BPF maps.
 
 It owns the rule slots, the peer table and our tc attachments. Policy (what the rules say)
 comes from policy.py; the kernel objects come from loader.py and tc.py.
@@ -6,17 +6,24 @@ comes from policy.py; the kernel objects come from loader.py and tc.py.
 import logging
 from dataclasses import dataclass, field
 
-from kfault_api import layout
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from kfault_api import layout, spec
 from kfault_agent import policy
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
-from kfault_agent.errors import CapacityExhausted, InterfaceGone, KernelUnsupported, NetnsGone, TargetUnsuitable
-from kfault_agent.kernel.loader import action_support, update_slot, write_slot
-from kfault_agent.kernel.tc import ClsactHooks, FqRoot
+from kfault_agent.errors import CapacityExhausted, KernelUnsupported, TargetUnsuitable
+from kfault_agent.kernel.loader import NetDatapath, action_support, probe_capabilities, update_slot, write_slot
+from kfault_agent.kernel.pods import PodRef, resolve_pod_network
+from kfault_agent.kernel.tc import ClsactHooks, FqRoot, SharedPerLink
+from kfault_agent.kernel.topology import resolve_net_target
 
 log = logging.getLogger(__name__)
 # An interface's hook -> the program attached there (see bpf/netfault.c).
 INSIDE_PROGRAMS = {"ingress": "ingress_from", "egress": "egress_to"}
 OUTSIDE_PROGRAMS = {"ingress": "ingress_to", "egress": "egress_from"}
+# What `kfault run` shows after the matched count, where it is not zero.
+SHOWN_OUTCOMES = ("dropped", "duplicated", "corrupted", "delayed")
+METRIC_LABELS = ["experiment", "target", "action", "direction", "outcome"]
 
 
 def experiment_actions(experiment):
@@ -33,12 +40,15 @@ class ActiveRule:
 
 @dataclass
 class ActiveExperiment(Placement):
-    rules: list
-    links: list
-    fq_links: list = field(default_factory=list)
+    rules: list = field(default_factory=list)       # ActiveRule, one per direction
+    links: list = field(default_factory=list)       # keys of the hooks it holds
+    fq_links: list = field(default_factory=list)    # keys of the fq roots it holds
 
 
 class NetFaultEngine(LeasedPlacements):
+    kind = spec.KINDS["NetworkChaos"]
+    what = "network faults"
+
     def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
         super().__init__(lease_s)
         self.datapath = datapath
@@ -46,12 +56,40 @@ class NetFaultEngine(LeasedPlacements):
         self._free_slots = list(range(layout.MAX_RULES - 1, -1, -1))
         self._table = policy.PeerTable()
         self._entries = {}        # peer key -> slots, as written to kfault_peers
-        self._hooks = {}          # (netns inode, ifindex) -> [ClsactHooks, users]
-        self._fq = {}             # (netns inode, ifindex) -> [FqRoot, users]
+        self._hooks = SharedPerLink(ClsactHooks.attach, ClsactHooks.detach)
+        self._fq = SharedPerLink(FqRoot.hold, FqRoot.release)
+
+    @classmethod
+    def load(cls, capabilities, lease_s=DEFAULT_LEASE_S):
+        """Compile and load netfault.c; `capabilities` gains what this kernel can do for it,
+        also when it can't (KernelUnsupported)."""
+        try:
+            datapath = NetDatapath()
+        except KernelUnsupported as err:
+            capabilities.update(probe_capabilities(err))
+            raise
+        capabilities.update(probe_capabilities())
+        return cls(datapath, capabilities, lease_s)
+
+    def close(self):
+        self.revoke_all()
+        self.datapath.close()
+
+    # ---- targets -------------------------------------------------------------------------
+
+    @staticmethod
+    def resolve(target, experiment):
+        if isinstance(target, PodRef):
+            return [resolve_pod_network(target)]
+        return [resolve_net_target(target, experiment.device)]
+
+    @staticmethod
+    def describe(target):
+        return ", ".join(i.inside.ifname for i in target.interfaces)
 
     # ---- placing and removing ----------------------------------------------------------
 
-    def check_supported(self, experiment):
+    def check(self, experiment):
         for action in experiment_actions(experiment):
             ok, reason = action_support(self.capabilities, action)
             if not ok:
@@ -59,7 +97,7 @@ class NetFaultEngine(LeasedPlacements):
 
     def apply(self, experiment, target, lease_s=None):
         """Inject `experiment` on `target` (replacing its earlier version). Live on return."""
-        self.check_supported(experiment)
+        self.check(experiment)
         with self._lock:
             existing = self._replacing(experiment, target)
             if existing:
@@ -68,42 +106,18 @@ class NetFaultEngine(LeasedPlacements):
             if not addresses:
                 raise TargetUnsuitable(f"{target.name}: its interfaces have no IP address to match packets by; "
                                        "give the target an address, or name another device")
-            rules, affected = [], set()
-            try:
-                for direction in experiment.directions:
-                    rule = ActiveRule(self._free_slots.pop(), direction,
-                                      policy.peer_keys(direction, addresses, experiment.peers))
-                    rules.append(rule)
-                    affected |= self._table.add(rule.slot, rule.keys)
-                entries = self._table.entries(affected)
-            except (IndexError, policy.RuleConflict) as err:
-                for rule in rules:
-                    self._table.remove(rule.slot)
-                    self._free_slots.append(rule.slot)
-                if isinstance(err, IndexError):
-                    raise CapacityExhausted(f"all {layout.MAX_RULES} network rule slots of this node are in use; "
-                                            "revoke an experiment first") from None
-                raise
-            active = ActiveExperiment(experiment, target, rules, [], lease_ns=self._lease_for(lease_s))
+            active = ActiveExperiment(experiment, target, lease_ns=self._lease_for(lease_s))
             self._start(active, experiment)
             try:
-                for iface in target.interfaces:
-                    self._hold_hooks(iface.inside, INSIDE_PROGRAMS, active)
-                    self._hold_hooks(iface.outside, OUTSIDE_PROGRAMS, active)
-                    if experiment.needs_edt:
-                        # Egress programs set skb->tstamp; fq at that egress holds the packet.
-                        for direction in experiment.directions:
-                            self._hold_fq(iface.inside if direction == "to" else iface.outside, active)
+                entries = self._allocate_rules(active, addresses)
+                self._attach_hooks(active)
+                self._hold_fq(active)
+                self._write_rules(active, entries)
             except Exception:
-                self._release(active)
+                self._release(active)     # the one way back: undoes whatever the steps took
                 raise
-            fields = policy.rule_fields(experiment)
-            for rule in rules:
-                self._reset_slot(rule.slot)
-                write_slot(self.datapath.rules, rule.slot, {**fields, "deadline_ns": active.deadline_ns})
-            self._write_entries(entries)
             self._active[active.key] = active
-            log.info("applied %s on %s: slots %s", experiment.key, target.name, [r.slot for r in rules])
+            log.info("applied %s on %s: slots %s", experiment.key, target.name, [r.slot for r in active.rules])
             return active
 
     # ---- counters ----------------------------------------------------------------------
@@ -125,38 +139,83 @@ class NetFaultEngine(LeasedPlacements):
                 for direction, outcomes in self.counters(active).items()
                 for outcome, (packets, _) in outcomes.items()]
 
-    # ---- internals ---------------------------------------------------------------------
+    def counter_lines(self, active):
+        """Per direction: packets matched, and what was done to them with its share."""
+        lines = []
+        for direction, outcomes in self.counters(active).items():
+            matched = outcomes["matched"][0]
+            parts = [f"matched {matched}"]
+            for outcome in SHOWN_OUTCOMES:
+                count = outcomes[outcome][0]
+                if count:
+                    share = f" ({100 * count / matched:.1f}%)" if matched else ""
+                    parts.append(f"{outcome} {count}{share}")
+            lines.append(f"{direction:<4} " + "  ".join(parts))
+        return lines
 
-    def _write_deadline(self, active):
+    def metric_families(self):
+        packets = CounterMetricFamily("kfault_packets", "Packets matched by kfault rules, by what was done to them.",
+                                      labels=METRIC_LABELS)
+        octets = CounterMetricFamily("kfault_bytes", "Bytes matched by kfault rules, by what was done to them.",
+                                     labels=METRIC_LABELS)
+        rules = GaugeMetricFamily("kfault_rules_active", "Kernel rules in force, by experiment and target.",
+                                  labels=["experiment", "target"])
+        for active in self.active():
+            action = active.experiment.action
+            rules.add_metric([active.experiment.key, active.target.name], len(active.rules))
+            for direction, outcomes in self.counters(active).items():
+                for outcome, (count, size) in outcomes.items():
+                    labels = [active.experiment.key, active.target.name, action, direction, outcome]
+                    packets.add_metric(labels, count)
+                    octets.add_metric(labels, size)
+        capability = GaugeMetricFamily("kfault_capability", "1 where this node's kernel has a feature kfault uses.",
+                                       labels=["feature"])
+        for cap in self.capabilities.values():
+            capability.add_metric([cap.name], 1 if cap.available else 0)
+        return [packets, octets, rules, capability]
+
+    # ---- the steps of apply, and their undoing ---------------------------------------------
+
+    def _take_slot(self):
+        if not self._free_slots:
+            raise CapacityExhausted(f"all {layout.MAX_RULES} network rule slots of this node are in use; "
+                                    "revoke an experiment first")
+        return self._free_slots.pop()
+
+    def _allocate_rules(self, active, addresses):
+        """A rule slot per direction, entered in the peer table; returns the kfault_peers
+        entries to write (RuleConflict where too many rules would overlap)."""
+        affected = set()
+        for direction in active.experiment.directions:
+            keys = policy.peer_keys(direction, addresses, active.experiment.peers)
+            rule = ActiveRule(self._take_slot(), direction, keys)
+            active.rules.append(rule)
+            affected |= self._table.add(rule.slot, rule.keys)
+        return self._table.entries(affected)
+
+    def _attach_hooks(self, active):
+        for iface in active.target.interfaces:
+            active.links.append(self._hooks.hold(iface.inside, self._programs(INSIDE_PROGRAMS)))
+            active.links.append(self._hooks.hold(iface.outside, self._programs(OUTSIDE_PROGRAMS)))
+
+    def _programs(self, programs):
+        return {hook: (self.datapath.fd(name), name) for hook, name in programs.items()}
+
+    def _hold_fq(self, active):
+        if not active.experiment.needs_edt:
+            return
+        # Egress programs set skb->tstamp; fq at that egress holds the packet.
+        for iface in active.target.interfaces:
+            for direction in active.experiment.directions:
+                active.fq_links.append(self._fq.hold(iface.inside if direction == "to" else iface.outside))
+
+    def _write_rules(self, active, entries):
+        """Last: from here the BPF programs act on the rules."""
+        fields = policy.rule_fields(active.experiment)
         for rule in active.rules:
-            update_slot(self.datapath.rules, rule.slot, deadline_ns=active.deadline_ns)
-
-    def _hold(self, held, link, make, keys):
-        """Share one kernel object per interface among experiments, counting its users."""
-        key = (link.netns.inode, link.ifindex)
-        if key not in held:
-            held[key] = [make(), 0]
-        held[key][1] += 1
-        keys.append(key)
-
-    @staticmethod
-    def _drop(held, keys, release):
-        for key in keys:
-            held[key][1] -= 1
-            if held[key][1] == 0:
-                thing = held.pop(key)[0]
-                try:
-                    release(thing)
-                except (NetnsGone, InterfaceGone) as err:
-                    log.info("nothing to undo on %s: %s", thing.link.ifname, err)
-        keys.clear()
-
-    def _hold_hooks(self, link, programs, active):
-        fds = {hook: (self.datapath.fd(name), name) for hook, name in programs.items()}
-        self._hold(self._hooks, link, lambda: ClsactHooks.attach(link, fds), active.links)
-
-    def _hold_fq(self, link, active):
-        self._hold(self._fq, link, lambda: FqRoot.hold(link), active.fq_links)
+            self._reset_slot(rule.slot)
+            write_slot(self.datapath.rules, rule.slot, {**fields, "deadline_ns": active.deadline_ns})
+        self._write_entries(entries)
 
     def _release(self, active):
         log.info("revoking %s on %s", *active.key)
@@ -167,8 +226,16 @@ class NetFaultEngine(LeasedPlacements):
         for rule in active.rules:
             del self.datapath.rules[self.datapath.rules.Key(rule.slot)]  # an array slot: zeroed
             self._free_slots.append(rule.slot)
-        self._drop(self._hooks, active.links, ClsactHooks.detach)
-        self._drop(self._fq, active.fq_links, FqRoot.release)
+        self._hooks.let_go(active.links)
+        active.links.clear()
+        self._fq.let_go(active.fq_links)
+        active.fq_links.clear()
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _write_deadline(self, active):
+        for rule in active.rules:
+            update_slot(self.datapath.rules, rule.slot, deadline_ns=active.deadline_ns)
 
     def _reset_slot(self, slot):
         for table in (self.datapath.counters, self.datapath.rule_state, self.datapath.departures):

@@ -15,9 +15,14 @@ import os
 import signal
 import time
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from kfault_api import spec
+from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import NotForAgents, TargetGone, kernel_errors
 from kfault_agent.kernel import children, owners
-from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
+from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
+from kfault_agent.kernel.topology import resolve_cgroup_target
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,7 @@ STATE_DIR = os.environ.get("KFAULT_STATE_DIR", "/run/kfault")
 
 
 SETTLE_S = 5.0      # how long a freeze or thaw may take to reach every task before we go on
+METRIC_LABELS = ["experiment", "target", "action"]
 
 
 def set_frozen(cgroup_dir, frozen, settle_s=SETTLE_S):
@@ -172,11 +178,40 @@ def thaw_leftovers(state_dir):
 class PodFaultEngine(LeasedPlacements):
     """PodChaos on cgroup targets. Nothing in the kernel enforces a freeze's lease: the
     agent's housekeeping revokes (thaws) a placement as soon as it lapses."""
+    kind = spec.KINDS["PodChaos"]
+    what = "pod faults"
 
     def __init__(self, lease_s=DEFAULT_LEASE_S, guard=None):
         super().__init__(lease_s)
         self.guard = guard or ThawGuard()
         self._injected = collections.Counter()   # (experiment key, target name, action) -> faults
+
+    @classmethod
+    def load(cls, capabilities, lease_s=DEFAULT_LEASE_S):
+        """Needs only cgroup v2 files; starting its guard thaws what dead owners left frozen."""
+        return cls(lease_s)
+
+    def close(self):
+        self.revoke_all()
+        self.guard.close()
+
+    # ---- targets -------------------------------------------------------------------------
+
+    @staticmethod
+    def resolve(target, experiment):
+        """container-kill: the named containers' cgroups; pod-failure: the whole pod's, which
+        freezes whole. A local target is one cgroup."""
+        if isinstance(target, PodRef):
+            if experiment.action == "container-kill":
+                return resolve_pod_cgroups(target, target.container_ids)
+            return resolve_pod_cgroups(target)
+        return [resolve_cgroup_target(target)]
+
+    @staticmethod
+    def describe(target):
+        return f"cgroup {target.path}"
+
+    # ---- placing and removing ----------------------------------------------------------
 
     def injected(self):
         """{(experiment key, target name, action): faults injected}: freezes and kills, which
@@ -184,7 +219,7 @@ class PodFaultEngine(LeasedPlacements):
         with self._lock:
             return dict(self._injected)
 
-    def check_supported(self, experiment):
+    def check(self, experiment):
         if experiment.action == "pod-kill":
             raise NotForAgents("pod-kill is done by the controller through the API server, not an agent: "
                                "kubectl apply the PodChaos resource")
@@ -210,9 +245,19 @@ class PodFaultEngine(LeasedPlacements):
         return [(target, action, "injected", count)
                 for (key, target, action), count in self.injected().items() if key == experiment_key]
 
+    def counter_lines(self, active):
+        return [f"{active.target.path} {'frozen' if is_frozen(active.target.path) else 'freezing'}"]
+
+    def metric_families(self):
+        faults = CounterMetricFamily("kfault_pod_faults", "PodChaos faults injected: cgroups frozen, containers killed.",
+                                     labels=METRIC_LABELS)
+        for (key, target, action), count in self.injected().items():
+            faults.add_metric([key, target, action], count)
+        frozen = GaugeMetricFamily("kfault_pods_frozen", "Cgroups frozen by pod-failure right now.",
+                                   labels=METRIC_LABELS)
+        for active in self.active():
+            frozen.add_metric([active.experiment.key, active.target.name, active.experiment.action], 1)
+        return [faults, frozen]
+
     def _release(self, active):
         self.guard.thaw(active.target.path)
-
-    def close(self):
-        self.revoke_all()
-        self.guard.close()

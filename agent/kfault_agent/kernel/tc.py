@@ -7,7 +7,7 @@ from pyroute2 import NetlinkError
 
 from kfault_agent.errors import InterfaceBusy, InterfaceGone, kernel_errors
 from kfault_agent.kernel import owners
-from kfault_agent.kernel.topology import candidate_peer_namespaces, rtnl
+from kfault_agent.kernel.topology import NetnsGone, candidate_peer_namespaces, rtnl
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +157,42 @@ class FqRoot:
             with _netlink_on(self.link, "remove the sch_fq kfault installed") as ipr:
                 ipr.tc("del", "fq", self.link.ifindex, 0x10000)
             self.installed = False
+
+
+@dataclass
+class _Held:
+    thing: object        # a ClsactHooks or an FqRoot
+    users: int = 0
+
+
+class SharedPerLink:
+    """One tc object per interface (our filters there, an fq root), shared by every placement
+    that needs it: made by the first to hold it, released when the last one lets go."""
+
+    def __init__(self, make, release):
+        self._make = make          # (link, *args) -> the object, in the kernel
+        self._release = release    # (the object) -> None: undo it in the kernel
+        self._held = {}            # (netns inode, ifindex) -> _Held
+
+    def hold(self, link, *args):
+        """Count one more user of `link`'s object, making it first if needed; returns the key
+        to let go of it by."""
+        key = (link.netns.inode, link.ifindex)
+        if key not in self._held:
+            self._held[key] = _Held(self._make(link, *args))
+        self._held[key].users += 1
+        return key
+
+    def let_go(self, keys):
+        """One user fewer for each key; the last one out releases the object."""
+        for key in keys:
+            held = self._held[key]
+            held.users -= 1
+            if held.users:
+                continue
+            del self._held[key]
+            try:
+                self._release(held.thing)
+            except (NetnsGone, InterfaceGone) as err:
+                log.info("nothing to undo on %s: %s", held.thing.link.ifname, err)
+

@@ -1,0 +1,117 @@
+"""This node's kfault: the composition root of `kfault agent` and `kfault run`.
+
+It knows which engine places which kind, loads the engines this kernel can run (each probes
+and loads its own datapath), clears what killed kfault processes left behind, serves the
+agent's gRPC API and metrics, and shuts all of it down in order. The surfaces (cli.py) only
+parse arguments and print.
+"""
+import os
+import signal
+import threading
+from dataclasses import dataclass
+
+from kfault_api import spec
+from kfault_agent import metrics, server
+from kfault_agent.engines.iofault import IOFaultEngine
+from kfault_agent.engines.netfault import NetFaultEngine
+from kfault_agent.engines.podfault import PodFaultEngine
+from kfault_agent.kernel import tc
+from kfault_agent.kernel.loader import KernelUnsupported
+
+# The engine of each kind, in the order the agent loads them.
+ENGINE_TYPES = (NetFaultEngine, IOFaultEngine, PodFaultEngine)
+ENGINE_OF_KIND = {engine_type.kind.name: engine_type for engine_type in ENGINE_TYPES}
+
+
+def kind_of(experiment):
+    """The spec.Kind an experiment model belongs to."""
+    return next(kind for kind in spec.KINDS.values() if isinstance(experiment, kind.model))
+
+
+def stop_on_signals():
+    """An Event set by SIGINT or SIGTERM: what ends `kfault run` and `kfault agent`."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+# ---- kfault run: one kind, local targets ------------------------------------------------
+
+def open_local(kind, target_text, experiment, lease_s):
+    """(engine, targets) for `kfault run`: the target is found first (TargetNotFound), so a
+    typo costs no BPF compile; then only this kind's engine loads (KernelUnsupported)."""
+    engine_type = ENGINE_OF_KIND[kind.name]
+    targets = engine_type.resolve(target_text, experiment)
+    return engine_type.load({}, lease_s), targets
+
+
+def place(engine, experiments, targets):
+    for experiment in experiments:
+        for target in targets:
+            engine.apply(experiment, target)
+
+
+def renew_local(engine):
+    """One turn of a local run: renew every lease, revoke what reached its duration; returns
+    the placements still in force (none: the run is over)."""
+    for key in engine.renew():
+        engine.revoke(*key)
+    return engine.active()
+
+
+# ---- kfault agent: every kind this kernel can run, over gRPC ------------------------------
+
+def load_engines(lease_s, notice):
+    """(engines, capabilities): every engine whose datapath loads here, and what this node's
+    kernel can do; notice(text) hears of each engine that can't load."""
+    engines, capabilities = [], {}     # one dict, shared: each engine adds what it probed
+    for engine_type in ENGINE_TYPES:
+        try:
+            engines.append(engine_type.load(capabilities, lease_s))
+        except KernelUnsupported as err:
+            notice(f"no {engine_type.what} on this node: {err}")
+    return engines, capabilities
+
+
+def tls_from(directory):
+    """(server credentials, the common name callers must have) from the agent's Secret:
+    tls.crt, tls.key and ca.crt."""
+    def read(name):
+        with open(os.path.join(directory, name), "rb") as handle:
+            return handle.read()
+    return (server.server_credentials(read("tls.crt"), read("tls.key"), read("ca.crt")),
+            server.CONTROLLER_COMMON_NAME)
+
+
+@dataclass
+class Agent:
+    """A running node agent: its engines, the gRPC service over them, and the server."""
+    engines: list
+    service: object
+    grpc_server: object
+    port: int
+
+    def stop(self):
+        """In order: no new calls; every placement revoked; the datapaths unloaded, the
+        thaw guard ended."""
+        self.grpc_server.stop(5).wait()
+        self.service.close()
+        for engine in self.engines:
+            engine.close()
+
+
+def start_agent(listen, lease_s, notice, node_name=None, tls_dir=None, metrics_port=0):
+    """Clear what a dead agent left, load the engines, serve gRPC (mTLS with `tls_dir`,
+    else insecure) and metrics; returns the running Agent. notice(text) hears what an
+    operator should know."""
+    stale = tc.remove_stale_filters()
+    if stale:
+        notice(f"removed {stale} filter(s) an agent that died had left")
+    engines, capabilities = load_engines(lease_s, notice)
+    credentials, common_name = tls_from(tls_dir) if tls_dir else (None, None)
+    service = server.AgentService(engines, capabilities, node_name=node_name, require_common_name=common_name)
+    grpc_server, port = server.serve(service, listen, credentials)
+    if metrics_port:
+        metrics.serve(engines, metrics_port)
+    return Agent(engines, service, grpc_server, port)

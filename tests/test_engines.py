@@ -1,0 +1,118 @@
+"""One Engine protocol: every engine the agent can load, and the tests' recording engine,
+implement it; the agent finds each kind's engine by the shared registry of kinds. No kernel."""
+from dataclasses import dataclass
+
+import pytest
+
+from conftest import RecordingEngine
+from kfault_agent import node
+from kfault_agent.engines.base import Engine, missing_members
+from kfault_agent.engines.iofault import IOFaultEngine
+from kfault_agent.engines.netfault import NetFaultEngine
+from kfault_agent.engines.podfault import PodFaultEngine
+from kfault_agent.kernel.tc import InterfaceGone, SharedPerLink
+from kfault_api import spec
+
+
+def unloaded(engine_type):
+    """An engine with nothing loaded behind it: enough to see its interface."""
+    if engine_type is PodFaultEngine:
+        return PodFaultEngine(guard=object())
+    return engine_type(None, {})
+
+
+@pytest.mark.parametrize("engine", [unloaded(t) for t in node.ENGINE_TYPES] + [RecordingEngine()],
+                         ids=lambda e: type(e).__name__)
+def test_every_engine_implements_the_engine_protocol(engine):
+    assert missing_members(engine) == []
+    assert isinstance(engine, Engine)
+    assert engine.kind in spec.KINDS.values()
+
+
+def test_every_kind_has_exactly_one_engine_that_loads_itself():
+    assert set(node.ENGINE_OF_KIND) == set(spec.KINDS)
+    assert len(node.ENGINE_OF_KIND) == len(node.ENGINE_TYPES)
+    for engine_type in node.ENGINE_TYPES:
+        assert callable(engine_type.load) and engine_type.what
+
+
+def test_an_engine_missing_a_member_is_named():
+    class Partial:
+        kind = spec.KINDS["PodChaos"]
+
+        def apply(self, experiment, target, lease_s=None):
+            pass
+
+    assert not isinstance(Partial(), Engine)
+    assert "revoke" in missing_members(Partial()) and "apply" not in missing_members(Partial())
+
+
+@pytest.mark.parametrize("kind", list(spec.KINDS))
+def test_an_experiment_model_knows_its_kind(kind):
+    model = spec.KINDS[kind].model
+    assert node.kind_of(model.__new__(model)) is spec.KINDS[kind]
+
+
+# ---- one tc object per interface, shared by the placements on it --------------------------
+
+@dataclass(frozen=True)
+class Netns:
+    inode: int
+
+
+@dataclass(frozen=True)
+class Link:
+    netns: Netns
+    ifindex: int
+    ifname: str = "veth0"
+
+
+class Kernel:
+    def __init__(self, gone=False):
+        self.made, self.released, self.gone = [], [], gone
+
+    def make(self, link, tag):
+        self.made.append((link.ifindex, tag))
+        return Thing(link)
+
+    def release(self, thing):
+        if self.gone:
+            raise InterfaceGone(f"{thing.link.ifname} was deleted")
+        self.released.append(thing.link.ifindex)
+
+
+@dataclass
+class Thing:
+    link: Link
+
+
+def test_the_first_holder_makes_it_and_the_last_one_out_releases_it():
+    kernel = Kernel()
+    shared = SharedPerLink(kernel.make, kernel.release)
+    a, b = Link(Netns(1), 2), Link(Netns(1), 3)
+    first = [shared.hold(a, "x"), shared.hold(b, "x")]
+    second = [shared.hold(a, "y")]
+    assert kernel.made == [(2, "x"), (3, "x")], "a's object is made once, by the first placement"
+    shared.let_go(first)
+    assert kernel.released == [3], "a still has a user"
+    shared.let_go(second)
+    assert kernel.released == [3, 2]
+    shared.hold(a, "z")
+    assert kernel.made[-1] == (2, "z"), "released objects are made afresh"
+
+
+def test_the_same_ifindex_in_another_namespace_is_another_interface():
+    kernel = Kernel()
+    shared = SharedPerLink(kernel.make, kernel.release)
+    shared.hold(Link(Netns(1), 2), "x")
+    shared.hold(Link(Netns(9), 2), "x")
+    assert len(kernel.made) == 2
+
+
+def test_an_interface_deleted_under_us_has_nothing_left_to_undo():
+    kernel = Kernel(gone=True)
+    shared = SharedPerLink(kernel.make, kernel.release)
+    key = shared.hold(Link(Netns(1), 2), "x")
+    shared.let_go([key])
+    shared.hold(Link(Netns(1), 2), "x")
+    assert len(kernel.made) == 2, "the gone interface's entry was forgotten"
