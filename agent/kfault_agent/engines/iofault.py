@@ -11,7 +11,7 @@ from kfault_api import glob_dfa, layout
 from kfault_agent import policy
 from kfault_agent.kernel.holder import HolderProcess
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
-from kfault_agent.kernel.loader import KernelUnsupported, io_support, update_slot, write_slot
+from kfault_agent.kernel.loader import KernelUnsupported, io_support, rule_deadline, update_slot, write_slot
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class IOFaultEngine(LeasedPlacements):
                 self.datapath.cgroups[active.slot] = target.path
                 write_slot(self.datapath.counters, active.slot, {})
                 write_slot(self.datapath.rules, active.slot,
-                           {**io_rule_fields(experiment), "deadline_ns": active.deadline_ns})
+                           {**io_rule_fields(experiment), **rule_deadline(active.deadline_ns)})
                 if experiment.action == "latency":
                     active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced)
                 self.datapath.attach()
@@ -102,7 +102,7 @@ class IOFaultEngine(LeasedPlacements):
     # ---- internals ---------------------------------------------------------------------
 
     def _write_deadline(self, active):
-        update_slot(self.datapath.rules, active.slot, deadline_ns=active.deadline_ns)
+        update_slot(self.datapath.rules, active.slot, **rule_deadline(active.deadline_ns))
 
     def _set_armed(self, slot, on):
         key = self.datapath.armed.Key(0)

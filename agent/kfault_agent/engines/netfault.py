@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from kfault_api import layout
 from kfault_agent import policy
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
-from kfault_agent.kernel.loader import KernelUnsupported, action_support, update_slot, write_slot
+from kfault_agent.kernel.loader import KernelUnsupported, action_support, rule_deadline, update_slot, write_slot
 from kfault_agent.kernel.tc import ClsactHooks, FqRoot, InterfaceGone
 from kfault_agent.kernel.topology import NetnsGone
 
@@ -98,7 +98,7 @@ class NetFaultEngine(LeasedPlacements):
             fields = policy.rule_fields(experiment)
             for rule in rules:
                 self._reset_slot(rule.slot)
-                write_slot(self.datapath.rules, rule.slot, {**fields, "deadline_ns": active.deadline_ns})
+                write_slot(self.datapath.rules, rule.slot, {**fields, **rule_deadline(active.deadline_ns)})
             self._write_entries(entries)
             self._active[active.key] = active
             log.info("applied %s on %s: slots %s", experiment.key, target.name, [r.slot for r in rules])
@@ -127,7 +127,7 @@ class NetFaultEngine(LeasedPlacements):
 
     def _write_deadline(self, active):
         for rule in active.rules:
-            update_slot(self.datapath.rules, rule.slot, deadline_ns=active.deadline_ns)
+            update_slot(self.datapath.rules, rule.slot, **rule_deadline(active.deadline_ns))
 
     def _hold(self, held, link, make, keys):
         """Share one kernel object per interface among experiments, counting its users."""
