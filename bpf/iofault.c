@@ -51,8 +51,9 @@ static __always_inline __u32 method_of(__u64 nr)
 	return NO_METHOD;
 }
 
-/* Per-CPU scratch space, private to this program (so not in kfault.h). Loops keep what they accumulate here, in map memory, rather than
- * in registers: the verifier tracks registers exactly, so a mask built bit by bit in one
+/* Per-CPU scratch space, private to this program (so not in kfault.h). Loops keep what they
+ * accumulate here, in map memory, rather than in registers: the verifier tracks registers
+ * exactly, so a mask built bit by bit in one
  * would make it walk every combination of bits; values in a map are just "some number",
  * and the paths through each iteration merge again. (bcc can't pass bpf_loop callbacks.) */
 struct io_scratch {

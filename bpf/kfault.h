@@ -1,5 +1,5 @@
-/* kfault.h - every map size, every map key/value and rule layout that the agent reads or
- * writes, and the constants both sides use.
+/* kfault.h - every map size (but the 1 of one-value maps), every map key/value and rule
+ * layout that the agent reads or writes, and the constants both sides use.
  *
  * Userspace mirrors the #define KFAULT_ lines below in api/kfault_api/layout.py
  * (tests/test_layout.py fails when they differ) and gets the struct layouts as ctypes from

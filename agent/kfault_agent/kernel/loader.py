@@ -100,6 +100,8 @@ def io_arch_cflag():
         raise KernelUnsupported(f"file I/O faults know the syscall numbers of {', '.join(sorted(IO_ARCH_CFLAGS))} "
                                 f"only (bpf/syscalls.h); this node is {machine}. Network faults still work")
     return IO_ARCH_CFLAGS[machine]
+
+
 ERRNO_HOOKS = ("file_open", "file_permission", "path_mknod", "inode_create")   # LSM hook names
 # How a decided errno is returned, best first: the -D flag that compiles it into iofault.c.
 ERRNO_MECHANISMS = {"bpf-lsm": "-DKFAULT_IO_ERRNO_LSM", "fmod_ret": "-DKFAULT_IO_ERRNO_FMOD_RET"}
