@@ -14,13 +14,14 @@
  * The agent attaches the tracepoints only while an I/O rule is armed: syscall tracepoints
  * put every task on the node on the slower syscall path.
  *
- * x86_64 only: syscall numbers and argument registers are that ABI's.
+ * Syscall numbers and argument registers are the architecture's (syscalls.h): x86_64 only.
  */
 #include <linux/types.h>
 #include <linux/errno.h>
 #include <linux/ptrace.h>
 
 #include "kfault.h"
+#include "syscalls.h"
 
 BPF_ARRAY(kfault_io_rules, struct kfault_io_rule, KFAULT_IO_MAX_RULES);
 /* Slot i: the target cgroup (v2) of rule i; bpf_current_task_under_cgroup covers its subtree. */
@@ -29,52 +30,30 @@ BPF_CGROUP_ARRAY(kfault_io_cgroups, KFAULT_IO_MAX_RULES);
 BPF_ARRAY(kfault_io_armed, __u32, 1);
 BPF_ARRAY(kfault_io_dfa, struct kfault_io_dfa_state, KFAULT_IO_MAX_RULES * KFAULT_IO_MAX_STATES);
 BPF_TABLE("lru_hash", struct kfault_io_fd_key, __u32, kfault_io_fds, KFAULT_IO_MAX_FDS);
-BPF_TABLE("lru_hash", __u64, struct kfault_io_call, kfault_io_calls, 16384);
+BPF_TABLE("lru_hash", __u64, struct kfault_io_call, kfault_io_calls, KFAULT_IO_MAX_CALLS);
 /* tgid -> the signal the holder asked for (one the process neither catches nor blocks);
  * only traced processes get latency, so a signal never reaches a process unheld. */
-BPF_HASH(kfault_io_traced, __u32, __u32, 4096);
+BPF_HASH(kfault_io_traced, __u32, __u32, KFAULT_IO_MAX_TRACED);
 /* tid -> nanoseconds to hold it: written here before the signal, read by the holder. */
-BPF_HASH(kfault_io_holds, __u32, __u64, 16384);
+BPF_HASH(kfault_io_holds, __u32, __u64, KFAULT_IO_MAX_HOLDS);
 BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RULES);
-
-/* x86_64 syscall numbers. */
-#define NR_read 0
-#define NR_write 1
-#define NR_open 2
-#define NR_close 3
-#define NR_pread64 17
-#define NR_pwrite64 18
-#define NR_readv 19
-#define NR_writev 20
-#define NR_fsync 74
-#define NR_fdatasync 75
-#define NR_creat 85
-#define NR_openat 257
-#define NR_preadv 295
-#define NR_pwritev 296
-#define NR_preadv2 327
-#define NR_pwritev2 328
-#define NR_openat2 437
 
 #define NO_METHOD 0xff
 
+#define METHOD_CASE(method, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_##method;
+
+/* The method a syscall belongs to (syscalls.h), or NO_METHOD. */
 static __always_inline __u32 method_of(__u64 nr)
 {
 	switch (nr) {
-	case NR_open: case NR_openat: case NR_openat2: case NR_creat:
-		return KFAULT_IO_METHOD_OPEN;
-	case NR_read: case NR_pread64: case NR_readv: case NR_preadv: case NR_preadv2:
-		return KFAULT_IO_METHOD_READ;
-	case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2:
-		return KFAULT_IO_METHOD_WRITE;
-	case NR_fsync: case NR_fdatasync:
-		return KFAULT_IO_METHOD_FSYNC;
+	KFAULT_IO_SYSCALLS(METHOD_CASE)
 	}
 	return NO_METHOD;
 }
 
-/* Per-CPU scratch space. Loops keep what they accumulate here, in map memory, rather than
- * in registers: the verifier tracks registers exactly, so a mask built bit by bit in one
+/* Per-CPU scratch space, private to this program (so not in kfault.h). Loops keep what they
+ * accumulate here, in map memory, rather than in registers: the verifier tracks registers
+ * exactly, so a mask built bit by bit in one
  * would make it walk every combination of bits; values in a map are just "some number",
  * and the paths through each iteration merge again. (bcc can't pass bpf_loop callbacks.) */
 struct io_scratch {
@@ -126,6 +105,12 @@ static __always_inline int glob_accepts(__u32 r, struct io_scratch *scratch)
 	return 0;   /* longer than we read: no match */
 }
 
+/* 0 is expired too (kfault.h): a slot the agent has not written does nothing. */
+static __always_inline int rule_expired(const struct kfault_io_rule *rule, __u64 now)
+{
+	return now >= rule->deadline_ns;
+}
+
 static __always_inline void count(__u32 slot, __u32 method, __u32 outcome, __u64 delay_ns)
 {
 	struct kfault_io_counters *counters = kfault_io_counters.lookup(&slot);
@@ -157,7 +142,7 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 		if (!(mask & (1u << i)))
 			continue;
 		rule = kfault_io_rules.lookup(&slot);
-		if (!rule || !(rule->methods & (1u << method)) || (rule->deadline_ns && now >= rule->deadline_ns))
+		if (!rule || !(rule->methods & (1u << method)) || rule_expired(rule, now))
 			continue;
 		if (rule->threshold != KFAULT_ALWAYS && bpf_get_prandom_u32() >= rule->threshold) {
 			count(slot, method, KFAULT_IO_OUTCOME_PASSED, 0);
@@ -186,8 +171,8 @@ static __always_inline __u64 syscall_arg(const struct pt_regs *regs, int n)
 	unsigned long value = 0;
 
 	switch (n) {
-	case 0: bpf_probe_read_kernel(&value, sizeof(value), &regs->di); break;
-	case 1: bpf_probe_read_kernel(&value, sizeof(value), &regs->si); break;
+	case 0: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG0(regs)); break;
+	case 1: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG1(regs)); break;
 	}
 	return value;
 }
@@ -216,7 +201,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!armed || !*armed)
 		return 0;
 	method = method_of(nr);
-	if (method == NO_METHOD && nr != NR_close)
+	if (method == NO_METHOD && nr != KFAULT_NR_close)
 		return 0;
 	scratch = kfault_io_scratch.lookup(&zero);
 	if (!scratch)
@@ -228,7 +213,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	id = bpf_get_current_pid_tgid();
 	if (method == KFAULT_IO_METHOD_OPEN) {
 		/* open/creat: the path is arg 0; openat/openat2: arg 1 (relative to a dirfd). */
-		const char *user_path = (const char *)syscall_arg(regs, (nr == NR_open || nr == NR_creat) ? 0 : 1);
+		const char *user_path = (const char *)syscall_arg(regs, (nr == KFAULT_NR_open || nr == KFAULT_NR_creat) ? 0 : 1);
 
 		if (bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) <= 0)
 			return 0;
@@ -240,7 +225,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	}
 
 	struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = syscall_arg(regs, 0)};
-	if (nr == NR_close) {
+	if (nr == KFAULT_NR_close) {
 		kfault_io_fds.delete(&key);
 		return 0;
 	}

@@ -1,18 +1,34 @@
-/* kfault.h - every map key/value and rule layout shared by kfault's BPF programs.
+/* kfault.h - every map size (but the 1 of one-value maps), every map key/value and rule
+ * layout that the agent reads or writes, and the constants both sides use.
  *
- * Userspace mirrors the #define lines below in api/kfault_api/layout.py (tests/test_layout.py
- * fails when they differ) and gets the struct layouts as ctypes from bcc, so kernel and
- * userspace can't drift apart.
+ * Userspace mirrors the #define KFAULT_ lines below in api/kfault_api/layout.py
+ * (tests/test_layout.py fails when they differ) and gets the struct layouts as ctypes from
+ * bcc, so kernel and userspace can't drift apart. Per-CPU scratch space that only one program
+ * touches (iofault.c's struct io_scratch) is declared in that program; the syscall table of
+ * the file I/O faults is in syscalls.h.
  * Only UAPI types are used: the agent compiles against whatever headers the node has.
+ *
+ * Deadlines: a rule's deadline_ns is CLOCK_MONOTONIC (bpf_ktime_get_ns()); the rule acts
+ * only while now < deadline_ns. 0 therefore means expired (never set): the agent always
+ * writes a real deadline, and a zeroed slot does nothing.
  */
 #ifndef KFAULT_H
 #define KFAULT_H
 
 #include <linux/types.h>
 
-/* Capacity. Rule slots are indices into the rule and counter arrays. */
-#define KFAULT_MAX_RULES 16384
-#define KFAULT_MAX_PEER_PREFIXES 65536
+/* One plain load or store the compiler may neither tear, merge nor repeat, for map values
+ * that all CPUs share without a lock (as Cilium's edt.h reads and writes its t_last).
+ * The kernel's own (asm-generic/rwonce.h, which bcc's kernel headers pull in) wrap the
+ * access in a compile-time assert that bcc rejects as a call; ours is the bare access. */
+#undef READ_ONCE
+#undef WRITE_ONCE
+#define READ_ONCE(x) (*(const volatile __typeof__(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile __typeof__(x) *)&(x) = (v))
+
+/* Capacity (map sizes of netfault.c). Rule slots are indices into the rule and counter arrays. */
+#define KFAULT_MAX_RULES 16384          /* kfault_rules, kfault_counters, kfault_rule_state, kfault_departures */
+#define KFAULT_MAX_PEER_PREFIXES 65536  /* kfault_peers */
 #define KFAULT_MAX_RULES_PER_PEER 8
 
 /* Which way a packet goes, seen from the target. Chaos Mesh: `to` = the target sends,
@@ -72,7 +88,7 @@ struct kfault_peer_rules {
 
 /* Value of kfault_rules: one rule, written whole by the agent. */
 struct kfault_rule {
-	__u64 deadline_ns;        /* CLOCK_MONOTONIC; the rule does nothing from then on */
+	__u64 deadline_ns;        /* CLOCK_MONOTONIC; the rule does nothing from then on (0: expired) */
 	__u64 delay_ns;           /* added latency */
 	__u64 jitter_ns;          /* +/- spread of latency */
 	__u64 rate_bytes_per_sec; /* bandwidth; 0 = unlimited */
@@ -110,7 +126,8 @@ struct kfault_rule_state {
 
 /* Value of kfault_departures (shared by all CPUs): a rule's departure-time state. Shared,
  * so that a flow sent from several CPUs keeps its order, its jitter correlation and one rate.
- * CPUs race on it without locks: at worst one packet gets a slightly stale value. */
+ * CPUs race on it without locks, each field read once and written once (READ_ONCE,
+ * WRITE_ONCE): at worst one packet gets a slightly stale value, never a torn one. */
 struct kfault_departures {
 	__u64 next_paced_ns;      /* bandwidth: when the rule's next byte may leave */
 	__u64 last_delayed_ns;    /* delay: the latest departure given, so jitter never reorders */
@@ -119,10 +136,13 @@ struct kfault_departures {
 
 /* ---- file I/O faults (iofault.c) ------------------------------------------------------ */
 
-#define KFAULT_IO_MAX_RULES 16       /* a bit per rule in __u32 masks */
+#define KFAULT_IO_MAX_RULES 16       /* a bit per rule in __u32 masks; kfault_io_rules, _cgroups, _counters */
 #define KFAULT_IO_MAX_STATES 256     /* DFA state slots per rule; the last is KFAULT_IO_DEAD_STATE */
 #define KFAULT_IO_PATH_MAX 256       /* bytes of a path we match; longer paths never match */
-#define KFAULT_IO_MAX_FDS 65536      /* open files of targeted processes we remember */
+#define KFAULT_IO_MAX_FDS 65536      /* kfault_io_fds: open files of targeted processes we remember */
+#define KFAULT_IO_MAX_CALLS 16384    /* kfault_io_calls: targeted threads inside a syscall at once */
+#define KFAULT_IO_MAX_TRACED 4096    /* kfault_io_traced: processes a holder is attached to */
+#define KFAULT_IO_MAX_HOLDS 16384    /* kfault_io_holds: threads waiting to be held */
 #define KFAULT_IO_DEAD_STATE 255     /* a DFA state no path can leave: no match */
 
 /* Methods: bits of kfault_io_rule.methods; indices (bit number) into counters. */
@@ -144,7 +164,7 @@ struct kfault_departures {
 /* Value of kfault_io_rules. Slot i's target cgroup is slot i of kfault_io_cgroups and its
  * path glob is the DFA at states [i * KFAULT_IO_MAX_STATES, (i + 1) * KFAULT_IO_MAX_STATES). */
 struct kfault_io_rule {
-	__u64 deadline_ns;        /* CLOCK_MONOTONIC; the rule does nothing from then on */
+	__u64 deadline_ns;        /* CLOCK_MONOTONIC; the rule does nothing from then on (0: expired) */
 	__u64 delay_ns;           /* latency */
 	__u32 action;             /* KFAULT_IO_ACT_* */
 	__u32 methods;            /* 1 << KFAULT_IO_METHOD_* */

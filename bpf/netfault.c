@@ -115,6 +115,7 @@ static __always_inline struct kfault_peer_rules *lookup_rules(struct __sk_buff *
 	return kfault_peers.lookup(&key);
 }
 
+/* 0 is expired too (kfault.h): a slot the agent has not written does nothing. */
 static __always_inline int rule_expired(const struct kfault_rule *rule, __u64 now)
 {
 	return now >= rule->deadline_ns;
@@ -263,14 +264,14 @@ static __always_inline __s64 jitter_for_packet(const struct kfault_rule *rule, s
 	__s64 span = rule->jitter_ns;
 	__u64 draw = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
 	__s64 fresh = (__s64)(draw % (__u64)(2 * span + 1)) - span;
-	__s64 jitter = (dep->last_jitter_ns * (__s64)rule->jitter_last_weight +
+	__s64 jitter = (READ_ONCE(dep->last_jitter_ns) * (__s64)rule->jitter_last_weight +
 			fresh * (__s64)rule->jitter_fresh_weight) >> KFAULT_WEIGHT_SHIFT;
 
 	if (jitter > span)
 		jitter = span;
 	if (jitter < -span)
 		jitter = -span;
-	dep->last_jitter_ns = jitter;
+	WRITE_ONCE(dep->last_jitter_ns, jitter);
 	return jitter;
 }
 
@@ -307,9 +308,11 @@ static __always_inline __u64 delay_packet(const struct kfault_rule *rule, struct
 	/* Without reorder, jitter must not reorder: never depart before the previous packet
 	 * (fq sorts each flow by departure time). */
 	if (!(rule->actions & KFAULT_ACT_REORDER)) {
-		if (at < dep->last_delayed_ns)
-			at = dep->last_delayed_ns;
-		dep->last_delayed_ns = at;
+		__u64 last = READ_ONCE(dep->last_delayed_ns);
+
+		if (at < last)
+			at = last;
+		WRITE_ONCE(dep->last_delayed_ns, at);
 	}
 	return at;
 }
@@ -323,12 +326,12 @@ static __always_inline __u64 pace_packet(const struct kfault_rule *rule, struct 
 	__u64 departure, burst_ns;
 
 	burst_ns = rule->burst_bytes * NS_PER_SEC / rule->rate_bytes_per_sec;
-	departure = dep->next_paced_ns;
+	departure = READ_ONCE(dep->next_paced_ns);
 	if (departure + burst_ns < now)
 		departure = now - burst_ns;
 	if (rule->queue_ns && departure > now + rule->queue_ns)
 		return 0;
-	dep->next_paced_ns = departure + (__u64)len * NS_PER_SEC / rule->rate_bytes_per_sec;
+	WRITE_ONCE(dep->next_paced_ns, departure + (__u64)len * NS_PER_SEC / rule->rate_bytes_per_sec);
 	return departure > now ? departure : now;
 }
 

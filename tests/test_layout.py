@@ -32,3 +32,40 @@ def test_layout_defines_nothing_the_header_lacks():
     defines = header_defines()
     constants = {name for name in vars(layout) if name.isupper() and isinstance(getattr(layout, name), int)}
     assert constants - set(defines) == set()
+
+
+def map_declarations():
+    """(file, map name, size expression) of every map the BPF programs declare."""
+    pattern = re.compile(r"^BPF_\w+\((.*)\);", re.MULTILINE)
+    bpf_dir = os.path.dirname(HEADER)
+    for name in sorted(os.listdir(bpf_dir)):
+        if name.endswith(".c"):
+            with open(os.path.join(bpf_dir, name), encoding="utf-8") as handle:
+                for args in pattern.findall(handle.read()):
+                    args = [a.strip() for a in args.split(",")]
+                    map_name = next(a for a in args if a.startswith("kfault_"))
+                    yield name, map_name, args[-1]
+
+
+def test_every_map_size_is_a_header_constant():
+    """A map's size is a KFAULT_ name of the header (so layout.py has it), or 1 for a map
+    that holds one value."""
+    declarations = list(map_declarations())
+    assert len(declarations) >= 10, "too few BPF_* map declarations found in bpf/*.c"
+    defines = header_defines()
+    for source, name, size in declarations:
+        if size == "1":
+            continue
+        names = re.findall(r"\w+", size)
+        assert names and all(n.startswith("KFAULT_") and n[len("KFAULT_"):] in defines for n in names), (
+            f"{source}: map {name} has size {size}; use a KFAULT_ #define of bpf/kfault.h "
+            "(and mirror it in api/kfault_api/layout.py)")
+
+
+def test_a_rule_is_never_written_with_deadline_zero():
+    """0 means expired in both programs (bpf/kfault.h): the agent writes real deadlines only."""
+    import pytest
+    from kfault_agent.kernel import loader
+    with pytest.raises(ValueError, match="deadline_ns=0"):
+        loader.rule_deadline(0)
+    assert loader.rule_deadline(5) == {"deadline_ns": 5}

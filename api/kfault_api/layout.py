@@ -2,6 +2,8 @@
 
 Written out, not parsed at import, so a name can be found with grep and importing it reads no
 file; tests/test_layout.py fails when this and the header drift apart.
+
+A rule's deadline_ns is CLOCK_MONOTONIC and 0 means expired: the agent always writes a real one.
 """
 
 # Capacity. Rule slots are indices into the rule and counter arrays.
@@ -41,6 +43,9 @@ IO_MAX_RULES = 16
 IO_MAX_STATES = 256
 IO_PATH_MAX = 256
 IO_MAX_FDS = 65536
+IO_MAX_CALLS = 16384
+IO_MAX_TRACED = 4096
+IO_MAX_HOLDS = 16384
 IO_DEAD_STATE = 255
 
 IO_METHOD_OPEN = 0

@@ -108,7 +108,8 @@ NETWORK_CHAOS_SPEC = {
 }
 
 # Chaos Mesh's IOChaos methods that kfault can act on at the syscall boundary, and the
-# syscalls each stands for (x86_64).
+# syscalls each stands for: bpf/syscalls.h's table, which decides in the kernel
+# (tests/test_syscalls.py fails when the two differ).
 IO_METHODS = {
     "open": ("open", "openat", "openat2", "creat"),
     "read": ("read", "pread64", "readv", "preadv", "preadv2"),

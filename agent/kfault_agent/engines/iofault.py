@@ -14,7 +14,7 @@ from kfault_agent import policy
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
 from kfault_agent.kernel.holder import HolderProcess
-from kfault_agent.kernel.loader import io_support, probe_io, update_slot, write_slot
+from kfault_agent.kernel.loader import io_support, probe_io, rule_deadline, update_slot, write_slot
 from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
 from kfault_agent.kernel.topology import resolve_cgroup_target
 
@@ -111,7 +111,7 @@ class IOFaultEngine(LeasedPlacements):
                 self.datapath.cgroups[active.slot] = target.path
                 write_slot(self.datapath.counters, active.slot, {})
                 write_slot(self.datapath.rules, active.slot,
-                           {**io_rule_fields(experiment), "deadline_ns": active.deadline_ns})
+                           {**io_rule_fields(experiment), **rule_deadline(active.deadline_ns)})
                 if experiment.action == "latency":
                     active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced)
                 self.datapath.attach()
@@ -161,7 +161,7 @@ class IOFaultEngine(LeasedPlacements):
     # ---- internals ---------------------------------------------------------------------
 
     def _write_deadline(self, active):
-        update_slot(self.datapath.rules, active.slot, deadline_ns=active.deadline_ns)
+        update_slot(self.datapath.rules, active.slot, **rule_deadline(active.deadline_ns))
 
     def _set_armed(self, slot, on):
         key = self.datapath.armed.Key(0)

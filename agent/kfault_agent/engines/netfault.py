@@ -12,7 +12,8 @@ from kfault_api import layout, spec
 from kfault_agent import policy
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported, TargetUnsuitable
-from kfault_agent.kernel.loader import NetDatapath, action_support, probe_capabilities, update_slot, write_slot
+from kfault_agent.kernel.loader import (NetDatapath, action_support, probe_capabilities, rule_deadline,
+                                        update_slot, write_slot)
 from kfault_agent.kernel.pods import PodRef, resolve_pod_network
 from kfault_agent.kernel.tc import ClsactHooks, FqRoot, SharedPerLink
 from kfault_agent.kernel.topology import resolve_net_target
@@ -214,7 +215,7 @@ class NetFaultEngine(LeasedPlacements):
         fields = policy.rule_fields(active.experiment)
         for rule in active.rules:
             self._reset_slot(rule.slot)
-            write_slot(self.datapath.rules, rule.slot, {**fields, "deadline_ns": active.deadline_ns})
+            write_slot(self.datapath.rules, rule.slot, {**fields, **rule_deadline(active.deadline_ns)})
         self._write_entries(entries)
 
     def _release(self, active):
@@ -235,7 +236,7 @@ class NetFaultEngine(LeasedPlacements):
 
     def _write_deadline(self, active):
         for rule in active.rules:
-            update_slot(self.datapath.rules, rule.slot, deadline_ns=active.deadline_ns)
+            update_slot(self.datapath.rules, rule.slot, **rule_deadline(active.deadline_ns))
 
     def _reset_slot(self, slot):
         for table in (self.datapath.counters, self.datapath.rule_state, self.datapath.departures):

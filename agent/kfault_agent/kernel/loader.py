@@ -4,6 +4,7 @@ Nothing else imports bcc. Programs are compiled and loaded once per agent; exper
 write maps.
 """
 import contextlib
+import ctypes
 import logging
 import os
 import platform
@@ -28,6 +29,15 @@ def write_slot(table, slot, fields):
     for name, value in fields.items():
         setattr(leaf, name, value)
     table[table.Key(slot)] = leaf
+
+
+def rule_deadline(deadline_ns):
+    """The deadline_ns field of a rule: a real CLOCK_MONOTONIC time, since the kernel reads
+    0 as expired (bpf/kfault.h)."""
+    if deadline_ns <= 0:
+        raise ValueError(f"deadline_ns={deadline_ns}: a rule needs a CLOCK_MONOTONIC deadline above 0 "
+                         "(0 means expired in bpf/kfault.h); compute it from the lease")
+    return {"deadline_ns": deadline_ns}
 
 
 def update_slot(table, slot, **fields):
@@ -76,6 +86,19 @@ class NetDatapath:
 
 
 IO_PROGRAMS = ("io_sys_enter", "io_sys_exit", "io_match_path")
+# Architectures whose syscall table bpf/syscalls.h has: platform.machine() -> its -D switch.
+IO_ARCH_CFLAGS = {"x86_64": "-DKFAULT_ARCH_X86_64"}
+
+
+def io_arch_cflag():
+    """The -D switch of this node's architecture for iofault.c, or KernelUnsupported."""
+    machine = platform.machine()
+    if machine not in IO_ARCH_CFLAGS:
+        raise KernelUnsupported(f"file I/O faults know the syscall numbers of {', '.join(sorted(IO_ARCH_CFLAGS))} "
+                                f"only (bpf/syscalls.h); this node is {machine}. Network faults still work")
+    return IO_ARCH_CFLAGS[machine]
+
+
 ERRNO_HOOKS = ("file_open", "file_permission", "path_mknod", "inode_create")   # LSM hook names
 # How a decided errno is returned, best first: the -D flag that compiles it into iofault.c.
 ERRNO_MECHANISMS = {"bpf-lsm": "-DKFAULT_IO_ERRNO_LSM", "fmod_ret": "-DKFAULT_IO_ERRNO_FMOD_RET"}
@@ -88,8 +111,8 @@ class IODatapath:
 
     def __init__(self, errno_mechanism=None):
         check_headers()
+        cflags = [f"-I{BPF_DIR}", "-Wno-macro-redefined", io_arch_cflag()]
         from bcc import BPF
-        cflags = [f"-I{BPF_DIR}", "-Wno-macro-redefined"]
         if errno_mechanism:
             cflags.append(ERRNO_MECHANISMS[errno_mechanism])
         self.errno_mechanism = errno_mechanism
@@ -154,6 +177,43 @@ class IODatapath:
         self.bpf.cleanup()
 
 
+class _ProgInfo(ctypes.Structure):
+    """struct bpf_prog_info (linux/bpf.h) up to verified_insns (5.16); older kernels fill less."""
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
+                ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
+                ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
+                ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
+                ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16),
+                ("ifindex", ctypes.c_uint32), ("gpl_compatible", ctypes.c_uint32),
+                ("netns_dev", ctypes.c_uint64), ("netns_ino", ctypes.c_uint64),
+                ("nr_jited_ksyms", ctypes.c_uint32), ("nr_jited_func_lens", ctypes.c_uint32),
+                ("jited_ksyms", ctypes.c_uint64), ("jited_func_lens", ctypes.c_uint64),
+                ("btf_id", ctypes.c_uint32), ("func_info_rec_size", ctypes.c_uint32),
+                ("func_info", ctypes.c_uint64), ("nr_func_info", ctypes.c_uint32),
+                ("nr_line_info", ctypes.c_uint32), ("line_info", ctypes.c_uint64),
+                ("jited_line_info", ctypes.c_uint64), ("nr_jited_line_info", ctypes.c_uint32),
+                ("line_info_rec_size", ctypes.c_uint32), ("jited_line_info_rec_size", ctypes.c_uint32),
+                ("nr_prog_tags", ctypes.c_uint32), ("prog_tags", ctypes.c_uint64),
+                ("run_time_ns", ctypes.c_uint64), ("run_cnt", ctypes.c_uint64),
+                ("recursion_misses", ctypes.c_uint64), ("verified_insns", ctypes.c_uint32)]
+
+
+@dataclass(frozen=True)
+class ProgramSize:
+    xlated_insns: int            # instructions after the verifier's rewrites
+    verified_insns: int | None   # instructions the verifier walked (its complexity); None before 5.16
+
+
+def program_size(fd):
+    """How big a loaded program is, as the kernel reports it (BPF_OBJ_GET_INFO_BY_FD)."""
+    from bcc import lib
+    info, length = _ProgInfo(), ctypes.c_uint32(ctypes.sizeof(_ProgInfo))
+    if lib.bpf_obj_get_info(fd, ctypes.byref(info), ctypes.byref(length)) != 0:
+        raise OSError(ctypes.get_errno(), f"BPF_OBJ_GET_INFO_BY_FD on program fd {fd} failed")
+    has_verified = length.value >= _ProgInfo.verified_insns.offset + _ProgInfo.verified_insns.size
+    return ProgramSize(info.xlated_prog_len // 8, info.verified_insns if has_verified else None)
+
+
 @contextlib.contextmanager
 def _quiet_stderr():
     """Silence fd 2 (libbcc writes there, below Python) while probing what may not load."""
@@ -188,6 +248,12 @@ def _kprobe_override_configured():
 
 def probe_io():
     """(IODatapath or None, capabilities): the best errno mechanism that loads, else none."""
+    try:
+        io_arch_cflag()
+    except KernelUnsupported as err:
+        caps = [Capability(name, False, str(err))
+                for name in ("bpf-lsm", "fmod_ret", "kprobe-override", "io-tracepoints", "io-errno")]
+        return None, {c.name: c for c in caps + [_probe_ptrace()]}
     caps, datapath = [], None
     if _bpf_lsm_active():
         order = ["bpf-lsm", "fmod_ret"]

@@ -1,0 +1,59 @@
+/* syscalls.h - the syscalls the file I/O faults act on: which method each belongs to, and
+ * the architecture's numbers and argument registers for them.
+ *
+ * The one source of the syscall table: api/kfault_api/schema.py's IO_METHODS lists the same
+ * syscalls per method, and tests/test_syscalls.py fails when the two differ (and when a
+ * number here differs from the kernel's asm/unistd_64.h).
+ * The loader checks the node's architecture and passes its switch (-DKFAULT_ARCH_X86_64);
+ * on any other architecture it refuses the I/O engine before compiling this.
+ */
+#ifndef KFAULT_SYSCALLS_H
+#define KFAULT_SYSCALLS_H
+
+/* Syscall -> method (KFAULT_IO_METHOD_<method>), one line each: X(method, syscall). */
+#define KFAULT_IO_SYSCALLS(X) \
+	X(OPEN, open)         \
+	X(OPEN, openat)       \
+	X(OPEN, openat2)      \
+	X(OPEN, creat)        \
+	X(READ, read)         \
+	X(READ, pread64)      \
+	X(READ, readv)        \
+	X(READ, preadv)       \
+	X(READ, preadv2)      \
+	X(WRITE, write)       \
+	X(WRITE, pwrite64)    \
+	X(WRITE, writev)      \
+	X(WRITE, pwritev)     \
+	X(WRITE, pwritev2)    \
+	X(FSYNC, fsync)       \
+	X(FSYNC, fdatasync)
+
+#if defined(KFAULT_ARCH_X86_64)
+/* x86_64 (64-bit ABI) syscall numbers, as in the kernel's arch/x86/entry/syscalls/syscall_64.tbl. */
+#define KFAULT_NR_read 0
+#define KFAULT_NR_write 1
+#define KFAULT_NR_open 2
+#define KFAULT_NR_close 3
+#define KFAULT_NR_pread64 17
+#define KFAULT_NR_pwrite64 18
+#define KFAULT_NR_readv 19
+#define KFAULT_NR_writev 20
+#define KFAULT_NR_fsync 74
+#define KFAULT_NR_fdatasync 75
+#define KFAULT_NR_creat 85
+#define KFAULT_NR_openat 257
+#define KFAULT_NR_preadv 295
+#define KFAULT_NR_pwritev 296
+#define KFAULT_NR_preadv2 327
+#define KFAULT_NR_pwritev2 328
+#define KFAULT_NR_openat2 437
+
+/* The first two syscall arguments in the pt_regs that sys_enter gets. */
+#define KFAULT_SYSCALL_ARG0(regs) (&(regs)->di)
+#define KFAULT_SYSCALL_ARG1(regs) (&(regs)->si)
+#else
+#error "kfault's file I/O faults know the syscall table of x86_64 only: the loader passes -DKFAULT_ARCH_X86_64 there and refuses the I/O engine elsewhere"
+#endif
+
+#endif /* KFAULT_SYSCALLS_H */
