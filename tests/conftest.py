@@ -83,7 +83,9 @@ def lab():
 @pytest.fixture
 def engine(datapath, capabilities):
     from kfault_agent.engines import netfault
-    eng = netfault.NetFaultEngine(datapath, capabilities, lease_s=30)
+    # A lease longer than any test runs under emulation: nothing renews it, and the fixture
+    # revokes everything at the end (tests of lapsing leases set their own).
+    eng = netfault.NetFaultEngine(datapath, capabilities, lease_s=600)
     yield eng
     eng.revoke_all()
 
