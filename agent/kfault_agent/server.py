@@ -13,7 +13,7 @@ from concurrent import futures
 
 import grpc
 
-from kfault_agent import requests
+from kfault_agent import request_checks
 from kfault_agent.errors import Refusal
 from kfault_api.rpc import agent_pb2 as pb
 from kfault_api.rpc import agent_pb2_grpc as pb_grpc
@@ -43,7 +43,7 @@ class AgentService(pb_grpc.AgentServicer):
     def Apply(self, request, context):
         """One TargetResult per target: a refusal, or any failure, is that target's error."""
         self._authorize(context)
-        experiment = self._checked(requests.apply_request, request, context)
+        experiment = self._checked(request_checks.apply_request, request, context)
         engine = self.engines.get(request.kind)
         if engine is None:
             self._abort(context, grpc.StatusCode.FAILED_PRECONDITION,
@@ -68,7 +68,7 @@ class AgentService(pb_grpc.AgentServicer):
 
     def Renew(self, request, context):
         self._authorize(context)
-        self._checked(requests.renew_request, request, context)
+        self._checked(request_checks.renew_request, request, context)
         renewed = []
         for engine in self.engines.values():
             keys = {a.key for a in engine.active() if a.experiment.key == request.experiment}
@@ -78,7 +78,7 @@ class AgentService(pb_grpc.AgentServicer):
 
     def Revoke(self, request, context):
         self._authorize(context)
-        self._checked(requests.experiment_request, request, context)
+        self._checked(request_checks.experiment_request, request, context)
         results = []
         for engine in self.engines.values():
             for active in engine.active():
@@ -102,7 +102,7 @@ class AgentService(pb_grpc.AgentServicer):
 
     def Counters(self, request, context):
         self._authorize(context)
-        self._checked(requests.experiment_request, request, context)
+        self._checked(request_checks.experiment_request, request, context)
         return pb.CountersResponse(counters=[
             pb.Counter(target=target, scope=scope, outcome=outcome, count=count)
             for engine in self.engines.values()
@@ -127,13 +127,13 @@ class AgentService(pb_grpc.AgentServicer):
         """check(request), or INVALID_ARGUMENT naming every bad field."""
         try:
             return check(request)
-        except requests.InvalidRequest as err:
+        except request_checks.InvalidRequest as err:
             log.warning("refused a %s: %s", type(request).__name__, err)
             self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
 
     @staticmethod
     def _abort(context, code, message):
-        context.abort(code, requests.bounded(message))
+        context.abort(code, request_checks.bounded(message))
 
     @staticmethod
     def _failure(experiment, where, call, *args):
@@ -144,10 +144,10 @@ class AgentService(pb_grpc.AgentServicer):
             return ""
         except Refusal as err:
             log.warning("%s on %s: %s", experiment.key, where, err)
-            return requests.bounded(str(err))
+            return request_checks.bounded(str(err))
         except Exception as err:  # noqa: BLE001 - one target's failure is that target's error
             log.exception("%s on %s failed unexpectedly", experiment.key, where)
-            return requests.bounded(f"unexpected {type(err).__name__} in the agent: {err}; see the agent's log")
+            return request_checks.bounded(f"unexpected {type(err).__name__} in the agent: {err}; see the agent's log")
 
     @staticmethod
     def _target_name(target):

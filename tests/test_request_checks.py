@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from kfault_agent import requests
+from kfault_agent import request_checks
 from kfault_api import spec
 from kfault_api.quoting import quoted
 from kfault_api.rpc import agent_pb2 as pb
@@ -18,14 +18,14 @@ def apply_request(**fields):
     return pb.ApplyRequest(**{**base, **fields})
 
 
-def refusal(request, check=requests.apply_request):
-    with pytest.raises(requests.InvalidRequest) as caught:
+def refusal(request, check=request_checks.apply_request):
+    with pytest.raises(request_checks.InvalidRequest) as caught:
         check(request)
     return str(caught.value)
 
 
 def test_a_good_request_becomes_its_experiment():
-    experiment = requests.apply_request(apply_request(targets=[
+    experiment = request_checks.apply_request(apply_request(targets=[
         pb.Target(pod=pb.Pod(namespace="shop", name="web-1.a", uid="6f1c2d3e-0000-4000-8000-000000000001",
                              container_ids=[f"containerd://{HEX}", "cri-o://abc"]))]))
     assert (experiment.key, experiment.action) == ("default/cut", "partition")
@@ -33,24 +33,24 @@ def test_a_good_request_becomes_its_experiment():
 
 @pytest.mark.parametrize("lease", [0, 1, 30.5, 3600])
 def test_leases_in_range_are_accepted(lease):
-    requests.apply_request(apply_request(lease_seconds=lease))
-    requests.renew_request(pb.RenewRequest(experiment="default/cut", lease_seconds=lease))
+    request_checks.apply_request(apply_request(lease_seconds=lease))
+    request_checks.renew_request(pb.RenewRequest(experiment="default/cut", lease_seconds=lease))
 
 
 @pytest.mark.parametrize("lease", [math.inf, -math.inf, math.nan, -1, 0.5, 3601, 1e300])
 def test_a_lease_out_of_range_names_the_field_and_the_range(lease):
     for message in (refusal(apply_request(lease_seconds=lease)),
-                    refusal(pb.RenewRequest(experiment="default/cut", lease_seconds=lease), requests.renew_request)):
+                    refusal(pb.RenewRequest(experiment="default/cut", lease_seconds=lease), request_checks.renew_request)):
         assert message.startswith("lease_seconds: ") and "from 1 to 3600" in message, message
 
 
 @pytest.mark.parametrize("key", ["", "cut", "/cut", "default/", "Default/cut", "default/cut/x", "a b/cut",
                                  "default/-cut", "x" * 64 + "/cut", "default/" + "x" * 254, "default/cut\x00"])
 def test_experiment_keys_are_namespace_slash_name(key):
-    for request, check in ((apply_request(experiment=key), requests.apply_request),
-                           (pb.RenewRequest(experiment=key), requests.renew_request),
-                           (pb.RevokeRequest(experiment=key), requests.experiment_request),
-                           (pb.CountersRequest(experiment=key), requests.experiment_request)):
+    for request, check in ((apply_request(experiment=key), request_checks.apply_request),
+                           (pb.RenewRequest(experiment=key), request_checks.renew_request),
+                           (pb.RevokeRequest(experiment=key), request_checks.experiment_request),
+                           (pb.CountersRequest(experiment=key), request_checks.experiment_request)):
         assert refusal(request, check).startswith("experiment: "), key
 
 
@@ -62,7 +62,7 @@ def test_an_unknown_kind_lists_the_kinds():
     ("", "as JSON"), ("{", "as JSON"), ("[1]", "a JSON object"), ('"x"', "a JSON object"),
     ('{"action": NaN}', "NaN is not a JSON number"), ('{"gap": 1e999}', "out of range"),
     ("[" * 100000 + "]" * 100000, "nested less deeply"), ("1" * 5000, "as JSON"),
-    ('{"action": "' + "x" * (requests.MAX_SPEC_JSON_BYTES + 1) + '"}', "at most"),
+    ('{"action": "' + "x" * (request_checks.MAX_SPEC_JSON_BYTES + 1) + '"}', "at most"),
 ])
 def test_spec_json_must_be_a_json_object_of_bounded_size(spec_json, allowed):
     message = refusal(apply_request(spec_json=spec_json))
@@ -73,7 +73,7 @@ def test_spec_json_must_be_a_json_object_of_bounded_size(spec_json, allowed):
 @pytest.mark.parametrize("targets, field", [
     ([], "targets"),
     ([pb.Target()], "targets[0]"),
-    ([pb.Target(local="netns:a")] * (requests.MAX_TARGETS + 1), "targets"),
+    ([pb.Target(local="netns:a")] * (request_checks.MAX_TARGETS + 1), "targets"),
     ([pb.Target(local="netns:a"), pb.Target(local="bridge:x")], "targets[1].local"),
     ([pb.Target(local="netns:a/b")], "targets[0].local"),
     ([pb.Target(local="pid:12x")], "targets[0].local"),
@@ -114,12 +114,12 @@ def test_a_huge_value_is_quoted_short():
 def test_many_problems_make_a_message_of_bounded_size():
     body = {f"field{i}": "x" * 200 for i in range(2000)}
     message = refusal(apply_request(spec_json=json.dumps(body)))
-    assert len(message.encode()) <= requests.MAX_MESSAGE_BYTES and "more problems" in message
+    assert len(message.encode()) <= request_checks.MAX_MESSAGE_BYTES and "more problems" in message
 
 
 def test_bounded_cuts_on_character_boundaries():
     text = "é" * 10_000
-    cut = requests.bounded(text, 100)
+    cut = request_checks.bounded(text, 100)
     assert len(cut.encode()) <= 100 and cut.endswith("(20000 bytes in all)")
 
 
