@@ -124,7 +124,7 @@ def test_delay_scoped_to_a_peer_cidr_and_port(lab, engine):
 
 def test_bandwidth_10mbit_both_directions_and_removal_restores_throughput(lab, engine):
     _, b_ip = lab.link("a", "b", "10.250.1")
-    before = lab.iperf3("a", "b", b_ip, seconds=3)
+    untouched = lab.tc_state()
     engine.apply(chaos("bandwidth", direction="both", bandwidth={"rate": "10mbit", "limit": 100000,
                                                                  "buffer": 10000}), target(lab))
     sending = lab.iperf3("a", "b", b_ip)
@@ -132,8 +132,11 @@ def test_bandwidth_10mbit_both_directions_and_removal_restores_throughput(lab, e
     assert abs(sending / 10e6 - 1) <= 0.10, sending
     assert abs(receiving / 10e6 - 1) <= 0.10, receiving
     engine.revoke_all()
+    # Restored: the interfaces are as they were, and the pacer's limit is gone (a ratio to the
+    # throughput before would measure the machine's load, which emulation on shared cores varies).
+    assert lab.tc_state() == untouched
     after = lab.iperf3("a", "b", b_ip, seconds=3)
-    assert after >= 0.5 * before and after > 10 * 10e6, (before, after)
+    assert after > 10 * 10e6, after
 
 
 def test_fq_is_installed_where_needed_and_the_old_root_restored(lab, engine):
