@@ -53,7 +53,8 @@ def targets(node):
 
 def peers_sent(node):
     """The externalTargets each placement on the node was sent."""
-    return {p.target.name: sorted(p.experiment.raw["spec"].get("externalTargets", [])) for p in node.engine.placed.values()}
+    return {p.target.name: sorted(p.experiment.raw["spec"].get("externalTargets", []))
+            for p in node.engine.placed.values()}
 
 
 @pytest.mark.asyncio

@@ -54,7 +54,8 @@ def test_protected_namespaces_need_an_annotation():
     spec = {"mode": "all", "selector": {"namespaces": ["kube-system"]}}
     # Not even from inside, nor with the cluster-wide switch: the annotation is the only way in.
     for scope in (SCOPE, selection.Scope("kube-system"), selection.Scope("default", cross_namespace=True)):
-        with pytest.raises(selection.NamespaceNotPermitted, match=f"kube-system is protected.*{selection.ALLOW_ANNOTATION}"):
+        with pytest.raises(selection.NamespaceNotPermitted,
+                           match=f"kube-system is protected.*{selection.ALLOW_ANNOTATION}"):
             selection.select(spec, PODS, scope)
     allowed = selection.Scope("default", {"kube-system": {selection.ALLOW_ANNOTATION: "true"}}, cross_namespace=True)
     assert names(selection.select(spec, PODS, allowed)) == ["kube-system/coredns"]
@@ -120,7 +121,8 @@ def test_a_network_target_follows_the_same_rules():
     ("fixed-percent", "50", 1), ("fixed-percent", "100", 3),
 ])
 def test_modes(mode, value, count):
-    spec = {"mode": mode, "value": value, "selector": {"labelSelectors": {"app": "web"}, "namespaces": ["default", "shop"]}}
+    spec = {"mode": mode, "value": value,
+            "selector": {"labelSelectors": {"app": "web"}, "namespaces": ["default", "shop"]}}
     assert len(selection.select(spec, PODS, SCOPE, rng=random.Random(7))) == count
 
 

@@ -131,4 +131,5 @@ def invalid(message, reason="Invalid"):
 def refused_namespace(status):
     """Failed because a namespace has not consented (it may yet)."""
     return status.get("phase") == "Failed" and any(
-        c.get("type") == "Selected" and c.get("reason") == NAMESPACE_NOT_PERMITTED for c in status.get("conditions") or [])
+        c.get("type") == "Selected" and c.get("reason") == NAMESPACE_NOT_PERMITTED
+        for c in status.get("conditions") or [])
