@@ -1,4 +1,4 @@
-"""python -m kfault_controller [--tls-dir DIR | --insecure] [--metrics-port N]"""
+"""python -m kfault_controller [--tls-dir DIR | --insecure] [--metrics-port N] [--health-port N]"""
 import argparse
 import asyncio
 import sys
@@ -15,6 +15,8 @@ def main(argv=None):
     parser.add_argument("--tls-dir", help="tls.crt, tls.key, ca.crt: the controller's identity for agents")
     parser.add_argument("--insecure", action="store_true", help="plaintext to agents: local tests only")
     parser.add_argument("--metrics-port", type=int, default=0)
+    parser.add_argument("--health-port", type=int, default=0,
+                        help="kopf's liveness endpoint, GET /healthz, for kubelet's probes")
     args = parser.parse_args(argv)
     if args.tls_dir:
         Config.agents = AgentDirectory.from_tls_dir(args.tls_dir)
@@ -22,7 +24,9 @@ def main(argv=None):
         parser.error("--tls-dir DIR, or --insecure for a local test")
     if args.metrics_port:
         start_http_server(args.metrics_port)
-    asyncio.run(kopf.operator(clusterwide=True))
+    # kopf answers /healthz once its startup handlers ran, for as long as its event loop turns.
+    liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
+    asyncio.run(kopf.operator(clusterwide=True, liveness_endpoint=liveness))
     return 0
 
 
