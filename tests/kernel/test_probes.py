@@ -91,7 +91,7 @@ def test_every_probe_fails_while_loading_passes_when_serving_and_fails_when_hung
     assert set(kubelet.declared_probes(AGENT)) == set(kubelet.PROBES)
 
     # The health server answers before the datapaths compile: NOT_SERVING, not a dead port.
-    first, _ = wait_for_probes(agent, answered, 60, "the health port answering")
+    first, _ = wait_for_probes(agent, answered, 120, "the health port answering")
     assert first == {name: (False, "NOT_SERVING") for name in kubelet.PROBES}, agent.output()
 
     serving, seen = wait_for_probes(agent, lambda r: all(ok for ok, _ in r.values()), LOAD_TIMEOUT_S,
