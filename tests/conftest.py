@@ -95,9 +95,26 @@ def engine(datapath, capabilities):
 NS = "default"
 
 
+def parse_path_with_namespaces(parse_path):
+    """kmock 0.8 reads /api/v1/namespaces[/NAME] as a namespaced path (a list of namespaces
+    fails, a namespace is 404): read it as the cluster-scoped resource it is, so namespaces
+    are listed, watched and patched like any other object."""
+    import re
+    from kmock._internal import parsing
+
+    def parse(path):
+        found = re.fullmatch(r"/api/v1/namespaces(?:/([^/]+))?/?", path)
+        if found:
+            return parsing.ParsedPath("", "v1", "namespaces", None, found.group(1), None)
+        return parse_path(path)
+    return parse
+
+
 @pytest.fixture
 def kubeconfig(tmp_path, mocker, kmock):
-    """Point the kubernetes client and kopf at kmock's emulator."""
+    """Point the kubernetes client and kopf at kmock's emulator (which serves namespaces)."""
+    from kmock._internal import parsing
+    mocker.patch.object(parsing, "parse_path", parse_path_with_namespaces(parsing.parse_path))
     config = tmp_path / "kubeconfig"
     config.write_text(f"""
         kind: Config
@@ -120,9 +137,17 @@ def register_cluster(kmock):
         kmock.objects["v1/namespaces", None, name] = {"metadata": {"name": name, "resourceVersion": "1"}}
 
 
+async def annotate_namespace(kmock, name, annotations):
+    """Change a namespace's annotations through the API: the controller hears it on its watch."""
+    response = await kmock.patch(f"/api/v1/namespaces/{name}", json={"metadata": {"annotations": annotations}},
+                                 headers={"Content-Type": "application/merge-patch+json"})
+    assert response.status == 200, await response.text()
+
+
 @contextlib.asynccontextmanager
-async def controller():
-    """The controller's kopf operator in the test's event loop, watching NS."""
+async def controller(namespaces=(NS,)):
+    """The controller's kopf operator in the test's event loop, watching chaos resources in
+    `namespaces` (and every namespace's annotations)."""
     import kopf
     import kfault_controller.handlers  # noqa: F401 - registers the handlers
     settings = kopf.OperatorSettings()
@@ -131,7 +156,7 @@ async def controller():
     # rather than every 70, as kopf does to recover from a watch that lost an event.
     settings.watching.inactivity_timeout = 10
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(kopf.operator(namespaces=[NS], standalone=True, settings=settings,
+    task = asyncio.create_task(kopf.operator(namespaces=list(namespaces), standalone=True, settings=settings,
                                              stop_flag=stop, ready_flag=ready))
     await asyncio.wait_for(ready.wait(), 10)
     try:

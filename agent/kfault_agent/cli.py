@@ -149,7 +149,8 @@ def cmd_agent(args):
         return EXIT_INVALID
     stop = node.stop_on_signals()
     agent = node.start_agent(args.listen, args.lease, lambda text: print(f"kfault agent: {text}", file=sys.stderr),
-                             node_name=args.node, tls_dir=args.tls_dir, metrics_port=args.metrics_port)
+                             node_name=args.node, tls_dir=args.tls_dir, metrics_port=args.metrics_port,
+                             health_port=args.health_port)
     kinds = ", ".join(engine.kind.name for engine in agent.engines)
     print(f"kfault agent: serving {server.VERSION} on {args.listen.rsplit(':', 1)[0]}:{agent.port} "
           f"({'mTLS' if args.tls_dir else 'insecure'}); {kinds or 'nothing'} available", flush=True)
@@ -188,6 +189,8 @@ def build_parser():
     p.add_argument("--node", help="this node's name (default: the hostname)")
     p.add_argument("--lease", type=float, default=10.0, help="default lease of a placement, in seconds")
     p.add_argument("--metrics-port", type=int, default=0)
+    p.add_argument("--health-port", type=int, default=0,
+                   help="answer kubelet's gRPC probes (grpc.health.v1, plaintext) on this port")
     p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser("cleanup", help="remove kfault filters left by a killed agent")

@@ -2,7 +2,7 @@
 
 It knows which engine places which kind, loads the engines this kernel can run (each probes
 and loads its own datapath), clears what killed kfault processes left behind, serves the
-agent's gRPC API and metrics, and shuts all of it down in order. The surfaces (cli.py) only
+agent's gRPC API, metrics and kubelet's probes (health.py), and shuts all of it down in order. The surfaces (cli.py) only
 parse arguments and print.
 """
 import os
@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 
 from kfault_api import spec
-from kfault_agent import metrics, server
+from kfault_agent import health, metrics, server
 from kfault_agent.engines.iofault import IOFaultEngine
 from kfault_agent.engines.netfault import NetFaultEngine
 from kfault_agent.engines.podfault import PodFaultEngine
@@ -86,25 +86,48 @@ def tls_from(directory):
 
 @dataclass
 class Agent:
-    """A running node agent: its engines, the gRPC service over them, and the server."""
+    """A running node agent: its engines, the gRPC service over them, the server, and the
+    health server kubelet probes (None without --health-port)."""
     engines: list
     service: object
     grpc_server: object
     port: int
+    probes: object = None
 
     def stop(self):
-        """In order: no new calls; every placement revoked; the datapaths unloaded, the
-        thaw guard ended."""
+        """In order: kubelet hears NOT_SERVING; no new calls; every placement revoked; the
+        datapaths unloaded, the thaw guard ended; the probes answer no more."""
+        if self.probes:
+            self.probes.stopping()
         self.grpc_server.stop(5).wait()
         self.service.close()
         for engine in self.engines:
             engine.close()
+        if self.probes:
+            self.probes.stop()
 
 
-def start_agent(listen, lease_s, notice, node_name=None, tls_dir=None, metrics_port=0):
+def start_agent(listen, lease_s, notice, node_name=None, tls_dir=None, metrics_port=0, health_port=0):
     """Clear what a dead agent left, load the engines, serve gRPC (mTLS with `tls_dir`,
-    else insecure) and metrics; returns the running Agent. notice(text) hears what an
-    operator should know."""
+    else insecure) and metrics; returns the running Agent. With `health_port`, kubelet's
+    probes answer from the start: NOT_SERVING while the datapaths compile, then SERVING.
+    notice(text) hears what an operator should know."""
+    probes = health.HealthServer(f"[::]:{health_port}") if health_port else None
+    try:
+        agent = _start_serving(listen, lease_s, notice, node_name, tls_dir, metrics_port)
+    except BaseException:
+        if probes:
+            probes.stop()
+        raise
+    if probes:
+        if not agent.engines:
+            notice("no datapath loaded: the readiness probe stays NOT_SERVING, so this agent is not Ready")
+        probes.serving(agent.engines)
+        agent.probes = probes
+    return agent
+
+
+def _start_serving(listen, lease_s, notice, node_name, tls_dir, metrics_port):
     stale = tc.remove_stale_filters()
     if stale:
         notice(f"removed {stale} filter(s) an agent that died had left")

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import kubernetes
 
-from kfault_controller import selection
 from kfault_controller.agents import AGENT_LABEL, AGENT_NAMESPACE
 
 
@@ -14,7 +13,6 @@ class ClusterView:
     pods: list                  # every pod
     agent_pods: list            # kfault's agents
     node_labels: dict           # node name -> labels
-    namespace_annotations: dict  # protected namespace -> annotations
 
 
 def _items(call, *args, **kwargs):
@@ -22,28 +20,14 @@ def _items(call, *args, **kwargs):
     return json.loads(response.data)["items"]
 
 
-def _protected_namespace_annotations(api):
-    """Only protected namespaces' annotations matter (they may allow experiments in)."""
-    annotations = {}
-    for name in selection.PROTECTED_NAMESPACES:
-        try:
-            namespace = json.loads(api.read_namespace(name, _preload_content=False).data)
-        except kubernetes.client.ApiException as err:
-            if err.status != 404:
-                raise
-            continue
-        annotations[name] = namespace["metadata"].get("annotations") or {}
-    return annotations
-
-
 def read_cluster():
-    """Pods, agent pods, node labels and protected namespaces' annotations (blocking: run it in a thread)."""
+    """Pods, agent pods and node labels (blocking: run it in a thread). Namespaces' annotations
+    come from the controller's watch (handlers.namespace_annotations), not from here."""
     api = kubernetes.client.CoreV1Api()
     return ClusterView(
         pods=_items(api.list_pod_for_all_namespaces),
         agent_pods=_items(api.list_namespaced_pod, AGENT_NAMESPACE, label_selector=AGENT_LABEL),
-        node_labels={n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in _items(api.list_node)},
-        namespace_annotations=_protected_namespace_annotations(api))
+        node_labels={n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in _items(api.list_node)})
 
 
 def delete_pod(namespace, name, grace_period_s):

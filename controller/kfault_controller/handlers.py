@@ -3,9 +3,12 @@ thin: placement.py turns a resource into calls to agents, status.py says what th
 reads, windows.py says when an experiment should be in place. It never touches a node itself.
 
 Per resource: on create, spec change or pause, place it (or take it back); every RENEW_S keep
-it alive (renew leases, open and close scheduled windows, end its duration); on delete take it
-back everywhere. kopf's finalizer holds a deleted resource until every node has confirmed (or
-is gone).
+it alive (renew leases, open and close scheduled windows, end its duration, place it once a
+namespace that refused it consents); on delete take it back everywhere. kopf's finalizer holds
+a deleted resource until every node has confirmed (or is gone).
+
+Which namespaces an experiment may reach (selection.Scope) comes from a watch of namespaces
+(the namespace_annotations index), never a read per reconcile.
 """
 import logging
 import os
@@ -27,6 +30,25 @@ KIND_OF_PLURAL = {kind.plural: kind for kind in api_spec.KINDS.values()}
 INVALID = (selection.SelectionError, api_spec.InvalidSpec, ScheduleError)   # the user's to fix: reported in status
 
 
+class Options:
+    """What the administrator chose at start: __main__ (or a test) sets it once."""
+    allow_cross_namespace = False     # --allow-cross-namespace: any namespace's pods, without its consent
+
+
+@kopf.index("v1", "namespaces")
+def namespace_annotations(name, annotations, **_):
+    """Every namespace's annotations, kept current by kopf's watch (whom it accepts experiments
+    from). kopf runs no resource handler before this index is filled."""
+    return {name: dict(annotations)}
+
+
+def scope_of(body, namespace_annotations):
+    """Where this resource may select pods, from the namespace index (name -> one annotations dict)."""
+    return selection.Scope(home=body["metadata"]["namespace"],
+                           annotations={name: next(iter(store), {}) for name, store in namespace_annotations.items()},
+                           cross_namespace=Options.allow_cross_namespace)
+
+
 def key_of(body):
     return f"{body['metadata']['namespace']}/{body['metadata']['name']}"
 
@@ -36,11 +58,17 @@ def post(body, events):
         kopf.event(body, type=event_type, reason=reason, message=message)
 
 
+def refusal_reason(err):
+    """The condition's reason: a namespace that has not consented, or something else to fix."""
+    return report.NAMESPACE_NOT_PERMITTED if isinstance(err, selection.NamespaceNotPermitted) else "Invalid"
+
+
 def invalid_message(err):
     return "; ".join(str(e) for e in err.errors) if isinstance(err, api_spec.InvalidSpec) else str(err)
 
 
-async def on_create_update_or_pause(resource, body, spec, meta, status, patch, logger, reason, **_):
+async def on_create_update_or_pause(resource, body, spec, meta, status, patch, logger, reason,
+                                    namespace_annotations, **_):
     """Created, spec changed, or the pause annotation changed: bring the nodes to what it asks."""
     started = time.monotonic()
     kind = KIND_OF_PLURAL[resource.plural]
@@ -58,11 +86,13 @@ async def on_create_update_or_pause(resource, body, spec, meta, status, patch, l
         return
     if status.get("phase") == "Running" and status.get("records"):
         await take_back(body, status, "spec changed", logger)
+    scope = scope_of(body, namespace_annotations)
     try:
-        phase = await inject_or_wait(kind, body, spec, meta, status, patch, logger)
+        phase = await inject_or_wait(kind, body, spec, meta, status, patch, logger, scope)
     except INVALID as err:
-        kopf.warn(body, reason="Invalid", message=invalid_message(err))
-        patch.status.update(report.invalid(invalid_message(err)))
+        why = refusal_reason(err)
+        kopf.warn(body, reason=why, message=invalid_message(err))
+        patch.status.update(report.invalid(invalid_message(err), why))
         record_phase(kind.name, key_of(body), "Failed")
         return
     patch.status["observedGeneration"] = observed
@@ -71,7 +101,7 @@ async def on_create_update_or_pause(resource, body, spec, meta, status, patch, l
         RECONCILE.labels(kind.name).observe(time.monotonic() - started)
 
 
-async def inject_or_wait(kind, body, spec, meta, status, patch, logger):
+async def inject_or_wait(kind, body, spec, meta, status, patch, logger, scope):
     """Inject now, or, scheduled and between windows, wait for the next one; the phase it set."""
     scheduled = windows.windows_of(spec, meta)
     now = report.now()
@@ -81,14 +111,14 @@ async def inject_or_wait(kind, body, spec, meta, status, patch, logger):
         return "Waiting"
     if window:
         patch.status["windowEnd"] = report.iso(window[1])
-    await inject(kind, body, spec, patch, logger)
+    await inject(kind, body, spec, patch, logger, scope)
     patch.status["startedAt"] = status.get("startedAt") or report.now_iso()
     return patch.status["phase"]
 
 
-async def inject(kind, body, spec, patch, logger):
+async def inject(kind, body, spec, patch, logger, scope):
     """Place the experiment; its status, its events, and a warning per pod an agent refused."""
-    placed = await placement.place(kind, body, spec)
+    placed = await placement.place(kind, body, spec, scope)
     if not placed.by_api:
         for record in report.failed_records(placed.records):
             logger.warning("%s on %s: %s", key_of(body), record["pod"], record["error"])
@@ -110,9 +140,16 @@ async def take_back(body, status, reason, logger):
     return not pending, report.recovered(records, pending)
 
 
-async def keep_alive(resource, body, spec, meta, status, patch, logger, **_):
-    """Every RENEW_S: open or close a scheduled window, end the duration, or renew the leases."""
+async def keep_alive(resource, body, spec, meta, status, patch, logger, namespace_annotations, **_):
+    """Every RENEW_S: open or close a scheduled window, end the duration, or renew the leases;
+    or, refused a namespace, place it once every namespace consents."""
     kind = KIND_OF_PLURAL[resource.plural]
+    scope = scope_of(body, namespace_annotations)
+    if report.refused_namespace(status):
+        if not selection.refusals(spec, scope):
+            await on_create_update_or_pause(resource, body, spec, meta, status, patch, logger, "namespace consent",
+                                            namespace_annotations)
+        return
     try:
         scheduled = windows.windows_of(spec, meta)
     except ScheduleError:
@@ -120,7 +157,7 @@ async def keep_alive(resource, body, spec, meta, status, patch, logger, **_):
     now = report.now()
     step = windows.due(scheduled, spec, meta, status, now)
     if step is Due.OPEN_WINDOW:
-        await inject(kind, body, spec, patch, logger)
+        await inject(kind, body, spec, patch, logger, scope)
         patch.status["windowEnd"] = report.iso(scheduled.current(now)[1])
     elif step is Due.NEXT_START:
         patch.status["nextStart"] = report.iso(scheduled.next_start(now))

@@ -44,12 +44,13 @@ def pod_name(pod):
     return f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
 
 
-def agent_spec(kind, spec, view):
-    """The spec an agent gets: the controller's fields taken out, NetworkChaos `target` pods as peer IPs."""
+def agent_spec(kind, spec, view, scope):
+    """The spec an agent gets: the controller's fields taken out, NetworkChaos `target` pods
+    (in the namespaces `scope` allows) as peer IPs."""
     rules = PLACEMENT[kind.name]
     body = {k: v for k, v in spec.items() if k not in RESOLVED_HERE + rules.per_pod_fields}
     if rules.peers_from_target and spec.get("target"):
-        peers = selection.select(spec["target"], view.pods, view.node_labels, view.namespace_annotations)
+        peers = selection.select(spec["target"], view.pods, scope, view.node_labels, where="spec.target")
         body["externalTargets"] = list(spec.get("externalTargets", [])) + [
             p["status"]["podIP"] for p in peers if (p.get("status") or {}).get("podIP")]
     return body
@@ -81,13 +82,18 @@ def _record(pod, node, errors):
     return record
 
 
-async def place(kind, resource, spec):
-    """Select the resource's pods, check what the agents would get, and place it on every node
-    (or do it through the API server). Raises SelectionError or InvalidSpec before any call."""
+async def place(kind, resource, spec, scope):
+    """Select the resource's pods in the namespaces `scope` (selection.Scope) allows, check what
+    the agents would get, and place it on every node (or do it through the API server). Raises
+    SelectionError (NamespaceNotPermitted naming every refused namespace) or InvalidSpec before
+    any call."""
+    refused = selection.refusals(spec, scope)
+    if refused:
+        raise selection.NamespaceNotPermitted("; ".join(refused))
     metadata = resource["metadata"]
     view = await asyncio.to_thread(cluster.read_cluster)
-    chosen = selection.select(spec, view.pods, view.node_labels, view.namespace_annotations)
-    body = agent_spec(kind, spec, view)
+    chosen = selection.select(spec, view.pods, scope, view.node_labels)
+    body = agent_spec(kind, spec, view, scope)
     # The agents check it too; checking here reports it once, in the status, before any call.
     api_spec.parse_experiment({"apiVersion": api_spec.API_VERSION, "kind": kind.name, "metadata": metadata,
                                "spec": body})

@@ -5,6 +5,7 @@ import hashlib
 import json
 
 UTC = datetime.timezone.utc
+NAMESPACE_NOT_PERMITTED = "NamespaceNotPermitted"   # Selected's reason: a namespace has not consented
 
 
 def now():
@@ -122,6 +123,13 @@ def finished():
     return {"phase": "Finished", "conditions": [condition("AllRecovered", "True", "DurationEnded")]}
 
 
-def invalid(message):
-    """What a schema can't express, reported where the user looks."""
-    return {"phase": "Failed", "conditions": [condition("Selected", "False", "Invalid", message)]}
+def invalid(message, reason="Invalid"):
+    """What a schema can't express (or a namespace refused), reported where the user looks."""
+    return {"phase": "Failed", "conditions": [condition("Selected", "False", reason, message)]}
+
+
+def refused_namespace(status):
+    """Failed because a namespace has not consented (it may yet)."""
+    return status.get("phase") == "Failed" and any(
+        c.get("type") == "Selected" and c.get("reason") == NAMESPACE_NOT_PERMITTED
+        for c in status.get("conditions") or [])

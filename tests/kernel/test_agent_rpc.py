@@ -1,6 +1,5 @@
 """The agent's gRPC API over mTLS, with the real datapath behind it and real traffic."""
 import json
-import subprocess
 import time
 
 import grpc
@@ -10,27 +9,9 @@ from kfault_agent.engines import netfault
 from kfault_agent import server
 from kfault_api.rpc import agent_pb2 as pb
 from kfault_api.rpc import agent_pb2_grpc as pb_grpc
+from certs import make_certs
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
-
-
-def make_certs(directory):
-    """A CA; the agent's and the controller's certificates from it; a stranger's self-signed one."""
-    def run(*args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
-
-    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-        "-subj", "/CN=kfault-ca", "-keyout", "ca.key", "-out", "ca.crt")
-    for name, san in (("agent", "DNS:localhost,IP:127.0.0.1"), ("controller", "DNS:kfault-controller")):
-        cn = "kfault-controller" if name == "controller" else "kfault-agent"
-        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", f"/CN={cn}",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr")
-        (directory / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.crt")
-    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-        "-subj", "/CN=kfault-controller", "-keyout", "stranger.key", "-out", "stranger.crt")
-    return {p.stem + p.suffix: p.read_bytes() for p in directory.iterdir()}
 
 
 @pytest.fixture
