@@ -150,6 +150,10 @@ async def controller(namespaces=(NS,)):
     `namespaces` (and every namespace's annotations)."""
     import kopf
     import kfault_controller.handlers  # noqa: F401 - registers the handlers
+    from kfault_controller import metrics
+    # Each test's controller starts as a new process would: with no experiments counted (the
+    # gauge lives in this process's registry, which every test's controller shares).
+    metrics.forget_phases()
     settings = kopf.OperatorSettings()
     settings.scanning.disabled = True
     # kmock sends no bookmarks: a quiet stream is re-made (and everything re-listed) every 10 s

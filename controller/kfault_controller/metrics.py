@@ -18,3 +18,9 @@ def record_phase(kind, key, phase):
     EXPERIMENTS.clear()
     for (k, _), p in _PHASES.items():
         EXPERIMENTS.labels(k, p).inc()
+
+
+def forget_phases():
+    """Count no experiments: where a controller starts (the tests start several in one process)."""
+    _PHASES.clear()
+    EXPERIMENTS.clear()
