@@ -15,9 +15,8 @@ import time
 import uuid
 
 from kfault_agent.engines import iofault
-from kfault_agent.kernel import loader
+from kfault_agent.kernel import loader, topology
 from kfault_api import spec
-from kfault_agent.kernel import topology
 
 ROUNDS = 5
 BYTES = 400_000

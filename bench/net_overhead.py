@@ -16,10 +16,9 @@ import sys
 import threading
 import time
 
-from kfault_agent.kernel import loader
 from kfault_agent.engines import netfault
+from kfault_agent.kernel import loader, topology
 from kfault_api import spec
-from kfault_agent.kernel import topology
 from kfault_lab.hosts import Lab
 
 ROUNDS = 5

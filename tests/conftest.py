@@ -83,6 +83,7 @@ def lab():
 @pytest.fixture
 def engine(datapath, capabilities):
     from kfault_agent.engines import netfault
+
     # A lease longer than any test runs under emulation: nothing renews it, and the fixture
     # revokes everything at the end (tests of lapsing leases set their own).
     eng = netfault.NetFaultEngine(datapath, capabilities, lease_s=600)
@@ -100,6 +101,7 @@ def parse_path_with_namespaces(parse_path):
     fails, a namespace is 404): read it as the cluster-scoped resource it is, so namespaces
     are listed, watched and patched like any other object."""
     import re
+
     from kmock._internal import parsing
 
     def parse(path):
@@ -149,8 +151,10 @@ async def controller(namespaces=(NS,)):
     """The controller's kopf operator in the test's event loop, watching chaos resources in
     `namespaces` (and every namespace's annotations)."""
     import kopf
+
     import kfault_controller.handlers  # noqa: F401 - registers the handlers
     from kfault_controller import metrics
+
     # Each test's controller starts as a new process would: with no experiments counted (the
     # gauge lives in this process's registry, which every test's controller shares).
     metrics.forget_phases()

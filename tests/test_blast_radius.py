@@ -10,9 +10,9 @@ import pytest
 os.environ.setdefault("KFAULT_RENEW_S", "0.5")
 os.environ.setdefault("KFAULT_LEASE_S", "2")
 
-from conftest import annotate_namespace, controller, wait_for  # noqa: E402
 from test_controller import CHAOS, nodes, pod, populate  # noqa: E402,F401 - nodes is a fixture
 
+from conftest import annotate_namespace, controller, wait_for  # noqa: E402
 from kfault_controller import handlers  # noqa: E402
 from kfault_controller.selection import ACCEPT_ANNOTATION  # noqa: E402
 

@@ -65,6 +65,7 @@ def test_every_map_size_is_a_header_constant():
 def test_a_rule_is_never_written_with_deadline_zero():
     """0 means expired in both programs (bpf/kfault.h): the agent writes real deadlines only."""
     import pytest
+
     from kfault_agent.kernel import loader
     with pytest.raises(ValueError, match="deadline_ns=0"):
         loader.rule_deadline(0)

@@ -3,9 +3,8 @@ import ipaddress
 
 import pytest
 
-from kfault_api import layout
 from kfault_agent import policy
-from kfault_api import spec
+from kfault_api import layout, spec
 
 
 def chaos(action, **fields):

@@ -97,8 +97,9 @@ def test_validate_cli_exits_1_and_names_the_field(tmp_path):
 
 
 def test_run_with_bad_input_injects_nothing(tmp_path):
-    from kfault_lab.hosts import Lab
     import os
+
+    from kfault_lab.hosts import Lab
     if os.geteuid() != 0:
         pytest.skip("needs root to make a test host")
     lab = Lab()

@@ -5,8 +5,8 @@ import logging
 import sys
 import time
 
-from kfault_api import schema, spec, units
 from kfault_agent.errors import Refusal
+from kfault_api import schema, spec, units
 
 EXIT_INVALID = 1
 EXIT_CANNOT = 2

@@ -10,13 +10,13 @@ import signal
 import threading
 from dataclasses import dataclass
 
-from kfault_api import spec
 from kfault_agent import health, metrics, server
 from kfault_agent.engines.iofault import IOFaultEngine
 from kfault_agent.engines.netfault import NetFaultEngine
 from kfault_agent.engines.podfault import PodFaultEngine
 from kfault_agent.kernel import tc
 from kfault_agent.kernel.loader import KernelUnsupported
+from kfault_api import spec
 
 # The engine of each kind, in the order the agent loads them.
 ENGINE_TYPES = (NetFaultEngine, IOFaultEngine, PodFaultEngine)

@@ -9,9 +9,9 @@ import logging
 import math
 import re
 
+from kfault_agent.kernel.pods import RUNTIMES
 from kfault_api import spec
 from kfault_api.spec import SpecError
-from kfault_agent.kernel.pods import RUNTIMES
 
 log = logging.getLogger(__name__)
 

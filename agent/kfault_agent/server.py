@@ -15,9 +15,9 @@ import grpc
 
 from kfault_agent import request_checks
 from kfault_agent.errors import Refusal
+from kfault_agent.kernel.pods import PodRef
 from kfault_api.rpc import agent_pb2 as pb
 from kfault_api.rpc import agent_pb2_grpc as pb_grpc
-from kfault_agent.kernel.pods import PodRef
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,13 @@ import kopf
 import kubernetes
 
 from kfault_api import spec as api_spec
-
-from kfault_controller import placement, selection, status as report, windows
+from kfault_controller import placement, selection
+from kfault_controller import status as report
+from kfault_controller import windows
 from kfault_controller.agents import RENEW_S
 from kfault_controller.metrics import RECONCILE, record_phase
 from kfault_controller.schedule import ScheduleError
-from kfault_controller.windows import Due, PAUSE_ANNOTATION
+from kfault_controller.windows import PAUSE_ANNOTATION, Due
 
 GROUP, VERSION = api_spec.API_VERSION.split("/")
 KIND_OF_PLURAL = {kind.plural: kind for kind in api_spec.KINDS.values()}

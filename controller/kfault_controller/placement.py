@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from kfault_api import spec as api_spec
 from kfault_api.rpc import agent_pb2 as pb
-
 from kfault_controller import agents, cluster, selection
 from kfault_controller.metrics import AGENT_ERRORS
 from kfault_controller.status import now_iso

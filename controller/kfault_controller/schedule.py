@@ -7,7 +7,7 @@ matching minute, UTC. Each window lasts `duration`.
 """
 import datetime
 
-from croniter import croniter, CroniterBadDateError, CroniterError
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 from kfault_api import units
 

@@ -5,7 +5,6 @@ import enum
 from dataclasses import dataclass
 
 from kfault_api import units
-
 from kfault_controller.schedule import Schedule, ScheduleError
 from kfault_controller.status import parse_time
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from kfault_api import spec
 from kfault_agent.kernel import topology
+from kfault_api import spec
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact", "sch_fq")
 

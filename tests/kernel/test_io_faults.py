@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from kfault_agent.engines import iofault
-from kfault_api import spec
 from kfault_agent.kernel import topology
+from kfault_api import spec
 
 
 def io_chaos(name="io", **fields):

@@ -5,9 +5,9 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from kfault_api import spec
 from kfault_agent.kernel import topology
 from kfault_agent.metrics import EngineCollector
+from kfault_api import spec
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
 

@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from kfault_agent.engines import podfault
-from kfault_api import spec
 from kfault_agent.kernel import topology
+from kfault_api import spec
 
 
 def pod_chaos(action="pod-failure", **fields):
@@ -109,6 +109,7 @@ def test_container_kill_kills_the_containers_processes(cgroup_with_a_counter, tm
 
 def test_faults_are_counted_for_prometheus_and_the_controller(cgroup_with_a_counter, tmp_path):
     from prometheus_client import CollectorRegistry, generate_latest
+
     from kfault_agent.metrics import EngineCollector
     path, _, proc = cgroup_with_a_counter
     engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(str(tmp_path)))

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily
 
-from kfault_api import glob_dfa, layout, spec
 from kfault_agent import policy
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
@@ -17,6 +16,7 @@ from kfault_agent.kernel.holder import HolderProcess
 from kfault_agent.kernel.loader import io_support, probe_io, rule_deadline, update_slot, write_slot
 from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
 from kfault_agent.kernel.topology import resolve_cgroup_target
+from kfault_api import glob_dfa, layout, spec
 
 log = logging.getLogger(__name__)
 

@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kfault_api import layout, spec
 from kfault_agent import policy
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported, TargetUnsuitable
-from kfault_agent.kernel.loader import (NetDatapath, action_support, probe_capabilities, rule_deadline,
-                                        update_slot, write_slot)
+from kfault_agent.kernel.loader import (NetDatapath, action_support, probe_capabilities, rule_deadline, update_slot,
+                                        write_slot)
 from kfault_agent.kernel.pods import PodRef, resolve_pod_network
 from kfault_agent.kernel.tc import ClsactHooks, FqRoot, SharedPerLink
 from kfault_agent.kernel.topology import resolve_net_target
+from kfault_api import layout, spec
 
 log = logging.getLogger(__name__)
 # An interface's hook -> the program attached there (see bpf/netfault.c).

@@ -17,12 +17,12 @@ import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kfault_api import spec
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import NotForAgents, TargetGone, kernel_errors
 from kfault_agent.kernel import children, owners
 from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
 from kfault_agent.kernel.topology import resolve_cgroup_target
+from kfault_api import spec
 
 log = logging.getLogger(__name__)
 

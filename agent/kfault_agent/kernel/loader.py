@@ -10,9 +10,9 @@ import os
 import platform
 from dataclasses import dataclass
 
-from kfault_api import layout
 from kfault_agent.errors import KernelUnsupported  # noqa: F401 - raised here, imported from here
 from kfault_agent.kernel import topology
+from kfault_api import layout
 
 log = logging.getLogger(__name__)
 
@@ -292,9 +292,10 @@ def probe_io():
 
 
 def _probe_ptrace():
-    from kfault_agent.kernel import holder
     import signal
     import subprocess
+
+    from kfault_agent.kernel import holder
     child = subprocess.Popen(["sleep", "5"])
     try:
         holder.ptrace(holder.PTRACE_SEIZE, child.pid, 0)
