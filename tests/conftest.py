@@ -147,9 +147,9 @@ async def annotate_namespace(kmock, name, annotations):
 
 
 @contextlib.asynccontextmanager
-async def controller(namespaces=(NS,)):
-    """The controller's kopf operator in the test's event loop, watching chaos resources in
-    `namespaces` (and every namespace's annotations)."""
+async def controller():
+    """The controller's kopf operator in the test's event loop, cluster-wide as it runs in a
+    cluster: its indexes watch every namespace's pods (the agents' are in kfault-system)."""
     import kopf
 
     import kfault_controller.handlers  # noqa: F401 - registers the handlers
@@ -164,7 +164,7 @@ async def controller(namespaces=(NS,)):
     # rather than every 70, as kopf does to recover from a watch that lost an event.
     settings.watching.inactivity_timeout = 10
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(kopf.operator(namespaces=list(namespaces), standalone=True, settings=settings,
+    task = asyncio.create_task(kopf.operator(clusterwide=True, standalone=True, settings=settings,
                                              stop_flag=stop, ready_flag=ready))
     await asyncio.wait_for(ready.wait(), 10)
     try:

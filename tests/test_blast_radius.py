@@ -61,7 +61,7 @@ def peers_sent(node):
 async def test_without_namespaces_an_experiment_selects_only_its_own_namespace(kmock, nodes):
     populate_teams(kmock, nodes)
     kmock.objects[CHAOS, "team-a", "cut"] = chaos("cut")
-    async with controller(namespaces=("team-a",)):
+    async with controller():
         await wait_for(lambda: status_of(kmock, "cut").get("phase") == "Running")
         assert targets(nodes["node-a"]) == ["team-a/web-a"], "team-b's and default's web pods match the labels too"
         assert [r["pod"] for r in status_of(kmock, "cut")["records"]] == ["team-a/web-a"]
@@ -71,7 +71,7 @@ async def test_without_namespaces_an_experiment_selects_only_its_own_namespace(k
 async def test_another_namespace_is_refused_until_it_consents_on_the_watch(kmock, nodes):
     populate_teams(kmock, nodes)
     kmock.objects[CHAOS, "team-a", "wide"] = chaos("wide", selector={**WEB, "namespaces": ["team-a", "team-b"]})
-    async with controller(namespaces=("team-a",)):
+    async with controller():
         await wait_for(lambda: status_of(kmock, "wide").get("phase") == "Failed")
         condition = selected(kmock, "wide")
         assert (condition["status"], condition["reason"]) == ("False", "NamespaceNotPermitted")
@@ -100,7 +100,7 @@ async def test_a_target_in_a_namespace_without_consent_is_not_a_peer(kmock, node
     populate_teams(kmock, nodes)
     kmock.objects[CHAOS, "team-a", "split"] = chaos(
         "split", action="partition", loss=None, target={"mode": "all", "selector": {**WEB, "namespaces": ["team-b"]}})
-    async with controller(namespaces=("team-a",)):
+    async with controller():
         await wait_for(lambda: status_of(kmock, "split").get("phase") == "Failed")
         condition = selected(kmock, "split")
         assert condition["reason"] == "NamespaceNotPermitted"
@@ -118,7 +118,7 @@ async def test_a_target_without_namespaces_means_the_experiments_own(kmock, node
     populate_teams(kmock, nodes)
     kmock.objects[CHAOS, "team-b", "split"] = chaos(
         "split", namespace="team-b", action="partition", loss=None, target={"mode": "all", "selector": WEB})
-    async with controller(namespaces=("team-b",)):
+    async with controller():
         await wait_for(lambda: status_of(kmock, "split", "team-b").get("phase") == "Running")
         # web-b's only peer is itself: team-a's and default's web pods are no peers of team-b's experiment.
         assert peers_sent(nodes["node-a"]) == {"team-b/web-b": [IP["web-b"]]}
@@ -130,7 +130,7 @@ async def test_the_cluster_wide_switch_lets_it_through_but_not_into_kube_system(
     populate_teams(kmock, nodes)
     kmock.objects[CHAOS, "team-a", "wide"] = chaos("wide", selector={**WEB, "namespaces": ["team-a", "team-b"]})
     kmock.objects[CHAOS, "team-a", "system"] = chaos("system", selector={**WEB, "namespaces": ["kube-system"]})
-    async with controller(namespaces=("team-a",)):
+    async with controller():
         await wait_for(lambda: status_of(kmock, "wide").get("phase") == "Running")
         await wait_for(lambda: status_of(kmock, "system").get("phase") == "Failed")
         assert "kube-system is protected" in selected(kmock, "system")["message"]

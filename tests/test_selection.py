@@ -109,10 +109,10 @@ def test_a_network_target_follows_the_same_rules():
     scope = selection.Scope("team-a")
     assert [m.split(":")[0] for m in selection.refusals(spec, scope)] == ["spec.target.selector"]
     with pytest.raises(selection.NamespaceNotPermitted, match="^spec.target.selector: team-b"):
-        placement.agent_spec(KINDS["NetworkChaos"], spec, ClusterView(TEAMS, [], {}), scope)
+        placement.agent_spec(KINDS["NetworkChaos"], spec, ClusterView(TEAMS, {}, {}), scope)
     # Without namespaces, a target means the experiment's namespace too.
     home = {**spec, "target": {"mode": "all", "selector": WEB}}
-    assert placement.agent_spec(KINDS["NetworkChaos"], home, ClusterView(TEAMS, [], {}), scope) == \
+    assert placement.agent_spec(KINDS["NetworkChaos"], home, ClusterView(TEAMS, {}, {}), scope) == \
         {"action": "partition", "externalTargets": ["10.0.0.5"]}
 
 
@@ -147,14 +147,14 @@ def test_network_target_pods_become_peer_addresses():
     spec = {"action": "partition", "mode": "all", "selector": {"labelSelectors": {"app": "web"}},
             "externalTargets": ["192.0.2.1"],
             "target": {"mode": "all", "selector": {"labelSelectors": {"app": "db"}}}}
-    body = placement.agent_spec(KINDS["NetworkChaos"], spec, ClusterView(PODS, [], {}), SCOPE)
+    body = placement.agent_spec(KINDS["NetworkChaos"], spec, ClusterView(PODS, {}, {}), SCOPE)
     assert body == {"action": "partition", "externalTargets": ["192.0.2.1", "10.0.0.4"]}
 
 
 def test_io_container_names_become_container_ids_per_pod_not_spec():
     spec = {"action": "fault", "errno": 5, "volumePath": "/data", "containerNames": ["main"], "mode": "all",
             "selector": {"labelSelectors": {"app": "web"}}}
-    body = placement.agent_spec(KINDS["IOChaos"], spec, ClusterView(PODS, [], {}), SCOPE)
+    body = placement.agent_spec(KINDS["IOChaos"], spec, ClusterView(PODS, {}, {}), SCOPE)
     assert body == {"action": "fault", "errno": 5, "volumePath": "/data"}
     web = dict(PODS[0], status={"containerStatuses": [{"name": "main", "containerID": "containerd://a"},
                                                       {"name": "sidecar", "containerID": "containerd://b"}]})

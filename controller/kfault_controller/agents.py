@@ -20,19 +20,13 @@ class NoAgent(LookupError):
 
 
 def agent_address(pod):
-    """host:port of an agent pod: its IP and its container port named grpc."""
+    """host:port of an agent pod: its IP and its container port named grpc; None until it has both."""
     ip = (pod.get("status") or {}).get("podIP")
-    for container in pod["spec"]["containers"]:
-        for port in container.get("ports", []):
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
             if port.get("name") == "grpc" and ip:
                 return f"{ip}:{port['containerPort']}"
     return None
-
-
-def agent_addresses(agent_pods):
-    """node name -> host:port of its agent, for the agent pods that have one."""
-    return {p["spec"]["nodeName"]: agent_address(p) for p in agent_pods
-            if p.get("spec", {}).get("nodeName") and agent_address(p)}
 
 
 class AgentDirectory:

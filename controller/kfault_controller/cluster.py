@@ -1,33 +1,44 @@
-"""What the controller reads from (and the one thing it does to) the cluster, as plain dicts
-straight from the API server's JSON (no client models)."""
-import json
+"""What the controller knows of the cluster (pods, nodes, agents) and the one thing it does to
+it. It never lists: kopf's watches keep three indexes current (handlers.py), and a ClusterView
+is a snapshot of them for one reconcile or timer tick. The pure functions here say what an index
+keeps of each object: little, so 5,000 pods cost a few megabytes, not their whole bodies."""
 from dataclasses import dataclass
 
 import kubernetes
 
-from kfault_controller.agents import AGENT_LABEL, AGENT_NAMESPACE
+# kubectl's copy of the whole manifest: the largest annotation a pod has, and no selector's business.
+UNKEPT_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 
 @dataclass(frozen=True)
 class ClusterView:
-    pods: list                  # every pod
-    agent_pods: list            # kfault's agents
+    pods: list                  # every pod, as pod_summary keeps it
+    agents: dict                # node name -> host:port of its kfault agent
     node_labels: dict           # node name -> labels
 
 
-def _items(call, *args, **kwargs):
-    response = call(*args, _preload_content=False, **kwargs)
-    return json.loads(response.data)["items"]
+def pod_summary(body):
+    """What selection and placement read of a pod, in the API's shape (so the same code reads
+    a summary or a whole pod): identity, labels, annotations, node, phase, IPs, containers' IDs."""
+    meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+    summary = {
+        "metadata": {"namespace": meta["namespace"], "name": meta["name"], "uid": meta.get("uid", ""),
+                     "labels": dict(meta.get("labels") or {}),
+                     "annotations": {k: v for k, v in (meta.get("annotations") or {}).items()
+                                     if k not in UNKEPT_ANNOTATIONS}},
+        "spec": {"nodeName": spec["nodeName"]} if spec.get("nodeName") else {},
+        "status": {k: status[k] for k in ("phase", "podIP", "podIPs") if k in status},
+    }
+    summary["status"]["containerStatuses"] = [{"name": c.get("name"), "containerID": c.get("containerID")}
+                                              for c in status.get("containerStatuses") or []]
+    return summary
 
 
-def read_cluster():
-    """Pods, agent pods and node labels (blocking: run it in a thread). Namespaces' annotations
-    come from the controller's watch (handlers.namespace_annotations), not from here."""
-    api = kubernetes.client.CoreV1Api()
-    return ClusterView(
-        pods=_items(api.list_pod_for_all_namespaces),
-        agent_pods=_items(api.list_namespaced_pod, AGENT_NAMESPACE, label_selector=AGENT_LABEL),
-        node_labels={n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in _items(api.list_node)})
+def view_of(pods_by_namespace, node_labels, agents):
+    """A snapshot of the indexes (kopf's: key -> a store of values) as one ClusterView."""
+    return ClusterView(pods=[pod for store in pods_by_namespace.values() for pod in store],
+                       agents={node: next(iter(store)) for node, store in agents.items() if store},
+                       node_labels={node: next(iter(store)) for node, store in node_labels.items() if store})
 
 
 def delete_pod(namespace, name, grace_period_s):

@@ -7,8 +7,12 @@ it alive (renew leases, open and close scheduled windows, end its duration, plac
 namespace that refused it consents); on delete take it back everywhere. kopf's finalizer holds
 a deleted resource until every node has confirmed (or is gone).
 
-Which namespaces an experiment may reach (selection.Scope) comes from a watch of namespaces
-(the namespace_annotations index), never a read per reconcile.
+What the controller knows of the cluster comes from kopf's watches, kept in indexes: every
+namespace's annotations (which namespaces an experiment may reach, selection.Scope), every pod
+(summarized), every node's labels, and where each node's agent is. It never lists pods or nodes
+per reconcile or per timer; each handler takes a snapshot of the indexes (cluster.ClusterView).
+kopf runs no resource handler before every index is filled, so the first reconcile sees the
+whole cluster.
 """
 import logging
 import os
@@ -18,10 +22,10 @@ import kopf
 import kubernetes
 
 from kfault_api import spec as api_spec
-from kfault_controller import placement, selection
+from kfault_controller import cluster, placement, selection
 from kfault_controller import status as report
 from kfault_controller import windows
-from kfault_controller.agents import RENEW_S
+from kfault_controller.agents import AGENT_LABEL, AGENT_NAMESPACE, RENEW_S, agent_address
 from kfault_controller.metrics import RECONCILE, record_phase
 from kfault_controller.schedule import ScheduleError
 from kfault_controller.windows import PAUSE_ANNOTATION, Due
@@ -41,6 +45,31 @@ def namespace_annotations(name, annotations, **_):
     """Every namespace's annotations, kept current by kopf's watch (whom it accepts experiments
     from). kopf runs no resource handler before this index is filled."""
     return {name: dict(annotations)}
+
+
+@kopf.index("v1", "pods")
+def pods_by_namespace(namespace, body, **_):
+    """Every pod, as little of it as selection and placement read (cluster.pod_summary)."""
+    return {namespace: cluster.pod_summary(body)}
+
+
+@kopf.index("v1", "nodes")
+def node_labels(name, labels, **_):
+    """Every node's labels (spec.selector.nodeSelectors); a node missing here is gone."""
+    return {name: dict(labels)}
+
+
+@kopf.index("v1", "pods", labels=dict([AGENT_LABEL.split("=")]),
+            when=lambda namespace, **_: namespace == AGENT_NAMESPACE)
+def agent_addresses(body, spec, **_):
+    """node name -> host:port of its kfault agent, for agent pods that have an IP and a grpc port."""
+    address = agent_address(body)
+    return {spec["nodeName"]: address} if spec.get("nodeName") and address else None
+
+
+def cluster_view(pods_by_namespace, node_labels, agent_addresses, **_):
+    """This moment's cluster, from the indexes kopf passes every handler by name."""
+    return cluster.view_of(pods_by_namespace, node_labels, agent_addresses)
 
 
 def scope_of(body, namespace_annotations):
@@ -69,8 +98,9 @@ def invalid_message(err):
 
 
 async def on_create_update_or_pause(resource, body, spec, meta, status, patch, logger, reason,
-                                    namespace_annotations, **_):
-    """Created, spec changed, or the pause annotation changed: bring the nodes to what it asks."""
+                                    namespace_annotations, **kwargs):
+    """Created, spec changed, or the pause annotation changed: bring the nodes to what it asks.
+    kwargs: kopf's other keywords, among them the indexes cluster_view reads."""
     started = time.monotonic()
     kind = KIND_OF_PLURAL[resource.plural]
     logger.info("reconcile (%s): phase %s, generation %s", reason, status.get("phase"),
@@ -80,16 +110,17 @@ async def on_create_update_or_pause(resource, body, spec, meta, status, patch, l
             status.get("phase") == "Running" and status.get("observedGeneration") == observed
             and not windows.is_paused(meta)):
         return        # already done for this spec: handlers may be called again (idempotent)
+    view = cluster_view(**kwargs)
     if windows.is_paused(meta):
-        done, records = await take_back(body, status, "paused", logger)
+        done, records = await take_back(body, status, "paused", logger, view)
         patch.status.update(report.paused(records, done, PAUSE_ANNOTATION))
         record_phase(kind.name, key_of(body), "Paused")
         return
     if status.get("phase") == "Running" and status.get("records"):
-        await take_back(body, status, "spec changed", logger)
+        await take_back(body, status, "spec changed", logger, view)
     scope = scope_of(body, namespace_annotations)
     try:
-        phase = await inject_or_wait(kind, body, spec, meta, status, patch, logger, scope)
+        phase = await inject_or_wait(kind, body, spec, meta, status, patch, logger, scope, view)
     except INVALID as err:
         why = refusal_reason(err)
         kopf.warn(body, reason=why, message=invalid_message(err))
@@ -102,7 +133,7 @@ async def on_create_update_or_pause(resource, body, spec, meta, status, patch, l
         RECONCILE.labels(kind.name).observe(time.monotonic() - started)
 
 
-async def inject_or_wait(kind, body, spec, meta, status, patch, logger, scope):
+async def inject_or_wait(kind, body, spec, meta, status, patch, logger, scope, view):
     """Inject now, or, scheduled and between windows, wait for the next one; the phase it set."""
     scheduled = windows.windows_of(spec, meta)
     now = report.now()
@@ -112,14 +143,14 @@ async def inject_or_wait(kind, body, spec, meta, status, patch, logger, scope):
         return "Waiting"
     if window:
         patch.status["windowEnd"] = report.iso(window[1])
-    await inject(kind, body, spec, patch, logger, scope)
+    await inject(kind, body, spec, patch, logger, scope, view)
     patch.status["startedAt"] = status.get("startedAt") or report.now_iso()
     return patch.status["phase"]
 
 
-async def inject(kind, body, spec, patch, logger, scope):
+async def inject(kind, body, spec, patch, logger, scope, view):
     """Place the experiment; its status, its events, and a warning per pod an agent refused."""
-    placed = await placement.place(kind, body, spec, scope)
+    placed = await placement.place(kind, body, spec, scope, view)
     if not placed.by_api:
         for record in report.failed_records(placed.records):
             logger.warning("%s on %s: %s", key_of(body), record["pod"], record["error"])
@@ -127,13 +158,13 @@ async def inject(kind, body, spec, patch, logger, scope):
     patch.status.update(report.placed(placed))
 
 
-async def take_back(body, status, reason, logger):
+async def take_back(body, status, reason, logger, view):
     """Revoke on every node in the records: (every node confirmed, the records stamped)."""
     records = list((status or {}).get("records") or [])
     nodes = report.record_nodes(records)
     if not nodes:
         return True, records
-    pending = await placement.revoke(key_of(body), nodes)
+    pending = await placement.revoke(key_of(body), nodes, view)
     for node, error in pending.items():
         logger.warning("revoke %s on %s: %s", key_of(body), node, error)
     if not pending:
@@ -141,7 +172,7 @@ async def take_back(body, status, reason, logger):
     return not pending, report.recovered(records, pending)
 
 
-async def keep_alive(resource, body, spec, meta, status, patch, logger, namespace_annotations, **_):
+async def keep_alive(resource, body, spec, meta, status, patch, logger, namespace_annotations, **kwargs):
     """Every RENEW_S: open or close a scheduled window, end the duration, or renew the leases;
     or, refused a namespace, place it once every namespace consents."""
     kind = KIND_OF_PLURAL[resource.plural]
@@ -149,7 +180,7 @@ async def keep_alive(resource, body, spec, meta, status, patch, logger, namespac
     if report.refused_namespace(status):
         if not selection.refusals(spec, scope):
             await on_create_update_or_pause(resource, body, spec, meta, status, patch, logger, "namespace consent",
-                                            namespace_annotations)
+                                            namespace_annotations, **kwargs)
         return
     try:
         scheduled = windows.windows_of(spec, meta)
@@ -157,37 +188,38 @@ async def keep_alive(resource, body, spec, meta, status, patch, logger, namespac
         return                                    # reported by on_create_update_or_pause
     now = report.now()
     step = windows.due(scheduled, spec, meta, status, now)
+    view = cluster_view(**kwargs)
     if step is Due.OPEN_WINDOW:
-        await inject(kind, body, spec, patch, logger, scope)
+        await inject(kind, body, spec, patch, logger, scope, view)
         patch.status["windowEnd"] = report.iso(scheduled.current(now)[1])
     elif step is Due.NEXT_START:
         patch.status["nextStart"] = report.iso(scheduled.next_start(now))
     elif step is Due.CLOSE_WINDOW:
-        done, records = await take_back(body, status, "window ended", logger)
+        done, records = await take_back(body, status, "window ended", logger, view)
         patch.status["records"] = records
         if done:
             patch.status.update(report.waiting(scheduled.next_start(now)))
             record_phase(kind.name, key_of(body), "Waiting")
     elif step is Due.END_DURATION:
-        done, records = await take_back(body, status, "duration ended", logger)
+        done, records = await take_back(body, status, "duration ended", logger, view)
         patch.status["records"] = records
         if done:
             patch.status.update(report.finished())
             record_phase(kind.name, key_of(body), "Finished")
     elif step is Due.RENEW:
-        await renew_leases(body, status, logger)
+        await renew_leases(body, status, logger, view)
 
 
-async def renew_leases(body, status, logger):
-    failed = await placement.renew(key_of(body), report.injected_nodes(status.get("records") or []))
+async def renew_leases(body, status, logger, view):
+    failed = await placement.renew(key_of(body), report.injected_nodes(status.get("records") or []), view)
     for node, error in failed.items():
         logger.warning("renew %s on %s: %s", key_of(body), node, error)
 
 
-async def on_delete(resource, body, status, logger, **_):
+async def on_delete(resource, body, status, logger, **kwargs):
     """Deleted: take it back everywhere; kopf's finalizer holds the resource until every node confirmed."""
     logger.info("deleted: taking the experiment back on every node")
-    done, _ = await take_back(body, status, "deleted", logger)
+    done, _ = await take_back(body, status, "deleted", logger, cluster_view(**kwargs))
     if not done:
         raise kopf.TemporaryError("some nodes have not confirmed recovery yet", delay=RENEW_S)
     record_phase(KIND_OF_PLURAL[resource.plural].name, key_of(body), None)

@@ -81,16 +81,15 @@ def _record(pod, node, errors):
     return record
 
 
-async def place(kind, resource, spec, scope):
-    """Select the resource's pods in the namespaces `scope` (selection.Scope) allows, check what
-    the agents would get, and place it on every node (or do it through the API server). Raises
-    SelectionError (NamespaceNotPermitted naming every refused namespace) or InvalidSpec before
-    any call."""
+async def place(kind, resource, spec, scope, view):
+    """Select the resource's pods (of `view`, a cluster.ClusterView) in the namespaces `scope`
+    (selection.Scope) allows, check what the agents would get, and place it on every node (or
+    do it through the API server). Raises SelectionError (NamespaceNotPermitted naming every
+    refused namespace) or InvalidSpec before any call."""
     refused = selection.refusals(spec, scope)
     if refused:
         raise selection.NamespaceNotPermitted("; ".join(refused))
     metadata = resource["metadata"]
-    view = await asyncio.to_thread(cluster.read_cluster)
     chosen = selection.select(spec, view.pods, scope, view.node_labels)
     body = agent_spec(kind, spec, view, scope)
     # The agents check it too; checking here reports it once, in the status, before any call.
@@ -100,11 +99,10 @@ async def place(kind, resource, spec, scope):
     if spec.get("action") in PLACEMENT[kind.name].api_actions:
         return Placed(chosen, len(groups), await delete_pods(chosen, spec.get("gracePeriod")), by_api=True)
     key = f"{metadata['namespace']}/{metadata['name']}"
-    addresses = agents.agent_addresses(view.agent_pods)
     records = []
     for node, pods in groups.items():
         records += await apply_on_node(key, kind, body, spec.get("containerNames", ()), node, pods,
-                                       addresses.get(node))
+                                       view.agents.get(node))
     return Placed(chosen, len(groups), records)
 
 
@@ -135,32 +133,28 @@ async def delete_pods(pods, grace_period_s):
     return records
 
 
-async def revoke(key, nodes):
+async def revoke(key, nodes, view):
     """Revoke the experiment on these nodes: {node: error} for those that did not confirm. A node
     that is gone has nothing left to take back."""
-    view = await asyncio.to_thread(cluster.read_cluster)
-    addresses = agents.agent_addresses(view.agent_pods)
     pending = {}
     for node in nodes:
         if node not in view.node_labels:
             continue
         try:
-            await agents.call(node, addresses.get(node), "Revoke", pb.RevokeRequest(experiment=key))
+            await agents.call(node, view.agents.get(node), "Revoke", pb.RevokeRequest(experiment=key))
         except Exception as err:  # noqa: BLE001 - the caller retries until every node confirmed
             AGENT_ERRORS.labels(node).inc()
             pending[node] = str(err)
     return pending
 
 
-async def renew(key, nodes):
+async def renew(key, nodes, view):
     """Renew the experiment's lease on these nodes: {node: error} for those that failed (their
     lease lapses on its own: fail-safe)."""
-    view = await asyncio.to_thread(cluster.read_cluster)
-    addresses = agents.agent_addresses(view.agent_pods)
     failed = {}
     for node in nodes:
         try:
-            await agents.call(node, addresses.get(node), "Renew",
+            await agents.call(node, view.agents.get(node), "Renew",
                               pb.RenewRequest(experiment=key, lease_seconds=agents.Config.lease_s))
         except Exception as err:  # noqa: BLE001
             AGENT_ERRORS.labels(node).inc()
