@@ -1,0 +1,66 @@
+"""The controller knows the cluster from kopf's watches, not from lists: in steady state its
+requests for pods and nodes do not grow with its timers, and a pod that appears later is on
+the watch when the experiment next selects."""
+import asyncio
+import os
+
+import pytest
+
+os.environ.setdefault("KFAULT_RENEW_S", "0.5")
+os.environ.setdefault("KFAULT_LEASE_S", "2")
+
+from test_controller import CHAOS, chaos, nodes, pod, populate  # noqa: E402,F401 - nodes is a fixture
+
+from conftest import NS, controller, wait_for  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("kubeconfig")
+STEADY_S = 12
+
+
+def reads(kmock, plural, action):
+    """The controller's requests so far that `action` (LIST or WATCH) the resource."""
+    return [r for r in kmock if r.resource and r.resource.plural == plural and r.action
+            and r.action.value == action]
+
+
+def renewals(node):
+    return min((p.renewals for p in node.engine.placed.values()), default=0)
+
+
+@pytest.mark.asyncio
+async def test_in_steady_state_pods_and_nodes_are_watched_not_listed_per_timer(kmock, nodes):
+    populate(kmock, nodes)
+    kmock.objects[CHAOS, NS, "cut"] = chaos("cut")
+    async with controller():
+        await wait_for(lambda: nodes["node-a"].engine.placed)
+        at_start = {plural: len(reads(kmock, plural, "LIST")) for plural in ("pods", "nodes")}
+        before = renewals(nodes["node-a"])
+        await asyncio.sleep(STEADY_S)
+        ticks = renewals(nodes["node-a"]) - before
+    assert ticks >= STEADY_S, f"only {ticks} renewals in {STEADY_S} s: the timer did not run"
+    for plural in ("pods", "nodes"):
+        lists, watches = reads(kmock, plural, "LIST"), reads(kmock, plural, "WATCH")
+        # kopf lists once as each watch stream starts (again when the test's 10 s inactivity
+        # timeout re-makes a stream): never once per timer tick, as a read per renewal would.
+        assert len(lists) - at_start[plural] <= 2, f"{plural}: {len(lists) - at_start[plural]} lists in {STEADY_S} s"
+        assert len(lists) <= len(watches) + 1, f"{plural}: a list that began no watch"
+        # Only kopf's watcher reads them: nothing the controller calls through the kubernetes client.
+        assert {r.headers.get("User-Agent", "").split("/")[0] for r in lists + watches} == {"kopf"}
+
+
+@pytest.mark.asyncio
+async def test_a_pod_that_appears_later_is_selected_on_the_next_spec_change(kmock, nodes):
+    populate(kmock, nodes)
+    kmock.objects[CHAOS, NS, "cut"] = chaos("cut")
+    path = f"/apis/kfault.dev/v1alpha1/namespaces/{NS}/networkchaos/cut"
+    async with controller():
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "cut"].get("status", {}).get("phase") == "Running")
+        assert set(nodes["node-a"].targets()) == {"default/web-1"}
+        response = await kmock.post(f"/api/v1/namespaces/{NS}/pods", json=pod("web-3", "node-a", {"app": "web"}))
+        assert response.status in (200, 201), await response.text()
+        await asyncio.sleep(1)      # the pod arrives on the watch
+        await kmock.patch(path, json={"spec": {"loss": {"loss": "40"}}},
+                          headers={"Content-Type": "application/merge-patch+json"})
+        await wait_for(lambda: "default/web-3" in nodes["node-a"].targets())
+        await wait_for(lambda: {r["pod"] for r in kmock.objects[CHAOS, NS, "cut"]["status"]["records"]}
+                       == {"default/web-1", "default/web-2", "default/web-3"})
