@@ -62,11 +62,16 @@ def populate(kmock, nodes):
                                           ("db-1", "node-a", {"app": "db"}, NS),
                                           ("dns-1", "node-a", {"app": "web"}, "kube-system")):
         kmock.objects["v1/pods", namespace, name] = pod(name, node, labels, namespace)
-    for name, node in nodes.items():
-        agent = pod(f"kfault-agent-{name}", name, {"app.kubernetes.io/name": "kfault-agent"}, "kfault-system")
-        agent["status"]["podIP"] = "127.0.0.1"
-        agent["spec"]["containers"][0]["ports"] = [{"name": "grpc", "containerPort": node.port}]
-        kmock.objects["v1/pods", "kfault-system", agent["metadata"]["name"]] = agent
+    for node in nodes.values():
+        kmock.objects["v1/pods", "kfault-system", f"kfault-agent-{node.name}"] = agent_pod(node)
+
+
+def agent_pod(node):
+    """The agent pod on a test node: its address is the node's gRPC server."""
+    agent = pod(f"kfault-agent-{node.name}", node.name, {"app.kubernetes.io/name": "kfault-agent"}, "kfault-system")
+    agent["status"]["podIP"] = "127.0.0.1"
+    agent["spec"]["containers"][0]["ports"] = [{"name": "grpc", "containerPort": node.port}]
+    return agent
 
 
 def chaos(name, **spec):

@@ -9,9 +9,10 @@ import pytest
 os.environ.setdefault("KFAULT_RENEW_S", "0.5")
 os.environ.setdefault("KFAULT_LEASE_S", "2")
 
-from test_controller import CHAOS, chaos, nodes, pod, populate  # noqa: E402,F401 - nodes is a fixture
+from test_controller import CHAOS, agent_pod, chaos, nodes, pod, populate  # noqa: E402,F401 - nodes is a fixture
 
 from conftest import NS, controller, wait_for  # noqa: E402
+from kfault_controller import agents  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 STEADY_S = 12
@@ -64,3 +65,24 @@ async def test_a_pod_that_appears_later_is_selected_on_the_next_spec_change(kmoc
         await wait_for(lambda: "default/web-3" in nodes["node-a"].targets())
         await wait_for(lambda: {r["pod"] for r in kmock.objects[CHAOS, NS, "cut"]["status"]["records"]}
                        == {"default/web-1", "default/web-2", "default/web-3"})
+
+
+@pytest.mark.asyncio
+async def test_deletion_waits_for_a_missing_agent_to_come_back_on_the_watch(kmock, nodes, monkeypatch):
+    monkeypatch.setattr(agents.Config, "lease_s", 600)     # the fault outlives the test unless revoked
+    populate(kmock, nodes)
+    kmock.objects[CHAOS, NS, "cut"] = chaos("cut")
+    agent_path = "/api/v1/namespaces/kfault-system/pods/kfault-agent-node-a"
+    async with controller():
+        await wait_for(lambda: nodes["node-a"].engine.placed)
+        await kmock.delete(agent_path)        # the agent pod restarts: gone from the watch
+        await asyncio.sleep(1)
+        await kmock.delete(f"/apis/kfault.dev/v1alpha1/namespaces/{NS}/networkchaos/cut")
+        await asyncio.sleep(2)
+        # Not taken back (no agent to ask), so kopf's finalizer keeps the resource and retries.
+        assert nodes["node-a"].targets("revoke") == []
+        assert not kmock.objects[CHAOS, NS, "cut"].deleted
+        response = await kmock.post("/api/v1/namespaces/kfault-system/pods", json=agent_pod(nodes["node-a"]))
+        assert response.status in (200, 201), await response.text()
+        await wait_for(lambda: nodes["node-a"].targets("revoke") == ["default/web-1"])
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "cut"].deleted)

@@ -112,8 +112,8 @@ async def on_create_update_or_pause(resource, body, spec, meta, status, patch, l
         return        # already done for this spec: handlers may be called again (idempotent)
     view = cluster_view(**kwargs)
     if windows.is_paused(meta):
-        done, records = await take_back(body, status, "paused", logger, view)
-        patch.status.update(report.paused(records, done, PAUSE_ANNOTATION))
+        pending, records = await take_back(body, status, "paused", logger, view)
+        patch.status.update(report.paused(records, not pending, PAUSE_ANNOTATION))
         record_phase(kind.name, key_of(body), "Paused")
         return
     if status.get("phase") == "Running" and status.get("records"):
@@ -159,17 +159,17 @@ async def inject(kind, body, spec, patch, logger, scope, view):
 
 
 async def take_back(body, status, reason, logger, view):
-    """Revoke on every node in the records: (every node confirmed, the records stamped)."""
+    """Revoke on every node in the records: ({node: why it has not confirmed}, the records stamped)."""
     records = list((status or {}).get("records") or [])
     nodes = report.record_nodes(records)
     if not nodes:
-        return True, records
+        return {}, records
     pending = await placement.revoke(key_of(body), nodes, view)
     for node, error in pending.items():
         logger.warning("revoke %s on %s: %s", key_of(body), node, error)
     if not pending:
         kopf.info(body, reason="Recovered", message=f"{reason}: taken back on {len(nodes)} node(s)")
-    return not pending, report.recovered(records, pending)
+    return pending, report.recovered(records, pending)
 
 
 async def keep_alive(resource, body, spec, meta, status, patch, logger, namespace_annotations, **kwargs):
@@ -195,15 +195,15 @@ async def keep_alive(resource, body, spec, meta, status, patch, logger, namespac
     elif step is Due.NEXT_START:
         patch.status["nextStart"] = report.iso(scheduled.next_start(now))
     elif step is Due.CLOSE_WINDOW:
-        done, records = await take_back(body, status, "window ended", logger, view)
+        pending, records = await take_back(body, status, "window ended", logger, view)
         patch.status["records"] = records
-        if done:
+        if not pending:
             patch.status.update(report.waiting(scheduled.next_start(now)))
             record_phase(kind.name, key_of(body), "Waiting")
     elif step is Due.END_DURATION:
-        done, records = await take_back(body, status, "duration ended", logger, view)
+        pending, records = await take_back(body, status, "duration ended", logger, view)
         patch.status["records"] = records
-        if done:
+        if not pending:
             patch.status.update(report.finished())
             record_phase(kind.name, key_of(body), "Finished")
     elif step is Due.RENEW:
@@ -219,9 +219,13 @@ async def renew_leases(body, status, logger, view):
 async def on_delete(resource, body, status, logger, **kwargs):
     """Deleted: take it back everywhere; kopf's finalizer holds the resource until every node confirmed."""
     logger.info("deleted: taking the experiment back on every node")
-    done, _ = await take_back(body, status, "deleted", logger, cluster_view(**kwargs))
-    if not done:
-        raise kopf.TemporaryError("some nodes have not confirmed recovery yet", delay=RENEW_S)
+    pending, _ = await take_back(body, status, "deleted", logger, cluster_view(**kwargs))
+    if pending:
+        # A node whose agent is not ready (restarting, or not yet on the watch) may still hold
+        # the fault: retry until it confirms, or until the node is gone.
+        raise kopf.TemporaryError("not yet taken back on " + "; ".join(f"{node} ({error})" for node, error
+                                                                      in sorted(pending.items())),
+                                  delay=RENEW_S)
     record_phase(KIND_OF_PLURAL[resource.plural].name, key_of(body), None)
 
 
