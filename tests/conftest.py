@@ -24,10 +24,11 @@ def _node():
     kernel can do."""
     if os.geteuid() != 0:
         pytest.skip("needs root: tests make network namespaces and load BPF programs")
+    from kfault_agent.errors import KernelUnsupported
     from kfault_agent.kernel import loader
     try:
         datapath, error = loader.NetDatapath(), None
-    except loader.KernelUnsupported as err:
+    except KernelUnsupported as err:
         datapath, error = None, err
     io_datapath, io_caps = loader.probe_io()
     yield datapath, io_datapath, {**loader.probe_capabilities(error), **io_caps}
@@ -222,7 +223,7 @@ class RecordingEngine:
 
     def check(self, experiment):
         if self.refuse:
-            from kfault_agent.kernel.loader import KernelUnsupported
+            from kfault_agent.errors import KernelUnsupported
             raise KernelUnsupported(self.refuse)
 
     def apply(self, experiment, target, lease_s=None):

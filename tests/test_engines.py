@@ -10,7 +10,8 @@ from kfault_agent.engines.base import Engine, missing_members
 from kfault_agent.engines.iofault import IOFaultEngine
 from kfault_agent.engines.netfault import NetFaultEngine
 from kfault_agent.engines.podfault import PodFaultEngine
-from kfault_agent.kernel.tc import InterfaceGone, SharedPerLink
+from kfault_agent.errors import InterfaceGone
+from kfault_agent.kernel.tc import SharedPerLink
 from kfault_api import spec
 
 

@@ -3,8 +3,8 @@ import os
 
 import pytest
 
+from kfault_agent.errors import TargetNotFound
 from kfault_agent.kernel import pods
-from kfault_agent.kernel.topology import TargetNotFound
 
 UID = "6a1f7d7e-2b1c-4c55-9a57-0c2b1d1e0f00"
 

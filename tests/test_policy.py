@@ -3,7 +3,7 @@ import ipaddress
 
 import pytest
 
-from kfault_agent import policy
+from kfault_agent import errors, policy
 from kfault_api import layout, spec
 
 
@@ -53,7 +53,7 @@ def test_too_many_overlapping_rules_is_a_clear_conflict():
     table = policy.PeerTable()
     for slot in range(layout.MAX_RULES_PER_PEER + 1):
         affected = table.add(slot, keys("to", "10.0.0.1"))
-    with pytest.raises(policy.RuleConflict, match="at most"):
+    with pytest.raises(errors.RuleConflict, match="at most"):
         table.entries(affected)
 
 

@@ -66,9 +66,10 @@ def test_the_header_refuses_to_compile_without_an_architecture_switch():
 
 
 def test_the_loader_refuses_file_io_on_an_architecture_without_a_table(monkeypatch):
+    from kfault_agent import errors
     from kfault_agent.kernel import loader
     monkeypatch.setattr(loader.platform, "machine", lambda: "aarch64")
-    with pytest.raises(loader.KernelUnsupported, match="this node is aarch64. Network faults still work"):
+    with pytest.raises(errors.KernelUnsupported, match="this node is aarch64. Network faults still work"):
         loader.io_arch_cflag()
     monkeypatch.setattr(loader.platform, "machine", lambda: "x86_64")
     assert loader.io_arch_cflag() == "-DKFAULT_ARCH_X86_64"

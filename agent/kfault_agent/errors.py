@@ -12,8 +12,6 @@ import os
 
 from pyroute2 import NetlinkError
 
-from kfault_api.quoting import quoted  # noqa: F401 - re-exported: the one way errors show values
-
 
 class Refusal(Exception):
     """An experiment can't be placed here; the message says why and what to do."""

@@ -14,8 +14,8 @@ from kfault_agent import health, metrics, server
 from kfault_agent.engines.iofault import IOFaultEngine
 from kfault_agent.engines.netfault import NetFaultEngine
 from kfault_agent.engines.podfault import PodFaultEngine
+from kfault_agent.errors import KernelUnsupported
 from kfault_agent.kernel import tc
-from kfault_agent.kernel.loader import KernelUnsupported
 from kfault_api import spec
 
 # The engine of each kind, in the order the agent loads them.

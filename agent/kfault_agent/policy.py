@@ -3,7 +3,7 @@ import ipaddress
 import math
 from collections import Counter, defaultdict
 
-from kfault_agent.errors import RuleConflict  # noqa: F401 - raised here, imported from here
+from kfault_agent.errors import RuleConflict
 from kfault_api import layout
 
 ALL_PEERS = ipaddress.ip_network("::/0")

@@ -172,8 +172,8 @@ def test_pod_kill_is_refused_as_the_controllers_job(pod_agent, empty_cgroup):
 ESCAPES = [
     NetlinkError(errno.EBUSY, "Device or resource busy"),
     OSError(errno.EPERM, "Operation not permitted"),
-    tc.QdiscInTheWay("interface b1 has root qdisc htb"),
-    tc.InterfaceGone("interface b1 was deleted"),
+    errors.InterfaceBusy("interface b1 has root qdisc htb"),
+    errors.InterfaceGone("interface b1 was deleted"),
     errors.KernelRefused("can't attach kfault's tc filters on interface b1: Invalid argument"),
     errors.CapacityExhausted("all 16384 network rule slots of this node are in use"),
     KeyError("slot"),

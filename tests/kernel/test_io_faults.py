@@ -205,7 +205,7 @@ def test_errno_percent_50_fails_about_half(victims, files, io_engine):
 
 
 def test_fault_is_refused_where_no_errno_hook_exists(victims, files, io_datapath, capabilities):
-    from kfault_agent.kernel.loader import KernelUnsupported
+    from kfault_agent.errors import KernelUnsupported
     if capabilities["io-errno"].available:
         pytest.skip("this kernel can fail calls: see the errno tests")
     engine = iofault.IOFaultEngine(io_datapath, capabilities)

@@ -261,7 +261,7 @@ def test_two_experiments_on_one_target_compose(lab, engine):
 
 
 def test_delay_is_refused_where_the_kernel_has_no_fq(lab, engine, capabilities):
-    from kfault_agent.kernel.loader import KernelUnsupported
+    from kfault_agent.errors import KernelUnsupported
     if capabilities["sch_fq"].available:
         pytest.skip("this kernel has sch_fq: delay is supported here")
     lab.link("a", "b", "10.250.1")

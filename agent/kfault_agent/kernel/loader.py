@@ -10,7 +10,7 @@ import os
 import platform
 from dataclasses import dataclass
 
-from kfault_agent.errors import KernelUnsupported  # noqa: F401 - raised here, imported from here
+from kfault_agent.errors import KernelUnsupported
 from kfault_agent.kernel import topology
 from kfault_api import layout
 

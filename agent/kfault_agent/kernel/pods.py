@@ -3,8 +3,9 @@ its containers' cgroups (containerd and CRI-O names) and its network namespace."
 import os
 from dataclasses import dataclass
 
-from kfault_agent.errors import TargetNotFound, quoted
+from kfault_agent.errors import TargetNotFound
 from kfault_agent.kernel.topology import CgroupTarget, cgroup2_mount, resolve_net_target
+from kfault_api.quoting import quoted
 
 # kubelet's top cgroups: the systemd driver's slices and the cgroupfs driver's directories.
 KUBEPODS = ("kubepods.slice", "kubepods")

@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 
 from pyroute2 import NetlinkError
 
-from kfault_agent.errors import InterfaceBusy, InterfaceGone, kernel_errors
+from kfault_agent.errors import InterfaceBusy, InterfaceGone, NetnsGone, kernel_errors
 from kfault_agent.kernel import owners
-from kfault_agent.kernel.topology import NetnsGone, candidate_peer_namespaces, rtnl
+from kfault_agent.kernel.topology import candidate_peer_namespaces, rtnl
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,6 @@ def _remove_stale_filters(ipr):
 TC_H_ROOT = 0xFFFFFFFF
 
 
-QdiscInTheWay = InterfaceBusy     # the interface's root qdisc is one kfault won't replace
 
 
 @dataclass

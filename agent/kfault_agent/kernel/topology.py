@@ -9,7 +9,8 @@ from typing import Optional
 
 from pyroute2 import IPRoute
 
-from kfault_agent.errors import NetnsGone, TargetNotFound, kernel_errors, quoted
+from kfault_agent.errors import NetnsGone, TargetNotFound, kernel_errors
+from kfault_api.quoting import quoted
 
 NETNS_RUN_DIR = "/run/netns"
 NSID_NOT_ASSIGNED = 0xFFFFFFFF
