@@ -131,10 +131,10 @@ def kubeconfig(tmp_path, mocker, kmock):
 def register_cluster(kmock):
     """Built-in resources, kfault's kinds and the namespaces the controller looks at."""
     kmock.resources.load_bundled()
-    for plural in ("networkchaos", "iochaos", "podchaos"):
+    for plural in (kind.plural for kind in spec.KINDS.values()):
         info = kmock.resources[f"kfault.dev/v1alpha1/{plural}"]
         info.namespaced = True
-        info.verbs = {"watch", "list", "get", "patch", "update", "delete"}
+        info.verbs = {"watch", "list", "get", "patch", "update", "delete", "create"}   # a Schedule creates
         info.subresources = {"status"}
     for name in ("default", "kube-system", "kfault-system"):
         kmock.objects["v1/namespaces", None, name] = {"metadata": {"name": name, "resourceVersion": "1"}}

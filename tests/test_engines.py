@@ -31,7 +31,7 @@ def test_every_engine_implements_the_engine_protocol(engine):
 
 
 def test_every_kind_has_exactly_one_engine_that_loads_itself():
-    assert set(node.ENGINE_OF_KIND) == set(spec.KINDS)
+    assert set(node.ENGINE_OF_KIND) == set(spec.EXPERIMENTS)
     assert len(node.ENGINE_OF_KIND) == len(node.ENGINE_TYPES)
     for engine_type in node.ENGINE_TYPES:
         assert callable(engine_type.load) and engine_type.what
@@ -48,7 +48,7 @@ def test_an_engine_missing_a_member_is_named():
     assert "revoke" in missing_members(Partial()) and "apply" not in missing_members(Partial())
 
 
-@pytest.mark.parametrize("kind", list(spec.KINDS))
+@pytest.mark.parametrize("kind", list(spec.EXPERIMENTS))
 def test_an_experiment_model_knows_its_kind(kind):
     model = spec.KINDS[kind].model
     assert node.kind_of(model.__new__(model)) is spec.KINDS[kind]

@@ -55,7 +55,7 @@ def test_experiment_keys_are_namespace_slash_name(key):
 
 
 def test_an_unknown_kind_lists_the_kinds():
-    assert "one of " + ", ".join(spec.KINDS) in refusal(apply_request(kind="ChaosMonkey"))
+    assert "one of " + ", ".join(spec.EXPERIMENTS) in refusal(apply_request(kind="ChaosMonkey"))
 
 
 @pytest.mark.parametrize("spec_json, allowed", [

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from kfault_api.spec import KINDS
+from kfault_api.spec import EXPERIMENTS, KINDS
 from kfault_controller import placement, selection
 from kfault_controller.cluster import ClusterView
 
@@ -162,4 +162,4 @@ def test_io_container_names_become_container_ids_per_pod_not_spec():
 
 
 def test_every_kind_says_how_it_is_placed():
-    assert placement.PLACEMENT.keys() == KINDS.keys()
+    assert placement.PLACEMENT.keys() == EXPERIMENTS.keys()

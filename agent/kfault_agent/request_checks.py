@@ -79,7 +79,7 @@ def lease_errors(value, field="lease_seconds"):
 
 
 def kind_errors(value, field="kind"):
-    return [] if value in spec.KINDS else [SpecError(field, value, "one of " + ", ".join(spec.KINDS))]
+    return [] if value in spec.EXPERIMENTS else [SpecError(field, value, "one of " + ", ".join(spec.EXPERIMENTS))]
 
 
 def pod_errors(pod, field):

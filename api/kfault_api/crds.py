@@ -38,6 +38,37 @@ STATUS = {
     },
 }
 
+# A Schedule's status, in Chaos Mesh's field names (`time` is its lastScheduleTime), and what
+# `kubectl get schedule` shows.
+SCHEDULE_STATUS = {
+    "type": "object",
+    "properties": {
+        "time": {"type": "string", "format": "date-time", "description": "When it last created an experiment."},
+        "active": {"type": "array", "description": "The experiments it created that still exist.", "items": {
+            "type": "object",
+            "properties": {k: {"type": "string"} for k in ("apiVersion", "kind", "namespace", "name", "uid")}}},
+        "nextStart": {"type": "string", "format": "date-time", "description": "When the next run is due."},
+        "conditions": {"type": "array", "description": "Valid=False says what to fix.", "items": {
+            "type": "object", "required": ["type", "status"],
+            "properties": {"type": {"type": "string", "enum": ["Valid"]},
+                           "status": {"type": "string", "enum": ["True", "False"]},
+                           "reason": {"type": "string"}, "message": {"type": "string"},
+                           "lastTransitionTime": {"type": "string", "format": "date-time"}}}},
+    },
+}
+EXPERIMENT_COLUMNS = [
+    {"name": "Action", "type": "string", "jsonPath": ".spec.action"},
+    {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+SCHEDULE_COLUMNS = [
+    {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+    {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
+    {"name": "Last Run", "type": "date", "jsonPath": ".status.time"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
 
 def crd(name):
     kind = spec.KINDS[name]
@@ -49,19 +80,14 @@ def crd(name):
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
-            "names": {"kind": kind.name, "listKind": f"{kind.name}List", "plural": plural, "singular": plural,
+            "names": {"kind": kind.name, "listKind": f"{kind.name}List", "plural": plural, "singular": kind.name.lower(),
                       "shortNames": [kind.short_name], "categories": ["chaos", "kfault"]},
             "versions": [{
                 "name": VERSION,
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {"name": "Action", "type": "string", "jsonPath": ".spec.action"},
-                    {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
-                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
+                "additionalPrinterColumns": EXPERIMENT_COLUMNS if kind.is_experiment else SCHEDULE_COLUMNS,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
                     "required": ["spec"],
@@ -70,7 +96,7 @@ def crd(name):
                         "kind": {"type": "string"},
                         "metadata": {"type": "object"},
                         "spec": kind.schema,
-                        "status": STATUS,
+                        "status": STATUS if kind.is_experiment else SCHEDULE_STATUS,
                     },
                 }},
             }],
@@ -93,7 +119,7 @@ def render(kind):
 def main(directory):
     os.makedirs(directory, exist_ok=True)
     for kind in spec.KINDS.values():
-        with open(os.path.join(directory, f"{kind.plural}.yaml"), "w", encoding="utf-8") as handle:
+        with open(os.path.join(directory, f"{kind.name.lower()}.yaml"), "w", encoding="utf-8") as handle:
             handle.write(render(kind.name))
 
 

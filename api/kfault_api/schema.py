@@ -160,6 +160,34 @@ POD_CHAOS_SPEC = {
 }
 
 
+# Chaos Mesh 2.x's Schedule: the controller creates an experiment of `type` from the embedded spec
+# at each time of `schedule`. The kinds a Schedule can make, and their keys, come from spec.KINDS.
+CONCURRENCY_POLICIES = ["Forbid", "Allow"]
+
+
+def schedule_spec(embedded):
+    """The Schedule spec's schema; `embedded` maps each key (e.g. "networkChaos") to its kind's name
+    and spec schema. The embedded specs are the experiments' without spec.scheduler: a Schedule
+    repeats them itself."""
+    properties = {
+        "schedule": {"type": "string", "description": "When to create an experiment: \"@every 5m\", a macro "
+                                                      "(@hourly, @daily, ...) or five cron fields (UTC)."},
+        "type": {"type": "string", "enum": [name for name, _ in embedded.values()],
+                 "description": "The kind of experiment to create; its spec is under the matching key."},
+        "historyLimit": {"type": "integer", "minimum": 1,
+                         "description": "Finished experiments to keep (default 1); older ones are deleted."},
+        "concurrencyPolicy": {"type": "string", "enum": CONCURRENCY_POLICIES,
+                              "description": "Forbid (default): no new experiment while one is still running. "
+                                             "Allow: create one at every time regardless."},
+        "startingDeadlineSeconds": {"type": "integer", "minimum": 0,
+                                    "description": "A run missed by more than this many seconds is skipped."},
+    }
+    for key, (name, spec) in embedded.items():
+        properties[key] = {**spec, "properties": {k: v for k, v in spec["properties"].items() if k != "scheduler"},
+                           "description": f"The {name} to create when type is {name}."}
+    return {"type": "object", "required": ["schedule", "type"], "properties": properties}
+
+
 def validate_against_schema(value, schema, path):
     """Check `value` against an OpenAPI v3 subset; return a list of (path, value, allowed)."""
     errors = []

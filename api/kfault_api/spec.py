@@ -118,6 +118,30 @@ class PodChaos(Experiment):
     grace_period_s: Optional[int] = None
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Chaos Mesh 2.x's Schedule: at each time of `schedule`, the controller creates `template`
+    (an experiment of `type`) as a resource the Schedule owns."""
+    name: str
+    namespace: str
+    schedule: str                  # cron, macro or @every: the controller reads it (schedule.py)
+    type: str                      # the kind of template
+    template: Experiment           # the embedded spec, as its kind parses it
+    history_limit: int = 1
+    concurrency_policy: str = "Forbid"
+    starting_deadline_s: Optional[int] = None
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def action(self):
+        """What each run does: its template's action."""
+        return self.template.action
+
+
 def load_documents(path):
     """Read every YAML document of a file (a file may hold several, separated by ---)."""
     try:
@@ -158,6 +182,10 @@ def parse_experiment(doc, for_node=True):
     spec = doc.get("spec")
     errors += [SpecError(*e) for e in schema.validate_against_schema(spec, kind.schema, "spec")]
     if errors:
+        raise InvalidSpec(errors)
+    if for_node and not kind.is_experiment:
+        errors.append(SpecError("kind", kind.name, "an experiment kind here: a node runs one experiment; kubectl "
+                                f"apply the {kind.name} (the controller repeats it), or run its embedded spec"))
         raise InvalidSpec(errors)
     if for_node and "scheduler" in spec:
         errors.append(SpecError("spec.scheduler", spec["scheduler"], "no scheduler here: a node runs one window; "
@@ -353,23 +381,68 @@ def _peer_ports(spec, problems):
     return (low, high)
 
 
+def _schedule(metadata, spec, doc, for_node):
+    problems = _Problems()
+    made = EXPERIMENTS[spec["type"]]
+    key = made.schedule_key
+    for other in EXPERIMENTS.values():
+        if other is not made and other.schedule_key in spec:
+            problems.add(f"spec.{other.schedule_key}", spec[other.schedule_key],
+                         f"no spec.{other.schedule_key} with type {made.name} (it is for type {other.name}): "
+                         f"move the experiment to spec.{key}, or set type: {other.name}")
+    if key not in spec:
+        problems.add(f"spec.{key}", None, f"the {made.name} to create: type {made.name} needs spec.{key}")
+    if len(metadata["name"]) > LABEL_VALUE_MAX:
+        problems.add("metadata.name", metadata["name"], f"a name of at most {LABEL_VALUE_MAX} characters: the "
+                     f"experiments a Schedule creates carry it in their label {SCHEDULE_LABEL}")
+    problems.raise_any()
+    template_doc = {"apiVersion": API_VERSION, "kind": made.name, "spec": spec[key],
+                    "metadata": {"name": metadata["name"], "namespace": metadata.get("namespace", "default")}}
+    try:
+        template = made.parse(template_doc["metadata"], spec[key], template_doc, for_node)
+    except InvalidSpec as err:
+        # The kinds' parsers name fields from their own spec: say where they are in the Schedule.
+        raise InvalidSpec([SpecError(e.path.replace("spec.", f"spec.{key}.", 1), e.value,
+                                     e.allowed.replace("spec.", f"spec.{key}.")) for e in err.errors]) from None
+    return Schedule(name=metadata["name"], namespace=metadata.get("namespace", "default"), schedule=spec["schedule"],
+                    type=made.name, template=template, history_limit=spec.get("historyLimit", 1),
+                    concurrency_policy=spec.get("concurrencyPolicy", "Forbid"),
+                    starting_deadline_s=spec.get("startingDeadlineSeconds"), raw=doc)
+
+
 @dataclass(frozen=True)
 class Kind:
-    """One kind of experiment, as the CRDs, `kfault validate`, the controller and the agent
-    know it. The one registry of kinds is KINDS below; nothing else dispatches on kind names."""
+    """One kind, as the CRDs, `kfault validate`, the controller and the agent know it. The one
+    registry of kinds is KINDS below; nothing else dispatches on kind names."""
     name: str                      # the resource's kind, e.g. "NetworkChaos"
     short_name: str                # kubectl's short name
     schema: dict                   # the spec's OpenAPI schema (schema.py)
     model: type                    # what parse_experiment returns for it
     parse: Callable = field(repr=False)   # (metadata, spec, doc, for_node) -> model
+    schedule_key: Optional[str] = None    # an experiment's: its spec's key in a Schedule (Chaos Mesh's)
+    plural_form: str = ""                 # the resource's plural, where it is not the name in lower case
 
     @property
     def plural(self):
-        return self.name.lower()
+        return self.plural_form or self.name.lower()
+
+    @property
+    def is_experiment(self):
+        """Placed on nodes by agents; the others (Schedule) are the controller's alone."""
+        return self.schedule_key is not None
 
 
-KINDS = {kind.name: kind for kind in (
-    Kind("NetworkChaos", "kfnet", schema.NETWORK_CHAOS_SPEC, NetworkChaos, _network_chaos),
-    Kind("IOChaos", "kfio", schema.IO_CHAOS_SPEC, IOChaos, _io_chaos),
-    Kind("PodChaos", "kfpod", schema.POD_CHAOS_SPEC, PodChaos, _pod_chaos),
+# A Schedule's name is a label value on the experiments it creates (Chaos Mesh's label key).
+SCHEDULE_LABEL = "managed-by"
+LABEL_VALUE_MAX = 63
+
+# The kinds agents run: each has an engine on the node and a row of the controller's PLACEMENT.
+EXPERIMENTS = {kind.name: kind for kind in (
+    Kind("NetworkChaos", "kfnet", schema.NETWORK_CHAOS_SPEC, NetworkChaos, _network_chaos, "networkChaos"),
+    Kind("IOChaos", "kfio", schema.IO_CHAOS_SPEC, IOChaos, _io_chaos, "ioChaos"),
+    Kind("PodChaos", "kfpod", schema.POD_CHAOS_SPEC, PodChaos, _pod_chaos, "podChaos"),
 )}
+SCHEDULE = Kind("Schedule", "kfsched",
+                schema.schedule_spec({k.schedule_key: (k.name, k.schema) for k in EXPERIMENTS.values()}),
+                Schedule, _schedule, plural_form="schedules")
+KINDS = {**EXPERIMENTS, SCHEDULE.name: SCHEDULE}

@@ -1,4 +1,5 @@
-"""The kfault controller's kopf handlers, one set per kind of kfault_api.spec.KINDS. They are
+"""The kfault controller's kopf handlers, one set per kind of kfault_api.spec.EXPERIMENTS (a
+Schedule's are in schedule_handlers.py, registered below). They are
 thin: placement.py turns a resource into calls to agents, status.py says what the status
 reads, windows.py says when an experiment should be in place. It never touches a node itself.
 
@@ -22,7 +23,7 @@ import kopf
 import kubernetes
 
 from kfault_api import spec as api_spec
-from kfault_controller import cluster, placement, selection
+from kfault_controller import cluster, placement, schedule_handlers, selection  # noqa: F401 - registers Schedule's
 from kfault_controller import status as report
 from kfault_controller import windows
 from kfault_controller.agents import AGENT_LABEL, AGENT_NAMESPACE, RENEW_S, agent_address
@@ -31,7 +32,7 @@ from kfault_controller.schedule import ScheduleError
 from kfault_controller.windows import PAUSE_ANNOTATION, Due
 
 GROUP, VERSION = api_spec.API_VERSION.split("/")
-KIND_OF_PLURAL = {kind.plural: kind for kind in api_spec.KINDS.values()}
+KIND_OF_PLURAL = {kind.plural: kind for kind in api_spec.EXPERIMENTS.values()}
 INVALID = (selection.SelectionError, api_spec.InvalidSpec, ScheduleError)   # the user's to fix: reported in status
 
 
@@ -229,7 +230,7 @@ async def on_delete(resource, body, status, logger, **kwargs):
     record_phase(KIND_OF_PLURAL[resource.plural].name, key_of(body), None)
 
 
-for _kind in api_spec.KINDS.values():
+for _kind in api_spec.EXPERIMENTS.values():
     kopf.on.create(GROUP, VERSION, _kind.plural, id="create")(on_create_update_or_pause)
     kopf.on.update(GROUP, VERSION, _kind.plural, field="spec", id="spec")(on_create_update_or_pause)
     kopf.on.field(GROUP, VERSION, _kind.plural, field=("metadata", "annotations", PAUSE_ANNOTATION),

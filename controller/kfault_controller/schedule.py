@@ -86,6 +86,12 @@ class Schedule:
         end = start + duration
         return (start, end) if start <= now < end else None
 
+    def latest_start(self, now, anchor):
+        """The latest start at or before `now`, or None (for @every, none before `anchor`)."""
+        if self.every:
+            return anchor + int((now - anchor) / self.every) * self.every if now >= anchor else None
+        return self.previous_start(now)
+
     def previous_start(self, now):
         """The latest cron start at or before `now` (croniter's get_prev is strictly before)."""
         return self._matches(now.replace(second=0, microsecond=0) + datetime.timedelta(minutes=1), "get_prev")

@@ -1,0 +1,143 @@
+"""The kopf handlers of Chaos Mesh 2.x's `kind: Schedule`: thin. schedule_runs.py decides when a
+run is due and what history keeps; this module reads kopf's index of the experiments each
+Schedule made, creates and deletes them through the API, and writes the Schedule's status.
+
+The experiments it creates are ordinary NetworkChaos / IOChaos / PodChaos resources (handlers.py
+places them, with their namespace's blast radius), owned by the Schedule: Kubernetes' garbage
+collector deletes them with it, and kopf's finalizer on each takes its fault back first.
+"""
+import asyncio
+import os
+
+import kopf
+import kubernetes
+
+from kfault_api import spec as api_spec
+from kfault_controller import schedule_runs as runs
+from kfault_controller.schedule import Schedule as Times
+from kfault_controller.schedule import ScheduleError
+from kfault_controller.status import condition, iso, now, parse_time
+from kfault_controller.windows import is_paused
+
+GROUP, VERSION = api_spec.API_VERSION.split("/")
+# How often each Schedule looks at the clock: Chaos Mesh's examples run @every 5s.
+TICK_S = float(os.environ.get("KFAULT_SCHEDULE_TICK_S", "1"))
+INDEX_OF_KIND = {kind.name: f"schedule_children_{kind.plural}" for kind in api_spec.EXPERIMENTS.values()}
+
+
+def index_children(body, meta, **_):
+    """The Schedule's UID -> the experiment (runs.Child), for experiments a Schedule controls."""
+    owner = runs.owner_uid(meta)
+    child = runs.child_of(body)
+    return {owner: child} if owner and child else None
+
+
+for _kind in api_spec.EXPERIMENTS.values():
+    kopf.index(GROUP, VERSION, _kind.plural, id=INDEX_OF_KIND[_kind.name],
+               labels={api_spec.SCHEDULE_LABEL: kopf.PRESENT})(index_children)
+
+
+def children_of(uid, kind_name, indexes):
+    """The experiments of this Schedule (of its type) now on kopf's watch."""
+    return list(indexes[INDEX_OF_KIND[kind_name]].get(uid, []))
+
+
+def read_schedule(body):
+    """(spec.Schedule, schedule.Schedule) of a Schedule resource; InvalidSpec or ScheduleError
+    names the field to fix."""
+    doc = {"apiVersion": api_spec.API_VERSION, "kind": api_spec.SCHEDULE.name,
+           "metadata": {"name": body["metadata"]["name"], "namespace": body["metadata"]["namespace"]},
+           "spec": dict(body["spec"])}
+    model = api_spec.parse_experiment(doc, for_node=False)
+    try:
+        return model, Times(model.schedule)
+    except ScheduleError as err:
+        raise ScheduleError(f"spec.schedule: {model.schedule!r}: {err}") from None
+
+
+def validity(status, problem):
+    """The status.conditions to write (None: unchanged): Valid, or not with what to fix."""
+    reason, message = ("Invalid", problem) if problem else ("Valid", "")
+    current = next(iter(status.get("conditions") or []), {})
+    if (current.get("reason"), current.get("message", "")) == (reason, message):
+        return None
+    return [condition("Valid", "False" if problem else "True", reason, message)]
+
+
+def create_child(document):
+    """Create the experiment; an AlreadyExists means this run was created before. Blocking."""
+    kind = api_spec.EXPERIMENTS[document["kind"]]
+    try:
+        kubernetes.client.CustomObjectsApi().create_namespaced_custom_object(
+            GROUP, VERSION, document["metadata"]["namespace"], kind.plural, document)
+    except kubernetes.client.ApiException as err:
+        if err.status != 409:
+            raise
+
+
+def delete_child(child):
+    """Delete an experiment history no longer keeps (gone already is fine). Blocking."""
+    try:
+        kubernetes.client.CustomObjectsApi().delete_namespaced_custom_object(
+            GROUP, VERSION, child.namespace, api_spec.EXPERIMENTS[child.kind].plural, child.name)
+    except kubernetes.client.ApiException as err:
+        if err.status != 404:
+            raise
+
+
+def report_once(body, memo, decision, event_type, reason, message):
+    """An event per skipped or held-back run, not one per tick."""
+    if getattr(memo, "reported", None) != (decision.step, decision.scheduled):
+        memo.reported = (decision.step, decision.scheduled)
+        kopf.event(body, type=event_type, reason=reason, message=message)
+
+
+async def run_due(body, meta, status, patch, memo, logger, model, times, children):
+    """Create the experiment of a run that is due (or say why not); the time of the last run."""
+    moment = now()
+    created = parse_time(meta["creationTimestamp"]) if meta.get("creationTimestamp") else moment
+    last_run = parse_time(status["time"]) if status.get("time") else None
+    decision = runs.decide(times, model, created, last_run, children, moment)
+    if decision.step is runs.Step.MISSED:
+        report_once(body, memo, decision, "Warning", "MissSchedule", f"the run of {iso(decision.scheduled)} "
+                    f"is more than startingDeadlineSeconds ({model.starting_deadline_s}) late: skipped")
+    elif decision.step is runs.Step.FORBIDDEN:
+        running = ", ".join(c.name for c in children if not c.finished)
+        report_once(body, memo, decision, "Normal", "Forbid", f"concurrencyPolicy Forbid: {running} still running")
+    elif decision.step is runs.Step.RUN and not is_paused(meta):
+        document = runs.child_document(body, model, decision.scheduled)
+        await asyncio.to_thread(create_child, document)
+        logger.info("created %s %s", document["kind"], document["metadata"]["name"])
+        kopf.info(body, reason="Spawned", message=f"created {document['kind']} {document['metadata']['name']}")
+        return moment
+    return last_run
+
+
+async def prune(body, children, history_limit, logger):
+    """Delete the finished experiments beyond historyLimit; the ones left."""
+    gone = runs.to_prune(children, history_limit)
+    for child in gone:
+        await asyncio.to_thread(delete_child, child)
+        logger.info("history: deleted %s %s", child.kind, child.name)
+    return [c for c in children if c not in gone]
+
+
+@kopf.timer(GROUP, VERSION, api_spec.SCHEDULE.plural, interval=TICK_S, id="schedule_tick")
+async def schedule_tick(body, meta, status, patch, memo, logger, **indexes):
+    """Each tick: check the spec, prune the history, create the run that is due, report."""
+    try:
+        model, times = read_schedule(body)
+    except (api_spec.InvalidSpec, ScheduleError) as err:
+        problem = "; ".join(str(e) for e in err.errors) if isinstance(err, api_spec.InvalidSpec) else str(err)
+        conditions = validity(status, problem)
+        if conditions:
+            kopf.warn(body, reason="Invalid", message=problem)
+            patch.status["conditions"] = conditions
+        return
+    conditions = validity(status, None)
+    if conditions:
+        patch.status["conditions"] = conditions
+    children = await prune(body, children_of(meta["uid"], model.type, indexes), model.history_limit, logger)
+    last_run = await run_due(body, meta, status, patch, memo, logger, model, times, children)
+    created = parse_time(meta["creationTimestamp"]) if meta.get("creationTimestamp") else now()
+    patch.status.update(runs.status_changes(status, children, last_run, times.next_start(now(), created)))
