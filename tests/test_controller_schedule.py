@@ -1,0 +1,174 @@
+"""Chaos Mesh 2.x's Schedule against kmock's emulator, with real agent servers whose engines
+record: a Schedule creates experiments it owns, which reach the agents; history keeps
+historyLimit of them; Forbid holds a run back while one still runs; a Schedule in team-a never
+touches team-b unless team-b consents."""
+import asyncio
+import itertools
+import os
+
+import pytest
+
+os.environ.setdefault("KFAULT_RENEW_S", "0.5")
+os.environ.setdefault("KFAULT_LEASE_S", "2")
+os.environ.setdefault("KFAULT_SCHEDULE_TICK_S", "0.5")
+
+from test_blast_radius import populate_teams  # noqa: E402
+from test_controller import CHAOS, NS, nodes, populate  # noqa: E402,F401 - nodes is a fixture
+
+from conftest import annotate_namespace, controller, wait_for  # noqa: E402
+from kfault_api import spec as api_spec  # noqa: E402
+from kfault_controller import status as report  # noqa: E402
+from kfault_controller.selection import ACCEPT_ANNOTATION  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("kubeconfig", "server_set_fields")
+SCHEDULES = "kfault.dev/v1alpha1/schedules"
+WEB = {"labelSelectors": {"app": "web"}}
+
+
+@pytest.fixture
+def server_set_fields(kmock, mocker):
+    """kmock 0.8 stores a created object as sent; an API server gives it a uid, a resourceVersion
+    and a creationTimestamp (kopf's patches test the resourceVersion), as here."""
+    handle = type(kmock)._handle
+    made = itertools.count(1)
+
+    async def create_as_an_api_server(self, request):
+        if request.resource is not None and request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            number = next(made)
+            request.data.setdefault("metadata", {}).update(
+                uid=f"uid-created-{number}", resourceVersion=str(number), creationTimestamp=report.now_iso())
+        return await handle(self, request)
+    mocker.patch.object(type(kmock), "_handle", create_as_an_api_server)
+
+
+def schedule(name, namespace=NS, every="2s", history=2, policy="Allow", **experiment):
+    """A Schedule of a NetworkChaos on web pods; created now (@every counts from creation)."""
+    return {"apiVersion": api_spec.API_VERSION, "kind": "Schedule",
+            "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "resourceVersion": "1",
+                         "creationTimestamp": report.now_iso()},
+            "spec": {"schedule": f"@every {every}", "type": "NetworkChaos", "historyLimit": history,
+                     "concurrencyPolicy": policy,
+                     "networkChaos": {"action": "loss", "loss": {"loss": "30"}, "mode": "all", "selector": WEB,
+                                      "duration": "1s", **experiment}}}
+
+
+def children(kmock, name, namespace=NS):
+    """The NetworkChaos resources the Schedule made that exist now, by name."""
+    return {key[2]: kmock.objects[key] for key in list(kmock.objects)
+            if key[0] == CHAOS and key[1] == namespace and not kmock.objects[key].deleted
+            and (kmock.objects[key]["metadata"].get("labels") or {}).get("managed-by") == name}
+
+
+def created(kmock, namespace=NS):
+    """Every NetworkChaos ever created in the namespace (deleted ones too)."""
+    return {key[2] for key in list(kmock.objects) if key[0] == CHAOS and key[1] == namespace}
+
+
+def schedule_status(kmock, name, namespace=NS):
+    return kmock.objects[SCHEDULES, namespace, name].get("status", {})
+
+
+@pytest.mark.asyncio
+async def test_a_schedule_creates_owned_experiments_that_reach_the_agent_and_prunes_them(kmock, nodes):
+    populate(kmock, nodes)
+    kmock.objects[SCHEDULES, NS, "flaky"] = schedule("flaky", history=2)
+    async with controller():
+        # No run at creation: the first comes one period later, as a NetworkChaos the agent places.
+        await asyncio.sleep(1)
+        assert created(kmock) == set()
+        await wait_for(lambda: nodes["node-a"].targets(), timeout=8)
+        first = next(iter(children(kmock, "flaky").values()))
+        meta = first["metadata"]
+        assert meta["name"].startswith("flaky-") and meta["labels"] == {"managed-by": "flaky"}
+        assert meta["ownerReferences"] == [{"apiVersion": "kfault.dev/v1alpha1", "kind": "Schedule", "name": "flaky",
+                                            "uid": "uid-flaky", "controller": True, "blockOwnerDeletion": True}]
+        assert first["spec"]["loss"] == {"loss": "30"} and "schedule" not in first["spec"]
+        assert set(nodes["node-a"].targets()) == {"default/web-1"}
+        await wait_for(lambda: schedule_status(kmock, "flaky").get("time"))
+
+        # Runs go on every 2 s, each a new experiment that reaches the agent; history keeps 2.
+        await wait_for(lambda: len(created(kmock)) >= 5, timeout=15)
+        await wait_for(lambda: len(children(kmock, "flaky")) <= 2 + 1)   # + the one running now
+        applied = [k for (op, k, _) in nodes["node-a"].engine.history if op == "apply"]
+        assert len(set(applied)) >= 4, applied
+        kept = children(kmock, "flaky")
+        finished = [n for n, c in kept.items() if c.get("status", {}).get("phase") == "Finished"]
+        assert len(finished) <= 2, kept.keys()
+        # The oldest went first: what is kept is the newest.
+        assert sorted(kept) == sorted(created(kmock))[-len(kept):]
+        # Chaos Mesh's status: the experiments that exist, by reference.
+        await wait_for(lambda: {a["name"] for a in schedule_status(kmock, "flaky").get("active", [])}
+                       == set(children(kmock, "flaky")))
+
+
+@pytest.mark.asyncio
+async def test_forbid_holds_runs_back_while_one_still_runs(kmock, nodes):
+    populate(kmock, nodes)
+    # Each run lasts 3 s, one is due every 1 s: Forbid lets only one run at a time.
+    kmock.objects[SCHEDULES, NS, "one-at-a-time"] = schedule("one-at-a-time", every="1s", history=5,
+                                                             policy="Forbid", duration="3s")
+    async with controller():
+        await wait_for(lambda: created(kmock), timeout=8)
+        await asyncio.sleep(2.5)
+        assert len(created(kmock)) == 1, "a run was created while the first still ran"
+        await wait_for(lambda: len(created(kmock)) == 2, timeout=10)
+        first = sorted(created(kmock))[0]
+        assert kmock.objects[CHAOS, NS, first]["status"]["phase"] == "Finished"
+
+
+@pytest.mark.asyncio
+async def test_allow_runs_while_one_still_runs(kmock, nodes):
+    populate(kmock, nodes)
+    kmock.objects[SCHEDULES, NS, "overlap"] = schedule("overlap", every="1s", history=5, policy="Allow",
+                                                       duration="30s")
+    async with controller():
+        await wait_for(lambda: len(created(kmock)) >= 3, timeout=10)
+        running = [c for c in children(kmock, "overlap").values() if c.get("status", {}).get("phase") == "Running"]
+        assert len(running) >= 2
+
+
+@pytest.mark.asyncio
+async def test_a_bad_schedule_is_reported_and_creates_nothing(kmock, nodes):
+    populate(kmock, nodes)
+    bad = schedule("bad")
+    bad["spec"]["schedule"] = "61 * * * *"
+    kmock.objects[SCHEDULES, NS, "bad"] = bad
+    mismatched = schedule("mismatched")
+    mismatched["spec"]["type"] = "IOChaos"
+    kmock.objects[SCHEDULES, NS, "mismatched"] = mismatched
+    async with controller():
+        await wait_for(lambda: schedule_status(kmock, "bad").get("conditions"))
+        await wait_for(lambda: schedule_status(kmock, "mismatched").get("conditions"))
+        await asyncio.sleep(3)
+    condition = schedule_status(kmock, "bad")["conditions"][0]
+    assert (condition["type"], condition["status"]) == ("Valid", "False")
+    assert condition["message"].startswith("spec.schedule: '61 * * * *': the minute field")
+    message = schedule_status(kmock, "mismatched")["conditions"][0]["message"]
+    assert "spec.networkChaos" in message and "type IOChaos" in message and "spec.ioChaos" in message
+    assert created(kmock) == set() and nodes["node-a"].engine.history == []
+
+
+@pytest.mark.asyncio
+async def test_a_schedule_in_team_a_never_touches_team_b_unless_team_b_consents(kmock, nodes):
+    populate_teams(kmock, nodes)
+    # Without namespaces: team-a's own pods only, though team-b's and default's match the labels.
+    kmock.objects[SCHEDULES, "team-a", "home"] = schedule("home", "team-a", every="1s")
+    # Naming team-b: its runs are refused until team-b consents.
+    kmock.objects[SCHEDULES, "team-a", "reach"] = schedule(
+        "reach", "team-a", every="1s", selector={**WEB, "namespaces": ["team-b"]})
+    async with controller():
+        await wait_for(lambda: len(children(kmock, "home", "team-a")) >= 1 and children(kmock, "reach", "team-a"),
+                       timeout=8)
+        await wait_for(lambda: any(c.get("status", {}).get("phase") == "Failed"
+                                   for c in children(kmock, "reach", "team-a").values()))
+        await asyncio.sleep(2)
+        assert set(nodes["node-a"].targets()) == {"team-a/web-a"}, "only team-a's pod, from the home schedule"
+        refused = next(c for c in children(kmock, "reach", "team-a").values()
+                       if c.get("status", {}).get("phase") == "Failed")
+        selected = next(c for c in refused["status"]["conditions"] if c["type"] == "Selected")
+        assert selected["reason"] == "NamespaceNotPermitted" and "team-b has not accepted" in selected["message"]
+        assert created(kmock, "team-b") == set(), "a Schedule's experiments live in its own namespace"
+
+        await annotate_namespace(kmock, "team-b", {ACCEPT_ANNOTATION: "team-a"})
+        await wait_for(lambda: "team-b/web-b" in nodes["node-a"].targets(), timeout=8)
+        assert set(nodes["node-a"].targets()) == {"team-a/web-a", "team-b/web-b"}
