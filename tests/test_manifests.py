@@ -109,3 +109,19 @@ def test_kustomize_renders_the_install():
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out.stdout) if d)
     assert kinds.count("CustomResourceDefinition") == len(spec.KINDS)
     assert {"Namespace", "DaemonSet", "Deployment", "ClusterRole", "ClusterRoleBinding", "ServiceMonitor"} <= set(kinds)
+
+
+def test_the_controllers_role_covers_every_kind():
+    """Every kind is watched and patched with its status; a Schedule's runs are created and deleted."""
+    with open(os.path.join(MANIFESTS, "controller", "rbac.yaml"), encoding="utf-8") as handle:
+        role = next(d for d in yaml.safe_load_all(handle) if d["kind"] == "ClusterRole")
+
+    def verbs(resource):
+        return {v for rule in role["rules"] if "kfault.dev" in rule["apiGroups"] and resource in rule["resources"]
+                for v in rule["verbs"]}
+    for kind in spec.KINDS.values():
+        assert {"get", "list", "watch", "patch"} <= verbs(kind.plural), kind.name
+        assert "patch" in verbs(f"{kind.plural}/status"), kind.name
+        if kind.is_experiment:
+            assert {"create", "delete"} <= verbs(kind.plural), kind.name
+    assert "update" in verbs(f"{spec.SCHEDULE.plural}/finalizers")    # blockOwnerDeletion on its runs

@@ -143,3 +143,56 @@ def test_target_pods_and_windows_are_for_the_controller_not_a_node(tmp_path):
                           "--target", "netns:kfault-no-such-ns"], capture_output=True, text=True)
     assert out.returncode == 1 and "spec.target" in out.stderr and "spec.externalTargets" in out.stderr
     assert "spec.scheduler" in out.stderr and "one window" in out.stderr
+
+
+def schedule_doc(**spec_fields):
+    return {"apiVersion": spec.API_VERSION, "kind": "Schedule", "metadata": {"name": "x"},
+            "spec": {"schedule": "@every 5m", "type": "NetworkChaos",
+                     "networkChaos": {"action": "loss", "loss": {"loss": "25"}}, **spec_fields}}
+
+
+def schedule_errors(document):
+    with pytest.raises(spec.InvalidSpec) as caught:
+        spec.parse_experiment(document, for_node=False)
+    return [str(e) for e in caught.value.errors]
+
+
+@pytest.mark.parametrize("document, path, words", [
+    (schedule_doc(type="IOChaos"), "spec.networkChaos", "set type: NetworkChaos"),
+    (schedule_doc(type="IOChaos"), "spec.ioChaos", "type IOChaos needs spec.ioChaos"),
+    (schedule_doc(type="StressChaos"), "spec.type", "one of NetworkChaos, IOChaos, PodChaos"),
+    (schedule_doc(podChaos={"action": "pod-kill"}), "spec.podChaos", "it is for type PodChaos"),
+    (schedule_doc(concurrencyPolicy="Replace"), "spec.concurrencyPolicy", "one of Forbid, Allow"),
+    (schedule_doc(historyLimit=0), "spec.historyLimit", "at least 1"),
+    (schedule_doc(startingDeadlineSeconds=-1), "spec.startingDeadlineSeconds", "at least 0"),
+    (schedule_doc(networkChaos={"action": "loss", "loss": {"loss": "130"}}), "spec.networkChaos.loss.loss",
+     "0 to 100"),
+    (schedule_doc(networkChaos={"action": "delay"}), "spec.networkChaos.delay", "spec.networkChaos.delay block"),
+    (schedule_doc(networkChaos={"action": "loss", "loss": {"loss": "5"}, "scheduler": {"cron": "@daily"}}),
+     "spec.networkChaos.scheduler", "known field"),
+    ({**schedule_doc(), "spec": {"type": "NetworkChaos", "networkChaos": {"action": "partition"}}},
+     "spec.schedule", "required"),
+    ({**schedule_doc(), "metadata": {"name": "x" * 64}}, "metadata.name", "at most 63"),
+])
+def test_each_bad_schedule_field_is_named_with_its_fix(document, path, words):
+    messages = schedule_errors(document)
+    assert any(m.startswith(path + ":") and words in m for m in messages), messages
+
+
+def test_a_schedule_reads_with_chaos_mesh_defaults():
+    schedule = spec.parse_experiment(schedule_doc(), for_node=False)
+    assert (schedule.type, schedule.concurrency_policy, schedule.history_limit, schedule.starting_deadline_s) == \
+        ("NetworkChaos", "Forbid", 1, None)
+    assert schedule.template.loss.percent == 25 and schedule.key == "default/x"
+
+
+def test_a_schedule_validates_but_is_for_the_controller_not_a_node(tmp_path):
+    doc = tmp_path / "schedule.yaml"
+    doc.write_text("apiVersion: kfault.dev/v1alpha1\nkind: Schedule\nmetadata: {name: cut}\n"
+                   "spec: {schedule: '@every 2m', type: NetworkChaos, networkChaos: {action: partition}}\n")
+    out = subprocess.run([sys.executable, "-m", "kfault_agent.cli", "validate", "-f", str(doc)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "default/cut (partition) is valid" in out.stdout, out.stderr
+    out = subprocess.run([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
+                          "--target", "netns:kfault-no-such-ns"], capture_output=True, text=True)
+    assert out.returncode == 1 and "kind: 'Schedule'" in out.stderr and "kubectl apply the Schedule" in out.stderr
