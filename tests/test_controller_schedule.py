@@ -3,6 +3,7 @@ record: a Schedule creates experiments it owns, which reach the agents; history 
 historyLimit of them; Forbid holds a run back while one still runs; a Schedule in team-a never
 touches team-b unless team-b consents."""
 import asyncio
+import datetime
 import itertools
 import os
 
@@ -172,3 +173,38 @@ async def test_a_schedule_in_team_a_never_touches_team_b_unless_team_b_consents(
         await annotate_namespace(kmock, "team-b", {ACCEPT_ANNOTATION: "team-a"})
         await wait_for(lambda: "team-b/web-b" in nodes["node-a"].targets(), timeout=8)
         assert set(nodes["node-a"].targets()) == {"team-a/web-a", "team-b/web-b"}
+
+
+@pytest.mark.asyncio
+async def test_between_runs_a_schedule_costs_no_requests(kmock, nodes):
+    populate(kmock, nodes)
+    kmock.objects[SCHEDULES, NS, "hourly"] = schedule("hourly", every="1h")
+    async with controller():
+        await wait_for(lambda: schedule_status(kmock, "hourly").get("nextStart"))
+        await asyncio.sleep(1)
+        before = len(list(kmock))
+        await asyncio.sleep(4)     # eight ticks
+        during = [r for r in list(kmock)[before:] if r.resource and r.action and r.action.value != "WATCH"]
+    assert during == [], [(str(r.method), r.url.path) for r in during]
+    # Its status: valid, no run yet, the next an hour after creation.
+    status = schedule_status(kmock, "hourly")
+    assert status["conditions"][0]["reason"] == "Valid" and "time" not in status and status["active"] == []
+    created_at = report.parse_time(kmock.objects[SCHEDULES, NS, "hourly"]["metadata"]["creationTimestamp"])
+    assert status["nextStart"] == report.iso(created_at + datetime.timedelta(hours=1))
+
+
+@pytest.mark.asyncio
+async def test_a_deleted_schedule_is_let_go_and_runs_no_more(kmock, nodes):
+    populate(kmock, nodes)
+    kmock.objects[SCHEDULES, NS, "flaky"] = schedule("flaky", every="1s", history=5)
+    async with controller():
+        await wait_for(lambda: created(kmock), timeout=8)
+        # kopf's finalizer (kopf keeps one on a resource with a timer) is released once the timer stopped.
+        await kmock.delete(f"/apis/kfault.dev/v1alpha1/namespaces/{NS}/schedules/flaky")
+        await wait_for(lambda: kmock.objects[SCHEDULES, NS, "flaky"].deleted)
+        runs_then = created(kmock)
+        await asyncio.sleep(2.5)
+        assert created(kmock) == runs_then
+    # Its runs name it as their controlling owner: Kubernetes' garbage collector deletes them (kmock has none).
+    for name in runs_then:
+        assert kmock.objects[CHAOS, NS, name]["metadata"]["ownerReferences"][0]["uid"] == "uid-flaky"

@@ -26,10 +26,11 @@ INDEX_OF_KIND = {kind.name: f"schedule_children_{kind.plural}" for kind in api_s
 
 
 def index_children(body, meta, **_):
-    """The Schedule's UID -> the experiment (runs.Child), for experiments a Schedule controls."""
+    """The Schedule's UID -> the experiment (runs.Child), for experiments a Schedule controls.
+    {} (not None, which would keep what was indexed before) drops one being deleted."""
     owner = runs.owner_uid(meta)
     child = runs.child_of(body)
-    return {owner: child} if owner and child else None
+    return {owner: child} if owner and child else {}
 
 
 for _kind in api_spec.EXPERIMENTS.values():
