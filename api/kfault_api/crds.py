@@ -80,7 +80,8 @@ def crd(name):
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
-            "names": {"kind": kind.name, "listKind": f"{kind.name}List", "plural": plural, "singular": kind.name.lower(),
+            "names": {"kind": kind.name, "listKind": f"{kind.name}List", "plural": plural,
+                      "singular": kind.name.lower(),
                       "shortNames": [kind.short_name], "categories": ["chaos", "kfault"]},
             "versions": [{
                 "name": VERSION,

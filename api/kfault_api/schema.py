@@ -161,7 +161,7 @@ POD_CHAOS_SPEC = {
 
 
 # Chaos Mesh 2.x's Schedule: the controller creates an experiment of `type` from the embedded spec
-# at each time of `schedule`. The kinds a Schedule can make, and their keys, come from spec.KINDS.
+# at each time of `schedule`. The kinds a Schedule can make, and their keys, come from spec.EXPERIMENTS.
 CONCURRENCY_POLICIES = ["Forbid", "Allow"]
 
 

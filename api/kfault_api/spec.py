@@ -157,10 +157,11 @@ def load_documents(path):
 
 
 def parse_experiment(doc, for_node=True):
-    """A document -> NetworkChaos, IOChaos or PodChaos. Raises InvalidSpec listing every
-    problem found. for_node=False checks a resource as users write it, whose spec.target pods
-    and spec.scheduler the controller resolves and repeats; a node (the agent, the local
-    runner) runs only what the controller made of them: one window, peers as addresses."""
+    """A document -> NetworkChaos, IOChaos or PodChaos (or a Schedule of one, with for_node=False).
+    Raises InvalidSpec listing every problem found. for_node=False checks a resource as users
+    write it, whose spec.target pods, spec.scheduler and Schedules the controller resolves and
+    repeats; a node (the agent, the local runner) runs only what the controller made of them:
+    one window, peers as addresses."""
     errors = []
     if not isinstance(doc, dict):
         raise InvalidSpec([SpecError("document", doc, "a mapping with apiVersion, kind, metadata and spec")])

@@ -67,13 +67,15 @@ def validity(status, problem):
 
 def create_child(document):
     """Create the experiment; an AlreadyExists means this run was created before. Blocking."""
-    kind = api_spec.EXPERIMENTS[document["kind"]]
+    kind, meta = api_spec.EXPERIMENTS[document["kind"]], document["metadata"]
     try:
         kubernetes.client.CustomObjectsApi().create_namespaced_custom_object(
-            GROUP, VERSION, document["metadata"]["namespace"], kind.plural, document)
+            GROUP, VERSION, meta["namespace"], kind.plural, document)
     except kubernetes.client.ApiException as err:
         if err.status != 409:
-            raise
+            # kopf posts it as an event on the Schedule and calls the timer again.
+            raise kopf.TemporaryError(f"create {kind.name} {meta['name']}: {err.status} {err.reason}",
+                                      delay=TICK_S) from None
 
 
 def delete_child(child):
@@ -83,7 +85,13 @@ def delete_child(child):
             GROUP, VERSION, child.namespace, api_spec.EXPERIMENTS[child.kind].plural, child.name)
     except kubernetes.client.ApiException as err:
         if err.status != 404:
-            raise
+            raise kopf.TemporaryError(f"delete {child.kind} {child.name}: {err.status} {err.reason}",
+                                      delay=TICK_S) from None
+
+
+def created_at(meta):
+    """Where @every counts from: the Schedule's creation (the API server always sets it)."""
+    return parse_time(meta["creationTimestamp"]) if meta.get("creationTimestamp") else now()
 
 
 def report_once(body, memo, decision, event_type, reason, message):
@@ -93,12 +101,11 @@ def report_once(body, memo, decision, event_type, reason, message):
         kopf.event(body, type=event_type, reason=reason, message=message)
 
 
-async def run_due(body, meta, status, patch, memo, logger, model, times, children):
+async def run_due(body, meta, status, memo, logger, model, times, children):
     """Create the experiment of a run that is due (or say why not); the time of the last run."""
     moment = now()
-    created = parse_time(meta["creationTimestamp"]) if meta.get("creationTimestamp") else moment
     last_run = parse_time(status["time"]) if status.get("time") else None
-    decision = runs.decide(times, model, created, last_run, children, moment)
+    decision = runs.decide(times, model, created_at(meta), last_run, children, moment)
     if decision.step is runs.Step.MISSED:
         report_once(body, memo, decision, "Warning", "MissSchedule", f"the run of {iso(decision.scheduled)} "
                     f"is more than startingDeadlineSeconds ({model.starting_deadline_s}) late: skipped")
@@ -114,7 +121,7 @@ async def run_due(body, meta, status, patch, memo, logger, model, times, childre
     return last_run
 
 
-async def prune(body, children, history_limit, logger):
+async def prune(children, history_limit, logger):
     """Delete the finished experiments beyond historyLimit; the ones left."""
     gone = runs.to_prune(children, history_limit)
     for child in gone:
@@ -138,7 +145,6 @@ async def schedule_tick(body, meta, status, patch, memo, logger, **indexes):
     conditions = validity(status, None)
     if conditions:
         patch.status["conditions"] = conditions
-    children = await prune(body, children_of(meta["uid"], model.type, indexes), model.history_limit, logger)
-    last_run = await run_due(body, meta, status, patch, memo, logger, model, times, children)
-    created = parse_time(meta["creationTimestamp"]) if meta.get("creationTimestamp") else now()
-    patch.status.update(runs.status_changes(status, children, last_run, times.next_start(now(), created)))
+    children = await prune(children_of(meta["uid"], model.type, indexes), model.history_limit, logger)
+    last_run = await run_due(body, meta, status, memo, logger, model, times, children)
+    patch.status.update(runs.status_changes(status, children, last_run, times.next_start(now(), created_at(meta))))
