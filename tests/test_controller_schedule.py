@@ -20,6 +20,7 @@ from conftest import annotate_namespace, controller, wait_for  # noqa: E402
 from kfault_api import spec as api_spec  # noqa: E402
 from kfault_controller import status as report  # noqa: E402
 from kfault_controller.selection import ACCEPT_ANNOTATION  # noqa: E402
+from kfault_controller.windows import PAUSE_ANNOTATION  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("kubeconfig", "server_set_fields")
 SCHEDULES = "kfault.dev/v1alpha1/schedules"
@@ -208,3 +209,33 @@ async def test_a_deleted_schedule_is_let_go_and_runs_no_more(kmock, nodes):
     # Its runs name it as their controlling owner: Kubernetes' garbage collector deletes them (kmock has none).
     for name in runs_then:
         assert kmock.objects[CHAOS, NS, name]["metadata"]["ownerReferences"][0]["uid"] == "uid-flaky"
+
+
+@pytest.mark.asyncio
+async def test_a_pod_kill_schedule_kills_at_each_run_and_keeps_its_history(kmock, nodes):
+    populate(kmock, nodes)
+    kill = schedule("kill-db", every="1s", history=1, policy="Forbid")
+    kill["spec"] = {**kill["spec"], "type": "PodChaos", "podChaos": {
+        "action": "pod-kill", "mode": "all", "gracePeriod": 0, "selector": {"labelSelectors": {"app": "db"}}}}
+    del kill["spec"]["networkChaos"]
+    kmock.objects[SCHEDULES, NS, "kill-db"] = kill
+    podchaos = "kfault.dev/v1alpha1/podchaos"
+    made = lambda: {k[2] for k in list(kmock.objects) if k[0] == podchaos}  # noqa: E731
+    async with controller():
+        await wait_for(lambda: kmock.objects["v1/pods", NS, "db-1"].deleted, timeout=8)
+        assert not kmock.objects["v1/pods", NS, "web-1"].deleted
+        # pod-kill is one-shot (Finished at once), so Forbid lets the next run come; history keeps one.
+        await wait_for(lambda: len(made()) >= 3, timeout=10)
+        await wait_for(lambda: len([k for k in made() if not kmock.objects[podchaos, NS, k].deleted]) == 1)
+
+
+@pytest.mark.asyncio
+async def test_a_paused_schedule_creates_nothing(kmock, nodes):
+    populate(kmock, nodes)
+    paused = schedule("paused", every="1s")
+    paused["metadata"]["annotations"] = {PAUSE_ANNOTATION: "true"}
+    kmock.objects[SCHEDULES, NS, "paused"] = paused
+    async with controller():
+        await wait_for(lambda: schedule_status(kmock, "paused").get("nextStart"))
+        await asyncio.sleep(3)
+    assert created(kmock) == set() and nodes["node-a"].engine.history == []

@@ -113,3 +113,20 @@ def test_status_is_written_only_where_it_changed():
     assert changes["time"] == "2026-11-26T10:01:00Z" and changes["nextStart"] == "2026-11-26T10:02:00Z"
     assert [a["name"] for a in changes["active"]] == ["flaky-1", "flaky-2"]
     assert runs.status_changes(changes, kids, at(60), at(120)) == {}
+
+
+@pytest.mark.parametrize("kind, body", [
+    ("NetworkChaos", {"action": "partition", "mode": "all", "selector": {"labelSelectors": {"app": "web"}}}),
+    ("IOChaos", {"action": "latency", "delay": "100ms", "volumePath": "/var/lib/db", "mode": "one"}),
+    ("PodChaos", {"action": "pod-failure", "mode": "one", "duration": "30s"}),
+])
+def test_every_experiment_kind_can_be_scheduled(kind, body):
+    key = spec.EXPERIMENTS[kind].schedule_key
+    sched = spec.parse_experiment({"apiVersion": spec.API_VERSION, "kind": "Schedule",
+                                   "metadata": {"name": "s", "namespace": "shop"},
+                                   "spec": {"schedule": "@daily", "type": kind, key: body}}, for_node=False)
+    assert isinstance(sched.template, spec.EXPERIMENTS[kind].model)
+    doc = runs.child_document({"metadata": {"name": "s", "namespace": "shop", "uid": "u"}, "spec": sched.raw["spec"]},
+                              sched, at(86400))
+    assert doc["kind"] == kind and doc["spec"] == body
+    assert isinstance(spec.parse_experiment(doc, for_node=False), spec.EXPERIMENTS[kind].model)
