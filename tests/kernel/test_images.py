@@ -243,3 +243,13 @@ def test_agent_image_on_a_node_without_headers_still_faults_the_network_and_says
     shown = podman("exec", agent_container.name, "kfault", "capabilities", timeout=300).stdout
     assert "kernel-headers  no   no headers of the running kernel" in shown, shown
     assert "loss       yes" in shown, shown
+
+
+def test_the_controller_image_has_no_bcc_and_the_agent_image_no_kubernetes_client(agent_image):
+    controller_image = kubelet.container("controller/deployment.yaml", "Deployment")["image"]
+    assert podman("image", "exists", controller_image, check=False).returncode == 0, f"make images builds {controller_image}"
+    for image, absent in ((controller_image, ("bcc", "pyroute2")), (agent_image, ("kopf", "kubernetes"))):
+        for module in absent:
+            done = podman("run", "--rm", "--entrypoint", "/opt/venv/bin/python", image, "-c", f"import {module}",
+                          check=False)
+            assert "ModuleNotFoundError" in done.stderr, f"{image} has {module}"
