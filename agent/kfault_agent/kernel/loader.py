@@ -367,7 +367,9 @@ def probe_io():
                            f"calls fail before they take effect, by {errno_ways[0].name}" if errno_ways else
                            "no way to fail a call before it takes effect: " + (
                                "needs BPF LSM (lsm=...,bpf) or BPF trampolines for fmod_ret on security_* "
-                               "functions" if headers.available else headers.reason)))
+                               "functions" if headers.available else
+                               "the errno hooks need the running kernel's headers, and this node has none "
+                               "(see kernel-headers)")))
     return datapath, {c.name: c for c in caps}
 
 
