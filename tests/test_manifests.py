@@ -142,4 +142,3 @@ def test_kustomize_renders_the_install():
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out.stdout) if d)
     assert kinds.count("CustomResourceDefinition") == 3
     assert {"Namespace", "DaemonSet", "Deployment", "ClusterRole", "ClusterRoleBinding", "ServiceMonitor"} <= set(kinds)
-
