@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test kernel-test bench bench-io kernel-bench proto crds clean
+.PHONY: setup demo test kernel-test bench bench-io kernel-bench proto crds images clean
 
 setup:
 	scripts/setup-host
@@ -35,6 +35,12 @@ proto: setup
 
 crds: setup
 	$(PY) -m kfault_api.crds manifests/crds
+
+# The agent and controller images, built here with podman FROM a base made from Debian packages
+# (no registry): localhost/kfault-agent:VERSION, localhost/kfault-controller:VERSION.
+images:
+	scripts/setup-host images
+	scripts/build-images
 
 clean:
 	rm -rf $(VENV) */*.egg-info

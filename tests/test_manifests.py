@@ -45,6 +45,41 @@ def test_kustomization_lists_every_manifest():
     assert listed == on_disk
 
 
+def built_image_names():
+    """What `make images` tags (scripts/build-images): localhost/kfault-NAME:the agent's version."""
+    with open(os.path.join(ROOT, "agent", "pyproject.toml"), encoding="utf-8") as handle:
+        version = next(line.split('"')[1] for line in handle if line.startswith("version = "))
+    return {f"localhost/kfault-{name}:{version}" for name in ("agent", "controller")}
+
+
+def test_manifests_name_the_images_make_images_builds():
+    named = set()
+    for path in ("agent/daemonset.yaml", "controller/deployment.yaml"):
+        with open(os.path.join(MANIFESTS, path), encoding="utf-8") as handle:
+            for doc in yaml.safe_load_all(handle):
+                if doc and doc["kind"] in ("DaemonSet", "Deployment"):
+                    named |= {c["image"] for c in doc["spec"]["template"]["spec"]["containers"]}
+    assert named == built_image_names()
+    with open(os.path.join(MANIFESTS, "kustomization.yaml"), encoding="utf-8") as handle:
+        images = yaml.safe_load(handle)["images"]
+    assert {f"{i['newName']}:{i['newTag']}" for i in images} == named
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="needs kubectl (its built-in kustomize renders offline)")
+def test_a_user_sets_the_image_names_in_a_kustomization(tmp_path):
+    overlay = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+               "resources": [os.path.relpath(MANIFESTS, tmp_path)],
+               "images": [{"name": "localhost/kfault-agent", "newName": "registry.example/kfault-agent", "newTag": "7"},
+                          {"name": "localhost/kfault-controller", "newName": "registry.example/ctl", "newTag": "7"}]}
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    out = subprocess.run(["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    images = {c["image"] for d in yaml.safe_load_all(out.stdout) if d and d["kind"] in ("DaemonSet", "Deployment")
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {"registry.example/kfault-agent:7", "registry.example/ctl:7"}
+
+
 @pytest.mark.parametrize("kind", sorted(spec.KINDS))
 def test_crds_are_rendered_from_the_one_schema(kind):
     with open(os.path.join(MANIFESTS, "crds", f"{kind.lower()}.yaml"), encoding="utf-8") as handle:

@@ -53,22 +53,95 @@ def kernel_build_dir():
     return f"/lib/modules/{platform.release()}/build"
 
 
-def check_headers():
-    if not os.path.exists(os.path.join(kernel_build_dir(), "include")):
-        raise KernelUnsupported(
-            f"no kernel headers at {kernel_build_dir()}: bcc compiles kfault's programs against them. "
-            "Run scripts/setup-host (it links Debian's linux-headers-amd64; kfault uses UAPI types only).")
+KHEADERS = "/sys/kernel/kheaders.tar.xz"   # the kernel's own headers (CONFIG_IKHEADERS); bcc unpacks it
+# Where an image put Debian's kernel headers (manifests/Dockerfile.agent).
+UAPI_HEADERS_ENV = "KFAULT_UAPI_HEADERS"
+
+
+@dataclass(frozen=True)
+class Headers:
+    """Kernel headers bcc compiles against: a directory given to bcc (BCC_KERNEL_SOURCE), or
+    None for bcc's own search (/lib/modules/RELEASE/build, else the kheaders archive)."""
+    path: str | None
+    described: str
+
+
+def running_kernel_headers():
+    """The running kernel's headers, or None: the node's (the DaemonSet mounts its /lib/modules
+    and /usr/src), else the kernel's own archive."""
+    if os.path.exists(os.path.join(kernel_build_dir(), "include")):
+        return Headers(None, f"the node's headers at {kernel_build_dir()}")
+    if os.path.exists(KHEADERS):
+        return Headers(None, f"the kernel's own headers ({KHEADERS})")
+    return None
+
+
+def uapi_headers():
+    """Headers for programs that use UAPI types only (the network programs, the syscall
+    tracepoints), which hold across kernels: the image's Debian headers, else the node's."""
+    image = os.environ.get(UAPI_HEADERS_ENV)
+    if image and os.path.isdir(os.path.join(image, "include")):
+        try:
+            with open(os.path.join(image, "PACKAGE"), encoding="ascii") as handle:
+                package = handle.read().strip()
+        except OSError:
+            package = image
+        return Headers(image, f"the image's Debian headers ({package})")
+    return running_kernel_headers()
+
+
+def no_headers_reason(needs_running_kernel=True):
+    reason = (f"no headers of the running kernel: nothing at {kernel_build_dir()} and no {KHEADERS}. "
+              "Mount the node's /lib/modules and /usr/src (the DaemonSet does; install its linux-headers "
+              "package) or load the kheaders module (CONFIG_IKHEADERS)")
+    return reason if needs_running_kernel else reason + "; or run the agent image, which carries Debian's"
+
+
+def require_headers(headers, needs_running_kernel=False):
+    """The headers to compile with, or KernelUnsupported saying what is missing."""
+    if headers is None:
+        raise KernelUnsupported(no_headers_reason(needs_running_kernel))
+    return headers
+
+
+@contextlib.contextmanager
+def compiling_against(headers):
+    """bcc reads BCC_KERNEL_SOURCE as it compiles: set it to these headers, or clear it for its
+    own search, for the time of one compile."""
+    saved = os.environ.pop("BCC_KERNEL_SOURCE", None)
+    if headers.path:
+        os.environ["BCC_KERNEL_SOURCE"] = headers.path
+    try:
+        yield
+    finally:
+        os.environ.pop("BCC_KERNEL_SOURCE", None)
+        if saved is not None:
+            os.environ["BCC_KERNEL_SOURCE"] = saved
+
+
+def probe_headers():
+    """Which headers each kind of program compiles against here, as a capability: the errno
+    hooks need the running kernel's; the other programs work with any kernel's UAPI types."""
+    running, uapi = running_kernel_headers(), uapi_headers()
+    if running:
+        return Capability("kernel-headers", True, f"{running.described}; network programs and syscall "
+                          f"tracepoints use {uapi.described}")
+    if uapi:
+        return Capability("kernel-headers", False, f"{no_headers_reason()}. Network faults and the syscall "
+                          f"tracepoints use {uapi.described}; file I/O errno hooks need the running kernel's")
+    return Capability("kernel-headers", False, no_headers_reason(needs_running_kernel=False))
 
 
 class NetDatapath:
     """netfault.c, compiled and loaded: its programs' fds and its maps."""
 
     def __init__(self):
-        check_headers()
+        headers = require_headers(uapi_headers())
         from bcc import BPF  # the one import of bcc in kfault
         try:
-            self.bpf = BPF(src_file=os.path.join(BPF_DIR, "netfault.c").encode(),
-                           cflags=[f"-I{BPF_DIR}", "-Wno-macro-redefined"])
+            with compiling_against(headers):
+                self.bpf = BPF(src_file=os.path.join(BPF_DIR, "netfault.c").encode(),
+                               cflags=[f"-I{BPF_DIR}", "-Wno-macro-redefined"])
             self.programs = {name: self.bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in NET_PROGRAMS}
         except Exception as err:
             raise KernelUnsupported(f"the kernel refused kfault's tc programs (BPF_PROG_TYPE_SCHED_CLS): {err}") from err
@@ -110,14 +183,18 @@ class IODatapath:
     a rule is armed (attach/detach), since they slow every syscall on the node."""
 
     def __init__(self, errno_mechanism=None):
-        check_headers()
+        # The errno hooks attach to the running kernel's functions and take its types; the
+        # syscall tracepoints read UAPI types only.
+        headers = require_headers(running_kernel_headers() if errno_mechanism else uapi_headers(),
+                                  needs_running_kernel=bool(errno_mechanism))
         cflags = [f"-I{BPF_DIR}", "-Wno-macro-redefined", io_arch_cflag()]
         from bcc import BPF
         if errno_mechanism:
             cflags.append(ERRNO_MECHANISMS[errno_mechanism])
         self.errno_mechanism = errno_mechanism
         try:
-            self.bpf = BPF(src_file=os.path.join(BPF_DIR, "iofault.c").encode(), cflags=cflags)
+            with compiling_against(headers):
+                self.bpf = BPF(src_file=os.path.join(BPF_DIR, "iofault.c").encode(), cflags=cflags)
             self.programs = {name: self.bpf.load_func(name.encode(), BPF.RAW_TRACEPOINT) for name in IO_PROGRAMS}
             self._hook_fds = self._attach_errno_hooks(BPF) if errno_mechanism else []
         except Exception as err:
@@ -253,7 +330,7 @@ def probe_io():
     except KernelUnsupported as err:
         caps = [Capability(name, False, str(err))
                 for name in ("bpf-lsm", "fmod_ret", "kprobe-override", "io-tracepoints", "io-errno")]
-        return None, {c.name: c for c in caps + [_probe_ptrace()]}
+        return None, {c.name: c for c in caps + [_probe_ptrace(), probe_headers()]}
     caps, datapath = [], None
     if _bpf_lsm_active():
         order = ["bpf-lsm", "fmod_ret"]
@@ -283,11 +360,16 @@ def probe_io():
     if datapath is not None:
         caps.append(Capability("io-tracepoints", True, "raw syscall tracepoints with bpf_send_signal_thread load"))
     caps.append(_probe_ptrace())
+    headers = probe_headers()
+    caps.append(headers)
     errno_ways = [c for c in caps if c.name in ERRNO_MECHANISMS and c.available]
     caps.append(Capability("io-errno", bool(errno_ways) and datapath is not None,
                            f"calls fail before they take effect, by {errno_ways[0].name}" if errno_ways else
-                           "no way to fail a call before it takes effect: needs BPF LSM (lsm=...,bpf) or "
-                           "BPF trampolines for fmod_ret on security_* functions"))
+                           "no way to fail a call before it takes effect: " + (
+                               "needs BPF LSM (lsm=...,bpf) or BPF trampolines for fmod_ret on security_* "
+                               "functions" if headers.available else
+                               "the errno hooks need the running kernel's headers, and this node has none "
+                               "(see kernel-headers)")))
     return datapath, {c.name: c for c in caps}
 
 
