@@ -37,6 +37,7 @@ class Placed:
     nodes: int              # how many nodes they are on
     records: list           # per pod: {"pod", "node", "injectedAt" | "error"}
     by_api: bool = False    # done through the API server (pod-kill): one-shot
+    no_agent: tuple = ()    # nodes holding selected pods whose agent is not (yet) on the watch
 
 
 def pod_name(pod):
@@ -103,7 +104,8 @@ async def place(kind, resource, spec, scope, view):
     for node, pods in groups.items():
         records += await apply_on_node(key, kind, body, spec.get("containerNames", ()), node, pods,
                                        view.agents.get(node))
-    return Placed(chosen, len(groups), records)
+    return Placed(chosen, len(groups), records, no_agent=tuple(node for node in groups
+                                                               if node and node not in view.agents))
 
 
 async def apply_on_node(key, kind, body, container_names, node, pods, address):
