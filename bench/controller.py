@@ -40,6 +40,7 @@ CREATE_PER_S = 10
 SETTLE_S = int(os.environ.get("BENCH_SETTLE_S", "15"))
 WINDOW_S = int(os.environ.get("BENCH_WINDOW_S", "60"))
 PLACED_TIMEOUT_S = 120
+READY_TIMEOUT_S = 900
 
 
 class TimedEngine(RecordingEngine):
@@ -132,6 +133,7 @@ def controller_process(kubeconfig):
     log = tempfile.NamedTemporaryFile(prefix="kfault-bench-controller-", suffix=".log", delete=False)
     process = subprocess.Popen([sys.executable, "-m", "kfault_controller", "--insecure"], env=env,
                                stdout=log, stderr=subprocess.STDOUT)
+    process.started = time.monotonic()
     try:
         yield process
     except BaseException:
@@ -184,10 +186,27 @@ async def run_size(pods, experiments):
             agent.close()
 
 
+async def wait_until_ready(kmock, agents, started):
+    """Seconds from the controller's start until it has placed a canary experiment (its indexes
+    are filled only then); the canary is deleted again, and its deletion completes."""
+    canary = dict(experiment(0), metadata={"name": "canary", "namespace": "default", "uid": "uid-canary",
+                                           "resourceVersion": "1"})
+    canary["spec"] = dict(canary["spec"], mode="one")
+    path = "/apis/kfault.dev/v1alpha1/namespaces/default/networkchaos"
+    response = await kmock.post(path, json=canary)
+    assert response.status in (200, 201), await response.text()
+    placed = lambda: any(key == "default/canary" for agent in agents.values()  # noqa: E731
+                         for key, _ in agent.engine.applied_at)
+    await wait_until(placed, READY_TIMEOUT_S, "the canary placed")
+    ready_s = time.monotonic() - started
+    await kmock.delete(f"{path}/canary")
+    await wait_until(lambda: kmock.objects["kfault.dev/v1alpha1/networkchaos", "default", "canary"].deleted,
+                     PLACED_TIMEOUT_S, "the canary deleted")
+    return ready_s
+
+
 async def measure(kmock, agents, process, pods, experiments):
-    # The controller is up once it watches the experiments (its indexes are filled by then).
-    await wait_until(lambda: any(r.action and r.action.value == "WATCH" and r.resource
-                                 and r.resource.plural == "networkchaos" for r in kmock), 60, "controller start")
+    ready_s = await wait_until_ready(kmock, agents, process.started)
     selected = {i: [f"default/pod-{p:05d}" for p in range(pods) if p % APPS == i % APPS] for i in range(experiments)}
     created = {}
     for i in range(experiments):
@@ -217,7 +236,7 @@ async def measure(kmock, agents, process, pods, experiments):
     per_minute = collections.Counter(request_kind(r) for r in window)
     per_minute = {kind: count * 60 / WINDOW_S for kind, count in per_minute.items()}
     applies = sum(1 for agent in agents.values() for op, *_ in agent.engine.history if op == "apply")
-    return {"latencies": sorted(applied.values()), "per_minute": per_minute, "rss_mib": rss_mib(process.pid),
+    return {"ready_s": ready_s, "latencies": sorted(applied.values()), "per_minute": per_minute, "rss_mib": rss_mib(process.pid),
             "applies": applies, "expected_applies": sum(len(s) for s in selected.values())}
 
 
@@ -247,19 +266,19 @@ def main():
         rows.append((pods, experiments, result))
         lat = result["latencies"]
         total = sum(result["per_minute"].values())
-        print(f"\n{pods} pods, {experiments} experiment(s): {total:.0f} API requests/min in steady state; "
+        print(f"\n{pods} pods, {experiments} experiment(s): ready {result['ready_s']:.1f} s after start; {total:.0f} API requests/min in steady state; "
               f"placed p50 {statistics.median(lat) * 1000:.0f} ms, p99 {percentile(lat, 0.99) * 1000:.0f} ms; "
               f"controller RSS {result['rss_mib']:.0f} MiB; Apply per pod {result['applies']}/"
               f"{result['expected_applies']}", flush=True)
         for kind, rate in sorted(result["per_minute"].items(), key=lambda item: -item[1]):
             print(f"    {rate:8.1f}/min  {kind}")
-    print("\n| pods | experiments | API requests/min (steady) | placed p50 | placed p99 | controller RSS |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("\n| pods | experiments | API requests/min (steady) | placed p50 | placed p99 | controller RSS | ready after start |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for pods, experiments, result in rows:
         lat = result["latencies"]
         print(f"| {pods:,} | {experiments} | {sum(result['per_minute'].values()):.0f} | "
               f"{statistics.median(lat) * 1000:.0f} ms | {percentile(lat, 0.99) * 1000:.0f} ms | "
-              f"{result['rss_mib']:.0f} MiB |")
+              f"{result['rss_mib']:.0f} MiB | {result['ready_s']:.0f} s |")
 
 
 if __name__ == "__main__":

@@ -41,28 +41,30 @@ class Options:
     allow_cross_namespace = False     # --allow-cross-namespace: any namespace's pods, without its consent
 
 
+# Indexers are async: kopf runs a plain def in a thread pool, a thread hop per pod event (5,000
+# at start) in the pool the agent calls use.
 @kopf.index("v1", "namespaces")
-def namespace_annotations(name, annotations, **_):
+async def namespace_annotations(name, annotations, **_):
     """Every namespace's annotations, kept current by kopf's watch (whom it accepts experiments
     from). kopf runs no resource handler before this index is filled."""
     return {name: dict(annotations)}
 
 
 @kopf.index("v1", "pods")
-def pods_by_namespace(namespace, body, **_):
+async def pods_by_namespace(namespace, body, **_):
     """Every pod, as little of it as selection and placement read (cluster.pod_summary)."""
     return {namespace: cluster.pod_summary(body)}
 
 
 @kopf.index("v1", "nodes")
-def node_labels(name, labels, **_):
+async def node_labels(name, labels, **_):
     """Every node's labels (spec.selector.nodeSelectors); a node missing here is gone."""
     return {name: dict(labels)}
 
 
 @kopf.index("v1", "pods", labels=dict([AGENT_LABEL.split("=")]),
             when=lambda namespace, **_: namespace == AGENT_NAMESPACE)
-def agent_addresses(body, spec, **_):
+async def agent_addresses(body, spec, **_):
     """node name -> host:port of its kfault agent, for agent pods that have an IP and a grpc port."""
     address = agent_address(body)
     return {spec["nodeName"]: address} if spec.get("nodeName") and address else None
