@@ -5,7 +5,9 @@ reads, windows.py says when an experiment should be in place. It never touches a
 Per resource: on create, spec change or pause, place it (or take it back); every RENEW_S keep
 it alive (renew leases, open and close scheduled windows, end its duration, place it once a
 namespace that refused it consents); on delete take it back everywhere. kopf's finalizer holds
-a deleted resource until every node has confirmed (or is gone).
+a deleted resource until every node has confirmed (or is gone). A node whose agent is missing
+is placed again (kopf.TemporaryError) until its agent is on the watch. The status is patched
+only where it changes: a timer tick that changes nothing costs the API server nothing.
 
 What the controller knows of the cluster comes from kopf's watches, kept in indexes: every
 namespace's annotations (which namespaces an experiment may reach, selection.Scope), every pod
