@@ -5,15 +5,20 @@ The real controller (python -m kfault_controller, its own process) runs against 
 Kubernetes emulator; each node's agent is a real gRPC agent server (in this process) whose
 engine records the moment it applies a placement instead of touching the kernel (the tests'
 RecordingEngine). For each size (pods, experiments):
+  - ready: from the controller's start until it has placed a canary (kopf runs no handler
+    before its indexes hold every pod, node and namespace); the canary is then deleted;
   - experiments are created at CREATE_PER_S; a resource's latency runs from its creation until
     the agent of every pod it selects has applied it (p50, p99 over the resources);
   - once everything is placed and SETTLE_S have passed, the API requests kmock receives in
     WINDOW_S of steady state, per minute, by verb and resource (goal: flat in pods and
-    experiments; status is written only when it changes);
+    experiments; status is written only when it changes); watch streams re-opened are counted
+    apart (kmock sends no bookmarks: kopf re-opens a quiet stream every 70 s, which an API
+    server's bookmarks prevent);
   - the controller's resident memory (VmRSS) at the end.
 Pods are spread PODS_PER_NODE to a node; experiment i selects the pods labelled app=app-(i mod
 APPS) (mode all): 1/APPS of the cluster each. Production timings (renewal every 5 s, lease 15 s).
-Run: make bench-controller [ARGS="--grid"] (the corners and the diagonal unless --grid).
+Run: make bench-controller [ARGS="--grid"] (the corners and the diagonal unless --grid; one
+size: ARGS="--size 5000x100"). BENCH_WINDOW_S, BENCH_SETTLE_S shorten a trial run.
 """
 import argparse
 import asyncio
