@@ -1,7 +1,9 @@
 """Where each node's agent is, and a call to it over gRPC (mTLS with the controller's certificate)."""
 import asyncio
+import functools
 import os
 import threading
+from concurrent import futures
 
 import grpc
 
@@ -13,6 +15,9 @@ AGENT_TLS_NAME = "kfault-agent"     # agents are dialled by pod IP; their certif
 LEASE_S = float(os.environ.get("KFAULT_LEASE_S", "15"))
 RENEW_S = float(os.environ.get("KFAULT_RENEW_S", "5"))    # a third of the lease: two renewals may fail
 RPC_TIMEOUT_S = 30.0
+# Blocking gRPC calls wait here, not in asyncio's default pool (min(32, cores + 4) threads): a
+# placement on 50 nodes is not queued behind the renewals of every other experiment.
+CALLS = futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="kfault-agent-call")
 
 
 class NoAgent(LookupError):
@@ -73,4 +78,5 @@ async def call(node, address, method, request):
     if address is None:
         raise NoAgent(f"no ready kfault agent on node {node}")
     stub = Config.agents.stub(address)
-    return await asyncio.to_thread(getattr(stub, method), request, timeout=RPC_TIMEOUT_S)
+    return await asyncio.get_running_loop().run_in_executor(
+        CALLS, functools.partial(getattr(stub, method), request, timeout=RPC_TIMEOUT_S))

@@ -6,7 +6,9 @@ reads, windows.py says when an experiment should be in place. It never touches a
 Per resource: on create, spec change or pause, place it (or take it back); every RENEW_S keep
 it alive (renew leases, open and close scheduled windows, end its duration, place it once a
 namespace that refused it consents); on delete take it back everywhere. kopf's finalizer holds
-a deleted resource until every node has confirmed (or is gone).
+a deleted resource until every node has confirmed (or is gone). A node whose agent is missing
+is placed again (kopf.TemporaryError) until its agent is on the watch. The status is patched
+only where it changes: a timer tick that changes nothing costs the API server nothing.
 
 What the controller knows of the cluster comes from kopf's watches, kept in indexes: every
 namespace's annotations (which namespaces an experiment may reach, selection.Scope), every pod
@@ -33,6 +35,7 @@ from kfault_controller.windows import PAUSE_ANNOTATION, Due
 
 GROUP, VERSION = api_spec.API_VERSION.split("/")
 KIND_OF_PLURAL = {kind.plural: kind for kind in api_spec.EXPERIMENTS.values()}
+AGENT_RETRY_MAX_S = 60.0      # a node whose agent is missing: the longest wait between placements there
 INVALID = (selection.SelectionError, api_spec.InvalidSpec, ScheduleError)   # the user's to fix: reported in status
 
 
@@ -41,28 +44,30 @@ class Options:
     allow_cross_namespace = False     # --allow-cross-namespace: any namespace's pods, without its consent
 
 
+# Indexers are async: kopf runs a plain def in a thread pool, a thread hop per pod event (5,000
+# at start) in the pool the agent calls use.
 @kopf.index("v1", "namespaces")
-def namespace_annotations(name, annotations, **_):
+async def namespace_annotations(name, annotations, **_):
     """Every namespace's annotations, kept current by kopf's watch (whom it accepts experiments
     from). kopf runs no resource handler before this index is filled."""
     return {name: dict(annotations)}
 
 
 @kopf.index("v1", "pods")
-def pods_by_namespace(namespace, body, **_):
+async def pods_by_namespace(namespace, body, **_):
     """Every pod, as little of it as selection and placement read (cluster.pod_summary)."""
     return {namespace: cluster.pod_summary(body)}
 
 
 @kopf.index("v1", "nodes")
-def node_labels(name, labels, **_):
+async def node_labels(name, labels, **_):
     """Every node's labels (spec.selector.nodeSelectors); a node missing here is gone."""
     return {name: dict(labels)}
 
 
 @kopf.index("v1", "pods", labels=dict([AGENT_LABEL.split("=")]),
             when=lambda namespace, **_: namespace == AGENT_NAMESPACE)
-def agent_addresses(body, spec, **_):
+async def agent_addresses(body, spec, **_):
     """node name -> host:port of its kfault agent, for agent pods that have an IP and a grpc port."""
     address = agent_address(body)
     return {spec["nodeName"]: address} if spec.get("nodeName") and address else None
@@ -98,65 +103,97 @@ def invalid_message(err):
     return "; ".join(str(e) for e in err.errors) if isinstance(err, api_spec.InvalidSpec) else str(err)
 
 
-async def on_create_update_or_pause(resource, body, spec, meta, status, patch, logger, reason,
-                                    namespace_annotations, **kwargs):
+def write_status(patch, status, new):
+    """Put in kopf's patch only what changes the status: nothing changed, no request."""
+    patch.status.update(report.changes(status, new))
+
+
+def done_already(status, observed, meta, memo):
+    """This spec (and pause state) is in place already: kopf may call a handler again, and a
+    watch may deliver a body older than our last status write (memo: what this process did)."""
+    paused = windows.is_paused(meta)
+    return (status.get("phase") == "Finished"
+            or (status.get("phase") == "Running" and status.get("observedGeneration") == observed and not paused)
+            or memo.get("reconciled") == (observed, paused))
+
+
+def agent_retry_delay(retry):
+    """Seconds until placing again on nodes whose agent is missing: each retry writes kopf's
+    progress and an event, so back off (an agent restarting is back within seconds)."""
+    return min(RENEW_S * 2 ** retry, AGENT_RETRY_MAX_S)
+
+
+async def on_create_update_or_pause(resource, body, spec, meta, status, patch, logger, reason, memo,
+                                    namespace_annotations, retry=0, **kwargs):
     """Created, spec changed, or the pause annotation changed: bring the nodes to what it asks.
+    A node whose agent is missing is retried (kopf.TemporaryError) until it is placed there.
     kwargs: kopf's other keywords, among them the indexes cluster_view reads."""
     started = time.monotonic()
     kind = KIND_OF_PLURAL[resource.plural]
+    observed = report.observed_generation(meta, spec)
+    if not retry and done_already(status, observed, meta, memo):
+        return        # already done for this spec: handlers may be called again (idempotent)
     logger.info("reconcile (%s): phase %s, generation %s", reason, status.get("phase"),
                 status.get("observedGeneration"))
-    observed = report.observed_generation(meta, spec)
-    if status.get("phase") == "Finished" or (
-            status.get("phase") == "Running" and status.get("observedGeneration") == observed
-            and not windows.is_paused(meta)):
-        return        # already done for this spec: handlers may be called again (idempotent)
     view = cluster_view(**kwargs)
     if windows.is_paused(meta):
         pending, records = await take_back(body, status, "paused", logger, view)
-        patch.status.update(report.paused(records, not pending, PAUSE_ANNOTATION))
+        write_status(patch, status, report.paused(records, not pending, PAUSE_ANNOTATION))
         record_phase(kind.name, key_of(body), "Paused")
+        if not pending:
+            memo["reconciled"] = (observed, True)
         return
-    if status.get("phase") == "Running" and status.get("records"):
+    same_spec_again = bool(retry) and status.get("observedGeneration") == observed
+    if status.get("phase") == "Running" and status.get("records") and not same_spec_again:
         await take_back(body, status, "spec changed", logger, view)
     scope = scope_of(body, namespace_annotations)
+    previous = status.get("records") or [] if same_spec_again else []
     try:
-        phase = await inject_or_wait(kind, body, spec, meta, status, patch, logger, scope, view)
+        phase, placed = await inject_or_wait(kind, body, spec, meta, status, patch, logger, scope, view, previous)
     except INVALID as err:
         why = refusal_reason(err)
         kopf.warn(body, reason=why, message=invalid_message(err))
-        patch.status.update(report.invalid(invalid_message(err), why))
+        write_status(patch, status, report.invalid(invalid_message(err), why))
         record_phase(kind.name, key_of(body), "Failed")
         return
-    patch.status["observedGeneration"] = observed
+    write_status(patch, status, {"observedGeneration": observed})
     record_phase(kind.name, key_of(body), phase)
     if phase != "Waiting":
         RECONCILE.labels(kind.name).observe(time.monotonic() - started)
+    if placed and placed.no_agent:
+        raise kopf.TemporaryError(f"no ready kfault agent on node(s) {', '.join(placed.no_agent)} yet: "
+                                  "placing there again", delay=agent_retry_delay(retry))
+    memo["reconciled"] = (observed, False)
 
 
-async def inject_or_wait(kind, body, spec, meta, status, patch, logger, scope, view):
-    """Inject now, or, scheduled and between windows, wait for the next one; the phase it set."""
+async def inject_or_wait(kind, body, spec, meta, status, patch, logger, scope, view, previous=()):
+    """Inject now, or, scheduled and between windows, wait for the next one: (the phase it
+    set, what placing did or None). previous: the records of this spec's last placement."""
     scheduled = windows.windows_of(spec, meta)
     now = report.now()
     window = scheduled.current(now) if scheduled else None
     if scheduled and window is None:
-        patch.status.update(report.waiting(scheduled.next_start(now)))
-        return "Waiting"
-    if window:
-        patch.status["windowEnd"] = report.iso(window[1])
-    await inject(kind, body, spec, patch, logger, scope, view)
-    patch.status["startedAt"] = status.get("startedAt") or report.now_iso()
-    return patch.status["phase"]
+        write_status(patch, status, report.waiting(scheduled.next_start(now)))
+        return "Waiting", None
+    phase, placed = await inject(kind, body, spec, status, patch, logger, scope, view, previous)
+    write_status(patch, status, {"startedAt": status.get("startedAt") or report.now_iso(),
+                                 **({"windowEnd": report.iso(window[1])} if window else {})})
+    return phase, placed
 
 
-async def inject(kind, body, spec, patch, logger, scope, view):
-    """Place the experiment; its status, its events, and a warning per pod an agent refused."""
+async def inject(kind, body, spec, status, patch, logger, scope, view, previous=()):
+    """Place the experiment; its status, its events, and a warning per pod an agent refused:
+    (its phase, what placing did). A pod still injected since `previous` keeps its injectedAt."""
     placed = await placement.place(kind, body, spec, scope, view)
     if not placed.by_api:
         for record in report.failed_records(placed.records):
             logger.warning("%s on %s: %s", key_of(body), record["pod"], record["error"])
     post(body, report.placement_events(placed))
-    patch.status.update(report.placed(placed))
+    new = report.placed(placed)
+    if previous:
+        new["records"] = report.kept_injection_times(new["records"], previous)
+    write_status(patch, status, new)
+    return new["phase"], placed
 
 
 async def take_back(body, status, reason, logger, view):
@@ -181,7 +218,7 @@ async def keep_alive(resource, body, spec, meta, status, patch, logger, namespac
     if report.refused_namespace(status):
         if not selection.refusals(spec, scope):
             await on_create_update_or_pause(resource, body, spec, meta, status, patch, logger, "namespace consent",
-                                            namespace_annotations, **kwargs)
+                                            namespace_annotations=namespace_annotations, **kwargs)
         return
     try:
         scheduled = windows.windows_of(spec, meta)
@@ -191,21 +228,21 @@ async def keep_alive(resource, body, spec, meta, status, patch, logger, namespac
     step = windows.due(scheduled, spec, meta, status, now)
     view = cluster_view(**kwargs)
     if step is Due.OPEN_WINDOW:
-        await inject(kind, body, spec, patch, logger, scope, view)
-        patch.status["windowEnd"] = report.iso(scheduled.current(now)[1])
+        await inject(kind, body, spec, status, patch, logger, scope, view)
+        write_status(patch, status, {"windowEnd": report.iso(scheduled.current(now)[1])})
     elif step is Due.NEXT_START:
-        patch.status["nextStart"] = report.iso(scheduled.next_start(now))
+        write_status(patch, status, {"nextStart": report.iso(scheduled.next_start(now))})
     elif step is Due.CLOSE_WINDOW:
         pending, records = await take_back(body, status, "window ended", logger, view)
-        patch.status["records"] = records
+        write_status(patch, status, {"records": records})
         if not pending:
-            patch.status.update(report.waiting(scheduled.next_start(now)))
+            write_status(patch, status, report.waiting(scheduled.next_start(now)))
             record_phase(kind.name, key_of(body), "Waiting")
     elif step is Due.END_DURATION:
         pending, records = await take_back(body, status, "duration ended", logger, view)
-        patch.status["records"] = records
+        write_status(patch, status, {"records": records})
         if not pending:
-            patch.status.update(report.finished())
+            write_status(patch, status, report.finished())
             record_phase(kind.name, key_of(body), "Finished")
     elif step is Due.RENEW:
         await renew_leases(body, status, logger, view)

@@ -128,6 +128,37 @@ def invalid(message, reason="Invalid"):
     return {"phase": "Failed", "conditions": [condition("Selected", "False", reason, message)]}
 
 
+def changes(status, new):
+    """What of `new` differs from `status`: all a patch needs to write (nothing, when nothing
+    changed, so an unchanged status costs no API request). A condition whose status is the
+    same keeps its lastTransitionTime, as Kubernetes' conditions do."""
+    changed = {}
+    for key, value in new.items():
+        if key == "conditions":
+            value = kept_transition_times(status.get("conditions") or [], value)
+        if status.get(key) != value:
+            changed[key] = value
+    return changed
+
+
+def kept_transition_times(old, new):
+    """`new` conditions, each with the lastTransitionTime of the `old` one of its type if its status is the same."""
+    since = {c.get("type"): c.get("lastTransitionTime") for c in old
+             if c.get("lastTransitionTime")}
+    same = {c.get("type"): c.get("status") for c in old}
+    return [dict(c, lastTransitionTime=since[c["type"]]) if c["type"] in since and same[c["type"]] == c["status"]
+            else c for c in new]
+
+
+def kept_injection_times(records, previous):
+    """`records` of a placement repeated for the same spec, with each pod still injected on the
+    same node keeping the injectedAt of `previous` (its first injection)."""
+    first = {(r["pod"], r.get("node")): r["injectedAt"] for r in previous
+             if r.get("injectedAt") and not r.get("recoveredAt")}
+    return [dict(r, injectedAt=first[(r["pod"], r.get("node"))])
+            if r.get("injectedAt") and (r["pod"], r.get("node")) in first else r for r in records]
+
+
 def refused_namespace(status):
     """Failed because a namespace has not consented (it may yet)."""
     return status.get("phase") == "Failed" and any(

@@ -1,0 +1,320 @@
+"""Controller benchmark: what the kfault controller costs the API server, and how soon an
+experiment is in place, as the cluster and the number of experiments grow.
+
+The real controller (python -m kfault_controller, its own process) runs against kmock's
+Kubernetes emulator; each node's agent is a real gRPC agent server (in this process) whose
+engine records the moment it applies a placement instead of touching the kernel (the tests'
+RecordingEngine). For each size (pods, experiments):
+  - ready: from the controller's start until it has placed a canary (kopf runs no handler
+    before its indexes hold every pod, node and namespace); the canary is then deleted;
+  - experiments are created at CREATE_PER_S; a resource's latency runs from its creation until
+    the agent of every pod it selects has applied it (p50, p99 over the resources);
+  - once everything is placed and SETTLE_S have passed, the API requests kmock receives in
+    WINDOW_S of steady state, per minute, by verb and resource (goal: flat in pods and
+    experiments; status is written only when it changes); watch streams re-opened are counted
+    apart (kmock sends no bookmarks: kopf re-opens a quiet stream every 70 s, which an API
+    server's bookmarks prevent);
+  - the controller's resident memory (VmRSS) at the end.
+Pods are spread PODS_PER_NODE to a node; experiment i selects the pods labelled app=app-(i mod
+APPS) (mode all): 1/APPS of the cluster each. Production timings (renewal every 5 s, lease 15 s).
+Run: make bench-controller [ARGS="--grid"] (the corners and the diagonal unless --grid; one
+size: ARGS="--size 5000x100"). BENCH_WINDOW_S, BENCH_SETTLE_S shorten a trial run.
+"""
+import argparse
+import asyncio
+import collections
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+
+from conftest import RecordingEngine, parse_path_with_namespaces, register_cluster  # noqa: E402
+from kfault_agent import server  # noqa: E402
+from kfault_agent.kernel.loader import Capability  # noqa: E402
+
+PODS = (100, 1000, 5000)
+EXPERIMENTS = (1, 10, 100)
+PODS_PER_NODE = 100
+APPS = 20
+CREATE_PER_S = 10
+SETTLE_S = int(os.environ.get("BENCH_SETTLE_S", "15"))
+WINDOW_S = int(os.environ.get("BENCH_WINDOW_S", "60"))
+PLACED_TIMEOUT_S = 120
+READY_TIMEOUT_S = 900
+
+
+class TimedEngine(RecordingEngine):
+    """The tests' recording engine, noting when each pod was first applied, by experiment."""
+
+    def __init__(self):
+        super().__init__()
+        self.applied_at = collections.defaultdict(dict)     # experiment key -> {pod: monotonic time}
+
+    def apply(self, experiment, target, lease_s=None):
+        super().apply(experiment, target, lease_s)
+        self.applied_at[experiment.key].setdefault(target.name, time.monotonic())
+
+
+class Agent:
+    """One node's agent: a real gRPC server over a TimedEngine."""
+
+    def __init__(self, node):
+        self.engine = TimedEngine()
+        self.service = server.AgentService([self.engine], {"tc-bpf": Capability("tc-bpf", True, "bench")},
+                                           node_name=node)
+        self.grpc, self.port = server.serve(self.service, "127.0.0.1:0")
+
+    def close(self):
+        self.grpc.stop(None)
+        self.service.close()
+
+
+def node_name(i):
+    return f"node-{i:03d}"
+
+
+def pod(i, node):
+    name = f"pod-{i:05d}"
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}", "resourceVersion": "1",
+                         "labels": {"app": f"app-{i % APPS}"}},
+            "spec": {"nodeName": node, "containers": [{"name": "main"}]},
+            "status": {"phase": "Running", "podIP": f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}",
+                       "containerStatuses": [{"name": "main", "containerID": f"containerd://{i:064x}"}]}}
+
+
+def agent_pod(node, port):
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"kfault-agent-{node}", "namespace": "kfault-system", "uid": f"uid-agent-{node}",
+                         "resourceVersion": "1", "labels": {"app.kubernetes.io/name": "kfault-agent"}},
+            "spec": {"nodeName": node, "containers": [{"name": "agent", "ports": [{"name": "grpc",
+                                                                                  "containerPort": port}]}]},
+            "status": {"phase": "Running", "podIP": "127.0.0.1"}}
+
+
+def experiment(i):
+    name = f"exp-{i:03d}"
+    return {"apiVersion": "kfault.dev/v1alpha1", "kind": "NetworkChaos",
+            "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}", "resourceVersion": "1"},
+            "spec": {"action": "loss", "loss": {"loss": "30"}, "mode": "all",
+                     "selector": {"labelSelectors": {"app": f"app-{i % APPS}"}}}}
+
+
+def populate(kmock, pods, agents):
+    register_cluster(kmock)
+    for node, agent in agents.items():
+        kmock.objects["v1/nodes", None, node] = {"metadata": {"name": node, "labels": {}, "resourceVersion": "1"}}
+        kmock.objects["v1/pods", "kfault-system", f"kfault-agent-{node}"] = agent_pod(node, agent.port)
+    for i in range(pods):
+        kmock.objects["v1/pods", "default", f"pod-{i:05d}"] = pod(i, node_name(i // PODS_PER_NODE))
+
+
+def request_kind(request):
+    """verb resource[/subresource], as an API server's audit log would group it."""
+    verb = request.action.value.lower() if request.action else request.method.value.lower()
+    if request.resource is None or not request.resource.plural:
+        return f"{verb} {request.url.path}"
+    plural = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+    return f"{verb} {plural}"
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextlib.contextmanager
+def controller_process(kubeconfig):
+    """python -m kfault_controller, as its Deployment runs it (plaintext to the local agents)."""
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    log = tempfile.NamedTemporaryFile(prefix="kfault-bench-controller-", suffix=".log", delete=False)
+    process = subprocess.Popen([sys.executable, "-m", "kfault_controller", "--insecure"], env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    process.started = time.monotonic()
+    try:
+        yield process
+    except BaseException:
+        print(f"the controller's log: {log.name}", file=sys.stderr)
+        raise
+    else:
+        os.unlink(log.name)
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+async def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what() if callable(what) else what}: not within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+async def run_size(pods, experiments):
+    """One size: {'latencies', 'per_minute' (kind -> requests/min), 'rss_mib'}."""
+    import kmock as kmock_lib
+    from kmock._internal import parsing
+
+    unpatched = parsing.parse_path
+    parsing.parse_path = parse_path_with_namespaces(unpatched)     # kmock serves namespaces, as conftest's
+    agents = {node_name(n): Agent(node_name(n)) for n in range((pods + PODS_PER_NODE - 1) // PODS_PER_NODE)}
+    try:
+        async with kmock_lib.KubernetesEmulator() as kmock, kmock_lib.Server(kmock):
+            populate(kmock, pods, agents)
+            with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig") as config:
+                config.write(f"""
+                    kind: Config
+                    current-context: self
+                    clusters: [{{name: self, cluster: {{server: "{kmock.url!s}"}}}}]
+                    contexts: [{{name: self, context: {{cluster: self}}}}]
+                """)
+                config.flush()
+                with controller_process(config.name) as process:
+                    return await measure(kmock, agents, process, pods, experiments)
+    finally:
+        parsing.parse_path = unpatched
+        for agent in agents.values():
+            agent.close()
+
+
+async def wait_until_ready(kmock, agents, started):
+    """Seconds from the controller's start until it has placed a canary experiment (its indexes
+    are filled only then); the canary is deleted again, and its deletion completes."""
+    canary = dict(experiment(0), metadata={"name": "canary", "namespace": "default", "uid": "uid-canary",
+                                           "resourceVersion": "1"})
+    canary["spec"] = dict(canary["spec"], mode="one")
+    path = "/apis/kfault.dev/v1alpha1/namespaces/default/networkchaos"
+    response = await kmock.post(path, json=canary)
+    assert response.status in (200, 201), await response.text()
+    await wait_until(lambda: any(agent.engine.applied_at.get("default/canary") for agent in agents.values()),
+                     READY_TIMEOUT_S, "the canary placed")
+    ready_s = time.monotonic() - started
+    await kmock.delete(f"{path}/canary")
+    await wait_until(lambda: kmock.objects["kfault.dev/v1alpha1/networkchaos", "default", "canary"].deleted,
+                     PLACED_TIMEOUT_S, "the canary deleted")
+    return ready_s
+
+
+async def measure(kmock, agents, process, pods, experiments):
+    ready_s = await wait_until_ready(kmock, agents, process.started)
+    selected = {f"default/exp-{i:03d}": sum(1 for p in range(pods) if p % APPS == i % APPS)
+                for i in range(experiments)}
+    created = await create_experiments(kmock, experiments)
+    latencies = await placement_latencies(agents, created, selected)
+    await asyncio.sleep(SETTLE_S)
+    per_minute = await steady_requests(kmock)
+    applies = sum(1 for agent in agents.values() for op, key, _ in agent.engine.history
+                  if op == "apply" and key != "default/canary")
+    return {"ready_s": ready_s, "latencies": latencies, "per_minute": per_minute, "rss_mib": rss_mib(process.pid),
+            "apply_per_pod": applies / sum(selected.values())}
+
+
+async def create_experiments(kmock, count):
+    """Create them CREATE_PER_S a second: {key: when it was created}."""
+    created = {}
+    for i in range(count):
+        body = experiment(i)
+        created[f"default/{body['metadata']['name']}"] = time.monotonic()
+        response = await kmock.post("/apis/kfault.dev/v1alpha1/namespaces/default/networkchaos", json=body)
+        assert response.status in (200, 201), await response.text()
+        await asyncio.sleep(1 / CREATE_PER_S)
+    return created
+
+
+async def placement_latencies(agents, created, selected):
+    """Seconds from each experiment's creation until every pod it selects (selected: key -> how
+    many) was applied by its node's agent, sorted."""
+    latencies = {}
+
+    def every_pod_applied():
+        for key in created.keys() - latencies.keys():
+            times = [t for agent in agents.values() for t in list(agent.engine.applied_at.get(key, {}).values())]
+            if len(times) < selected[key]:
+                return False
+            latencies[key] = max(times) - created[key]
+        return True
+    await wait_until(every_pod_applied, PLACED_TIMEOUT_S, lambda: f"{len(latencies)} of {len(created)} placed")
+    return sorted(latencies.values())
+
+
+async def steady_requests(kmock):
+    """The API requests kmock receives in WINDOW_S, per minute, by verb and resource."""
+    start = len(list(kmock))
+    await asyncio.sleep(WINDOW_S)
+    counts = collections.Counter(request_kind(r) for r in list(kmock)[start:])
+    return {kind: count * 60 / WINDOW_S for kind, count in counts.items()}
+
+
+def percentile(values, fraction):
+    return values[min(len(values) - 1, int(round(fraction * (len(values) - 1))))]
+
+
+def sizes(grid):
+    if grid:
+        return [(p, e) for p in PODS for e in EXPERIMENTS]
+    return [(PODS[0], EXPERIMENTS[0]), (PODS[0], EXPERIMENTS[-1]), (PODS[1], EXPERIMENTS[1]),
+            (PODS[-1], EXPERIMENTS[0]), (PODS[-1], EXPERIMENTS[-1])]
+
+
+def reopened_watches(per_minute):
+    """Watch streams re-opened: kmock sends no bookmarks, so kopf re-opens a quiet stream every
+    70 s (settings.watching.inactivity_timeout); an API server's bookmarks keep them open."""
+    return sum(rate for kind, rate in per_minute.items() if kind.startswith("watch "))
+
+
+def report_size(pods, experiments, result):
+    lat, per_minute = result["latencies"], result["per_minute"]
+    others = sum(per_minute.values()) - reopened_watches(per_minute)
+    print(f"\n{pods} pods, {experiments} experiment(s): ready {result['ready_s']:.1f} s after start; "
+          f"in steady state {others:.0f} API requests/min (+{reopened_watches(per_minute):.0f} watches re-opened); "
+          f"placed p50 {statistics.median(lat) * 1000:.0f} ms, p99 {percentile(lat, 0.99) * 1000:.0f} ms; "
+          f"controller RSS {result['rss_mib']:.0f} MiB; Apply calls per selected pod {result['apply_per_pod']:.2f}",
+          flush=True)
+    for kind, rate in sorted(per_minute.items(), key=lambda item: -item[1]):
+        print(f"    {rate:8.1f}/min  {kind}")
+
+
+def report_table(rows):
+    print("\n| pods | experiments | API requests/min, steady state | placed p50 | placed p99 | controller RSS "
+          "| ready after start |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for pods, experiments, result in rows:
+        lat, per_minute = result["latencies"], result["per_minute"]
+        others = sum(per_minute.values()) - reopened_watches(per_minute)
+        print(f"| {pods:,} | {experiments} | {others:.0f} (+{reopened_watches(per_minute):.0f} watches re-opened) | "
+              f"{statistics.median(lat) * 1000:.0f} ms | {percentile(lat, 0.99) * 1000:.0f} ms | "
+              f"{result['rss_mib']:.0f} MiB | {result['ready_s']:.0f} s |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--grid", action="store_true", help="every size, not only the corners and the diagonal")
+    parser.add_argument("--size", action="append", default=[], metavar="PODSxEXPERIMENTS",
+                        help="only these sizes, e.g. 5000x100")
+    args = parser.parse_args()
+    chosen = [tuple(int(n) for n in s.split("x")) for s in args.size] or sizes(args.grid)
+    print(f"{PODS_PER_NODE} pods a node, an agent each; each experiment selects 1/{APPS} of the pods; "
+          f"{CREATE_PER_S} created a second; steady state: {WINDOW_S} s from {SETTLE_S} s after the last placement")
+    rows = []
+    for pods, experiments in chosen:
+        rows.append((pods, experiments, asyncio.run(run_size(pods, experiments))))
+        report_size(*rows[-1])
+    report_table(rows)
+
+
+if __name__ == "__main__":
+    main()
