@@ -4,8 +4,10 @@ Every datagram carries its sequence number and a hash of itself, so the receiver
 duplicate from an original and a damaged payload from a good one.
   send HOST PORT COUNT [PPS [SIZE [HEADERS]]]      receive PORT IDLE_SECONDS  (each prints a JSON summary).
 HOST is an IPv4 or IPv6 address (the receiver takes both). HEADERS, for IPv6: the extension
-headers each datagram carries, comma-separated from "hop" (hop-by-hop options) and "dst"
-(destination options), or "-" for none; a SIZE above the path MTU adds fragment headers.
+headers each datagram carries, comma-separated from "hop" (hop-by-hop options), "dst"
+(destination options) and "rt" (a routing header with no segments left, which the kernel
+won't add for a socket: the datagram is then built whole and sent raw), or "-" for none; a
+SIZE above the path MTU adds fragment headers.
 The sender's summary holds each datagram's CLOCK_MONOTONIC send time and the receiver's
 the arrival order and times: namespaces share that clock, so their difference is the
 one-way latency.
@@ -31,6 +33,10 @@ def datagram(seq, size=PAYLOAD):
     return body + hashlib.sha256(body).digest()[:16]
 
 
+# A routing header of a type no node handles, with no segments left: receivers skip it.
+EMPTY_ROUTING = bytes([0, 0, 253, 0, 0, 0, 0, 0])
+
+
 def sender_socket(host, headers):
     if ":" not in host:
         return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -40,8 +46,42 @@ def sender_socket(host, headers):
     return sock
 
 
+def checksum(data):
+    data += b"\0" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    return ~total & 0xffff or 0xffff
+
+
+class RawIPv6Sender:
+    """Whole IPv6 datagrams (hop-by-hop, routing, destination options before UDP), for the
+    headers a socket option can't add."""
+    ORDER = (("hop", 0, EMPTY_OPTIONS), ("rt", 43, EMPTY_ROUTING), ("dst", 60, EMPTY_OPTIONS))
+
+    def __init__(self, host, headers):
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        probe.connect((host, 9))
+        self.source = socket.inet_pton(socket.AF_INET6, probe.getsockname()[0])
+        probe.close()
+        self.dest = socket.inet_pton(socket.AF_INET6, host)
+        self.chain = [(number, body) for name, number, body in self.ORDER if name in headers.split(",")]
+        self.sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+
+    def sendto(self, payload, address):
+        port = address[1]
+        udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+        pseudo = self.source + self.dest + struct.pack("!I3xB", len(udp), 17)
+        udp = udp[:6] + struct.pack("!H", checksum(pseudo + udp)) + udp[8:]
+        numbers = [number for number, _ in self.chain] + [17]
+        extensions = b"".join(bytes([numbers[i + 1]]) + body[1:] for i, (_, body) in enumerate(self.chain))
+        header = struct.pack("!IHBB", 6 << 28, len(extensions) + len(udp), numbers[0], 64)
+        self.sock.sendto(header + self.source + self.dest + extensions + udp, (address[0], 0))
+
+
 def send(host, port, count, pps=5000, size=PAYLOAD, headers="-"):
-    sock = sender_socket(host, headers.strip("-"))
+    headers = headers.strip("-")
+    sock = RawIPv6Sender(host, headers) if "rt" in headers.split(",") else sender_socket(host, headers)
     errors = 0
     gap = 1.0 / pps
     start = time.monotonic()
