@@ -5,10 +5,17 @@ whose DNS answer changes is followed within a lease. It uses this node's resolve
 sees it (the agent pod's resolv.conf: cluster DNS, search path of the kfault namespace).
 Nothing below the engines resolves: policy and the kernel only see addresses.
 """
+import concurrent.futures
 import ipaddress
 import socket
 
 from kfault_agent.errors import PeerNotResolved
+
+# A resolver that does not answer must not hold a Renew past the leases it renews: wait this
+# long, then refuse (apply) or keep the last answer (renewal). getaddrinfo can't be cancelled,
+# so it finishes in a thread of its own.
+ANSWER_WITHIN_S = 2.0
+_lookups = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="kfault-resolve")
 
 
 def networks_of(peer):
@@ -20,10 +27,13 @@ def networks_of(peer):
 
 
 def resolve(peer):
+    lookup = _lookups.submit(socket.getaddrinfo, peer.host, None, proto=socket.IPPROTO_TCP)
     try:
-        answers = socket.getaddrinfo(peer.host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as err:
-        reason = err.strerror if isinstance(err, socket.gaierror) else str(err)
+        answers = lookup.result(timeout=ANSWER_WITHIN_S)
+    except (socket.gaierror, UnicodeError, concurrent.futures.TimeoutError) as err:
+        reason = (err.strerror if isinstance(err, socket.gaierror) else
+                  f"no answer within {ANSWER_WITHIN_S:g} s" if isinstance(err, concurrent.futures.TimeoutError)
+                  else str(err))
         raise PeerNotResolved(
             f"spec.externalTargets {peer.text!r}: the host name {peer.host!r} does not resolve here ({reason}); "
             "write a name this node's DNS answers (in a cluster, fully qualified, such as "

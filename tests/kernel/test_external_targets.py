@@ -123,3 +123,25 @@ def test_a_changed_dns_answer_is_followed_at_the_next_renewal(lab, tmp_path):
     finally:
         runner.kill()
         runner.wait()
+
+
+def test_a_resolver_that_does_not_answer_is_refused_in_bounded_time(tmp_path):
+    """A name server that never answers must not hold an Apply or a Renew for the resolver's
+    own timeouts (5 s per try here, three tries). In a network and mount namespace of its
+    own, the probe listens on 127.0.0.1:53 and never answers."""
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:5 attempts:3\n")
+    probe = ("import socket, time; from kfault_agent import peer_names; from kfault_agent.errors import PeerNotResolved\n"
+             "from kfault_api import spec\n"
+             "silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); silent.bind(('127.0.0.1', 53))\n"
+             "started = time.monotonic()\n"
+             "try:\n    peer_names.networks_of(spec.parse_external_target('slow.example.net'))\n"
+             "except PeerNotResolved as err:\n    print(round(time.monotonic() - started, 1), err, flush=True)\n"
+             "import os; os._exit(0)   # not waiting for the lookup still stuck in its thread")
+    out = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c",
+                          f"ip link set lo up && mount --bind {resolv} /etc/resolv.conf && "
+                          f"exec {sys.executable} -c \"$0\"", probe],
+                         capture_output=True, text=True, timeout=120)
+    seconds, _, message = out.stdout.partition(" ")
+    assert "no answer within" in message and "slow.example.net" in message, out
+    assert float(seconds) < 4, out.stdout

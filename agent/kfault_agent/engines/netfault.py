@@ -246,9 +246,16 @@ class NetFaultEngine(LeasedPlacements):
     def _follow_names(self, keys):
         named = [a for a in self.active() if (keys is None or a.key in keys)
                  and any(peer.host for peer in a.experiment.peers)]
+        answers = {}    # one lookup per name and renewal, however many placements name it
+
+        def networks_of(peer):
+            if peer not in answers:
+                answers[peer] = peer_names.networks_of(peer)
+            return answers[peer]
+
         for active in named:
             try:   # outside the lock: a slow resolver must not hold up other placements
-                groups = policy.peer_groups(active.experiment, peer_names.networks_of)
+                groups = policy.peer_groups(active.experiment, networks_of)
             except Refusal as err:
                 log.warning("%s on %s: keeping the last addresses: %s", *active.key, err)
                 continue
