@@ -35,7 +35,7 @@ def non_matching_rules(count, base="10.99.0.0"):
     template = chaos("idle", "partition", externalTargets=["10.99.0.1/32"])
     start = int(ipaddress.ip_address(base))
     return [dataclasses.replace(template, name=f"idle-{i}",
-                                peers=(ipaddress.ip_network(f"{ipaddress.ip_address(start + i)}/32"),))
+                                peers=(spec.parse_external_target(f"{ipaddress.ip_address(start + i)}/32"),))
             for i in range(count)]
 
 

@@ -20,6 +20,8 @@ FORBIDDEN = {
 }
 # The one module of the agent that may import bcc (it knows the kernel; nothing else does).
 BCC_USERS = {"kfault_agent.kernel.loader"}
+# Who resolves host names of externalTargets: the network engine, never policy or the kernel layer.
+NAME_RESOLVERS = {"kfault_agent.engines.netfault"}
 
 
 def modules(package):
@@ -54,3 +56,22 @@ def test_only_the_loader_imports_bcc():
     users = {module for package in PACKAGES for module, path in modules(package)
              if any(name.split(".")[0] == "bcc" for name in imported_roots(path))}
     assert users == BCC_USERS
+
+
+def imports_module(path, dotted):
+    """Does the file import `dotted` (import a.b, from a.b import x, from a import b)?"""
+    parent, _, leaf = dotted.rpartition(".")
+    with open(path, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name == dotted for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (
+                node.module == dotted or (node.module == parent and any(a.name == leaf for a in node.names))):
+            return True
+    return False
+
+
+def test_only_the_network_engine_resolves_peer_names():
+    users = {module for module, path in modules("kfault_agent") if imports_module(path, "kfault_agent.peer_names")}
+    assert users == NAME_RESOLVERS

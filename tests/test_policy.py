@@ -62,7 +62,8 @@ def test_rule_fields_carry_actions_and_scope():
         "apiVersion": spec.API_VERSION, "kind": "NetworkChaos", "metadata": {"name": "x"},
         "spec": {"action": "netem", "loss": {"loss": "10"}, "corrupt": {"corrupt": "5"},
                  "protocol": "tcp", "peerPorts": "8000-8080"}})
-    fields = policy.rule_fields(experiment)
+    (group,) = policy.peer_groups(experiment, lambda peer: (peer.network,))
+    fields = policy.rule_fields(experiment, group.peer_ports)
     assert fields["actions"] == layout.ACT_LOSS | layout.ACT_CORRUPT
     assert (fields["protocol"], fields["peer_port_min"], fields["peer_port_max"]) == (6, 8000, 8080)
 
@@ -85,3 +86,29 @@ def test_reorder_sets_its_bit_chance_and_gap():
         experiment.delay.reorder.chance)
     plain = policy.rule_fields(chaos("delay", delay={"latency": "10ms"}))
     assert not plain["actions"] & layout.ACT_REORDER
+
+
+def test_a_target_with_a_port_gets_its_own_rule_and_peer_ports_stay_for_the_rest():
+    experiment = chaos("partition", protocol="tcp", peerPorts="8000-8080",
+                       externalTargets=["10.0.0.0/24", "db.example:8080", "10.0.1.7:8080", "[2001:db8::5]:8000",
+                                        "10.0.2.0/24:8000"])
+    resolved = {"db.example": (ipaddress.ip_network("10.0.3.3/32"), ipaddress.ip_network("2001:db8::3/128"))}
+    groups = policy.peer_groups(experiment, lambda p: resolved[p.host] if p.host else (p.network,))
+    assert [(g.peer_ports, [str(n) for n in g.networks]) for g in groups] == [
+        ((8000, 8080), ["10.0.0.0/24"]),
+        ((8080, 8080), ["10.0.3.3/32", "2001:db8::3/128", "10.0.1.7/32"]),
+        ((8000, 8000), ["2001:db8::5/128", "10.0.2.0/24"])]
+    assert policy.rule_fields(experiment, groups[1].peer_ports)["peer_port_min"] == 8080
+
+
+def test_no_targets_is_every_peer_on_spec_peer_ports():
+    (group,) = policy.peer_groups(chaos("partition", protocol="udp", peerPorts="53"), None)
+    assert group == policy.PeerGroup((53, 53), (policy.ALL_PEERS,))
+
+
+def test_peakrate_with_minburst_cuts_the_burst_to_minburst():
+    shaped = chaos("bandwidth", bandwidth={"rate": "1mbps", "buffer": 100000, "limit": 20000,
+                                           "peakrate": 2000000, "minburst": 3000})
+    assert policy.rule_fields(shaped)["burst_bytes"] == 3000
+    alone = chaos("bandwidth", bandwidth={"rate": "1mbps", "buffer": 100000, "limit": 20000, "peakrate": 2000000})
+    assert policy.rule_fields(alone)["burst_bytes"] == 100000 and alone.notes

@@ -151,6 +151,14 @@ def test_network_target_pods_become_peer_addresses():
     assert body == {"action": "partition", "externalTargets": ["192.0.2.1", "10.0.0.4"]}
 
 
+def test_dual_stack_target_pods_become_both_their_addresses():
+    spec = {"action": "partition", "mode": "all", "target": {"mode": "all", "selector": {"labelSelectors": {"app": "db"}}}}
+    pods = [dict(p, status={**p.get("status", {}), "podIPs": [{"ip": p["status"]["podIP"]}, {"ip": "fd00::4"}]})
+            if (p.get("status") or {}).get("podIP") == "10.0.0.4" else p for p in PODS]
+    body = placement.agent_spec(KINDS["NetworkChaos"], spec, ClusterView(pods, {}, {}), SCOPE)
+    assert body["externalTargets"] == ["10.0.0.4", "fd00::4"]
+
+
 def test_io_container_names_become_container_ids_per_pod_not_spec():
     spec = {"action": "fault", "errno": 5, "volumePath": "/data", "containerNames": ["main"], "mode": "all",
             "selector": {"labelSelectors": {"app": "web"}}}

@@ -45,7 +45,17 @@ def io_doc(**spec_fields):
     (doc(duration="10 minutes"), "spec.duration", "duration"),
     (doc(duration="0"), "spec.duration", "above 0"),
     (doc(externalTargets=["10.0.0.300/8"]), "spec.externalTargets[0]", "CIDR"),
-    (doc(externalTargets=["example.com"]), "spec.externalTargets[0]", "IP address"),
+    (doc(externalTargets=["exa_mple.com"]), "spec.externalTargets[0]", "host name"),
+    (doc(externalTargets=["db.example.com:http"]), "spec.externalTargets[0]", "1-65535"),
+    (doc(externalTargets=["10.0.0.0/24:70000"]), "spec.externalTargets[0]", "1-65535"),
+    (doc(externalTargets=["[2001:db8::1]443"]), "spec.externalTargets[0]", "[2001:db8::1]:443"),
+    (doc(externalTargets=["2001:db8::1:443:x"]), "spec.externalTargets[0]", "IP address"),
+    (doc(externalTargets=["db:9000"], protocol="tcp", peerPorts="80"), "spec.externalTargets[0]", "spec.peerPorts"),
+    (doc(externalTargets=["db:9000"], protocol="icmp"), "spec.externalTargets[0]", "no port"),
+    (doc(action="bandwidth", bandwidth={"rate": "1mbps", "peakrate": 1000, "minburst": 1500}),
+     "spec.bandwidth.peakrate", "above spec.bandwidth.rate"),
+    (doc(action="bandwidth", bandwidth={"rate": "1mbps", "peakrate": -1}), "spec.bandwidth.peakrate", "at least 0"),
+    (doc(action="bandwidth", bandwidth={"rate": "1mbps", "minburst": 2**32}), "spec.bandwidth.minburst", "4294967295"),
     (doc(peerPorts="70000", protocol="tcp"), "spec.peerPorts", "1-65535"),
     (doc(peerPorts="90-80", protocol="tcp"), "spec.peerPorts", "low first"),
     (doc(peerPorts="80"), "spec.protocol", "tcp or udp"),
@@ -84,6 +94,33 @@ def test_chaos_mesh_documents_are_accepted_after_changing_api_version():
                  "loss": {"loss": "25", "correlation": "25"}, "duration": "30s"}}
     experiment = spec.parse_experiment(chaos_mesh)
     assert experiment.delay.latency_ns == 10_000_000 and experiment.loss.percent == 25
+
+
+@pytest.mark.parametrize("text, network, host, port", [
+    ("8.8.8.8", "8.8.8.8/32", None, None),
+    ("8.8.0.0/16", "8.8.0.0/16", None, None),
+    ("2001:db8::1", "2001:db8::1/128", None, None),
+    ("www.Example.com.", None, "www.example.com", None),
+    ("localhost", None, "localhost", None),
+    ("db.shop.svc.cluster.local:5432", None, "db.shop.svc.cluster.local", 5432),
+    ("10.0.0.7:53", "10.0.0.7/32", None, 53),
+    ("10.0.0.0/24:53", "10.0.0.0/24", None, 53),
+    ("[2001:db8::1]:443", "2001:db8::1/128", None, 443),
+    ("[2001:db8::/32]:443", "2001:db8::/32", None, 443),
+])
+def test_external_targets_take_addresses_cidrs_names_and_ports(text, network, host, port):
+    (peer,) = spec.parse_experiment(doc(externalTargets=[text])).peers
+    assert (str(peer.network) if peer.network else None, peer.host, peer.port) == (network, host, port)
+
+
+def test_peakrate_and_minburst_are_accepted_and_one_alone_is_noted():
+    def shaped(**bandwidth):
+        return spec.parse_experiment({**doc(), "spec": {"action": "bandwidth", "bandwidth": {"rate": "1mbps",
+                                                                                           **bandwidth}}})
+    both = shaped(peakrate=2000000, minburst=3000)
+    assert both.bandwidth.burst_bytes == 3000 and both.notes == ()
+    alone = shaped(peakrate=2000000)
+    assert alone.notes == ("spec.bandwidth.peakrate is ignored without spec.bandwidth.minburst (as Chaos Mesh does)",)
 
 
 def test_validate_cli_exits_1_and_names_the_field(tmp_path):

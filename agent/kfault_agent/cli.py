@@ -25,6 +25,8 @@ def cmd_validate(args):
         return EXIT_INVALID
     for experiment in experiments:
         print(f"{args.file}: {experiment.key} ({experiment.action}) is valid")
+        for note in experiment.notes:
+            print(f"{args.file}: {experiment.key}: note: {note}")
     return 0
 
 

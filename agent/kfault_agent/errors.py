@@ -41,6 +41,10 @@ class InterfaceGone(TargetGone):
     """The interface was deleted (its filters and qdiscs with it)."""
 
 
+class PeerNotResolved(Refusal):
+    """A host name in spec.externalTargets has no address this node can find."""
+
+
 class TargetUnsuitable(Refusal):
     """The target exists but has nothing the experiment can act on (e.g. no IP address)."""
 

@@ -2,6 +2,8 @@
 import ipaddress
 import math
 from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Optional
 
 from kfault_agent.errors import RuleConflict
 from kfault_api import layout
@@ -49,8 +51,29 @@ def jitter_weights(correlation):
     return round(c * layout.WEIGHT_ONE), round(math.sqrt(1 - c * c) * layout.WEIGHT_ONE)
 
 
-def rule_fields(experiment):
-    """The kfault_rule fields (all but the deadline) for an experiment."""
+@dataclass(frozen=True)
+class PeerGroup:
+    """Peers that share one rule per direction: those matched on the same peer ports."""
+    peer_ports: Optional[tuple]    # (min, max); None = any port
+    networks: tuple                # ip_network
+
+
+def peer_groups(experiment, networks_of):
+    """The experiment's peers, one group per port range: a target's own port (host:port), or
+    spec.peerPorts for targets without one. networks_of(ExternalTarget) -> its networks (a
+    host name's addresses, resolved by the caller). No targets: one group, every peer."""
+    if not experiment.peers:
+        return [PeerGroup(experiment.peer_ports, (ALL_PEERS,))]
+    networks = defaultdict(dict)   # ports -> networks, in order, once each
+    for peer in experiment.peers:
+        ports = (peer.port, peer.port) if peer.port else experiment.peer_ports
+        networks[ports].update(dict.fromkeys(networks_of(peer)))
+    return [PeerGroup(ports, tuple(nets)) for ports, nets in networks.items()]
+
+
+def rule_fields(experiment, peer_ports=None):
+    """The kfault_rule fields (all but the deadline) for an experiment's rule matching
+    `peer_ports` (its PeerGroup's)."""
     actions = 0
     if experiment.partition:
         actions |= layout.ACT_PARTITION
@@ -79,10 +102,10 @@ def rule_fields(experiment):
     if experiment.bandwidth:
         rate = experiment.bandwidth.rate_bytes_per_sec
         fields["rate_bytes_per_sec"] = rate
-        fields["burst_bytes"] = experiment.bandwidth.buffer_bytes
+        fields["burst_bytes"] = experiment.bandwidth.burst_bytes
         fields["queue_ns"] = experiment.bandwidth.limit_bytes * 10**9 // rate if experiment.bandwidth.limit_bytes else 0
-    if experiment.peer_ports:
-        fields["peer_port_min"], fields["peer_port_max"] = experiment.peer_ports
+    if peer_ports:
+        fields["peer_port_min"], fields["peer_port_max"] = peer_ports
     return fields
 
 

@@ -70,7 +70,9 @@ NETWORK_CHAOS_SPEC = {
         "target": {"type": "object", "properties": {"selector": POD_SELECTOR, "mode": MODE,
                                                     "value": {"type": "string"}}},
         "externalTargets": {"type": "array", "items": {"type": "string"},
-                            "description": "Peer IP addresses or CIDRs."},
+                            "description": "Peers: IP addresses, CIDRs or host names (resolved by the agent at "
+                                           "every renewal), each optionally with the peer's port: "
+                                           "host:port, cidr:port, [ipv6]:port."},
         "device": {"type": "string", "description": "Only this interface of the target."},
         "duration": DURATION,
         "scheduler": SCHEDULER,
@@ -96,8 +98,11 @@ NETWORK_CHAOS_SPEC = {
                          "description": "tc rate: \"10mbit\" (bits/s) or \"1mbps\" (bytes/s)."},
                 "limit": {"type": "integer", "minimum": 1, "description": "Bytes that may wait in the queue."},
                 "buffer": {"type": "integer", "minimum": 1, "description": "Burst size in bytes."},
-                "peakrate": {"type": "integer", "minimum": 0},
-                "minburst": {"type": "integer", "minimum": 0},
+                "peakrate": {"type": "integer", "minimum": 0,
+                             "description": "tbf's peak rate in bytes/s, with minburst: bursts are cut to "
+                                            "minburst bytes, then paced at rate."},
+                "minburst": {"type": "integer", "minimum": 0, "maximum": 4294967295,
+                             "description": "tbf's peak bucket in bytes (with peakrate)."},
             },
         },
         # kfault extensions: scope a rule to one protocol and a range of the peer's ports.

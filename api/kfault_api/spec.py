@@ -3,6 +3,7 @@
 Every problem becomes a SpecError that names the field, the bad value and what is allowed.
 """
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -59,6 +60,28 @@ class Bandwidth:
     rate_bytes_per_sec: int
     limit_bytes: int
     buffer_bytes: int
+    peakrate_bytes_per_sec: int = 0    # tbf's peakrate and minburst, 0 = not set (README: bandwidth)
+    minburst_bytes: int = 0
+
+    @property
+    def burst_bytes(self):
+        """How many bytes the pacer lets leave at once. tbf drains its `buffer` no faster than
+        peakrate, through a bucket of minburst bytes; a pacer that lets at most minburst leave
+        at once and then spaces packets at `rate` (< peakrate) never exceeds peakrate longer
+        than tbf does. Chaos Mesh applies the two only together; so do we."""
+        if self.peakrate_bytes_per_sec and self.minburst_bytes:
+            return min(self.buffer_bytes, self.minburst_bytes)
+        return self.buffer_bytes
+
+
+@dataclass(frozen=True)
+class ExternalTarget:
+    """One entry of spec.externalTargets: an address or CIDR, or a host name the agent
+    resolves; with a port, only packets to or from that port of the peer."""
+    text: str                      # as written, for messages
+    network: Optional[object] = None   # ip_network; None for a host name
+    host: Optional[str] = None
+    port: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,7 @@ class Experiment:
     action: str
     duration_ns: Optional[int] = field(default=None, kw_only=True)
     raw: dict = field(default_factory=dict, compare=False, repr=False, kw_only=True)
+    notes: tuple = field(default=(), compare=False, kw_only=True)   # valid, but worth saying (kfault validate)
 
     @property
     def key(self):
@@ -78,7 +102,7 @@ class Experiment:
 @dataclass(frozen=True)
 class NetworkChaos(Experiment):
     direction: str = "to"
-    peers: tuple = ()              # ip_network; empty = every peer
+    peers: tuple = ()              # ExternalTarget; empty = every peer
     device: Optional[str] = None
     protocol: int = 0              # IPPROTO_*, 0 = any
     peer_ports: Optional[tuple] = None   # (min, max)
@@ -287,16 +311,17 @@ def _network_chaos(metadata, spec, doc, for_node):
     _check_action_blocks(action, spec, problems)
     chances = {name: _chance(spec, name, problems) for name in ("loss", "duplicate", "corrupt")}
     delay = _delay(spec, problems)
-    bandwidth = _bandwidth(spec, problems)
-    peers = _peers(spec, for_node, problems)
+    notes = []
+    bandwidth = _bandwidth(spec, problems, notes)
     peer_ports = _peer_ports(spec, problems)
+    peers = _peers(spec, for_node, peer_ports, problems)
     duration = _duration(spec, problems)
     problems.raise_any()
     return NetworkChaos(
         name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
         direction=spec.get("direction", "to"), peers=peers, device=spec.get("device"),
         duration_ns=duration, protocol=PROTOCOLS.get(spec.get("protocol"), 0), peer_ports=peer_ports,
-        partition=action == "partition", delay=delay, bandwidth=bandwidth, raw=doc, **chances)
+        partition=action == "partition", delay=delay, bandwidth=bandwidth, raw=doc, notes=tuple(notes), **chances)
 
 
 def _check_action_blocks(action, spec, problems):
@@ -341,28 +366,70 @@ def _delay(spec, problems):
     return Delay(latency or 0, jitter or 0, correlation or 0.0, reorder)
 
 
-def _bandwidth(spec, problems):
+def _bandwidth(spec, problems, notes):
     if "bandwidth" not in spec:
         return None
     body = spec["bandwidth"]
     rate = problems.parse("spec.bandwidth.rate", body["rate"], units.parse_rate_bytes_per_sec)
-    for unsupported in ("peakrate", "minburst"):
-        if body.get(unsupported):
-            problems.add(f"spec.bandwidth.{unsupported}", body[unsupported],
-                         "0 or nothing: kfault's EDT pacer has one rate")
+    peakrate, minburst = body.get("peakrate") or 0, body.get("minburst") or 0
+    if peakrate and rate and peakrate <= rate:
+        problems.add("spec.bandwidth.peakrate", peakrate, f"bytes per second above spec.bandwidth.rate ({rate}), "
+                     "or 0: tbf refuses a peak at or below the rate")
+    if bool(peakrate) != bool(minburst):
+        given, missing = ("peakrate", "minburst") if peakrate else ("minburst", "peakrate")
+        notes.append(f"spec.bandwidth.{given} is ignored without spec.bandwidth.{missing} (as Chaos Mesh does)")
     if not rate:
         return None
-    return Bandwidth(rate, body.get("limit", 0), body.get("buffer", max(1514, rate // 100)))
+    return Bandwidth(rate, body.get("limit", 0), body.get("buffer", max(1514, rate // 100)), peakrate, minburst)
 
 
-def _peers(spec, for_node, problems):
+# A host name as DNS allows it (RFC 1123 labels), optionally fully qualified.
+_HOST_NAME = re.compile(r"^(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+EXTERNAL_TARGET_FORMS = ("an IP address, a CIDR or a host name, each optionally with the peer's port: 10.0.0.7, "
+                         "10.0.0.0/24, db.example.com, db.example.com:5432, 10.0.0.0/24:53, [2001:db8::1]:443")
+
+
+def parse_external_target(text):
+    """`text` -> ExternalTarget. Raises ValueError saying what is allowed."""
+    address, port = text, None
+    if text.startswith("["):      # [IPv6 address or CIDR]:port
+        inside, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(EXTERNAL_TARGET_FORMS)
+        address, port = inside, rest[1:] if rest else None
+    else:
+        try:
+            return ExternalTarget(text, network=ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            pass
+        if text.count(":") == 1:
+            address, port = text.split(":")
+    if port is not None:
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"a port within 1-65535 after the colon; {EXTERNAL_TARGET_FORMS}")
+        port = int(port)
+    try:
+        return ExternalTarget(text, network=ipaddress.ip_network(address, strict=False), port=port)
+    except ValueError:
+        pass
+    if "[" in text or not _HOST_NAME.match(address) or address.replace(".", "").isdigit():
+        raise ValueError(EXTERNAL_TARGET_FORMS)
+    return ExternalTarget(text, host=address.rstrip(".").lower(), port=port)
+
+
+def _peers(spec, for_node, peer_ports, problems):
     peers = []
     for index, text in enumerate(spec.get("externalTargets", [])):
-        try:
-            peers.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            problems.add(f"spec.externalTargets[{index}]", text, "an IP address or CIDR such as 10.0.0.7 or "
-                         "10.0.0.0/24 (kfault does not resolve names)")
+        peer = problems.parse(f"spec.externalTargets[{index}]", text, parse_external_target)
+        if peer and peer.port and peer_ports and not peer_ports[0] <= peer.port <= peer_ports[1]:
+            problems.add(f"spec.externalTargets[{index}]", text, f"a port within spec.peerPorts "
+                         f"({spec['peerPorts']}), or no port: both limit the rule, so nothing would match")
+        if peer and peer.port and spec.get("protocol") in ("icmp", "icmpv6"):
+            problems.add(f"spec.externalTargets[{index}]", text, f"no port with spec.protocol "
+                         f"{spec['protocol']} (it has no ports), or protocol tcp or udp")
+        if peer:
+            peers.append(peer)
     if "target" in spec and for_node:
         problems.add("spec.target", spec["target"], "spec.externalTargets here: pod selectors in "
                      "spec.target are resolved by the kfault controller, not the local runner")

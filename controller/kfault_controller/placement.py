@@ -52,8 +52,15 @@ def agent_spec(kind, spec, view, scope):
     if rules.peers_from_target and spec.get("target"):
         peers = selection.select(spec["target"], view.pods, scope, view.node_labels, where="spec.target")
         body["externalTargets"] = list(spec.get("externalTargets", [])) + [
-            p["status"]["podIP"] for p in peers if (p.get("status") or {}).get("podIP")]
+            address for p in peers for address in pod_addresses(p)]
     return body
+
+
+def pod_addresses(pod):
+    """Every address of a pod: both families of a dual-stack pod (status.podIPs), else podIP."""
+    status = pod.get("status") or {}
+    listed = [entry["ip"] for entry in status.get("podIPs") or [] if entry.get("ip")]
+    return listed or ([status["podIP"]] if status.get("podIP") else [])
 
 
 def pod_target(pod, container_names=()):

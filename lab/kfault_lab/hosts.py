@@ -31,16 +31,25 @@ class Lab:
         return self.ns(name)
 
     def link(self, left, right, subnet):
-        """A veth pair between two hosts; left gets .1, right .2 of a /24 subnet like '10.250.1'."""
+        """A veth pair between two hosts, dual-stack: left gets .1, right .2 of a /24 subnet
+        like '10.250.1', and ::1, ::2 of its IPv6 twin (ipv6()). Returns the IPv4 pair."""
         self.links += 1
         lname, rname = f"{right}{self.links}", f"{left}{self.links}"   # named after the far end
         self.host(left), self.host(right)
         sh(f"ip link add {lname} netns {self.ns(left)} type veth peer {rname} netns {self.ns(right)}")
-        for host, dev, ip in ((left, lname, f"{subnet}.1"), (right, rname, f"{subnet}.2")):
-            sh(f"ip -n {self.ns(host)} addr add {ip}/24 dev {dev}")
+        for host, dev, end in ((left, lname, 1), (right, rname, 2)):
+            sh(f"ip -n {self.ns(host)} addr add {subnet}.{end}/24 dev {dev}")
+            # nodad: usable at once, not "tentative" for the second duplicate address detection takes
+            sh(f"ip -n {self.ns(host)} addr add {self.ipv6(subnet, end)}/64 dev {dev} nodad")
             sh(f"ip -n {self.ns(host)} link set {dev} up")
             self.hosts[host].append(dev)
         return f"{subnet}.1", f"{subnet}.2"
+
+    @staticmethod
+    def ipv6(subnet, end):
+        """The IPv6 address of end 1 or 2 of the link made for `subnet` ('10.250.1' -> fd6b:250:1::/64)."""
+        _, second, third = subnet.split(".")
+        return f"fd6b:{int(second):x}:{int(third):x}::{end}"
 
     def run(self, host, cmd, check=True):
         return sh(f"ip netns exec {self.ns(host)} {cmd}", check=check)
@@ -65,11 +74,14 @@ class Lab:
         out = self.run(host, f"nstat -asz {name}").stdout.split()
         return int(out[out.index(name) + 1])
 
-    def udp(self, sender, receiver, address, count, port=5001, pps=5000, idle=1.5):
-        """Send `count` datagrams; return (sender summary, receiver summary)."""
+    def udp(self, sender, receiver, address, count, port=5001, pps=5000, idle=1.5, size=200, ipv6_headers=""):
+        """Send `count` datagrams of `size` bytes (IPv4 or IPv6, by `address`; `ipv6_headers`:
+        extension headers each carries, udp_probe's HEADERS); return (sender summary,
+        receiver summary)."""
         recv = self.popen(receiver, f"{sys.executable} {PROBE} receive {port} {idle}", stdin=subprocess.PIPE)
         assert recv.stdout.readline().strip() == "ready"
-        sent = json.loads(self.run(sender, f"{sys.executable} {PROBE} send {address} {port} {count} {pps}").stdout)
+        sent = json.loads(self.run(sender, f"{sys.executable} {PROBE} send {address} {port} {count} {pps} "
+                                           f"{size} {ipv6_headers or '-'}").stdout)
         out, _ = recv.communicate(timeout=60)   # closes its stdin: the sender is done
         return sent, json.loads(out)
 

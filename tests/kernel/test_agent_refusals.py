@@ -126,6 +126,19 @@ def test_more_overlapping_rules_than_a_peer_holds_is_a_rule_conflict(lab, net_ag
     assert len(placed(stub)) == layout.MAX_RULES_PER_PEER
 
 
+def test_a_peer_name_that_does_not_resolve_is_each_targets_error(lab, net_agent):
+    stub, _, engine = net_agent
+    lab.link("a", "b", "10.250.1")
+    lab.link("c", "d", "10.250.2")
+    targets = [f"netns:{lab.ns('a')}", f"netns:{lab.ns('c')}"]
+    body = {"action": "partition", "externalTargets": ["10.250.1.2", "gone.invalid"]}
+    results = apply(stub, targets, body)
+    assert [t for t, _ in results] == targets
+    for _, error in results:
+        assert "'gone.invalid'" in error and "does not resolve" in error, error
+    assert not engine.active() and placed(stub) == []
+
+
 @pytest.mark.kernel("sch_fq")
 def test_delay_on_an_interface_with_a_foreign_root_qdisc_is_refused(lab, net_agent):
     stub, _, engine = net_agent

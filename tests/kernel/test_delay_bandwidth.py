@@ -30,9 +30,9 @@ def median_rtt(lab, address, count=40, host="a"):
     return statistics.median(rtts)
 
 
-def one_way_ms(lab, sender, receiver, address, count=300, pps=200, port=5001):
+def one_way_ms(lab, sender, receiver, address, count=300, pps=200, port=5001, ipv6_headers=""):
     """One-way latencies in ms, in arrival order, and the arrival order of sequence numbers."""
-    sent, got = lab.udp(sender, receiver, address, count, pps=pps, port=port, idle=1.0)
+    sent, got = lab.udp(sender, receiver, address, count, pps=pps, port=port, idle=1.0, ipv6_headers=ipv6_headers)
     latencies = [(at - sent["sent_ns"][seq]) / 1e6 for seq, at in zip(got["order"], got["arrived_ns"])]
     return latencies, got["order"]
 
@@ -137,6 +137,52 @@ def test_bandwidth_10mbit_both_directions_and_removal_restores_throughput(lab, e
     assert lab.tc_state() == untouched
     after = lab.iperf3("a", "b", b_ip, seconds=3)
     assert after > 10 * 10e6, after
+
+
+def test_ipv6_delay_50ms_adds_50ms_to_the_round_trip(lab, engine):
+    lab.link("a", "b", "10.250.1")
+    b6 = lab.ipv6("10.250.1", 2)
+    baseline = median_rtt(lab, b6)
+    engine.apply(chaos("delay", delay={"latency": "50ms"}), target(lab))
+    delayed = median_rtt(lab, b6)
+    assert abs(delayed - baseline - 50) <= 3, (baseline, delayed)
+
+
+def test_ipv6_delay_scoped_to_a_port_behind_extension_headers(lab, engine):
+    lab.link("a", "b", "10.250.1")
+    b6 = lab.ipv6("10.250.1", 2)
+    engine.apply(chaos("delay", protocol="udp", peerPorts="5001", delay={"latency": "40ms"}), target(lab))
+    on_port, _ = one_way_ms(lab, "a", "b", b6, port=5001, ipv6_headers="hop,dst")
+    other_port, _ = one_way_ms(lab, "a", "b", b6, port=5002, ipv6_headers="hop,dst")
+    assert 38 <= statistics.median(on_port) <= 45 and statistics.median(other_port) < 5
+
+
+def test_ipv6_bandwidth_10mbit_both_directions(lab, engine):
+    lab.link("a", "b", "10.250.1")
+    b6 = lab.ipv6("10.250.1", 2)
+    engine.apply(chaos("bandwidth", direction="both", bandwidth={"rate": "10mbit", "limit": 100000,
+                                                                 "buffer": 10000}), target(lab))
+    sending = lab.iperf3("a", "b", b6)
+    receiving = lab.iperf3("a", "b", b6, reverse=True)
+    assert abs(sending / 10e6 - 1) <= 0.10, sending
+    assert abs(receiving / 10e6 - 1) <= 0.10, receiving
+
+
+def test_bandwidth_peakrate_with_minburst_cuts_the_burst(lab, engine):
+    """A 19 kB burst after a quiet spell (80 datagrams: under fq's 100 packets a flow may
+    queue), against a 100 kB/s rate with a 100 kB buffer: alone, the buffer lets it all
+    through at once; with peakrate and a 1500-byte minburst, it leaves paced at the rate from
+    the first packets (about 0.2 s for the last)."""
+    _, b_ip = lab.link("a", "b", "10.250.1")
+    shaping = {"rate": "100kbps", "limit": 200000, "buffer": 100000}
+    medians = {}
+    for name, extra in (("buffer", {}), ("peak", {"peakrate": 200000, "minburst": 1500})):
+        engine.apply(chaos("bandwidth", name=name, bandwidth={**shaping, **extra}), target(lab))
+        latencies, order = one_way_ms(lab, "a", "b", b_ip, count=80, pps=5000)
+        assert len(order) == 80, (name, len(order))
+        medians[name] = statistics.median(latencies)
+        engine.revoke_all()
+    assert medians["buffer"] < 15 and medians["peak"] > 50, medians
 
 
 def test_fq_is_installed_where_needed_and_the_old_root_restored(lab, engine):

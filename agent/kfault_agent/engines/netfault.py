@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kfault_agent import policy
+from kfault_agent import peer_names, policy
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
-from kfault_agent.errors import CapacityExhausted, KernelUnsupported, TargetUnsuitable
+from kfault_agent.errors import CapacityExhausted, KernelUnsupported, Refusal, TargetUnsuitable
 from kfault_agent.kernel.loader import (NetDatapath, action_support, probe_capabilities, rule_deadline, update_slot,
                                         write_slot)
 from kfault_agent.kernel.pods import PodRef, resolve_pod_network
@@ -37,11 +37,13 @@ class ActiveRule:
     slot: int
     direction: str
     keys: frozenset
+    group: int = 0                 # index of its policy.PeerGroup in ActiveExperiment.groups
 
 
 @dataclass
 class ActiveExperiment(Placement):
-    rules: list = field(default_factory=list)       # ActiveRule, one per direction
+    rules: list = field(default_factory=list)       # ActiveRule, one per direction and peer group
+    groups: list = field(default_factory=list)      # policy.PeerGroup, host names as last resolved
     links: list = field(default_factory=list)       # keys of the hooks it holds
     fq_links: list = field(default_factory=list)    # keys of the fq roots it holds
 
@@ -99,6 +101,7 @@ class NetFaultEngine(LeasedPlacements):
     def apply(self, experiment, target, lease_s=None):
         """Inject `experiment` on `target` (replacing its earlier version). Live on return."""
         self.check(experiment)
+        groups = policy.peer_groups(experiment, peer_names.networks_of)   # PeerNotResolved: nothing placed
         with self._lock:
             existing = self._replacing(experiment, target)
             if existing:
@@ -107,7 +110,7 @@ class NetFaultEngine(LeasedPlacements):
             if not addresses:
                 raise TargetUnsuitable(f"{target.name}: its interfaces have no IP address to match packets by; "
                                        "give the target an address, or name another device")
-            active = ActiveExperiment(experiment, target, lease_ns=self._lease_for(lease_s))
+            active = ActiveExperiment(experiment, target, lease_ns=self._lease_for(lease_s), groups=groups)
             self._start(active, experiment)
             try:
                 entries = self._allocate_rules(active, addresses)
@@ -184,14 +187,15 @@ class NetFaultEngine(LeasedPlacements):
         return self._free_slots.pop()
 
     def _allocate_rules(self, active, addresses):
-        """A rule slot per direction, entered in the peer table; returns the kfault_peers
-        entries to write (RuleConflict where too many rules would overlap)."""
+        """A rule slot per direction and peer group, entered in the peer table; returns the
+        kfault_peers entries to write (RuleConflict where too many rules would overlap)."""
         affected = set()
         for direction in active.experiment.directions:
-            keys = policy.peer_keys(direction, addresses, active.experiment.peers)
-            rule = ActiveRule(self._take_slot(), direction, keys)
-            active.rules.append(rule)
-            affected |= self._table.add(rule.slot, rule.keys)
+            for index, group in enumerate(active.groups):
+                keys = policy.peer_keys(direction, addresses, group.networks)
+                rule = ActiveRule(self._take_slot(), direction, keys, index)
+                active.rules.append(rule)
+                affected |= self._table.add(rule.slot, rule.keys)
         return self._table.entries(affected)
 
     def _attach_hooks(self, active):
@@ -212,8 +216,8 @@ class NetFaultEngine(LeasedPlacements):
 
     def _write_rules(self, active, entries):
         """Last: from here the BPF programs act on the rules."""
-        fields = policy.rule_fields(active.experiment)
         for rule in active.rules:
+            fields = policy.rule_fields(active.experiment, active.groups[rule.group].peer_ports)
             self._reset_slot(rule.slot)
             write_slot(self.datapath.rules, rule.slot, {**fields, **rule_deadline(active.deadline_ns)})
         self._write_entries(entries)
@@ -231,6 +235,55 @@ class NetFaultEngine(LeasedPlacements):
         active.links.clear()
         self._fq.let_go(active.fq_links)
         active.fq_links.clear()
+
+    # ---- following host names ------------------------------------------------------------
+
+    def renew(self, keys=None):
+        """Resolve host names again first, so a changed DNS answer is followed at each renewal."""
+        self._follow_names(keys)
+        return super().renew(keys)
+
+    def _follow_names(self, keys):
+        named = [a for a in self.active() if (keys is None or a.key in keys)
+                 and any(peer.host for peer in a.experiment.peers)]
+        answers = {}    # one lookup per name and renewal, however many placements name it
+
+        def networks_of(peer):
+            if peer not in answers:
+                answers[peer] = peer_names.networks_of(peer)
+            return answers[peer]
+
+        for active in named:
+            try:   # outside the lock: a slow resolver must not hold up other placements
+                groups = policy.peer_groups(active.experiment, networks_of)
+            except Refusal as err:
+                log.warning("%s on %s: keeping the last addresses: %s", *active.key, err)
+                continue
+            with self._lock:
+                if self._active.get(active.key) is active and groups != active.groups:
+                    self._repoint(active, groups)
+
+    def _repoint(self, active, groups):
+        """Move a placement's rules to its peers' new addresses (same slots, same rules)."""
+        addresses = [a for iface in active.target.interfaces for a in iface.addresses]
+        old_keys = {rule.slot: rule.keys for rule in active.rules}
+        affected = set()
+        for rule in active.rules:
+            affected |= self._table.remove(rule.slot)
+            rule.keys = policy.peer_keys(rule.direction, addresses, groups[rule.group].networks)
+            affected |= self._table.add(rule.slot, rule.keys)
+        try:
+            entries = self._table.entries(affected)
+        except Refusal as err:    # too many overlapping rules at the new addresses: stay put
+            log.warning("%s on %s: keeping the last addresses: %s", *active.key, err)
+            for rule in active.rules:
+                self._table.remove(rule.slot)
+                rule.keys = old_keys[rule.slot]
+                self._table.add(rule.slot, rule.keys)
+            return
+        self._write_entries(entries)
+        log.info("%s on %s: peers now %s", *active.key, [str(n) for g in groups for n in g.networks])
+        active.groups = groups
 
     # ---- internals ---------------------------------------------------------------------
 
