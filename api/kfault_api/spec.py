@@ -165,6 +165,12 @@ class Schedule:
         """What each run does: its template's action."""
         return self.template.action
 
+    @property
+    def notes(self):
+        """Its template's notes, each naming the field where the Schedule holds it."""
+        key = EXPERIMENTS[self.type].schedule_key
+        return tuple(note.replace("spec.", f"spec.{key}.", 1) for note in self.template.notes)
+
 
 def load_documents(path):
     """Read every YAML document of a file (a file may hold several, separated by ---)."""
