@@ -61,12 +61,15 @@ def test_ipv6_corrupt_40_percent_is_rejected_by_the_receiver(lab, engine, direct
     address = lab.ipv6(SUBNET, 2 if direction == "to" else 1)
     lab.ping_rtts(sender, address, 1)     # neighbours known: discovery is never faulted anyway
     before = lab.counter(receiver, "Ip6InHdrErrors")
+    overflowed_before = lab.counter(receiver, "Udp6RcvbufErrors")
     engine.apply(chaos("corrupt", corrupt={"corrupt": "40"}, direction=direction), target(lab))
     sent, got = lab.udp(sender, receiver, address, 4000)
     rejected = lab.counter(receiver, "Ip6InHdrErrors") - before
+    # A slow receiver (emulation) may overflow its socket buffer: those were not corrupted.
+    overflowed = lab.counter(receiver, "Udp6RcvbufErrors") - overflowed_before
     assert 0.35 <= rejected / 4000 <= 0.45, rejected
     assert got["damaged"] == 0, "a corrupted payload reached the application as valid"
-    assert len(got["received"]) + rejected == 4000
+    assert len(got["received"]) + rejected + overflowed == 4000, (len(got["received"]), rejected, overflowed)
     assert sent["send_errors"] == 0
 
 
