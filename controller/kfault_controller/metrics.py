@@ -1,12 +1,16 @@
 """The controller's Prometheus metrics."""
 from prometheus_client import Counter, Gauge, Histogram
 
+from kfault_api.spec import KINDS
+
 EXPERIMENTS = Gauge("kfault_controller_experiments", "Chaos resources by kind and phase.", ["kind", "phase"])
 EXPERIMENT_PODS = Gauge("kfault_controller_experiment_pods",
                         "Pods of a resource by state: injected (its agent holds the fault now) or failed "
                         "(its agent refused it: AllInjected is False).", ["kind", "experiment", "state"])
 RECONCILE = Histogram("kfault_controller_reconcile_seconds", "Time to select, inject and report one resource.",
                       ["kind"])
+for _kind in KINDS:
+    RECONCILE.labels(_kind)   # at 0 from the start: rate() sees the first reconcile, not a series born at 1
 AGENT_ERRORS = Counter("kfault_controller_agent_errors_total", "Agent calls that failed, by node.", ["node"])
 
 HOLDING_PHASES = ("Running", "Failed")     # phases whose records may hold faults or refusals
