@@ -186,6 +186,14 @@ async def test_controller_metrics_count_experiments_by_kind_and_phase(kmock, nod
         await wait_for(lambda: REGISTRY.get_sample_value(
             "kfault_controller_experiments", {"kind": "NetworkChaos", "phase": "Running"}) == 1)
         assert REGISTRY.get_sample_value("kfault_controller_reconcile_seconds_count", {"kind": "NetworkChaos"}) >= 1
+        # web-1's agent holds the fault; node-b's refused web-2 (AllInjected is False).
+        pods = {state: REGISTRY.get_sample_value("kfault_controller_experiment_pods", {
+            "kind": "NetworkChaos", "experiment": f"{NS}/cut", "state": state}) for state in ("injected", "failed")}
+        assert pods == {"injected": 1, "failed": 1}
+        await kmock.delete(f"/apis/kfault.dev/v1alpha1/namespaces/{NS}/networkchaos/cut")
+        await wait_for(lambda: REGISTRY.get_sample_value(
+            "kfault_controller_experiment_pods", {"kind": "NetworkChaos", "experiment": f"{NS}/cut",
+                                                  "state": "injected"}) is None)
 
 
 @pytest.mark.asyncio

@@ -157,7 +157,7 @@ async def on_create_update_or_pause(resource, body, spec, meta, status, patch, l
         record_phase(kind.name, key_of(body), "Failed")
         return
     write_status(patch, status, {"observedGeneration": observed})
-    record_phase(kind.name, key_of(body), phase)
+    record_phase(kind.name, key_of(body), phase, patch.status.get("records") or status.get("records") or ())
     if phase != "Waiting":
         RECONCILE.labels(kind.name).observe(time.monotonic() - started)
     if placed and placed.no_agent:
@@ -214,6 +214,9 @@ async def keep_alive(resource, body, spec, meta, status, patch, logger, namespac
     """Every RENEW_S: open or close a scheduled window, end the duration, or renew the leases;
     or, refused a namespace, place it once every namespace consents."""
     kind = KIND_OF_PLURAL[resource.plural]
+    if status.get("phase"):
+        # The metrics follow the status: a restarted controller counts what it takes over.
+        record_phase(kind.name, key_of(body), status["phase"], status.get("records") or ())
     scope = scope_of(body, namespace_annotations)
     if report.refused_namespace(status):
         if not selection.refusals(spec, scope):

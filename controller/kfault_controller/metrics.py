@@ -1,26 +1,55 @@
 """The controller's Prometheus metrics."""
 from prometheus_client import Counter, Gauge, Histogram
 
+from kfault_api.spec import KINDS
+
 EXPERIMENTS = Gauge("kfault_controller_experiments", "Chaos resources by kind and phase.", ["kind", "phase"])
+EXPERIMENT_PODS = Gauge("kfault_controller_experiment_pods",
+                        "Pods of a resource by state: injected (its agent holds the fault now) or failed "
+                        "(its agent refused it: AllInjected is False).", ["kind", "experiment", "state"])
 RECONCILE = Histogram("kfault_controller_reconcile_seconds", "Time to select, inject and report one resource.",
                       ["kind"])
+for _kind in KINDS:
+    RECONCILE.labels(_kind)   # at 0 from the start: rate() sees the first reconcile, not a series born at 1
 AGENT_ERRORS = Counter("kfault_controller_agent_errors_total", "Agent calls that failed, by node.", ["node"])
 
+HOLDING_PHASES = ("Running", "Failed")     # phases whose records may hold faults or refusals
 _PHASES = {}        # (kind, namespace/name) -> phase, for the experiments gauge
 
 
-def record_phase(kind, key, phase):
-    """Keep kfault_controller_experiments{kind, phase} equal to the resources' phases (None: gone)."""
+def pod_states(phase, records):
+    """{state: pods}: those holding the fault now, and those whose agent refused it."""
+    if phase not in HOLDING_PHASES:
+        return {"injected": 0, "failed": 0}
+    return {"injected": sum(1 for r in records if r.get("injectedAt") and not r.get("recoveredAt")),
+            "failed": sum(1 for r in records if r.get("error"))}
+
+
+def record_phase(kind, key, phase, records=()):
+    """Keep kfault_controller_experiments{kind, phase} equal to the resources' phases, and
+    kfault_controller_experiment_pods to their records (phase None: gone)."""
     if phase is None:
         _PHASES.pop((kind, key), None)
+        for state in ("injected", "failed"):
+            _remove_pods(kind, key, state)
     else:
         _PHASES[(kind, key)] = phase
+        for state, count in pod_states(phase, records).items():
+            EXPERIMENT_PODS.labels(kind, key, state).set(count)
     EXPERIMENTS.clear()
     for (k, _), p in _PHASES.items():
         EXPERIMENTS.labels(k, p).inc()
+
+
+def _remove_pods(kind, key, state):
+    try:
+        EXPERIMENT_PODS.remove(kind, key, state)
+    except KeyError:
+        pass            # never recorded
 
 
 def forget_phases():
     """Count no experiments: where a controller starts (the tests start several in one process)."""
     _PHASES.clear()
     EXPERIMENTS.clear()
+    EXPERIMENT_PODS.clear()
