@@ -36,6 +36,9 @@ BPF_TABLE("lru_hash", __u64, struct kfault_io_call, kfault_io_calls, KFAULT_IO_M
 BPF_HASH(kfault_io_traced, __u32, __u32, KFAULT_IO_MAX_TRACED);
 /* tid -> nanoseconds to hold it: written here before the signal, read by the holder. */
 BPF_HASH(kfault_io_holds, __u32, __u64, KFAULT_IO_MAX_HOLDS);
+/* (tgid, dirfd or KFAULT_IO_AT_FDCWD) -> each rule's DFA state after that directory: written by
+ * the agent, read here to match relative paths. */
+BPF_HASH(kfault_io_dirs, struct kfault_io_fd_key, struct kfault_io_dir_states, KFAULT_IO_MAX_DIRS);
 BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RULES);
 
 #define NO_METHOD 0xff
@@ -58,6 +61,8 @@ static __always_inline __u32 method_of(__u64 nr)
  * and the paths through each iteration merge again. (bcc can't pass bpf_loop callbacks.) */
 struct io_scratch {
 	char path[KFAULT_IO_PATH_MAX];
+	struct kfault_io_dir_states start;   /* open: the state each rule's walk starts in */
+	volatile __u32 skip;      /* open: leading "./" bytes of a relative path, not walked */
 	volatile __u32 found;     /* volatile: the compiler must not keep them in registers */
 	volatile __s32 error;
 	volatile __u64 hold_ns;
@@ -87,12 +92,19 @@ static __always_inline __u32 targeting_rules(__u32 armed, struct io_scratch *scr
 /* Does rule r's DFA accept scratch->path? One bounded loop over the bytes. */
 static __always_inline int glob_accepts(__u32 r, struct io_scratch *scratch)
 {
-	scratch->state = 0;
+	scratch->state = scratch->start.state[r & (KFAULT_IO_MAX_RULES - 1)];
+	if (scratch->state == KFAULT_IO_DEAD_STATE)
+		return 0;
 #pragma clang loop unroll(disable)
 	for (__u32 i = 0; i < KFAULT_IO_PATH_MAX; i++) {
 		__u32 index = r * KFAULT_IO_MAX_STATES + (scratch->state & (KFAULT_IO_MAX_STATES - 1));
 		struct kfault_io_dfa_state *st = kfault_io_dfa.lookup(&index);
-		__u8 c = scratch->path[i];
+		__u32 at = i + scratch->skip;
+		__u8 c;
+
+		if (at >= KFAULT_IO_PATH_MAX)
+			return 0;
+		c = scratch->path[at & (KFAULT_IO_PATH_MAX - 1)];
 
 		if (!st)
 			return 0;
@@ -177,6 +189,31 @@ static __always_inline __u64 syscall_arg(const struct pt_regs *regs, int n)
 	return value;
 }
 
+/* Where each rule's walk of scratch->path starts: state 0 for an absolute path; for a relative
+ * one, the state after its directory (the working directory, or openat's dirfd), with any
+ * leading "./" skipped. 0 when the directory is unknown: then the path matches no rule. */
+static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, struct io_scratch *scratch)
+{
+	struct kfault_io_fd_key key = {.tgid = tgid, .fd = dirfd};
+	struct kfault_io_dir_states *dir;
+
+	scratch->skip = 0;
+	if (scratch->path[0] == '/') {
+		__builtin_memset(&scratch->start, 0, sizeof(scratch->start));
+		return 1;
+	}
+	dir = kfault_io_dirs.lookup(&key);
+	if (!dir)
+		return 0;
+	scratch->start = *dir;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {       /* "./", "././", ...: the same directory */
+		if (scratch->path[scratch->skip & 7] == '.' && scratch->path[(scratch->skip + 1) & 7] == '/')
+			scratch->skip += 2;
+	}
+	return 1;
+}
+
 /* Decide the call and remember what sys_exit and the LSM hooks need. */
 static __always_inline void finish_enter(__u64 id, __u32 method, __u32 mask, __u32 opened_mask,
 					 struct io_scratch *scratch)
@@ -215,7 +252,11 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		/* open/creat: the path is arg 0; openat/openat2: arg 1 (relative to a dirfd). */
 		const char *user_path = (const char *)syscall_arg(regs, (nr == KFAULT_NR_open || nr == KFAULT_NR_creat) ? 0 : 1);
 
+		__s32 dirfd = (nr == KFAULT_NR_open || nr == KFAULT_NR_creat) ? KFAULT_IO_AT_FDCWD : (__s32)syscall_arg(regs, 0);
+
 		if (bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) <= 0)
+			return 0;
+		if (!set_walk_start(id >> 32, dirfd, scratch))
 			return 0;
 		scratch->remaining = targets;
 		scratch->found = 0;
@@ -227,6 +268,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = syscall_arg(regs, 0)};
 	if (nr == KFAULT_NR_close) {
 		kfault_io_fds.delete(&key);
+		kfault_io_dirs.delete(&key);
 		return 0;
 	}
 	__u32 *matched = kfault_io_fds.lookup(&key);

@@ -32,6 +32,11 @@ PTRACE_LISTEN = 0x4208
 PTRACE_O_TRACECLONE = 0x8
 PTRACE_O_TRACEFORK = 0x2
 PTRACE_O_TRACEVFORK = 0x4
+PTRACE_O_TRACEEXEC = 0x10
+# Every thread and process the target makes is ours from its first instruction; an exec
+# stops once, so the hold signal is chosen again for the new program.
+SEIZE_OPTIONS = PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC
+PTRACE_EVENT_EXEC = 4
 PTRACE_EVENT_STOP = 128
 WALL = 0x40000000
 STOP_SIGNALS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
@@ -71,6 +76,18 @@ def hold_signal_for(tgid):
     return None
 
 
+def tracer_of(tid):
+    """The pid tracing `tid` (0: none), or None if it is gone."""
+    try:
+        with open(f"/proc/{tid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return 0
+
+
 def cgroup_processes(cgroup_dir):
     """Every process in a cgroup v2 directory and below it."""
     pids = set()
@@ -86,9 +103,13 @@ def cgroup_processes(cgroup_dir):
 
 class Holder:
     """Runs in its own process (see start_holder): ptrace stops are reported to the tracer's
-    process by waitpid, which must not reap the agent's other children."""
+    process by waitpid, which must not reap the agent's other children.
 
-    def __init__(self, cgroup_dir, holds, traced, control_fd):
+    `on_process(tgid)` is called for each process as the holder takes it (found in the cgroup,
+    forked there, or after it execs): the engine marks its open files and directories.
+    `ready_fd` gets a byte once the processes already in the cgroup are held."""
+
+    def __init__(self, cgroup_dir, holds, traced, control_fd, on_process=None, ready_fd=None):
         self.cgroup_dir = cgroup_dir
         self.holds = holds            # bcc table kfault_io_holds: tid -> ns
         self.traced = traced          # bcc table kfault_io_traced: tgid -> signal
@@ -96,10 +117,16 @@ class Holder:
         self.signal_of = {}           # tgid -> hold signal
         self.tgid_of = {}             # tid -> tgid
         self.held = []                # heap of (release at, tid)
+        self.on_process = on_process or (lambda tgid: None)
+        self.ready_fd = ready_fd
 
     def run(self):
         next_scan = 0.0
         try:
+            self._seize_new_processes()
+            if self.ready_fd is not None:
+                os.write(self.ready_fd, b"r")
+                os.close(self.ready_fd)
             while True:
                 now = time.monotonic()
                 if now >= next_scan:
@@ -117,13 +144,9 @@ class Holder:
                 self.traced.pop(self.traced.Key(tgid), None)
 
     def _seize_new_processes(self):
+        self._reap_stops()      # children forked since the last scan are ours already
         for tgid in cgroup_processes(self.cgroup_dir):
             if tgid in self.signal_of or tgid == os.getpid():
-                continue
-            sig = hold_signal_for(tgid)
-            if sig is None:
-                log.warning("pid %d catches or blocks every hold signal: no latency for it", tgid)
-                self.signal_of[tgid] = None
                 continue
             try:
                 for tid in map(int, os.listdir(f"/proc/{tgid}/task")):
@@ -131,16 +154,31 @@ class Holder:
             except OSError as err:
                 log.warning("can't hold pid %d: %s", tgid, err)
                 continue
-            self.signal_of[tgid] = sig
-            self.traced[self.traced.Key(tgid)] = self.traced.Leaf(sig)
+            self._adopt(tgid)
 
     def _seize(self, tid, tgid):
         try:
-            ptrace(PTRACE_SEIZE, tid, PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK)
+            ptrace(PTRACE_SEIZE, tid, SEIZE_OPTIONS)
         except OSError as err:
-            if err.errno != errno.EPERM or tid not in self.tgid_of:   # EPERM: ours already
+            # EPERM is also what a task we trace already (auto-attached, its first stop not
+            # reaped yet) answers: only someone else's tracee is an error.
+            if err.errno != errno.EPERM or tracer_of(tid) != os.getpid():
                 raise
         self.tgid_of[tid] = tgid
+
+    def _adopt(self, tgid, just_forked=False):
+        """Pick tgid's hold signal now (again after an exec: handlers reset, and the shell that
+        forked it may have blocked signals until then) and let the engine mark its files."""
+        sig = hold_signal_for(tgid)
+        self.signal_of[tgid] = sig
+        if sig is None:
+            # A shell's child blocks every signal between fork and exec: that is no news.
+            (log.debug if just_forked else log.warning)(
+                "pid %d catches or blocks every hold signal: no latency for it until it execs", tgid)
+            self.traced.pop(self.traced.Key(tgid), None)
+        else:
+            self.traced[self.traced.Key(tgid)] = self.traced.Leaf(sig)
+        self.on_process(tgid)
 
     def _reap_stops(self):
         while True:
@@ -160,6 +198,9 @@ class Holder:
                 if event == PTRACE_EVENT_STOP:
                     # group-stop (SIGSTOP and friends) stays a stop; anything else runs on.
                     ptrace(PTRACE_LISTEN if sig in STOP_SIGNALS else PTRACE_CONT, tid)
+                elif event == PTRACE_EVENT_EXEC:
+                    self._adopt(self.tgid_of[tid])
+                    ptrace(PTRACE_CONT, tid)
                 elif event:
                     ptrace(PTRACE_CONT, tid)    # fork/clone events
                 elif sig == self.signal_of.get(self.tgid_of[tid]) and self._hold(tid):
@@ -177,10 +218,7 @@ class Holder:
                     if line.startswith("Tgid:"):
                         tgid = int(line.split()[1])
                         if tgid not in self.signal_of:
-                            sig = hold_signal_for(tgid)
-                            self.signal_of[tgid] = sig
-                            if sig:
-                                self.traced[self.traced.Key(tgid)] = self.traced.Leaf(sig)
+                            self._adopt(tgid, just_forked=True)
                         return tgid
         except OSError:
             pass
@@ -218,10 +256,21 @@ class Holder:
 class HolderProcess:
     """A Holder in a forked child of the agent, which dies with the agent."""
 
-    def __init__(self, cgroup_dir, holds, traced):
-        self.pid, self._write_fd = children.spawn(
-            lambda read_fd: Holder(cgroup_dir, holds, traced, read_fd).run(), signal.SIGKILL,
-            f"holder for {cgroup_dir}")
+    def __init__(self, cgroup_dir, holds, traced, on_process=None, ready_timeout_s=5.0):
+        ready_read, ready_write = os.pipe()
+        try:
+            self.pid, self._write_fd = children.spawn(
+                lambda read_fd: Holder(cgroup_dir, holds, traced, read_fd, on_process, ready_write).run(),
+                signal.SIGKILL, f"holder for {cgroup_dir}")
+        finally:
+            os.close(ready_write)
+        try:
+            # Arm only once the cgroup's processes are held: else their first calls pass.
+            if not select.select([ready_read], [], [], ready_timeout_s)[0] or not os.read(ready_read, 1):
+                self.stop()
+                raise RuntimeError(f"the holder for {cgroup_dir} did not start within {ready_timeout_s}s")
+        finally:
+            os.close(ready_read)
 
     def stop(self):
         """Resume every held thread and detach (the tracer's exit detaches its tracees)."""
