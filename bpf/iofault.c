@@ -31,9 +31,13 @@ BPF_ARRAY(kfault_io_armed, __u32, 1);
 BPF_ARRAY(kfault_io_dfa, struct kfault_io_dfa_state, KFAULT_IO_MAX_RULES * KFAULT_IO_MAX_STATES);
 BPF_TABLE("lru_hash", struct kfault_io_fd_key, __u32, kfault_io_fds, KFAULT_IO_MAX_FDS);
 BPF_TABLE("lru_hash", __u64, struct kfault_io_call, kfault_io_calls, KFAULT_IO_MAX_CALLS);
-/* tgid -> the signal the holder asked for (one the process neither catches nor blocks);
- * only traced processes get latency, so a signal never reaches a process unheld. */
+/* tgid -> the signal the holder asked for (one the process neither catches nor blocks), or 0:
+ * the holder can't hold it (no such signal, or traced by another tracer), so it gets none. */
 BPF_HASH(kfault_io_traced, __u32, __u32, KFAULT_IO_MAX_TRACED);
+/* tgid -> 1: a targeted process the holder did not know yet (it joined the cgroup), stopped
+ * here with SIGSTOP at its first delayed call; written here, taken by the holder, which seizes
+ * it, ends the stop and holds the call. */
+BPF_HASH(kfault_io_stopped, __u32, __u32, KFAULT_IO_MAX_TRACED);
 /* tid -> nanoseconds to hold it: written here before the signal, read by the holder. */
 BPF_HASH(kfault_io_holds, __u32, __u64, KFAULT_IO_MAX_HOLDS);
 /* (tgid, dirfd or KFAULT_IO_AT_FDCWD) -> each rule's DFA state after that directory: written by
@@ -42,6 +46,7 @@ BPF_HASH(kfault_io_dirs, struct kfault_io_fd_key, struct kfault_io_dir_states, K
 BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RULES);
 
 #define NO_METHOD 0xff
+#define IO_SIGSTOP 19   /* x86_64's, like syscalls.h: stops any process; it can't catch it */
 
 #define METHOD_CASE(method, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_##method;
 
@@ -141,8 +146,10 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 				   struct io_scratch *scratch)
 {
 	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
-	__u32 tgid = id >> 32, tid = (__u32)id, *signo;
-	int traced = kfault_io_traced.lookup(&tgid) != NULL;
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	__u32 *signo = kfault_io_traced.lookup(&tgid);
+	/* unknown to the holder: stopped below, so its first call is held too (no window) */
+	int holdable = !signo || *signo;
 
 	scratch->error = 0;
 	scratch->hold_ns = 0;
@@ -162,19 +169,25 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 			if (!scratch->error)
 				scratch->error = -(__s32)rule->error;
 			count(slot, method, KFAULT_IO_OUTCOME_FAILED, 0);
-		} else if (rule->action == KFAULT_IO_ACT_LATENCY && traced) {
+		} else if (rule->action == KFAULT_IO_ACT_LATENCY && holdable) {
 			scratch->hold_ns += rule->delay_ns;
 			count(slot, method, KFAULT_IO_OUTCOME_DELAYED, rule->delay_ns);
 		} else {
-			count(slot, method, KFAULT_IO_OUTCOME_PASSED, 0); /* latency, holder not attached yet */
+			count(slot, method, KFAULT_IO_OUTCOME_PASSED, 0); /* latency the holder can't give */
 		}
 	}
 	call->error = scratch->error;
-	if (scratch->hold_ns && (signo = kfault_io_traced.lookup(&tgid))) {
+	if (scratch->hold_ns) {
 		__u64 hold = scratch->hold_ns;
+		__u32 one = 1;
 
 		kfault_io_holds.update(&tid, &hold);
-		bpf_send_signal_thread(*signo);
+		if (signo) {
+			bpf_send_signal_thread(*signo);
+		} else {
+			kfault_io_stopped.update(&tgid, &one);
+			bpf_send_signal_thread(IO_SIGSTOP);
+		}
 	}
 }
 

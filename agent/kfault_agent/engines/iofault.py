@@ -175,7 +175,7 @@ class IOFaultEngine(LeasedPlacements):
                 marker.mark_cgroup(target.path)
                 if experiment.action == "latency":
                     active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced,
-                                                  on_process=marker.mark)
+                                                  self.datapath.stopped, on_process=marker.mark)
                 self.datapath.attach()
                 self._set_armed(active.slot, True)
             except Exception:
@@ -248,6 +248,7 @@ class IOFaultEngine(LeasedPlacements):
         if not armed:
             self.datapath.detach()
             self.datapath.traced.clear()
+            self.datapath.stopped.clear()
         self._free_slots.append(active.slot)
 
     def _forget_fds(self, slot):

@@ -20,6 +20,7 @@ import logging
 import os
 import select
 import signal
+import sys
 import time
 
 from kfault_agent.kernel import children
@@ -109,10 +110,13 @@ class Holder:
     forked there, or after it execs): the engine marks its open files and directories.
     `ready_fd` gets a byte once the processes already in the cgroup are held."""
 
-    def __init__(self, cgroup_dir, holds, traced, control_fd, on_process=None, ready_fd=None):
+    def __init__(self, cgroup_dir, holds, traced, stopped, control_fd, on_process=None, ready_fd=None):
         self.cgroup_dir = cgroup_dir
         self.holds = holds            # bcc table kfault_io_holds: tid -> ns
-        self.traced = traced          # bcc table kfault_io_traced: tgid -> signal
+        self.traced = traced          # bcc table kfault_io_traced: tgid -> signal (0: can't hold)
+        self.stopped = stopped        # bcc table kfault_io_stopped: tgids BPF stopped for us
+        self.stopping = set()         # tgids BPF stopped that we took: their SIGSTOP is a hold
+        self.continuing = set()       # tgids we sent SIGCONT to end that stop: swallow it
         self.control_fd = control_fd  # readable when the agent asks us to stop (or dies)
         self.signal_of = {}           # tgid -> hold signal
         self.tgid_of = {}             # tid -> tgid
@@ -122,6 +126,8 @@ class Holder:
 
     def run(self):
         next_scan = 0.0
+        # The agent's death sends SIGTERM: release and resume everything on the way out.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             self._seize_new_processes()
             if self.ready_fd is not None:
@@ -132,6 +138,7 @@ class Holder:
                 if now >= next_scan:
                     self._seize_new_processes()
                     next_scan = now + RESCAN_S
+                self._take_stopped()
                 self._reap_stops()
                 self._release_due()
                 wait = min([next_scan - time.monotonic(), 0.001] +
@@ -140,8 +147,32 @@ class Holder:
                     return
         finally:
             self._release_all()
+            self._take_stopped()            # a process BPF stopped must not stay stopped
+            for tgid in self.stopping | self.continuing:
+                _continue(tgid)
             for tgid in self.signal_of:
                 self.traced.pop(self.traced.Key(tgid), None)
+
+    def _take_stopped(self):
+        """Seize the processes BPF stopped at their first delayed call (they joined the
+        cgroup before we found them); the stop ends in _reap_stops, with the call held."""
+        for key in list(self.stopped.keys()):
+            tgid = key.value
+            if tgid not in self.signal_of:
+                if tgid not in cgroup_processes(self.cgroup_dir):
+                    continue                  # another holder's
+                try:
+                    for tid in map(int, os.listdir(f"/proc/{tgid}/task")):
+                        self._seize(tid, tgid)
+                except OSError as err:
+                    log.warning("can't hold pid %d, stopped for latency: %s; resuming it", tgid, err)
+                    self.traced[self.traced.Key(tgid)] = self.traced.Leaf(0)
+                    self.stopped.pop(key, None)
+                    _continue(tgid)
+                    continue
+                self._adopt(tgid)
+            self.stopping.add(tgid)
+            self.stopped.pop(key, None)
 
     def _seize_new_processes(self):
         self._reap_stops()      # children forked since the last scan are ours already
@@ -175,9 +206,7 @@ class Holder:
             # A shell's child blocks every signal between fork and exec: that is no news.
             (log.debug if just_forked else log.warning)(
                 "pid %d catches or blocks every hold signal: no latency for it until it execs", tgid)
-            self.traced.pop(self.traced.Key(tgid), None)
-        else:
-            self.traced[self.traced.Key(tgid)] = self.traced.Leaf(sig)
+        self.traced[self.traced.Key(tgid)] = self.traced.Leaf(sig or 0)
         self.on_process(tgid)
 
     def _reap_stops(self):
@@ -189,13 +218,23 @@ class Holder:
             if tid == 0:
                 return
             if not os.WIFSTOPPED(status):
-                self.tgid_of.pop(tid, None)     # exited
+                if self.tgid_of.pop(tid, None) == tid:      # a process exited: its pid may be reused
+                    self.signal_of.pop(tid, None)
+                    self.traced.pop(self.traced.Key(tid), None)
                 continue
             sig, event = os.WSTOPSIG(status), status >> 16
             if tid not in self.tgid_of:         # a new thread or child process, auto-attached
                 self.tgid_of[tid] = self._tgid(tid)
+            tgid = self.tgid_of[tid]
             try:
-                if event == PTRACE_EVENT_STOP:
+                if event == PTRACE_EVENT_STOP and sig == signal.SIGSTOP and tgid in self.stopping:
+                    self._end_group_stop(tid, tgid)
+                elif sig == signal.SIGSTOP and not event and tgid in self.stopping and self._hold(tid):
+                    pass                        # BPF's SIGSTOP, taken before it stopped anyone
+                elif sig == signal.SIGCONT and not event and tgid in self.continuing:
+                    self.continuing.discard(tgid)
+                    ptrace(PTRACE_CONT, tid)    # ours: the process never sees it
+                elif event == PTRACE_EVENT_STOP:
                     # group-stop (SIGSTOP and friends) stays a stop; anything else runs on.
                     ptrace(PTRACE_LISTEN if sig in STOP_SIGNALS else PTRACE_CONT, tid)
                 elif event == PTRACE_EVENT_EXEC:
@@ -210,6 +249,16 @@ class Holder:
             except OSError as err:
                 if err.errno != errno.ESRCH:
                     raise
+
+    def _end_group_stop(self, tid, tgid):
+        """The process stopped (BPF's SIGSTOP) before we seized it: SIGCONT ends the stop
+        (else it comes back when we detach); the thread whose call was delayed stays held."""
+        if tgid not in self.continuing:
+            self.continuing.add(tgid)
+            self.stopping.discard(tgid)
+            _continue(tgid)
+        if not self._hold(tid):
+            ptrace(PTRACE_CONT, tid)
 
     def _tgid(self, tid):
         try:
@@ -253,15 +302,22 @@ class Holder:
                 raise
 
 
+def _continue(tgid):
+    try:
+        os.kill(tgid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
 class HolderProcess:
     """A Holder in a forked child of the agent, which dies with the agent."""
 
-    def __init__(self, cgroup_dir, holds, traced, on_process=None, ready_timeout_s=5.0):
+    def __init__(self, cgroup_dir, holds, traced, stopped, on_process=None, ready_timeout_s=5.0):
         ready_read, ready_write = os.pipe()
         try:
             self.pid, self._write_fd = children.spawn(
-                lambda read_fd: Holder(cgroup_dir, holds, traced, read_fd, on_process, ready_write).run(),
-                signal.SIGKILL, f"holder for {cgroup_dir}")
+                lambda read_fd: Holder(cgroup_dir, holds, traced, stopped, read_fd, on_process, ready_write).run(),
+                signal.SIGTERM, f"holder for {cgroup_dir}")
         finally:
             os.close(ready_write)
         try:

@@ -137,6 +137,7 @@ class IODatapath:
         self.traced = self.bpf[b"kfault_io_traced"]
         self.holds = self.bpf[b"kfault_io_holds"]
         self.dirs = self.bpf[b"kfault_io_dirs"]
+        self.stopped = self.bpf[b"kfault_io_stopped"]
         self.counters = self.bpf[b"kfault_io_counters"]
         self.attached = False
 
