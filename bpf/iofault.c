@@ -46,6 +46,8 @@ BPF_HASH(kfault_io_dirs, struct kfault_io_fd_key, struct kfault_io_dir_states, K
 BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RULES);
 
 #define NO_METHOD 0xff
+#define IO_F_DUPFD 0            /* fcntl commands that copy an fd (linux/fcntl.h) */
+#define IO_F_DUPFD_CLOEXEC 1030
 #define IO_SIGSTOP 19   /* x86_64's, like syscalls.h: stops any process; it can't catch it */
 
 #define METHOD_CASE(method, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_##method;
@@ -227,6 +229,34 @@ static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, struct io_scr
 	return 1;
 }
 
+static __always_inline int copies_fd(__u64 nr)
+{
+	return nr == KFAULT_NR_dup || nr == KFAULT_NR_dup2 || nr == KFAULT_NR_dup3 || nr == KFAULT_NR_fcntl;
+}
+
+/* A copy of a marked fd (dup2(fd, 0), as dd and shells do) is marked like it: sys_exit marks
+ * the new fd as it marks an opened one. dup2/dup3 close their target first: it loses its mark. */
+static __always_inline void copy_marks(__u64 id, __u64 nr, const struct pt_regs *regs, __u32 *matched)
+{
+	struct kfault_io_call call = {.method = KFAULT_IO_METHOD_OPEN};
+
+	if (nr == KFAULT_NR_fcntl) {
+		__u64 cmd = syscall_arg(regs, 1);
+
+		if (cmd != IO_F_DUPFD && cmd != IO_F_DUPFD_CLOEXEC)
+			return;
+	}
+	if (nr == KFAULT_NR_dup2 || nr == KFAULT_NR_dup3) {
+		struct kfault_io_fd_key target = {.tgid = id >> 32, .fd = syscall_arg(regs, 1)};
+
+		kfault_io_fds.delete(&target);
+	}
+	if (!matched)
+		return;
+	call.opened_mask = *matched;
+	kfault_io_calls.update(&id, &call);
+}
+
 /* Decide the call and remember what sys_exit and the LSM hooks need. */
 static __always_inline void finish_enter(__u64 id, __u32 method, __u32 mask, __u32 opened_mask,
 					 struct io_scratch *scratch)
@@ -251,7 +281,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!armed || !*armed)
 		return 0;
 	method = method_of(nr);
-	if (method == NO_METHOD && nr != KFAULT_NR_close)
+	if (method == NO_METHOD && nr != KFAULT_NR_close && !copies_fd(nr))
 		return 0;
 	scratch = kfault_io_scratch.lookup(&zero);
 	if (!scratch)
@@ -285,6 +315,10 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	}
 	__u32 *matched = kfault_io_fds.lookup(&key);
+	if (copies_fd(nr)) {
+		copy_marks(id, nr, regs, matched);
+		return 0;
+	}
 	if (matched && (*matched & targets))
 		finish_enter(id, method, *matched & targets, 0, scratch);
 	return 0;

@@ -115,7 +115,7 @@ class Holder:
         self.holds = holds            # bcc table kfault_io_holds: tid -> ns
         self.traced = traced          # bcc table kfault_io_traced: tgid -> signal (0: can't hold)
         self.stopped = stopped        # bcc table kfault_io_stopped: tgids BPF stopped for us
-        self.stopping = set()         # tgids BPF stopped that we took: their SIGSTOP is a hold
+        self.stopping = {}            # tgid BPF stopped that we took -> its threads whose stop is ours
         self.continuing = set()       # tgids we sent SIGCONT to end that stop: swallow it
         self.control_fd = control_fd  # readable when the agent asks us to stop (or dies)
         self.signal_of = {}           # tgid -> hold signal
@@ -148,7 +148,7 @@ class Holder:
         finally:
             self._release_all()
             self._take_stopped()            # a process BPF stopped must not stay stopped
-            for tgid in self.stopping | self.continuing:
+            for tgid in set(self.stopping) | self.continuing:
                 _continue(tgid)
             for tgid in self.signal_of:
                 self.traced.pop(self.traced.Key(tgid), None)
@@ -162,7 +162,8 @@ class Holder:
                 if tgid not in cgroup_processes(self.cgroup_dir):
                     continue                  # another holder's
                 try:
-                    for tid in map(int, os.listdir(f"/proc/{tgid}/task")):
+                    tids = set(map(int, os.listdir(f"/proc/{tgid}/task")))
+                    for tid in tids:
                         self._seize(tid, tgid)
                 except OSError as err:
                     log.warning("can't hold pid %d, stopped for latency: %s; resuming it", tgid, err)
@@ -171,7 +172,7 @@ class Holder:
                     _continue(tgid)
                     continue
                 self._adopt(tgid)
-            self.stopping.add(tgid)
+                self.stopping[tgid] = tids
             self.stopped.pop(key, None)
 
     def _seize_new_processes(self):
@@ -227,10 +228,10 @@ class Holder:
                 self.tgid_of[tid] = self._tgid(tid)
             tgid = self.tgid_of[tid]
             try:
-                if event == PTRACE_EVENT_STOP and sig == signal.SIGSTOP and tgid in self.stopping:
+                if event == PTRACE_EVENT_STOP and sig == signal.SIGSTOP and tid in self.stopping.get(tgid, ()):
                     self._end_group_stop(tid, tgid)
                 elif sig == signal.SIGSTOP and not event and tgid in self.stopping and self._hold(tid):
-                    pass                        # BPF's SIGSTOP, taken before it stopped anyone
+                    del self.stopping[tgid]     # BPF's SIGSTOP, taken before it stopped anyone
                 elif sig == signal.SIGCONT and not event and tgid in self.continuing:
                     self.continuing.discard(tgid)
                     ptrace(PTRACE_CONT, tid)    # ours: the process never sees it
@@ -255,8 +256,10 @@ class Holder:
         (else it comes back when we detach); the thread whose call was delayed stays held."""
         if tgid not in self.continuing:
             self.continuing.add(tgid)
-            self.stopping.discard(tgid)
             _continue(tgid)
+        self.stopping[tgid].discard(tid)
+        if not self.stopping[tgid]:
+            del self.stopping[tgid]
         if not self._hold(tid):
             ptrace(PTRACE_CONT, tid)
 
