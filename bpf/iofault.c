@@ -69,7 +69,6 @@ static __always_inline __u32 method_of(__u64 nr)
 struct io_scratch {
 	char path[KFAULT_IO_PATH_MAX];
 	struct kfault_io_dir_states start;   /* open: the state each rule's walk starts in */
-	volatile __u32 skip;      /* open: leading "./" bytes of a relative path, not walked */
 	volatile __u32 found;     /* volatile: the compiler must not keep them in registers */
 	volatile __s32 error;
 	volatile __u64 hold_ns;
@@ -106,12 +105,7 @@ static __always_inline int glob_accepts(__u32 r, struct io_scratch *scratch)
 	for (__u32 i = 0; i < KFAULT_IO_PATH_MAX; i++) {
 		__u32 index = r * KFAULT_IO_MAX_STATES + (scratch->state & (KFAULT_IO_MAX_STATES - 1));
 		struct kfault_io_dfa_state *st = kfault_io_dfa.lookup(&index);
-		__u32 at = i + scratch->skip;
-		__u8 c;
-
-		if (at >= KFAULT_IO_PATH_MAX)
-			return 0;
-		c = scratch->path[at & (KFAULT_IO_PATH_MAX - 1)];
+		__u8 c = scratch->path[i];
 
 		if (!st)
 			return 0;
@@ -206,13 +200,14 @@ static __always_inline __u64 syscall_arg(const struct pt_regs *regs, int n)
 
 /* Where each rule's walk of scratch->path starts: state 0 for an absolute path; for a relative
  * one, the state after its directory (the working directory, or openat's dirfd), with any
- * leading "./" skipped. 0 when the directory is unknown: then the path matches no rule. */
-static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, struct io_scratch *scratch)
+ * leading "./" dropped from the path. 0 when the directory is unknown: the path matches no rule. */
+static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, const char *user_path,
+					  struct io_scratch *scratch)
 {
 	struct kfault_io_fd_key key = {.tgid = tgid, .fd = dirfd};
 	struct kfault_io_dir_states *dir;
+	__u32 skip = 0;
 
-	scratch->skip = 0;
 	if (scratch->path[0] == '/') {
 		__builtin_memset(&scratch->start, 0, sizeof(scratch->start));
 		return 1;
@@ -223,9 +218,11 @@ static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, struct io_scr
 	scratch->start = *dir;
 #pragma unroll
 	for (int i = 0; i < 4; i++) {       /* "./", "././", ...: the same directory */
-		if (scratch->path[scratch->skip & 7] == '.' && scratch->path[(scratch->skip + 1) & 7] == '/')
-			scratch->skip += 2;
+		if (scratch->path[skip & 7] == '.' && scratch->path[(skip + 1) & 7] == '/')
+			skip += 2;
 	}
+	if (skip && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path + skip) <= 0)
+		return 0;
 	return 1;
 }
 
@@ -299,7 +296,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 
 		if (bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) <= 0)
 			return 0;
-		if (!set_walk_start(id >> 32, dirfd, scratch))
+		if (!set_walk_start(id >> 32, dirfd, user_path, scratch))
 			return 0;
 		scratch->remaining = targets;
 		scratch->found = 0;
