@@ -6,6 +6,7 @@ loader.IODatapath.
 """
 import logging
 import os
+import stat
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily
@@ -49,8 +50,9 @@ def walk(dfa, text, state=0):
 
 
 def open_paths(tgid):
-    """(fd, absolute path) of each file and directory `tgid` has open, and (AT_FDCWD, its
-    working directory): what it opened before we armed, as it sees it."""
+    """(fd, absolute path, is a directory) of each file `tgid` has open, and (AT_FDCWD, its
+    working directory, True): what it opened before we armed, as it sees it (in its own mount
+    namespace: so the type comes from the /proc link itself, not from our view of the path)."""
     entries = []
     try:
         fds = os.listdir(f"/proc/{tgid}/fd")
@@ -59,10 +61,10 @@ def open_paths(tgid):
     for fd, link in [(layout.IO_AT_FDCWD, f"/proc/{tgid}/cwd")] + [(int(fd), f"/proc/{tgid}/fd/{fd}") for fd in fds]:
         try:
             path = os.readlink(link)
+            if path.startswith("/") and not path.endswith(" (deleted)"):   # not pipe:[..], socket:[..]
+                entries.append((fd, path, stat.S_ISDIR(os.stat(link).st_mode)))
         except OSError:
-            continue
-        if path.startswith("/") and not path.endswith(" (deleted)"):   # not pipe:[..], socket:[..]
-            entries.append((fd, path))
+            continue                  # closed meanwhile
     return entries
 
 
@@ -76,8 +78,8 @@ class ProcessMarker:
 
     def mark(self, tgid):
         fds, dirs = self.datapath.fds, self.datapath.dirs
-        for fd, path in open_paths(tgid):
-            if fd == layout.IO_AT_FDCWD or os.path.isdir(path):
+        for fd, path, is_dir in open_paths(tgid):
+            if is_dir:
                 key = dirs.Key(tgid, fd & 0xFFFFFFFF)
                 leaf = dirs.get(key) or self._no_rule_states()
                 leaf.state[self.slot] = walk(self.dfa, path.rstrip("/") + "/")
