@@ -6,12 +6,19 @@ the process) of every thread of the target's processes: the signal puts the thre
 signal-delivery stop, reported to the holder, which keeps it there for the delay and then
 resumes it with the signal suppressed. Other threads of the process keep running.
 
-Fail-safe: the holder is a child process of the agent that dies with it (PR_SET_PDEATHSIG).
-When a tracer dies the kernel detaches its tracees and resumes any it held; the pending
-signal is then delivered for real, so the holder picks, per process, a signal whose default
-action is to ignore it and which the process neither catches nor blocks: it is dropped.
-Processes with no such signal get no latency (BPF only signals processes in
-kfault_io_traced).
+No window: the holder takes the cgroup's processes before the rule is armed (the engine waits
+for it); what they fork or clone is auto-attached before its first instruction; an exec stops
+once (PTRACE_O_TRACEEXEC) so the signal is picked again for the new program. A process the
+holder does not know yet (it joined the cgroup after arming) is stopped by BPF itself with
+SIGSTOP at its first delayed call and recorded in kfault_io_stopped: the holder seizes it,
+ends the stop with a SIGCONT it swallows, and holds the call.
+
+Fail-safe: the holder is a child process of the agent that gets SIGTERM when the agent dies
+(PR_SET_PDEATHSIG) and then releases what it holds and resumes what BPF stopped. If it dies
+harder, the kernel detaches its tracees and resumes any it held; the pending signal is then
+delivered for real, so the holder picks, per process, a signal whose default action is to
+ignore it and which the process neither catches nor blocks: it is dropped. Processes with
+no such signal get no latency (kfault_io_traced says 0: BPF passes their calls).
 """
 import ctypes
 import errno
