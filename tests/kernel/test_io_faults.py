@@ -322,3 +322,30 @@ def test_reach_processes_that_join_the_cgroup_after_arming(victims, tree, io_eng
         made += len(call["ms"])
     assert (reached, made) == (REACH_CALLS, REACH_CALLS)
     assert all(proc.returncode == 0 for proc in victims.procs), "a joined process was harmed"
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_killed_agent_leaves_a_process_that_joined_after_arming_running(victims, files, tmp_path):
+    """BPF stops a joiner with SIGSTOP until the holder takes it: the agent's death must not
+    leave it stopped, nor held."""
+    target = victims.cgroup("target")
+    doc = tmp_path / "io.yaml"
+    doc.write_text(f"apiVersion: {spec.API_VERSION}\nkind: IOChaos\nmetadata: {{name: slow-reads}}\n"
+                   f"spec: {{action: latency, delay: 20s, volumePath: {files}, path: '{files}/*.db', "
+                   "methods: [read]}\n")
+    runner = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
+                               "--target", f"cgroup:{target}", "--lease", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert "injecting" in runner.stdout.readline()
+        joiner = victims.start(target, [["read", str(files / "data.db"), 3]], ["--no-wait"])
+        time.sleep(1.0)                  # its first read is held now (for 20 s)
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        result = victims.result(joiner, timeout=15)
+    finally:
+        runner.kill()
+    took = result["calls"][0]["ms"]
+    assert joiner.returncode == 0, "the joined process was killed"
+    assert took[0] >= 500, "the first read was not held"
+    assert took[0] < 10_000, "the held read was not released when the agent died"
