@@ -203,3 +203,26 @@ def test_killed_runner_leaves_no_fault_after_its_lease(lab, pods, tmp_path):
         assert lab.tc_state() == before
     finally:
         runner.kill()
+
+
+def test_classic_filters_go_before_every_other_filter_or_refuse(lab, pods, datapath, capabilities):
+    """Classic tc runs filters by priority: ours take one below the lowest there, and a filter
+    at priority 1, which nothing can go before, is a refusal naming it."""
+    from kfault_agent.engines import netfault
+    from kfault_agent.errors import InterfaceBusy
+    engine = netfault.NetFaultEngine(datapath, {**capabilities, "tcx": Capability("tcx", False, "classic asked")},
+                                     lease_s=600)
+    try:
+        lab.run("a", "tc qdisc add dev eth0 clsact")
+        lab.run("a", "tc filter add dev eth0 egress pref 5 protocol all u32 match u32 0 0")
+        engine.apply(chaos("loss", name="l", loss={"loss": "10"}), target(lab))
+        shown = lab.run("a", "tc filter show dev eth0 egress").stdout
+        assert shown.index("pref 4 bpf") < shown.index("pref 5 u32") and "kfault_egress_to" in shown, shown
+        engine.revoke_all()
+        lab.run("a", "tc filter add dev eth0 ingress pref 1 protocol all u32 match u32 0 0")
+        before = lab.tc_state()
+        with pytest.raises(InterfaceBusy, match="priority 1"):
+            engine.apply(chaos("loss", name="l", loss={"loss": "10"}), target(lab))
+        assert lab.tc_state() == before
+    finally:
+        engine.revoke_all()
