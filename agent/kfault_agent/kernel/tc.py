@@ -48,17 +48,21 @@ def _is_stale(name):
 
 
 def _priority_before_all(link, hook, filters):
-    """The priority at which our filter runs before every filter already at the hook: one below
-    the lowest taken. A filter at priority 1 can't be overtaken (0 asks the kernel to choose),
-    and it may end the chain (a CNI's redirect) before ours runs: refused, naming it."""
+    """A priority at which our filter runs before every other filter at the hook: the highest
+    free one below the lowest taken by someone else (kfault's own may come first). None free
+    below it (0 asks the kernel to choose) is refused, naming that filter: it may end the chain
+    (a CNI's redirect) before ours runs."""
     taken = {f["info"] >> 16: _filter_name(f) or "unnamed" for f in filters}
-    if not taken:
-        return 1
-    if min(taken) == 1:
-        raise InterfaceBusy(f"the {hook} of interface {link.ifname} in {link.netns} has a tc filter at priority 1 "
-                            f"({taken[1]}); kfault's must run first and can't go before priority 1: remove that "
-                            "filter, or use a kernel with tcx (6.6 or later), where kfault attaches ahead of it")
-    return min(taken) - 1
+    foreign = [prio for prio, name in taken.items() if not name.startswith(FILTER_PREFIX)]
+    if not foreign:
+        return min(set(range(1, len(taken) + 2)) - set(taken))
+    free = [prio for prio in range(1, min(foreign)) if prio not in taken]
+    if not free:
+        raise InterfaceBusy(f"the {hook} of interface {link.ifname} in {link.netns} has a tc filter at priority "
+                            f"{min(foreign)} ({taken[min(foreign)]}) and no free priority before it; kfault's must "
+                            "run first: remove that filter, or use a kernel with tcx (6.6 or later), where kfault "
+                            "attaches ahead of it")
+    return max(free)
 
 
 def _priority_right_after(link, hook, filters, ours):

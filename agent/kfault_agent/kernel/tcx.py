@@ -89,7 +89,7 @@ def kernel_has_tcx():
     (False, why not)."""
     try:
         query(1, "ingress")       # the loopback of the agent's namespace: index 1 everywhere
-        return True, "BPF_PROG_QUERY knows BPF_TCX_INGRESS"
+        return True, f"kernel {platform.release()} has tcx (BPF_PROG_QUERY knows BPF_TCX_INGRESS)"
     except OSError as err:
         if err.errno == errno.EINVAL:
             return False, f"kernel {platform.release()} has no tcx (BPF_TCX_INGRESS is new in 6.6)"
