@@ -2,7 +2,10 @@
 
   1. TCP throughput A->B with iperf3: (a) nothing attached, (b) kfault with 1,000 rules none of
      which match, (c) kfault 1% loss, (d) iptables `statistic` 1% drop; each as a ratio to (a).
-  2. Time from a rule update to the first affected packet (programs already attached).
+     Then the same between two pods routed through their node with an eBPF CNI's program on the
+     node's side of their veths (lab/kfault_lab/cni.c, a tcx link where the kernel has tcx):
+     (a) the CNI program present, nothing of kfault's, and (b), (c) as a ratio to it.
+  2. Time from a rule update to the first affected packet (programs already attached), in both.
   3. Per-packet cost of the tc program as rules grow from 1 to 10,000 (BPF_PROG_TEST_RUN).
 Run as root: make bench.
 """
@@ -19,7 +22,7 @@ import time
 from kfault_agent.engines import netfault
 from kfault_agent.kernel import loader, topology
 from kfault_api import spec
-from kfault_lab.hosts import Lab
+from kfault_lab.hosts import EmulatedCni, Lab
 
 ROUNDS = 5
 IPERF_SECONDS = 4
@@ -44,12 +47,12 @@ def iperf(lab, server_ip):
     return json.loads(out)["end"]["sum_received"]["bits_per_second"]
 
 
-def throughput(lab, engine, target, b_ip):
+def throughput(lab, engine, target, b_ip, baseline="nothing attached", with_iptables=True):
     server = lab.popen("b", "iperf3 -s")
     time.sleep(0.5)
     idle = non_matching_rules(1000)
     loss = chaos("loss-1", "loss", loss={"loss": "1"})
-    results = {k: [] for k in "abcd"}
+    results = {k: [] for k in ("abcd" if with_iptables else "abc")}
     try:
         for _ in range(ROUNDS):   # interleaved rounds, so drift hits every case alike
             results["a"].append(iperf(lab, b_ip))
@@ -60,18 +63,19 @@ def throughput(lab, engine, target, b_ip):
             engine.apply(loss, target)
             results["c"].append(iperf(lab, b_ip))
             engine.revoke_all()
-            lab.run("b", "iptables -I INPUT -m statistic --mode random --probability 0.01 -j DROP")
-            results["d"].append(iperf(lab, b_ip))
-            lab.run("b", "iptables -D INPUT -m statistic --mode random --probability 0.01 -j DROP")
+            if with_iptables:
+                lab.run("b", "iptables -I INPUT -m statistic --mode random --probability 0.01 -j DROP")
+                results["d"].append(iperf(lab, b_ip))
+                lab.run("b", "iptables -D INPUT -m statistic --mode random --probability 0.01 -j DROP")
     finally:
         server.terminate()
     base = statistics.median(results["a"])
-    labels = {"a": "nothing attached", "b": "kfault, 1,000 rules, none match",
+    labels = {"a": baseline, "b": "kfault, 1,000 rules, none match",
               "c": "kfault loss 1%", "d": "iptables statistic drop 1%"}
     print(f"1. TCP throughput A->B, iperf3 {IPERF_SECONDS}s x {ROUNDS} rounds (median), ratio to (a):")
-    for key, label in labels.items():
+    for key in results:
         value = statistics.median(results[key])
-        print(f"   ({key}) {label:<36} {value / 1e9:7.2f} Gbit/s   {value / base:5.3f}")
+        print(f"   ({key}) {labels[key]:<36} {value / 1e9:7.2f} Gbit/s   {value / base:5.3f}")
 
 
 def update_latency(lab, engine, target, b_ip):
@@ -132,8 +136,8 @@ def udp_packet(src, dst):
 
 def per_packet_cost(engine, datapath, target, a_ip, b_ip):
     packet = udp_packet(a_ip, b_ip)   # from the target to a peer no rule names
-    fd = datapath.fd("ingress_to")
-    print("3. per-packet cost of ingress_to, no rule matching the packet (BPF_PROG_TEST_RUN):")
+    fd = datapath.fd("egress_to")
+    print("3. per-packet cost of egress_to, no rule matching the packet (BPF_PROG_TEST_RUN):")
     empty = statistics.median(prog_ns_per_packet(fd, packet) for _ in range(3))
     print(f"   {'no rules':>12}: {empty:5.1f} ns")
     placed = 0
@@ -161,8 +165,27 @@ def main():
     finally:
         engine.revoke_all()
         lab.close()
+    try:
+        with_cni(engine)
+    finally:
         datapath.close()
     return 0
+
+
+def with_cni(engine):
+    """Sections 1 and 2 again, between pods whose node runs an eBPF CNI's program."""
+    lab = Lab()
+    try:
+        pods = {"a": lab.pod("a", "n", "10.251.1"), "b": lab.pod("b", "n", "10.251.2")}
+        mode = "tcx" if engine.capabilities["tcx"].available else "clsact"
+        EmulatedCni(lab, "n", pods, mode)
+        print(f"\nWith an eBPF CNI's program on the node's side of both pods' veths ({mode}):")
+        target = topology.resolve_net_target(f"netns:{lab.ns('a')}")
+        throughput(lab, engine, target, pods["b"], baseline="CNI program present", with_iptables=False)
+        update_latency(lab, engine, target, pods["b"])
+    finally:
+        engine.revoke_all()
+        lab.close()
 
 
 if __name__ == "__main__":

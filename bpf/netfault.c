@@ -1,13 +1,19 @@
-/* netfault.c - network faults at tc (clsact) hooks around a target's interfaces.
+/* netfault.c - network faults at tc hooks on a target's own interfaces, inside its namespace.
  *
- * Where each program runs, for a target interface T whose veth peer is P:
- *   ingress_to    P ingress  packets T sends      partition, loss, corrupt, duplicate
+ * Where each program runs, for a target interface T (a pod's end of its veth) and the ifb I
+ * kfault adds to the target's namespace while a `from` delay or bandwidth is in force:
+ *   egress_to     T egress   packets T sends      partition, loss, corrupt, duplicate;
+ *                                                 then delay, bandwidth (EDT, fq on T)
  *   ingress_from  T ingress  packets T receives   partition, loss, corrupt, duplicate
- *   egress_to     T egress   packets T sends      delay, bandwidth (EDT, needs fq on T)
- *   egress_from   P egress   packets T receives   delay, bandwidth (EDT, needs fq on P)
- * Drops happen only at ingress, on the receiving side of the veth hop: there they are silent
- * to the sender, like a loss in the network (a drop at the sender's own egress would reach
- * its socket as ENOBUFS).
+ *   select_delayed T ingress (after ingress_from) picks what a delay applies to: tc's
+ *                                                 mirred action redirects it to I
+ *   egress_from   I egress   packets T receives   delay, bandwidth (EDT, fq on I); I then
+ *                                                 hands each packet back to T's ingress
+ * Nothing runs on the host side of the veth: that is where an eBPF CNI's programs are, and
+ * they may redirect a packet past any hook of ours there (bpf_redirect_peer) or end the chain.
+ * A drop at T's egress must be silent to the sender's socket, like a loss in the network:
+ * TC_ACT_SHOT there reaches it as NET_XMIT_DROP (ENOBUFS: ping retries, TCP sees local
+ * congestion), and tcx reads TC_ACT_STOLEN as "next". So silent_drop() below.
  *
  * Each program: parse -> look up the rules for (direction, target address, peer) -> for each
  * live rule: roll -> act -> count.
@@ -40,6 +46,7 @@ BPF_ARRAY(kfault_departures, struct kfault_departures, KFAULT_MAX_RULES);
 /* ICMPv6 neighbour discovery (router solicitation .. redirect): IPv6's ARP, never faulted. */
 #define ICMPV6_ND_FIRST 133
 #define ICMPV6_ND_LAST 137
+#define KFAULT_NO_IFINDEX 0     /* no interface has index 0 */
 
 struct packet {
 	__u32 l3_offset;
@@ -240,15 +247,26 @@ static __always_inline int corrupt_packet(struct __sk_buff *skb, const struct pa
 	return bpf_skb_store_bytes(skb, offset, &byte, 1, 0) == 0;
 }
 
-/* A copy of the packet re-enters this hook right after; the mark lets it pass untouched. */
-static __always_inline int duplicate_packet(struct __sk_buff *skb)
+/* A copy of the packet re-enters this hook (`hook_flags`: BPF_F_INGRESS or 0 for egress) right
+ * after; the mark lets it skip the faults, and the packet keeps its own mark. */
+static __always_inline int duplicate_packet(struct __sk_buff *skb, __u64 hook_flags)
 {
+	__u32 mark = skb->mark;
 	int err;
 
 	skb->mark = KFAULT_MARK_DUPLICATE;
-	err = bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
-	skb->mark = 0;
+	err = bpf_clone_redirect(skb, skb->ifindex, hook_flags);
+	skb->mark = mark;
 	return err == 0;
+}
+
+/* The copy duplicate_packet made, back in the hook: it was faulted already (read once). */
+static __always_inline int is_duplicate(struct __sk_buff *skb)
+{
+	if (skb->mark != KFAULT_MARK_DUPLICATE)
+		return 0;
+	skb->mark = 0;
+	return 1;
 }
 
 /* The i-th rule listed for this peer and its state, if it is live and applies to the
@@ -268,37 +286,34 @@ static __always_inline int rule_at(const struct kfault_peer_rules *rules, int i,
 	return slot;
 }
 
-static __always_inline int fault_ingress(struct __sk_buff *skb, __u32 direction)
+/* A drop at egress that the sender does not see: a redirect to no interface. The kernel frees
+ * the packet and, as for every redirect at egress, reports it sent (NET_XMIT_SUCCESS); with
+ * both classic tc and tcx, where TC_ACT_STOLEN would be taken for TCX_NEXT. */
+static __always_inline int silent_drop(void)
 {
-	struct kfault_peer_rules *rules;
-	struct packet pkt = {};
-	__u64 now;
+	return bpf_redirect(KFAULT_NO_IFINDEX, 0);
+}
 
-	if (skb->mark == KFAULT_MARK_DUPLICATE) {
-		skb->mark = 0;
-		return TC_ACT_UNSPEC; /* pass, and let later filters see it */
-	}
-	rules = lookup_rules(skb, direction, &pkt);
-	if (!rules)
-		return TC_ACT_UNSPEC;
-
-	now = bpf_ktime_get_ns();
+/* Partition, loss, duplicate, corrupt: returns 1 when a rule drops the packet. */
+static __always_inline int fault_packet(struct __sk_buff *skb, const struct kfault_peer_rules *rules,
+					const struct packet *pkt, __u64 now, __u64 hook_flags)
+{
 	/* First every rule's drop decision: a packet that any rule drops is neither
 	 * duplicated nor corrupted by another (a copy of it must not survive). */
 #pragma unroll
 	for (int i = 0; i < KFAULT_MAX_RULES_PER_PEER; i++) {
 		struct kfault_rule_state *state;
 		struct kfault_rule *rule;
-		int slot = rule_at(rules, i, &pkt, now, &rule, &state);
+		int slot = rule_at(rules, i, pkt, now, &rule, &state);
 
 		if (slot < 0)
 			continue;
-		count(slot, KFAULT_OUTCOME_MATCHED, pkt.len);
+		count(slot, KFAULT_OUTCOME_MATCHED, pkt->len);
 		if ((rule->actions & KFAULT_ACT_PARTITION) ||
 		    ((rule->actions & KFAULT_ACT_LOSS) &&
 		     roll_percent(state, KFAULT_ACT_LOSS, rule->loss_after_miss, rule->loss_after_hit))) {
-			count(slot, KFAULT_OUTCOME_DROPPED, pkt.len);
-			return TC_ACT_SHOT;
+			count(slot, KFAULT_OUTCOME_DROPPED, pkt->len);
+			return 1;
 		}
 	}
 	/* Then what the packet goes through on its way. */
@@ -306,21 +321,37 @@ static __always_inline int fault_ingress(struct __sk_buff *skb, __u32 direction)
 	for (int i = 0; i < KFAULT_MAX_RULES_PER_PEER; i++) {
 		struct kfault_rule_state *state;
 		struct kfault_rule *rule;
-		int slot = rule_at(rules, i, &pkt, now, &rule, &state);
+		int slot = rule_at(rules, i, pkt, now, &rule, &state);
 
 		if (slot < 0)
 			continue;
 		if ((rule->actions & KFAULT_ACT_DUPLICATE) &&
 		    roll_percent(state, KFAULT_ACT_DUPLICATE, rule->duplicate_after_miss, rule->duplicate_after_hit) &&
-		    duplicate_packet(skb))
-			count(slot, KFAULT_OUTCOME_DUPLICATED, pkt.len);
+		    duplicate_packet(skb, hook_flags))
+			count(slot, KFAULT_OUTCOME_DUPLICATED, pkt->len);
 		if ((rule->actions & KFAULT_ACT_CORRUPT) &&
 		    roll_percent(state, KFAULT_ACT_CORRUPT, rule->corrupt_after_miss, rule->corrupt_after_hit) &&
-		    corrupt_packet(skb, &pkt))
-			count(slot, KFAULT_OUTCOME_CORRUPTED, pkt.len);
-		count(slot, KFAULT_OUTCOME_PASSED, pkt.len);
+		    corrupt_packet(skb, pkt))
+			count(slot, KFAULT_OUTCOME_CORRUPTED, pkt->len);
+		count(slot, KFAULT_OUTCOME_PASSED, pkt->len);
 	}
-	return TC_ACT_UNSPEC;
+	return 0;
+}
+
+/* Whether a live delay or bandwidth rule applies to the packet. */
+static __always_inline int edt_applies(const struct kfault_peer_rules *rules, const struct packet *pkt, __u64 now)
+{
+#pragma unroll
+	for (int i = 0; i < KFAULT_MAX_RULES_PER_PEER; i++) {
+		struct kfault_rule_state *state;
+		struct kfault_rule *rule;
+
+		if (rule_at(rules, i, pkt, now, &rule, &state) < 0)
+			continue;
+		if (rule->actions & (KFAULT_ACT_DELAY | KFAULT_ACT_BANDWIDTH))
+			return 1;
+	}
+	return 0;
 }
 
 /* Jitter for one packet: uniform in [-jitter, +jitter], mixed with the last sample when
@@ -401,17 +432,12 @@ static __always_inline __u64 pace_packet(const struct kfault_rule *rule, struct 
 	return departure > now ? departure : now;
 }
 
-static __always_inline int fault_egress(struct __sk_buff *skb, __u32 direction)
+/* EDT: give the packet its departure time under every live delay and bandwidth rule. */
+static __always_inline int edt_packet(struct __sk_buff *skb, const struct kfault_peer_rules *rules,
+				      const struct packet *pkt, __u64 now)
 {
-	struct kfault_peer_rules *rules;
-	struct packet pkt = {};
-	__u64 now, departure;
+	__u64 departure;
 
-	rules = lookup_rules(skb, direction, &pkt);
-	if (!rules)
-		return TC_ACT_UNSPEC; /* pass, and let later filters see it */
-
-	now = bpf_ktime_get_ns();
 	departure = skb->tstamp > now ? skb->tstamp : now;
 #pragma unroll
 	for (int i = 0; i < KFAULT_MAX_RULES_PER_PEER; i++) {
@@ -420,7 +446,7 @@ static __always_inline int fault_egress(struct __sk_buff *skb, __u32 direction)
 		struct kfault_rule *rule;
 		__u32 slot_key;
 		__u64 at;
-		int slot = rule_at(rules, i, &pkt, now, &rule, &state);
+		int slot = rule_at(rules, i, pkt, now, &rule, &state);
 
 		if (slot < 0)
 			continue;
@@ -431,11 +457,11 @@ static __always_inline int fault_egress(struct __sk_buff *skb, __u32 direction)
 		if (!dep)
 			continue;
 
-		count(slot, KFAULT_OUTCOME_MATCHED, pkt.len);
+		count(slot, KFAULT_OUTCOME_MATCHED, pkt->len);
 		if ((rule->actions & KFAULT_ACT_BANDWIDTH) && rule->rate_bytes_per_sec) {
-			at = pace_packet(rule, dep, now, pkt.len);
+			at = pace_packet(rule, dep, now, pkt->len);
 			if (!at) {
-				count(slot, KFAULT_OUTCOME_DROPPED, pkt.len);
+				count(slot, KFAULT_OUTCOME_DROPPED, pkt->len);
 				return TC_ACT_SHOT;
 			}
 			if (at > departure)
@@ -446,30 +472,68 @@ static __always_inline int fault_egress(struct __sk_buff *skb, __u32 direction)
 			if (at > departure)
 				departure = at;
 		}
-		count(slot, KFAULT_OUTCOME_DELAYED, pkt.len);
-		count(slot, KFAULT_OUTCOME_PASSED, pkt.len);
+		count(slot, KFAULT_OUTCOME_DELAYED, pkt->len);
+		count(slot, KFAULT_OUTCOME_PASSED, pkt->len);
 	}
 	if (departure > now)
 		skb->tstamp = departure;
 	return TC_ACT_UNSPEC; /* pass, and let later filters see it */
 }
 
-int ingress_to(struct __sk_buff *skb)
-{
-	return fault_ingress(skb, KFAULT_DIR_TO);
-}
-
-int ingress_from(struct __sk_buff *skb)
-{
-	return fault_ingress(skb, KFAULT_DIR_FROM);
-}
-
+/* T egress, what the target sends: faults (a drop silent to the sender), then EDT. */
 int egress_to(struct __sk_buff *skb)
 {
-	return fault_egress(skb, KFAULT_DIR_TO);
+	int duplicate = is_duplicate(skb);
+	struct kfault_peer_rules *rules;
+	struct packet pkt = {};
+	__u64 now;
+
+	rules = lookup_rules(skb, KFAULT_DIR_TO, &pkt);
+	if (!rules)
+		return TC_ACT_UNSPEC; /* pass, and let later programs see it */
+	now = bpf_ktime_get_ns();
+	if (!duplicate && fault_packet(skb, rules, &pkt, now, 0))
+		return silent_drop();
+	return edt_packet(skb, rules, &pkt, now);
 }
 
+/* T ingress, what the target receives. */
+int ingress_from(struct __sk_buff *skb)
+{
+	int duplicate = is_duplicate(skb);
+	struct kfault_peer_rules *rules;
+	struct packet pkt = {};
+
+	rules = lookup_rules(skb, KFAULT_DIR_FROM, &pkt);
+	if (!rules)
+		return TC_ACT_UNSPEC;
+	if (!duplicate && fault_packet(skb, rules, &pkt, bpf_ktime_get_ns(), BPF_F_INGRESS))
+		return TC_ACT_SHOT;
+	return TC_ACT_UNSPEC;
+}
+
+/* T ingress, after ingress_from: a classifier (not direct-action) whose match sends the packet
+ * to the ifb by tc's mirred action, when a delay or rate applies to it. (A bpf_redirect to an
+ * ifb is dropped there before kernel 6.7: only mirred marks a packet as redirected.) */
+int select_delayed(struct __sk_buff *skb)
+{
+	struct kfault_peer_rules *rules;
+	struct packet pkt = {};
+
+	rules = lookup_rules(skb, KFAULT_DIR_FROM, &pkt);
+	if (!rules || !edt_applies(rules, &pkt, bpf_ktime_get_ns()))
+		return 0;     /* no match: on to the next filter */
+	return -1;        /* a match (the filter's own class): its action runs */
+}
+
+/* The ifb's egress, what the target receives and a delay applies to: EDT, under fq there. */
 int egress_from(struct __sk_buff *skb)
 {
-	return fault_egress(skb, KFAULT_DIR_FROM);
+	struct kfault_peer_rules *rules;
+	struct packet pkt = {};
+
+	rules = lookup_rules(skb, KFAULT_DIR_FROM, &pkt);
+	if (!rules)
+		return TC_ACT_UNSPEC;
+	return edt_packet(skb, rules, &pkt, bpf_ktime_get_ns());
 }

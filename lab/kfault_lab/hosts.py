@@ -1,11 +1,15 @@
 """Local hosts for the demo, tests and benchmarks: network namespaces joined by veth pairs."""
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
 import uuid
 
 PROBE = "-m kfault_lab.udp_probe"
+CNI_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cni.c")
+CNI_MODES = ("tcx", "clsact")    # how the emulated CNI attaches: tcx links, or classic tc at priority 1
 
 
 def sh(cmd, check=True):
@@ -19,6 +23,7 @@ class Lab:
         self.prefix = "kft" + uuid.uuid4().hex[:6]
         self.hosts = {}
         self.links = 0
+        self.cnis = []
 
     def ns(self, host):
         return f"{self.prefix}-{host}"
@@ -51,6 +56,23 @@ class Lab:
         _, second, third = subnet.split(".")
         return f"fd6b:{int(second):x}:{int(third):x}::{end}"
 
+    def pod(self, name, node, subnet):
+        """A pod on `node`, as CNIs in veth mode make them: its veth `eth0` with {subnet}.2/24
+        and a default route through the node's end, `lxc{name}` with {subnet}.1. Traffic
+        between two pods of a node is routed by the node. Returns the pod's address."""
+        self.host(name), self.host(node)
+        host_dev = f"lxc{name}"
+        sh(f"ip link add eth0 netns {self.ns(name)} type veth peer {host_dev} netns {self.ns(node)}")
+        sh(f"ip -n {self.ns(name)} addr add {subnet}.2/24 dev eth0")
+        sh(f"ip -n {self.ns(name)} link set eth0 up")
+        sh(f"ip -n {self.ns(name)} route add default via {subnet}.1")
+        sh(f"ip -n {self.ns(node)} addr add {subnet}.1/24 dev {host_dev}")
+        sh(f"ip -n {self.ns(node)} link set {host_dev} up")
+        sh(f"ip netns exec {self.ns(node)} sysctl -qw net.ipv4.ip_forward=1")
+        self.hosts[name].append("eth0")
+        self.hosts[node].append(host_dev)
+        return f"{subnet}.2"
+
     def run(self, host, cmd, check=True):
         return sh(f"ip netns exec {self.ns(host)} {cmd}", check=check)
 
@@ -59,15 +81,31 @@ class Lab:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def tc_state(self):
-        """Every qdisc and filter of every test host, to compare before and after."""
+        """Every interface of every test host, with its qdiscs, filters and tcx programs, to
+        compare before and after."""
         state = {}
-        for host, devs in self.hosts.items():
-            for dev in devs:
+        for host in self.hosts:
+            for dev in self.interfaces(host):
                 out = [sh(f"tc -n {self.ns(host)} qdisc show dev {dev}").stdout]
                 for hook in ("ingress", "egress"):
                     out.append(sh(f"tc -n {self.ns(host)} filter show dev {dev} {hook}", check=False).stdout)
+                    out += [f"tcx {hook} {name}\n" for name in self.tcx_programs(host, dev, hook)]
                 state[(host, dev)] = "".join(out)
         return state
+
+    def interfaces(self, host):
+        out = sh(f"ip -n {self.ns(host)} -o link show").stdout
+        return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
+
+    def tcx_programs(self, host, dev, hook):
+        """The names of the tcx programs at an interface's hook, in order ([] without tcx)."""
+        from kfault_agent.kernel import tcx, topology
+        if not tcx.kernel_has_tcx()[0]:
+            return []
+        netns = topology.netns_of(f"netns:{self.ns(host)}")
+        with topology.rtnl(netns) as ipr:
+            ifindex = ipr.link_lookup(ifname=dev)[0]
+        return tcx.attached_programs(netns, ifindex, hook)
 
     def counter(self, host, name):
         """A kernel SNMP/netstat counter of a host, by nstat's name (e.g. IpExtInCsumErrors)."""
@@ -113,5 +151,52 @@ class Lab:
         return json.loads(out)["end"]["sum_received"]["bits_per_second"]
 
     def close(self):
+        for cni in self.cnis:
+            cni.close()
         for host in self.hosts:
             sh(f"ip netns del {self.ns(host)}", check=False)
+
+
+class EmulatedCni:
+    """cni.c on the host side of pods' veths (at tc ingress, where packets from the pod arrive),
+    attached as tcx links or as classic tc filters at priority 1: what an eBPF CNI's program
+    looks like to kfault."""
+
+    def __init__(self, lab, node, pods, mode):
+        from kfault_agent.kernel import loader, topology
+        self.lab, self.node, self.mode = lab, node, mode
+        self.programs = loader.TcPrograms(CNI_SOURCE, ["cni_from_pod"])
+        self.netns = topology.netns_of(f"netns:{lab.ns(node)}")
+        self.links = []
+        lab.cnis.append(self)
+        endpoints = self.programs.table("cni_endpoints")
+        with topology.rtnl(self.netns) as ipr:
+            for pod, address in pods.items():
+                host_index = ipr.link_lookup(ifname=f"lxc{pod}")[0]
+                entry = endpoints.Leaf()
+                entry.host_ifindex = host_index
+                entry.pod_mac[:] = list(_mac(lab.run(pod, "cat /sys/class/net/eth0/address").stdout))
+                entry.host_mac[:] = list(_mac(ipr.get_links(host_index)[0].get_attr("IFLA_ADDRESS")))
+                endpoints[endpoints.Key(int.from_bytes(socket.inet_aton(address), "little"))] = entry
+                self._attach(ipr, host_index)
+
+    def _attach(self, ipr, ifindex):
+        from kfault_agent.kernel import tcx, topology
+        fd = self.programs.fd("cni_from_pod")
+        if self.mode == "tcx":
+            self.links.append(topology.in_netns(topology.live_path(self.netns),
+                                                lambda: tcx.link_create(fd, ifindex, "ingress")))
+        else:
+            ipr.tc("add", "clsact", ifindex)
+            ipr.tc("add-filter", "bpf", ifindex, ":1", fd=fd, name="cni_from_pod", parent=0xFFFFFFF2, classid=1,
+                   direct_action=True, prio=1, protocol=0x0003)
+
+    def close(self):
+        for fd in self.links:
+            os.close(fd)
+        self.links = []
+        self.programs.close()
+
+
+def _mac(text):
+    return bytes(int(part, 16) for part in text.strip().split(":"))

@@ -193,7 +193,11 @@ def test_fq_is_installed_where_needed_and_the_old_root_restored(lab, engine):
     before = lab.tc_state()
     engine.apply(chaos("delay", direction="both", delay={"latency": "10ms"}), target(lab))
     during = lab.tc_state()
-    assert all("qdisc fq " in state for state in during.values()), during
+    # fq at the target's own egress (what it sends) and at the egress of the ifb added to its
+    # namespace (what it receives); nothing on the peer's side.
+    assert sorted(key for key, state in during.items() if "qdisc fq " in state) == \
+        [("a", "b1"), ("a", f"kfb{os.getpid()}")], during
+    assert all(during[key] == state for key, state in before.items() if key[0] == "b")
     engine.revoke_all()
     assert lab.tc_state() == before
 

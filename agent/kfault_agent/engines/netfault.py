@@ -11,17 +11,21 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from kfault_agent import peer_names, policy
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported, Refusal, TargetUnsuitable
-from kfault_agent.kernel.loader import (NetDatapath, action_support, probe_capabilities, rule_deadline, update_slot,
-                                        write_slot)
+from kfault_agent.kernel.loader import (RECEIVED_EDT_NEEDS, NetDatapath, action_support, probe_capabilities,
+                                        rule_deadline, update_slot, write_slot)
 from kfault_agent.kernel.pods import PodRef, resolve_pod_network
-from kfault_agent.kernel.tc import ClsactHooks, FqRoot, SharedPerLink
-from kfault_agent.kernel.topology import resolve_net_target
+from kfault_agent.kernel.tc import ClsactHooks, EdtIfb, FqRoot, SharedPerLink
+from kfault_agent.kernel.tcx import TcxHooks
+from kfault_agent.kernel.topology import Link, resolve_net_target
 from kfault_api import layout, spec
 
 log = logging.getLogger(__name__)
-# An interface's hook -> the program attached there (see bpf/netfault.c).
-INSIDE_PROGRAMS = {"ingress": "ingress_from", "egress": "egress_to"}
-OUTSIDE_PROGRAMS = {"ingress": "ingress_to", "egress": "egress_from"}
+# A hook -> the program attached there (see bpf/netfault.c): on the target's own interfaces
+# (never the host side of a veth, where a CNI's programs may redirect past ours), and on the
+# ifb in its namespace that holds received packets for a delay or rate.
+TARGET_PROGRAMS = {"ingress": "ingress_from", "egress": "egress_to"}
+IFB_PROGRAMS = {"egress": "egress_from"}
+SELECTOR_PROGRAMS = {"ingress": "select_delayed"}     # a classic filter: mirred is tc's action
 # What `kfault run` shows after the matched count, where it is not zero.
 SHOWN_OUTCOMES = ("dropped", "duplicated", "corrupted", "delayed")
 METRIC_LABELS = ["experiment", "target", "action", "direction", "outcome"]
@@ -46,6 +50,8 @@ class ActiveExperiment(Placement):
     groups: list = field(default_factory=list)      # policy.PeerGroup, host names as last resolved
     links: list = field(default_factory=list)       # keys of the hooks it holds
     fq_links: list = field(default_factory=list)    # keys of the fq roots it holds
+    ifbs: list = field(default_factory=list)        # keys of the ifbs it holds
+    selectors: list = field(default_factory=list)   # keys of the filters that send packets to the ifb
 
 
 class NetFaultEngine(LeasedPlacements):
@@ -59,8 +65,13 @@ class NetFaultEngine(LeasedPlacements):
         self._free_slots = list(range(layout.MAX_RULES - 1, -1, -1))
         self._table = policy.PeerTable()
         self._entries = {}        # peer key -> slots, as written to kfault_peers
-        self._hooks = SharedPerLink(ClsactHooks.attach, ClsactHooks.detach)
+        # tcx links where the kernel has them (ordered first, gone with the agent), else clsact.
+        hooks = TcxHooks if capabilities["tcx"].available else ClsactHooks
+        self._hooks = SharedPerLink(hooks.attach, hooks.detach)
         self._fq = SharedPerLink(FqRoot.hold, FqRoot.release)
+        self._ifbs = SharedPerLink(lambda where: EdtIfb.add(where, hooks.attach, self._programs(IFB_PROGRAMS)),
+                                   EdtIfb.delete)
+        self._selectors = SharedPerLink(self._attach_selector, ClsactHooks.detach)
 
     @classmethod
     def load(cls, capabilities, lease_s=DEFAULT_LEASE_S):
@@ -97,6 +108,12 @@ class NetFaultEngine(LeasedPlacements):
             ok, reason = action_support(self.capabilities, action)
             if not ok:
                 raise KernelUnsupported(f"{action} is not supported on this node: {reason}")
+        if experiment.needs_edt and "from" in experiment.directions:
+            for need in RECEIVED_EDT_NEEDS:
+                cap = self.capabilities.get(need)
+                if not cap or not cap.available:
+                    raise KernelUnsupported(f"{experiment.action} with direction from is not supported on this node: "
+                                            f"{cap.reason if cap else need + ' not probed'}")
 
     def apply(self, experiment, target, lease_s=None):
         """Inject `experiment` on `target` (replacing its earlier version). Live on return."""
@@ -200,8 +217,7 @@ class NetFaultEngine(LeasedPlacements):
 
     def _attach_hooks(self, active):
         for iface in active.target.interfaces:
-            active.links.append(self._hooks.hold(iface.inside, self._programs(INSIDE_PROGRAMS)))
-            active.links.append(self._hooks.hold(iface.outside, self._programs(OUTSIDE_PROGRAMS)))
+            active.links.append(self._hooks.hold(iface.inside, self._programs(TARGET_PROGRAMS)))
 
     def _programs(self, programs):
         return {hook: (self.datapath.fd(name), name) for hook, name in programs.items()}
@@ -209,10 +225,23 @@ class NetFaultEngine(LeasedPlacements):
     def _hold_fq(self, active):
         if not active.experiment.needs_edt:
             return
-        # Egress programs set skb->tstamp; fq at that egress holds the packet.
-        for iface in active.target.interfaces:
-            for direction in active.experiment.directions:
-                active.fq_links.append(self._fq.hold(iface.inside if direction == "to" else iface.outside))
+        # Egress programs set skb->tstamp; fq at that egress holds the packet: the target's own
+        # for what it sends, the ifb (one per namespace, fq at its root) for what it receives.
+        if "to" in active.experiment.directions:
+            for iface in active.target.interfaces:
+                active.fq_links.append(self._fq.hold(iface.inside))
+        if "from" in active.experiment.directions:
+            key = self._ifbs.hold(Link(active.target.netns, 0, "(namespace)"))
+            active.ifbs.append(key)
+            for iface in active.target.interfaces:
+                active.selectors.append(self._selectors.hold(iface.inside, self._ifbs.get(key).link.ifindex))
+
+    def _attach_selector(self, link, ifb_ifindex):
+        """select_delayed on the interface's ingress, right after our ingress_from where that is
+        a classic filter too (tcx links run before every classic filter anyway)."""
+        ours = self._hooks.get((link.netns.inode, link.ifindex))
+        after = {"ingress": ours.priority("ingress")} if isinstance(ours, ClsactHooks) else None
+        return ClsactHooks.attach(link, self._programs(SELECTOR_PROGRAMS), redirect_to=ifb_ifindex, after=after)
 
     def _write_rules(self, active, entries):
         """Last: from here the BPF programs act on the rules."""
@@ -231,10 +260,14 @@ class NetFaultEngine(LeasedPlacements):
         for rule in active.rules:
             del self.datapath.rules[self.datapath.rules.Key(rule.slot)]  # an array slot: zeroed
             self._free_slots.append(rule.slot)
+        self._selectors.let_go(active.selectors)     # before our hooks: they share a clsact
+        active.selectors.clear()
         self._hooks.let_go(active.links)
         active.links.clear()
         self._fq.let_go(active.fq_links)
         active.fq_links.clear()
+        self._ifbs.let_go(active.ifbs)
+        active.ifbs.clear()
 
     # ---- following host names ------------------------------------------------------------
 

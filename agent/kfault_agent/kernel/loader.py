@@ -11,7 +11,7 @@ import platform
 from dataclasses import dataclass
 
 from kfault_agent.errors import KernelUnsupported
-from kfault_agent.kernel import topology
+from kfault_agent.kernel import tcx, topology
 from kfault_api import layout
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 BPF_DIR = os.path.normpath(os.environ.get("KFAULT_BPF_DIR")
                            or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "bpf"))
 
-NET_PROGRAMS = ("ingress_to", "ingress_from", "egress_to", "egress_from")
+NET_PROGRAMS = ("egress_to", "ingress_from", "select_delayed", "egress_from")
 
 
 def write_slot(table, slot, fields):
@@ -153,6 +153,26 @@ class NetDatapath:
 
     def fd(self, name):
         return self.programs[name].fd
+
+    def close(self):
+        self.bpf.cleanup()
+
+
+class TcPrograms:
+    """Other tc programs, compiled and loaded from a C file: the lab's emulated CNI (bcc stays in
+    this module)."""
+
+    def __init__(self, src_file, names, cflags=()):
+        check_headers()
+        from bcc import BPF
+        self.bpf = BPF(src_file=src_file.encode(), cflags=list(cflags))
+        self.programs = {name: self.bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in names}
+
+    def fd(self, name):
+        return self.programs[name].fd
+
+    def table(self, name):
+        return self.bpf[name.encode()]
 
     def close(self):
         self.bpf.cleanup()
@@ -416,15 +436,17 @@ class Capability:
     reason: str
 
 
-# What each network action needs from the kernel.
+# What each network action needs from the kernel ("tc-attach": tcx or clsact). A delay or
+# rate on what the target receives needs an ifb too (RECEIVED_EDT_NEEDS).
 ACTION_NEEDS = {
-    "partition": ("tc-bpf", "clsact"),
-    "loss": ("tc-bpf", "clsact"),
-    "duplicate": ("tc-bpf", "clsact"),
-    "corrupt": ("tc-bpf", "clsact"),
-    "delay": ("tc-bpf", "clsact", "sch_fq"),
-    "bandwidth": ("tc-bpf", "clsact", "sch_fq"),
+    "partition": ("tc-bpf", "tc-attach"),
+    "loss": ("tc-bpf", "tc-attach"),
+    "duplicate": ("tc-bpf", "tc-attach"),
+    "corrupt": ("tc-bpf", "tc-attach"),
+    "delay": ("tc-bpf", "tc-attach", "sch_fq"),
+    "bandwidth": ("tc-bpf", "tc-attach", "sch_fq"),
 }
+RECEIVED_EDT_NEEDS = ("ifb",)
 
 
 @contextlib.contextmanager
@@ -461,9 +483,34 @@ def probe_capabilities(datapath_error=None):
                                        "build with CONFIG_NET_SCH_INGRESS"))
             caps.append(Capability("sch_fq", *_try_qdisc(ipr, ifindex, "fq")))
             caps.append(Capability("sch_netem", *_try_qdisc(ipr, ifindex, "netem")))
+            caps.append(Capability("ifb", *_try_ifb(ipr)))
     except Exception as err:
         caps.append(Capability("netns", False, f"can't make a scratch network namespace to probe in: {err}"))
+    has_tcx = Capability("tcx", *tcx.kernel_has_tcx())
+    caps += [has_tcx, _attachment(has_tcx, next((c for c in caps if c.name == "clsact"), None))]
     return {c.name: c for c in caps}
+
+
+def _try_ifb(ipr):
+    try:
+        ipr.link("add", ifname="probeifb", kind="ifb")
+        return True, "ifb devices work: delays and rates on received packets are held at an ifb's egress"
+    except Exception as err:
+        return False, (f"the kernel has no ifb ({err}): delays and rates on received packets (direction from) "
+                       "need one; build with CONFIG_IFB")
+
+
+def _attachment(has_tcx, clsact):
+    """tc-attach: how kfault attaches its programs on this kernel (tcx, else clsact), and why."""
+    where = "on the target's own interfaces, inside its namespace, where no CNI in veth mode attaches"
+    if has_tcx.available:
+        return Capability("tc-attach", True, f"tcx links ({has_tcx.reason}), ahead of any other program "
+                          f"(BPF_F_BEFORE), {where}; they go with the agent if it dies")
+    if clsact is None or not clsact.available:
+        return Capability("tc-attach", False, f"neither tcx ({has_tcx.reason}) nor clsact "
+                          f"({clsact.reason if clsact else 'not probed'})")
+    return Capability("tc-attach", True, f"classic tc filters on clsact ({has_tcx.reason}), at a priority ahead "
+                      f"of every other filter, {where}")
 
 
 def node_capabilities():

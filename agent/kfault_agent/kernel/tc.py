@@ -1,6 +1,8 @@
-"""tc clsact attachment with pyroute2: add our filters, and leave each interface as we found it."""
+"""Classic tc attachment with pyroute2 (clsact filters, fq roots, the ifb of received-packet
+delays): add ours, and leave each interface as we found it."""
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 
 from pyroute2 import NetlinkError
@@ -45,6 +47,35 @@ def _is_stale(name):
     return name.startswith(FILTER_PREFIX) and not owners.is_alive(name.rpartition("@")[2])
 
 
+def _priority_before_all(link, hook, filters):
+    """A priority at which our filter runs before every other filter at the hook: the highest
+    free one below the lowest taken by someone else (kfault's own may come first). None free
+    below it (0 asks the kernel to choose) is refused, naming that filter: it may end the chain
+    (a CNI's redirect) before ours runs."""
+    taken = {f["info"] >> 16: _filter_name(f) or "unnamed" for f in filters}
+    foreign = [prio for prio, name in taken.items() if not name.startswith(FILTER_PREFIX)]
+    if not foreign:
+        return min(set(range(1, len(taken) + 2)) - set(taken))
+    free = [prio for prio in range(1, min(foreign)) if prio not in taken]
+    if not free:
+        raise InterfaceBusy(f"the {hook} of interface {link.ifname} in {link.netns} has a tc filter at priority "
+                            f"{min(foreign)} ({taken[min(foreign)]}) and no free priority before it; kfault's must "
+                            "run first: remove that filter, or use a kernel with tcx (6.6 or later), where kfault "
+                            "attaches ahead of it")
+    return max(free)
+
+
+def _priority_right_after(link, hook, filters, ours):
+    """The priority right after our own filter's, which must be free (a filter of someone else
+    there would run between them)."""
+    taken = {f["info"] >> 16: _filter_name(f) or "unnamed" for f in filters}
+    if ours + 1 in taken:
+        raise InterfaceBusy(f"the {hook} of interface {link.ifname} in {link.netns} has a tc filter at priority "
+                            f"{ours + 1} ({taken[ours + 1]}), right after kfault's, where kfault puts the filter "
+                            "that sends received packets to be delayed: remove that filter")
+    return ours + 1
+
+
 def _has_clsact(ipr, ifindex):
     return any(q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=ifindex))
 
@@ -57,9 +88,12 @@ class ClsactHooks:
     filters: dict = field(default_factory=dict)   # hook -> (handle, info)
 
     @classmethod
-    def attach(cls, link, programs):
-        """programs: {hook: (prog_fd, name)}. Our filters go first (lowest free priority) and
-        return 'continue', so filters already there still see every packet we pass."""
+    def attach(cls, link, programs, redirect_to=None, after=None):
+        """programs: {hook: (prog_fd, name)}. Our filters go first (a priority below every
+        filter there) and return 'continue', so filters already there still see every packet
+        we pass. With `redirect_to` (an ifindex) they are classifiers instead, whose match
+        redirects the packet to that interface's egress (tc's mirred action), each at the
+        priority right after `after` ({hook: our own filter's priority}) where given."""
         hooks = cls(link)
         with _netlink_on(link, "attach kfault's tc filters") as ipr:
             if not _has_clsact(ipr, link.ifindex):
@@ -67,16 +101,25 @@ class ClsactHooks:
                 hooks.created_clsact = True
             try:
                 for hook, (fd, name) in programs.items():
-                    taken = {f["info"] >> 16 for f in _filters(ipr, link.ifindex, hook)}
-                    prio = min(set(range(1, len(taken) + 2)) - taken)
+                    filters = _filters(ipr, link.ifindex, hook)
+                    if after and hook in after:
+                        prio = _priority_right_after(link, hook, filters, after[hook])
+                    else:
+                        prio = _priority_before_all(link, hook, filters)
+                    how = ({"action": {"kind": "mirred", "direction": "egress", "action": "redirect",
+                                       "ifindex": redirect_to}} if redirect_to else {"direct_action": True})
                     ipr.tc("add-filter", "bpf", link.ifindex, ":1", fd=fd, name=_our_filter_name(name),
-                           parent=PARENTS[hook], classid=1, direct_action=True, prio=prio, protocol=ETH_P_ALL)
+                           parent=PARENTS[hook], classid=1, prio=prio, protocol=ETH_P_ALL, **how)
                     ours = [f for f in _filters(ipr, link.ifindex, hook) if f["info"] >> 16 == prio]
                     hooks.filters[hook] = (ours[0]["handle"], ours[0]["info"])
             except Exception:
                 hooks._remove(ipr)
                 raise
         return hooks
+
+    def priority(self, hook):
+        """Our filter's priority at the hook."""
+        return self.filters[hook][1] >> 16
 
     def detach(self):
         with _netlink_on(self.link, "detach kfault's tc filters") as ipr:
@@ -96,13 +139,14 @@ class ClsactHooks:
 
 
 def remove_stale_filters():
-    """Delete the filters of kfault processes that are gone, in every namespace a target's
-    veth peer can be in. Their rules have expired already; this takes away the lookup."""
+    """Delete the filters and ifbs of kfault processes that are gone, in the node's namespace
+    and every named one (a lab host's, a pod's where the runtime names it). Their rules have
+    expired already; this takes away the lookup. (tcx links go with their process.)"""
     removed = 0
     for netns in candidate_peer_namespaces():
         try:
             with rtnl(netns) as ipr:
-                removed += _remove_stale_filters(ipr)
+                removed += _remove_stale_filters(ipr) + _remove_stale_ifbs(ipr)
         except (OSError, NetlinkError) as err:   # a namespace or link going away as we look
             log.info("stale filters in %s: %s", netns, err)
     return removed
@@ -124,6 +168,56 @@ def _remove_stale_filters(ipr):
 
 
 TC_H_ROOT = 0xFFFFFFFF
+IFB_ALIAS_PREFIX = "kfault@"
+
+
+def _remove_stale_ifbs(ipr):
+    stale = [link["index"] for link in ipr.get_links()
+             if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "ifb"
+             and (link.get_attr("IFLA_IFALIAS") or "").startswith(IFB_ALIAS_PREFIX)
+             and not owners.is_alive(link.get_attr("IFLA_IFALIAS")[len(IFB_ALIAS_PREFIX):])]
+    for index in stale:
+        ipr.link("del", index=index)
+    return len(stale)
+
+
+@dataclass
+class EdtIfb:
+    """An ifb in a target's namespace, for delays and rates on what the target receives.
+
+    An ingress has no queue to hold a packet in, so the target's ingress program redirects a
+    packet that a delay or bandwidth rule applies to, to this ifb's egress: there `egress_from`
+    gives it a departure time, fq (the ifb's root) holds it until then, and the ifb hands it
+    back to the interface it came in on, whose tc ingress it then skips. Its alias names its
+    owner, so that `kfault cleanup` deletes one a killed agent left. Deleting it takes its
+    qdisc and programs with it."""
+    link: object         # the ifb
+    hooks: object = None
+
+    @classmethod
+    def add(cls, where, attach, program):
+        """An ifb in `where`'s namespace (a Link: its index is not used) with fq at its root
+        and `program` ({hook: (prog_fd, name)}) attached by `attach` (ClsactHooks.attach or
+        TcxHooks.attach)."""
+        name = f"kfb{os.getpid()}"
+        with _netlink_on(where, f"add the ifb {name} that delays received packets") as ipr:
+            ipr.link("add", ifname=name, kind="ifb")
+            ifindex = ipr.link_lookup(ifname=name)[0]
+            ifb = cls(type(where)(where.netns, ifindex, name))
+            try:
+                ipr.link("set", index=ifindex, ifalias=f"{IFB_ALIAS_PREFIX}{owners.tag()}", state="up")
+                ipr.tc("add", "fq", ifindex, 0x10000)
+                ifb.hooks = attach(ifb.link, program)
+            except Exception:
+                ipr.link("del", index=ifindex)
+                raise
+        return ifb
+
+    def delete(self):
+        if self.hooks is not None:
+            self.hooks.detach()
+        with _netlink_on(self.link, f"delete the ifb {self.link.ifname}") as ipr:
+            ipr.link("del", index=self.link.ifindex)
 
 
 
@@ -181,6 +275,10 @@ class SharedPerLink:
             self._held[key] = _Held(self._make(link, *args))
         self._held[key].users += 1
         return key
+
+    def get(self, key):
+        """The object held under `key`."""
+        return self._held[key].thing
 
     def let_go(self, keys):
         """One user fewer for each key; the last one out releases the object."""

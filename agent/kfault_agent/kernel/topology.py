@@ -89,13 +89,20 @@ def scratch_rtnl():
 def netlink_socket(netns_path):
     """A NETLINK_ROUTE socket made in the namespace at `netns_path` (None: in a new one).
 
-    A socket stays in the namespace it was made in, and setns()/unshare() of a network
-    namespace move only the calling thread: a throwaway thread moves and makes the socket.
-    (pyroute2's own netns= forks a child per socket, which from an agent running gRPC and bcc
-    threads is slow and can hang on a lock the fork copied held.)"""
+    A socket stays in the namespace it was made in. (pyroute2's own netns= forks a child per
+    socket, which from an agent running gRPC and bcc threads is slow and can hang on a lock
+    the fork copied held.)"""
+    return in_netns(netns_path, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                                      socket.NETLINK_ROUTE))
+
+
+def in_netns(netns_path, call):
+    """call() in a throwaway thread that entered the namespace at `netns_path` (None: a new
+    one); returns what it returns. setns()/unshare() of a network namespace move only the
+    calling thread, so the agent's own threads stay where they are."""
     made = {}
 
-    def make():
+    def run():
         try:
             if netns_path is None:
                 _check(_libc.unshare(CLONE_NEWNET), "unshare a network namespace")
@@ -105,17 +112,16 @@ def netlink_socket(netns_path):
                     _check(_libc.setns(fd, CLONE_NEWNET), f"enter the network namespace {netns_path}")
                 finally:
                     os.close(fd)
-            made["socket"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
-                                           socket.NETLINK_ROUTE)
+            made["result"] = call()
         except OSError as err:
             made["error"] = err
 
-    thread = threading.Thread(target=make, name="kfault-netns")
+    thread = threading.Thread(target=run, name="kfault-netns")
     thread.start()
     thread.join()
     if "error" in made:
         raise made["error"]
-    return made["socket"]
+    return made["result"]
 
 
 def _check(result, what):
