@@ -66,7 +66,8 @@ class NetFaultEngine(LeasedPlacements):
         self._table = policy.PeerTable()
         self._entries = {}        # peer key -> slots, as written to kfault_peers
         # tcx links where the kernel has them (ordered first, gone with the agent), else clsact.
-        hooks = TcxHooks if capabilities["tcx"].available else ClsactHooks
+        tcx = capabilities.get("tcx")
+        hooks = TcxHooks if tcx and tcx.available else ClsactHooks
         self._hooks = SharedPerLink(hooks.attach, hooks.detach)
         self._fq = SharedPerLink(FqRoot.hold, FqRoot.release)
         self._ifbs = SharedPerLink(lambda where: EdtIfb.add(where, hooks.attach, self._programs(IFB_PROGRAMS)),

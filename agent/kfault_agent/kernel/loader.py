@@ -163,9 +163,10 @@ class TcPrograms:
     this module)."""
 
     def __init__(self, src_file, names, cflags=()):
-        check_headers()
+        headers = require_headers(uapi_headers())
         from bcc import BPF
-        self.bpf = BPF(src_file=src_file.encode(), cflags=list(cflags))
+        with compiling_against(headers):
+            self.bpf = BPF(src_file=src_file.encode(), cflags=list(cflags))
         self.programs = {name: self.bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in names}
 
     def fd(self, name):
