@@ -10,13 +10,15 @@ a deleted resource until every node has confirmed (or is gone). A node whose age
 is placed again (kopf.TemporaryError) until its agent is on the watch. The status is patched
 only where it changes: a timer tick that changes nothing costs the API server nothing.
 
-What the controller knows of the cluster comes from kopf's watches, kept in indexes: every
-namespace's annotations (which namespaces an experiment may reach, selection.Scope), every pod
-(summarized), every node's labels, and where each node's agent is. It never lists pods or nodes
-per reconcile or per timer; each handler takes a snapshot of the indexes (cluster.ClusterView).
-kopf runs no resource handler before every index is filled, so the first reconcile sees the
-whole cluster.
+What the controller knows of the cluster comes from watches: every namespace's annotations
+(which namespaces an experiment may reach, selection.Scope) and every node's labels in kopf
+indexes; every pod (summarized) and where each node's agent is in a cluster.PodCache, listed
+once at start and then kept by the pods watch's events. It never lists pods or nodes per
+reconcile or per timer; each handler takes a snapshot (cluster.ClusterView). kopf runs no
+resource handler before its startup handlers ran and its indexes are filled, so the first
+reconcile sees the whole cluster.
 """
+import asyncio
 import logging
 import os
 import time
@@ -53,29 +55,43 @@ async def namespace_annotations(name, annotations, **_):
     return {name: dict(annotations)}
 
 
-@kopf.index("v1", "pods")
-async def pods_by_namespace(namespace, body, **_):
-    """Every pod, as little of it as selection and placement read (cluster.pod_summary)."""
-    return {namespace: cluster.pod_summary(body)}
-
-
 @kopf.index("v1", "nodes")
 async def node_labels(name, labels, **_):
     """Every node's labels (spec.selector.nodeSelectors); a node missing here is gone."""
     return {name: dict(labels)}
 
 
-@kopf.index("v1", "pods", labels=dict([AGENT_LABEL.split("=")]),
-            when=lambda namespace, **_: namespace == AGENT_NAMESPACE)
-async def agent_addresses(body, spec, **_):
-    """node name -> host:port of its kfault agent, for agent pods that have an IP and a grpc port."""
-    address = agent_address(body)
-    return {spec["nodeName"]: address} if spec.get("nodeName") and address else None
+def is_agent_pod(body):
+    key, value = AGENT_LABEL.split("=")
+    return ((body.get("metadata") or {}).get("labels") or {}).get(key) == value
 
 
-def cluster_view(pods_by_namespace, node_labels, agent_addresses, **_):
-    """This moment's cluster, from the indexes kopf passes every handler by name."""
-    return cluster.view_of(pods_by_namespace, node_labels, agent_addresses)
+PODS = cluster.PodCache(AGENT_NAMESPACE, is_agent_pod)     # every pod, and each node's agent
+
+
+@kopf.on.startup()
+async def list_pods_once(logger, **_):
+    """Fill the pod cache with one paged LIST before kopf starts watching (startup handlers run
+    first), so the first reconcile sees every pod; the pods watch keeps it current after."""
+    load_client_config()
+    PODS.clear()
+    for body in await asyncio.to_thread(cluster.list_pods):
+        PODS.put(body, agent_address)
+    logger.info("listed %d pods, %d agents", len(PODS.pods), len(PODS.agent_pods))
+
+
+@kopf.on.event("v1", "pods")
+async def pod_changed(type, body, **_):
+    """A pod added, changed or deleted (and each pod of a watch's listing, type None)."""
+    if type == "DELETED":
+        PODS.remove(body)
+    else:
+        PODS.put(body, agent_address)
+
+
+def cluster_view(node_labels, **_):
+    """This moment's cluster: the pod cache, and the node index kopf passes every handler by name."""
+    return cluster.view_of(PODS, node_labels)
 
 
 def scope_of(body, namespace_annotations):
