@@ -19,6 +19,7 @@ resource handler before its startup handlers ran and its indexes are filled, so 
 reconcile sees the whole cluster.
 """
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -28,9 +29,10 @@ import kubernetes
 
 from kfault_api import spec as api_spec
 from kfault_controller import cluster, placement, schedule_handlers, selection  # noqa: F401 - registers Schedule's
+from kfault_controller import renewals
 from kfault_controller import status as report
 from kfault_controller import windows
-from kfault_controller.agents import AGENT_LABEL, AGENT_NAMESPACE, RENEW_S, agent_address
+from kfault_controller.agents import AGENT_LABEL, AGENT_NAMESPACE, RENEW_S, Config, agent_address
 from kfault_controller.metrics import RECONCILE, record_phase
 from kfault_controller.schedule import ScheduleError
 from kfault_controller.windows import PAUSE_ANNOTATION, Due
@@ -87,6 +89,27 @@ async def pod_changed(type, body, **_):
         PODS.remove(body)
     else:
         PODS.put(body, agent_address)
+
+
+RENEWALS = renewals.Renewals(stale_s=Config.lease_s)    # what each experiment wants renewed, by node
+RENEWING = set()         # the renewal loop's task (one per operator run)
+
+
+@kopf.on.startup()
+async def start_renewing(**_):
+    """One renewal loop for the whole controller: each node's experiments in one call per RENEW_S."""
+    RENEWALS.clear()
+    RENEWALS.stale_s = Config.lease_s
+    RENEWING.add(asyncio.create_task(renewals.renew_every(RENEWALS, RENEW_S, PODS.agents)))
+
+
+@kopf.on.cleanup()
+async def stop_renewing(**_):
+    while RENEWING:
+        task = RENEWING.pop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def cluster_view(node_labels, **_):
@@ -208,12 +231,15 @@ async def inject(kind, body, spec, status, patch, logger, scope, view, previous=
     new = report.placed(placed)
     if previous:
         new["records"] = report.kept_injection_times(new["records"], previous)
+    if not placed.by_api:
+        RENEWALS.want(key_of(body), report.injected_nodes(new["records"]))
     write_status(patch, status, new)
     return new["phase"], placed
 
 
 async def take_back(body, status, reason, logger, view):
     """Revoke on every node in the records: ({node: why it has not confirmed}, the records stamped)."""
+    RENEWALS.drop(key_of(body))
     records = list((status or {}).get("records") or [])
     nodes = report.record_nodes(records)
     if not nodes:
@@ -261,13 +287,8 @@ async def keep_alive(resource, body, spec, meta, status, patch, logger, namespac
             write_status(patch, status, report.finished())
             record_phase(kind.name, key_of(body), "Finished")
     elif step is Due.RENEW:
-        await renew_leases(body, status, logger, view)
-
-
-async def renew_leases(body, status, logger, view):
-    failed = await placement.renew(key_of(body), report.injected_nodes(status.get("records") or []), view)
-    for node, error in failed.items():
-        logger.warning("renew %s on %s: %s", key_of(body), node, error)
+        # The renewal loop calls each node once for all its experiments (renewals.py).
+        RENEWALS.want(key_of(body), report.injected_nodes(status.get("records") or []))
 
 
 async def on_delete(resource, body, status, logger, **kwargs):
