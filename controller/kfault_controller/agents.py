@@ -75,10 +75,10 @@ class Config:
     lease_s = LEASE_S
 
 
-async def call(node, address, method, request):
+async def call(node, address, method, request, timeout_s=RPC_TIMEOUT_S):
     """One RPC to a node's agent, off the event loop; NoAgent when the node has none ready."""
     if address is None:
         raise NoAgent(f"no ready kfault agent on node {node}")
     stub = Config.agents.stub(address)
     return await asyncio.get_running_loop().run_in_executor(
-        CALLS, functools.partial(getattr(stub, method), request, timeout=RPC_TIMEOUT_S))
+        CALLS, functools.partial(getattr(stub, method), request, timeout=timeout_s))

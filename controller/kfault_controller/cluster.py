@@ -41,9 +41,8 @@ class PodCache:
     index: kopf makes a readiness toggle per object of an indexed kind and wakes every waiting
     object at each one, quadratic in pods at start (415 s for 5,000 pods)."""
 
-    def __init__(self, agent_namespace, is_agent):
-        self.agent_namespace = agent_namespace
-        self.is_agent = is_agent        # pod body -> whether it is a kfault agent pod
+    def __init__(self, agent_of):
+        self.agent_of = agent_of        # pod body -> host:port if it is a ready kfault agent, else None
         self.pods = {}                  # (namespace, name) -> summary
         self.agent_pods = {}            # (namespace, name) -> (node, host:port)
 
@@ -51,13 +50,12 @@ class PodCache:
         self.pods.clear()
         self.agent_pods.clear()
 
-    def put(self, body, address_of):
-        """A pod as it is now; address_of(body): its agent's host:port, or None."""
+    def put(self, body):
+        """A pod as it is now (added or changed)."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         self.pods[key] = pod_summary(body)
-        node = (body.get("spec") or {}).get("nodeName")
-        address = address_of(body) if meta["namespace"] == self.agent_namespace and self.is_agent(body) else None
+        node, address = (body.get("spec") or {}).get("nodeName"), self.agent_of(body)
         if node and address:
             self.agent_pods[key] = (node, address)
         else:
@@ -69,8 +67,8 @@ class PodCache:
         self.agent_pods.pop(key, None)
 
     def agents(self):
-        """node name -> host:port of its agent (one of them, while a rollout runs two)."""
-        return {node: address for node, address in sorted(self.agent_pods.values(), reverse=True)}
+        """node name -> host:port of its agent (the newest pod's, while a rollout runs two)."""
+        return dict(self.agent_pods.values())
 
 
 def view_of(pods, node_labels):

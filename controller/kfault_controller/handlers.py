@@ -63,12 +63,17 @@ async def node_labels(name, labels, **_):
     return {name: dict(labels)}
 
 
-def is_agent_pod(body):
+def agent_of(body):
+    """host:port of a kfault agent pod (in AGENT_NAMESPACE, labelled AGENT_LABEL, with an IP and
+    a grpc port); None for any other pod."""
     key, value = AGENT_LABEL.split("=")
-    return ((body.get("metadata") or {}).get("labels") or {}).get(key) == value
+    labels = (body["metadata"].get("labels") or {})
+    if body["metadata"]["namespace"] != AGENT_NAMESPACE or labels.get(key) != value:
+        return None
+    return agent_address(body)
 
 
-PODS = cluster.PodCache(AGENT_NAMESPACE, is_agent_pod)     # every pod, and each node's agent
+PODS = cluster.PodCache(agent_of)     # every pod, and each node's agent
 
 
 @kopf.on.startup()
@@ -78,7 +83,7 @@ async def list_pods_once(logger, **_):
     load_client_config()
     PODS.clear()
     for body in await asyncio.to_thread(cluster.list_pods):
-        PODS.put(body, agent_address)
+        PODS.put(body)
     logger.info("listed %d pods, %d agents", len(PODS.pods), len(PODS.agent_pods))
 
 
@@ -88,7 +93,7 @@ async def pod_changed(type, body, **_):
     if type == "DELETED":
         PODS.remove(body)
     else:
-        PODS.put(body, agent_address)
+        PODS.put(body)
 
 
 RENEWALS = renewals.Renewals(stale_s=Config.lease_s)    # what each experiment wants renewed, by node

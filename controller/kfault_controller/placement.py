@@ -144,21 +144,23 @@ async def revoke(key, nodes, view):
     return {node: error for node, error in errors if error}
 
 
-async def renew_on_nodes(experiments_by_node, addresses):
+async def renew_on_nodes(experiments_by_node, addresses, timeout_s):
     """Renew leases, one call per node for all its experiments (node -> keys): {node: error}
     for those that failed (their leases lapse on their own: fail-safe). addresses: node ->
-    host:port of its agent."""
+    host:port of its agent. timeout_s: a node that does not answer by then (the next renewal)
+    holds up no other node's next renewal."""
     errors = await asyncio.gather(*(
-        _call_on(node, addresses, "Renew", pb.RenewRequest(experiments=keys, lease_seconds=agents.Config.lease_s))
+        _call_on(node, addresses, "Renew", pb.RenewRequest(experiments=keys, lease_seconds=agents.Config.lease_s),
+                 timeout_s)
         for node, keys in experiments_by_node.items()))
     return {node: error for node, error in errors if error}
 
 
-async def _call_on(node, addresses, method, request):
+async def _call_on(node, addresses, method, request, timeout_s=agents.RPC_TIMEOUT_S):
     """(node, None), or (node, why its agent did not answer): one node of a revoke or a renewal.
     addresses: node -> host:port of its agent."""
     try:
-        await agents.call(node, addresses.get(node), method, request)
+        await agents.call(node, addresses.get(node), method, request, timeout_s)
     except Exception as err:  # noqa: BLE001 - a node that failed is the caller's to report or retry
         AGENT_ERRORS.labels(node).inc()
         return node, str(err)

@@ -53,7 +53,7 @@ async def renew_every(renewals, period_s, agents_now):
     their own if it keeps failing."""
     while True:
         started = time.monotonic()
-        failed = await placement.renew_on_nodes(renewals.by_node(started), agents_now())
+        failed = await placement.renew_on_nodes(renewals.by_node(started), agents_now(), timeout_s=period_s)
         for node, error in failed.items():
             log.warning("renew on %s: %s", node, error)
         await asyncio.sleep(max(0.0, period_s - (time.monotonic() - started)))

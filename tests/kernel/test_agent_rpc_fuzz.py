@@ -140,12 +140,18 @@ class Fuzzer:
         return pb.ApplyRequest(experiment=self.experiment(), kind=kind, spec_json=self.spec_json(kind),
                                targets=[self.target() for _ in range(count)], lease_seconds=self.lease())
 
+    def renew(self):
+        """One experiment, many (as the controller renews a node's), both, or none at all."""
+        many = [self.experiment() for _ in range(self.rng.choice([0, 0, 1, 3, 4097]))]
+        one = self.experiment() if self.rng.random() < 0.7 or not many else ""
+        return pb.RenewRequest(experiment=one, experiments=many, lease_seconds=self.lease())
+
     def call(self, stub):
         """(method name, request) of a random call."""
         choice = self.rng.randrange(10)
         if choice < 6:
             return "Apply", self.apply()
-        return [("Renew", pb.RenewRequest(experiment=self.experiment(), lease_seconds=self.lease())),
+        return [("Renew", self.renew()),
                 ("Revoke", pb.RevokeRequest(experiment=self.experiment())),
                 ("Counters", pb.CountersRequest(experiment=self.experiment())),
                 ("ListActive", pb.ListActiveRequest())][choice - 6]
