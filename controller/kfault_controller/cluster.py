@@ -1,7 +1,7 @@
 """What the controller knows of the cluster (pods, nodes, agents) and the one thing it does to
-it. Pods are listed once, at start (list_pods), then kept current in a PodCache by our own pods
-watch from that list on (keep_pods); nodes and namespaces are kopf indexes (handlers.py). A
-ClusterView is a snapshot of both for one reconcile or timer tick. The pure functions here say what is kept of each object:
+it. Pods are listed once, at start (list_pods), then kept current by our own pods watch from
+that list on (keep_pods) in a PodCache; nodes and namespaces are kopf indexes (handlers.py). A ClusterView is a snapshot of
+both for one reconcile or timer tick. The pure functions here say what is kept of each object:
 little, so 5,000 pods cost a few megabytes, not their whole bodies."""
 import json
 from dataclasses import dataclass
@@ -141,14 +141,3 @@ def keep_pods(resource_version, reset, deliver, stopping, log):
             log.warning("pods watch: %s; listing the pods again", err)
             stopping.wait(1)
         resource_version = None
-
-
-def delete_pod(namespace, name, grace_period_s):
-    """The API server deletes the pod (its owner brings it back): None, or why it refused.
-    Blocking: run it in a thread."""
-    try:
-        kubernetes.client.CoreV1Api().delete_namespaced_pod(name, namespace, grace_period_seconds=grace_period_s,
-                                                            _preload_content=False)
-    except kubernetes.client.ApiException as err:
-        return f"delete pod: {err.reason}"
-    return None
