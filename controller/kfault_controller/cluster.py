@@ -1,14 +1,12 @@
 """What the controller knows of the cluster (pods, nodes, agents) and the one thing it does to
-it. Pods are listed once, at start (list_pods), then kept current by our own pods watch from
-that list on (keep_pods) in a PodCache; nodes and namespaces are kopf indexes (handlers.py). A ClusterView is a snapshot of
+it. Pods are listed once, at start (list_pods), then kept current by the pods watch's events in
+a PodCache; nodes and namespaces are kopf indexes (handlers.py). A ClusterView is a snapshot of
 both for one reconcile or timer tick. The pure functions here say what is kept of each object:
 little, so 5,000 pods cost a few megabytes, not their whole bodies."""
 import json
 from dataclasses import dataclass
 
 import kubernetes
-
-WATCH_TIMEOUT_S = 300      # the API server ends a watch after this; it is opened again from where it was
 
 # kubectl's copy of the whole manifest: the largest annotation a pod has, and no selector's business.
 UNKEPT_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
@@ -63,12 +61,6 @@ class PodCache:
         else:
             self.agent_pods.pop(key, None)
 
-    def replace(self, bodies):
-        """Every pod, listed again (after a watch the API server ended)."""
-        self.clear()
-        for body in bodies:
-            self.put(body)
-
     def remove(self, body):
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         self.pods.pop(key, None)
@@ -86,7 +78,7 @@ def view_of(pods, node_labels):
 
 
 def list_pods(page_size=500):
-    """(every pod of the cluster, the list's resourceVersion to watch from), in pages. Blocking:
+    """Every pod of the cluster, in pages (one LIST at start, before the watch begins). Blocking:
     run it in a thread. The raw JSON: the client's models cost seconds for 5,000 pods."""
     api, pods, token = kubernetes.client.CoreV1Api(), [], None
     while True:
@@ -95,49 +87,15 @@ def list_pods(page_size=500):
         pods.extend(page.get("items") or [])
         token = (page.get("metadata") or {}).get("continue")
         if not token:
-            return pods, (page.get("metadata") or {}).get("resourceVersion")
+            return pods
 
 
-def watch_pods(resource_version, deliver, stopping, timeout_s=WATCH_TIMEOUT_S):
-    """Every pod event after resource_version, to deliver(type, body), until stopping is set or
-    the API server ends the watch with an error (410 Gone: the version is too old): then the
-    caller lists again. Blocking: run it in a thread. Our own watch, not kopf's: kopf would list
-    every pod again as it starts, and run each through its handler machinery (seconds of CPU at
-    5,000 pods, while the first experiments wait)."""
-    api = kubernetes.client.CoreV1Api()
-    while not stopping.is_set():
-        response = api.list_pod_for_all_namespaces(watch=True, resource_version=resource_version,
-                                                   allow_watch_bookmarks=True, timeout_seconds=timeout_s,
-                                                   _preload_content=False)
-        try:
-            for line in kubernetes.watch.watch.iter_resp_lines(response):
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event["type"] == "ERROR":
-                    return
-                resource_version = event["object"]["metadata"].get("resourceVersion") or resource_version
-                if event["type"] != "BOOKMARK":
-                    deliver(event["type"], event["object"])
-                if stopping.is_set():
-                    return
-        finally:
-            response.close()
-            response.release_conn()
-
-
-def keep_pods(resource_version, reset, deliver, stopping, log):
-    """Blocking (a thread): watch the pods from resource_version on; whenever the watch ends with
-    an error, list them all again (reset(pods)) and watch from there, until stopping is set."""
-    while not stopping.is_set():
-        try:
-            if resource_version is None:
-                pods, resource_version = list_pods()
-                reset(pods)
-            watch_pods(resource_version, deliver, stopping)
-        except Exception as err:  # noqa: BLE001 - the API server restarting, a network hiccup: list again
-            if stopping.is_set():
-                return
-            log.warning("pods watch: %s; listing the pods again", err)
-            stopping.wait(1)
-        resource_version = None
+def delete_pod(namespace, name, grace_period_s):
+    """The API server deletes the pod (its owner brings it back): None, or why it refused.
+    Blocking: run it in a thread."""
+    try:
+        kubernetes.client.CoreV1Api().delete_namespaced_pod(name, namespace, grace_period_seconds=grace_period_s,
+                                                            _preload_content=False)
+    except kubernetes.client.ApiException as err:
+        return f"delete pod: {err.reason}"
+    return None

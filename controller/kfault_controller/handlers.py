@@ -13,8 +13,7 @@ only where it changes: a timer tick that changes nothing costs the API server no
 What the controller knows of the cluster comes from watches: every namespace's annotations
 (which namespaces an experiment may reach, selection.Scope) and every node's labels in kopf
 indexes; every pod (summarized) and where each node's agent is in a cluster.PodCache, listed
-once at start and then kept by our own watch from that list on (not kopf's: its watch would
-list every pod again and run each through its handler machinery). It never lists pods or nodes per
+once at start and then kept by the pods watch's events. It never lists pods or nodes per
 reconcile or per timer; each handler takes a snapshot (cluster.ClusterView). kopf runs no
 resource handler before its startup handlers ran and its indexes are filled, so the first
 reconcile sees the whole cluster.
@@ -23,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import threading
 import time
 
 import kopf
@@ -78,38 +76,24 @@ def agent_of(body):
 PODS = cluster.PodCache(agent_of)     # every pod, and each node's agent
 
 
-PODS_WATCH = {}         # the pods watch's thread and its stop flag (one per operator run)
-
-
 @kopf.on.startup()
-async def list_and_watch_pods(logger, **_):
+async def list_pods_once(logger, **_):
     """Fill the pod cache with one paged LIST before kopf starts watching (startup handlers run
-    first), so the first reconcile sees every pod; then keep it current with a watch from that
-    list's resourceVersion (cluster.keep_pods, in a thread: events come to the event loop)."""
+    first), so the first reconcile sees every pod; the pods watch keeps it current after."""
     load_client_config()
     PODS.clear()
-    bodies, version = await asyncio.to_thread(cluster.list_pods)
-    PODS.replace(bodies)
+    for body in await asyncio.to_thread(cluster.list_pods):
+        PODS.put(body)
     logger.info("listed %d pods, %d agents", len(PODS.pods), len(PODS.agent_pods))
-    loop, stopping = asyncio.get_running_loop(), threading.Event()
-
-    def deliver(event_type, body):
-        loop.call_soon_threadsafe(PODS.remove if event_type == "DELETED" else PODS.put, body)
-
-    def reset(bodies):
-        loop.call_soon_threadsafe(PODS.replace, bodies)
-
-    thread = threading.Thread(target=cluster.keep_pods, args=(version, reset, deliver, stopping, logger),
-                              name="kfault-pods-watch", daemon=True)
-    thread.start()
-    PODS_WATCH.update(thread=thread, stopping=stopping)
 
 
-@kopf.on.cleanup()
-async def stop_watching_pods(**_):
-    if PODS_WATCH:
-        PODS_WATCH.pop("stopping").set()
-        PODS_WATCH.pop("thread")        # a daemon: it ends at its watch's next event or timeout
+@kopf.on.event("v1", "pods")
+async def pod_changed(type, body, **_):
+    """A pod added, changed or deleted (and each pod of a watch's listing, type None)."""
+    if type == "DELETED":
+        PODS.remove(body)
+    else:
+        PODS.put(body)
 
 
 RENEWALS = renewals.Renewals(stale_s=Config.lease_s)    # what each experiment wants renewed, by node
