@@ -2,9 +2,11 @@
 experiment is in place, as the cluster and the number of experiments grow.
 
 The real controller (python -m kfault_controller, its own process) runs against kmock's
-Kubernetes emulator; each node's agent is a real gRPC agent server (in this process) whose
-engine records the moment it applies a placement instead of touching the kernel (the tests'
-RecordingEngine). For each size (pods, experiments):
+Kubernetes emulator; each node's agent is a real gRPC agent server whose engine records the
+moment it applies a placement instead of touching the kernel (the tests' RecordingEngine). The
+agents run in a child process of their own, as on a cluster each runs apart from the API
+server: in kmock's process, 50 agents' gRPC threads and kmock shared one interpreter lock, and
+that process, not the controller, set the placement latency. For each size (pods, experiments):
   - ready: from the controller's start until it has placed a canary (kopf runs no handler
     before its indexes hold every pod, node and namespace); the canary is then deleted;
   - experiments are created at CREATE_PER_S; a resource's latency runs from its creation until
@@ -24,11 +26,13 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
@@ -49,22 +53,23 @@ READY_TIMEOUT_S = 900
 
 
 class TimedEngine(RecordingEngine):
-    """The tests' recording engine, noting when each pod was first applied, by experiment."""
+    """The tests' recording engine, reporting each apply: (experiment key, pod, monotonic time,
+    one clock for every process of the machine)."""
 
-    def __init__(self):
+    def __init__(self, applies):
         super().__init__()
-        self.applied_at = collections.defaultdict(dict)     # experiment key -> {pod: monotonic time}
+        self.applies = applies
 
     def apply(self, experiment, target, lease_s=None):
         super().apply(experiment, target, lease_s)
-        self.applied_at[experiment.key].setdefault(target.name, time.monotonic())
+        self.applies.put((experiment.key, target.name, time.monotonic()))
 
 
 class Agent:
     """One node's agent: a real gRPC server over a TimedEngine."""
 
-    def __init__(self, node):
-        self.engine = TimedEngine()
+    def __init__(self, node, applies):
+        self.engine = TimedEngine(applies)
         self.service = server.AgentService([self.engine], {"tc-bpf": Capability("tc-bpf", True, "bench")},
                                            node_name=node)
         self.grpc, self.port = server.serve(self.service, "127.0.0.1:0")
@@ -72,6 +77,46 @@ class Agent:
     def close(self):
         self.grpc.stop(None)
         self.service.close()
+
+
+def serve_agents(nodes, ports, applies, stop):
+    """The child process: every node's agent, until `stop` is set; their ports go to `ports`."""
+    agents = {node: Agent(node, applies) for node in nodes}
+    ports.send({node: agent.port for node, agent in agents.items()})
+    stop.wait()
+    for agent in agents.values():
+        agent.close()
+
+
+class Agents:
+    """Every node's agent, in a child process; what they applied, as they report it."""
+
+    def __init__(self, nodes):
+        context = multiprocessing.get_context("fork")      # before kmock or any gRPC object exists here
+        self.applied = context.Queue()
+        self.stop = context.Event()
+        receive, send = context.Pipe(duplex=False)
+        self.process = context.Process(target=serve_agents, args=(nodes, send, self.applied, self.stop), daemon=True)
+        self.process.start()
+        self.ports = receive.recv()
+        self.applied_at = collections.defaultdict(dict)   # experiment key -> {pod: monotonic time of its first apply}
+        self.apply_calls = collections.Counter()          # experiment key -> applies
+        self.reader = threading.Thread(target=self.read, daemon=True)
+        self.reader.start()
+
+    def read(self):
+        for key, pod_name, at in iter(self.applied.get, None):
+            self.applied_at[key].setdefault(pod_name, at)
+            self.apply_calls[key] += 1
+
+    def placed(self, key):
+        return list(self.applied_at.get(key, {}).values())
+
+    def close(self):
+        self.stop.set()
+        self.process.join(30)
+        self.applied.put(None)
+        self.reader.join(5)
 
 
 def node_name(i):
@@ -107,9 +152,9 @@ def experiment(i):
 
 def populate(kmock, pods, agents):
     register_cluster(kmock)
-    for node, agent in agents.items():
+    for node, port in agents.ports.items():
         kmock.objects["v1/nodes", None, node] = {"metadata": {"name": node, "labels": {}, "resourceVersion": "1"}}
-        kmock.objects["v1/pods", "kfault-system", f"kfault-agent-{node}"] = agent_pod(node, agent.port)
+        kmock.objects["v1/pods", "kfault-system", f"kfault-agent-{node}"] = agent_pod(node, port)
     for i in range(pods):
         kmock.objects["v1/pods", "default", f"pod-{i:05d}"] = pod(i, node_name(i // PODS_PER_NODE))
 
@@ -171,7 +216,7 @@ async def run_size(pods, experiments):
 
     unpatched = parsing.parse_path
     parsing.parse_path = parse_path_with_namespaces(unpatched)     # kmock serves namespaces, as conftest's
-    agents = {node_name(n): Agent(node_name(n)) for n in range((pods + PODS_PER_NODE - 1) // PODS_PER_NODE)}
+    agents = Agents([node_name(n) for n in range((pods + PODS_PER_NODE - 1) // PODS_PER_NODE)])
     try:
         async with kmock_lib.KubernetesEmulator() as kmock, kmock_lib.Server(kmock):
             populate(kmock, pods, agents)
@@ -187,8 +232,7 @@ async def run_size(pods, experiments):
                     return await measure(kmock, agents, process, pods, experiments)
     finally:
         parsing.parse_path = unpatched
-        for agent in agents.values():
-            agent.close()
+        agents.close()
 
 
 async def wait_until_ready(kmock, agents, started):
@@ -200,7 +244,7 @@ async def wait_until_ready(kmock, agents, started):
     path = "/apis/kfault.dev/v1alpha1/namespaces/default/networkchaos"
     response = await kmock.post(path, json=canary)
     assert response.status in (200, 201), await response.text()
-    await wait_until(lambda: any(agent.engine.applied_at.get("default/canary") for agent in agents.values()),
+    await wait_until(lambda: agents.placed("default/canary"),
                      READY_TIMEOUT_S, "the canary placed")
     ready_s = time.monotonic() - started
     await kmock.delete(f"{path}/canary")
@@ -217,8 +261,7 @@ async def measure(kmock, agents, process, pods, experiments):
     latencies = await placement_latencies(agents, created, selected)
     await asyncio.sleep(SETTLE_S)
     per_minute = await steady_requests(kmock)
-    applies = sum(1 for agent in agents.values() for op, key, _ in agent.engine.history
-                  if op == "apply" and key != "default/canary")
+    applies = sum(count for key, count in agents.apply_calls.items() if key != "default/canary")
     return {"ready_s": ready_s, "latencies": latencies, "per_minute": per_minute, "rss_mib": rss_mib(process.pid),
             "apply_per_pod": applies / sum(selected.values())}
 
@@ -242,7 +285,7 @@ async def placement_latencies(agents, created, selected):
 
     def every_pod_applied():
         for key in created.keys() - latencies.keys():
-            times = [t for agent in agents.values() for t in list(agent.engine.applied_at.get(key, {}).values())]
+            times = agents.placed(key)
             if len(times) < selected[key]:
                 return False
             latencies[key] = max(times) - created[key]

@@ -139,3 +139,22 @@ def test_spec_errors_quote_values_short():
         spec.parse_experiment({"apiVersion": spec.API_VERSION, "kind": "NetworkChaos",
                                "metadata": {"name": "x"}, "spec": {"action": "y" * 100_000}})
     assert len(str(caught.value)) < 1000
+
+
+def test_a_renewal_names_one_experiment_or_many():
+    assert request_checks.renew_request(pb.RenewRequest(experiment="default/cut")) == {"default/cut"}
+    assert request_checks.renew_request(pb.RenewRequest(experiments=["default/cut", "team-a/slow"])) == {
+        "default/cut", "team-a/slow"}
+    assert request_checks.renew_request(pb.RenewRequest(experiment="default/cut", experiments=["default/b"])) == {
+        "default/cut", "default/b"}
+
+
+def test_a_renewal_of_many_names_the_bad_key_by_its_index():
+    message = refusal(pb.RenewRequest(experiments=["default/cut", "Default/cut"]), request_checks.renew_request)
+    assert message.startswith("experiments[1]: "), message
+
+
+def test_a_renewal_of_too_many_experiments_says_how_many_fit():
+    keys = [f"default/e{i}" for i in range(request_checks.MAX_RENEWED + 1)]
+    message = refusal(pb.RenewRequest(experiments=keys), request_checks.renew_request)
+    assert message.startswith("experiments: ") and f"at most {request_checks.MAX_RENEWED}" in message, message

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 MAX_SPEC_JSON_BYTES = 1 << 20     # a spec with thousands of peer addresses fits; the gRPC limit is 4 MiB
 MAX_TARGETS = 1024                # targets of one request: the pods of one node
+MAX_RENEWED = 4096                # experiments one Renew names: every experiment on one node
 MAX_CONTAINERS = 64               # container ids of one pod
 MAX_LOCAL_TARGET_CHARS = 4096     # PATH_MAX
 LEASE_MIN_S, LEASE_MAX_S = 1.0, 3600.0
@@ -183,9 +184,20 @@ def apply_request(request):
 
 
 def renew_request(request):
-    errors = experiment_key_errors(request.experiment) + lease_errors(request.lease_seconds)
+    """RenewRequest -> the set of experiment keys to renew: `experiment`, `experiments`, or both
+    (`experiment` may be empty only when `experiments` names some)."""
+    errors = lease_errors(request.lease_seconds)
+    if request.experiment or not request.experiments:
+        errors += experiment_key_errors(request.experiment)
+    if len(request.experiments) > MAX_RENEWED:
+        errors.append(SpecError("experiments", f"{len(request.experiments)} keys",
+                                f"at most {MAX_RENEWED}: renew in several calls"))
+    else:
+        for i, key in enumerate(request.experiments):
+            errors += experiment_key_errors(key, f"experiments[{i}]")
     if errors:
         raise InvalidRequest(errors)
+    return {key for key in (request.experiment, *request.experiments) if key}
 
 
 def experiment_request(request):

@@ -68,10 +68,10 @@ class AgentService(pb_grpc.AgentServicer):
 
     def Renew(self, request, context):
         self._authorize(context)
-        self._checked(request_checks.renew_request, request, context)
+        experiments = self._checked(request_checks.renew_request, request, context)
         renewed = []
         for engine in self.engines.values():
-            keys = {a.key for a in engine.active() if a.experiment.key == request.experiment}
+            keys = {a.key for a in engine.active() if a.experiment.key in experiments}
             ended = set(engine.renew(keys))
             renewed += [target for (_, target) in keys - ended]
         return pb.RenewResponse(targets=sorted(renewed))

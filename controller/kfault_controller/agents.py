@@ -39,7 +39,7 @@ class AgentDirectory:
         """credentials: grpc.ssl_channel_credentials(ca, controller key, controller cert), or
         None for plaintext (tests on one machine only)."""
         self.credentials = credentials
-        self._channels = {}
+        self._channels = {}         # address -> (channel, stub)
         self._lock = threading.Lock()
 
     @classmethod
@@ -50,6 +50,8 @@ class AgentDirectory:
         return cls(grpc.ssl_channel_credentials(read("ca.crt"), read("tls.key"), read("tls.crt")))
 
     def stub(self, address):
+        """The agent's stub, made once per address: making one builds a callable per method,
+        which cost the event loop a fifth of its busy time when made per call (profiled at 5,000 pods)."""
         with self._lock:
             if address not in self._channels:
                 if self.credentials:
@@ -57,12 +59,12 @@ class AgentDirectory:
                                                   options=[("grpc.ssl_target_name_override", AGENT_TLS_NAME)])
                 else:
                     channel = grpc.insecure_channel(address)
-                self._channels[address] = channel
-            return pb_grpc.AgentStub(self._channels[address])
+                self._channels[address] = (channel, pb_grpc.AgentStub(channel))
+            return self._channels[address][1]
 
     def close(self):
         with self._lock:
-            for channel in self._channels.values():
+            for channel, _ in self._channels.values():
                 channel.close()
             self._channels.clear()
 
@@ -73,10 +75,10 @@ class Config:
     lease_s = LEASE_S
 
 
-async def call(node, address, method, request):
+async def call(node, address, method, request, timeout_s=RPC_TIMEOUT_S):
     """One RPC to a node's agent, off the event loop; NoAgent when the node has none ready."""
     if address is None:
         raise NoAgent(f"no ready kfault agent on node {node}")
     stub = Config.agents.stub(address)
     return await asyncio.get_running_loop().run_in_executor(
-        CALLS, functools.partial(getattr(stub, method), request, timeout=RPC_TIMEOUT_S))
+        CALLS, functools.partial(getattr(stub, method), request, timeout=timeout_s))

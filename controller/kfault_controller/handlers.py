@@ -10,13 +10,16 @@ a deleted resource until every node has confirmed (or is gone). A node whose age
 is placed again (kopf.TemporaryError) until its agent is on the watch. The status is patched
 only where it changes: a timer tick that changes nothing costs the API server nothing.
 
-What the controller knows of the cluster comes from kopf's watches, kept in indexes: every
-namespace's annotations (which namespaces an experiment may reach, selection.Scope), every pod
-(summarized), every node's labels, and where each node's agent is. It never lists pods or nodes
-per reconcile or per timer; each handler takes a snapshot of the indexes (cluster.ClusterView).
-kopf runs no resource handler before every index is filled, so the first reconcile sees the
-whole cluster.
+What the controller knows of the cluster comes from watches: every namespace's annotations
+(which namespaces an experiment may reach, selection.Scope) and every node's labels in kopf
+indexes; every pod (summarized) and where each node's agent is in a cluster.PodCache, listed
+once at start and then kept by the pods watch's events. It never lists pods or nodes per
+reconcile or per timer; each handler takes a snapshot (cluster.ClusterView). kopf runs no
+resource handler before its startup handlers ran and its indexes are filled, so the first
+reconcile sees the whole cluster.
 """
+import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -26,9 +29,10 @@ import kubernetes
 
 from kfault_api import spec as api_spec
 from kfault_controller import cluster, placement, schedule_handlers, selection  # noqa: F401 - registers Schedule's
+from kfault_controller import renewals
 from kfault_controller import status as report
 from kfault_controller import windows
-from kfault_controller.agents import AGENT_LABEL, AGENT_NAMESPACE, RENEW_S, agent_address
+from kfault_controller.agents import AGENT_LABEL, AGENT_NAMESPACE, RENEW_S, Config, agent_address
 from kfault_controller.metrics import RECONCILE, record_phase
 from kfault_controller.schedule import ScheduleError
 from kfault_controller.windows import PAUSE_ANNOTATION, Due
@@ -53,29 +57,69 @@ async def namespace_annotations(name, annotations, **_):
     return {name: dict(annotations)}
 
 
-@kopf.index("v1", "pods")
-async def pods_by_namespace(namespace, body, **_):
-    """Every pod, as little of it as selection and placement read (cluster.pod_summary)."""
-    return {namespace: cluster.pod_summary(body)}
-
-
 @kopf.index("v1", "nodes")
 async def node_labels(name, labels, **_):
     """Every node's labels (spec.selector.nodeSelectors); a node missing here is gone."""
     return {name: dict(labels)}
 
 
-@kopf.index("v1", "pods", labels=dict([AGENT_LABEL.split("=")]),
-            when=lambda namespace, **_: namespace == AGENT_NAMESPACE)
-async def agent_addresses(body, spec, **_):
-    """node name -> host:port of its kfault agent, for agent pods that have an IP and a grpc port."""
-    address = agent_address(body)
-    return {spec["nodeName"]: address} if spec.get("nodeName") and address else None
+def agent_of(body):
+    """host:port of a kfault agent pod (in AGENT_NAMESPACE, labelled AGENT_LABEL, with an IP and
+    a grpc port); None for any other pod."""
+    key, value = AGENT_LABEL.split("=")
+    labels = (body["metadata"].get("labels") or {})
+    if body["metadata"]["namespace"] != AGENT_NAMESPACE or labels.get(key) != value:
+        return None
+    return agent_address(body)
 
 
-def cluster_view(pods_by_namespace, node_labels, agent_addresses, **_):
-    """This moment's cluster, from the indexes kopf passes every handler by name."""
-    return cluster.view_of(pods_by_namespace, node_labels, agent_addresses)
+PODS = cluster.PodCache(agent_of)     # every pod, and each node's agent
+
+
+@kopf.on.startup()
+async def list_pods_once(logger, **_):
+    """Fill the pod cache with one paged LIST before kopf starts watching (startup handlers run
+    first), so the first reconcile sees every pod; the pods watch keeps it current after."""
+    load_client_config()
+    PODS.clear()
+    for body in await asyncio.to_thread(cluster.list_pods):
+        PODS.put(body)
+    logger.info("listed %d pods, %d agents", len(PODS.pods), len(PODS.agent_pods))
+
+
+@kopf.on.event("v1", "pods")
+async def pod_changed(type, body, **_):
+    """A pod added, changed or deleted (and each pod of a watch's listing, type None)."""
+    if type == "DELETED":
+        PODS.remove(body)
+    else:
+        PODS.put(body)
+
+
+RENEWALS = renewals.Renewals(stale_s=Config.lease_s)    # what each experiment wants renewed, by node
+RENEWING = set()         # the renewal loop's task (one per operator run)
+
+
+@kopf.on.startup()
+async def start_renewing(**_):
+    """One renewal loop for the whole controller: each node's experiments in one call per RENEW_S."""
+    RENEWALS.clear()
+    RENEWALS.stale_s = Config.lease_s
+    RENEWING.add(asyncio.create_task(renewals.renew_every(RENEWALS, RENEW_S, PODS.agents)))
+
+
+@kopf.on.cleanup()
+async def stop_renewing(**_):
+    while RENEWING:
+        task = RENEWING.pop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def cluster_view(node_labels, **_):
+    """This moment's cluster: the pod cache, and the node index kopf passes every handler by name."""
+    return cluster.view_of(PODS, node_labels)
 
 
 def scope_of(body, namespace_annotations):
@@ -192,12 +236,15 @@ async def inject(kind, body, spec, status, patch, logger, scope, view, previous=
     new = report.placed(placed)
     if previous:
         new["records"] = report.kept_injection_times(new["records"], previous)
+    if not placed.by_api:
+        RENEWALS.want(key_of(body), report.injected_nodes(new["records"]))
     write_status(patch, status, new)
     return new["phase"], placed
 
 
 async def take_back(body, status, reason, logger, view):
     """Revoke on every node in the records: ({node: why it has not confirmed}, the records stamped)."""
+    RENEWALS.drop(key_of(body))
     records = list((status or {}).get("records") or [])
     nodes = report.record_nodes(records)
     if not nodes:
@@ -248,13 +295,8 @@ async def keep_alive(resource, body, spec, meta, status, patch, logger, namespac
             write_status(patch, status, report.finished())
             record_phase(kind.name, key_of(body), "Finished")
     elif step is Due.RENEW:
-        await renew_leases(body, status, logger, view)
-
-
-async def renew_leases(body, status, logger, view):
-    failed = await placement.renew(key_of(body), report.injected_nodes(status.get("records") or []), view)
-    for node, error in failed.items():
-        logger.warning("renew %s on %s: %s", key_of(body), node, error)
+        # The renewal loop calls each node once for all its experiments (renewals.py).
+        RENEWALS.want(key_of(body), report.injected_nodes(status.get("records") or []))
 
 
 async def on_delete(resource, body, status, logger, **kwargs):

@@ -1,6 +1,7 @@
 """Where a chaos resource becomes calls to agents: select its pods, take out what the controller
 resolves itself, group the pods by node, and send each node's agent the spec with its pods and a
-lease; later renew and revoke node by node. What one kind does differently is in PLACEMENT."""
+lease; later revoke node by node, and renew all of a node's experiments in one call (renewals.py).
+What one kind does differently is in PLACEMENT."""
 import asyncio
 import json
 from dataclasses import dataclass
@@ -145,23 +146,28 @@ async def delete_pods(pods, grace_period_s):
 async def revoke(key, nodes, view):
     """Revoke the experiment on these nodes: {node: error} for those that did not confirm. A node
     that is gone has nothing left to take back."""
-    errors = await asyncio.gather(*(_call_on(node, view, "Revoke", pb.RevokeRequest(experiment=key))
+    errors = await asyncio.gather(*(_call_on(node, view.agents, "Revoke", pb.RevokeRequest(experiment=key))
                                     for node in nodes if node in view.node_labels))
     return {node: error for node, error in errors if error}
 
 
-async def renew(key, nodes, view):
-    """Renew the experiment's lease on these nodes: {node: error} for those that failed (their
-    lease lapses on its own: fail-safe)."""
-    request = pb.RenewRequest(experiment=key, lease_seconds=agents.Config.lease_s)
-    errors = await asyncio.gather(*(_call_on(node, view, "Renew", request) for node in nodes))
+async def renew_on_nodes(experiments_by_node, addresses, timeout_s):
+    """Renew leases, one call per node for all its experiments (node -> keys): {node: error}
+    for those that failed (their leases lapse on their own: fail-safe). addresses: node ->
+    host:port of its agent. timeout_s: a node that does not answer by then (the next renewal)
+    holds up no other node's next renewal."""
+    errors = await asyncio.gather(*(
+        _call_on(node, addresses, "Renew", pb.RenewRequest(experiments=keys, lease_seconds=agents.Config.lease_s),
+                 timeout_s)
+        for node, keys in experiments_by_node.items()))
     return {node: error for node, error in errors if error}
 
 
-async def _call_on(node, view, method, request):
-    """(node, None), or (node, why its agent did not answer): one node of a revoke or a renewal."""
+async def _call_on(node, addresses, method, request, timeout_s=agents.RPC_TIMEOUT_S):
+    """(node, None), or (node, why its agent did not answer): one node of a revoke or a renewal.
+    addresses: node -> host:port of its agent."""
     try:
-        await agents.call(node, view.agents.get(node), method, request)
+        await agents.call(node, addresses.get(node), method, request, timeout_s)
     except Exception as err:  # noqa: BLE001 - a node that failed is the caller's to report or retry
         AGENT_ERRORS.labels(node).inc()
         return node, str(err)

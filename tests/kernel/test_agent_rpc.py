@@ -50,6 +50,9 @@ def test_controller_applies_renews_and_revokes_over_mtls(lab, agent):
     sent, received, _ = lab.ping_flood("a", b_ip, 3000)
     assert 0.26 <= 1 - received / sent <= 0.34
     assert stub.Renew(pb.RenewRequest(experiment="default/cut"), timeout=5).targets == [f"netns:{lab.ns('a')}"]
+    # As the controller renews: every experiment of this node in one call, unknown ones ignored.
+    assert stub.Renew(pb.RenewRequest(experiments=["default/cut", "default/gone"]),
+                      timeout=5).targets == [f"netns:{lab.ns('a')}"]
     placements = stub.ListActive(pb.ListActiveRequest(), timeout=5).placements
     assert [(p.experiment, p.kind) for p in placements] == [("default/cut", "NetworkChaos")]
     dropped = [c.count for c in stub.Counters(pb.CountersRequest(experiment="default/cut"), timeout=5).counters

@@ -12,7 +12,7 @@ import subprocess
 import grpc
 import pytest
 
-from kfault_agent import server
+from kfault_agent import request_checks, server
 from kfault_agent.engines import netfault, podfault
 from kfault_agent.kernel import owners
 from kfault_api import spec
@@ -140,12 +140,20 @@ class Fuzzer:
         return pb.ApplyRequest(experiment=self.experiment(), kind=kind, spec_json=self.spec_json(kind),
                                targets=[self.target() for _ in range(count)], lease_seconds=self.lease())
 
+    def renew(self):
+        """One experiment, many (as the controller renews a node's), both, or none at all."""
+        many = [self.experiment() for _ in range(self.rng.choice([0, 0, 1, 3]))]
+        if self.rng.random() < 0.1:      # one more than an agent takes, in keys short enough to send
+            many = [f"fuzz/e{i}" for i in range(request_checks.MAX_RENEWED + 1)]
+        one = self.experiment() if self.rng.random() < 0.7 or not many else ""
+        return pb.RenewRequest(experiment=one, experiments=many, lease_seconds=self.lease())
+
     def call(self, stub):
         """(method name, request) of a random call."""
         choice = self.rng.randrange(10)
         if choice < 6:
             return "Apply", self.apply()
-        return [("Renew", pb.RenewRequest(experiment=self.experiment(), lease_seconds=self.lease())),
+        return [("Renew", self.renew()),
                 ("Revoke", pb.RevokeRequest(experiment=self.experiment())),
                 ("Counters", pb.CountersRequest(experiment=self.experiment())),
                 ("ListActive", pb.ListActiveRequest())][choice - 6]

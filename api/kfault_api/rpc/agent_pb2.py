@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akfault_api/rpc/agent.proto\x12\x0fkfault.agent.v1\"J\n\x03Pod\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x15\n\rcontainer_ids\x18\x04 \x03(\t\"F\n\x06Target\x12#\n\x03pod\x18\x01 \x01(\x0b\x32\x14.kfault.agent.v1.PodH\x00\x12\x0f\n\x05local\x18\x02 \x01(\tH\x00\x42\x06\n\x04kind\"\x84\x01\n\x0c\x41pplyRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tspec_json\x18\x03 \x01(\t\x12(\n\x07targets\x18\x04 \x03(\x0b\x32\x17.kfault.agent.v1.Target\x12\x15\n\rlease_seconds\x18\x05 \x01(\x01\"9\n\x0cTargetResult\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"?\n\rApplyResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.kfault.agent.v1.TargetResult\"9\n\x0cRenewRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\" \n\rRenewResponse\x12\x0f\n\x07targets\x18\x01 \x03(\t\"#\n\rRevokeRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\"@\n\x0eRevokeResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.kfault.agent.v1.TargetResult\"\x13\n\x11ListActiveRequest\"_\n\x0f\x41\x63tivePlacement\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x1a\n\x12lease_left_seconds\x18\x04 \x01(\x01\"J\n\x12ListActiveResponse\x12\x34\n\nplacements\x18\x01 \x03(\x0b\x32 .kfault.agent.v1.ActivePlacement\"\x15\n\x13\x43\x61pabilitiesRequest\"=\n\nCapability\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"g\n\x14\x43\x61pabilitiesResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06kernel\x18\x02 \x01(\t\x12\x31\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0b\x32\x1b.kfault.agent.v1.Capability\"%\n\x0f\x43ountersRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\"H\n\x07\x43ounter\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\">\n\x10\x43ountersResponse\x12*\n\x08\x63ounters\x18\x01 \x03(\x0b\x32\x18.kfault.agent.v1.Counter\"\x0f\n\rHealthRequest\"2\n\x0eHealthResponse\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\t2\xb2\x04\n\x05\x41gent\x12\x46\n\x05\x41pply\x12\x1d.kfault.agent.v1.ApplyRequest\x1a\x1e.kfault.agent.v1.ApplyResponse\x12\x46\n\x05Renew\x12\x1d.kfault.agent.v1.RenewRequest\x1a\x1e.kfault.agent.v1.RenewResponse\x12I\n\x06Revoke\x12\x1e.kfault.agent.v1.RevokeRequest\x1a\x1f.kfault.agent.v1.RevokeResponse\x12U\n\nListActive\x12\".kfault.agent.v1.ListActiveRequest\x1a#.kfault.agent.v1.ListActiveResponse\x12[\n\x0c\x43\x61pabilities\x12$.kfault.agent.v1.CapabilitiesRequest\x1a%.kfault.agent.v1.CapabilitiesResponse\x12O\n\x08\x43ounters\x12 .kfault.agent.v1.CountersRequest\x1a!.kfault.agent.v1.CountersResponse\x12I\n\x06Health\x12\x1e.kfault.agent.v1.HealthRequest\x1a\x1f.kfault.agent.v1.HealthResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akfault_api/rpc/agent.proto\x12\x0fkfault.agent.v1\"J\n\x03Pod\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x15\n\rcontainer_ids\x18\x04 \x03(\t\"F\n\x06Target\x12#\n\x03pod\x18\x01 \x01(\x0b\x32\x14.kfault.agent.v1.PodH\x00\x12\x0f\n\x05local\x18\x02 \x01(\tH\x00\x42\x06\n\x04kind\"\x84\x01\n\x0c\x41pplyRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tspec_json\x18\x03 \x01(\t\x12(\n\x07targets\x18\x04 \x03(\x0b\x32\x17.kfault.agent.v1.Target\x12\x15\n\rlease_seconds\x18\x05 \x01(\x01\"9\n\x0cTargetResult\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"?\n\rApplyResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.kfault.agent.v1.TargetResult\"N\n\x0cRenewRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\x12\x13\n\x0b\x65xperiments\x18\x03 \x03(\t\" \n\rRenewResponse\x12\x0f\n\x07targets\x18\x01 \x03(\t\"#\n\rRevokeRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\"@\n\x0eRevokeResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.kfault.agent.v1.TargetResult\"\x13\n\x11ListActiveRequest\"_\n\x0f\x41\x63tivePlacement\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x1a\n\x12lease_left_seconds\x18\x04 \x01(\x01\"J\n\x12ListActiveResponse\x12\x34\n\nplacements\x18\x01 \x03(\x0b\x32 .kfault.agent.v1.ActivePlacement\"\x15\n\x13\x43\x61pabilitiesRequest\"=\n\nCapability\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"g\n\x14\x43\x61pabilitiesResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06kernel\x18\x02 \x01(\t\x12\x31\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0b\x32\x1b.kfault.agent.v1.Capability\"%\n\x0f\x43ountersRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\"H\n\x07\x43ounter\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\">\n\x10\x43ountersResponse\x12*\n\x08\x63ounters\x18\x01 \x03(\x0b\x32\x18.kfault.agent.v1.Counter\"\x0f\n\rHealthRequest\"2\n\x0eHealthResponse\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\t2\xb2\x04\n\x05\x41gent\x12\x46\n\x05\x41pply\x12\x1d.kfault.agent.v1.ApplyRequest\x1a\x1e.kfault.agent.v1.ApplyResponse\x12\x46\n\x05Renew\x12\x1d.kfault.agent.v1.RenewRequest\x1a\x1e.kfault.agent.v1.RenewResponse\x12I\n\x06Revoke\x12\x1e.kfault.agent.v1.RevokeRequest\x1a\x1f.kfault.agent.v1.RevokeResponse\x12U\n\nListActive\x12\".kfault.agent.v1.ListActiveRequest\x1a#.kfault.agent.v1.ListActiveResponse\x12[\n\x0c\x43\x61pabilities\x12$.kfault.agent.v1.CapabilitiesRequest\x1a%.kfault.agent.v1.CapabilitiesResponse\x12O\n\x08\x43ounters\x12 .kfault.agent.v1.CountersRequest\x1a!.kfault.agent.v1.CountersResponse\x12I\n\x06Health\x12\x1e.kfault.agent.v1.HealthRequest\x1a\x1f.kfault.agent.v1.HealthResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,35 +42,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPLYRESPONSE']._serialized_start=389
   _globals['_APPLYRESPONSE']._serialized_end=452
   _globals['_RENEWREQUEST']._serialized_start=454
-  _globals['_RENEWREQUEST']._serialized_end=511
-  _globals['_RENEWRESPONSE']._serialized_start=513
-  _globals['_RENEWRESPONSE']._serialized_end=545
-  _globals['_REVOKEREQUEST']._serialized_start=547
-  _globals['_REVOKEREQUEST']._serialized_end=582
-  _globals['_REVOKERESPONSE']._serialized_start=584
-  _globals['_REVOKERESPONSE']._serialized_end=648
-  _globals['_LISTACTIVEREQUEST']._serialized_start=650
-  _globals['_LISTACTIVEREQUEST']._serialized_end=669
-  _globals['_ACTIVEPLACEMENT']._serialized_start=671
-  _globals['_ACTIVEPLACEMENT']._serialized_end=766
-  _globals['_LISTACTIVERESPONSE']._serialized_start=768
-  _globals['_LISTACTIVERESPONSE']._serialized_end=842
-  _globals['_CAPABILITIESREQUEST']._serialized_start=844
-  _globals['_CAPABILITIESREQUEST']._serialized_end=865
-  _globals['_CAPABILITY']._serialized_start=867
-  _globals['_CAPABILITY']._serialized_end=928
-  _globals['_CAPABILITIESRESPONSE']._serialized_start=930
-  _globals['_CAPABILITIESRESPONSE']._serialized_end=1033
-  _globals['_COUNTERSREQUEST']._serialized_start=1035
-  _globals['_COUNTERSREQUEST']._serialized_end=1072
-  _globals['_COUNTER']._serialized_start=1074
-  _globals['_COUNTER']._serialized_end=1146
-  _globals['_COUNTERSRESPONSE']._serialized_start=1148
-  _globals['_COUNTERSRESPONSE']._serialized_end=1210
-  _globals['_HEALTHREQUEST']._serialized_start=1212
-  _globals['_HEALTHREQUEST']._serialized_end=1227
-  _globals['_HEALTHRESPONSE']._serialized_start=1229
-  _globals['_HEALTHRESPONSE']._serialized_end=1279
-  _globals['_AGENT']._serialized_start=1282
-  _globals['_AGENT']._serialized_end=1844
+  _globals['_RENEWREQUEST']._serialized_end=532
+  _globals['_RENEWRESPONSE']._serialized_start=534
+  _globals['_RENEWRESPONSE']._serialized_end=566
+  _globals['_REVOKEREQUEST']._serialized_start=568
+  _globals['_REVOKEREQUEST']._serialized_end=603
+  _globals['_REVOKERESPONSE']._serialized_start=605
+  _globals['_REVOKERESPONSE']._serialized_end=669
+  _globals['_LISTACTIVEREQUEST']._serialized_start=671
+  _globals['_LISTACTIVEREQUEST']._serialized_end=690
+  _globals['_ACTIVEPLACEMENT']._serialized_start=692
+  _globals['_ACTIVEPLACEMENT']._serialized_end=787
+  _globals['_LISTACTIVERESPONSE']._serialized_start=789
+  _globals['_LISTACTIVERESPONSE']._serialized_end=863
+  _globals['_CAPABILITIESREQUEST']._serialized_start=865
+  _globals['_CAPABILITIESREQUEST']._serialized_end=886
+  _globals['_CAPABILITY']._serialized_start=888
+  _globals['_CAPABILITY']._serialized_end=949
+  _globals['_CAPABILITIESRESPONSE']._serialized_start=951
+  _globals['_CAPABILITIESRESPONSE']._serialized_end=1054
+  _globals['_COUNTERSREQUEST']._serialized_start=1056
+  _globals['_COUNTERSREQUEST']._serialized_end=1093
+  _globals['_COUNTER']._serialized_start=1095
+  _globals['_COUNTER']._serialized_end=1167
+  _globals['_COUNTERSRESPONSE']._serialized_start=1169
+  _globals['_COUNTERSRESPONSE']._serialized_end=1231
+  _globals['_HEALTHREQUEST']._serialized_start=1233
+  _globals['_HEALTHREQUEST']._serialized_end=1248
+  _globals['_HEALTHRESPONSE']._serialized_start=1250
+  _globals['_HEALTHRESPONSE']._serialized_end=1300
+  _globals['_AGENT']._serialized_start=1303
+  _globals['_AGENT']._serialized_end=1865
 # @@protoc_insertion_point(module_scope)

@@ -82,7 +82,7 @@ class AgentServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Renew(self, request, context):
-        """Push an experiment's lease forward; unknown experiments are reported, not errors.
+        """Push experiments' leases forward; unknown experiments are reported, not errors.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
