@@ -10,6 +10,16 @@ import uuid
 PROBE = "-m kfault_lab.udp_probe"
 CNI_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cni.c")
 CNI_MODES = ("tcx", "clsact")    # how the emulated CNI attaches: tcx links, or classic tc at priority 1
+_cni_programs = []               # cni.c compiled once a process (a compile costs ~35 s in the VM tier)
+
+
+def cni_programs():
+    """cni.c, compiled and loaded once and kept for the process; each EmulatedCni fills its
+    endpoints and empties them when it goes."""
+    if not _cni_programs:
+        from kfault_agent.kernel import loader
+        _cni_programs.append(loader.TcPrograms(CNI_SOURCE, ["cni_from_pod"]))
+    return _cni_programs[0]
 
 
 def sh(cmd, check=True):
@@ -163,9 +173,9 @@ class EmulatedCni:
     looks like to kfault."""
 
     def __init__(self, lab, node, pods, mode):
-        from kfault_agent.kernel import loader, topology
+        from kfault_agent.kernel import topology
         self.lab, self.node, self.mode = lab, node, mode
-        self.programs = loader.TcPrograms(CNI_SOURCE, ["cni_from_pod"])
+        self.programs = cni_programs()
         self.netns = topology.netns_of(f"netns:{lab.ns(node)}")
         self.links = []
         lab.cnis.append(self)
@@ -195,7 +205,7 @@ class EmulatedCni:
         for fd in self.links:
             os.close(fd)
         self.links = []
-        self.programs.close()
+        self.programs.table("cni_endpoints").clear()
 
 
 def _mac(text):
