@@ -180,9 +180,16 @@ def place_loss(agent_container, pod, percent):
     from kfault_controller import placement
     spec = {"action": "loss", "mode": "all", "selector": {"labelSelectors": {"app": "web"}},
             "loss": {"loss": str(percent)}}
+    from kfault_controller import agents
     body = placement.agent_spec(KINDS["NetworkChaos"], spec, view=None, scope=None)
-    return asyncio.run(placement.apply_on_node(f"default/image-loss-{uuid.uuid4().hex[:6]}", KINDS["NetworkChaos"],
-                                               body, (), NODE, [pod], agent_container.address))
+    # Nothing renews it here, as the controller would: a lease longer than the measurement, or a
+    # slow ping flood (a busy machine) outlives the fault and measures less loss than asked.
+    lease_s, agents.Config.lease_s = agents.Config.lease_s, 600
+    try:
+        return asyncio.run(placement.apply_on_node(f"default/image-loss-{uuid.uuid4().hex[:6]}", KINDS["NetworkChaos"],
+                                                   body, (), NODE, [pod], agent_container.address))
+    finally:
+        agents.Config.lease_s = lease_s
 
 
 def capabilities(agent_container):
