@@ -155,6 +155,7 @@ def remove_stale_filters():
 def _remove_stale_filters(ipr):
     removed = 0
     for link in ipr.get_links():
+        removed_here = 0
         for hook, parent in PARENTS.items():
             try:
                 filters = _filters(ipr, link["index"], hook)
@@ -163,8 +164,21 @@ def _remove_stale_filters(ipr):
             for f in filters:
                 if _is_stale(_filter_name(f)):
                     ipr.tc("del-filter", index=link["index"], handle=f["handle"], parent=parent, info=f["info"])
-                    removed += 1
+                    removed_here += 1
+        if removed_here:
+            _remove_clsact_if_empty(ipr, link["index"])
+        removed += removed_here
     return removed
+
+
+def _remove_clsact_if_empty(ipr, ifindex):
+    """A dead agent can't tell whether it added the clsact its filters were on (a live one
+    remembers, ClsactHooks.created_clsact). One that has nothing left on it after its filters
+    went is taken to be its: whoever else made it has no filter there, and tc adds it again
+    with their next one. A clsact with any other filter stays."""
+    if any(_filters(ipr, ifindex, hook) for hook in PARENTS):
+        return
+    ipr.tc("del", "clsact", ifindex)
 
 
 TC_H_ROOT = 0xFFFFFFFF
