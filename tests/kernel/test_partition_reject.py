@@ -3,7 +3,6 @@ TCP fails at once, the way an application sees a refused or reset connection (th
 socket call returns, never a timing), anything else is dropped as with drop, and drop still
 goes silent. The same under an eBPF CNI: tests/kernel/test_cni.py (-k reject)."""
 import errno
-import subprocess
 import sys
 
 import pytest
@@ -11,51 +10,11 @@ import pytest
 from kfault_agent.kernel import topology
 from kfault_api import spec
 from kfault_lab.hosts import Lab
+from kfault_lab.tcp_probe import EchoServer, TcpClient, connect_once
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
 SUBNET = "10.250.1"
 PORT = 5001
-# A client that connects, then for each line on stdin sends it and waits for the echo; it prints
-# what each step got: "connected" / "echo", or the errno's name, or "timeout". `hop`: an IPv6
-# hop-by-hop options header on every segment (needs CAP_NET_RAW), for the extension header walk.
-CLIENT = r"""
-import errno, socket, sys
-address, port, timeout, hop = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "hop"
-def outcome(step):
-    try:
-        step()
-    except socket.timeout:
-        return "timeout"
-    except OSError as err:
-        return errno.errorcode.get(err.errno, str(err.errno))
-sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
-if hop:
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_HOPOPTS, bytes([0, 0, 1, 4, 0, 0, 0, 0]))
-sock.settimeout(timeout)
-print(outcome(lambda: sock.connect((address, port))) or "connected", flush=True)
-for line in sys.stdin:
-    def exchange():
-        sock.sendall(line.encode())
-        if not sock.recv(100):
-            raise OSError(errno.EPIPE, "closed")
-    print(outcome(exchange) or "echo", flush=True)
-"""
-# An echo server on both families; a connection that fails is just closed.
-SERVER = r"""
-import socket, sys, threading
-server = socket.create_server(("", int(sys.argv[1])), family=socket.AF_INET6, dualstack_ipv6=True)
-print("ready", flush=True)
-def echo(conn):
-    try:
-        while data := conn.recv(100):
-            conn.sendall(data)
-    except OSError:
-        pass
-    conn.close()
-while True:
-    threading.Thread(target=echo, args=(server.accept()[0],), daemon=True).start()
-"""
-
 # ethtool -K DEV tx off, by pyroute2 (the hosts need no ethtool).
 NO_CHECKSUM_OFFLOAD = r"""
 import sys
@@ -81,40 +40,14 @@ def target(lab, host="a"):
 def servers(lab):
     """Start an echo server on a host: servers("b"). Each is stopped at the end."""
     started = []
-
-    def start(host):
-        server = lab.popen(host, f"{sys.executable} -c '{SERVER}' {PORT}")
-        started.append(server)
-        assert server.stdout.readline().strip() == "ready", server.stderr.read()
-    yield start
+    yield lambda host: started.append(EchoServer(lab, host, PORT))
     for server in started:
-        server.kill()
-        server.wait()
-
-
-class Client:
-    """A TCP client in a test host, connected (or not) to address:PORT."""
-
-    def __init__(self, lab, host, address, timeout=20.0, hop=False):
-        self.process = lab.popen(host, f"{sys.executable} -c '{CLIENT}' {address} {PORT} {timeout} "
-                                       f"{'hop' if hop else '-'}", stdin=subprocess.PIPE)
-        self.connected = self.process.stdout.readline().strip()
-
-    def exchange(self):
-        self.process.stdin.write("ping\n")
-        self.process.stdin.flush()
-        return self.process.stdout.readline().strip()
-
-    def close(self):
-        self.process.kill()
-        self.process.wait()
+        server.close()
 
 
 def connect(lab, host, address, timeout=20.0, hop=False):
-    """What a connect() from `host` to address:PORT returned: "connected", an errno name, "timeout"."""
-    client = Client(lab, host, address, timeout, hop)
-    client.close()
-    return client.connected
+    """What a connect() from `host` to address:PORT got: "connected", an errno's name, "timeout"."""
+    return connect_once(lab, host, address, PORT, timeout, "hop" if hop else "-")
 
 
 def addresses(family):
@@ -170,7 +103,7 @@ def test_an_established_connection_to_the_peer_is_reset(lab, engine, servers, fa
     lab.link("a", "b", SUBNET)
     _, b = addresses(family)
     servers("b")
-    client = Client(lab, "a", b)
+    client = TcpClient(lab, "a", b, PORT)
     try:
         assert client.connected == "connected" and client.exchange() == "echo"
         engine.apply(chaos(partitionBehavior="reject", direction="to"), target(lab))
@@ -199,7 +132,7 @@ def test_an_established_connection_from_the_peer_is_reset(lab, engine, servers, 
     lab.link("a", "b", SUBNET)
     a, _ = addresses(family)
     servers("a")
-    client = Client(lab, "b", a)
+    client = TcpClient(lab, "b", a, PORT)
     try:
         assert client.connected == "connected" and client.exchange() == "echo"
         engine.apply(chaos(partitionBehavior="reject", direction="from"), target(lab))
