@@ -17,7 +17,7 @@
  * A partition with partitionBehavior reject answers a TCP packet with a reset instead, made in
  * place of the packet and sent where the packet came from: at egress_to back into T's own
  * ingress (T's connect fails with ECONNREFUSED, its connection with ECONNRESET), at
- * ingress_from out of T to the peer. See make_reset().
+ * ingress_from out of T to the peer. See answer_with_reset().
  *
  * Each program: parse -> look up the rules for (direction, target address, peer) -> for each
  * live rule: roll -> act -> count.
@@ -366,19 +366,27 @@ static __always_inline int cut_to_reset(struct __sk_buff *skb, const struct pack
 }
 
 /* The TCP header's checksum, right whether the skb is CHECKSUM_PARTIAL or not (which BPF can't
- * read): write the pseudo-header sum, as a sender leaves it for offload, then let
- * bpf_l4_csum_replace turn it into the full checksum, which it does unless the skb is partial. */
+ * read): write the pseudo-header sum P, as a sender leaves it for offload, then let
+ * bpf_l4_csum_replace turn it into the full checksum ~(P + T), which it does unless the skb is
+ * partial. A CHECKSUM_COMPLETE skb (from a NIC, redirected to the target by a CNI, and not cut
+ * shorter) learns the change too, or the node's stack would find its sum stale. */
 static __always_inline int write_tcp(struct __sk_buff *skb, __u32 offset, struct tcphdr *rst, __u32 pseudo)
 {
-	__u32 diff;
+	__u32 check_offset = offset + __builtin_offsetof(struct tcphdr, check);
+	__u16 before = csum_fold16(pseudo), after;
 
-	rst->check = csum_fold16(pseudo);
+	rst->check = before;
 	if (bpf_skb_store_bytes(skb, offset, rst, sizeof(*rst), BPF_F_RECOMPUTE_CSUM) < 0)
 		return -1;
 	rst->check = 0;
-	/* from fold(P) to ~(P + T): the helper computes ~(diff - fold(P)) */
-	diff = csum_add32(csum_add32(pseudo, pseudo), csum_of(rst, sizeof(*rst)));
-	return bpf_l4_csum_replace(skb, offset + __builtin_offsetof(struct tcphdr, check), 0, diff, 0);
+	/* the helper writes ~(diff - fold(P)) */
+	if (bpf_l4_csum_replace(skb, check_offset, 0, csum_add32(csum_add32(pseudo, pseudo), csum_of(rst, sizeof(*rst))),
+				0) < 0 ||
+	    bpf_skb_load_bytes(skb, check_offset, &after, sizeof(after)) < 0)
+		return -1;
+	if (after != before)
+		bpf_csum_update(skb, after + (__u16)~before); /* fails, harmlessly, unless COMPLETE */
+	return 0;
 }
 
 static __always_inline int swap_macs(struct __sk_buff *skb)
