@@ -44,6 +44,7 @@
 #define KFAULT_ACT_DELAY (1 << 4)
 #define KFAULT_ACT_BANDWIDTH (1 << 5)
 #define KFAULT_ACT_REORDER (1 << 6) /* with DELAY: some packets skip the delay (netem's reorder) */
+#define KFAULT_ACT_REJECT (1 << 7)  /* with PARTITION: answer TCP with a reset (partitionBehavior reject) */
 
 /* Bits of kfault_rule_state.last_hit: did the previous roll of this action hit?
  * They are the action bits, so one mask serves both. */
@@ -55,11 +56,13 @@
 #define KFAULT_OUTCOME_DUPLICATED 3
 #define KFAULT_OUTCOME_CORRUPTED 4
 #define KFAULT_OUTCOME_DELAYED 5
-#define KFAULT_OUTCOME_COUNT 6
+#define KFAULT_OUTCOME_RESET 6   /* answered with a TCP reset instead (dropped, not counted there) */
+#define KFAULT_OUTCOME_COUNT 7
 
-/* A duplicate re-enters the same tc ingress hook; this mark tells the program to let it
- * through untouched. Our hooks see packets right after they crossed a netns boundary,
- * which scrubs skb->mark to 0, so the mark is free to borrow. */
+/* A packet kfault made re-enters one of our hooks: a duplicate the same hook, a reset the
+ * target's other hook (on its way back to the target, or out to the peer). This mark tells
+ * the program to let it through untouched. Our hooks see packets right after they crossed a
+ * netns boundary, which scrubs skb->mark to 0, so the mark is free to borrow. */
 #define KFAULT_MARK_DUPLICATE 0x6b66dd01
 
 /* A probability is a u32 threshold: an event happens when bpf_get_prandom_u32() < threshold.

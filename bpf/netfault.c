@@ -14,6 +14,10 @@
  * A drop at T's egress must be silent to the sender's socket, like a loss in the network:
  * TC_ACT_SHOT there reaches it as NET_XMIT_DROP (ENOBUFS: ping retries, TCP sees local
  * congestion), and tcx reads TC_ACT_STOLEN as "next". So silent_drop() below.
+ * A partition with partitionBehavior reject answers a TCP packet with a reset instead, made in
+ * place of the packet and sent where the packet came from: at egress_to back into T's own
+ * ingress (T's connect fails with ECONNREFUSED, its connection with ECONNRESET), at
+ * ingress_from out of T to the peer. See answer_with_reset().
  *
  * Each program: parse -> look up the rules for (direction, target address, peer) -> for each
  * live rule: roll -> act -> count.
@@ -24,6 +28,7 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
+#include <linux/tcp.h>
 
 #include "kfault.h"
 
@@ -47,6 +52,15 @@ BPF_ARRAY(kfault_departures, struct kfault_departures, KFAULT_MAX_RULES);
 #define ICMPV6_ND_FIRST 133
 #define ICMPV6_ND_LAST 137
 #define KFAULT_NO_IFINDEX 0     /* no interface has index 0 */
+/* A reset we send: an IPv4 header without options, an IPv6 header without extensions, a TCP
+ * header without options; the kernel's own TTL and hop limit, and its don't-fragment bit. */
+#define RESET_TTL 64
+#define IPV4_DONT_FRAGMENT 0x4000
+
+/* What fault_packet decided for a packet. */
+#define FAULT_PASS 0
+#define FAULT_DROP 1
+#define FAULT_RESET 2           /* drop it, and answer it with a TCP reset */
 
 struct packet {
 	__u32 l3_offset;
@@ -54,6 +68,7 @@ struct packet {
 	__u16 peer_port;
 	__u8 protocol;
 	__u8 is_ipv4;
+	__u8 has_ports;         /* a TCP or UDP header we could read (not a later fragment) */
 };
 
 /* The fixed part every IPv6 extension header we walk starts with (the fragment header's
@@ -159,8 +174,10 @@ static __always_inline int parse_packet(struct __sk_buff *skb, __u32 direction,
 	}
 
 	if (pkt->protocol == IPPROTO_TCP || pkt->protocol == IPPROTO_UDP) {
-		if (bpf_skb_load_bytes(skb, l4_offset, ports, sizeof(ports)) == 0)
+		if (bpf_skb_load_bytes(skb, l4_offset, ports, sizeof(ports)) == 0) {
 			pkt->peer_port = bpf_ntohs(direction == KFAULT_DIR_TO ? ports[1] : ports[0]);
+			pkt->has_ports = 1;
+		}
 	} else if (pkt->protocol == IPPROTO_ICMPV6) {
 		__u8 type;
 
@@ -260,7 +277,8 @@ static __always_inline int duplicate_packet(struct __sk_buff *skb, __u64 hook_fl
 	return err == 0;
 }
 
-/* The copy duplicate_packet made, back in the hook: it was faulted already (read once). */
+/* A packet we made (the copy duplicate_packet made, a reset), back in one of our hooks: it
+ * was faulted already (read once). */
 static __always_inline int is_duplicate(struct __sk_buff *skb)
 {
 	if (skb->mark != KFAULT_MARK_DUPLICATE)
@@ -294,9 +312,211 @@ static __always_inline int silent_drop(void)
 	return bpf_redirect(KFAULT_NO_IFINDEX, 0);
 }
 
-/* Partition, loss, duplicate, corrupt: returns 1 when a rule drops the packet. */
+/* A 32-bit one's complement sum folded to 16 bits (not inverted). */
+static __always_inline __u16 csum_fold16(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum;
+}
+
+static __always_inline __u32 csum_add32(__u32 a, __u32 b)
+{
+	__u32 sum = a + b;
+
+	return sum + (sum < a);
+}
+
+static __always_inline __u32 csum_of(void *data, __u32 size)
+{
+	return bpf_csum_diff(NULL, 0, data, size, 0);
+}
+
+/* The reset the kernel sends for a segment no socket wants (tcp_v4_send_reset): to a segment
+ * with ACK, seq = its ack and RST alone; to one without (a SYN), seq 0 and RST+ACK acking
+ * everything it carried, which is what a connecting socket accepts. */
+static __always_inline void reset_for(const struct tcphdr *seg, __u32 payload, struct tcphdr *rst)
+{
+	__builtin_memset(rst, 0, sizeof(*rst));
+	rst->source = seg->dest;
+	rst->dest = seg->source;
+	rst->doff = sizeof(*rst) / 4;
+	rst->rst = 1;
+	if (seg->ack) {
+		rst->seq = seg->ack_seq;
+	} else {
+		rst->ack = 1;
+		rst->ack_seq = bpf_htonl(bpf_ntohl(seg->seq) + seg->syn + seg->fin + payload);
+	}
+}
+
+/* Cut the packet to the reset's size: its IP header (without options or extension headers,
+ * removed right after the fixed header, so the TCP header stays where the skb's checksum
+ * offload expects it) and a TCP header without options or payload. */
+static __always_inline int cut_to_reset(struct __sk_buff *skb, const struct packet *pkt, __u32 l4_offset,
+					__u32 ip_len)
+{
+	__u32 extra = l4_offset - pkt->l3_offset - ip_len;
+
+	if (bpf_skb_change_tail(skb, l4_offset + sizeof(struct tcphdr), 0) < 0)
+		return -1;
+	if (extra && bpf_skb_adjust_room(skb, -(__s32)extra, BPF_ADJ_ROOM_NET, 0) < 0)
+		return -1;
+	return 0;
+}
+
+/* The TCP header's checksum, right whether the skb is CHECKSUM_PARTIAL or not (which BPF can't
+ * read): write the pseudo-header sum P, as a sender leaves it for offload, then let
+ * bpf_l4_csum_replace turn it into the full checksum ~(P + T), which it does unless the skb is
+ * partial. A CHECKSUM_COMPLETE skb (from a NIC, redirected to the target by a CNI, and not cut
+ * shorter) learns the change too, or the node's stack would find its sum stale. */
+static __always_inline int write_tcp(struct __sk_buff *skb, __u32 offset, struct tcphdr *rst, __u32 pseudo)
+{
+	__u32 check_offset = offset + __builtin_offsetof(struct tcphdr, check);
+	__u16 before = csum_fold16(pseudo), after;
+
+	rst->check = before;
+	if (bpf_skb_store_bytes(skb, offset, rst, sizeof(*rst), BPF_F_RECOMPUTE_CSUM) < 0)
+		return -1;
+	rst->check = 0;
+	/* the helper writes ~(diff - fold(P)) */
+	if (bpf_l4_csum_replace(skb, check_offset, 0, csum_add32(csum_add32(pseudo, pseudo), csum_of(rst, sizeof(*rst))),
+				0) < 0 ||
+	    bpf_skb_load_bytes(skb, check_offset, &after, sizeof(after)) < 0)
+		return -1;
+	if (after != before)
+		bpf_csum_update(skb, after + (__u16)~before); /* fails, harmlessly, unless COMPLETE */
+	return 0;
+}
+
+static __always_inline int swap_macs(struct __sk_buff *skb)
+{
+	struct ethhdr eth;
+	__u8 mac[ETH_ALEN];
+
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+		return -1;
+	__builtin_memcpy(mac, eth.h_dest, ETH_ALEN);
+	__builtin_memcpy(eth.h_dest, eth.h_source, ETH_ALEN);
+	__builtin_memcpy(eth.h_source, mac, ETH_ALEN);
+	return bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0);
+}
+
+static __always_inline int make_ipv4_reset(struct __sk_buff *skb, const struct packet *pkt, __u32 l4_offset,
+					   const struct tcphdr *seg)
+{
+	struct { __be32 saddr, daddr; __u8 zero, protocol; __be16 len; } pseudo = {};
+	struct iphdr ip;
+	struct tcphdr rst;
+	__s32 payload;
+
+	if (bpf_skb_load_bytes(skb, pkt->l3_offset, &ip, sizeof(ip)) < 0)
+		return -1;
+	payload = bpf_ntohs(ip.tot_len) - (__s32)(l4_offset - pkt->l3_offset) - seg->doff * 4;
+	reset_for(seg, payload > 0 ? payload : 0, &rst);
+	if (cut_to_reset(skb, pkt, l4_offset, sizeof(ip)) < 0)
+		return -1;
+
+	pseudo.saddr = ip.daddr;
+	pseudo.daddr = ip.saddr;
+	pseudo.protocol = IPPROTO_TCP;
+	pseudo.len = bpf_htons(sizeof(rst));
+	ip.saddr = pseudo.saddr;
+	ip.daddr = pseudo.daddr;
+	ip.ihl = sizeof(ip) / 4;
+	ip.tos = 0;
+	ip.tot_len = bpf_htons(sizeof(ip) + sizeof(rst));
+	ip.id = 0;
+	ip.frag_off = bpf_htons(IPV4_DONT_FRAGMENT);
+	ip.ttl = RESET_TTL;
+	ip.protocol = IPPROTO_TCP;
+	ip.check = 0;
+	ip.check = ~csum_fold16(csum_of(&ip, sizeof(ip)));
+	if (bpf_skb_store_bytes(skb, pkt->l3_offset, &ip, sizeof(ip), BPF_F_RECOMPUTE_CSUM) < 0)
+		return -1;
+	return write_tcp(skb, pkt->l3_offset + sizeof(ip), &rst, csum_of(&pseudo, sizeof(pseudo)));
+}
+
+static __always_inline int make_ipv6_reset(struct __sk_buff *skb, const struct packet *pkt, __u32 l4_offset,
+					   const struct tcphdr *seg)
+{
+	struct { struct in6_addr saddr, daddr; __be32 len; __u8 zero[3], nexthdr; } pseudo = {};
+	struct ipv6hdr ip6;
+	struct tcphdr rst;
+	__s32 payload;
+
+	if (bpf_skb_load_bytes(skb, pkt->l3_offset, &ip6, sizeof(ip6)) < 0)
+		return -1;
+	payload = bpf_ntohs(ip6.payload_len) - (__s32)(l4_offset - pkt->l3_offset - sizeof(ip6)) -
+		  seg->doff * 4;
+	reset_for(seg, payload > 0 ? payload : 0, &rst);
+	if (cut_to_reset(skb, pkt, l4_offset, sizeof(ip6)) < 0)
+		return -1;
+
+	pseudo.saddr = ip6.daddr;
+	pseudo.daddr = ip6.saddr;
+	pseudo.len = bpf_htonl(sizeof(rst));
+	pseudo.nexthdr = IPPROTO_TCP;
+	ip6.saddr = pseudo.saddr;
+	ip6.daddr = pseudo.daddr;
+	ip6.priority = 0;
+	__builtin_memset(ip6.flow_lbl, 0, sizeof(ip6.flow_lbl));
+	ip6.payload_len = bpf_htons(sizeof(rst));
+	ip6.nexthdr = IPPROTO_TCP;
+	ip6.hop_limit = RESET_TTL;
+	if (bpf_skb_store_bytes(skb, pkt->l3_offset, &ip6, sizeof(ip6), BPF_F_RECOMPUTE_CSUM) < 0)
+		return -1;
+	return write_tcp(skb, pkt->l3_offset + sizeof(ip6), &rst, csum_of(&pseudo, sizeof(pseudo)));
+}
+
+/* Where the packet's TCP header starts. parse_packet found it, but keeping the offset from
+ * there would split the verifier's states by every header layout parse_packet walked. */
+static __always_inline int tcp_offset(struct __sk_buff *skb, const struct packet *pkt, __u32 *offset)
+{
+	__u8 byte;
+
+	if (pkt->is_ipv4) {
+		if (bpf_skb_load_bytes(skb, pkt->l3_offset, &byte, 1) < 0)
+			return -1;
+		*offset = pkt->l3_offset + (byte & 0xf) * 4; /* the IHL */
+		return 0;
+	}
+	if (bpf_skb_load_bytes(skb, pkt->l3_offset + __builtin_offsetof(struct ipv6hdr, nexthdr), &byte, 1) < 0)
+		return -1;
+	*offset = pkt->l3_offset + sizeof(struct ipv6hdr);
+	ipv6_skip_extensions(skb, &byte, offset);
+	return byte == IPPROTO_TCP ? 0 : -1;
+}
+
+/* Turn the packet, in place, into the reset that answers it: from its destination to its
+ * source (MACs, addresses and ports swapped), then mark it as ours and send it on its way
+ * (`redirect_flags`: BPF_F_INGRESS back into the target, 0 out to the peer). Returns the
+ * redirect, or -1 for a packet the caller must drop: a reset (RFC 9293: a reset is never
+ * answered), or one the helpers could not rewrite. Counted here, for rule `slot`. */
+static __always_inline int answer_with_reset(struct __sk_buff *skb, const struct packet *pkt, __u32 slot,
+					     __u64 redirect_flags)
+{
+	struct tcphdr seg;
+	__u32 offset;
+	int err;
+
+	if (tcp_offset(skb, pkt, &offset) < 0 || bpf_skb_load_bytes(skb, offset, &seg, sizeof(seg)) < 0 || seg.rst) {
+		count(slot, KFAULT_OUTCOME_DROPPED, pkt->len);
+		return -1;
+	}
+	count(slot, KFAULT_OUTCOME_RESET, pkt->len);
+	err = pkt->is_ipv4 ? make_ipv4_reset(skb, pkt, offset, &seg) : make_ipv6_reset(skb, pkt, offset, &seg);
+	if (err < 0 || swap_macs(skb) < 0)
+		return -1;
+	skb->mark = KFAULT_MARK_DUPLICATE;
+	return bpf_redirect(skb->ifindex, redirect_flags);
+}
+
+/* Partition, loss, duplicate, corrupt: returns FAULT_DROP when a rule drops the packet,
+ * FAULT_RESET when a partition under reject answers it (its rule's slot in `*reset_slot`,
+ * counted by answer_with_reset), else FAULT_PASS. */
 static __always_inline int fault_packet(struct __sk_buff *skb, const struct kfault_peer_rules *rules,
-					const struct packet *pkt, __u64 now, __u64 hook_flags)
+					const struct packet *pkt, __u64 now, __u64 hook_flags, __u32 *reset_slot)
 {
 	/* First every rule's drop decision: a packet that any rule drops is neither
 	 * duplicated nor corrupted by another (a copy of it must not survive). */
@@ -309,11 +529,15 @@ static __always_inline int fault_packet(struct __sk_buff *skb, const struct kfau
 		if (slot < 0)
 			continue;
 		count(slot, KFAULT_OUTCOME_MATCHED, pkt->len);
+		if ((rule->actions & KFAULT_ACT_REJECT) && pkt->protocol == IPPROTO_TCP && pkt->has_ports) {
+			*reset_slot = slot;
+			return FAULT_RESET;
+		}
 		if ((rule->actions & KFAULT_ACT_PARTITION) ||
 		    ((rule->actions & KFAULT_ACT_LOSS) &&
 		     roll_percent(state, KFAULT_ACT_LOSS, rule->loss_after_miss, rule->loss_after_hit))) {
 			count(slot, KFAULT_OUTCOME_DROPPED, pkt->len);
-			return 1;
+			return FAULT_DROP;
 		}
 	}
 	/* Then what the packet goes through on its way. */
@@ -335,7 +559,7 @@ static __always_inline int fault_packet(struct __sk_buff *skb, const struct kfau
 			count(slot, KFAULT_OUTCOME_CORRUPTED, pkt->len);
 		count(slot, KFAULT_OUTCOME_PASSED, pkt->len);
 	}
-	return 0;
+	return FAULT_PASS;
 }
 
 /* Whether a live delay or bandwidth rule applies to the packet. */
@@ -480,19 +704,28 @@ static __always_inline int edt_packet(struct __sk_buff *skb, const struct kfault
 	return TC_ACT_UNSPEC; /* pass, and let later filters see it */
 }
 
-/* T egress, what the target sends: faults (a drop silent to the sender), then EDT. */
+/* T egress, what the target sends: faults (a drop silent to the sender, a reset back into
+ * the target), then EDT. */
 int egress_to(struct __sk_buff *skb)
 {
 	int duplicate = is_duplicate(skb);
 	struct kfault_peer_rules *rules;
 	struct packet pkt = {};
+	__u32 reset_slot = 0;
 	__u64 now;
+	int fault;
 
 	rules = lookup_rules(skb, KFAULT_DIR_TO, &pkt);
 	if (!rules)
 		return TC_ACT_UNSPEC; /* pass, and let later programs see it */
 	now = bpf_ktime_get_ns();
-	if (!duplicate && fault_packet(skb, rules, &pkt, now, 0))
+	fault = duplicate ? FAULT_PASS : fault_packet(skb, rules, &pkt, now, 0, &reset_slot);
+	if (fault == FAULT_RESET) {
+		int redirected = answer_with_reset(skb, &pkt, reset_slot, BPF_F_INGRESS);
+
+		return redirected < 0 ? silent_drop() : redirected;
+	}
+	if (fault == FAULT_DROP)
 		return silent_drop();
 	return edt_packet(skb, rules, &pkt, now);
 }
@@ -503,11 +736,19 @@ int ingress_from(struct __sk_buff *skb)
 	int duplicate = is_duplicate(skb);
 	struct kfault_peer_rules *rules;
 	struct packet pkt = {};
+	__u32 reset_slot = 0;
+	int fault;
 
 	rules = lookup_rules(skb, KFAULT_DIR_FROM, &pkt);
 	if (!rules)
 		return TC_ACT_UNSPEC;
-	if (!duplicate && fault_packet(skb, rules, &pkt, bpf_ktime_get_ns(), BPF_F_INGRESS))
+	fault = duplicate ? FAULT_PASS : fault_packet(skb, rules, &pkt, bpf_ktime_get_ns(), BPF_F_INGRESS, &reset_slot);
+	if (fault == FAULT_RESET) {
+		int redirected = answer_with_reset(skb, &pkt, reset_slot, 0);
+
+		return redirected < 0 ? TC_ACT_SHOT : redirected;
+	}
+	if (fault == FAULT_DROP)
 		return TC_ACT_SHOT;
 	return TC_ACT_UNSPEC;
 }

@@ -68,6 +68,13 @@ def test_rule_fields_carry_actions_and_scope():
     assert (fields["protocol"], fields["peer_port_min"], fields["peer_port_max"]) == (6, 8000, 8080)
 
 
+def test_reject_adds_its_bit_to_the_partition_and_drop_does_not():
+    assert policy.rule_fields(chaos("partition"))["actions"] == layout.ACT_PARTITION
+    assert policy.rule_fields(chaos("partition", partitionBehavior="drop"))["actions"] == layout.ACT_PARTITION
+    assert policy.rule_fields(chaos("partition", partitionBehavior="reject"))["actions"] == \
+        layout.ACT_PARTITION | layout.ACT_REJECT
+
+
 def test_correlated_jitter_keeps_the_spread_of_one_sample():
     for percent in (0, 25, 75, 100):
         last, fresh = policy.jitter_weights(percent)

@@ -84,6 +84,38 @@ def test_every_error_is_reported_at_once():
     assert len(messages) >= 2
 
 
+def partition_doc(**spec_fields):
+    return {**doc(), "spec": {"action": "partition", **spec_fields}}
+
+
+def test_partition_behavior_is_drop_unless_reject_is_asked():
+    assert spec.parse_experiment(partition_doc()).partition_behavior == "drop"
+    assert spec.parse_experiment(partition_doc(partitionBehavior="drop")).partition_behavior == "drop"
+    assert spec.parse_experiment(partition_doc(partitionBehavior="reject")).partition_behavior == "reject"
+
+
+@pytest.mark.parametrize("document, words", [
+    (partition_doc(partitionBehavior="refuse"), "'refuse' is not valid; use one of drop, reject"),
+    (partition_doc(partitionBehavior=True), "a string"),
+    (doc(partitionBehavior="reject"), "'reject' is not valid; use no spec.partitionBehavior with action 'loss' "
+                                      "(it is for action partition): remove it"),
+    (doc(partitionBehavior="drop"), "'drop' is not valid; use no spec.partitionBehavior with action 'loss'"),
+])
+def test_partition_behavior_errors_name_the_field_the_value_and_the_fix(document, words):
+    errors = errors_of(document)
+    assert len(errors) == 1 and errors[0].startswith("spec.partitionBehavior: ") and words in errors[0], errors
+
+
+def test_partition_behavior_is_checked_inside_a_schedule_too():
+    schedule = {"apiVersion": spec.API_VERSION, "kind": "Schedule", "metadata": {"name": "s"},
+                "spec": {"schedule": "@every 2m", "type": "NetworkChaos",
+                         "networkChaos": {"action": "delay", "delay": {"latency": "1ms"},
+                                          "partitionBehavior": "reject"}}}
+    with pytest.raises(spec.InvalidSpec) as caught:
+        spec.parse_experiment(schedule, for_node=False)
+    assert [e.path for e in caught.value.errors] == ["spec.networkChaos.partitionBehavior"]
+
+
 def test_chaos_mesh_documents_are_accepted_after_changing_api_version():
     chaos_mesh = {
         "apiVersion": spec.API_VERSION, "kind": "NetworkChaos",

@@ -77,6 +77,8 @@ def rule_fields(experiment, peer_ports=None):
     actions = 0
     if experiment.partition:
         actions |= layout.ACT_PARTITION
+        if experiment.partition_behavior == "reject":
+            actions |= layout.ACT_REJECT
     if experiment.loss:
         actions |= layout.ACT_LOSS
     if experiment.duplicate:

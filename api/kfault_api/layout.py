@@ -23,6 +23,7 @@ ACT_CORRUPT = 1 << 3
 ACT_DELAY = 1 << 4
 ACT_BANDWIDTH = 1 << 5
 ACT_REORDER = 1 << 6
+ACT_REJECT = 1 << 7
 
 # Outcomes counted per rule: index into kfault_counters.packets / .bytes.
 OUTCOME_MATCHED = 0
@@ -31,7 +32,8 @@ OUTCOME_DROPPED = 2
 OUTCOME_DUPLICATED = 3
 OUTCOME_CORRUPTED = 4
 OUTCOME_DELAYED = 5
-OUTCOME_COUNT = 6
+OUTCOME_RESET = 6
+OUTCOME_COUNT = 7
 
 MARK_DUPLICATE = 0x6B66DD01
 ALWAYS = 0xFFFFFFFF
@@ -66,4 +68,5 @@ IO_OUTCOME_STRIDE = 4
 # Lookup tables the Python side builds on the numbers above.
 DIRECTIONS = {"to": DIR_TO, "from": DIR_FROM}
 OUTCOMES = {"matched": OUTCOME_MATCHED, "passed": OUTCOME_PASSED, "dropped": OUTCOME_DROPPED,
-            "duplicated": OUTCOME_DUPLICATED, "corrupted": OUTCOME_CORRUPTED, "delayed": OUTCOME_DELAYED}
+            "duplicated": OUTCOME_DUPLICATED, "corrupted": OUTCOME_CORRUPTED, "delayed": OUTCOME_DELAYED,
+            "reset": OUTCOME_RESET}

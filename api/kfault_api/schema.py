@@ -73,6 +73,10 @@ NETWORK_CHAOS_SPEC = {
                             "description": "Peers: IP addresses, CIDRs or host names (resolved by the agent at "
                                            "every renewal), each optionally with the peer's port: "
                                            "host:port, cidr:port, [ipv6]:port."},
+        "partitionBehavior": {"type": "string", "enum": ["drop", "reject"],
+                              "description": "Action partition only: drop (the default) discards the "
+                                             "packets silently; reject answers TCP with a reset, so "
+                                             "connections fail at once (other packets are dropped)."},
         "device": {"type": "string", "description": "Only this interface of the target."},
         "duration": DURATION,
         "scheduler": SCHEDULER,

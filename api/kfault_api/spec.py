@@ -107,6 +107,7 @@ class NetworkChaos(Experiment):
     protocol: int = 0              # IPPROTO_*, 0 = any
     peer_ports: Optional[tuple] = None   # (min, max)
     partition: bool = False
+    partition_behavior: str = "drop"   # partition: drop, or reject (TCP gets a reset)
     loss: Optional[Chance] = None
     duplicate: Optional[Chance] = None
     corrupt: Optional[Chance] = None
@@ -315,6 +316,7 @@ def _network_chaos(metadata, spec, doc, for_node):
     problems = _Problems()
     action = spec["action"]
     _check_action_blocks(action, spec, problems)
+    _check_partition_behavior(action, spec, problems)
     chances = {name: _chance(spec, name, problems) for name in ("loss", "duplicate", "corrupt")}
     delay = _delay(spec, problems)
     notes = []
@@ -327,7 +329,7 @@ def _network_chaos(metadata, spec, doc, for_node):
         name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
         direction=spec.get("direction", "to"), peers=peers, device=spec.get("device"),
         duration_ns=duration, protocol=PROTOCOLS.get(spec.get("protocol"), 0), peer_ports=peer_ports,
-        partition=action == "partition", delay=delay, bandwidth=bandwidth, raw=doc, notes=tuple(notes), **chances)
+        partition=action == "partition", partition_behavior=spec.get("partitionBehavior", "drop"), delay=delay, bandwidth=bandwidth, raw=doc, notes=tuple(notes), **chances)
 
 
 def _check_action_blocks(action, spec, problems):
@@ -343,6 +345,14 @@ def _check_action_blocks(action, spec, problems):
     for block in sorted(wanted):
         if action != "netem" and block not in spec:
             problems.add(f"spec.{block}", None, f"a spec.{block} block: action {action!r} needs it")
+
+
+def _check_partition_behavior(action, spec, problems):
+    """spec.partitionBehavior says how a partition discards packets: other actions have none.
+    (No default in the schema either: the API server would write it into every NetworkChaos.)"""
+    if "partitionBehavior" in spec and action != "partition":
+        problems.add("spec.partitionBehavior", spec["partitionBehavior"],
+                     f"no spec.partitionBehavior with action {action!r} (it is for action partition): remove it")
 
 
 def _chance(spec, block, problems):

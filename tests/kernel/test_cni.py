@@ -16,6 +16,7 @@ from kfault_agent.kernel import topology
 from kfault_agent.kernel.loader import Capability
 from kfault_api import spec
 from kfault_lab.hosts import CNI_MODES, EmulatedCni
+from kfault_lab.tcp_probe import EchoServer, TcpClient, connect_once
 
 pytestmark = pytest.mark.kernel("tc-bpf", "tc-attach")
 
@@ -92,6 +93,24 @@ def test_partition(lab, pods, engine, direction):
     assert got["received"] == []
     _, got = lab.udp(receiver, sender, pods[sender], 200, idle=0.5)
     assert len(got["received"]) == 200, "the other direction must pass"
+
+
+@pytest.mark.parametrize("direction", ["to", "from"])
+def test_partition_reject_refuses_and_resets_tcp(lab, pods, engine, direction):
+    """The reset answering a's peer leaves a's veth for the node, where the CNI sends it on to b."""
+    client, server, address = ends(direction, pods)
+    echo = EchoServer(lab, server, 5001)
+    established = TcpClient(lab, client, address, 5001)
+    try:
+        assert established.connected == "connected" and established.exchange() == "echo"
+        engine.apply(chaos("partition", direction=direction, partitionBehavior="reject"), target(lab))
+        assert connect_once(lab, client, address, 5001) == "ECONNREFUSED"
+        assert established.exchange() == "ECONNRESET"
+        engine.revoke_all()
+        assert connect_once(lab, client, address, 5001) == "connected"
+    finally:
+        established.close()
+        echo.close()
 
 
 @pytest.mark.parametrize("direction", ["to", "from"])

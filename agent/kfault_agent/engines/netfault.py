@@ -27,7 +27,7 @@ TARGET_PROGRAMS = {"ingress": "ingress_from", "egress": "egress_to"}
 IFB_PROGRAMS = {"egress": "egress_from"}
 SELECTOR_PROGRAMS = {"ingress": "select_delayed"}     # a classic filter: mirred is tc's action
 # What `kfault run` shows after the matched count, where it is not zero.
-SHOWN_OUTCOMES = ("dropped", "duplicated", "corrupted", "delayed")
+SHOWN_OUTCOMES = ("dropped", "reset", "duplicated", "corrupted", "delayed")
 METRIC_LABELS = ["experiment", "target", "action", "direction", "outcome"]
 
 
