@@ -132,35 +132,9 @@ def probe_headers():
     return Capability("kernel-headers", False, no_headers_reason(needs_running_kernel=False))
 
 
-class NetDatapath:
-    """netfault.c, compiled and loaded: its programs' fds and its maps."""
-
-    def __init__(self):
-        headers = require_headers(uapi_headers())
-        from bcc import BPF  # the one import of bcc in kfault
-        try:
-            with compiling_against(headers):
-                self.bpf = BPF(src_file=os.path.join(BPF_DIR, "netfault.c").encode(),
-                               cflags=[f"-I{BPF_DIR}", "-Wno-macro-redefined"])
-            self.programs = {name: self.bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in NET_PROGRAMS}
-        except Exception as err:
-            raise KernelUnsupported(f"the kernel refused kfault's tc programs (BPF_PROG_TYPE_SCHED_CLS): {err}") from err
-        self.peers = self.bpf[b"kfault_peers"]
-        self.rules = self.bpf[b"kfault_rules"]
-        self.counters = self.bpf[b"kfault_counters"]
-        self.rule_state = self.bpf[b"kfault_rule_state"]
-        self.departures = self.bpf[b"kfault_departures"]
-
-    def fd(self, name):
-        return self.programs[name].fd
-
-    def close(self):
-        self.bpf.cleanup()
-
-
 class TcPrograms:
-    """Other tc programs, compiled and loaded from a C file: the lab's emulated CNI (bcc stays in
-    this module)."""
+    """tc programs (BPF_PROG_TYPE_SCHED_CLS), compiled from a C file against UAPI headers and
+    loaded: kfault's network datapath, and the lab's emulated CNI (bcc stays in this module)."""
 
     def __init__(self, src_file, names, cflags=()):
         headers = require_headers(uapi_headers())
@@ -177,6 +151,24 @@ class TcPrograms:
 
     def close(self):
         self.bpf.cleanup()
+
+
+class NetDatapath(TcPrograms):
+    """netfault.c, compiled and loaded: its programs' fds and its maps."""
+
+    def __init__(self):
+        try:
+            super().__init__(os.path.join(BPF_DIR, "netfault.c"), NET_PROGRAMS,
+                             cflags=[f"-I{BPF_DIR}", "-Wno-macro-redefined"])
+        except KernelUnsupported:
+            raise
+        except Exception as err:
+            raise KernelUnsupported(f"the kernel refused kfault's tc programs (BPF_PROG_TYPE_SCHED_CLS): {err}") from err
+        self.peers = self.table("kfault_peers")
+        self.rules = self.table("kfault_rules")
+        self.counters = self.table("kfault_counters")
+        self.rule_state = self.table("kfault_rule_state")
+        self.departures = self.table("kfault_departures")
 
 
 IO_PROGRAMS = ("io_sys_enter", "io_sys_exit", "io_match_path")
