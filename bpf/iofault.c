@@ -38,6 +38,10 @@ BPF_HASH(kfault_io_traced, __u32, __u32, KFAULT_IO_MAX_TRACED);
  * here with SIGSTOP at its first delayed call; written here, taken by the holder, which seizes
  * it, ends the stop and holds the call. */
 BPF_HASH(kfault_io_stopped, __u32, __u32, KFAULT_IO_MAX_TRACED);
+/* Slot i: 1 while the holder of latency rule i runs and takes what is stopped for it. Its
+ * holder clears it first thing on its way out (also when the agent dies): a process stopped
+ * after that would stay stopped, so from then on unknown processes just pass. */
+BPF_ARRAY(kfault_io_holders, __u32, KFAULT_IO_MAX_RULES);
 /* tid -> nanoseconds to hold it: written here before the signal, read by the holder. */
 BPF_HASH(kfault_io_holds, __u32, __u64, KFAULT_IO_MAX_HOLDS);
 /* (tgid, dirfd or KFAULT_IO_AT_FDCWD) -> each rule's DFA state after that directory: written by
@@ -135,6 +139,19 @@ static __always_inline void count(__u32 slot, __u32 method, __u32 outcome, __u64
 	counters->delay_ns += delay_ns;
 }
 
+/* Known to the holder: if it has a signal for it. Unknown (it joined the cgroup after the
+ * holder looked): stopped in decide, so its first call is held too (no window), if a holder
+ * runs to take it. */
+static __always_inline int holdable(const __u32 *signo, __u32 slot)
+{
+	__u32 *runs;
+
+	if (signo)
+		return *signo != 0;
+	runs = kfault_io_holders.lookup(&slot);
+	return runs && *runs;
+}
+
 /* Roll every rule in `mask` that covers `method`: the first fault's errno goes in
  * call->error for the LSM hooks; latency is summed into kfault_io_holds and the thread gets
  * the holder's signal. */
@@ -144,8 +161,6 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
 	__u32 tgid = id >> 32, tid = (__u32)id;
 	__u32 *signo = kfault_io_traced.lookup(&tgid);
-	/* unknown to the holder: stopped below, so its first call is held too (no window) */
-	int holdable = !signo || *signo;
 
 	scratch->error = 0;
 	scratch->hold_ns = 0;
@@ -165,7 +180,7 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 			if (!scratch->error)
 				scratch->error = -(__s32)rule->error;
 			count(slot, method, KFAULT_IO_OUTCOME_FAILED, 0);
-		} else if (rule->action == KFAULT_IO_ACT_LATENCY && holdable) {
+		} else if (rule->action == KFAULT_IO_ACT_LATENCY && holdable(signo, slot)) {
 			scratch->hold_ns += rule->delay_ns;
 			count(slot, method, KFAULT_IO_OUTCOME_DELAYED, rule->delay_ns);
 		} else {

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -17,6 +18,26 @@ from kfault_api import spec
 def io_chaos(name="io", **fields):
     return spec.parse_experiment({"apiVersion": spec.API_VERSION, "kind": "IOChaos",
                                   "metadata": {"name": name}, "spec": {"volumePath": "/", **fields}})
+
+
+def process_state(pid):
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            return " ".join(line.split(":", 1)[1].strip() for line in handle
+                            if line.startswith(("State:", "TracerPid:")))
+    except OSError:
+        return "gone"
+
+
+def read_line(proc, what, timeout=60):
+    """proc's next line of output; a process that stays stopped fails the test, never hangs it."""
+    line = []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)    # on failure it ends when the test's cleanup kills the process
+    if reader.is_alive():
+        pytest.fail(f"pid {proc.pid} gave no {what} within {timeout}s (state, tracer: {process_state(proc.pid)})")
+    return line[0]
 
 
 class Victims:
@@ -38,7 +59,7 @@ class Victims:
         proc = subprocess.Popen([sys.executable, "-m", "kfault_lab.io_probe", *options, cgroup, json.dumps(calls)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(proc)
-        proc.pid_in_cgroup = int(proc.stdout.readline().split()[1])
+        proc.pid_in_cgroup = int(read_line(proc, "its ready line").split()[1])
         return proc
 
     @staticmethod
@@ -48,7 +69,7 @@ class Victims:
 
     @staticmethod
     def result(proc, timeout=60):
-        out = proc.stdout.readline()
+        out = read_line(proc, "its result", timeout)
         proc.wait(timeout=timeout)
         return json.loads(out)
 
@@ -155,7 +176,7 @@ def test_killed_agent_mid_delay_leaves_the_victim_running(victims, files, tmp_pa
                                "--target", f"cgroup:{target}", "--lease", "2"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        assert "injecting" in runner.stdout.readline()
+        assert "injecting" in read_line(runner, "injecting line")
         time.sleep(1.0)                  # the holder seizes the victim
         victims.go(victim)
         time.sleep(1.0)                  # the victim's first read is held now (for 20 s)
@@ -302,7 +323,7 @@ def test_reach_programs_a_shell_runs(victims, tree, io_engine, action):
     assert shell.stdout.readline().strip() == "ready"
     arm_reach(io_engine, action, tree, target)
     victims.go(shell)
-    runs = [line.split() for line in shell.stdout.read().splitlines()]
+    runs = [line.split() for line in shell.communicate(timeout=120)[0].splitlines()]
     ms = [(float(end) - float(start)) * 1000 for start, end, _ in runs]
     errors = [REACH_ERRNO if status != "0" else 0 for _, _, status in runs]   # dd: I/O error
     assert len(runs) == REACH_CALLS
@@ -337,7 +358,7 @@ def test_killed_agent_leaves_a_process_that_joined_after_arming_running(victims,
                                "--target", f"cgroup:{target}", "--lease", "2"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        assert "injecting" in runner.stdout.readline()
+        assert "injecting" in read_line(runner, "injecting line")
         joiner = victims.start(target, [["read", str(files / "data.db"), 3]], ["--no-wait"])
         time.sleep(1.0)                  # its first read is held now (for 20 s)
         os.kill(runner.pid, signal.SIGKILL)

@@ -177,7 +177,8 @@ class IOFaultEngine(LeasedPlacements):
                 marker.mark_cgroup(target.path)
                 if experiment.action == "latency":
                     active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced,
-                                                  self.datapath.stopped, on_process=marker.mark)
+                                                  self.datapath.stopped, on_process=marker.mark,
+                                                  holders=self.datapath.holders, slot=active.slot)
                 self.datapath.attach()
                 self._set_armed(active.slot, True)
             except Exception:

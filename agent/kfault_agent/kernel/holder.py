@@ -11,14 +11,16 @@ for it); what they fork or clone is auto-attached before its first instruction; 
 once (PTRACE_O_TRACEEXEC) so the signal is picked again for the new program. A process the
 holder does not know yet (it joined the cgroup after arming) is stopped by BPF itself with
 SIGSTOP at its first delayed call and recorded in kfault_io_stopped: the holder seizes it,
-ends the stop with a SIGCONT it swallows, and holds the call.
+ends the stop with a SIGCONT it swallows, and holds the call. Whichever comes first, the
+holder's rescan or BPF's stop, the stop is known as BPF's by that record.
 
 Fail-safe: the holder is a child process of the agent that gets SIGTERM when the agent dies
-(PR_SET_PDEATHSIG) and then releases what it holds and resumes what BPF stopped. If it dies
-harder, the kernel detaches its tracees and resumes any it held; the pending signal is then
-delivered for real, so the holder picks, per process, a signal whose default action is to
-ignore it and which the process neither catches nor blocks: it is dropped. Processes with
-no such signal get no latency (kfault_io_traced says 0: BPF passes their calls).
+(PR_SET_PDEATHSIG) and then tells BPF to stop no more processes for it (kfault_io_holders),
+releases what it holds and resumes what BPF stopped. If it dies harder, the kernel detaches
+its tracees and resumes any it held; the pending signal is then delivered for real, so the
+holder picks, per process, a signal whose default action is to ignore it and which the
+process neither catches nor blocks: it is dropped. Processes with no such signal get no
+latency (kfault_io_traced says 0: BPF passes their calls).
 """
 import ctypes
 import errno
@@ -27,7 +29,6 @@ import logging
 import os
 import select
 import signal
-import sys
 import time
 
 from kfault_agent.kernel import children
@@ -51,6 +52,14 @@ STOP_SIGNALS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 # Default action "ignore": if the holder dies mid-hold, delivering one changes nothing.
 HOLD_SIGNALS = (signal.SIGURG, signal.SIGWINCH)
 RESCAN_S = 0.2
+# On the way out, after telling BPF to stop no more processes: time for a program that
+# decided to stop one before that to finish, so the stop is seen and ended.
+STOP_GRACE_S = 0.05
+# A signal mask blocking all that can be blocked is a moment's: a thread starting (glibc's
+# pthread_create blocks all around clone) or a shell's child between fork and exec. A signal
+# blocked in it is delivered (and held) a moment later; a signal blocked on its own is one the
+# process may take with sigwait or signalfd, so it can't be ours.
+ALL_BLOCKABLE = ((1 << 64) - 1) & ~(1 << (signal.SIGKILL - 1)) & ~(1 << (signal.SIGSTOP - 1))
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
@@ -71,13 +80,15 @@ def _signal_mask(status_text, field):
 
 
 def hold_signal_for(tgid):
-    """A signal that `tgid` ignores by default and doesn't catch or block, or None."""
+    """A signal that `tgid` ignores by default and doesn't catch or block (for longer than
+    a moment: ALL_BLOCKABLE), or None."""
     try:
         with open(f"/proc/{tgid}/status", encoding="ascii") as handle:
             status = handle.read()
     except OSError:
         return None
-    taken = _signal_mask(status, "SigCgt") | _signal_mask(status, "SigBlk")
+    blocked = _signal_mask(status, "SigBlk")
+    taken = _signal_mask(status, "SigCgt") | (0 if blocked & ALL_BLOCKABLE == ALL_BLOCKABLE else blocked)
     for sig in HOLD_SIGNALS:
         if not taken & (1 << (sig - 1)):
             return int(sig)
@@ -117,35 +128,44 @@ class Holder:
     forked there, or after it execs): the engine marks its open files and directories.
     `ready_fd` gets a byte once the processes already in the cgroup are held."""
 
-    def __init__(self, cgroup_dir, holds, traced, stopped, control_fd, on_process=None, ready_fd=None):
+    def __init__(self, cgroup_dir, holds, traced, stopped, control_fd, on_process=None, ready_fd=None,
+                 holders=None, slot=0):
         self.cgroup_dir = cgroup_dir
         self.holds = holds            # bcc table kfault_io_holds: tid -> ns
         self.traced = traced          # bcc table kfault_io_traced: tgid -> signal (0: can't hold)
         self.stopped = stopped        # bcc table kfault_io_stopped: tgids BPF stopped for us
+        self.holders = holders        # bcc table kfault_io_holders: slot -> 1 while we take stops
+        self.slot = slot
         self.stopping = {}            # tgid BPF stopped that we took -> its threads whose stop is ours
         self.continuing = set()       # tgids we sent SIGCONT to end that stop: swallow it
         self.control_fd = control_fd  # readable when the agent asks us to stop (or dies)
-        self.signal_of = {}           # tgid -> hold signal
+        self.signal_of = {}           # tgid we trace -> its hold signal
         self.tgid_of = {}             # tid -> tgid
         self.held = []                # heap of (release at, tid)
         self.on_process = on_process or (lambda tgid: None)
         self.ready_fd = ready_fd
+        self.leaving = False
 
     def run(self):
         next_scan = 0.0
-        # The agent's death sends SIGTERM: release and resume everything on the way out.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        # The agent's death sends SIGTERM: finish the loop, then let go of everything. (A flag,
+        # not an exception: one raised between a waitpid and the answer to its stop would
+        # leave that stop unanswered.)
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "leaving", True))
         try:
             self._seize_new_processes()
+            self._set_taking_stops(True)
             if self.ready_fd is not None:
                 os.write(self.ready_fd, b"r")
                 os.close(self.ready_fd)
-            while True:
+            while not self.leaving:
+                # Stops first: a process BPF stopped is taken as such, also when the rescan
+                # would find it in the same round.
+                self._take_stopped()
                 now = time.monotonic()
                 if now >= next_scan:
                     self._seize_new_processes()
                     next_scan = now + RESCAN_S
-                self._take_stopped()
                 self._reap_stops()
                 self._release_due()
                 wait = min([next_scan - time.monotonic(), 0.001] +
@@ -153,25 +173,40 @@ class Holder:
                 if select.select([self.control_fd], [], [], max(0.0, wait))[0]:
                     return
         finally:
-            self._release_all()
-            self._take_stopped()            # a process BPF stopped must not stay stopped
-            for tgid in set(self.stopping) | self.continuing:
-                _continue(tgid)
-            for tgid in self.signal_of:
-                self.traced.pop(self.traced.Key(tgid), None)
+            self._let_go()
+
+    def _set_taking_stops(self, on):
+        if self.holders is not None:
+            self.holders[self.holders.Key(self.slot)] = self.holders.Leaf(1 if on else 0)
+
+    def _let_go(self):
+        """On the way out: BPF stops no more processes for us; then every stop and hold of
+        ours ends, and what BPF stopped before is resumed (a process must never stay stopped)."""
+        self._set_taking_stops(False)
+        time.sleep(STOP_GRACE_S)
+        self._reap_stops()                  # stops reported and not answered yet
+        self._release_all()
+        for key in list(self.stopped.keys()):
+            tgid = key.value
+            if tgid in self.signal_of or tgid in cgroup_processes(self.cgroup_dir):
+                self.stopping.setdefault(tgid, set())
+                self.stopped.pop(key, None)
+        for tgid in set(self.stopping) | self.continuing:
+            _continue(tgid)
+        for tgid in self.signal_of:
+            self.traced.pop(self.traced.Key(tgid), None)
 
     def _take_stopped(self):
         """Seize the processes BPF stopped at their first delayed call (they joined the
-        cgroup before we found them); the stop ends in _reap_stops, with the call held."""
+        cgroup before we found them, or as we did); the stop ends in _reap_stops, with the
+        call held."""
         for key in list(self.stopped.keys()):
             tgid = key.value
             if tgid not in self.signal_of:
                 if tgid not in cgroup_processes(self.cgroup_dir):
                     continue                  # another holder's
                 try:
-                    tids = set(map(int, os.listdir(f"/proc/{tgid}/task")))
-                    for tid in tids:
-                        self._seize(tid, tgid)
+                    self._seize_process(tgid)
                 except OSError as err:
                     log.warning("can't hold pid %d, stopped for latency: %s; resuming it", tgid, err)
                     self.traced[self.traced.Key(tgid)] = self.traced.Leaf(0)
@@ -179,7 +214,11 @@ class Holder:
                     _continue(tgid)
                     continue
                 self._adopt(tgid)
-                self.stopping[tgid] = tids
+            try:
+                tids = set(map(int, os.listdir(f"/proc/{tgid}/task")))
+            except OSError:
+                tids = set()                  # gone
+            self.stopping.setdefault(tgid, set()).update(tids)
             self.stopped.pop(key, None)
 
     def _seize_new_processes(self):
@@ -188,17 +227,30 @@ class Holder:
             if tgid in self.signal_of or tgid == os.getpid():
                 continue
             try:
-                for tid in map(int, os.listdir(f"/proc/{tgid}/task")):
-                    self._seize(tid, tgid)
+                self._seize_process(tgid)
             except OSError as err:
                 log.warning("can't hold pid %d: %s", tgid, err)
                 continue
             self._adopt(tgid)
 
+    def _seize_process(self, tgid):
+        """Seize every thread of tgid, listing them again until no new one appears (a thread
+        started by one we trace is ours anyway; one started by one we don't is not)."""
+        seen = set()
+        while True:
+            tids = set(map(int, os.listdir(f"/proc/{tgid}/task"))) - seen
+            if not tids:
+                return
+            for tid in tids:
+                self._seize(tid, tgid)
+            seen |= tids
+
     def _seize(self, tid, tgid):
         try:
             ptrace(PTRACE_SEIZE, tid, SEIZE_OPTIONS)
         except OSError as err:
+            if err.errno == errno.ESRCH and tid != tgid:
+                return                            # that thread exited
             # EPERM is also what a task we trace already (auto-attached, its first stop not
             # reaped yet) answers: only someone else's tracee is an error.
             if err.errno != errno.EPERM or tracer_of(tid) != os.getpid():
@@ -211,11 +263,18 @@ class Holder:
         sig = hold_signal_for(tgid)
         self.signal_of[tgid] = sig
         if sig is None:
-            # A shell's child blocks every signal between fork and exec: that is no news.
+            # A shell's child may catch every hold signal until it execs: that is no news.
             (log.debug if just_forked else log.warning)(
                 "pid %d catches or blocks every hold signal: no latency for it until it execs", tgid)
         self.traced[self.traced.Key(tgid)] = self.traced.Leaf(sig or 0)
         self.on_process(tgid)
+
+    def _forget(self, tgid):
+        """A process exited: its pid may be reused."""
+        self.signal_of.pop(tgid, None)
+        self.stopping.pop(tgid, None)
+        self.continuing.discard(tgid)
+        self.traced.pop(self.traced.Key(tgid), None)
 
     def _reap_stops(self):
         while True:
@@ -226,19 +285,22 @@ class Holder:
             if tid == 0:
                 return
             if not os.WIFSTOPPED(status):
-                if self.tgid_of.pop(tid, None) == tid:      # a process exited: its pid may be reused
-                    self.signal_of.pop(tid, None)
-                    self.traced.pop(self.traced.Key(tid), None)
+                if self.tgid_of.pop(tid, None) == tid:
+                    self._forget(tid)
                 continue
             sig, event = os.WSTOPSIG(status), status >> 16
             if tid not in self.tgid_of:         # a new thread or child process, auto-attached
                 self.tgid_of[tid] = self._tgid(tid)
             tgid = self.tgid_of[tid]
+            if sig == signal.SIGSTOP and event in (0, PTRACE_EVENT_STOP) and tgid not in self.stopping:
+                self._take_stopped()    # BPF stopped it before we told it we trace it: its record says so
             try:
-                if event == PTRACE_EVENT_STOP and sig == signal.SIGSTOP and tid in self.stopping.get(tgid, ()):
+                if event == PTRACE_EVENT_STOP and sig == signal.SIGSTOP and tgid in self.stopping:
                     self._end_group_stop(tid, tgid)
-                elif sig == signal.SIGSTOP and not event and tgid in self.stopping and self._hold(tid):
+                elif sig == signal.SIGSTOP and not event and tgid in self.stopping:
                     del self.stopping[tgid]     # BPF's SIGSTOP, taken before it stopped anyone
+                    if not self._hold(tid):
+                        ptrace(PTRACE_CONT, tid)    # swallowed either way
                 elif sig == signal.SIGCONT and not event and tgid in self.continuing:
                     self.continuing.discard(tgid)
                     ptrace(PTRACE_CONT, tid)    # ours: the process never sees it
@@ -246,11 +308,11 @@ class Holder:
                     # group-stop (SIGSTOP and friends) stays a stop; anything else runs on.
                     ptrace(PTRACE_LISTEN if sig in STOP_SIGNALS else PTRACE_CONT, tid)
                 elif event == PTRACE_EVENT_EXEC:
-                    self._adopt(self.tgid_of[tid])
+                    self._adopt(tgid)
                     ptrace(PTRACE_CONT, tid)
                 elif event:
                     ptrace(PTRACE_CONT, tid)    # fork/clone events
-                elif sig == self.signal_of.get(self.tgid_of[tid]) and self._hold(tid):
+                elif sig == self.signal_of.get(tgid) and self._hold(tid):
                     pass
                 else:
                     ptrace(PTRACE_CONT, tid, sig)   # not ours: deliver it
@@ -322,11 +384,13 @@ def _continue(tgid):
 class HolderProcess:
     """A Holder in a forked child of the agent, which dies with the agent."""
 
-    def __init__(self, cgroup_dir, holds, traced, stopped, on_process=None, ready_timeout_s=5.0):
+    def __init__(self, cgroup_dir, holds, traced, stopped, on_process=None, ready_timeout_s=5.0,
+                 holders=None, slot=0):
         ready_read, ready_write = os.pipe()
         try:
             self.pid, self._write_fd = children.spawn(
-                lambda read_fd: Holder(cgroup_dir, holds, traced, stopped, read_fd, on_process, ready_write).run(),
+                lambda read_fd: Holder(cgroup_dir, holds, traced, stopped, read_fd, on_process, ready_write,
+                                       holders, slot).run(),
                 signal.SIGTERM, f"holder for {cgroup_dir}")
         finally:
             os.close(ready_write)

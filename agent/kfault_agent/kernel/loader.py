@@ -236,6 +236,7 @@ class IODatapath:
         self.holds = self.bpf[b"kfault_io_holds"]
         self.dirs = self.bpf[b"kfault_io_dirs"]
         self.stopped = self.bpf[b"kfault_io_stopped"]
+        self.holders = self.bpf[b"kfault_io_holders"]
         self.counters = self.bpf[b"kfault_io_counters"]
         self.attached = False
 
