@@ -79,20 +79,24 @@ def _signal_mask(status_text, field):
     return 0
 
 
+def pick_hold_signal(caught, blocked):
+    """The first of HOLD_SIGNALS not in the `caught` mask nor blocked on its own in `blocked`
+    (a mask of ALL_BLOCKABLE is a moment's), or None."""
+    taken = caught | (0 if blocked & ALL_BLOCKABLE == ALL_BLOCKABLE else blocked)
+    for sig in HOLD_SIGNALS:
+        if not taken & (1 << (sig - 1)):
+            return int(sig)
+    return None
+
+
 def hold_signal_for(tgid):
-    """A signal that `tgid` ignores by default and doesn't catch or block (for longer than
-    a moment: ALL_BLOCKABLE), or None."""
+    """A signal that `tgid` ignores by default and doesn't catch or block, or None."""
     try:
         with open(f"/proc/{tgid}/status", encoding="ascii") as handle:
             status = handle.read()
     except OSError:
         return None
-    blocked = _signal_mask(status, "SigBlk")
-    taken = _signal_mask(status, "SigCgt") | (0 if blocked & ALL_BLOCKABLE == ALL_BLOCKABLE else blocked)
-    for sig in HOLD_SIGNALS:
-        if not taken & (1 << (sig - 1)):
-            return int(sig)
-    return None
+    return pick_hold_signal(_signal_mask(status, "SigCgt"), _signal_mask(status, "SigBlk"))
 
 
 def tracer_of(tid):
