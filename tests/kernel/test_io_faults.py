@@ -244,6 +244,10 @@ def test_fault_is_refused_where_no_errno_hook_exists(victims, files, io_datapath
 REACH_CALLS = 100
 REACH_DELAY_MS = 20
 REACH_ERRNO = 5
+# Nothing renews the rule here, and a lapsed lease passes every call: it must outlive the
+# measurement, and 20 processes starting one after another take more than the fixture's 30 s
+# under the VM tier's emulation.
+REACH_LEASE_S = 600
 ACTIONS = [pytest.param("latency", marks=pytest.mark.kernel("io-tracepoints", "ptrace")),
            pytest.param("fault", marks=pytest.mark.kernel("io-tracepoints", "io-errno"))]
 
@@ -258,7 +262,7 @@ def tree(files):
 def arm_reach(engine, action, files, cgroup):
     fields = {"delay": f"{REACH_DELAY_MS}ms"} if action == "latency" else {"errno": REACH_ERRNO}
     engine.apply(io_chaos(action=action, path=f"{files}/**/*.db", methods=["read"], **fields),
-                 topology.resolve_cgroup_target(f"cgroup:{cgroup}"))
+                 topology.resolve_cgroup_target(f"cgroup:{cgroup}"), lease_s=REACH_LEASE_S)
 
 
 def affected(action, ms, errors):
