@@ -188,7 +188,10 @@ class Holder:
         ours ends, and what BPF stopped before is resumed (a process must never stay stopped)."""
         self._set_taking_stops(False)
         time.sleep(STOP_GRACE_S)
-        self._reap_stops()                  # stops reported and not answered yet
+        try:
+            self._reap_stops()              # stops reported and not answered yet
+        except OSError as err:              # what follows must still run
+            log.warning("holder for %s: answering the last stops: %s", self.cgroup_dir, err)
         self._release_all()
         for key in list(self.stopped.keys()):
             tgid = key.value
