@@ -31,14 +31,28 @@ BPF_ARRAY(kfault_io_armed, __u32, 1);
 BPF_ARRAY(kfault_io_dfa, struct kfault_io_dfa_state, KFAULT_IO_MAX_RULES * KFAULT_IO_MAX_STATES);
 BPF_TABLE("lru_hash", struct kfault_io_fd_key, __u32, kfault_io_fds, KFAULT_IO_MAX_FDS);
 BPF_TABLE("lru_hash", __u64, struct kfault_io_call, kfault_io_calls, KFAULT_IO_MAX_CALLS);
-/* tgid -> the signal the holder asked for (one the process neither catches nor blocks);
- * only traced processes get latency, so a signal never reaches a process unheld. */
+/* tgid -> the signal the holder asked for (one the process neither catches nor blocks), or 0:
+ * the holder can't hold it (no such signal, or traced by another tracer), so it gets none. */
 BPF_HASH(kfault_io_traced, __u32, __u32, KFAULT_IO_MAX_TRACED);
+/* tgid -> 1: a targeted process the holder did not know yet (it joined the cgroup), stopped
+ * here with SIGSTOP at its first delayed call; written here, taken by the holder, which seizes
+ * it, ends the stop and holds the call. */
+BPF_HASH(kfault_io_stopped, __u32, __u32, KFAULT_IO_MAX_TRACED);
+/* Slot i: 1 while the holder of latency rule i runs and takes what is stopped for it. Its
+ * holder clears it first thing on its way out (also when the agent dies): a process stopped
+ * after that would stay stopped, so from then on unknown processes just pass. */
+BPF_ARRAY(kfault_io_holders, __u32, KFAULT_IO_MAX_RULES);
 /* tid -> nanoseconds to hold it: written here before the signal, read by the holder. */
 BPF_HASH(kfault_io_holds, __u32, __u64, KFAULT_IO_MAX_HOLDS);
+/* (tgid, dirfd or KFAULT_IO_AT_FDCWD) -> each rule's DFA state after that directory: written by
+ * the agent, read here to match relative paths. */
+BPF_HASH(kfault_io_dirs, struct kfault_io_fd_key, struct kfault_io_dir_states, KFAULT_IO_MAX_DIRS);
 BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RULES);
 
 #define NO_METHOD 0xff
+#define IO_F_DUPFD 0            /* fcntl commands that copy an fd (linux/fcntl.h) */
+#define IO_F_DUPFD_CLOEXEC 1030
+#define IO_SIGSTOP 19   /* x86_64's, like syscalls.h: stops any process; it can't catch it */
 
 #define METHOD_CASE(method, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_##method;
 
@@ -58,6 +72,7 @@ static __always_inline __u32 method_of(__u64 nr)
  * and the paths through each iteration merge again. (bcc can't pass bpf_loop callbacks.) */
 struct io_scratch {
 	char path[KFAULT_IO_PATH_MAX];
+	struct kfault_io_dir_states start;   /* open: the state each rule's walk starts in */
 	volatile __u32 found;     /* volatile: the compiler must not keep them in registers */
 	volatile __s32 error;
 	volatile __u64 hold_ns;
@@ -87,7 +102,9 @@ static __always_inline __u32 targeting_rules(__u32 armed, struct io_scratch *scr
 /* Does rule r's DFA accept scratch->path? One bounded loop over the bytes. */
 static __always_inline int glob_accepts(__u32 r, struct io_scratch *scratch)
 {
-	scratch->state = 0;
+	scratch->state = scratch->start.state[r & (KFAULT_IO_MAX_RULES - 1)];
+	if (scratch->state == KFAULT_IO_DEAD_STATE)
+		return 0;
 #pragma clang loop unroll(disable)
 	for (__u32 i = 0; i < KFAULT_IO_PATH_MAX; i++) {
 		__u32 index = r * KFAULT_IO_MAX_STATES + (scratch->state & (KFAULT_IO_MAX_STATES - 1));
@@ -122,6 +139,19 @@ static __always_inline void count(__u32 slot, __u32 method, __u32 outcome, __u64
 	counters->delay_ns += delay_ns;
 }
 
+/* Known to the holder: if it has a signal for it. Unknown (it joined the cgroup after the
+ * holder looked): stopped in decide, so its first call is held too (no window), if a holder
+ * runs to take it. */
+static __always_inline int holdable(const __u32 *signo, __u32 slot)
+{
+	__u32 *runs;
+
+	if (signo)
+		return *signo != 0;
+	runs = kfault_io_holders.lookup(&slot);
+	return runs && *runs;
+}
+
 /* Roll every rule in `mask` that covers `method`: the first fault's errno goes in
  * call->error for the LSM hooks; latency is summed into kfault_io_holds and the thread gets
  * the holder's signal. */
@@ -129,8 +159,8 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 				   struct io_scratch *scratch)
 {
 	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
-	__u32 tgid = id >> 32, tid = (__u32)id, *signo;
-	int traced = kfault_io_traced.lookup(&tgid) != NULL;
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	__u32 *signo = kfault_io_traced.lookup(&tgid);
 
 	scratch->error = 0;
 	scratch->hold_ns = 0;
@@ -150,19 +180,25 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 			if (!scratch->error)
 				scratch->error = -(__s32)rule->error;
 			count(slot, method, KFAULT_IO_OUTCOME_FAILED, 0);
-		} else if (rule->action == KFAULT_IO_ACT_LATENCY && traced) {
+		} else if (rule->action == KFAULT_IO_ACT_LATENCY && holdable(signo, slot)) {
 			scratch->hold_ns += rule->delay_ns;
 			count(slot, method, KFAULT_IO_OUTCOME_DELAYED, rule->delay_ns);
 		} else {
-			count(slot, method, KFAULT_IO_OUTCOME_PASSED, 0); /* latency, holder not attached yet */
+			count(slot, method, KFAULT_IO_OUTCOME_PASSED, 0); /* latency the holder can't give */
 		}
 	}
 	call->error = scratch->error;
-	if (scratch->hold_ns && (signo = kfault_io_traced.lookup(&tgid))) {
+	if (scratch->hold_ns) {
 		__u64 hold = scratch->hold_ns;
+		__u32 one = 1;
 
 		kfault_io_holds.update(&tid, &hold);
-		bpf_send_signal_thread(*signo);
+		if (signo) {
+			bpf_send_signal_thread(*signo);
+		} else {
+			kfault_io_stopped.update(&tgid, &one);
+			bpf_send_signal_thread(IO_SIGSTOP);
+		}
 	}
 }
 
@@ -175,6 +211,62 @@ static __always_inline __u64 syscall_arg(const struct pt_regs *regs, int n)
 	case 1: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG1(regs)); break;
 	}
 	return value;
+}
+
+/* Where each rule's walk of scratch->path starts: state 0 for an absolute path; for a relative
+ * one, the state after its directory (the working directory, or openat's dirfd), with any
+ * leading "./" dropped from the path. 0 when the directory is unknown: the path matches no rule. */
+static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, const char *user_path,
+					  struct io_scratch *scratch)
+{
+	struct kfault_io_fd_key key = {.tgid = tgid, .fd = dirfd};
+	struct kfault_io_dir_states *dir;
+	__u32 skip = 0;
+
+	if (scratch->path[0] == '/') {
+		__builtin_memset(&scratch->start, 0, sizeof(scratch->start));
+		return 1;
+	}
+	dir = kfault_io_dirs.lookup(&key);
+	if (!dir)
+		return 0;
+	scratch->start = *dir;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {       /* "./", "././", ...: the same directory */
+		if (scratch->path[skip & 7] == '.' && scratch->path[(skip + 1) & 7] == '/')
+			skip += 2;
+	}
+	if (skip && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path + skip) <= 0)
+		return 0;
+	return 1;
+}
+
+static __always_inline int copies_fd(__u64 nr)
+{
+	return nr == KFAULT_NR_dup || nr == KFAULT_NR_dup2 || nr == KFAULT_NR_dup3 || nr == KFAULT_NR_fcntl;
+}
+
+/* A copy of a marked fd (dup2(fd, 0), as dd and shells do) is marked like it: sys_exit marks
+ * the new fd as it marks an opened one. dup2/dup3 close their target first: it loses its mark. */
+static __always_inline void copy_marks(__u64 id, __u64 nr, const struct pt_regs *regs, __u32 *matched)
+{
+	struct kfault_io_call call = {.method = KFAULT_IO_METHOD_OPEN};
+
+	if (nr == KFAULT_NR_fcntl) {
+		__u64 cmd = syscall_arg(regs, 1);
+
+		if (cmd != IO_F_DUPFD && cmd != IO_F_DUPFD_CLOEXEC)
+			return;
+	}
+	if (nr == KFAULT_NR_dup2 || nr == KFAULT_NR_dup3) {
+		struct kfault_io_fd_key target = {.tgid = id >> 32, .fd = syscall_arg(regs, 1)};
+
+		kfault_io_fds.delete(&target);
+	}
+	if (!matched)
+		return;
+	call.opened_mask = *matched;
+	kfault_io_calls.update(&id, &call);
 }
 
 /* Decide the call and remember what sys_exit and the LSM hooks need. */
@@ -201,7 +293,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!armed || !*armed)
 		return 0;
 	method = method_of(nr);
-	if (method == NO_METHOD && nr != KFAULT_NR_close)
+	if (method == NO_METHOD && nr != KFAULT_NR_close && !copies_fd(nr))
 		return 0;
 	scratch = kfault_io_scratch.lookup(&zero);
 	if (!scratch)
@@ -215,7 +307,11 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		/* open/creat: the path is arg 0; openat/openat2: arg 1 (relative to a dirfd). */
 		const char *user_path = (const char *)syscall_arg(regs, (nr == KFAULT_NR_open || nr == KFAULT_NR_creat) ? 0 : 1);
 
+		__s32 dirfd = (nr == KFAULT_NR_open || nr == KFAULT_NR_creat) ? KFAULT_IO_AT_FDCWD : (__s32)syscall_arg(regs, 0);
+
 		if (bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) <= 0)
+			return 0;
+		if (!set_walk_start(id >> 32, dirfd, user_path, scratch))
 			return 0;
 		scratch->remaining = targets;
 		scratch->found = 0;
@@ -227,9 +323,14 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = syscall_arg(regs, 0)};
 	if (nr == KFAULT_NR_close) {
 		kfault_io_fds.delete(&key);
+		kfault_io_dirs.delete(&key);
 		return 0;
 	}
 	__u32 *matched = kfault_io_fds.lookup(&key);
+	if (copies_fd(nr)) {
+		copy_marks(id, nr, regs, matched);
+		return 0;
+	}
 	if (matched && (*matched & targets))
 		finish_enter(id, method, *matched & targets, 0, scratch);
 	return 0;

@@ -146,6 +146,8 @@ struct kfault_departures {
 #define KFAULT_IO_MAX_CALLS 16384    /* kfault_io_calls: targeted threads inside a syscall at once */
 #define KFAULT_IO_MAX_TRACED 4096    /* kfault_io_traced: processes a holder is attached to */
 #define KFAULT_IO_MAX_HOLDS 16384    /* kfault_io_holds: threads waiting to be held */
+#define KFAULT_IO_MAX_DIRS 16384     /* kfault_io_dirs: working and open directories of targeted processes */
+#define KFAULT_IO_AT_FDCWD -100      /* openat's dirfd for "the working directory"; its fd in kfault_io_dirs */
 #define KFAULT_IO_DEAD_STATE 255     /* a DFA state no path can leave: no match */
 
 /* Methods: bits of kfault_io_rule.methods; indices (bit number) into counters. */
@@ -188,6 +190,14 @@ struct kfault_io_dfa_state {
 struct kfault_io_fd_key {
 	__u32 tgid;
 	__u32 fd;
+};
+
+/* Value of kfault_io_dirs, keyed like kfault_io_fds (fd KFAULT_IO_AT_FDCWD: the working
+ * directory): for each rule, the DFA state its glob reaches after the directory's absolute
+ * path and a '/', so a relative path is matched as the process sees it, from that state on.
+ * Written by the agent from /proc/PID/cwd and /proc/PID/fd. */
+struct kfault_io_dir_states {
+	__u8 state[KFAULT_IO_MAX_RULES];
 };
 
 /* Value of kfault_io_calls, by pid_tgid: the syscall a targeted thread is in right now. */

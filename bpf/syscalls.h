@@ -39,6 +39,9 @@
 #define KFAULT_NR_pwrite64 18
 #define KFAULT_NR_readv 19
 #define KFAULT_NR_writev 20
+#define KFAULT_NR_dup 32      /* dup, dup2, dup3, fcntl(F_DUPFD*): a marked fd's copy is marked too */
+#define KFAULT_NR_dup2 33
+#define KFAULT_NR_fcntl 72
 #define KFAULT_NR_fsync 74
 #define KFAULT_NR_fdatasync 75
 #define KFAULT_NR_creat 85
@@ -46,6 +49,7 @@
 #define KFAULT_NR_preadv 295
 #define KFAULT_NR_pwritev 296
 #define KFAULT_NR_preadv2 327
+#define KFAULT_NR_dup3 292
 #define KFAULT_NR_pwritev2 328
 #define KFAULT_NR_openat2 437
 

@@ -1,6 +1,6 @@
 """A victim process for file I/O faults, run in a target cgroup by the tests, demo and bench.
 
-  python -m kfault_lab.io_probe CGROUP_DIR 'JSON list of calls'
+  python -m kfault_lab.io_probe [options] CGROUP_DIR 'JSON list of calls'
 
 It moves itself into CGROUP_DIR, prints "ready <pid>", waits for a line on stdin (so the agent
 can arm and hold it first), then makes each call, timing it, while a second thread ticks
@@ -9,14 +9,26 @@ every millisecond (a held thread must not stop it). Calls:
   ["write", PATH, COUNT]   open PATH for append (created), then COUNT x write 1 byte
   ["open", PATH, COUNT]    COUNT x open(PATH, O_WRONLY|O_CREAT) and close
   ["fsync", PATH, COUNT]   open PATH, then COUNT x fsync
+  ["fork_read", PATH, COUNT]  COUNT x fork a child that opens PATH and preads 1 byte (a
+                              server forking per request); the child's own timing is kept
+PATH may be relative (to --cwd), or "DIR//NAME": openat(DIR's fd, NAME).
+Options, for how real programs reach their files:
+  --cwd DIR       chdir there before "ready"
+  --open-early    open each call's file before "ready" (for DIR//NAME, only DIR): files and
+                  directories a long-running process opened before the experiment
+  --in-thread     make the calls in a thread started after "go"
+  --no-wait       don't wait for "go": a process that joins the cgroup and works at once
 Prints one JSON object: {"calls": [{"call", "path", "ms": [...], "errno": [...]}], "ticks": N}.
 An errno of 0 is success; a failed open has no fd to use, so later calls on it are skipped.
 """
+import argparse
 import json
 import os
 import sys
 import threading
 import time
+
+FLAGS = {"read": os.O_RDONLY, "write": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "fsync": os.O_RDONLY}
 
 
 def timed(fn):
@@ -29,8 +41,39 @@ def timed(fn):
     return (time.perf_counter() - start) * 1000, error
 
 
-def run_call(call, path, count):
+def open_at(path, flags, dirs):
+    """open PATH, or openat(DIR's fd, NAME) for "DIR//NAME" (DIR opened early, or now)."""
+    if "//" not in path:
+        return os.open(path, flags, 0o644)
+    directory, name = path.split("//", 1)
+    if directory not in dirs:
+        dirs[directory] = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    return os.open(name, flags, 0o644, dir_fd=dirs[directory])
+
+
+def fork_reads(path, count):
     ms, errors = [], []
+    for _ in range(count):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            took, error = timed(lambda: os.pread(os.open(path, os.O_RDONLY), 1, 0))
+            os.write(write_end, json.dumps([took, error]).encode())
+            os._exit(0)
+        os.close(write_end)
+        took, error = json.loads(os.read(read_end, 256))
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        ms.append(took)
+        errors.append(error)
+    return {"call": "fork_read", "path": path, "ms": ms, "errno": errors}
+
+
+def run_call(call, path, count, early=None, dirs=None):
+    ms, errors = [], []
+    dirs = {} if dirs is None else dirs
+    if call == "fork_read":
+        return fork_reads(path, count)
 
     def record(fn):
         took, error = timed(fn)
@@ -41,12 +84,11 @@ def run_call(call, path, count):
     if call == "open":
         for _ in range(count):
             holder = []
-            if not record(lambda: holder.append(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))):
+            if not record(lambda: holder.append(open_at(path, os.O_WRONLY | os.O_CREAT, dirs))):
                 os.close(holder[0])
     else:
-        flags = {"read": os.O_RDONLY, "write": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "fsync": os.O_RDONLY}[call]
-        holder = []
-        if record(lambda: holder.append(os.open(path, flags, 0o644))):
+        holder = [early] if early is not None else []
+        if not holder and record(lambda: holder.append(open_at(path, FLAGS[call], dirs))):
             return {"call": call, "path": path, "ms": ms, "errno": errors, "open_failed": True}
         ms.clear()
         errors.clear()
@@ -59,12 +101,40 @@ def run_call(call, path, count):
     return {"call": call, "path": path, "ms": ms, "errno": errors}
 
 
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="kfault_lab.io_probe")
+    parser.add_argument("cgroup")
+    parser.add_argument("calls", type=json.loads)
+    parser.add_argument("--cwd")
+    parser.add_argument("--open-early", action="store_true")
+    parser.add_argument("--in-thread", action="store_true")
+    parser.add_argument("--no-wait", action="store_true")
+    return parser.parse_args(argv)
+
+
+def open_early(calls, dirs):
+    """The fd of each call's file, opened now (None for calls that open as they go)."""
+    early = []
+    for call, path, _ in calls:
+        if "//" in path:
+            directory = path.split("//", 1)[0]
+            dirs[directory] = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        early.append(open_at(path, FLAGS[call], dirs) if call in FLAGS and "//" not in path else None)
+    return early
+
+
 def main():
-    cgroup, calls = sys.argv[1], json.loads(sys.argv[2])
-    with open(os.path.join(cgroup, "cgroup.procs"), "w", encoding="ascii") as handle:
+    args = parse_args(sys.argv[1:])
+    calls = args.calls
+    with open(os.path.join(args.cgroup, "cgroup.procs"), "w", encoding="ascii") as handle:
         handle.write(str(os.getpid()))
+    if args.cwd:
+        os.chdir(args.cwd)
+    dirs = {}
+    early = open_early(calls, dirs) if args.open_early else [None] * len(calls)
     print(f"ready {os.getpid()}", flush=True)
-    sys.stdin.readline()
+    if not args.no_wait:
+        sys.stdin.readline()
     ticks, done = [0], threading.Event()
 
     def tick():
@@ -74,7 +144,17 @@ def main():
 
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
-    results = [run_call(call, path, count) for call, path, count in calls]
+    results = []
+
+    def make_calls():
+        results.extend(run_call(call, path, count, fd, dirs) for (call, path, count), fd in zip(calls, early))
+
+    if args.in_thread:
+        worker = threading.Thread(target=make_calls)
+        worker.start()
+        worker.join()
+    else:
+        make_calls()
     done.set()
     ticker.join()
     print(json.dumps({"calls": results, "ticks": ticks[0]}), flush=True)

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -17,6 +18,26 @@ from kfault_api import spec
 def io_chaos(name="io", **fields):
     return spec.parse_experiment({"apiVersion": spec.API_VERSION, "kind": "IOChaos",
                                   "metadata": {"name": name}, "spec": {"volumePath": "/", **fields}})
+
+
+def process_state(pid):
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            return " ".join(line.split(":", 1)[1].strip() for line in handle
+                            if line.startswith(("State:", "TracerPid:")))
+    except OSError:
+        return "gone"
+
+
+def read_line(proc, what, timeout=60):
+    """proc's next line of output; a process that stays stopped fails the test, never hangs it."""
+    line = []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)    # on failure it ends when the test's cleanup kills the process
+    if reader.is_alive():
+        pytest.fail(f"pid {proc.pid} gave no {what} within {timeout}s (state, tracer: {process_state(proc.pid)})")
+    return line[0]
 
 
 class Victims:
@@ -34,11 +55,11 @@ class Victims:
             self.cgroups.append(path)
         return path
 
-    def start(self, cgroup, calls):
-        proc = subprocess.Popen([sys.executable, "-m", "kfault_lab.io_probe", cgroup, json.dumps(calls)],
+    def start(self, cgroup, calls, options=()):
+        proc = subprocess.Popen([sys.executable, "-m", "kfault_lab.io_probe", *options, cgroup, json.dumps(calls)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(proc)
-        proc.pid_in_cgroup = int(proc.stdout.readline().split()[1])
+        proc.pid_in_cgroup = int(read_line(proc, "its ready line").split()[1])
         return proc
 
     @staticmethod
@@ -48,7 +69,7 @@ class Victims:
 
     @staticmethod
     def result(proc, timeout=60):
-        out = proc.stdout.readline()
+        out = read_line(proc, "its result", timeout)
         proc.wait(timeout=timeout)
         return json.loads(out)
 
@@ -155,7 +176,7 @@ def test_killed_agent_mid_delay_leaves_the_victim_running(victims, files, tmp_pa
                                "--target", f"cgroup:{target}", "--lease", "2"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        assert "injecting" in runner.stdout.readline()
+        assert "injecting" in read_line(runner, "injecting line")
         time.sleep(1.0)                  # the holder seizes the victim
         victims.go(victim)
         time.sleep(1.0)                  # the victim's first read is held now (for 20 s)
@@ -213,3 +234,143 @@ def test_fault_is_refused_where_no_errno_hook_exists(victims, files, io_datapath
     with pytest.raises(KernelUnsupported, match="BPF LSM"):
         engine.apply(io_chaos(action="fault", errno=5, path=f"{files}/*"), target)
     assert not engine.active() and io_datapath.armed[io_datapath.armed.Key(0)].value == 0
+
+
+# ---- reach: every call of every way a process comes to do its I/O -------------------------
+# 100 calls each, all of which must be affected: latency where the holder can hold (ptrace),
+# errno where the kernel has a hook to fail calls (io-errno; on the host tier those skip and
+# run in the VM: scripts/vm-run tests/kernel/run tests/kernel/test_io_faults.py -k reach).
+
+REACH_CALLS = 100
+REACH_DELAY_MS = 20
+REACH_ERRNO = 5
+# Nothing renews the rule here, and a lapsed lease passes every call: it must outlive the
+# measurement, and 20 processes starting one after another take more than the fixture's 30 s
+# under the VM tier's emulation.
+REACH_LEASE_S = 600
+ACTIONS = [pytest.param("latency", marks=pytest.mark.kernel("io-tracepoints", "ptrace")),
+           pytest.param("fault", marks=pytest.mark.kernel("io-tracepoints", "io-errno"))]
+
+
+@pytest.fixture
+def tree(files):
+    (files / "sub").mkdir()
+    (files / "sub" / "data.db").write_text("kfault")
+    return files
+
+
+def arm_reach(engine, action, files, cgroup):
+    fields = {"delay": f"{REACH_DELAY_MS}ms"} if action == "latency" else {"errno": REACH_ERRNO}
+    engine.apply(io_chaos(action=action, path=f"{files}/**/*.db", methods=["read"], **fields),
+                 topology.resolve_cgroup_target(f"cgroup:{cgroup}"), lease_s=REACH_LEASE_S)
+
+
+def affected(action, ms, errors):
+    """How many calls the fault reached, as the process saw them."""
+    if action == "latency":
+        return sum(1 for took in ms if took >= REACH_DELAY_MS)
+    return sum(1 for error in errors if error == REACH_ERRNO)
+
+
+def run_armed(victims, io_engine, action, files, calls, options=()):
+    target = victims.cgroup("target")
+    victim = victims.start(target, calls, options)
+    arm_reach(io_engine, action, files, target)
+    victims.go(victim)
+    call = victims.result(victim)["calls"][0]
+    assert not call.get("open_failed"), call
+    return affected(action, call["ms"], call["errno"]), len(call["ms"])
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_reach_children_forked_per_request(victims, tree, io_engine, action):
+    reached, made = run_armed(victims, io_engine, action, tree,
+                              [["fork_read", str(tree / "data.db"), REACH_CALLS]])
+    assert (reached, made) == (REACH_CALLS, REACH_CALLS)
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_reach_a_thread_started_after_arming(victims, tree, io_engine, action):
+    reached, made = run_armed(victims, io_engine, action, tree,
+                              [["read", str(tree / "data.db"), REACH_CALLS]], ["--in-thread"])
+    assert (reached, made) == (REACH_CALLS, REACH_CALLS)
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_reach_a_file_opened_before_arming(victims, tree, io_engine, action):
+    reached, made = run_armed(victims, io_engine, action, tree,
+                              [["read", str(tree / "data.db"), REACH_CALLS]], ["--open-early"])
+    assert (reached, made) == (REACH_CALLS, REACH_CALLS)
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize("how", ["data.db", "./sub/data.db", "dirfd"])
+def test_reach_relative_paths_match_as_the_process_sees_them(victims, tree, io_engine, action, how):
+    if how == "dirfd":     # openat(fd of a directory opened before arming, "data.db")
+        path, options = f"{tree}/sub//data.db", ["--open-early"]
+    else:
+        path, options = how, ["--cwd", str(tree)]
+    reached, made = run_armed(victims, io_engine, action, tree, [["read", path, REACH_CALLS]], options)
+    assert (reached, made) == (REACH_CALLS, REACH_CALLS)
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_reach_programs_a_shell_runs(victims, tree, io_engine, action):
+    """A shell already in the cgroup runs a tool 100 times (fork + exec): each tool's read."""
+    target = victims.cgroup("target")
+    shell = subprocess.Popen(["bash", "-c", f'echo $$ > {target}/cgroup.procs && echo ready && read go && '
+                              f'for i in $(seq {REACH_CALLS}); do s=$EPOCHREALTIME; '
+                              f'dd if={tree}/data.db of=/dev/null bs=1 count=1 status=none 2>/dev/null; '
+                              'r=$?; echo $s $EPOCHREALTIME $r; done'],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    victims.procs.append(shell)
+    assert shell.stdout.readline().strip() == "ready"
+    arm_reach(io_engine, action, tree, target)
+    victims.go(shell)
+    runs = [line.split() for line in shell.communicate(timeout=120)[0].splitlines()]
+    ms = [(float(end) - float(start)) * 1000 for start, end, _ in runs]
+    errors = [REACH_ERRNO if status != "0" else 0 for _, _, status in runs]   # dd: I/O error
+    assert len(runs) == REACH_CALLS
+    assert affected(action, ms, errors) == REACH_CALLS
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_reach_processes_that_join_the_cgroup_after_arming(victims, tree, io_engine, action):
+    """Each joins and reads at once: no time for a rescan to find it first."""
+    target = victims.cgroup("target")
+    arm_reach(io_engine, action, tree, target)
+    reached = made = 0
+    for _ in range(REACH_CALLS // 5):
+        joiner = victims.start(target, [["read", str(tree / "data.db"), 5]], ["--no-wait"])
+        call = victims.result(joiner)["calls"][0]
+        reached += affected(action, call["ms"], call["errno"])
+        made += len(call["ms"])
+    assert (reached, made) == (REACH_CALLS, REACH_CALLS)
+    assert all(proc.returncode == 0 for proc in victims.procs), "a joined process was harmed"
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_killed_agent_leaves_a_process_that_joined_after_arming_running(victims, files, tmp_path):
+    """BPF stops a joiner with SIGSTOP until the holder takes it: the agent's death must not
+    leave it stopped, nor held."""
+    target = victims.cgroup("target")
+    doc = tmp_path / "io.yaml"
+    doc.write_text(f"apiVersion: {spec.API_VERSION}\nkind: IOChaos\nmetadata: {{name: slow-reads}}\n"
+                   f"spec: {{action: latency, delay: 20s, volumePath: {files}, path: '{files}/*.db', "
+                   "methods: [read]}\n")
+    runner = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
+                               "--target", f"cgroup:{target}", "--lease", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert "injecting" in read_line(runner, "injecting line")
+        joiner = victims.start(target, [["read", str(files / "data.db"), 3]], ["--no-wait"])
+        time.sleep(1.0)                  # its first read is held now (for 20 s)
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        result = victims.result(joiner, timeout=15)
+    finally:
+        runner.kill()
+    took = result["calls"][0]["ms"]
+    assert joiner.returncode == 0, "the joined process was killed"
+    assert took[0] >= 500, "the first read was not held"
+    assert took[0] < 10_000, "the held read was not released when the agent died"

@@ -5,6 +5,8 @@ the holders (latency). Policy for a rule comes from io_rule_fields; the kernel o
 loader.IODatapath.
 """
 import logging
+import os
+import stat
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily
@@ -12,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily
 from kfault_agent import policy
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
-from kfault_agent.kernel.holder import HolderProcess
+from kfault_agent.kernel.holder import HolderProcess, cgroup_processes
 from kfault_agent.kernel.loader import io_support, probe_io, rule_deadline, update_slot, write_slot
 from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
 from kfault_agent.kernel.topology import resolve_cgroup_target
@@ -36,6 +38,65 @@ def io_rule_fields(experiment):
         "delay_ns": experiment.delay_ns,
         "error": experiment.errno,
     }
+
+
+def walk(dfa, text, state=0):
+    """The DFA state after `text` from `state`, or IO_DEAD_STATE."""
+    for byte in text.encode():
+        state = dfa.next[state][byte]
+        if state is None:
+            return layout.IO_DEAD_STATE
+    return state
+
+
+def open_paths(tgid):
+    """(fd, absolute path, is a directory) of each file `tgid` has open, and (AT_FDCWD, its
+    working directory, True): what it opened before we armed, as it sees it (in its own mount
+    namespace: so the type comes from the /proc link itself, not from our view of the path)."""
+    entries = []
+    try:
+        fds = os.listdir(f"/proc/{tgid}/fd")
+    except OSError:
+        return entries
+    for fd, link in [(layout.IO_AT_FDCWD, f"/proc/{tgid}/cwd")] + [(int(fd), f"/proc/{tgid}/fd/{fd}") for fd in fds]:
+        try:
+            path = os.readlink(link)
+            if path.startswith("/") and not path.endswith(" (deleted)"):   # not pipe:[..], socket:[..]
+                entries.append((fd, path, stat.S_ISDIR(os.stat(link).st_mode)))
+        except OSError:
+            continue                  # closed meanwhile
+    return entries
+
+
+class ProcessMarker:
+    """Marks a targeted process's open files (kfault_io_fds) and its working and open
+    directories (kfault_io_dirs) for one rule slot, as iofault.c's open would have: the
+    tracepoints see only what is opened after arming."""
+
+    def __init__(self, datapath, slot, dfa):
+        self.datapath, self.slot, self.dfa = datapath, slot, dfa
+
+    def mark(self, tgid):
+        fds, dirs = self.datapath.fds, self.datapath.dirs
+        for fd, path, is_dir in open_paths(tgid):
+            if is_dir:
+                key = dirs.Key(tgid, fd & 0xFFFFFFFF)
+                leaf = dirs.get(key) or self._no_rule_states()
+                leaf.state[self.slot] = walk(self.dfa, path.rstrip("/") + "/")
+                dirs[key] = leaf
+            elif self.dfa.matches(path):
+                key = fds.Key(tgid, fd)
+                mask = fds.get(key)
+                fds[key] = fds.Leaf((mask.value if mask else 0) | 1 << self.slot)
+
+    def _no_rule_states(self):
+        leaf = self.datapath.dirs.Leaf()
+        leaf.state[:] = [layout.IO_DEAD_STATE] * layout.IO_MAX_RULES
+        return leaf
+
+    def mark_cgroup(self, cgroup_dir):
+        for tgid in cgroup_processes(cgroup_dir):
+            self.mark(tgid)
 
 
 @dataclass
@@ -112,8 +173,12 @@ class IOFaultEngine(LeasedPlacements):
                 write_slot(self.datapath.counters, active.slot, {})
                 write_slot(self.datapath.rules, active.slot,
                            {**io_rule_fields(experiment), **rule_deadline(active.deadline_ns)})
+                marker = ProcessMarker(self.datapath, active.slot, dfa)
+                marker.mark_cgroup(target.path)
                 if experiment.action == "latency":
-                    active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced)
+                    active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced,
+                                                  self.datapath.stopped, on_process=marker.mark,
+                                                  holders=self.datapath.holders, slot=active.slot)
                 self.datapath.attach()
                 self._set_armed(active.slot, True)
             except Exception:
@@ -182,9 +247,11 @@ class IOFaultEngine(LeasedPlacements):
         except (KeyError, OSError):
             pass
         self._forget_fds(active.slot)
+        self._forget_dirs(active.slot)
         if not armed:
             self.datapath.detach()
             self.datapath.traced.clear()
+            self.datapath.stopped.clear()
         self._free_slots.append(active.slot)
 
     def _forget_fds(self, slot):
@@ -196,6 +263,14 @@ class IOFaultEngine(LeasedPlacements):
                     self.datapath.fds.pop(key, None)
                 else:
                     self.datapath.fds[key] = self.datapath.fds.Leaf(mask.value & ~bit)
+
+    def _forget_dirs(self, slot):
+        for key, leaf in list(self.datapath.dirs.items()):
+            leaf.state[slot] = layout.IO_DEAD_STATE
+            if all(state == layout.IO_DEAD_STATE for state in leaf.state):
+                self.datapath.dirs.pop(key, None)
+            else:
+                self.datapath.dirs[key] = leaf
 
     def _write_dfa(self, slot, dfa):
         """The states the DFA uses; transitions never lead to the slots it doesn't."""

@@ -6,12 +6,21 @@ the process) of every thread of the target's processes: the signal puts the thre
 signal-delivery stop, reported to the holder, which keeps it there for the delay and then
 resumes it with the signal suppressed. Other threads of the process keep running.
 
-Fail-safe: the holder is a child process of the agent that dies with it (PR_SET_PDEATHSIG).
-When a tracer dies the kernel detaches its tracees and resumes any it held; the pending
-signal is then delivered for real, so the holder picks, per process, a signal whose default
-action is to ignore it and which the process neither catches nor blocks: it is dropped.
-Processes with no such signal get no latency (BPF only signals processes in
-kfault_io_traced).
+No window: the holder takes the cgroup's processes before the rule is armed (the engine waits
+for it); what they fork or clone is auto-attached before its first instruction; an exec stops
+once (PTRACE_O_TRACEEXEC) so the signal is picked again for the new program. A process the
+holder does not know yet (it joined the cgroup after arming) is stopped by BPF itself with
+SIGSTOP at its first delayed call and recorded in kfault_io_stopped: the holder seizes it,
+ends the stop with a SIGCONT it swallows, and holds the call. Whichever comes first, the
+holder's rescan or BPF's stop, the stop is known as BPF's by that record.
+
+Fail-safe: the holder is a child process of the agent that gets SIGTERM when the agent dies
+(PR_SET_PDEATHSIG) and then tells BPF to stop no more processes for it (kfault_io_holders),
+releases what it holds and resumes what BPF stopped. If it dies harder, the kernel detaches
+its tracees and resumes any it held; the pending signal is then delivered for real, so the
+holder picks, per process, a signal whose default action is to ignore it and which the
+process neither catches nor blocks: it is dropped. Processes with no such signal get no
+latency (kfault_io_traced says 0: BPF passes their calls).
 """
 import ctypes
 import errno
@@ -32,12 +41,25 @@ PTRACE_LISTEN = 0x4208
 PTRACE_O_TRACECLONE = 0x8
 PTRACE_O_TRACEFORK = 0x2
 PTRACE_O_TRACEVFORK = 0x4
+PTRACE_O_TRACEEXEC = 0x10
+# Every thread and process the target makes is ours from its first instruction; an exec
+# stops once, so the hold signal is chosen again for the new program.
+SEIZE_OPTIONS = PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC
+PTRACE_EVENT_EXEC = 4
 PTRACE_EVENT_STOP = 128
 WALL = 0x40000000
 STOP_SIGNALS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 # Default action "ignore": if the holder dies mid-hold, delivering one changes nothing.
 HOLD_SIGNALS = (signal.SIGURG, signal.SIGWINCH)
 RESCAN_S = 0.2
+# On the way out, after telling BPF to stop no more processes: time for a program that
+# decided to stop one before that to finish, so the stop is seen and ended.
+STOP_GRACE_S = 0.05
+# A signal mask blocking all that can be blocked is a moment's: a thread starting (glibc's
+# pthread_create blocks all around clone) or a shell's child between fork and exec. A signal
+# blocked in it is delivered (and held) a moment later; a signal blocked on its own is one the
+# process may take with sigwait or signalfd, so it can't be ours.
+ALL_BLOCKABLE = ((1 << 64) - 1) & ~(1 << (signal.SIGKILL - 1)) & ~(1 << (signal.SIGSTOP - 1))
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
@@ -57,6 +79,16 @@ def _signal_mask(status_text, field):
     return 0
 
 
+def pick_hold_signal(caught, blocked):
+    """The first of HOLD_SIGNALS not in the `caught` mask nor blocked on its own in `blocked`
+    (a mask of ALL_BLOCKABLE is a moment's), or None."""
+    taken = caught | (0 if blocked & ALL_BLOCKABLE == ALL_BLOCKABLE else blocked)
+    for sig in HOLD_SIGNALS:
+        if not taken & (1 << (sig - 1)):
+            return int(sig)
+    return None
+
+
 def hold_signal_for(tgid):
     """A signal that `tgid` ignores by default and doesn't catch or block, or None."""
     try:
@@ -64,11 +96,19 @@ def hold_signal_for(tgid):
             status = handle.read()
     except OSError:
         return None
-    taken = _signal_mask(status, "SigCgt") | _signal_mask(status, "SigBlk")
-    for sig in HOLD_SIGNALS:
-        if not taken & (1 << (sig - 1)):
-            return int(sig)
-    return None
+    return pick_hold_signal(_signal_mask(status, "SigCgt"), _signal_mask(status, "SigBlk"))
+
+
+def tracer_of(tid):
+    """The pid tracing `tid` (0: none), or None if it is gone."""
+    try:
+        with open(f"/proc/{tid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return 0
 
 
 def cgroup_processes(cgroup_dir):
@@ -86,21 +126,46 @@ def cgroup_processes(cgroup_dir):
 
 class Holder:
     """Runs in its own process (see start_holder): ptrace stops are reported to the tracer's
-    process by waitpid, which must not reap the agent's other children."""
+    process by waitpid, which must not reap the agent's other children.
 
-    def __init__(self, cgroup_dir, holds, traced, control_fd):
+    `on_process(tgid)` is called for each process as the holder takes it (found in the cgroup,
+    forked there, or after it execs): the engine marks its open files and directories.
+    `ready_fd` gets a byte once the processes already in the cgroup are held."""
+
+    def __init__(self, cgroup_dir, holds, traced, stopped, control_fd, on_process=None, ready_fd=None,
+                 holders=None, slot=0):
         self.cgroup_dir = cgroup_dir
         self.holds = holds            # bcc table kfault_io_holds: tid -> ns
-        self.traced = traced          # bcc table kfault_io_traced: tgid -> signal
+        self.traced = traced          # bcc table kfault_io_traced: tgid -> signal (0: can't hold)
+        self.stopped = stopped        # bcc table kfault_io_stopped: tgids BPF stopped for us
+        self.holders = holders        # bcc table kfault_io_holders: slot -> 1 while we take stops
+        self.slot = slot
+        self.stopping = {}            # tgid BPF stopped that we took -> its threads whose stop is ours
+        self.continuing = set()       # tgids we sent SIGCONT to end that stop: swallow it
         self.control_fd = control_fd  # readable when the agent asks us to stop (or dies)
-        self.signal_of = {}           # tgid -> hold signal
+        self.signal_of = {}           # tgid we trace -> its hold signal
         self.tgid_of = {}             # tid -> tgid
         self.held = []                # heap of (release at, tid)
+        self.on_process = on_process or (lambda tgid: None)
+        self.ready_fd = ready_fd
+        self.leaving = False
 
     def run(self):
         next_scan = 0.0
+        # The agent's death sends SIGTERM: finish the loop, then let go of everything. (A flag,
+        # not an exception: one raised between a waitpid and the answer to its stop would
+        # leave that stop unanswered.)
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "leaving", True))
         try:
-            while True:
+            self._seize_new_processes()
+            self._set_taking_stops(True)
+            if self.ready_fd is not None:
+                os.write(self.ready_fd, b"r")
+                os.close(self.ready_fd)
+            while not self.leaving:
+                # Stops first: a process BPF stopped is taken as such, also when the rescan
+                # would find it in the same round.
+                self._take_stopped()
                 now = time.monotonic()
                 if now >= next_scan:
                     self._seize_new_processes()
@@ -112,35 +177,111 @@ class Holder:
                 if select.select([self.control_fd], [], [], max(0.0, wait))[0]:
                     return
         finally:
-            self._release_all()
-            for tgid in self.signal_of:
-                self.traced.pop(self.traced.Key(tgid), None)
+            self._let_go()
+
+    def _set_taking_stops(self, on):
+        if self.holders is not None:
+            self.holders[self.holders.Key(self.slot)] = self.holders.Leaf(1 if on else 0)
+
+    def _let_go(self):
+        """On the way out: BPF stops no more processes for us; then every stop and hold of
+        ours ends, and what BPF stopped before is resumed (a process must never stay stopped)."""
+        self._set_taking_stops(False)
+        time.sleep(STOP_GRACE_S)
+        try:
+            self._reap_stops()              # stops reported and not answered yet
+        except OSError as err:              # what follows must still run
+            log.warning("holder for %s: answering the last stops: %s", self.cgroup_dir, err)
+        self._release_all()
+        for key in list(self.stopped.keys()):
+            tgid = key.value
+            if tgid in self.signal_of or tgid in cgroup_processes(self.cgroup_dir):
+                self.stopping.setdefault(tgid, set())
+                self.stopped.pop(key, None)
+        for tgid in set(self.stopping) | self.continuing:
+            _continue(tgid)
+        for tgid in self.signal_of:
+            self.traced.pop(self.traced.Key(tgid), None)
+
+    def _take_stopped(self):
+        """Seize the processes BPF stopped at their first delayed call (they joined the
+        cgroup before we found them, or as we did); the stop ends in _reap_stops, with the
+        call held."""
+        for key in list(self.stopped.keys()):
+            tgid = key.value
+            if tgid not in self.signal_of:
+                if tgid not in cgroup_processes(self.cgroup_dir):
+                    continue                  # another holder's
+                try:
+                    self._seize_process(tgid)
+                except OSError as err:
+                    log.warning("can't hold pid %d, stopped for latency: %s; resuming it", tgid, err)
+                    self.traced[self.traced.Key(tgid)] = self.traced.Leaf(0)
+                    self.stopped.pop(key, None)
+                    _continue(tgid)
+                    continue
+                self._adopt(tgid)
+            try:
+                tids = set(map(int, os.listdir(f"/proc/{tgid}/task")))
+            except OSError:
+                tids = set()                  # gone
+            self.stopping.setdefault(tgid, set()).update(tids)
+            self.stopped.pop(key, None)
 
     def _seize_new_processes(self):
+        self._reap_stops()      # children forked since the last scan are ours already
         for tgid in cgroup_processes(self.cgroup_dir):
             if tgid in self.signal_of or tgid == os.getpid():
                 continue
-            sig = hold_signal_for(tgid)
-            if sig is None:
-                log.warning("pid %d catches or blocks every hold signal: no latency for it", tgid)
-                self.signal_of[tgid] = None
-                continue
             try:
-                for tid in map(int, os.listdir(f"/proc/{tgid}/task")):
-                    self._seize(tid, tgid)
+                self._seize_process(tgid)
             except OSError as err:
                 log.warning("can't hold pid %d: %s", tgid, err)
                 continue
-            self.signal_of[tgid] = sig
-            self.traced[self.traced.Key(tgid)] = self.traced.Leaf(sig)
+            self._adopt(tgid)
+
+    def _seize_process(self, tgid):
+        """Seize every thread of tgid, listing them again until no new one appears (a thread
+        started by one we trace is ours anyway; one started by one we don't is not)."""
+        seen = set()
+        while True:
+            tids = set(map(int, os.listdir(f"/proc/{tgid}/task"))) - seen
+            if not tids:
+                return
+            for tid in tids:
+                self._seize(tid, tgid)
+            seen |= tids
 
     def _seize(self, tid, tgid):
         try:
-            ptrace(PTRACE_SEIZE, tid, PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK)
+            ptrace(PTRACE_SEIZE, tid, SEIZE_OPTIONS)
         except OSError as err:
-            if err.errno != errno.EPERM or tid not in self.tgid_of:   # EPERM: ours already
+            if err.errno == errno.ESRCH and tid != tgid:
+                return                            # that thread exited
+            # EPERM is also what a task we trace already (auto-attached, its first stop not
+            # reaped yet) answers: only someone else's tracee is an error.
+            if err.errno != errno.EPERM or tracer_of(tid) != os.getpid():
                 raise
         self.tgid_of[tid] = tgid
+
+    def _adopt(self, tgid, just_forked=False):
+        """Pick tgid's hold signal now (again after an exec: handlers reset, and the shell that
+        forked it may have blocked signals until then) and let the engine mark its files."""
+        sig = hold_signal_for(tgid)
+        self.signal_of[tgid] = sig
+        if sig is None:
+            # A shell's child may catch every hold signal until it execs: that is no news.
+            (log.debug if just_forked else log.warning)(
+                "pid %d catches or blocks every hold signal: no latency for it until it execs", tgid)
+        self.traced[self.traced.Key(tgid)] = self.traced.Leaf(sig or 0)
+        self.on_process(tgid)
+
+    def _forget(self, tgid):
+        """A process exited: its pid may be reused."""
+        self.signal_of.pop(tgid, None)
+        self.stopping.pop(tgid, None)
+        self.continuing.discard(tgid)
+        self.traced.pop(self.traced.Key(tgid), None)
 
     def _reap_stops(self):
         while True:
@@ -151,24 +292,52 @@ class Holder:
             if tid == 0:
                 return
             if not os.WIFSTOPPED(status):
-                self.tgid_of.pop(tid, None)     # exited
+                if self.tgid_of.pop(tid, None) == tid:
+                    self._forget(tid)
                 continue
             sig, event = os.WSTOPSIG(status), status >> 16
             if tid not in self.tgid_of:         # a new thread or child process, auto-attached
                 self.tgid_of[tid] = self._tgid(tid)
+            tgid = self.tgid_of[tid]
+            if sig == signal.SIGSTOP and event in (0, PTRACE_EVENT_STOP) and tgid not in self.stopping:
+                self._take_stopped()    # BPF stopped it before we told it we trace it: its record says so
             try:
-                if event == PTRACE_EVENT_STOP:
+                if event == PTRACE_EVENT_STOP and sig == signal.SIGSTOP and tgid in self.stopping:
+                    self._end_group_stop(tid, tgid)
+                elif sig == signal.SIGSTOP and not event and tgid in self.stopping:
+                    del self.stopping[tgid]     # BPF's SIGSTOP, taken before it stopped anyone
+                    if not self._hold(tid):
+                        ptrace(PTRACE_CONT, tid)    # swallowed either way
+                elif sig == signal.SIGCONT and not event and tgid in self.continuing:
+                    self.continuing.discard(tgid)
+                    ptrace(PTRACE_CONT, tid)    # ours: the process never sees it
+                elif event == PTRACE_EVENT_STOP:
                     # group-stop (SIGSTOP and friends) stays a stop; anything else runs on.
                     ptrace(PTRACE_LISTEN if sig in STOP_SIGNALS else PTRACE_CONT, tid)
+                elif event == PTRACE_EVENT_EXEC:
+                    self._adopt(tgid)
+                    ptrace(PTRACE_CONT, tid)
                 elif event:
                     ptrace(PTRACE_CONT, tid)    # fork/clone events
-                elif sig == self.signal_of.get(self.tgid_of[tid]) and self._hold(tid):
+                elif sig == self.signal_of.get(tgid) and self._hold(tid):
                     pass
                 else:
                     ptrace(PTRACE_CONT, tid, sig)   # not ours: deliver it
             except OSError as err:
                 if err.errno != errno.ESRCH:
                     raise
+
+    def _end_group_stop(self, tid, tgid):
+        """The process stopped (BPF's SIGSTOP) before we seized it: SIGCONT ends the stop
+        (else it comes back when we detach); the thread whose call was delayed stays held."""
+        if tgid not in self.continuing:
+            self.continuing.add(tgid)
+            _continue(tgid)
+        self.stopping[tgid].discard(tid)
+        if not self.stopping[tgid]:
+            del self.stopping[tgid]
+        if not self._hold(tid):
+            ptrace(PTRACE_CONT, tid)
 
     def _tgid(self, tid):
         try:
@@ -177,10 +346,7 @@ class Holder:
                     if line.startswith("Tgid:"):
                         tgid = int(line.split()[1])
                         if tgid not in self.signal_of:
-                            sig = hold_signal_for(tgid)
-                            self.signal_of[tgid] = sig
-                            if sig:
-                                self.traced[self.traced.Key(tgid)] = self.traced.Leaf(sig)
+                            self._adopt(tgid, just_forked=True)
                         return tgid
         except OSError:
             pass
@@ -215,13 +381,33 @@ class Holder:
                 raise
 
 
+def _continue(tgid):
+    try:
+        os.kill(tgid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
 class HolderProcess:
     """A Holder in a forked child of the agent, which dies with the agent."""
 
-    def __init__(self, cgroup_dir, holds, traced):
-        self.pid, self._write_fd = children.spawn(
-            lambda read_fd: Holder(cgroup_dir, holds, traced, read_fd).run(), signal.SIGKILL,
-            f"holder for {cgroup_dir}")
+    def __init__(self, cgroup_dir, holds, traced, stopped, on_process=None, ready_timeout_s=5.0,
+                 holders=None, slot=0):
+        ready_read, ready_write = os.pipe()
+        try:
+            self.pid, self._write_fd = children.spawn(
+                lambda read_fd: Holder(cgroup_dir, holds, traced, stopped, read_fd, on_process, ready_write,
+                                       holders, slot).run(),
+                signal.SIGTERM, f"holder for {cgroup_dir}")
+        finally:
+            os.close(ready_write)
+        try:
+            # Arm only once the cgroup's processes are held: else their first calls pass.
+            if not select.select([ready_read], [], [], ready_timeout_s)[0] or not os.read(ready_read, 1):
+                self.stop()
+                raise RuntimeError(f"the holder for {cgroup_dir} did not start within {ready_timeout_s}s")
+        finally:
+            os.close(ready_read)
 
     def stop(self):
         """Resume every held thread and detach (the tracer's exit detaches its tracees)."""

@@ -226,6 +226,9 @@ class IODatapath:
         self.fds = self.bpf[b"kfault_io_fds"]
         self.traced = self.bpf[b"kfault_io_traced"]
         self.holds = self.bpf[b"kfault_io_holds"]
+        self.dirs = self.bpf[b"kfault_io_dirs"]
+        self.stopped = self.bpf[b"kfault_io_stopped"]
+        self.holders = self.bpf[b"kfault_io_holders"]
         self.counters = self.bpf[b"kfault_io_counters"]
         self.attached = False
 

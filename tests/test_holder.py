@@ -1,0 +1,27 @@
+"""The holder's choice of hold signal, from a process's caught and blocked signal masks."""
+import signal
+
+from kfault_agent.kernel.holder import ALL_BLOCKABLE, pick_hold_signal
+
+
+def bit(sig):
+    return 1 << (sig - 1)
+
+
+def test_a_process_that_leaves_both_alone_gets_sigurg():
+    assert pick_hold_signal(caught=bit(signal.SIGINT), blocked=bit(signal.SIGCHLD)) == signal.SIGURG
+
+
+def test_a_caught_or_blocked_signal_is_passed_over():
+    assert pick_hold_signal(caught=bit(signal.SIGURG), blocked=0) == signal.SIGWINCH    # a Go program
+    assert pick_hold_signal(caught=0, blocked=bit(signal.SIGURG)) == signal.SIGWINCH    # sigwait, signalfd
+    assert pick_hold_signal(caught=bit(signal.SIGURG), blocked=bit(signal.SIGWINCH)) is None
+
+
+def test_every_signal_blocked_is_a_moment_not_a_choice():
+    """glibc's pthread_create blocks all around clone (SigBlk fffffffffffbfeff, seen in
+    /proc/PID/status of a Python starting a thread); a shell's child does between fork and
+    exec. Sampled then, the process would lose latency for good."""
+    assert pick_hold_signal(caught=0, blocked=0xfffffffffffbfeff) == signal.SIGURG
+    assert pick_hold_signal(caught=0, blocked=ALL_BLOCKABLE) == signal.SIGURG
+    assert pick_hold_signal(caught=bit(signal.SIGURG) | bit(signal.SIGWINCH), blocked=ALL_BLOCKABLE) is None
