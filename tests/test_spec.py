@@ -36,7 +36,7 @@ def io_doc(**spec_fields):
     (io_doc(action="latency", delay="1s"), "spec.errno", "remove it"),
     ({**io_doc(), "spec": {"action": "latency", "delay": "soon", "volumePath": "/d"}}, "spec.delay", "duration"),
     (io_doc(delay="10ms"), "spec.delay", "remove it"),
-    (io_doc(action="attrOverride"), "spec.action", "latency, fault"),
+    (io_doc(action="stall"), "spec.action", "latency, fault, attrOverride, mistake"),
     (doc(lossy=1), "spec.lossy", "known field"),
     (doc(loss={"loss": "130"}), "spec.loss.loss", "0 to 100"),
     (doc(loss={"loss": "-5"}), "spec.loss.loss", "percent"),
