@@ -247,12 +247,14 @@ class IODatapath:
         """Load io_apply_attr and io_corrupt into their program slots; None, or why the kernel
         refused them (the kernel also logs a warning each time they load: expected)."""
         try:
-            for name, slot in IO_WRITE_USER_PROGRAMS.items():
-                self.programs[name] = self.bpf.load_func(name.encode(), BPF.RAW_TRACEPOINT)
-                programs[programs.Key(slot)] = programs.Leaf(self.programs[name].fd)
+            with _quiet_stderr():      # libbpf prints the refused program whole; the reason is below
+                for name, slot in IO_WRITE_USER_PROGRAMS.items():
+                    self.programs[name] = self.bpf.load_func(name.encode(), BPF.RAW_TRACEPOINT)
+                    programs[programs.Key(slot)] = programs.Leaf(self.programs[name].fd)
         except Exception as err:
-            return (f"the kernel refused bpf_probe_write_user ({str(err).splitlines()[0][:200]}); "
-                    "a kernel in lockdown (Secure Boot) does: attrOverride and mistake need it")
+            return (f"the kernel refused a program that calls bpf_probe_write_user ({str(err).splitlines()[0][:200]}), "
+                    "as a kernel in lockdown does (Secure Boot, lockdown=integrity, CONFIG_LOCK_DOWN_KERNEL_FORCE_*): "
+                    "attrOverride and mistake need it; latency and fault still work")
         return None
 
     def _attach_errno_hooks(self, BPF):
