@@ -181,7 +181,8 @@ IO_CHAOS_SPEC = {
                  "description": "A glob of the files to inject into: * and ? within a path segment, "
                                 "** across segments, [a-z] classes. Default: every file under volumePath."},
         "methods": {"type": "array", "items": {"type": "string", "enum": sorted(IO_METHODS)},
-                    "description": "Default: every method."},
+                    "description": "Default: every method; for mistake, read and write (the calls that carry "
+                                   "data). attrOverride takes none: it acts on the stat family."},
         "percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 100},
         "delay": DURATION,
         "errno": {"type": "integer", "minimum": 1, "maximum": 133,
