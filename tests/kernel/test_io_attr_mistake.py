@@ -126,6 +126,12 @@ def io_engine(io_datapath, capabilities):
     engine.revoke_all()
 
 
+def metric(engine, method, outcome):
+    """kfault_syscalls{method, outcome} as a scrape would show it."""
+    return sum(sample.value for family in engine.metric_families() if family.name == "kfault_syscalls"
+               for sample in family.samples if (sample.labels["method"], sample.labels["outcome"]) == (method, outcome))
+
+
 def overridden(st):
     """Which of ATTR's values the stat fields show."""
     return {"ino": st["st_ino"] == ATTR["ino"], "size": st["st_size"] == ATTR["size"],
@@ -159,6 +165,7 @@ def test_attr_override_is_what_stat_fstat_and_the_stat_command_report(cgroups, v
     assert not any(overridden(bystander.ask(f"stat {files}/data.db")).values()), "another cgroup's stat changed"
     calls, _ = io_engine.counters(io_engine.active()[0])
     assert calls["getattr"]["overridden"] >= 5, calls
+    assert metric(io_engine, "getattr", "overridden") == calls["getattr"]["overridden"]
 
     io_engine.revoke_all()
     st = victim.ask(f"stat {files}/data.db")
@@ -213,6 +220,7 @@ def test_mistake_read_returns_wrong_bytes_in_bounded_runs_and_leaves_the_file(
     assert (files / "data.db").read_bytes() == CONTENT, "a read mistake changed the file on disk"
     calls, _ = io_engine.counters(io_engine.active()[0])
     assert calls["read"]["corrupted"] == 200, calls
+    assert metric(io_engine, "read", "corrupted") == 200
 
     io_engine.revoke_all()
     assert all(bytes.fromhex(r) == CONTENT for r in victim.ask("read 20")), "revoking did not restore reads"
