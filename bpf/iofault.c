@@ -37,6 +37,9 @@ BPF_ARRAY(kfault_io_rules, struct kfault_io_rule, KFAULT_IO_MAX_RULES);
 BPF_CGROUP_ARRAY(kfault_io_cgroups, KFAULT_IO_MAX_RULES);
 /* Mask of the rule slots in use: one lookup tells an untargeted node there is nothing to do. */
 BPF_ARRAY(kfault_io_armed, __u32, 1);
+/* Mask of the armed slots whose rule is an attrOverride, written by the agent: a stat is looked
+ * at only when one of them targets the caller (the stat family is the hottest of these calls). */
+BPF_ARRAY(kfault_io_stat_armed, __u32, 1);
 BPF_ARRAY(kfault_io_dfa, struct kfault_io_dfa_state, KFAULT_IO_MAX_RULES * KFAULT_IO_MAX_STATES);
 BPF_TABLE("lru_hash", struct kfault_io_fd_key, __u32, kfault_io_fds, KFAULT_IO_MAX_FDS);
 BPF_TABLE("lru_hash", __u64, struct kfault_io_call, kfault_io_calls, KFAULT_IO_MAX_CALLS);
@@ -360,6 +363,11 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!scratch)
 		return 0;
 	targets = targeting_rules(*armed, scratch);
+	if (method == KFAULT_IO_METHOD_GETATTR) {
+		__u32 *stat_armed = kfault_io_stat_armed.lookup(&zero);
+
+		targets &= stat_armed ? *stat_armed : 0;
+	}
 	if (!targets)
 		return 0;
 

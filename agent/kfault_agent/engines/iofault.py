@@ -188,6 +188,8 @@ class IOFaultEngine(LeasedPlacements):
                     active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced,
                                                   self.datapath.stopped, on_process=marker.mark)
                 self.datapath.attach()
+                if experiment.action == "attrOverride":
+                    self._set_bit(self.datapath.stat_armed, active.slot, True)
                 self._set_armed(active.slot, True)
             except Exception:
                 self._release(active)
@@ -244,16 +246,22 @@ class IOFaultEngine(LeasedPlacements):
         update_slot(self.datapath.rules, active.slot, **rule_deadline(active.deadline_ns))
 
     def _set_armed(self, slot, on):
-        key = self.datapath.armed.Key(0)
-        mask = self.datapath.armed[key].value
+        return self._set_bit(self.datapath.armed, slot, on)
+
+    @staticmethod
+    def _set_bit(mask_map, slot, on):
+        """Set or clear a slot's bit in a one-value mask map; the new mask."""
+        key = mask_map.Key(0)
+        mask = mask_map[key].value
         mask = mask | (1 << slot) if on else mask & ~(1 << slot)
-        self.datapath.armed[key] = self.datapath.armed.Leaf(mask)
+        mask_map[key] = mask_map.Leaf(mask)
         return mask
 
     def _release(self, active):
         log.info("revoking %s on %s", *active.key)
         # Disarm first: from here on no call is decided for this slot.
         armed = self._set_armed(active.slot, False)
+        self._set_bit(self.datapath.stat_armed, active.slot, False)
         if active.holder:
             active.holder.stop()        # resumes held threads, detaches
         del self.datapath.rules[self.datapath.rules.Key(active.slot)]

@@ -234,6 +234,7 @@ class IODatapath:
         self.rules = self.bpf[b"kfault_io_rules"]
         self.cgroups = self.bpf[b"kfault_io_cgroups"]
         self.armed = self.bpf[b"kfault_io_armed"]
+        self.stat_armed = self.bpf[b"kfault_io_stat_armed"]
         self.dfa = self.bpf[b"kfault_io_dfa"]
         self.fds = self.bpf[b"kfault_io_fds"]
         self.traced = self.bpf[b"kfault_io_traced"]
