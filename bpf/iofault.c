@@ -628,17 +628,19 @@ int io_corrupt(struct bpf_raw_tracepoint_args *ctx)
 	runs = 1 + bpf_get_prandom_u32() % (rule->max_occurrences ? rule->max_occurrences : 1);
 #pragma clang loop unroll(disable)
 	for (__u32 i = 0; i < KFAULT_IO_MISTAKE_MAX_OCCURRENCES; i++) {
-		__u64 at, run;
+		__u64 at, extra;
 
 		if (i >= runs)
 			break;
 		at = bpf_get_prandom_u32() % length;
-		run = 1 + bpf_get_prandom_u32() % (rule->max_length ? rule->max_length : 1);
-		if (run > length - at)
-			run = length - at;
-		if (run < 1 || run > KFAULT_IO_MISTAKE_MAX_LENGTH)
-			break;
-		bpf_probe_write_user((void *)(buffer + at), scratch->fill, run);
+		/* the run is 1 + extra bytes; the mask bounds extra for the verifier (6.1 loses the
+		 * bounds of a range check that clang rewrites as one unsigned compare), and changes
+		 * nothing: the schema keeps max_length at most KFAULT_IO_MISTAKE_MAX_LENGTH */
+		extra = bpf_get_prandom_u32() % (rule->max_length ? rule->max_length : 1);
+		if (extra >= length - at)
+			extra = length - at - 1;
+		extra &= KFAULT_IO_MISTAKE_MAX_LENGTH - 1;
+		bpf_probe_write_user((void *)(buffer + at), scratch->fill, extra + 1);
 	}
 	count(slot, scratch->method, KFAULT_IO_OUTCOME_CORRUPTED, 0);
 	return 0;
