@@ -4,6 +4,8 @@
  *                                             targeted thread, of a chosen method, and rolled?
  *   io_match_path  tail call of io_sys_enter  open: walk each candidate rule's path glob
  *   io_sys_exit    raw tracepoint sys_exit    remember which rules an opened fd matched
+ *   io_apply_attr  tail call of io_sys_exit   attrOverride: rewrite the stat a call returns
+ *   io_corrupt     tail call of either        mistake: wrong bytes in a read's result or a write's data
  *   lsm__*         BPF LSM hooks              fail the decided call before it takes effect
  *   kmod_ret__*    fmod_ret on security_*     the same where BPF LSM is off but trampolines work
  *
@@ -14,11 +16,18 @@
  * The agent attaches the tracepoints only while an I/O rule is armed: syscall tracepoints
  * put every task on the node on the slower syscall path.
  *
+ * attrOverride and mistake write into the caller's memory with bpf_probe_write_user: the
+ * kernel logs "... is installing a program with bpf_probe_write_user helper that may corrupt
+ * user memory!" when they load (expected, not an error), and refuses them under lockdown; they
+ * are separate programs so that the loader can leave them out then and keep the rest.
+ *
  * Syscall numbers and argument registers are the architecture's (syscalls.h): x86_64 only.
  */
 #include <linux/types.h>
 #include <linux/errno.h>
 #include <linux/ptrace.h>
+#include <linux/stat.h>     /* struct statx (UAPI) */
+#include <asm/stat.h>       /* struct stat of the 64-bit ABI (UAPI) */
 
 #include "kfault.h"
 #include "syscalls.h"
@@ -28,6 +37,9 @@ BPF_ARRAY(kfault_io_rules, struct kfault_io_rule, KFAULT_IO_MAX_RULES);
 BPF_CGROUP_ARRAY(kfault_io_cgroups, KFAULT_IO_MAX_RULES);
 /* Mask of the rule slots in use: one lookup tells an untargeted node there is nothing to do. */
 BPF_ARRAY(kfault_io_armed, __u32, 1);
+/* Mask of the armed slots whose rule is an attrOverride, written by the agent: a stat is looked
+ * at only when one of them targets the caller (the stat family is the hottest of these calls). */
+BPF_ARRAY(kfault_io_stat_armed, __u32, 1);
 BPF_ARRAY(kfault_io_dfa, struct kfault_io_dfa_state, KFAULT_IO_MAX_RULES * KFAULT_IO_MAX_STATES);
 BPF_TABLE("lru_hash", struct kfault_io_fd_key, __u32, kfault_io_fds, KFAULT_IO_MAX_FDS);
 BPF_TABLE("lru_hash", __u64, struct kfault_io_call, kfault_io_calls, KFAULT_IO_MAX_CALLS);
@@ -55,12 +67,14 @@ BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RU
 #define IO_SIGSTOP 19   /* x86_64's, like syscalls.h: stops any process; it can't catch it */
 
 #define METHOD_CASE(method, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_##method;
+#define STAT_CASE(layout, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_GETATTR;
 
 /* The method a syscall belongs to (syscalls.h), or NO_METHOD. */
 static __always_inline __u32 method_of(__u64 nr)
 {
 	switch (nr) {
 	KFAULT_IO_SYSCALLS(METHOD_CASE)
+	KFAULT_IO_STAT_SYSCALLS(STAT_CASE)
 	}
 	return NO_METHOD;
 }
@@ -79,13 +93,20 @@ struct io_scratch {
 	volatile __u32 remaining; /* open: candidate rules whose glob is still to be walked */
 	volatile __u32 rule;      /* open: the rule being walked */
 	volatile __u32 method;
+	volatile __u32 apply;     /* 1 + the attrOverride or mistake rule that hit, for io_apply_attr / io_corrupt */
+	volatile __u32 layout;    /* KFAULT_IO_LAYOUT_* of buffer */
+	volatile __u64 buffer;    /* the caller's stat struct or data buffer (a user address) */
+	volatile __u64 length;    /* mistake: bytes of buffer that hold data */
 	volatile __u8 state;
-	__u8 pad[3];
+	__u8 pad[7];
+	__u8 fill[KFAULT_IO_MISTAKE_MAX_LENGTH];   /* mistake: the wrong bytes */
 };
 BPF_PERCPU_ARRAY(kfault_io_scratch, struct io_scratch, 1);
-/* io_match_path, which walks one rule's glob per run and tail-calls itself for the next:
- * each run is verified alone, where walking all rules in one program is too many branches. */
-BPF_PROG_ARRAY(kfault_io_walker, 1);
+/* KFAULT_IO_PROG_*, filled by the loader. io_match_path walks one rule's glob per run and
+ * tail-calls itself for the next: each run is verified alone, where walking all rules in one
+ * program is too many branches. io_apply_attr and io_corrupt may be missing (lockdown refuses
+ * bpf_probe_write_user): a tail call to them then does nothing. */
+BPF_PROG_ARRAY(kfault_io_programs, KFAULT_IO_PROG_COUNT);
 
 /* The armed rules whose target cgroup (or a cgroup below it) holds the current task. */
 static __always_inline __u32 targeting_rules(__u32 armed, struct io_scratch *scratch)
@@ -131,7 +152,7 @@ static __always_inline int rule_expired(const struct kfault_io_rule *rule, __u64
 static __always_inline void count(__u32 slot, __u32 method, __u32 outcome, __u64 delay_ns)
 {
 	struct kfault_io_counters *counters = kfault_io_counters.lookup(&slot);
-	__u32 index = (method * KFAULT_IO_OUTCOME_STRIDE + outcome) & (KFAULT_IO_METHOD_COUNT * KFAULT_IO_OUTCOME_STRIDE - 1);
+	__u32 index = (method * KFAULT_IO_OUTCOME_STRIDE + outcome) & (KFAULT_IO_METHOD_SLOTS * KFAULT_IO_OUTCOME_STRIDE - 1);
 
 	if (!counters)
 		return;
@@ -154,7 +175,8 @@ static __always_inline int holdable(const __u32 *signo, __u32 slot)
 
 /* Roll every rule in `mask` that covers `method`: the first fault's errno goes in
  * call->error for the LSM hooks; latency is summed into kfault_io_holds and the thread gets
- * the holder's signal. */
+ * the holder's signal; the first attrOverride or mistake goes in call->apply (counted where
+ * it is written: a call that fails gets nothing written). */
 static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_call *call,
 				   struct io_scratch *scratch)
 {
@@ -164,6 +186,7 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 
 	scratch->error = 0;
 	scratch->hold_ns = 0;
+	scratch->apply = 0;
 #pragma unroll
 	for (__u32 i = 0; i < KFAULT_IO_MAX_RULES; i++) {
 		__u32 slot = i;
@@ -183,11 +206,14 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 		} else if (rule->action == KFAULT_IO_ACT_LATENCY && holdable(signo, slot)) {
 			scratch->hold_ns += rule->delay_ns;
 			count(slot, method, KFAULT_IO_OUTCOME_DELAYED, rule->delay_ns);
+		} else if ((rule->action == KFAULT_IO_ACT_ATTR || rule->action == KFAULT_IO_ACT_MISTAKE) && !scratch->apply) {
+			scratch->apply = slot + 1;
 		} else {
 			count(slot, method, KFAULT_IO_OUTCOME_PASSED, 0); /* latency the holder can't give */
 		}
 	}
 	call->error = scratch->error;
+	call->apply = scratch->apply;
 	if (scratch->hold_ns) {
 		__u64 hold = scratch->hold_ns;
 		__u32 one = 1;
@@ -209,6 +235,8 @@ static __always_inline __u64 syscall_arg(const struct pt_regs *regs, int n)
 	switch (n) {
 	case 0: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG0(regs)); break;
 	case 1: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG1(regs)); break;
+	case 2: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG2(regs)); break;
+	case 4: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG4(regs)); break;
 	}
 	return value;
 }
@@ -269,16 +297,67 @@ static __always_inline void copy_marks(__u64 id, __u64 nr, const struct pt_regs 
 	kfault_io_calls.update(&id, &call);
 }
 
-/* Decide the call and remember what sys_exit and the LSM hooks need. */
-static __always_inline void finish_enter(__u64 id, __u32 method, __u32 mask, __u32 opened_mask,
+/* Decide the call and remember what sys_exit and the LSM hooks need. A write's mistake is
+ * made here, before the kernel copies the data: io_corrupt changes the caller's buffer
+ * itself, so the caller sees the wrong bytes in its own memory too after the call. */
+static __always_inline void finish_enter(void *ctx, __u64 id, __u32 method, __u32 mask, __u32 opened_mask,
 					 struct io_scratch *scratch)
 {
 	struct kfault_io_call call = {.method = method, .opened_mask = opened_mask};
+	int corrupt_now = 0;
 
 	if (mask)
 		decide(mask, method, &call, scratch);
-	if (call.opened_mask || call.error)
+	if (call.apply && method == KFAULT_IO_METHOD_WRITE) {
+		corrupt_now = 1;
+		call.apply = 0;
+	}
+	call.buffer = scratch->buffer;
+	call.layout = scratch->layout;
+	if (call.opened_mask || call.error || call.apply)
 		kfault_io_calls.update(&id, &call);
+	if (corrupt_now)
+		kfault_io_programs.call(ctx, KFAULT_IO_PROG_CORRUPT);
+}
+
+static __always_inline int is_vector(__u64 nr)
+{
+	return nr == KFAULT_NR_readv || nr == KFAULT_NR_preadv || nr == KFAULT_NR_preadv2 ||
+	       nr == KFAULT_NR_writev || nr == KFAULT_NR_pwritev || nr == KFAULT_NR_pwritev2;
+}
+
+/* Where a call names its file by path: the path's argument and its directory fd (AT_FDCWD
+ * for open, creat, stat, lstat); -1 for calls on an fd. */
+static __always_inline int path_argument(__u64 nr, const struct pt_regs *regs, __s32 *dirfd)
+{
+	*dirfd = KFAULT_IO_AT_FDCWD;
+	if (nr == KFAULT_NR_open || nr == KFAULT_NR_creat || nr == KFAULT_NR_stat || nr == KFAULT_NR_lstat)
+		return 0;
+	if (nr == KFAULT_NR_openat || nr == KFAULT_NR_openat2 || nr == KFAULT_NR_newfstatat || nr == KFAULT_NR_statx) {
+		*dirfd = (__s32)syscall_arg(regs, 0);
+		return 1;
+	}
+	return -1;
+}
+
+/* The user buffer attrOverride or mistake may rewrite, and what it holds. */
+static __always_inline void note_buffer(__u64 nr, __u32 method, const struct pt_regs *regs,
+					struct io_scratch *scratch)
+{
+	scratch->buffer = 0;
+	scratch->layout = 0;
+	scratch->length = 0;
+	if (method == KFAULT_IO_METHOD_READ || method == KFAULT_IO_METHOD_WRITE) {
+		scratch->buffer = syscall_arg(regs, 1);
+		scratch->length = syscall_arg(regs, 2);   /* a write's bytes; a vector's count: io_corrupt reads iovec[0] */
+		scratch->layout = is_vector(nr) ? KFAULT_IO_LAYOUT_IOVEC : KFAULT_IO_LAYOUT_BUFFER;
+	} else if (nr == KFAULT_NR_statx) {
+		scratch->buffer = syscall_arg(regs, 4);
+		scratch->layout = KFAULT_IO_LAYOUT_STATX;
+	} else if (method == KFAULT_IO_METHOD_GETATTR) {
+		scratch->buffer = syscall_arg(regs, nr == KFAULT_NR_newfstatat ? 2 : 1);
+		scratch->layout = KFAULT_IO_LAYOUT_STAT;
+	}
 }
 
 int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
@@ -299,28 +378,36 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!scratch)
 		return 0;
 	targets = targeting_rules(*armed, scratch);
+	if (method == KFAULT_IO_METHOD_GETATTR) {
+		__u32 *stat_armed = kfault_io_stat_armed.lookup(&zero);
+
+		targets &= stat_armed ? *stat_armed : 0;
+	}
 	if (!targets)
 		return 0;
 
 	id = bpf_get_current_pid_tgid();
-	if (method == KFAULT_IO_METHOD_OPEN) {
-		/* open/creat: the path is arg 0; openat/openat2: arg 1 (relative to a dirfd). */
-		const char *user_path = (const char *)syscall_arg(regs, (nr == KFAULT_NR_open || nr == KFAULT_NR_creat) ? 0 : 1);
-
-		__s32 dirfd = (nr == KFAULT_NR_open || nr == KFAULT_NR_creat) ? KFAULT_IO_AT_FDCWD : (__s32)syscall_arg(regs, 0);
+	note_buffer(nr, method, regs, scratch);
+	__s32 dirfd;
+	int path_arg = path_argument(nr, regs, &dirfd);
+	struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = syscall_arg(regs, 0)};
+	if (path_arg >= 0) {
+		const char *user_path = (const char *)syscall_arg(regs, path_arg);
 
 		if (bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) <= 0)
 			return 0;
-		if (!set_walk_start(id >> 32, dirfd, user_path, scratch))
-			return 0;
-		scratch->remaining = targets;
-		scratch->found = 0;
-		scratch->method = method;
-		kfault_io_walker.call(ctx, 0);
-		return 0;   /* not reached unless the walker is missing: then nothing is injected */
+		if (scratch->path[0] || method != KFAULT_IO_METHOD_GETATTR) {
+			if (!set_walk_start(id >> 32, dirfd, user_path, scratch))
+				return 0;
+			scratch->remaining = targets;
+			scratch->found = 0;
+			scratch->method = method;
+			kfault_io_programs.call(ctx, KFAULT_IO_PROG_MATCH_PATH);
+			return 0;   /* not reached unless the walker is missing: then nothing is injected */
+		}
+		key.fd = dirfd;    /* fstatat(fd, "", AT_EMPTY_PATH), as glibc's fstat does: the fd's file */
 	}
 
-	struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = syscall_arg(regs, 0)};
 	if (nr == KFAULT_NR_close) {
 		kfault_io_fds.delete(&key);
 		kfault_io_dirs.delete(&key);
@@ -332,7 +419,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	}
 	if (matched && (*matched & targets))
-		finish_enter(id, method, *matched & targets, 0, scratch);
+		finish_enter(ctx, id, method, *matched & targets, 0, scratch);
 	return 0;
 }
 
@@ -353,10 +440,12 @@ int io_match_path(struct bpf_raw_tracepoint_args *ctx)
 	if (glob_accepts(r, scratch))
 		scratch->found |= 1u << r;
 	if (scratch->remaining) {
-		kfault_io_walker.call(ctx, 0);
+		kfault_io_programs.call(ctx, KFAULT_IO_PROG_MATCH_PATH);
 		return 0;
 	}
-	finish_enter(bpf_get_current_pid_tgid(), scratch->method, scratch->found, scratch->found, scratch);
+	/* only an open marks the fd it returns; a stat has no fd to mark */
+	finish_enter(ctx, bpf_get_current_pid_tgid(), scratch->method, scratch->found,
+		     scratch->method == KFAULT_IO_METHOD_OPEN ? scratch->found : 0, scratch);
 	return 0;
 }
 
@@ -373,7 +462,206 @@ int io_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 
 		kfault_io_fds.update(&key, &call->opened_mask);
 	}
+	__u32 zero = 0, apply = call->apply, method = call->method, layout = call->layout;
+	__u64 buffer = call->buffer;
 	kfault_io_calls.delete(&id);
+	if (!apply)
+		return 0;
+	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
+	if (!scratch)
+		return 0;
+	scratch->apply = apply;
+	scratch->method = method;
+	scratch->layout = layout;
+	scratch->buffer = buffer;
+	scratch->length = ret > 0 ? ret : 0;
+	if (method == KFAULT_IO_METHOD_GETATTR && ret == 0)
+		kfault_io_programs.call(ctx, KFAULT_IO_PROG_APPLY_ATTR);
+	else if (method == KFAULT_IO_METHOD_READ && ret > 0)
+		kfault_io_programs.call(ctx, KFAULT_IO_PROG_CORRUPT);
+	return 0;
+}
+
+/* The rule io_sys_exit or finish_enter chose for this call, from scratch->apply. */
+static __always_inline struct kfault_io_rule *applied_rule(struct io_scratch *scratch, __u32 *slot)
+{
+	if (!scratch->apply)
+		return 0;
+	*slot = (scratch->apply - 1) & (KFAULT_IO_MAX_RULES - 1);
+	return kfault_io_rules.lookup(slot);
+}
+
+/* Store one field of the caller's struct: `type` is struct stat or struct statx. */
+#define PUT_FIELD(buffer, type, member, value) do {                                             \
+	__typeof__(((type *)0)->member) v_ = (value);                                           \
+	bpf_probe_write_user((void *)((buffer) + __builtin_offsetof(type, member)), &v_, sizeof(v_)); \
+} while (0)
+
+static __always_inline void override_stat(const struct kfault_io_rule *rule, __u64 buffer)
+{
+	__u32 attrs = rule->attrs;
+
+	if (attrs & KFAULT_IO_ATTR_INO)
+		PUT_FIELD(buffer, struct stat, st_ino, rule->ino);
+	if (attrs & KFAULT_IO_ATTR_SIZE)
+		PUT_FIELD(buffer, struct stat, st_size, rule->size);
+	if (attrs & KFAULT_IO_ATTR_BLOCKS)
+		PUT_FIELD(buffer, struct stat, st_blocks, rule->blocks);
+	if (attrs & KFAULT_IO_ATTR_ATIME) {
+		PUT_FIELD(buffer, struct stat, st_atime, rule->atime_sec);
+		PUT_FIELD(buffer, struct stat, st_atime_nsec, rule->atime_nsec);
+	}
+	if (attrs & KFAULT_IO_ATTR_MTIME) {
+		PUT_FIELD(buffer, struct stat, st_mtime, rule->mtime_sec);
+		PUT_FIELD(buffer, struct stat, st_mtime_nsec, rule->mtime_nsec);
+	}
+	if (attrs & KFAULT_IO_ATTR_CTIME) {
+		PUT_FIELD(buffer, struct stat, st_ctime, rule->ctime_sec);
+		PUT_FIELD(buffer, struct stat, st_ctime_nsec, rule->ctime_nsec);
+	}
+	if (attrs & KFAULT_IO_ATTR_MODE) {     /* kind or perm alone keeps the file's other bits */
+		unsigned int mode = 0;
+
+		bpf_probe_read_user(&mode, sizeof(mode), (void *)(buffer + __builtin_offsetof(struct stat, st_mode)));
+		PUT_FIELD(buffer, struct stat, st_mode, (mode & ~rule->mode_mask) | (rule->mode & rule->mode_mask));
+	}
+	if (attrs & KFAULT_IO_ATTR_NLINK)
+		PUT_FIELD(buffer, struct stat, st_nlink, rule->nlink);
+	if (attrs & KFAULT_IO_ATTR_UID)
+		PUT_FIELD(buffer, struct stat, st_uid, rule->uid);
+	if (attrs & KFAULT_IO_ATTR_GID)
+		PUT_FIELD(buffer, struct stat, st_gid, rule->gid);
+	if (attrs & KFAULT_IO_ATTR_RDEV)
+		PUT_FIELD(buffer, struct stat, st_rdev, rule->rdev);
+}
+
+static __always_inline void override_statx(const struct kfault_io_rule *rule, __u64 buffer)
+{
+	__u32 attrs = rule->attrs;
+
+	if (attrs & KFAULT_IO_ATTR_INO)
+		PUT_FIELD(buffer, struct statx, stx_ino, rule->ino);
+	if (attrs & KFAULT_IO_ATTR_SIZE)
+		PUT_FIELD(buffer, struct statx, stx_size, rule->size);
+	if (attrs & KFAULT_IO_ATTR_BLOCKS)
+		PUT_FIELD(buffer, struct statx, stx_blocks, rule->blocks);
+	if (attrs & KFAULT_IO_ATTR_ATIME) {
+		PUT_FIELD(buffer, struct statx, stx_atime.tv_sec, rule->atime_sec);
+		PUT_FIELD(buffer, struct statx, stx_atime.tv_nsec, rule->atime_nsec);
+	}
+	if (attrs & KFAULT_IO_ATTR_MTIME) {
+		PUT_FIELD(buffer, struct statx, stx_mtime.tv_sec, rule->mtime_sec);
+		PUT_FIELD(buffer, struct statx, stx_mtime.tv_nsec, rule->mtime_nsec);
+	}
+	if (attrs & KFAULT_IO_ATTR_CTIME) {
+		PUT_FIELD(buffer, struct statx, stx_ctime.tv_sec, rule->ctime_sec);
+		PUT_FIELD(buffer, struct statx, stx_ctime.tv_nsec, rule->ctime_nsec);
+	}
+	if (attrs & KFAULT_IO_ATTR_MODE) {
+		__u16 mode = 0;
+
+		bpf_probe_read_user(&mode, sizeof(mode), (void *)(buffer + __builtin_offsetof(struct statx, stx_mode)));
+		PUT_FIELD(buffer, struct statx, stx_mode, (mode & ~rule->mode_mask) | (rule->mode & rule->mode_mask));
+	}
+	if (attrs & KFAULT_IO_ATTR_NLINK)
+		PUT_FIELD(buffer, struct statx, stx_nlink, rule->nlink);
+	if (attrs & KFAULT_IO_ATTR_UID)
+		PUT_FIELD(buffer, struct statx, stx_uid, rule->uid);
+	if (attrs & KFAULT_IO_ATTR_GID)
+		PUT_FIELD(buffer, struct statx, stx_gid, rule->gid);
+	if (attrs & KFAULT_IO_ATTR_RDEV) {
+		PUT_FIELD(buffer, struct statx, stx_rdev_major, rule->rdev_major);
+		PUT_FIELD(buffer, struct statx, stx_rdev_minor, rule->rdev_minor);
+	}
+}
+
+/* attrOverride, at the exit of a stat that succeeded: the fields the rule names, written over
+ * what the kernel just copied to the caller. */
+int io_apply_attr(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0, slot = 0;
+	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
+	struct kfault_io_rule *rule;
+
+	if (!scratch)
+		return 0;
+	rule = applied_rule(scratch, &slot);
+	if (!rule || rule->action != KFAULT_IO_ACT_ATTR)
+		return 0;
+	if (scratch->layout == KFAULT_IO_LAYOUT_STATX)
+		override_statx(rule, scratch->buffer);
+	else if (scratch->layout == KFAULT_IO_LAYOUT_STAT)
+		override_stat(rule, scratch->buffer);
+	else
+		return 0;
+	count(slot, KFAULT_IO_METHOD_GETATTR, KFAULT_IO_OUTCOME_OVERRIDDEN, 0);
+	return 0;
+}
+
+/* struct iovec as the 64-bit ABI lays it out (linux/uio.h's uses a void pointer). */
+struct io_user_iovec {
+	__u64 base;
+	__u64 len;
+};
+
+/* mistake: 1 to max_occurrences runs of 1 to max_length wrong bytes at random places within
+ * the first scratch->length bytes of the buffer (a read's result, at its exit; a write's data,
+ * at its entry, before the kernel copies it: so the caller's own buffer changes too). Only the
+ * first iovec of a vector call is touched. Runs may overlap or touch. */
+int io_corrupt(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0, slot = 0, runs;
+	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
+	struct kfault_io_rule *rule;
+	__u64 buffer, length, limit;
+
+	if (!scratch)
+		return 0;
+	rule = applied_rule(scratch, &slot);
+	if (!rule || rule->action != KFAULT_IO_ACT_MISTAKE)
+		return 0;
+	buffer = scratch->buffer;
+	length = scratch->length;
+	if (scratch->layout == KFAULT_IO_LAYOUT_IOVEC) {
+		struct io_user_iovec first = {};
+
+		if (bpf_probe_read_user(&first, sizeof(first), (void *)buffer))
+			return 0;
+		buffer = first.base;
+		if (scratch->method == KFAULT_IO_METHOD_WRITE || first.len < length)
+			length = first.len;
+	}
+	if (!length)
+		return 0;
+	if (rule->filling == KFAULT_IO_FILL_RANDOM) {
+#pragma clang loop unroll(disable)
+		for (__u32 i = 0; i < KFAULT_IO_MISTAKE_MAX_LENGTH / 4; i++)
+			*(__u32 *)&scratch->fill[(i * 4) & (KFAULT_IO_MISTAKE_MAX_LENGTH - 4)] = bpf_get_prandom_u32();
+	} else {
+		__builtin_memset(scratch->fill, 0, sizeof(scratch->fill));
+	}
+	runs = 1 + bpf_get_prandom_u32() % (rule->max_occurrences ? rule->max_occurrences : 1);
+	limit = rule->max_length ? rule->max_length : 1;
+	if (limit > length)
+		limit = length;
+	/* No branch in the loop but its exit: a run of 1 + extra bytes (extra < limit <= length)
+	 * starts before length - extra, so it ends inside the data without a clamp. A clamp per
+	 * run was one more unknown branch per iteration: 6.1's verifier gave up on their product
+	 * ("sequence of 8193 jumps is too complex"). */
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < KFAULT_IO_MISTAKE_MAX_OCCURRENCES; i++) {
+		__u64 at, extra;
+
+		if (i >= runs)
+			break;
+		extra = bpf_get_prandom_u32() % limit;
+		at = bpf_get_prandom_u32() % (length - extra);
+		/* the mask bounds the size for the verifier and changes nothing: the schema keeps
+		 * max_length at most KFAULT_IO_MISTAKE_MAX_LENGTH */
+		extra &= KFAULT_IO_MISTAKE_MAX_LENGTH - 1;
+		bpf_probe_write_user((void *)(buffer + at), scratch->fill, extra + 1);
+	}
+	count(slot, scratch->method, KFAULT_IO_OUTCOME_CORRUPTED, 0);
 	return 0;
 }
 

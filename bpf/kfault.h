@@ -155,16 +155,54 @@ struct kfault_departures {
 #define KFAULT_IO_METHOD_READ 1
 #define KFAULT_IO_METHOD_WRITE 2
 #define KFAULT_IO_METHOD_FSYNC 3
-#define KFAULT_IO_METHOD_COUNT 4
+#define KFAULT_IO_METHOD_GETATTR 4   /* the stat family (syscalls.h); only attrOverride acts on it */
+#define KFAULT_IO_METHOD_COUNT 5
+#define KFAULT_IO_METHOD_SLOTS 8     /* METHOD_COUNT rounded up to a power of two, for the counter index */
 
 #define KFAULT_IO_ACT_FAULT 1        /* fail the call with errno */
 #define KFAULT_IO_ACT_LATENCY 2      /* hold the calling thread for delay_ns */
+#define KFAULT_IO_ACT_ATTR 3         /* attrOverride: rewrite what the stat family returns */
+#define KFAULT_IO_ACT_MISTAKE 4      /* mistake: corrupt the bytes a read returns or a write takes */
 
 #define KFAULT_IO_OUTCOME_PASSED 0
 #define KFAULT_IO_OUTCOME_FAILED 1
 #define KFAULT_IO_OUTCOME_DELAYED 2
-#define KFAULT_IO_OUTCOME_COUNT 3
-#define KFAULT_IO_OUTCOME_STRIDE 4
+#define KFAULT_IO_OUTCOME_OVERRIDDEN 3   /* attrOverride written into the caller's stat buffer */
+#define KFAULT_IO_OUTCOME_CORRUPTED 4    /* mistake written into the caller's data buffer */
+#define KFAULT_IO_OUTCOME_COUNT 5
+#define KFAULT_IO_OUTCOME_STRIDE 8
+
+/* Bits of kfault_io_rule.attrs: which stat fields attrOverride replaces. */
+#define KFAULT_IO_ATTR_INO (1 << 0)
+#define KFAULT_IO_ATTR_SIZE (1 << 1)
+#define KFAULT_IO_ATTR_BLOCKS (1 << 2)
+#define KFAULT_IO_ATTR_ATIME (1 << 3)
+#define KFAULT_IO_ATTR_MTIME (1 << 4)
+#define KFAULT_IO_ATTR_CTIME (1 << 5)
+#define KFAULT_IO_ATTR_MODE (1 << 6)     /* kind and/or perm: mode_mask says which bits */
+#define KFAULT_IO_ATTR_NLINK (1 << 7)
+#define KFAULT_IO_ATTR_UID (1 << 8)
+#define KFAULT_IO_ATTR_GID (1 << 9)
+#define KFAULT_IO_ATTR_RDEV (1 << 10)
+
+/* mistake: what the wrong bytes are, and how many runs of how many bytes at most. */
+#define KFAULT_IO_FILL_ZERO 0
+#define KFAULT_IO_FILL_RANDOM 1
+#define KFAULT_IO_MISTAKE_MAX_OCCURRENCES 16
+#define KFAULT_IO_MISTAKE_MAX_LENGTH 256     /* a power of two: the bytes of one run come from scratch */
+
+/* Slots of iofault.c's kfault_io_programs (a program array the loader fills): the programs
+ * the syscall tracepoints tail-call. */
+#define KFAULT_IO_PROG_MATCH_PATH 0      /* io_match_path: walk the path globs of an open or stat */
+#define KFAULT_IO_PROG_APPLY_ATTR 1      /* io_apply_attr: attrOverride at a stat's exit */
+#define KFAULT_IO_PROG_CORRUPT 2         /* io_corrupt: mistake at a read's exit or a write's entry */
+#define KFAULT_IO_PROG_COUNT 3
+
+/* Where the stat family writes its result (struct kfault_io_call.layout). */
+#define KFAULT_IO_LAYOUT_STAT 1          /* struct stat (asm/stat.h): stat, lstat, fstat, newfstatat */
+#define KFAULT_IO_LAYOUT_STATX 2         /* struct statx (linux/stat.h) */
+#define KFAULT_IO_LAYOUT_BUFFER 3        /* read/write: a plain buffer of `length` bytes */
+#define KFAULT_IO_LAYOUT_IOVEC 4         /* readv/writev family: the first iovec of the array */
 
 /* Value of kfault_io_rules. Slot i's target cgroup is slot i of kfault_io_cgroups and its
  * path glob is the DFA at states [i * KFAULT_IO_MAX_STATES, (i + 1) * KFAULT_IO_MAX_STATES). */
@@ -175,6 +213,19 @@ struct kfault_io_rule {
 	__u32 methods;            /* 1 << KFAULT_IO_METHOD_* */
 	__u32 threshold;          /* percent as a u32 threshold (see KFAULT_ALWAYS) */
 	__u32 error;              /* errno, positive */
+	/* attrOverride: the values of the fields whose KFAULT_IO_ATTR_* bit is in attrs */
+	__u64 ino, size, blocks;
+	__s64 atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec;
+	__u32 attrs;              /* KFAULT_IO_ATTR_* */
+	__u32 mode_mask;          /* st_mode bits replaced: S_IFMT for kind, 07777 for perm */
+	__u32 mode;               /* their new values */
+	__u32 nlink, uid, gid;
+	__u32 rdev;               /* as st_rdev (the userspace dev_t encoding) */
+	__u32 rdev_major, rdev_minor;   /* the same, split as struct statx holds it */
+	/* mistake */
+	__u32 filling;            /* KFAULT_IO_FILL_* */
+	__u32 max_occurrences;    /* 1..KFAULT_IO_MISTAKE_MAX_OCCURRENCES runs of wrong bytes per call */
+	__u32 max_length;         /* 1..KFAULT_IO_MISTAKE_MAX_LENGTH bytes per run */
 };
 
 /* Value of kfault_io_dfa: one DFA state of a path glob, compiled by the agent. Bytes are
@@ -205,6 +256,9 @@ struct kfault_io_call {
 	__u32 opened_mask;        /* open: rules whose glob matched the path, for kfault_io_fds */
 	__s32 error;              /* nonzero: the LSM hooks fail this call with it (negative) */
 	__u32 method;             /* KFAULT_IO_METHOD_* */
+	__u32 apply;              /* 1 + the slot of the attrOverride or mistake rule to apply at exit; 0: none */
+	__u64 buffer;             /* the caller's buffer (user address) that rule rewrites */
+	__u32 layout;             /* KFAULT_IO_LAYOUT_*: what the buffer holds */
 	__u32 pad;
 };
 
@@ -212,7 +266,7 @@ struct kfault_io_call {
 struct kfault_io_counters {
 	/* [method * KFAULT_IO_OUTCOME_STRIDE + outcome]: flat, as bcc reads only 1-D arrays
 	 * right, and a power of two long, so a mask bounds the index for any verifier */
-	__u64 calls[KFAULT_IO_METHOD_COUNT * KFAULT_IO_OUTCOME_STRIDE];
+	__u64 calls[KFAULT_IO_METHOD_SLOTS * KFAULT_IO_OUTCOME_STRIDE];
 	__u64 delay_ns;           /* delay asked of the holder, summed */
 };
 

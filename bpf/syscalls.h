@@ -29,12 +29,24 @@
 	X(FSYNC, fsync)       \
 	X(FSYNC, fdatasync)
 
+/* The stat family, which attrOverride rewrites (method GETATTR, not a schema method: the
+ * action names it, spec.methods doesn't), by the struct each fills: S(layout, syscall). */
+#define KFAULT_IO_STAT_SYSCALLS(S) \
+	S(STAT, stat)             \
+	S(STAT, lstat)            \
+	S(STAT, fstat)            \
+	S(STAT, newfstatat)       \
+	S(STATX, statx)
+
 #if defined(KFAULT_ARCH_X86_64)
 /* x86_64 (64-bit ABI) syscall numbers, as in the kernel's arch/x86/entry/syscalls/syscall_64.tbl. */
 #define KFAULT_NR_read 0
 #define KFAULT_NR_write 1
 #define KFAULT_NR_open 2
 #define KFAULT_NR_close 3
+#define KFAULT_NR_stat 4
+#define KFAULT_NR_fstat 5
+#define KFAULT_NR_lstat 6
 #define KFAULT_NR_pread64 17
 #define KFAULT_NR_pwrite64 18
 #define KFAULT_NR_readv 19
@@ -46,16 +58,21 @@
 #define KFAULT_NR_fdatasync 75
 #define KFAULT_NR_creat 85
 #define KFAULT_NR_openat 257
+#define KFAULT_NR_newfstatat 262
 #define KFAULT_NR_preadv 295
 #define KFAULT_NR_pwritev 296
 #define KFAULT_NR_preadv2 327
 #define KFAULT_NR_dup3 292
 #define KFAULT_NR_pwritev2 328
+#define KFAULT_NR_statx 332
 #define KFAULT_NR_openat2 437
 
-/* The first two syscall arguments in the pt_regs that sys_enter gets. */
+/* The syscall arguments in the pt_regs that sys_enter gets (the fourth is r10, not cx). */
 #define KFAULT_SYSCALL_ARG0(regs) (&(regs)->di)
 #define KFAULT_SYSCALL_ARG1(regs) (&(regs)->si)
+#define KFAULT_SYSCALL_ARG2(regs) (&(regs)->dx)
+#define KFAULT_SYSCALL_ARG3(regs) (&(regs)->r10)
+#define KFAULT_SYSCALL_ARG4(regs) (&(regs)->r8)
 #else
 #error "kfault's file I/O faults know the syscall table of x86_64 only: the loader passes -DKFAULT_ARCH_X86_64 there and refuses the I/O engine elsewhere"
 #endif

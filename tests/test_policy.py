@@ -1,5 +1,6 @@
 """Experiment -> rules: pure logic, no kernel."""
 import ipaddress
+import os
 
 import pytest
 
@@ -119,3 +120,23 @@ def test_peakrate_with_minburst_cuts_the_burst_to_minburst():
     assert policy.rule_fields(shaped)["burst_bytes"] == 3000
     alone = chaos("bandwidth", bandwidth={"rate": "1mbps", "buffer": 100000, "limit": 20000, "peakrate": 2000000})
     assert policy.rule_fields(alone)["burst_bytes"] == 100000 and alone.notes
+
+
+def test_attr_fields_write_only_what_the_override_names():
+    fields = policy.attr_fields(spec.AttrOverride(size=0, perm=0o640, mtime=(5, 6), rdev=os.makedev(8, 1)))
+    assert fields["attrs"] == layout.IO_ATTR_SIZE | layout.IO_ATTR_MODE | layout.IO_ATTR_MTIME | layout.IO_ATTR_RDEV
+    assert (fields["size"], fields["mtime_sec"], fields["mtime_nsec"]) == (0, 5, 6)
+    assert (fields["mode_mask"], fields["mode"]) == (0o7777, 0o640), "perm alone keeps the file type"
+    assert (fields["rdev_major"], fields["rdev_minor"]) == (8, 1)
+    big = os.makedev(300, 70000)
+    assert (policy.dev_major(big), policy.dev_minor(big)) == (os.major(big), os.minor(big))
+
+
+def test_attr_kind_replaces_the_type_bits_only():
+    fields = policy.attr_fields(spec.AttrOverride(kind="directory"))
+    assert (fields["mode_mask"], fields["mode"], fields["attrs"]) == (0o170000, 0o040000, layout.IO_ATTR_MODE)
+
+
+def test_mistake_fields():
+    assert policy.mistake_fields(spec.Mistake("random", 3, 9)) == \
+        {"filling": layout.IO_FILL_RANDOM, "max_occurrences": 3, "max_length": 9}

@@ -36,7 +36,32 @@ def io_doc(**spec_fields):
     (io_doc(action="latency", delay="1s"), "spec.errno", "remove it"),
     ({**io_doc(), "spec": {"action": "latency", "delay": "soon", "volumePath": "/d"}}, "spec.delay", "duration"),
     (io_doc(delay="10ms"), "spec.delay", "remove it"),
-    (io_doc(action="attrOverride"), "spec.action", "latency, fault"),
+    (io_doc(action="stall"), "spec.action", "latency, fault, attrOverride, mistake"),
+    ({**io_doc(), "spec": {"action": "attrOverride", "volumePath": "/d"}}, "spec.attr", "at least one of ino"),
+    ({**io_doc(), "spec": {"action": "attrOverride", "volumePath": "/d", "attr": {"perm": 4096}}},
+     "spec.attr.perm", "from 0 to 4095"),
+    ({**io_doc(), "spec": {"action": "attrOverride", "volumePath": "/d", "attr": {"kind": "file"}}},
+     "spec.attr.kind", "regularFile"),
+    ({**io_doc(), "spec": {"action": "attrOverride", "volumePath": "/d", "attr": {"mtime": {"nsec": 1}}}},
+     "spec.attr.mtime.sec", "required"),
+    ({**io_doc(), "spec": {"action": "attrOverride", "volumePath": "/d", "attr": {"uid": -1}}},
+     "spec.attr.uid", "from 0 to 4294967295"),
+    ({**io_doc(), "spec": {"action": "attrOverride", "volumePath": "/d", "attr": {"size": 1}, "methods": ["read"]}},
+     "spec.methods", "remove spec.methods"),
+    (io_doc(attr={"size": 1}), "spec.attr", "no attr for action fault"),
+    ({**io_doc(), "spec": {"action": "mistake", "volumePath": "/d"}}, "spec.mistake", "action mistake needs it"),
+    ({**io_doc(), "spec": {"action": "mistake", "volumePath": "/d", "mistake": {"maxLength": 4}}},
+     "spec.mistake.maxOccurrences", "required"),
+    ({**io_doc(), "spec": {"action": "mistake", "volumePath": "/d",
+                           "mistake": {"maxOccurrences": 17, "maxLength": 4}}}, "spec.mistake.maxOccurrences", "1 to 16"),
+    ({**io_doc(), "spec": {"action": "mistake", "volumePath": "/d",
+                           "mistake": {"maxOccurrences": 1, "maxLength": 257}}}, "spec.mistake.maxLength", "1 to 256"),
+    ({**io_doc(), "spec": {"action": "mistake", "volumePath": "/d",
+                           "mistake": {"filling": "ones", "maxOccurrences": 1, "maxLength": 4}}},
+     "spec.mistake.filling", "zero, random"),
+    ({**io_doc(), "spec": {"action": "mistake", "volumePath": "/d", "methods": ["read", "fsync"],
+                           "mistake": {"maxOccurrences": 1, "maxLength": 4}}}, "spec.methods", "fsync carry none"),
+    (io_doc(mistake={"maxOccurrences": 1, "maxLength": 4}), "spec.mistake", "no mistake for action fault"),
     (doc(lossy=1), "spec.lossy", "known field"),
     (doc(loss={"loss": "130"}), "spec.loss.loss", "0 to 100"),
     (doc(loss={"loss": "-5"}), "spec.loss.loss", "percent"),
@@ -265,3 +290,19 @@ def test_a_schedule_validates_but_is_for_the_controller_not_a_node(tmp_path):
     out = subprocess.run([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
                           "--target", "netns:kfault-no-such-ns"], capture_output=True, text=True)
     assert out.returncode == 1 and "kind: 'Schedule'" in out.stderr and "kubectl apply the Schedule" in out.stderr
+
+
+def test_attr_override_reads_chaos_mesh_fields_and_acts_on_the_stat_family():
+    experiment = spec.parse_experiment({**io_doc(), "spec": {
+        "action": "attrOverride", "volumePath": "/d", "attr": {"perm": 72, "kind": "regularFile", "size": 0,
+                                                                 "mtime": {"sec": 1, "nsec": 2}, "atime": {"sec": 3}}}})
+    assert experiment.methods == ("getattr",)
+    assert (experiment.attr.perm, experiment.attr.kind, experiment.attr.size) == (72, "regularFile", 0)
+    assert (experiment.attr.mtime, experiment.attr.atime, experiment.attr.ino) == ((1, 2), (3, 0), None)
+
+
+def test_mistake_defaults_to_zero_filling_on_reads_and_writes():
+    experiment = spec.parse_experiment({**io_doc(), "spec": {
+        "action": "mistake", "volumePath": "/d", "mistake": {"maxOccurrences": 2, "maxLength": 10}}})
+    assert experiment.methods == ("read", "write")
+    assert experiment.mistake == spec.Mistake("zero", 2, 10)

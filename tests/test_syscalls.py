@@ -39,13 +39,22 @@ def test_schema_lists_the_syscalls_the_kernel_decides_by():
     assert {m: tuple(s) for m, s in schema.IO_METHODS.items()} == methods
 
 
+def header_stat_syscalls():
+    """The syscalls of KFAULT_IO_STAT_SYSCALLS' S(layout, syscall) lines."""
+    return tuple(re.findall(r"^\s*S\((?:STAT|STATX),\s*(\w+)\)", header_text(), re.MULTILINE))
+
+
+def test_schema_lists_the_stat_syscalls_attr_override_rewrites():
+    assert header_stat_syscalls() == schema.IO_STAT_SYSCALLS
+
+
 def test_every_method_is_a_header_method_bit():
     for method in header_methods():
         assert hasattr(layout, f"IO_METHOD_{method.upper()}"), f"bpf/kfault.h has no KFAULT_IO_METHOD_{method.upper()}"
 
 
 def test_every_syscall_has_an_x86_64_number():
-    needed = {s for syscalls in header_methods().values() for s in syscalls} | {"close"}
+    needed = {s for syscalls in header_methods().values() for s in syscalls} | {"close"} | set(header_stat_syscalls())
     assert needed - set(x86_64_numbers()) == set()
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from kfault_agent.errors import RuleConflict
-from kfault_api import layout
+from kfault_api import layout, schema
 
 ALL_PEERS = ipaddress.ip_network("::/0")
 
@@ -29,6 +29,54 @@ def threshold(probability):
     if probability >= 1:
         return layout.ALWAYS
     return max(0, int(round(probability * 2**32)))
+
+
+# attrOverride's plain fields: the spec's name -> (kfault_io_rule field, KFAULT_IO_ATTR_* bit).
+ATTR_FIELDS = {"ino": layout.IO_ATTR_INO, "size": layout.IO_ATTR_SIZE, "blocks": layout.IO_ATTR_BLOCKS,
+               "nlink": layout.IO_ATTR_NLINK, "uid": layout.IO_ATTR_UID, "gid": layout.IO_ATTR_GID}
+ATTR_TIMES = {"atime": layout.IO_ATTR_ATIME, "mtime": layout.IO_ATTR_MTIME, "ctime": layout.IO_ATTR_CTIME}
+S_IFMT, PERM_BITS = 0o170000, 0o7777
+
+
+def attr_fields(attr):
+    """The kfault_io_rule fields of an attrOverride: the values, and in `attrs` which to write.
+    kind and perm are both st_mode: mode_mask says which of its bits the rule replaces, so one
+    alone keeps the file's other bits. rdev is st_rdev's encoding; statx holds it split."""
+    fields, attrs = {}, 0
+    for name, bit in ATTR_FIELDS.items():
+        if getattr(attr, name) is not None:
+            fields[name], attrs = getattr(attr, name), attrs | bit
+    for name, bit in ATTR_TIMES.items():
+        if getattr(attr, name) is not None:
+            fields[f"{name}_sec"], fields[f"{name}_nsec"] = getattr(attr, name)
+            attrs |= bit
+    mode_mask = mode = 0
+    if attr.kind is not None:
+        mode_mask, mode = mode_mask | S_IFMT, mode | schema.FILE_KINDS[attr.kind]
+    if attr.perm is not None:
+        mode_mask, mode = mode_mask | PERM_BITS, mode | attr.perm
+    if mode_mask:
+        fields["mode_mask"], fields["mode"], attrs = mode_mask, mode, attrs | layout.IO_ATTR_MODE
+    if attr.rdev is not None:
+        fields["rdev"], attrs = attr.rdev, attrs | layout.IO_ATTR_RDEV
+        fields["rdev_major"], fields["rdev_minor"] = dev_major(attr.rdev), dev_minor(attr.rdev)
+    fields["attrs"] = attrs
+    return fields
+
+
+def dev_major(dev):
+    """glibc's major() of a dev_t (os.major, here without a platform dependency)."""
+    return ((dev >> 8) & 0xFFF) | ((dev >> 32) & ~0xFFF)
+
+
+def dev_minor(dev):
+    return (dev & 0xFF) | ((dev >> 12) & ~0xFF)
+
+
+def mistake_fields(mistake):
+    """The kfault_io_rule fields of a mistake."""
+    return {"filling": layout.IO_FILL_RANDOM if mistake.filling == "random" else layout.IO_FILL_ZERO,
+            "max_occurrences": mistake.max_occurrences, "max_length": mistake.max_length}
 
 
 def chance_thresholds(chance):

@@ -5,6 +5,8 @@ them, and `kfault validate` checks documents against them with `validate_against
 """
 import re
 
+from kfault_api import layout
+
 PERCENT = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
            "description": "A percent from 0 to 100, such as \"25\" or \"0.5\"."}
 DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$|^0$",
@@ -126,11 +128,53 @@ IO_METHODS = {
     "fsync": ("fsync", "fdatasync"),
 }
 
+# attrOverride acts on these (bpf/syscalls.h's KFAULT_IO_STAT_SYSCALLS): the method Chaos Mesh
+# calls getattr, which spec.methods doesn't take (the action names it).
+ATTR_METHOD = "getattr"
+IO_STAT_SYSCALLS = ("stat", "lstat", "fstat", "newfstatat", "statx")
+# The methods a mistake can act on: the calls that carry data.
+MISTAKE_METHODS = ("read", "write")
+# Chaos Mesh's FileType names -> the S_IFMT bits of st_mode.
+FILE_KINDS = {"namedPipe": 0o010000, "charDevice": 0o020000, "directory": 0o040000, "blockDevice": 0o060000,
+              "regularFile": 0o100000, "symlink": 0o120000, "socket": 0o140000}
+U32 = {"type": "integer", "minimum": 0, "maximum": 4294967295}
+U64 = {"type": "integer", "minimum": 0, "maximum": 18446744073709551615}
+TIMESPEC = {"type": "object", "required": ["sec"], "description": "A time: seconds since the epoch and nanoseconds.",
+            "properties": {"sec": {"type": "integer", "minimum": -9223372036854775808, "maximum": 9223372036854775807},
+                           "nsec": {"type": "integer", "minimum": 0, "maximum": 999999999}}}
+ATTR_OVERRIDE = {
+    "type": "object",
+    "description": "attrOverride: what stat, lstat, fstat, fstatat and statx report for matching files "
+                   "(Chaos Mesh AttrOverrideSpec); fields left out keep the file's values.",
+    "properties": {
+        "ino": U64, "size": U64, "blocks": U64,
+        "atime": TIMESPEC, "mtime": TIMESPEC, "ctime": TIMESPEC,
+        "kind": {"type": "string", "enum": list(FILE_KINDS), "description": "The file type reported."},
+        "perm": {"type": "integer", "minimum": 0, "maximum": 0o7777,
+                 "description": "Permission bits as a number (e.g. 420 = 0o644), at most 4095 (0o7777)."},
+        "nlink": U32, "uid": U32, "gid": U32,
+        "rdev": {**U32, "description": "The device number reported (st_rdev's encoding)."},
+    },
+}
+MISTAKE = {
+    "type": "object",
+    "required": ["maxOccurrences", "maxLength"],
+    "description": "mistake: wrong bytes in what a read returns or a write stores (Chaos Mesh MistakeSpec).",
+    "properties": {
+        "filling": {"type": "string", "enum": ["zero", "random"], "default": "zero",
+                    "description": "What the wrong bytes are: zeros or random bytes."},
+        "maxOccurrences": {"type": "integer", "minimum": 1, "maximum": layout.IO_MISTAKE_MAX_OCCURRENCES,
+                           "description": "Each affected call gets 1 to this many runs of wrong bytes."},
+        "maxLength": {"type": "integer", "minimum": 1, "maximum": layout.IO_MISTAKE_MAX_LENGTH,
+                      "description": "Each run is 1 to this many bytes long."},
+    },
+}
+
 IO_CHAOS_SPEC = {
     "type": "object",
     "required": ["action", "volumePath"],
     "properties": {
-        "action": {"type": "string", "enum": ["latency", "fault"]},
+        "action": {"type": "string", "enum": ["latency", "fault", "attrOverride", "mistake"]},
         "mode": MODE,
         "value": {"type": "string"},
         "selector": POD_SELECTOR,
@@ -141,11 +185,14 @@ IO_CHAOS_SPEC = {
                  "description": "A glob of the files to inject into: * and ? within a path segment, "
                                 "** across segments, [a-z] classes. Default: every file under volumePath."},
         "methods": {"type": "array", "items": {"type": "string", "enum": sorted(IO_METHODS)},
-                    "description": "Default: every method."},
+                    "description": "Default: every method; for mistake, read and write (the calls that carry "
+                                   "data). attrOverride takes none: it acts on the stat family."},
         "percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 100},
         "delay": DURATION,
         "errno": {"type": "integer", "minimum": 1, "maximum": 133,
                   "description": "A Linux errno such as 5 (EIO) or 28 (ENOSPC)."},
+        "attr": ATTR_OVERRIDE,
+        "mistake": MISTAKE,
         "duration": DURATION,
         "scheduler": SCHEDULER,
     },

@@ -125,15 +125,42 @@ class NetworkChaos(Experiment):
 
 
 @dataclass(frozen=True)
+class AttrOverride:
+    """attrOverride's spec.attr: the stat fields to report instead of the file's (None: keep)."""
+    ino: Optional[int] = None
+    size: Optional[int] = None
+    blocks: Optional[int] = None
+    atime: Optional[tuple] = None      # (sec, nsec)
+    mtime: Optional[tuple] = None
+    ctime: Optional[tuple] = None
+    kind: Optional[str] = None         # a key of schema.FILE_KINDS
+    perm: Optional[int] = None         # permission bits, 0..0o7777
+    nlink: Optional[int] = None
+    uid: Optional[int] = None
+    gid: Optional[int] = None
+    rdev: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """mistake's spec.mistake: 1..max_occurrences runs of 1..max_length wrong bytes per call."""
+    filling: str                       # zero | random
+    max_occurrences: int
+    max_length: int
+
+
+@dataclass(frozen=True)
 class IOChaos(Experiment):
-    # action: latency | fault
+    # action: latency | fault | attrOverride | mistake
     path: str                      # an absolute glob (glob_dfa)
-    methods: tuple                 # names from schema.IO_METHODS
+    methods: tuple                 # names from schema.IO_METHODS; (schema.ATTR_METHOD,) for attrOverride
     percent: int = 100
     delay_ns: int = 0
     errno: int = 0
     volume_path: str = "/"
     container_names: tuple = ()
+    attr: Optional[AttrOverride] = None
+    mistake: Optional[Mistake] = None
 
 
 @dataclass(frozen=True)
@@ -294,17 +321,61 @@ def _io_chaos(metadata, spec, doc, for_node):
                 problems.add("spec.delay", spec["delay"], "a delay above 0")
     if action == "fault" and "errno" not in spec:
         problems.add("spec.errno", None, "an errno such as 5 (EIO): action fault needs it")
-    for other, needs in (("delay", "latency"), ("errno", "fault")):
+    for other, needs in (("delay", "latency"), ("errno", "fault"), ("attr", "attrOverride"), ("mistake", "mistake")):
         if other in spec and action != needs:
             problems.add(f"spec.{other}", spec[other], f"no {other} for action {action} (it is for "
                          f"action {needs}): remove it")
+    methods = _io_methods(action, spec, problems)
+    attr = _attr_override(spec, problems) if action == "attrOverride" else None
+    mistake = _mistake(spec, problems) if action == "mistake" else None
     duration = _duration(spec, problems)
     problems.raise_any()
     return IOChaos(
         name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action, path=path,
-        methods=tuple(dict.fromkeys(spec.get("methods") or schema.IO_METHODS)), percent=spec.get("percent", 100),
+        methods=methods, percent=spec.get("percent", 100),
         delay_ns=delay or 0, errno=spec.get("errno", 0), volume_path=volume,
-        container_names=tuple(spec.get("containerNames", ())), duration_ns=duration, raw=doc)
+        container_names=tuple(spec.get("containerNames", ())), duration_ns=duration, raw=doc,
+        attr=attr, mistake=mistake)
+
+
+def _io_methods(action, spec, problems):
+    """The methods an IOChaos acts on. attrOverride: the stat family, which spec.methods can't
+    name; mistake: read and write, the calls that carry data; the others: any, all by default."""
+    given = tuple(dict.fromkeys(spec.get("methods") or ()))
+    if action == "attrOverride":
+        if given:
+            problems.add("spec.methods", spec["methods"], "no methods for action attrOverride: it rewrites what "
+                         f"{', '.join(schema.IO_STAT_SYSCALLS)} report; remove spec.methods")
+        return (schema.ATTR_METHOD,)
+    if action == "mistake":
+        others = [m for m in given if m not in schema.MISTAKE_METHODS]
+        if others:
+            problems.add("spec.methods", spec["methods"], f"read and/or write for action mistake (it changes the "
+                         f"data a call carries; {', '.join(others)} carry none), or no methods for both")
+        return given or schema.MISTAKE_METHODS
+    return given or tuple(schema.IO_METHODS)
+
+
+def _attr_override(spec, problems):
+    """spec.attr -> AttrOverride; the schema has checked each field's type and range."""
+    attr = spec.get("attr")
+    if not attr:
+        problems.add("spec.attr", attr, "at least one of " + ", ".join(schema.ATTR_OVERRIDE["properties"]) +
+                     ", e.g. attr: {perm: 292}: action attrOverride needs it")
+        return None
+    times = {name: (attr[name]["sec"], attr[name].get("nsec", 0)) for name in ("atime", "mtime", "ctime")
+             if name in attr}
+    return AttrOverride(**{name: attr[name] for name in attr if name not in times}, **times)
+
+
+def _mistake(spec, problems):
+    """spec.mistake -> Mistake; the schema has checked its fields."""
+    mistake = spec.get("mistake")
+    if not mistake:
+        problems.add("spec.mistake", mistake, "a mistake such as {filling: zero, maxOccurrences: 1, maxLength: 10}: "
+                     "action mistake needs it")
+        return None
+    return Mistake(mistake.get("filling", "zero"), mistake["maxOccurrences"], mistake["maxLength"])
 
 
 # The action blocks of NetworkChaos, and which of them each action takes.

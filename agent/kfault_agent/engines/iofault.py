@@ -23,21 +23,30 @@ from kfault_api import glob_dfa, layout, spec
 log = logging.getLogger(__name__)
 
 METHOD_BITS = {"open": layout.IO_METHOD_OPEN, "read": layout.IO_METHOD_READ,
-               "write": layout.IO_METHOD_WRITE, "fsync": layout.IO_METHOD_FSYNC}
+               "write": layout.IO_METHOD_WRITE, "fsync": layout.IO_METHOD_FSYNC,
+               "getattr": layout.IO_METHOD_GETATTR}
 OUTCOMES = {"passed": layout.IO_OUTCOME_PASSED, "failed": layout.IO_OUTCOME_FAILED,
-            "delayed": layout.IO_OUTCOME_DELAYED}
+            "delayed": layout.IO_OUTCOME_DELAYED, "overridden": layout.IO_OUTCOME_OVERRIDDEN,
+            "corrupted": layout.IO_OUTCOME_CORRUPTED}
 METRIC_LABELS = ["experiment", "target", "method", "outcome"]
+ACTIONS = {"latency": layout.IO_ACT_LATENCY, "fault": layout.IO_ACT_FAULT,
+           "attrOverride": layout.IO_ACT_ATTR, "mistake": layout.IO_ACT_MISTAKE}
 
 
 def io_rule_fields(experiment):
     """The kfault_io_rule fields (all but the deadline) for an IOChaos experiment."""
-    return {
-        "action": layout.IO_ACT_LATENCY if experiment.action == "latency" else layout.IO_ACT_FAULT,
+    fields = {
+        "action": ACTIONS[experiment.action],
         "methods": sum(1 << METHOD_BITS[m] for m in experiment.methods),
         "threshold": policy.threshold(experiment.percent / 100),
         "delay_ns": experiment.delay_ns,
         "error": experiment.errno,
     }
+    if experiment.attr:
+        fields.update(policy.attr_fields(experiment.attr))
+    if experiment.mistake:
+        fields.update(policy.mistake_fields(experiment.mistake))
+    return fields
 
 
 def walk(dfa, text, state=0):
@@ -180,6 +189,8 @@ class IOFaultEngine(LeasedPlacements):
                                                   self.datapath.stopped, on_process=marker.mark,
                                                   holders=self.datapath.holders, slot=active.slot)
                 self.datapath.attach()
+                if experiment.action == "attrOverride":
+                    self._set_bit(self.datapath.stat_armed, active.slot, True)
                 self._set_armed(active.slot, True)
             except Exception:
                 self._release(active)
@@ -191,8 +202,8 @@ class IOFaultEngine(LeasedPlacements):
     def counters(self, active):
         """({method: {outcome: calls}}, injected delay in ns), summed over CPUs."""
         per_cpu = self.datapath.counters.getvalue(self.datapath.counters.Key(active.slot))
-        calls = {method: {outcome: sum(c.calls[bit * layout.IO_OUTCOME_STRIDE + index] for c in per_cpu)
-                          for outcome, index in OUTCOMES.items()}
+        calls = {method: {outcome: sum(c.calls[bit * layout.IO_OUTCOME_STRIDE + OUTCOMES[outcome]] for c in per_cpu)
+                          for outcome in ("passed",) + self._outcomes_of(active.experiment.action)}
                  for method, bit in METHOD_BITS.items() if method in active.experiment.methods}
         return calls, sum(c.delay_ns for c in per_cpu)
 
@@ -206,7 +217,8 @@ class IOFaultEngine(LeasedPlacements):
     def counter_lines(self, active):
         """Calls per method and what was done to them; the latency injected so far."""
         calls, delay_ns = self.counters(active)
-        parts = [f"{method} {c['passed'] + c['failed'] + c['delayed']} (failed {c['failed']}, delayed {c['delayed']})"
+        parts = [f"{method} {sum(c.values())} (" + ", ".join(f"{outcome} {c[outcome]}" for outcome in
+                                                             self._outcomes_of(active.experiment.action)) + ")"
                  for method, c in calls.items()]
         return ["  ".join(parts) + (f"  injected delay {delay_ns / 1e9:.1f}s" if delay_ns else "")]
 
@@ -225,20 +237,32 @@ class IOFaultEngine(LeasedPlacements):
 
     # ---- internals ---------------------------------------------------------------------
 
+    @staticmethod
+    def _outcomes_of(action):
+        """What an action's calls may come out as, besides passed: latency and fault are counted
+        together as before (one may fail what another delays); the others as what they do."""
+        return {"attrOverride": ("overridden",), "mistake": ("corrupted",)}.get(action, ("failed", "delayed"))
+
     def _write_deadline(self, active):
         update_slot(self.datapath.rules, active.slot, **rule_deadline(active.deadline_ns))
 
     def _set_armed(self, slot, on):
-        key = self.datapath.armed.Key(0)
-        mask = self.datapath.armed[key].value
+        return self._set_bit(self.datapath.armed, slot, on)
+
+    @staticmethod
+    def _set_bit(mask_map, slot, on):
+        """Set or clear a slot's bit in a one-value mask map; the new mask."""
+        key = mask_map.Key(0)
+        mask = mask_map[key].value
         mask = mask | (1 << slot) if on else mask & ~(1 << slot)
-        self.datapath.armed[key] = self.datapath.armed.Leaf(mask)
+        mask_map[key] = mask_map.Leaf(mask)
         return mask
 
     def _release(self, active):
         log.info("revoking %s on %s", *active.key)
         # Disarm first: from here on no call is decided for this slot.
         armed = self._set_armed(active.slot, False)
+        self._set_bit(self.datapath.stat_armed, active.slot, False)
         if active.holder:
             active.holder.stop()        # resumes held threads, detaches
         del self.datapath.rules[self.datapath.rules.Key(active.slot)]

@@ -172,6 +172,9 @@ class NetDatapath(TcPrograms):
 
 
 IO_PROGRAMS = ("io_sys_enter", "io_sys_exit", "io_match_path")
+# attrOverride and mistake: they call bpf_probe_write_user, which a kernel in lockdown refuses;
+# the rest of the I/O engine works without them (capability io-write-user).
+IO_WRITE_USER_PROGRAMS = {"io_apply_attr": layout.IO_PROG_APPLY_ATTR, "io_corrupt": layout.IO_PROG_CORRUPT}
 # Architectures whose syscall table bpf/syscalls.h has: platform.machine() -> its -D switch.
 IO_ARCH_CFLAGS = {"x86_64": "-DKFAULT_ARCH_X86_64"}
 
@@ -217,11 +220,13 @@ class IODatapath:
                 raise KernelUnsupported("fmod_ret programs don't load on this kernel: it has no BPF "
                                         "trampolines (fentry/fmod_ret)") from err
             raise KernelUnsupported(f"the kernel refused kfault's file I/O programs {what}: {err}") from err
-        walker = self.bpf[b"kfault_io_walker"]
-        walker[walker.Key(0)] = walker.Leaf(self.programs["io_match_path"].fd)
+        programs = self.bpf[b"kfault_io_programs"]
+        programs[programs.Key(layout.IO_PROG_MATCH_PATH)] = programs.Leaf(self.programs["io_match_path"].fd)
+        self.write_user_refusal = self._load_write_user_programs(BPF, programs)
         self.rules = self.bpf[b"kfault_io_rules"]
         self.cgroups = self.bpf[b"kfault_io_cgroups"]
         self.armed = self.bpf[b"kfault_io_armed"]
+        self.stat_armed = self.bpf[b"kfault_io_stat_armed"]
         self.dfa = self.bpf[b"kfault_io_dfa"]
         self.fds = self.bpf[b"kfault_io_fds"]
         self.traced = self.bpf[b"kfault_io_traced"]
@@ -231,6 +236,20 @@ class IODatapath:
         self.holders = self.bpf[b"kfault_io_holders"]
         self.counters = self.bpf[b"kfault_io_counters"]
         self.attached = False
+
+    def _load_write_user_programs(self, BPF, programs):
+        """Load io_apply_attr and io_corrupt into their program slots; None, or why the kernel
+        refused them (the kernel also logs a warning each time they load: expected)."""
+        try:
+            with _quiet_stderr():      # libbpf prints the refused program whole; the reason is below
+                for name, slot in IO_WRITE_USER_PROGRAMS.items():
+                    self.programs[name] = self.bpf.load_func(name.encode(), BPF.RAW_TRACEPOINT)
+                    programs[programs.Key(slot)] = programs.Leaf(self.programs[name].fd)
+        except Exception as err:
+            return (f"the kernel refused a program that calls bpf_probe_write_user ({str(err).splitlines()[0][:200]}), "
+                    "as a kernel in lockdown does (Secure Boot, lockdown=integrity, CONFIG_LOCK_DOWN_KERNEL_FORCE_*): "
+                    "attrOverride and mistake need it; latency and fault still work")
+        return None
 
     def _attach_errno_hooks(self, BPF):
         """bcc attaches lsm__ functions as it loads (we check it did); fmod_ret we attach."""
@@ -345,7 +364,7 @@ def probe_io():
         io_arch_cflag()
     except KernelUnsupported as err:
         caps = [Capability(name, False, str(err))
-                for name in ("bpf-lsm", "fmod_ret", "kprobe-override", "io-tracepoints", "io-errno")]
+                for name in ("bpf-lsm", "fmod_ret", "kprobe-override", "io-tracepoints", "io-errno", "io-write-user")]
         return None, {c.name: c for c in caps + [_probe_ptrace(), probe_headers()]}
     caps, datapath = [], None
     if _bpf_lsm_active():
@@ -375,6 +394,10 @@ def probe_io():
             caps.append(Capability("io-tracepoints", False, str(err).splitlines()[0][:300]))
     if datapath is not None:
         caps.append(Capability("io-tracepoints", True, "raw syscall tracepoints with bpf_send_signal_thread load"))
+        caps.append(Capability("io-write-user", not datapath.write_user_refusal, datapath.write_user_refusal or
+                               "bpf_probe_write_user loads: stat results and data can be rewritten"))
+    else:
+        caps.append(Capability("io-write-user", False, "the file I/O programs don't load here"))
     caps.append(_probe_ptrace())
     headers = probe_headers()
     caps.append(headers)
@@ -408,7 +431,8 @@ def _probe_ptrace():
 
 # What each file I/O action and method needs. errno needs a hook that runs before the call
 # takes effect; fsync has no LSM hook, so it can be delayed but not failed.
-IO_NEEDS = {"latency": ("io-tracepoints", "ptrace"), "fault": ("io-tracepoints", "io-errno")}
+IO_NEEDS = {"latency": ("io-tracepoints", "ptrace"), "fault": ("io-tracepoints", "io-errno"),
+            "attrOverride": ("io-tracepoints", "io-write-user"), "mistake": ("io-tracepoints", "io-write-user")}
 IO_FAULT_METHODS = {"open", "read", "write"}
 
 
