@@ -633,8 +633,11 @@ int io_corrupt(struct bpf_raw_tracepoint_args *ctx)
 	}
 	if (!length)
 		return 0;
+	/* Both loops are unrolled: straight code the verifier walks once per exit of the second.
+	 * As bounded loops, 6.1's verifier walked each exit of one through the other and refused
+	 * the program (E2BIG). */
 	if (rule->filling == KFAULT_IO_FILL_RANDOM) {
-#pragma clang loop unroll(disable)
+#pragma unroll
 		for (__u32 i = 0; i < KFAULT_IO_MISTAKE_MAX_LENGTH / 4; i++)
 			*(__u32 *)&scratch->fill[(i * 4) & (KFAULT_IO_MISTAKE_MAX_LENGTH - 4)] = bpf_get_prandom_u32();
 	} else {
@@ -648,7 +651,7 @@ int io_corrupt(struct bpf_raw_tracepoint_args *ctx)
 	 * starts before length - extra, so it ends inside the data without a clamp. A clamp per
 	 * run was one more unknown branch per iteration: 6.1's verifier gave up on their product
 	 * ("sequence of 8193 jumps is too complex"). */
-#pragma clang loop unroll(disable)
+#pragma unroll
 	for (__u32 i = 0; i < KFAULT_IO_MISTAKE_MAX_OCCURRENCES; i++) {
 		__u64 at, extra;
 
