@@ -97,6 +97,8 @@ struct io_scratch {
 	volatile __u32 layout;    /* KFAULT_IO_LAYOUT_* of buffer */
 	volatile __u64 buffer;    /* the caller's stat struct or data buffer (a user address) */
 	volatile __u64 length;    /* mistake: bytes of buffer that hold data */
+	volatile __u32 runs;      /* mistake: wrong runs to write (volatile: see io_corrupt) */
+	__u32 pad_runs;
 	volatile __u8 state;
 	__u8 pad[7];
 	__u8 fill[KFAULT_IO_MISTAKE_MAX_LENGTH];   /* mistake: the wrong bytes */
@@ -610,7 +612,7 @@ struct io_user_iovec {
  * first iovec of a vector call is touched. Runs may overlap or touch. */
 int io_corrupt(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u32 zero = 0, slot = 0, runs;
+	__u32 zero = 0, slot = 0;
 	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
 	struct kfault_io_rule *rule;
 	__u64 buffer, length, limit;
@@ -643,7 +645,7 @@ int io_corrupt(struct bpf_raw_tracepoint_args *ctx)
 	} else {
 		__builtin_memset(scratch->fill, 0, sizeof(scratch->fill));
 	}
-	runs = 1 + bpf_get_prandom_u32() % (rule->max_occurrences ? rule->max_occurrences : 1);
+	scratch->runs = 1 + bpf_get_prandom_u32() % (rule->max_occurrences ? rule->max_occurrences : 1);
 	limit = rule->max_length ? rule->max_length : 1;
 	if (limit > length)
 		limit = length;
@@ -655,7 +657,9 @@ int io_corrupt(struct bpf_raw_tracepoint_args *ctx)
 	for (__u32 i = 0; i < KFAULT_IO_MISTAKE_MAX_OCCURRENCES; i++) {
 		__u64 at, extra;
 
-		if (i >= runs)
+		/* read anew each time: with a plain variable clang turns the loop into one of
+		 * `runs` iterations, whose bound the verifier can't see */
+		if (i >= scratch->runs)
 			break;
 		extra = bpf_get_prandom_u32() % limit;
 		at = bpf_get_prandom_u32() % (length - extra);
