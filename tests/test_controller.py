@@ -152,6 +152,7 @@ async def test_duration_end_takes_the_fault_back(kmock, nodes):
     ({"loss": {"loss": "130"}}, "spec.loss.loss"),
     ({"mode": "fixed", "value": "lots"}, "spec.value"),
     ({"direction": "sideways"}, "spec.direction"),
+    ({"remoteCluster": "cluster-east"}, "spec.remoteCluster"),   # valid, but another cluster's to run
 ])
 async def test_a_bad_resource_is_reported_in_status_and_injects_nothing(kmock, nodes, bad, words):
     populate(kmock, nodes)

@@ -141,6 +141,18 @@ def test_partition_behavior_is_checked_inside_a_schedule_too():
     assert [e.path for e in caught.value.errors] == ["spec.networkChaos.partitionBehavior"]
 
 
+def test_remote_cluster_is_a_resources_field_that_no_node_runs():
+    """Chaos Mesh's multi-cluster field validates on the resource (the controller reports it as
+    another cluster's); a node, the agent or `kfault run`, refuses it rather than inject here."""
+    doc = {"apiVersion": spec.API_VERSION, "kind": "PodChaos", "metadata": {"name": "far"},
+           "spec": {"action": "pod-failure", "mode": "one", "duration": "30s", "remoteCluster": "cluster-east"}}
+    spec.parse_experiment(doc, for_node=False)
+    with pytest.raises(spec.InvalidSpec) as caught:
+        spec.parse_experiment(doc)
+    assert [e.path for e in caught.value.errors] == ["spec.remoteCluster"]
+    assert "run it there without spec.remoteCluster" in str(caught.value)
+
+
 def test_chaos_mesh_documents_are_accepted_after_changing_api_version():
     chaos_mesh = {
         "apiVersion": spec.API_VERSION, "kind": "NetworkChaos",

@@ -51,6 +51,11 @@ SCHEDULER = {"type": "object", "required": ["cron"], "description": "Repeat the 
                                                                       "fields (UTC), e.g. \"*/15 * * * *\"."}}}
 
 
+REMOTE_CLUSTER = {"type": "string", "description": "Chaos Mesh's multi-cluster field (the RemoteCluster it "
+                  "runs in). kfault injects only in the cluster it runs in: an experiment naming "
+                  "one is reported as not injected, and nothing is placed."}
+
+
 def _chance(name):
     return {
         "type": "object",
@@ -82,6 +87,7 @@ NETWORK_CHAOS_SPEC = {
         "device": {"type": "string", "description": "Only this interface of the target."},
         "duration": DURATION,
         "scheduler": SCHEDULER,
+        "remoteCluster": REMOTE_CLUSTER,
         "delay": {
             "type": "object",
             "required": ["latency"],
@@ -195,6 +201,7 @@ IO_CHAOS_SPEC = {
         "mistake": MISTAKE,
         "duration": DURATION,
         "scheduler": SCHEDULER,
+        "remoteCluster": REMOTE_CLUSTER,
     },
 }
 
@@ -212,6 +219,7 @@ POD_CHAOS_SPEC = {
         "gracePeriod": {"type": "integer", "minimum": 0, "description": "pod-kill: seconds before SIGKILL."},
         "duration": DURATION,
         "scheduler": SCHEDULER,
+        "remoteCluster": REMOTE_CLUSTER,
     },
 }
 

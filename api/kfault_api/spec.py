@@ -249,6 +249,9 @@ def parse_experiment(doc, for_node=True):
     if for_node and "scheduler" in spec:
         errors.append(SpecError("spec.scheduler", spec["scheduler"], "no scheduler here: a node runs one window; "
                                 "kubectl apply the resource for repeated windows, or remove spec.scheduler"))
+    if for_node and "remoteCluster" in spec:
+        errors.append(SpecError("spec.remoteCluster", spec["remoteCluster"], "no remoteCluster here: kfault "
+                                "injects in the cluster it runs in; run it there without spec.remoteCluster"))
     try:
         experiment = kind.parse(metadata, spec, doc, for_node)
     except InvalidSpec as err:

@@ -95,6 +95,10 @@ async def place(kind, resource, spec, scope, view):
     (selection.Scope) allows, check what the agents would get, and place it on every node (or
     do it through the API server). Raises SelectionError (NamespaceNotPermitted naming every
     refused namespace) or InvalidSpec before any call."""
+    if "remoteCluster" in spec:
+        raise selection.SelectionError(f"spec.remoteCluster: {spec['remoteCluster']!r}: kfault injects only in the "
+                                       "cluster it runs in; apply the experiment in that cluster's kfault, "
+                                       "without spec.remoteCluster")
     refused = selection.refusals(spec, scope)
     if refused:
         raise selection.NamespaceNotPermitted("; ".join(refused))
