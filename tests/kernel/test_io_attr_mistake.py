@@ -154,7 +154,8 @@ def test_attr_override_is_what_stat_lstat_and_the_stat_command_report(cgroups, v
 
     # Not yet "fstat" (os.fstat on the file opened before arming): on 6.1 it showed the file's
     # own values (the README says so; the fd's mark is looked up as for read, which works).
-    for command in (f"stat {files}/data.db", "stat data.db", f"lstat {files}/data.db"):
+    commands = (f"stat {files}/data.db", "stat data.db", f"lstat {files}/data.db")
+    for command in commands:
         st = victim.ask(command)
         assert all(overridden(st).values()), (command, st)
         assert st["st_mode"] & 0o170000 == real.st_mode & 0o170000, "perm alone changed the file type"
@@ -166,7 +167,7 @@ def test_attr_override_is_what_stat_lstat_and_the_stat_command_report(cgroups, v
     assert not any(overridden(victim.ask(f"stat {files}/notes.txt")).values()), "a non-matching path changed"
     assert not any(overridden(bystander.ask(f"stat {files}/data.db")).values()), "another cgroup's stat changed"
     calls, _ = io_engine.counters(io_engine.active()[0])
-    assert calls["getattr"]["overridden"] >= 5, calls
+    assert calls["getattr"]["overridden"] >= len(commands) + 1, calls     # and the stat command's
     assert metric(io_engine, "getattr", "overridden") == calls["getattr"]["overridden"]
 
     io_engine.revoke_all()
