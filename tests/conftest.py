@@ -18,6 +18,19 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "kernel(*features): kernel features the test needs")
 
 
+
+def remove_cgroup(path):
+    """rmdir a test's cgroup, waiting for its processes to finish exiting (a cgroup with a dying
+    task in it is still busy); one already gone is fine."""
+    for _ in range(100):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)
+
 @pytest.fixture(scope="session")
 def _node():
     """The network and file I/O datapaths, compiled and loaded once per run, and what this

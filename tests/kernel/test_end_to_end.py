@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 
-from conftest import NS, controller, register_cluster, wait_for
+from conftest import NS, controller, register_cluster, remove_cgroup, wait_for
 from kfault_agent.engines import podfault
 from kfault_agent.kernel import topology
 
@@ -56,21 +55,10 @@ class LocalPods:
         for pod_dir in self.pods:
             podfault.set_frozen(pod_dir, False)
             for current, dirs, _ in sorted(os.walk(pod_dir, topdown=False), key=lambda w: -len(w[0])):
-                _remove_cgroup(current)
-        _remove_cgroup(self.qos)
+                remove_cgroup(current)
+        remove_cgroup(self.qos)
         if self.made_root:
-            _remove_cgroup(self.root)
-
-
-def _remove_cgroup(path):
-    for _ in range(100):
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.05)
+            remove_cgroup(self.root)
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from conftest import remove_cgroup
+
 from kfault_agent.engines import iofault
 from kfault_agent.kernel import topology
 from kfault_api import spec
@@ -92,12 +94,7 @@ def cgroups():
         return path
     yield make
     for path in reversed(made):
-        for _ in range(50):
-            try:
-                os.rmdir(path)
-                break
-            except OSError:          # its processes are still exiting
-                time.sleep(0.05)
+        remove_cgroup(path)
 
 
 @pytest.fixture

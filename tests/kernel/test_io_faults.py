@@ -10,6 +10,8 @@ import uuid
 
 import pytest
 
+from conftest import remove_cgroup
+
 from kfault_agent.engines import iofault
 from kfault_agent.kernel import topology
 from kfault_api import spec
@@ -78,12 +80,7 @@ class Victims:
             proc.kill()
             proc.wait()
         for path in reversed(self.cgroups):
-            for _ in range(50):
-                try:
-                    os.rmdir(path)
-                    break
-                except OSError:       # its processes are still exiting
-                    time.sleep(0.05)
+            remove_cgroup(path)
 
 
 @pytest.fixture

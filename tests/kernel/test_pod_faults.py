@@ -9,6 +9,8 @@ import uuid
 
 import pytest
 
+from conftest import remove_cgroup
+
 from kfault_agent.engines import podfault
 from kfault_agent.kernel import topology
 from kfault_api import spec
@@ -34,12 +36,7 @@ def cgroup_with_a_counter(tmp_path):
     podfault.set_frozen(path, False)
     proc.kill()
     proc.wait()
-    for _ in range(50):
-        try:
-            os.rmdir(path)
-            break
-        except OSError:
-            time.sleep(0.05)
+    remove_cgroup(path)
 
 
 def progress(counter, seconds=0.4):
