@@ -98,18 +98,21 @@ def test_connect_to_the_peer_is_refused_at_once_and_revoking_restores_it(lab, en
     assert lab.tc_state() == before
 
 
+@pytest.mark.parametrize("direction", ["to", "from"])
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_an_established_connection_to_the_peer_is_reset(lab, engine, servers, family):
+def test_an_established_connection_is_reset(lab, engine, servers, family, direction):
+    """to: the target's connection to the peer; from: the peer's connection to the target."""
     lab.link("a", "b", SUBNET)
-    _, b = addresses(family)
-    servers("b")
-    client = TcpClient(lab, "a", b, PORT)
+    a, b = addresses(family)
+    client, server, address = ("a", "b", b) if direction == "to" else ("b", "a", a)
+    servers(server)
+    connection = TcpClient(lab, client, address, PORT)
     try:
-        assert client.connected == "connected" and client.exchange() == "echo"
-        engine.apply(chaos(partitionBehavior="reject", direction="to"), target(lab))
-        assert client.exchange() == RESET
+        assert connection.connected == "connected" and connection.exchange() == "echo"
+        engine.apply(chaos(partitionBehavior="reject", direction=direction), target(lab))
+        assert connection.exchange() == RESET
     finally:
-        client.close()
+        connection.close()
 
 
 @pytest.mark.parametrize("checksums", sorted(CHECKSUMS))
@@ -125,20 +128,6 @@ def test_connect_from_the_peer_is_refused(lab, engine, servers, family, directio
     engine.apply(experiment, target(lab))
     assert connect(lab, "b", a) == REFUSED
     assert outcomes(engine, experiment)[("from", "reset")] >= 1
-
-
-@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_an_established_connection_from_the_peer_is_reset(lab, engine, servers, family):
-    lab.link("a", "b", SUBNET)
-    a, _ = addresses(family)
-    servers("a")
-    client = TcpClient(lab, "b", a, PORT)
-    try:
-        assert client.connected == "connected" and client.exchange() == "echo"
-        engine.apply(chaos(partitionBehavior="reject", direction="from"), target(lab))
-        assert client.exchange() == RESET
-    finally:
-        client.close()
 
 
 def test_ipv6_with_an_extension_header_is_refused(lab, engine, servers):
