@@ -371,3 +371,19 @@ def test_killed_agent_leaves_a_process_that_joined_after_arming_running(victims,
     assert joiner.returncode == 0, "the joined process was killed"
     assert took[0] >= 500, "the first read was not held"
     assert took[0] < 10_000, "the held read was not released when the agent died"
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_a_holder_killed_on_its_own_leaves_no_process_stopped(victims, files, io_engine):
+    """BPF stops a process that joins the cgroup until the holder takes it: a holder killed by
+    itself (OOM killer, kill -9) must not leave one stopped, nor a later one."""
+    target = victims.cgroup("target")
+    active = io_engine.apply(io_chaos(action="latency", delay="20s", path=f"{files}/*.db", methods=["read"]),
+                             topology.resolve_cgroup_target(f"cgroup:{target}"))
+    os.kill(active.holder.pid, signal.SIGKILL)
+    joiners = [victims.start(target, [["read", str(files / "data.db"), 3]], ["--no-wait"]) for _ in range(2)]
+    for joiner in joiners:
+        took = victims.result(joiner, timeout=30)["calls"][0]["ms"]
+        assert joiner.returncode == 0, "the joined process was killed"
+        assert max(took) < 10_000, f"a read was held by a dead holder: {took}"
+

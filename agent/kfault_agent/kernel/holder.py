@@ -16,8 +16,9 @@ holder's rescan or BPF's stop, the stop is known as BPF's by that record.
 
 Fail-safe: the holder is a child process of the agent that gets SIGTERM when the agent dies
 (PR_SET_PDEATHSIG) and then tells BPF to stop no more processes for it (kfault_io_holders),
-releases what it holds and resumes what BPF stopped. If it dies harder, the kernel detaches
-its tracees and resumes any it held; the pending signal is then delivered for real, so the
+releases what it holds and resumes what BPF stopped. If it dies harder (the OOM killer, a
+kill -9), the agent, which watches it, does that last part for it (let_go_for_dead_holder),
+and the kernel detaches its tracees and resumes any it held; the pending signal is then delivered for real, so the
 holder picks, per process, a signal whose default action is to ignore it and which the
 process neither catches nor blocks: it is dropped. Processes with no such signal get no
 latency (kfault_io_traced says 0: BPF passes their calls).
@@ -29,6 +30,7 @@ import logging
 import os
 import select
 import signal
+import threading
 import time
 
 from kfault_agent.kernel import children
@@ -381,6 +383,22 @@ class Holder:
                 raise
 
 
+def let_go_for_dead_holder(cgroup_dir, holders, slot, stopped, traced):
+    """What a holder does on its way out, done by the agent for one that was killed: BPF stops
+    no more processes for it, what BPF stopped is resumed, and the cgroup's processes are no
+    longer signalled (the kernel has resumed whatever the holder held)."""
+    holders[holders.Key(slot)] = holders.Leaf(0)
+    time.sleep(STOP_GRACE_S)          # a program that decided to stop one just before
+    members = cgroup_processes(cgroup_dir)
+    for key in list(stopped.keys()):
+        if key.value in members:
+            stopped.pop(key, None)
+            _continue(key.value)
+    for key in list(traced.keys()):
+        if key.value in members:
+            traced.pop(key, None)
+
+
 def _continue(tgid):
     try:
         os.kill(tgid, signal.SIGCONT)
@@ -394,6 +412,7 @@ class HolderProcess:
     def __init__(self, cgroup_dir, holds, traced, stopped, on_process=None, ready_timeout_s=5.0,
                  holders=None, slot=0):
         ready_read, ready_write = os.pipe()
+        self._stopping = False
         try:
             self.pid, self._write_fd = children.spawn(
                 lambda read_fd: Holder(cgroup_dir, holds, traced, stopped, read_fd, on_process, ready_write,
@@ -401,6 +420,10 @@ class HolderProcess:
                 signal.SIGTERM, f"holder for {cgroup_dir}")
         finally:
             os.close(ready_write)
+        if holders is not None:
+            pidfd = os.pidfd_open(self.pid)     # before anyone can reap it: stop() is the only one
+            threading.Thread(target=self._watch, args=(pidfd, cgroup_dir, holders, slot, stopped, traced),
+                             name=f"kfault-holder-watch-{self.pid}", daemon=True).start()
         try:
             # Arm only once the cgroup's processes are held: else their first calls pass.
             if not select.select([ready_read], [], [], ready_timeout_s)[0] or not os.read(ready_read, 1):
@@ -409,9 +432,21 @@ class HolderProcess:
         finally:
             os.close(ready_read)
 
+    def _watch(self, pidfd, cgroup_dir, holders, slot, stopped, traced):
+        """A holder killed on its own can't let go of what BPF stops for it: do it here."""
+        try:
+            select.select([pidfd], [], [])
+            if not self._stopping:
+                log.warning("the holder for %s (pid %d) died: latency there ends, and what it held "
+                            "or BPF stopped for it is resumed", cgroup_dir, self.pid)
+                let_go_for_dead_holder(cgroup_dir, holders, slot, stopped, traced)
+        finally:
+            os.close(pidfd)
+
     def stop(self):
         """Resume every held thread and detach (the tracer's exit detaches its tracees)."""
         if self.pid:
+            self._stopping = True
             os.close(self._write_fd)
             os.waitpid(self.pid, 0)
             self.pid = None
