@@ -180,12 +180,15 @@ async def controller():
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(kopf.operator(clusterwide=True, standalone=True, settings=settings,
                                              stop_flag=stop, ready_flag=ready))
-    await asyncio.wait_for(ready.wait(), 10)
     try:
+        # Ready in about a second here; under the VM tier's emulation it took more than 10 s.
+        await asyncio.wait_for(ready.wait(), 120)
         yield
     finally:
+        # Also when it never got ready: an operator left running would keep the loop, and the
+        # test run, from ending.
         stop.set()
-        await asyncio.wait_for(task, 15)
+        await asyncio.wait_for(task, 60)
 
 
 async def wait_for(predicate, timeout=10.0):

@@ -173,7 +173,8 @@ def test_killed_agent_mid_delay_leaves_the_victim_running(victims, files, tmp_pa
                                "--target", f"cgroup:{target}", "--lease", "2"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        assert "injecting" in read_line(runner, "injecting line")
+        # kfault run compiles its programs first: minutes under the VM tier's emulation
+        assert "injecting" in read_line(runner, "injecting line", timeout=300)
         time.sleep(1.0)                  # the holder seizes the victim
         victims.go(victim)
         time.sleep(1.0)                  # the victim's first read is held now (for 20 s)
@@ -359,7 +360,8 @@ def test_killed_agent_leaves_a_process_that_joined_after_arming_running(victims,
                                "--target", f"cgroup:{target}", "--lease", "2"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        assert "injecting" in read_line(runner, "injecting line")
+        # kfault run compiles its programs first: minutes under the VM tier's emulation
+        assert "injecting" in read_line(runner, "injecting line", timeout=300)
         joiner = victims.start(target, [["read", str(files / "data.db"), 3]], ["--no-wait"])
         time.sleep(1.0)                  # its first read is held now (for 20 s)
         os.kill(runner.pid, signal.SIGKILL)
@@ -386,4 +388,3 @@ def test_a_holder_killed_on_its_own_leaves_no_process_stopped(victims, files, io
         took = victims.result(joiner, timeout=30)["calls"][0]["ms"]
         assert joiner.returncode == 0, "the joined process was killed"
         assert max(took) < 10_000, f"a read was held by a dead holder: {took}"
-
