@@ -30,9 +30,11 @@ bench-controller:
 	scripts/setup-host test
 	$(PY) bench/controller.py $(ARGS)
 
-# Benchmarks that need the stock kernel (sch_fq, sch_netem), in the VM.
+# Benchmarks on the stock kernel, in the VM: kfault beside netem (sch_fq, sch_netem), and the
+# file I/O loop with the file hooks beside a FUSE passthrough (bindfs).
 kernel-bench: setup
-	scripts/vm-run $(PY) bench/edt_vs_netem.py
+	dpkg -s bindfs >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bindfs >/dev/null
+	scripts/vm-run sh -c '$(PY) bench/edt_vs_netem.py && $(PY) bench/io_overhead.py
 
 # Regenerate what is rendered from one source (tests fail while these are stale).
 proto: setup

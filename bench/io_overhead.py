@@ -1,13 +1,20 @@
-"""File I/O benchmark: what kfault's syscall-boundary faults cost the calls they don't touch.
+"""File I/O benchmark: what kfault's file I/O faults cost the calls they don't touch.
 
-A tight read loop (`dd bs=1`: one read(2) and one write(2) to /dev/null per byte) in a cgroup:
-  (a) no kfault rule armed (tracepoints detached)
-  (b) kfault armed (a latency rule) on another cgroup
-  (c) kfault armed on this cgroup, on a path this loop does not read
-Nanoseconds per byte copied, median of interleaved rounds, each as a ratio to (a).
-Run as root: make bench-io (the host kernel has what it needs).
+A tight loop (`dd bs=1`: one read(2) and one write(2) to /dev/null per byte) in a cgroup:
+  (a) no kfault rule armed
+  (b) a latency rule on reads armed on another cgroup
+  (c) that rule armed on this cgroup, on a path this loop does not read
+  (d) no rule, the file read through a FUSE passthrough mount (bindfs): the floor of a
+      FUSE-based injector such as Chaos Mesh's, which serves every call of the volume
+  (e) as (c), with the rule on every method (open, fsync and stat are decided at the syscall
+      tracepoints even where the file hooks decide reads and writes)
+Nanoseconds per byte copied, median of interleaved rounds, each as a ratio to (a). Which
+mechanism decides reads (file hooks or syscall tracepoints) is printed first.
+Run as root: make bench-io (this kernel), make kernel-bench (Debian's stock kernel, in the VM).
 """
+import contextlib
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -19,12 +26,15 @@ from kfault_agent.kernel import loader, topology
 from kfault_api import spec
 
 ROUNDS = 5
-BYTES = 400_000
+BYTES = 200_000
 
 
-def io_chaos(path):
+def io_chaos(path, methods):
+    fields = {"action": "latency", "delay": "1s", "volumePath": "/", "path": path}
+    if methods:
+        fields["methods"] = methods
     return spec.parse_experiment({"apiVersion": spec.API_VERSION, "kind": "IOChaos", "metadata": {"name": "bench"},
-                                  "spec": {"action": "latency", "delay": "1s", "volumePath": "/", "path": path}})
+                                  "spec": fields})
 
 
 def read_loop_ns(cgroup, path):
@@ -35,6 +45,26 @@ def read_loop_ns(cgroup, path):
     return (time.perf_counter_ns() - start) / BYTES
 
 
+@contextlib.contextmanager
+def fuse_passthrough(directory):
+    """`directory` mounted again through bindfs (a FUSE passthrough), or None and why not."""
+    if not shutil.which("bindfs"):
+        yield None, "bindfs is not installed (Debian: apt install bindfs)"
+        return
+    subprocess.run(["modprobe", "fuse"], check=False, capture_output=True)
+    mountpoint = tempfile.mkdtemp(prefix="kft-bench-fuse-")
+    mounted = subprocess.run(["bindfs", directory, mountpoint], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        os.rmdir(mountpoint)
+        yield None, f"bindfs failed: {mounted.stderr.strip()[:200]}"
+        return
+    try:
+        yield mountpoint, None
+    finally:
+        subprocess.run(["umount", mountpoint], check=False)
+        os.rmdir(mountpoint)
+
+
 def main():
     root = topology.cgroup2_mount()
     prefix = os.path.join(root, "kft-bench-" + uuid.uuid4().hex[:6])
@@ -43,18 +73,28 @@ def main():
         os.mkdir(path)
     datapath, caps = loader.probe_io()
     engine = iofault.IOFaultEngine(datapath, caps)
-    results = {"a": [], "b": [], "c": []}
+    here = topology.resolve_cgroup_target(f"cgroup:{loop_cgroup}")
+    other = topology.resolve_cgroup_target(f"cgroup:{other_cgroup}")
+    reads = ["read"]
+    results = {key: [] for key in "abcde"}
+    fuse_reason = None
     try:
-        with tempfile.NamedTemporaryFile(dir="/tmp") as data:
-            data.write(os.urandom(BYTES))
-            data.flush()
+        with tempfile.TemporaryDirectory(dir="/tmp") as directory, fuse_passthrough(directory) as (fuse, fuse_reason):
+            data = os.path.join(directory, "data")
+            with open(data, "wb") as handle:
+                handle.write(os.urandom(BYTES))
             for _ in range(ROUNDS):
-                results["a"].append(read_loop_ns(loop_cgroup, data.name))
-                engine.apply(io_chaos("/nowhere/**"), topology.resolve_cgroup_target(f"cgroup:{other_cgroup}"))
-                results["b"].append(read_loop_ns(loop_cgroup, data.name))
+                results["a"].append(read_loop_ns(loop_cgroup, data))
+                engine.apply(io_chaos("/nowhere/**", reads), other)
+                results["b"].append(read_loop_ns(loop_cgroup, data))
                 engine.revoke_all()
-                engine.apply(io_chaos("/nowhere/**"), topology.resolve_cgroup_target(f"cgroup:{loop_cgroup}"))
-                results["c"].append(read_loop_ns(loop_cgroup, data.name))
+                engine.apply(io_chaos("/nowhere/**", reads), here)
+                results["c"].append(read_loop_ns(loop_cgroup, data))
+                engine.revoke_all()
+                if fuse:
+                    results["d"].append(read_loop_ns(loop_cgroup, os.path.join(fuse, "data")))
+                engine.apply(io_chaos("/nowhere/**", None), here)
+                results["e"].append(read_loop_ns(loop_cgroup, data))
                 engine.revoke_all()
     finally:
         engine.revoke_all()
@@ -62,12 +102,19 @@ def main():
         for path in (loop_cgroup, other_cgroup):
             os.rmdir(path)
     base = statistics.median(results["a"])
-    labels = {"a": "no kfault rule armed", "b": "armed on another cgroup", "c": "armed here, non-matching path"}
+    decided_by = ("file hooks (fmod_ret on security_file_permission)" if datapath.file_hooks
+                  else "syscall tracepoints")
+    labels = {"a": "no kfault rule armed", "b": "armed on another cgroup", "c": "armed here, non-matching path",
+              "d": "FUSE passthrough (bindfs), no rule", "e": "as (c), rule on every method"}
+    print(f"kernel {os.uname().release}; reads are decided at the {decided_by}")
     print(f"read loop (dd bs=1, {BYTES} bytes: one read + one write each), {ROUNDS} rounds (median), "
           "ratio to (a):")
     for key, label in labels.items():
+        if not results[key]:
+            print(f"   ({key}) {label:<36} not measured: {fuse_reason}")
+            continue
         value = statistics.median(results[key])
-        print(f"   ({key}) {label:<32} {value:7.1f} ns/byte   {value / base:5.3f}")
+        print(f"   ({key}) {label:<36} {value:7.1f} ns/byte   {value / base:5.3f}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,16 @@
  *   io_corrupt     tail call of either        mistake: wrong bytes in a read's result or a write's data
  *   lsm__*         BPF LSM hooks              fail the decided call before it takes effect
  *   kmod_ret__*    fmod_ret on security_*     the same where BPF LSM is off but trampolines work
+ *   kmod_ret__security_file_permission, with KFAULT_IO_FILE_HOOKS:
+ *                  fmod_ret                   decide latency and fault on read and write at
+ *                                             the file itself, by its path (bpf_d_path)
+ *
+ * With the file hooks (kernels with trampolines, compiled against the running kernel's own
+ * headers) latency and fault on read and write need no syscall tracepoint: a file opened
+ * before arming or by a relative path is matched by its own path, and every other task on the
+ * node pays one array lookup per read or write while nothing is armed. The syscall tracepoints
+ * then serve what needs the syscall's arguments or result (open, which must be decided before
+ * an O_CREAT open creates the file; fsync; attrOverride; mistake).
  *
  * Paths are matched once, when a file is opened, by walking the rule's glob compiled to a
  * DFA by the agent; a read or write then costs one hash lookup. Latency can't sleep in BPF:
@@ -23,6 +33,9 @@
  *
  * Syscall numbers and argument registers are the architecture's (syscalls.h): x86_64 only.
  */
+#ifdef KFAULT_IO_FILE_HOOKS
+#include <linux/fs.h>       /* struct file, struct path: the running kernel's own layout */
+#endif
 #include <linux/types.h>
 #include <linux/errno.h>
 #include <linux/ptrace.h>
@@ -40,7 +53,7 @@ BPF_ARRAY(kfault_io_armed, __u32, 1);
 /* Mask of the armed slots whose rule is an attrOverride, written by the agent: a stat is looked
  * at only when one of them targets the caller (the stat family is the hottest of these calls). */
 BPF_ARRAY(kfault_io_stat_armed, __u32, 1);
-BPF_ARRAY(kfault_io_dfa, struct kfault_io_dfa_state, KFAULT_IO_MAX_RULES * KFAULT_IO_MAX_STATES);
+BPF_ARRAY(kfault_io_dfa, struct kfault_io_dfa, KFAULT_IO_MAX_RULES);
 BPF_TABLE("lru_hash", struct kfault_io_fd_key, __u32, kfault_io_fds, KFAULT_IO_MAX_FDS);
 BPF_TABLE("lru_hash", __u64, struct kfault_io_call, kfault_io_calls, KFAULT_IO_MAX_CALLS);
 /* tgid -> the signal the holder asked for (one the process neither catches nor blocks), or 0:
@@ -122,27 +135,54 @@ static __always_inline __u32 targeting_rules(__u32 armed, struct io_scratch *scr
 	return scratch->found;
 }
 
+/* Where next[state][c] is in kfault_io_dfa's flat table. The barrier keeps clang from
+ * turning the add into an or (the bits don't overlap): 6.1's verifier loses an or's bounds. */
+static __always_inline __u32 dfa_index(__u32 state, __u8 c)
+{
+	__u32 row = (state & 0xff) << 8;
+
+	asm volatile("" : "+r"(row));
+	return row + c;
+}
+
 /* Does rule r's DFA accept scratch->path? One bounded loop over the bytes. */
 static __always_inline int glob_accepts(__u32 r, struct io_scratch *scratch)
 {
+	__u32 rule = r & (KFAULT_IO_MAX_RULES - 1);
+	struct kfault_io_dfa *dfa = kfault_io_dfa.lookup(&rule);
+
+	/* masked again, not `rule`: 6.1's verifier forgets the bounds of a u32 spilled for the call */
 	scratch->state = scratch->start.state[r & (KFAULT_IO_MAX_RULES - 1)];
-	if (scratch->state == KFAULT_IO_DEAD_STATE)
+	if (!dfa || scratch->state == KFAULT_IO_DEAD_STATE)
 		return 0;
 #pragma clang loop unroll(disable)
 	for (__u32 i = 0; i < KFAULT_IO_PATH_MAX; i++) {
-		__u32 index = r * KFAULT_IO_MAX_STATES + (scratch->state & (KFAULT_IO_MAX_STATES - 1));
-		struct kfault_io_dfa_state *st = kfault_io_dfa.lookup(&index);
 		__u8 c = scratch->path[i];
 
-		if (!st)
-			return 0;
 		if (!c)
-			return st->accepting;
-		scratch->state = st->next[c];
+			return dfa->accepting[scratch->state];
+		scratch->state = dfa->next[dfa_index(scratch->state, c)];
 		if (scratch->state == KFAULT_IO_DEAD_STATE)
 			return 0;
 	}
 	return 0;   /* longer than we read: no match */
+}
+
+/* The same walk from state 0 without a branch, on to the end of scratch->path (past the end of
+ * the path, the state is the accepting sink or dead: kfault.h): for the file hooks, which walk
+ * every armed rule in one program, where glob_accepts' branches are too many for the verifier. */
+static __always_inline int glob_accepts_padded(__u32 r, struct io_scratch *scratch)
+{
+	__u32 rule = r & (KFAULT_IO_MAX_RULES - 1);
+	struct kfault_io_dfa *dfa = kfault_io_dfa.lookup(&rule);
+	__u8 state = 0;
+
+	if (!dfa)
+		return 0;
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < KFAULT_IO_PATH_MAX; i++)
+		state = dfa->next[dfa_index(state, scratch->path[i])];
+	return dfa->accepting[state];
 }
 
 /* 0 is expired too (kfault.h): a slot the agent has not written does nothing. */
@@ -175,12 +215,24 @@ static __always_inline int holdable(const __u32 *signo, __u32 slot)
 	return runs && *runs;
 }
 
-/* Roll every rule in `mask` that covers `method`: the first fault's errno goes in
+/* Which program decides a rule's calls of `method`: with the file hooks compiled in, they
+ * decide latency and fault on read and write; the syscall tracepoints the rest. */
+static __always_inline int decided_at_file_hook(__u32 action, __u32 method)
+{
+#ifdef KFAULT_IO_FILE_HOOKS
+	return (action == KFAULT_IO_ACT_FAULT || action == KFAULT_IO_ACT_LATENCY) &&
+	       (method == KFAULT_IO_METHOD_READ || method == KFAULT_IO_METHOD_WRITE);
+#else
+	return 0;
+#endif
+}
+
+/* Roll every rule in `mask` that covers `method` and is decided here (at_file_hook): the first fault's errno goes in
  * call->error for the LSM hooks; latency is summed into kfault_io_holds and the thread gets
  * the holder's signal; the first attrOverride or mistake goes in call->apply (counted where
  * it is written: a call that fails gets nothing written). */
 static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_call *call,
-				   struct io_scratch *scratch)
+				   struct io_scratch *scratch, int at_file_hook)
 {
 	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
 	__u32 tgid = id >> 32, tid = (__u32)id;
@@ -197,7 +249,8 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 		if (!(mask & (1u << i)))
 			continue;
 		rule = kfault_io_rules.lookup(&slot);
-		if (!rule || !(rule->methods & (1u << method)) || rule_expired(rule, now))
+		if (!rule || !(rule->methods & (1u << method)) || rule_expired(rule, now) ||
+		    decided_at_file_hook(rule->action, method) != at_file_hook)
 			continue;
 		if (rule->threshold != KFAULT_ALWAYS && bpf_get_prandom_u32() >= rule->threshold) {
 			count(slot, method, KFAULT_IO_OUTCOME_PASSED, 0);
@@ -309,7 +362,7 @@ static __always_inline void finish_enter(void *ctx, __u64 id, __u32 method, __u3
 	int corrupt_now = 0;
 
 	if (mask)
-		decide(mask, method, &call, scratch);
+		decide(mask, method, &call, scratch, 0);
 	if (call.apply && method == KFAULT_IO_METHOD_WRITE) {
 		corrupt_now = 1;
 		call.apply = 0;
@@ -672,6 +725,82 @@ int io_corrupt(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
+#ifdef KFAULT_IO_FILE_HOOKS
+/* struct file * -> the armed rules whose glob its path matched. Walked once per file and
+ * generation; a struct file freed and reused for another path is told apart by its f_path. */
+struct io_file_match {
+	__u64 dentry;
+	__u64 mnt;
+	__u32 generation;
+	__u32 matched;
+};
+BPF_TABLE("lru_hash", __u64, struct io_file_match, kfault_io_files, KFAULT_IO_MAX_FDS);
+/* Bumped by the agent each time it arms a rule: every file is walked again for it. */
+BPF_ARRAY(kfault_io_generation, __u32, 1);
+
+/* The armed rules whose glob accepts the file's path as its process sees it (bpf_d_path:
+ * absolute, from the process's root), from the cache or walked now. */
+static __always_inline __u32 file_matches(struct file *file, __u32 armed, struct io_scratch *scratch)
+{
+	__u64 key = (__u64)file, dentry = (__u64)file->f_path.dentry, mnt = (__u64)file->f_path.mnt;
+	__u32 zero = 0, *generation = kfault_io_generation.lookup(&zero);
+	struct io_file_match *seen = kfault_io_files.lookup(&key);
+	struct io_file_match walked = {.dentry = dentry, .mnt = mnt};
+
+	if (!generation)
+		return 0;
+	if (seen && seen->dentry == dentry && seen->mnt == mnt && seen->generation == *generation)
+		return seen->matched;
+	walked.generation = *generation;
+	if (bpf_d_path(&file->f_path, scratch->path, KFAULT_IO_PATH_MAX) > 0) {
+		scratch->found = 0;
+#pragma unroll
+		for (__u32 r = 0; r < KFAULT_IO_MAX_RULES; r++) {
+			if ((armed & (1u << r)) && glob_accepts_padded(r, scratch))
+				scratch->found |= 1u << r;
+		}
+		walked.matched = scratch->found;
+	}
+	kfault_io_files.update(&key, &walked);
+	return walked.matched;
+}
+
+/* Decide a call on `file` by a task of a target: its errno, or 0 (latency is the holder's). */
+static __always_inline int decide_at_file(struct file *file, __u32 method)
+{
+	__u32 zero = 0, *armed = kfault_io_armed.lookup(&zero), targets;
+	struct kfault_io_call call = {.method = method};
+	struct io_scratch *scratch;
+
+	if (!armed || !*armed)
+		return 0;
+	scratch = kfault_io_scratch.lookup(&zero);
+	if (!scratch)
+		return 0;
+	targets = targeting_rules(*armed, scratch);
+	if (!targets)
+		return 0;
+	if (S_ISDIR(file->f_inode->i_mode))
+		return 0;     /* getdents asks for MAY_READ too: listing a directory is not a read */
+	targets &= file_matches(file, *armed, scratch);
+	if (!targets)
+		return 0;
+	decide(targets, method, &call, scratch, 1);
+	return call.error;
+}
+
+/* Every read and write (plain, positional, vector, splice, sendfile, copy_file_range) before
+ * any byte moves: rw_verify_area asks with MAY_READ or MAY_WRITE. */
+KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
+{
+	if (mask & MAY_WRITE)
+		return decide_at_file(file, KFAULT_IO_METHOD_WRITE);
+	if (mask & MAY_READ)
+		return decide_at_file(file, KFAULT_IO_METHOD_READ);
+	return 0;
+}
+#endif /* KFAULT_IO_FILE_HOOKS */
+
 /* The error decided for the current thread's syscall, or 0. */
 static __always_inline int decided_error(void)
 {
@@ -711,16 +840,19 @@ LSM_PROBE(inode_create, struct inode *dir, struct dentry *dentry, umode_t mode)
 }
 #endif
 
-#ifdef KFAULT_IO_ERRNO_FMOD_RET
+/* With the file hooks, reads and writes are decided at security_file_permission (above). */
+#if defined(KFAULT_IO_ERRNO_FMOD_RET) || defined(KFAULT_IO_FILE_HOOKS)
 KMOD_RET(security_file_open, struct file *file, int ret)
 {
 	return decided_error();
 }
 
+#ifndef KFAULT_IO_FILE_HOOKS
 KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
 {
 	return decided_error();
 }
+#endif
 
 KMOD_RET(security_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode,
 	 unsigned int dev, int ret)

@@ -149,6 +149,8 @@ struct kfault_departures {
 #define KFAULT_IO_MAX_DIRS 16384     /* kfault_io_dirs: working and open directories of targeted processes */
 #define KFAULT_IO_AT_FDCWD -100      /* openat's dirfd for "the working directory"; its fd in kfault_io_dirs */
 #define KFAULT_IO_DEAD_STATE 255     /* a DFA state no path can leave: no match */
+#define KFAULT_IO_ACCEPT_STATE 254   /* a DFA state no byte leaves, accepting: where the end of a path
+                                      * (byte 0) takes an accepting state; globs use the ones below */
 
 /* Methods: bits of kfault_io_rule.methods; indices (bit number) into counters. */
 #define KFAULT_IO_METHOD_OPEN 0
@@ -228,12 +230,14 @@ struct kfault_io_rule {
 	__u32 max_length;         /* 1..KFAULT_IO_MISTAKE_MAX_LENGTH bytes per run */
 };
 
-/* Value of kfault_io_dfa: one DFA state of a path glob, compiled by the agent. Bytes are
- * unsigned; next[c] is a state index within the rule or KFAULT_IO_DEAD_STATE. */
-struct kfault_io_dfa_state {
-	__u8 next[256];
-	__u8 accepting;
-	__u8 pad[7];
+/* Value of kfault_io_dfa: one rule's path glob as a DFA, compiled by the agent. Bytes are
+ * unsigned; next[s][c] is a state or KFAULT_IO_DEAD_STATE; next[s][0] (the end of the path) is
+ * KFAULT_IO_ACCEPT_STATE where s accepts, else dead, and neither is ever left: so a walk may go
+ * on over whatever follows the path in its buffer, with no branch per byte (the verifier then
+ * sees straight code however many rules are walked). One lookup per rule walked. */
+struct kfault_io_dfa {
+	__u8 next[KFAULT_IO_MAX_STATES * 256];   /* next[s * 256 + c]; flat: bcc reads one dimension only */
+	__u8 accepting[KFAULT_IO_MAX_STATES];
 };
 
 /* Key of kfault_io_fds: an open file of a targeted process. Value: a mask of the rules whose

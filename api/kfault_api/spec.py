@@ -311,7 +311,7 @@ def _io_chaos(metadata, spec, doc, for_node):
     volume = spec["volumePath"].rstrip("/") or "/"
     path = spec.get("path") or (volume.rstrip("/") + "/**")
     try:
-        glob_dfa.compile_glob(path, layout.IO_DEAD_STATE)
+        glob_dfa.compile_glob(path, layout.IO_ACCEPT_STATE)
     except glob_dfa.GlobError as err:
         problems.add("spec.path", spec.get("path"), str(err))
     delay = 0

@@ -243,7 +243,7 @@ def test_agent_image_on_a_node_without_headers_still_faults_the_network_and_says
     assert not available and "no headers of the running kernel" in reason, reason
     assert "Network faults and the syscall tracepoints use the image's Debian headers" in reason, reason
     assert caps["io-tracepoints"][0], caps["io-tracepoints"]
-    for mechanism in ("bpf-lsm", "fmod_ret"):
+    for mechanism in ("file-hooks", "bpf-lsm", "fmod_ret"):
         if "not an active LSM" not in caps[mechanism][1]:
             assert "no headers of the running kernel" in caps[mechanism][1], caps[mechanism]
     assert "need the running kernel's headers" in caps["io-errno"][1], caps["io-errno"]

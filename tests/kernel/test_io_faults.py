@@ -234,6 +234,32 @@ def test_fault_is_refused_where_no_errno_hook_exists(victims, files, io_datapath
     assert not engine.active() and io_datapath.armed[io_datapath.armed.Key(0)].value == 0
 
 
+@pytest.mark.kernel("file-hooks", "ptrace")
+def test_file_hooks_decide_reads_and_writes_with_no_syscall_tracepoint(victims, files, io_engine):
+    """Where the kernel has trampolines, latency and fault on read and write are decided at
+    security_file_permission by the file's own path: the syscall tracepoints, which slow every
+    syscall on the node, stay detached until a rule needs them, and detach again after it."""
+    target = victims.cgroup("target")
+    cgroup = topology.resolve_cgroup_target(f"cgroup:{target}")
+    victim = victims.start(target, [["read", str(files / "data.db"), 20], ["write", str(files / "notes.txt"), 20]],
+                           ["--open-early"])
+    io_engine.apply(io_chaos(name="rw", action="fault", errno=5, path=f"{files}/*", methods=["read", "write"]),
+                    cgroup)
+    io_engine.apply(io_chaos(name="slow", action="latency", delay="20ms", path=f"{files}/*.db", methods=["read"]),
+                    cgroup)
+    assert not io_engine.datapath.attached, "the syscall tracepoints were attached for reads and writes"
+    victims.go(victim)
+    read, write = victims.result(victim)["calls"]
+    assert read["errno"] == [5] * 20 and min(read["ms"]) >= 20, read
+    assert write["errno"] == [5] * 20, write
+    assert (files / "notes.txt").read_text() == "kfault", "a failed write wrote"
+    opens = io_chaos(name="opens", action="fault", errno=5, path=f"{files}/*.db", methods=["open"])
+    io_engine.apply(opens, cgroup)
+    assert io_engine.datapath.attached, "open is decided at the syscall tracepoints (before O_CREAT creates)"
+    io_engine.revoke(opens.key, cgroup.name)
+    assert not io_engine.datapath.attached, "the tracepoints stayed after the last rule needing them"
+
+
 # ---- reach: every call of every way a process comes to do its I/O -------------------------
 # 100 calls each, all of which must be affected: latency where the holder can hold (ptrace),
 # errno where the kernel has a hook to fail calls (io-errno; on the host tier those skip and

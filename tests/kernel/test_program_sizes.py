@@ -84,6 +84,12 @@ def test_io_program_within_its_recorded_size(io_datapath, program):
     check_size(program, io_datapath.programs[program].fd)
 
 
+def test_file_hook_program_within_its_recorded_size(io_datapath):
+    if not io_datapath.file_hooks:
+        pytest.skip(f"the file hooks are not loaded here ({io_datapath.errno_mechanism or 'syscall tracepoints'} is used)")
+    check_size(loader.FILE_HOOK_PROGRAM, io_datapath.programs[loader.FILE_HOOK_PROGRAM].fd)
+
+
 def test_growth_message_says_how_much_and_how_to_record():
     assert growth("p", "verified_insns", 1100, 1000) is None
     message = growth("p", "verified_insns", 1200, 1000)

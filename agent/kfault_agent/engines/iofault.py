@@ -1,9 +1,10 @@
 """The file I/O fault engine: places IOChaos experiments on cgroups as rules in the BPF maps.
 
-It owns the rule slots, the syscall tracepoints' attachment (only while a rule is armed) and
+It owns the rule slots, the syscall tracepoints' attachment (only while a rule needs them) and
 the holders (latency). Policy for a rule comes from io_rule_fields; the kernel objects from
 loader.IODatapath.
 """
+import ctypes
 import logging
 import os
 import stat
@@ -112,6 +113,7 @@ class ProcessMarker:
 class ActiveIO(Placement):
     slot: int
     holder: object = None
+    syscall_tracepoints: bool = False   # some of its calls are decided at the syscall tracepoints
 
 
 class IOFaultEngine(LeasedPlacements):
@@ -166,7 +168,7 @@ class IOFaultEngine(LeasedPlacements):
     def apply(self, experiment, target, lease_s=None):
         """Inject `experiment` on the cgroup `target` (replacing its earlier version)."""
         self.check(experiment)
-        dfa = glob_dfa.compile_glob(experiment.path, layout.IO_DEAD_STATE)
+        dfa = glob_dfa.compile_glob(experiment.path, layout.IO_ACCEPT_STATE)
         with self._lock:
             existing = self._replacing(experiment, target)
             if existing:
@@ -188,7 +190,11 @@ class IOFaultEngine(LeasedPlacements):
                     active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced,
                                                   self.datapath.stopped, on_process=marker.mark,
                                                   holders=self.datapath.holders, slot=active.slot)
-                self.datapath.attach()
+                active.syscall_tracepoints = self.datapath.needs_syscall_tracepoints(experiment.action,
+                                                                                     experiment.methods)
+                if active.syscall_tracepoints:
+                    self.datapath.attach()
+                self.datapath.new_generation()
                 if experiment.action == "attrOverride":
                     self._set_bit(self.datapath.stat_armed, active.slot, True)
                 self._set_armed(active.slot, True)
@@ -272,8 +278,9 @@ class IOFaultEngine(LeasedPlacements):
             pass
         self._forget_fds(active.slot)
         self._forget_dirs(active.slot)
-        if not armed:
+        if not any(other.syscall_tracepoints for other in self._active.values() if other is not active):
             self.datapath.detach()
+        if not armed:
             self.datapath.traced.clear()
             self.datapath.stopped.clear()
         self._free_slots.append(active.slot)
@@ -297,10 +304,17 @@ class IOFaultEngine(LeasedPlacements):
                 self.datapath.dirs[key] = leaf
 
     def _write_dfa(self, slot, dfa):
-        """The states the DFA uses; transitions never lead to the slots it doesn't."""
-        base = slot * layout.IO_MAX_STATES
-        for index, row in enumerate(dfa.next):
-            leaf = self.datapath.dfa.Leaf()
-            leaf.next[:] = [layout.IO_DEAD_STATE if nxt is None else nxt for nxt in row]
-            leaf.accepting = 1 if dfa.accepting[index] else 0
-            self.datapath.dfa[self.datapath.dfa.Key(base + index)] = leaf
+        """The rule's DFA as kfault_io_dfa holds it (kfault.h): the end of a path (byte 0) goes
+        to the accepting sink or the dead state, which no byte leaves; unused states are dead."""
+        leaf = self.datapath.dfa.Leaf()
+        ctypes.memset(ctypes.addressof(leaf), layout.IO_DEAD_STATE, ctypes.sizeof(leaf))
+        rows = list(enumerate(dfa.next)) + [(layout.IO_ACCEPT_STATE, [layout.IO_ACCEPT_STATE] * 256)]
+        for index, row in rows:
+            at = index * 256
+            leaf.next[at:at + 256] = [layout.IO_DEAD_STATE if nxt is None else nxt for nxt in row]
+            if index != layout.IO_ACCEPT_STATE:
+                leaf.next[at] = layout.IO_ACCEPT_STATE if dfa.accepting[index] else layout.IO_DEAD_STATE
+        leaf.accepting[:] = [1 if index < len(dfa.accepting) and dfa.accepting[index] else 0
+                             for index in range(layout.IO_MAX_STATES)]
+        leaf.accepting[layout.IO_ACCEPT_STATE] = 1
+        self.datapath.dfa[self.datapath.dfa.Key(slot)] = leaf

@@ -189,8 +189,34 @@ def io_arch_cflag():
 
 
 ERRNO_HOOKS = ("file_open", "file_permission", "path_mknod", "inode_create")   # LSM hook names
-# How a decided errno is returned, best first: the -D flag that compiles it into iofault.c.
-ERRNO_MECHANISMS = {"bpf-lsm": "-DKFAULT_IO_ERRNO_LSM", "fmod_ret": "-DKFAULT_IO_ERRNO_FMOD_RET"}
+# How calls are failed, best first: the -D flag that compiles it into iofault.c. All fail what
+# the syscall tracepoints decided at these hooks; file-hooks also decides latency and fault on
+# read and write itself, at fmod_ret on security_file_permission, by the file's own path.
+ERRNO_MECHANISMS = {"file-hooks": "-DKFAULT_IO_FILE_HOOKS", "bpf-lsm": "-DKFAULT_IO_ERRNO_LSM",
+                    "fmod_ret": "-DKFAULT_IO_ERRNO_FMOD_RET"}
+# What the file hooks decide (decided_at_file_hook in iofault.c); the rest of a rule's calls
+# are the syscall tracepoints'.
+FILE_HOOK_ACTIONS = {"latency", "fault"}
+FILE_HOOK_PROGRAM = "kmod_ret__security_file_permission"
+FILE_HOOK_METHODS = {"read", "write"}
+
+
+def running_release_headers():
+    """The running kernel's headers, only if they are its very release (the file hooks read
+    struct file as the kernel lays it out), or KernelUnsupported saying whose they are."""
+    headers = require_headers(running_kernel_headers(), needs_running_kernel=True)
+    if headers.path is None and os.path.exists(os.path.join(kernel_build_dir(), "include")):
+        release_file = os.path.join(kernel_build_dir(), "include", "generated", "utsrelease.h")
+        try:
+            with open(release_file, encoding="ascii") as handle:
+                release = handle.read().split('"')[1]
+        except (OSError, IndexError):
+            release = None
+        if release != platform.release():
+            raise KernelUnsupported(f"the file hooks read struct file as the running kernel lays it out, and "
+                                    f"the headers at {kernel_build_dir()} are {release or 'of an unknown release'}, "
+                                    f"not {platform.release()}: install linux-headers-{platform.release()}")
+    return headers
 
 
 class IODatapath:
@@ -201,13 +227,17 @@ class IODatapath:
     def __init__(self, errno_mechanism=None):
         # The errno hooks attach to the running kernel's functions and take its types; the
         # syscall tracepoints read UAPI types only.
-        headers = require_headers(running_kernel_headers() if errno_mechanism else uapi_headers(),
-                                  needs_running_kernel=bool(errno_mechanism))
+        if errno_mechanism == "file-hooks":
+            headers = running_release_headers()
+        else:
+            headers = require_headers(running_kernel_headers() if errno_mechanism else uapi_headers(),
+                                      needs_running_kernel=bool(errno_mechanism))
         cflags = [f"-I{BPF_DIR}", "-Wno-macro-redefined", io_arch_cflag()]
         from bcc import BPF
         if errno_mechanism:
             cflags.append(ERRNO_MECHANISMS[errno_mechanism])
         self.errno_mechanism = errno_mechanism
+        self.file_hooks = errno_mechanism == "file-hooks"
         try:
             with compiling_against(headers):
                 self.bpf = BPF(src_file=os.path.join(BPF_DIR, "iofault.c").encode(), cflags=cflags)
@@ -215,7 +245,7 @@ class IODatapath:
             self._hook_fds = self._attach_errno_hooks(BPF) if errno_mechanism else []
         except Exception as err:
             what = f"with {errno_mechanism} hooks" if errno_mechanism else "(syscall raw tracepoints)"
-            if errno_mechanism == "fmod_ret":
+            if errno_mechanism in ("fmod_ret", "file-hooks"):
                 # bcc words the kernel's EPERM as "Need super-user privileges"; we are root.
                 raise KernelUnsupported("fmod_ret programs don't load on this kernel: it has no BPF "
                                         "trampolines (fentry/fmod_ret)") from err
@@ -235,7 +265,18 @@ class IODatapath:
         self.stopped = self.bpf[b"kfault_io_stopped"]
         self.holders = self.bpf[b"kfault_io_holders"]
         self.counters = self.bpf[b"kfault_io_counters"]
+        self.generation = self.bpf[b"kfault_io_generation"] if self.file_hooks else None
         self.attached = False
+
+    def needs_syscall_tracepoints(self, action, methods):
+        """Whether some call of a rule is decided at the syscall tracepoints, not the file hooks."""
+        return not (self.file_hooks and action in FILE_HOOK_ACTIONS and set(methods) <= FILE_HOOK_METHODS)
+
+    def new_generation(self):
+        """Have every file's path walked again for the rules (the file hooks cache their match)."""
+        if self.file_hooks:
+            key = self.generation.Key(0)
+            self.generation[key] = self.generation.Leaf((self.generation[key].value + 1) & 0xFFFFFFFF)
 
     def _load_write_user_programs(self, BPF, programs):
         """Load io_apply_attr and io_corrupt into their program slots; None, or why the kernel
@@ -262,6 +303,8 @@ class IODatapath:
         fds = []
         for hook in ERRNO_HOOKS:
             fn = self.bpf.load_func(f"kmod_ret__security_{hook}".encode(), BPF.TRACING)
+            if self.file_hooks and hook == "file_permission":
+                self.programs[FILE_HOOK_PROGRAM] = fn
             fd = lib.bpf_attach_kfunc(fn.fd)
             if fd < 0:
                 for opened in fds:
@@ -358,6 +401,18 @@ def _kprobe_override_configured():
     return False
 
 
+MECHANISM_USES = {
+    "file-hooks": "latency and fault on read and write decided at fmod_ret on security_file_permission, by "
+                  "the file's own path (bpf_d_path), with no syscall tracepoint; open (decided before an "
+                  "O_CREAT open creates the file), fsync, attrOverride and mistake at the syscall tracepoints, "
+                  "failed by fmod_ret on security_file_open, security_path_mknod, security_inode_create",
+    "bpf-lsm": "errno by BPF LSM hooks on file_open, file_permission, path_mknod, inode_create, "
+               "for calls the syscall tracepoints decide",
+    "fmod_ret": "errno by fmod_ret on security_file_open, security_file_permission, security_path_mknod, "
+                "security_inode_create, for calls the syscall tracepoints decide",
+}
+
+
 def probe_io():
     """(IODatapath or None, capabilities): the best errno mechanism that loads, else none."""
     try:
@@ -368,21 +423,20 @@ def probe_io():
         return None, {c.name: c for c in caps + [_probe_ptrace(), probe_headers()]}
     caps, datapath = [], None
     if _bpf_lsm_active():
-        order = ["bpf-lsm", "fmod_ret"]
+        order = ["file-hooks", "bpf-lsm", "fmod_ret"]
     else:
-        order = ["fmod_ret"]
+        order = ["file-hooks", "fmod_ret"]
         caps.append(Capability("bpf-lsm", False, "bpf is not an active LSM (/sys/kernel/security/lsm); "
                                "boot with lsm=...,bpf and CONFIG_BPF_LSM=y"))
     for mechanism in order:
         try:
             with _quiet_stderr():      # libbpf prints every refused load: the reason is kept below
                 datapath = IODatapath(mechanism)
-            caps.append(Capability(mechanism, True, f"errno by {mechanism} hooks on security_file_open, "
-                                   "security_file_permission, security_path_mknod, security_inode_create"))
+            caps.append(Capability(mechanism, True, MECHANISM_USES[mechanism]))
             break
         except KernelUnsupported as err:
             caps.append(Capability(mechanism, False, str(err).splitlines()[0][:300]))
-    others = {"bpf-lsm", "fmod_ret"} - {c.name for c in caps}
+    others = set(ERRNO_MECHANISMS) - {c.name for c in caps}
     caps += [Capability(name, False, f"not tried: {datapath.errno_mechanism} is used") for name in others]
     caps.append(Capability("kprobe-override", False,
                            "not used: kfault fails calls through BPF LSM or fmod_ret" if _kprobe_override_configured()
