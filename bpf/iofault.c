@@ -782,6 +782,11 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
 		return 0;
 	if (S_ISDIR(file->f_inode->i_mode))
 		return 0;     /* getdents asks for MAY_READ too: listing a directory is not a read */
+	/* A file the kernel opened for itself behind the one the process reads: overlayfs (every
+	 * container's root filesystem) reads its upper or lower file through another permission
+	 * check, and that file shows the overlay's path: it would be decided twice. */
+	if (file->f_mode & FMODE_NOACCOUNT)
+		return 0;
 	targets &= file_matches(file, *armed, scratch);
 	if (!targets)
 		return 0;

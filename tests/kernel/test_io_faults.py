@@ -260,6 +260,40 @@ def test_file_hooks_decide_reads_and_writes_with_no_syscall_tracepoint(victims, 
     assert not io_engine.datapath.attached, "the tracepoints stayed after the last rule needing them"
 
 
+@pytest.fixture
+def overlay(tmp_path):
+    """A directory served by overlayfs, as every container's root filesystem is (on a tmpfs of
+    its own: an overlay's upper layer can't be another overlay, as the VM tier's /tmp is)."""
+    base = tmp_path / "fs"
+    base.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(base)], check=True)
+    layers = {name: base / name for name in ("lower", "upper", "work", "merged")}
+    for layer in layers.values():
+        layer.mkdir()
+    (layers["lower"] / "data.db").write_text("kfault")
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={layers['lower']},"
+                    f"upperdir={layers['upper']},workdir={layers['work']}", str(layers["merged"])], check=True)
+    yield layers["merged"]
+    subprocess.run(["umount", "-l", str(layers["merged"])], check=False)
+    subprocess.run(["umount", "-l", str(base)], check=False)
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_a_read_on_overlayfs_is_one_decision(victims, overlay, io_engine):
+    """overlayfs reads the layer's file through a second permission check that shows the same
+    path: each call must still be rolled, held and counted once."""
+    target = victims.cgroup("target")
+    victim = victims.start(target, [["read", str(overlay / "data.db"), 10]])
+    io_engine.apply(io_chaos(action="latency", delay="20ms", path=f"{overlay}/*.db", methods=["read"]),
+                    topology.resolve_cgroup_target(f"cgroup:{target}"))
+    wait_held(io_engine, victim.pid_in_cgroup)
+    victims.go(victim)
+    took = victims.result(victim)["calls"][0]["ms"]
+    calls, delay_ns = io_engine.counters(io_engine.active()[0])
+    assert all(20 <= ms < 1000 for ms in took), took
+    assert calls["read"]["delayed"] == 10 and delay_ns == 10 * 20_000_000, (calls, delay_ns)
+
+
 # ---- reach: every call of every way a process comes to do its I/O -------------------------
 # 100 calls each, all of which must be affected: latency where the holder can hold (ptrace),
 # errno where the kernel has a hook to fail calls (io-errno; on the host tier those skip and
