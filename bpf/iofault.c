@@ -78,6 +78,7 @@ BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RU
 #define IO_F_DUPFD 0            /* fcntl commands that copy an fd (linux/fcntl.h) */
 #define IO_F_DUPFD_CLOEXEC 1030
 #define IO_SIGSTOP 19   /* x86_64's, like syscalls.h: stops any process; it can't catch it */
+#define IO_AT_REMOVEDIR 0x200   /* unlinkat's flag that makes it an rmdir (linux/fcntl.h) */
 
 #define METHOD_CASE(method, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_##method;
 #define STAT_CASE(layout, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_GETATTR;
@@ -382,13 +383,15 @@ static __always_inline int is_vector(__u64 nr)
 }
 
 /* Where a call names its file by path: the path's argument and its directory fd (AT_FDCWD
- * for open, creat, stat, lstat); -1 for calls on an fd. */
+ * for the calls without one); -1 for calls on an fd. rename is matched by the path it renames. */
 static __always_inline int path_argument(__u64 nr, const struct pt_regs *regs, __s32 *dirfd)
 {
 	*dirfd = KFAULT_IO_AT_FDCWD;
-	if (nr == KFAULT_NR_open || nr == KFAULT_NR_creat || nr == KFAULT_NR_stat || nr == KFAULT_NR_lstat)
+	if (nr == KFAULT_NR_open || nr == KFAULT_NR_creat || nr == KFAULT_NR_stat || nr == KFAULT_NR_lstat ||
+	    nr == KFAULT_NR_mkdir || nr == KFAULT_NR_rmdir || nr == KFAULT_NR_unlink || nr == KFAULT_NR_rename)
 		return 0;
-	if (nr == KFAULT_NR_openat || nr == KFAULT_NR_openat2 || nr == KFAULT_NR_newfstatat || nr == KFAULT_NR_statx) {
+	if (nr == KFAULT_NR_openat || nr == KFAULT_NR_openat2 || nr == KFAULT_NR_newfstatat || nr == KFAULT_NR_statx ||
+	    nr == KFAULT_NR_mkdirat || nr == KFAULT_NR_unlinkat || nr == KFAULT_NR_renameat || nr == KFAULT_NR_renameat2) {
 		*dirfd = (__s32)syscall_arg(regs, 0);
 		return 1;
 	}
@@ -433,6 +436,8 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!scratch)
 		return 0;
 	targets = targeting_rules(*armed, scratch);
+	if (nr == KFAULT_NR_unlinkat && (syscall_arg(regs, 2) & IO_AT_REMOVEDIR))
+		method = KFAULT_IO_METHOD_RMDIR;
 	if (method == KFAULT_IO_METHOD_GETATTR) {
 		__u32 *stat_armed = kfault_io_stat_armed.lookup(&zero);
 
@@ -817,7 +822,8 @@ static __always_inline int decided_error(void)
 
 /* Where the decided error is returned. An open that creates is refused at path_mknod /
  * inode_create, before the file exists; any open at file_open; read and write (all their
- * vector and positional forms) at file_permission, before any byte moves. */
+ * vector and positional forms) at file_permission, before any byte moves; mkdir, rmdir,
+ * unlink and rename at their security_path_* hooks, before the namespace changes. */
 struct file;
 struct path;
 struct dentry;
@@ -840,6 +846,27 @@ LSM_PROBE(path_mknod, const struct path *dir, struct dentry *dentry, umode_t mod
 }
 
 LSM_PROBE(inode_create, struct inode *dir, struct dentry *dentry, umode_t mode)
+{
+	return decided_error();
+}
+
+LSM_PROBE(path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode)
+{
+	return decided_error();
+}
+
+LSM_PROBE(path_rmdir, const struct path *dir, struct dentry *dentry)
+{
+	return decided_error();
+}
+
+LSM_PROBE(path_unlink, const struct path *dir, struct dentry *dentry)
+{
+	return decided_error();
+}
+
+LSM_PROBE(path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+	  struct dentry *new_dentry, unsigned int flags)
 {
 	return decided_error();
 }
@@ -866,6 +893,27 @@ KMOD_RET(security_path_mknod, const struct path *dir, struct dentry *dentry, umo
 }
 
 KMOD_RET(security_inode_create, struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	return decided_error();
+}
+
+KMOD_RET(security_path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	return decided_error();
+}
+
+KMOD_RET(security_path_rmdir, const struct path *dir, struct dentry *dentry, int ret)
+{
+	return decided_error();
+}
+
+KMOD_RET(security_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
+{
+	return decided_error();
+}
+
+KMOD_RET(security_path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+	 struct dentry *new_dentry, unsigned int flags, int ret)
 {
 	return decided_error();
 }

@@ -132,6 +132,10 @@ IO_METHODS = {
     "read": ("read", "pread64", "readv", "preadv", "preadv2"),
     "write": ("write", "pwrite64", "writev", "pwritev", "pwritev2"),
     "fsync": ("fsync", "fdatasync"),
+    "mkdir": ("mkdir", "mkdirat"),
+    "rmdir": ("rmdir",),                 # and unlinkat with AT_REMOVEDIR
+    "unlink": ("unlink", "unlinkat"),
+    "rename": ("rename", "renameat", "renameat2"),   # matched by the path renamed from
 }
 
 # attrOverride acts on these (bpf/syscalls.h's KFAULT_IO_STAT_SYSCALLS): the method Chaos Mesh

@@ -9,6 +9,11 @@ every millisecond (a held thread must not stop it). Calls:
   ["write", PATH, COUNT]   open PATH for append (created), then COUNT x write 1 byte
   ["open", PATH, COUNT]    COUNT x open(PATH, O_WRONLY|O_CREAT) and close
   ["fsync", PATH, COUNT]   open PATH, then COUNT x fsync
+  ["mkdir", PATH, COUNT]   COUNT x mkdir PATH (timed), then rmdir it
+  ["rmdir", PATH, COUNT]   COUNT x mkdir PATH, then rmdir it (timed)
+  ["unlink", PATH, COUNT]  COUNT x create PATH, then unlink it (timed)
+  ["rename", PATH, COUNT]  COUNT x create PATH, then rename it to PATH.renamed (timed), and
+                           remove whichever is there
   ["fork_read", PATH, COUNT]  COUNT x fork a child that opens PATH and preads 1 byte (a
                               server forking per request); the child's own timing is kept
 PATH may be relative (to --cwd), or "DIR//NAME": openat(DIR's fd, NAME).
@@ -69,6 +74,27 @@ def fork_reads(path, count):
     return {"call": "fork_read", "path": path, "ms": ms, "errno": errors}
 
 
+def _discard(remove, path):
+    try:
+        remove(path)
+    except OSError:
+        pass
+
+
+def _create(path):
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+
+
+# Namespace calls: (what makes the call possible, untimed; the timed call; what undoes both).
+PATH_CALLS = {
+    "mkdir": (lambda p: None, lambda p: os.mkdir(p), lambda p: _discard(os.rmdir, p)),
+    "rmdir": (lambda p: _discard(os.mkdir, p), lambda p: os.rmdir(p), lambda p: _discard(os.rmdir, p)),
+    "unlink": (_create, lambda p: os.unlink(p), lambda p: _discard(os.unlink, p)),
+    "rename": (_create, lambda p: os.rename(p, p + ".renamed"),
+               lambda p: (_discard(os.unlink, p), _discard(os.unlink, p + ".renamed"))),
+}
+
+
 def run_call(call, path, count, early=None, dirs=None):
     ms, errors = [], []
     dirs = {} if dirs is None else dirs
@@ -81,7 +107,13 @@ def run_call(call, path, count, early=None, dirs=None):
         errors.append(error)
         return error
 
-    if call == "open":
+    if call in PATH_CALLS:
+        prepare, timed_call, undo = PATH_CALLS[call]
+        for _ in range(count):
+            prepare(path)
+            record(lambda: timed_call(path))
+            undo(path)
+    elif call == "open":
         for _ in range(count):
             holder = []
             if not record(lambda: holder.append(open_at(path, os.O_WRONLY | os.O_CREAT, dirs))):

@@ -448,3 +448,39 @@ def test_a_holder_killed_on_its_own_leaves_no_process_stopped(victims, files, io
         took = victims.result(joiner, timeout=30)["calls"][0]["ms"]
         assert joiner.returncode == 0, "the joined process was killed"
         assert max(took) < 10_000, f"a read was held by a dead holder: {took}"
+
+
+# ---- namespace methods: mkdir, rmdir, unlink, rename, matched by the path they name -------
+
+NAMESPACE_CALLS = ["mkdir", "rmdir", "unlink", "rename"]
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+@pytest.mark.parametrize("call", NAMESPACE_CALLS)
+def test_latency_on_a_namespace_method_holds_only_its_matching_calls(victims, files, io_engine, call):
+    target = victims.cgroup("target")
+    victim = victims.start(target, [[call, str(files / "made.db"), 5], [call, str(files / "made.txt"), 5],
+                                    ["read", str(files / "data.db"), 5]])
+    io_engine.apply(io_chaos(action="latency", delay="50ms", path=f"{files}/*.db", methods=[call]),
+                    topology.resolve_cgroup_target(f"cgroup:{target}"))
+    victims.go(victim)
+    matching, other_path, other_method = victims.result(victim)["calls"]
+    assert min(matching["ms"]) >= 50 and set(matching["errno"]) == {0}, matching
+    assert max(other_path["ms"]) < 50, f"a {call} of a non-matching path was held: {other_path}"
+    assert max(other_method["ms"]) < 50, f"a read was held by a {call} rule: {other_method}"
+
+
+@pytest.mark.kernel("io-tracepoints", "io-errno")
+@pytest.mark.parametrize("call", NAMESPACE_CALLS)
+def test_errno_on_a_namespace_method_fails_it_before_it_takes_effect(victims, files, io_engine, call):
+    target = victims.cgroup("target")
+    victim = victims.start(target, [[call, str(files / "made.db"), 3], [call, str(files / "made.txt"), 3]])
+    io_engine.apply(io_chaos(action="fault", errno=13, path=f"{files}/*.db", methods=[call]),
+                    topology.resolve_cgroup_target(f"cgroup:{target}"))
+    victims.go(victim)
+    matching, other_path = victims.result(victim)["calls"]
+    assert matching["errno"] == [13, 13, 13], matching
+    assert set(other_path["errno"]) == {0}, other_path
+    # What the probe made to fail on is still there, or what it would have made is not: the
+    # probe removes both, so the namespace is as it was.
+    assert sorted(p.name for p in files.iterdir()) == ["data.db", "notes.txt"]
