@@ -383,15 +383,15 @@ static __always_inline int is_vector(__u64 nr)
 }
 
 /* Where a call names its file by path: the path's argument and its directory fd (AT_FDCWD
- * for the calls without one); -1 for calls on an fd. rename is matched by the path it renames. */
+ * for the calls without one); -1 for calls on an fd. */
 static __always_inline int path_argument(__u64 nr, const struct pt_regs *regs, __s32 *dirfd)
 {
 	*dirfd = KFAULT_IO_AT_FDCWD;
 	if (nr == KFAULT_NR_open || nr == KFAULT_NR_creat || nr == KFAULT_NR_stat || nr == KFAULT_NR_lstat ||
-	    nr == KFAULT_NR_mkdir || nr == KFAULT_NR_rmdir || nr == KFAULT_NR_unlink || nr == KFAULT_NR_rename)
+	    nr == KFAULT_NR_mkdir || nr == KFAULT_NR_rmdir || nr == KFAULT_NR_unlink)
 		return 0;
 	if (nr == KFAULT_NR_openat || nr == KFAULT_NR_openat2 || nr == KFAULT_NR_newfstatat || nr == KFAULT_NR_statx ||
-	    nr == KFAULT_NR_mkdirat || nr == KFAULT_NR_unlinkat || nr == KFAULT_NR_renameat || nr == KFAULT_NR_renameat2) {
+	    nr == KFAULT_NR_mkdirat || nr == KFAULT_NR_unlinkat) {
 		*dirfd = (__s32)syscall_arg(regs, 0);
 		return 1;
 	}
@@ -822,8 +822,8 @@ static __always_inline int decided_error(void)
 
 /* Where the decided error is returned. An open that creates is refused at path_mknod /
  * inode_create, before the file exists; any open at file_open; read and write (all their
- * vector and positional forms) at file_permission, before any byte moves; mkdir, rmdir,
- * unlink and rename at their security_path_* hooks, before the namespace changes. */
+ * vector and positional forms) at file_permission, before any byte moves; mkdir, rmdir and
+ * unlink at their security_path_* hooks, before the namespace changes. */
 struct file;
 struct path;
 struct dentry;
@@ -861,12 +861,6 @@ LSM_PROBE(path_rmdir, const struct path *dir, struct dentry *dentry)
 }
 
 LSM_PROBE(path_unlink, const struct path *dir, struct dentry *dentry)
-{
-	return decided_error();
-}
-
-LSM_PROBE(path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
-	  struct dentry *new_dentry, unsigned int flags)
 {
 	return decided_error();
 }
@@ -908,12 +902,6 @@ KMOD_RET(security_path_rmdir, const struct path *dir, struct dentry *dentry, int
 }
 
 KMOD_RET(security_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
-{
-	return decided_error();
-}
-
-KMOD_RET(security_path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
-	 struct dentry *new_dentry, unsigned int flags, int ret)
 {
 	return decided_error();
 }

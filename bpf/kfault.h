@@ -161,9 +161,8 @@ struct kfault_departures {
 #define KFAULT_IO_METHOD_MKDIR 5
 #define KFAULT_IO_METHOD_RMDIR 6     /* rmdir, and unlinkat with AT_REMOVEDIR */
 #define KFAULT_IO_METHOD_UNLINK 7
-#define KFAULT_IO_METHOD_RENAME 8    /* matched by the path renamed from */
-#define KFAULT_IO_METHOD_COUNT 9
-#define KFAULT_IO_METHOD_SLOTS 16    /* METHOD_COUNT rounded up to a power of two, for the counter index */
+#define KFAULT_IO_METHOD_COUNT 8
+#define KFAULT_IO_METHOD_SLOTS 8     /* METHOD_COUNT rounded up to a power of two, for the counter index */
 
 #define KFAULT_IO_ACT_FAULT 1        /* fail the call with errno */
 #define KFAULT_IO_ACT_LATENCY 2      /* hold the calling thread for delay_ns */

@@ -33,10 +33,7 @@
 	X(MKDIR, mkdirat)     \
 	X(RMDIR, rmdir)       \
 	X(UNLINK, unlink)     \
-	X(UNLINK, unlinkat)   \
-	X(RENAME, rename)     \
-	X(RENAME, renameat)   \
-	X(RENAME, renameat2)
+	X(UNLINK, unlinkat)
 
 /* The stat family, which attrOverride rewrites (method GETATTR, not a schema method: the
  * action names it, spec.methods doesn't), by the struct each fills: S(layout, syscall). */
@@ -65,7 +62,6 @@
 #define KFAULT_NR_fcntl 72
 #define KFAULT_NR_fsync 74
 #define KFAULT_NR_fdatasync 75
-#define KFAULT_NR_rename 82
 #define KFAULT_NR_mkdir 83
 #define KFAULT_NR_rmdir 84
 #define KFAULT_NR_creat 85
@@ -74,13 +70,11 @@
 #define KFAULT_NR_mkdirat 258
 #define KFAULT_NR_newfstatat 262
 #define KFAULT_NR_unlinkat 263
-#define KFAULT_NR_renameat 264
 #define KFAULT_NR_preadv 295
 #define KFAULT_NR_pwritev 296
 #define KFAULT_NR_preadv2 327
 #define KFAULT_NR_dup3 292
 #define KFAULT_NR_pwritev2 328
-#define KFAULT_NR_renameat2 316
 #define KFAULT_NR_statx 332
 #define KFAULT_NR_openat2 437
 

@@ -135,7 +135,6 @@ IO_METHODS = {
     "mkdir": ("mkdir", "mkdirat"),
     "rmdir": ("rmdir",),                 # and unlinkat with AT_REMOVEDIR
     "unlink": ("unlink", "unlinkat"),
-    "rename": ("rename", "renameat", "renameat2"),   # matched by the path renamed from
 }
 
 # attrOverride acts on these (bpf/syscalls.h's KFAULT_IO_STAT_SYSCALLS): the method Chaos Mesh

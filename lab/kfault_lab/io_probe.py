@@ -12,8 +12,6 @@ every millisecond (a held thread must not stop it). Calls:
   ["mkdir", PATH, COUNT]   COUNT x mkdir PATH (timed), then rmdir it
   ["rmdir", PATH, COUNT]   COUNT x mkdir PATH, then rmdir it (timed)
   ["unlink", PATH, COUNT]  COUNT x create PATH, then unlink it (timed)
-  ["rename", PATH, COUNT]  COUNT x create PATH, then rename it to PATH.renamed (timed), and
-                           remove whichever is there
   ["fork_read", PATH, COUNT]  COUNT x fork a child that opens PATH and preads 1 byte (a
                               server forking per request); the child's own timing is kept
 PATH may be relative (to --cwd), or "DIR//NAME": openat(DIR's fd, NAME).
@@ -90,8 +88,6 @@ PATH_CALLS = {
     "mkdir": (lambda p: None, lambda p: os.mkdir(p), lambda p: _discard(os.rmdir, p)),
     "rmdir": (lambda p: _discard(os.mkdir, p), lambda p: os.rmdir(p), lambda p: _discard(os.rmdir, p)),
     "unlink": (_create, lambda p: os.unlink(p), lambda p: _discard(os.unlink, p)),
-    "rename": (_create, lambda p: os.rename(p, p + ".renamed"),
-               lambda p: (_discard(os.unlink, p), _discard(os.unlink, p + ".renamed"))),
 }
 
 

@@ -189,7 +189,7 @@ def io_arch_cflag():
 
 
 ERRNO_HOOKS = ("file_open", "file_permission", "path_mknod", "inode_create", "path_mkdir", "path_rmdir",
-               "path_unlink", "path_rename")   # LSM hook names
+               "path_unlink")   # LSM hook names
 # How calls are failed, best first: the -D flag that compiles it into iofault.c. All fail what
 # the syscall tracepoints decided at these hooks; file-hooks also decides latency and fault on
 # read and write itself, at fmod_ret on security_file_permission, by the file's own path.
@@ -405,10 +405,10 @@ def _kprobe_override_configured():
 MECHANISM_USES = {
     "file-hooks": "latency and fault on read and write decided at fmod_ret on security_file_permission, by "
                   "the file's own path (bpf_d_path), with no syscall tracepoint; open (decided before an "
-                  "O_CREAT open creates the file), fsync, mkdir, rmdir, unlink, rename, attrOverride and mistake "
+                  "O_CREAT open creates the file), fsync, mkdir, rmdir, unlink, attrOverride and mistake "
                   "at the syscall tracepoints, failed by fmod_ret on their security_* functions",
     "bpf-lsm": "errno by BPF LSM hooks on file_open, file_permission, path_mknod, inode_create, path_mkdir, "
-               "path_rmdir, path_unlink, path_rename, for calls the syscall tracepoints decide",
+               "path_rmdir, path_unlink, for calls the syscall tracepoints decide",
     "fmod_ret": "errno by fmod_ret on the security_* functions of those LSM hooks, for calls the syscall "
                 "tracepoints decide",
 }
@@ -488,7 +488,7 @@ def _probe_ptrace():
 # takes effect; fsync has no LSM hook, so it can be delayed but not failed.
 IO_NEEDS = {"latency": ("io-tracepoints", "ptrace"), "fault": ("io-tracepoints", "io-errno"),
             "attrOverride": ("io-tracepoints", "io-write-user"), "mistake": ("io-tracepoints", "io-write-user")}
-IO_FAULT_METHODS = {"open", "read", "write", "mkdir", "rmdir", "unlink", "rename"}
+IO_FAULT_METHODS = {"open", "read", "write", "mkdir", "rmdir", "unlink"}
 
 
 def io_support(capabilities, action, method=None):
