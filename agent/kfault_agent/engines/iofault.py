@@ -195,10 +195,12 @@ class IOFaultEngine(LeasedPlacements):
                                                                                      experiment.methods)
                 if active.syscall_tracepoints:
                     self.datapath.attach()
-                self.datapath.new_generation()
                 if experiment.action == "attrOverride":
                     self._set_bit(self.datapath.stat_armed, active.slot, True)
                 self._set_armed(active.slot, True)
+                # After arming, not before: a file walked in between, with the mask that lacks
+                # this rule, is then cached under the old generation and walked again.
+                self.datapath.new_generation()
             except Exception:
                 self._release(active)
                 raise
