@@ -246,7 +246,7 @@ class IODatapath:
             self._hook_fds = self._attach_errno_hooks(BPF) if errno_mechanism else []
         except Exception as err:
             what = f"with {errno_mechanism} hooks" if errno_mechanism else "(syscall raw tracepoints)"
-            if errno_mechanism in ("fmod_ret", "file-hooks"):
+            if errno_mechanism in ("fmod_ret", "file-hooks") and "super-user" in str(err):
                 # bcc words the kernel's EPERM as "Need super-user privileges"; we are root.
                 raise KernelUnsupported("fmod_ret programs don't load on this kernel: it has no BPF "
                                         "trampolines (fentry/fmod_ret)") from err
