@@ -23,8 +23,8 @@
  * DFA by the agent; a read or write then costs one hash lookup. Latency can't sleep in BPF:
  * the program records the delay and signals the thread, and the agent's holder (a ptrace
  * tracer) keeps the thread in its signal-delivery stop for the delay and swallows the signal.
- * The agent attaches the tracepoints only while an I/O rule is armed: syscall tracepoints
- * put every task on the node on the slower syscall path.
+ * The agent attaches the tracepoints only while a rule they decide is armed: syscall
+ * tracepoints put every task on the node on the slower syscall path.
  *
  * attrOverride and mistake write into the caller's memory with bpf_probe_write_user: the
  * kernel logs "... is installing a program with bpf_probe_write_user helper that may corrupt

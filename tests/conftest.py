@@ -18,7 +18,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "kernel(*features): kernel features the test needs")
 
 
-
 def remove_cgroup(path):
     """rmdir a test's cgroup, waiting for its processes to finish exiting (a cgroup with a dying
     task in it is still busy); one already gone is fine."""
@@ -30,6 +29,7 @@ def remove_cgroup(path):
             return
         except OSError:
             time.sleep(0.05)
+
 
 @pytest.fixture(scope="session")
 def _node():

@@ -221,9 +221,10 @@ def running_release_headers():
 
 
 class IODatapath:
-    """iofault.c, compiled and loaded. Its errno hooks (BPF LSM or fmod_ret) attach at load
-    (they do nothing until a rule decides a call); the syscall tracepoints attach only while
-    a rule is armed (attach/detach), since they slow every syscall on the node."""
+    """iofault.c, compiled and loaded. Its hooks (BPF LSM or fmod_ret; with file-hooks, also the
+    read/write decision) attach at load and return at once while nothing is armed; the syscall
+    tracepoints attach only while a rule they decide is armed (attach/detach), since they slow
+    every syscall on the node."""
 
     def __init__(self, errno_mechanism=None):
         # The errno hooks attach to the running kernel's functions and take its types; the
