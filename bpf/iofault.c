@@ -50,9 +50,11 @@ BPF_ARRAY(kfault_io_rules, struct kfault_io_rule, KFAULT_IO_MAX_RULES);
 BPF_CGROUP_ARRAY(kfault_io_cgroups, KFAULT_IO_MAX_RULES);
 /* Mask of the rule slots in use: one lookup tells an untargeted node there is nothing to do. */
 BPF_ARRAY(kfault_io_armed, __u32, 1);
-/* Mask of the armed slots whose rule is an attrOverride, written by the agent: a stat is looked
- * at only when one of them targets the caller (the stat family is the hottest of these calls). */
-BPF_ARRAY(kfault_io_stat_armed, __u32, 1);
+/* KFAULT_IO_METHOD_* -> mask of the armed slots whose rule acts on that method (attrOverride:
+ * GETATTR), written by the agent: a call of a method no rule names costs one array load and no
+ * cgroup check (the stat family, reads and writes are the hottest of these calls). Opens are
+ * looked at for every armed rule, since an open marks the fd for the rule's other methods. */
+BPF_ARRAY(kfault_io_method_armed, __u32, KFAULT_IO_METHOD_SLOTS);
 BPF_ARRAY(kfault_io_dfa, struct kfault_io_dfa, KFAULT_IO_MAX_RULES);
 BPF_TABLE("lru_hash", struct kfault_io_fd_key, __u32, kfault_io_fds, KFAULT_IO_MAX_FDS);
 BPF_TABLE("lru_hash", __u64, struct kfault_io_call, kfault_io_calls, KFAULT_IO_MAX_CALLS);
@@ -124,16 +126,37 @@ BPF_PERCPU_ARRAY(kfault_io_scratch, struct io_scratch, 1);
  * bpf_probe_write_user): a tail call to them then does nothing. */
 BPF_PROG_ARRAY(kfault_io_programs, KFAULT_IO_PROG_COUNT);
 
-/* The armed rules whose target cgroup (or a cgroup below it) holds the current task. */
-static __always_inline __u32 targeting_rules(__u32 armed, struct io_scratch *scratch)
+/* The rules of `candidates` whose target cgroup (or a cgroup below it) holds the current task.
+ * Each bit is set without a branch on the helper's answer (1 under, 0 not, < 0 no cgroup):
+ * a branch per rule would make the verifier walk every combination of bits, and with one per
+ * candidate only, a task no rule targets pays one helper call per rule armed for the method. */
+static __always_inline __u32 targeting_rules(__u32 candidates)
 {
-	scratch->found = 0;
+	__u32 found = 0;
+
 #pragma unroll
 	for (int i = 0; i < KFAULT_IO_MAX_RULES; i++) {
-		if ((armed & (1u << i)) && kfault_io_cgroups.check_current_task(i) == 1)
-			scratch->found |= 1u << i;
+		if (candidates & (1u << i)) {
+			/* not under: 1 - 1 = 0 or negative: the sign bit, inverted. The barrier keeps
+			 * clang from turning it back into a comparison (a branch in BPF). */
+			__u64 not_under = (__u64)(kfault_io_cgroups.check_current_task(i) - 1) >> 63;
+
+			asm volatile("" : "+r"(not_under));
+			found |= (__u32)(not_under ^ 1) << i;
+		}
 	}
-	return scratch->found;
+	return found;
+}
+
+/* The armed rules that act on `method`: every armed rule for an open (it marks the fd). */
+static __always_inline __u32 rules_for(__u32 method, __u32 armed)
+{
+	__u32 index = method & (KFAULT_IO_METHOD_SLOTS - 1), *mask;
+
+	if (method == KFAULT_IO_METHOD_OPEN || method == NO_METHOD)
+		return armed;
+	mask = kfault_io_method_armed.lookup(&index);
+	return mask ? *mask & armed : 0;
 }
 
 /* Where next[state][c] is in kfault_io_dfa's flat table. The barrier keeps clang from
@@ -432,18 +455,16 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	method = method_of(nr);
 	if (method == NO_METHOD && nr != KFAULT_NR_close && !copies_fd(nr))
 		return 0;
-	scratch = kfault_io_scratch.lookup(&zero);
-	if (!scratch)
-		return 0;
-	targets = targeting_rules(*armed, scratch);
 	if (nr == KFAULT_NR_unlinkat && (syscall_arg(regs, 2) & IO_AT_REMOVEDIR))
 		method = KFAULT_IO_METHOD_RMDIR;
-	if (method == KFAULT_IO_METHOD_GETATTR) {
-		__u32 *stat_armed = kfault_io_stat_armed.lookup(&zero);
-
-		targets &= stat_armed ? *stat_armed : 0;
-	}
+	targets = rules_for(method, *armed);
 	if (!targets)
+		return 0;
+	targets = targeting_rules(targets);
+	if (!targets)
+		return 0;
+	scratch = kfault_io_scratch.lookup(&zero);
+	if (!scratch)
 		return 0;
 
 	id = bpf_get_current_pid_tgid();
@@ -730,6 +751,20 @@ int io_corrupt(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
+/* The error decided for the current thread's syscall, or 0. The armed mask first: an array
+ * load, where the call lookup is a hash's (these hooks run for every task on the node). */
+static __always_inline int decided_error(void)
+{
+	__u32 zero = 0, *armed = kfault_io_armed.lookup(&zero);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct kfault_io_call *call;
+
+	if (!armed || !*armed)
+		return 0;
+	call = kfault_io_calls.lookup(&id);
+	return call ? call->error : 0;
+}
+
 #ifdef KFAULT_IO_FILE_HOOKS
 /* struct file * -> the armed rules whose glob its path matched. Walked once per file and
  * generation; a struct file freed and reused for another path is told apart by its f_path. */
@@ -779,18 +814,19 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
 
 	if (!armed || !*armed)
 		return 0;
-	scratch = kfault_io_scratch.lookup(&zero);
-	if (!scratch)
-		return 0;
-	targets = targeting_rules(*armed, scratch);
+	targets = rules_for(method, *armed);
 	if (!targets)
 		return 0;
-	if (S_ISDIR(file->f_inode->i_mode))
-		return 0;     /* getdents asks for MAY_READ too: listing a directory is not a read */
 	/* A file the kernel opened for itself behind the one the process reads: overlayfs (every
 	 * container's root filesystem) reads its upper or lower file through another permission
 	 * check, and that file shows the overlay's path: it would be decided twice. */
 	if (file->f_mode & FMODE_NOACCOUNT)
+		return 0;
+	targets = targeting_rules(targets);
+	if (!targets)
+		return 0;
+	scratch = kfault_io_scratch.lookup(&zero);
+	if (!scratch)
 		return 0;
 	targets &= file_matches(file, *armed, scratch);
 	if (!targets)
@@ -803,6 +839,8 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
  * any byte moves: rw_verify_area asks with MAY_READ or MAY_WRITE. */
 KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
 {
+	if (S_ISDIR(file->f_inode->i_mode))
+		return decided_error();   /* a readdir */
 	if (mask & MAY_WRITE)
 		return decide_at_file(file, KFAULT_IO_METHOD_WRITE);
 	if (mask & MAY_READ)
@@ -811,19 +849,11 @@ KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
 }
 #endif /* KFAULT_IO_FILE_HOOKS */
 
-/* The error decided for the current thread's syscall, or 0. */
-static __always_inline int decided_error(void)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct kfault_io_call *call = kfault_io_calls.lookup(&id);
-
-	return call ? call->error : 0;
-}
-
 /* Where the decided error is returned. An open that creates is refused at path_mknod /
  * inode_create, before the file exists; any open at file_open; read and write (all their
- * vector and positional forms) at file_permission, before any byte moves; mkdir, rmdir and
- * unlink at their security_path_* hooks, before the namespace changes. */
+ * vector and positional forms) and readdir at file_permission, before any byte moves; mkdir,
+ * rmdir and unlink at their security_path_* hooks, before the namespace changes; the stat
+ * family at inode_getattr. */
 struct file;
 struct path;
 struct dentry;
@@ -861,6 +891,11 @@ LSM_PROBE(path_rmdir, const struct path *dir, struct dentry *dentry)
 }
 
 LSM_PROBE(path_unlink, const struct path *dir, struct dentry *dentry)
+{
+	return decided_error();
+}
+
+LSM_PROBE(inode_getattr, const struct path *path)
 {
 	return decided_error();
 }
@@ -902,6 +937,11 @@ KMOD_RET(security_path_rmdir, const struct path *dir, struct dentry *dentry, int
 }
 
 KMOD_RET(security_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
+{
+	return decided_error();
+}
+
+KMOD_RET(security_inode_getattr, const struct path *path, int ret)
 {
 	return decided_error();
 }

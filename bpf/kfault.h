@@ -157,12 +157,13 @@ struct kfault_departures {
 #define KFAULT_IO_METHOD_READ 1
 #define KFAULT_IO_METHOD_WRITE 2
 #define KFAULT_IO_METHOD_FSYNC 3
-#define KFAULT_IO_METHOD_GETATTR 4   /* the stat family (syscalls.h); only attrOverride acts on it */
+#define KFAULT_IO_METHOD_GETATTR 4   /* the stat family (syscalls.h); attrOverride's only method */
 #define KFAULT_IO_METHOD_MKDIR 5
 #define KFAULT_IO_METHOD_RMDIR 6     /* rmdir, and unlinkat with AT_REMOVEDIR */
 #define KFAULT_IO_METHOD_UNLINK 7
-#define KFAULT_IO_METHOD_COUNT 8
-#define KFAULT_IO_METHOD_SLOTS 8     /* METHOD_COUNT rounded up to a power of two, for the counter index */
+#define KFAULT_IO_METHOD_READDIR 8
+#define KFAULT_IO_METHOD_COUNT 9
+#define KFAULT_IO_METHOD_SLOTS 16    /* METHOD_COUNT rounded up to a power of two, for the counter index */
 
 #define KFAULT_IO_ACT_FAULT 1        /* fail the call with errno */
 #define KFAULT_IO_ACT_LATENCY 2      /* hold the calling thread for delay_ns */

@@ -33,10 +33,12 @@
 	X(MKDIR, mkdirat)     \
 	X(RMDIR, rmdir)       \
 	X(UNLINK, unlink)     \
-	X(UNLINK, unlinkat)
+	X(UNLINK, unlinkat)   \
+	X(READDIR, getdents)  \
+	X(READDIR, getdents64)
 
-/* The stat family, which attrOverride rewrites (method GETATTR, not a schema method: the
- * action names it, spec.methods doesn't), by the struct each fills: S(layout, syscall). */
+/* The stat family: method GETATTR, and what attrOverride rewrites, by the struct each fills:
+ * S(layout, syscall). */
 #define KFAULT_IO_STAT_SYSCALLS(S) \
 	S(STAT, stat)             \
 	S(STAT, lstat)            \
@@ -61,11 +63,13 @@
 #define KFAULT_NR_dup2 33
 #define KFAULT_NR_fcntl 72
 #define KFAULT_NR_fsync 74
+#define KFAULT_NR_getdents 78
 #define KFAULT_NR_fdatasync 75
 #define KFAULT_NR_mkdir 83
 #define KFAULT_NR_rmdir 84
 #define KFAULT_NR_creat 85
 #define KFAULT_NR_unlink 87
+#define KFAULT_NR_getdents64 217
 #define KFAULT_NR_openat 257
 #define KFAULT_NR_mkdirat 258
 #define KFAULT_NR_newfstatat 262

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 METHOD_BITS = {"open": layout.IO_METHOD_OPEN, "read": layout.IO_METHOD_READ,
                "write": layout.IO_METHOD_WRITE, "fsync": layout.IO_METHOD_FSYNC,
                "getattr": layout.IO_METHOD_GETATTR, "mkdir": layout.IO_METHOD_MKDIR,
-               "rmdir": layout.IO_METHOD_RMDIR, "unlink": layout.IO_METHOD_UNLINK}
+               "rmdir": layout.IO_METHOD_RMDIR, "unlink": layout.IO_METHOD_UNLINK,
+               "readdir": layout.IO_METHOD_READDIR}
 OUTCOMES = {"passed": layout.IO_OUTCOME_PASSED, "failed": layout.IO_OUTCOME_FAILED,
             "delayed": layout.IO_OUTCOME_DELAYED, "overridden": layout.IO_OUTCOME_OVERRIDDEN,
             "corrupted": layout.IO_OUTCOME_CORRUPTED}
@@ -90,12 +91,12 @@ class ProcessMarker:
     def mark(self, tgid):
         fds, dirs = self.datapath.fds, self.datapath.dirs
         for fd, path, is_dir in open_paths(tgid):
-            if is_dir:
+            if is_dir:      # where the process's relative paths start
                 key = dirs.Key(tgid, fd & 0xFFFFFFFF)
                 leaf = dirs.get(key) or self._no_rule_states()
                 leaf.state[self.slot] = walk(self.dfa, path.rstrip("/") + "/")
                 dirs[key] = leaf
-            elif self.dfa.matches(path):
+            if self.dfa.matches(path):      # a file it reads, or a directory it lists
                 key = fds.Key(tgid, fd)
                 mask = fds.get(key)
                 fds[key] = fds.Leaf((mask.value if mask else 0) | 1 << self.slot)
@@ -195,8 +196,7 @@ class IOFaultEngine(LeasedPlacements):
                                                                                      experiment.methods)
                 if active.syscall_tracepoints:
                     self.datapath.attach()
-                if experiment.action == "attrOverride":
-                    self._set_bit(self.datapath.stat_armed, active.slot, True)
+                self._set_method_bits(active, True)
                 self._set_armed(active.slot, True)
                 # After arming, not before: a file walked in between, with the mask that lacks
                 # this rule, is then cached under the old generation and walked again.
@@ -256,12 +256,17 @@ class IOFaultEngine(LeasedPlacements):
         update_slot(self.datapath.rules, active.slot, **rule_deadline(active.deadline_ns))
 
     def _set_armed(self, slot, on):
-        return self._set_bit(self.datapath.armed, slot, on)
+        return self._set_bit(self.datapath.armed, 0, slot, on)
+
+    def _set_method_bits(self, active, on):
+        """The slot's bit in the mask of each method its rule acts on (kfault_io_method_armed)."""
+        for method in active.experiment.methods:
+            self._set_bit(self.datapath.method_armed, METHOD_BITS[method], active.slot, on)
 
     @staticmethod
-    def _set_bit(mask_map, slot, on):
-        """Set or clear a slot's bit in a one-value mask map; the new mask."""
-        key = mask_map.Key(0)
+    def _set_bit(mask_map, index, slot, on):
+        """Set or clear a slot's bit in the mask at `index` of an array of masks; the new mask."""
+        key = mask_map.Key(index)
         mask = mask_map[key].value
         mask = mask | (1 << slot) if on else mask & ~(1 << slot)
         mask_map[key] = mask_map.Leaf(mask)
@@ -271,7 +276,7 @@ class IOFaultEngine(LeasedPlacements):
         log.info("revoking %s on %s", *active.key)
         # Disarm first: from here on no call is decided for this slot.
         armed = self._set_armed(active.slot, False)
-        self._set_bit(self.datapath.stat_armed, active.slot, False)
+        self._set_method_bits(active, False)
         if active.holder:
             active.holder.stop()        # resumes held threads, detaches
         del self.datapath.rules[self.datapath.rules.Key(active.slot)]

@@ -189,7 +189,7 @@ def io_arch_cflag():
 
 
 ERRNO_HOOKS = ("file_open", "file_permission", "path_mknod", "inode_create", "path_mkdir", "path_rmdir",
-               "path_unlink")   # LSM hook names
+               "path_unlink", "inode_getattr")   # LSM hook names
 # How calls are failed, best first: the -D flag that compiles it into iofault.c. All fail what
 # the syscall tracepoints decided at these hooks; file-hooks also decides latency and fault on
 # read and write itself, at fmod_ret on security_file_permission, by the file's own path.
@@ -258,7 +258,7 @@ class IODatapath:
         self.rules = self.bpf[b"kfault_io_rules"]
         self.cgroups = self.bpf[b"kfault_io_cgroups"]
         self.armed = self.bpf[b"kfault_io_armed"]
-        self.stat_armed = self.bpf[b"kfault_io_stat_armed"]
+        self.method_armed = self.bpf[b"kfault_io_method_armed"]
         self.dfa = self.bpf[b"kfault_io_dfa"]
         self.fds = self.bpf[b"kfault_io_fds"]
         self.traced = self.bpf[b"kfault_io_traced"]
