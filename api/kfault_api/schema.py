@@ -124,6 +124,15 @@ NETWORK_CHAOS_SPEC = {
     },
 }
 
+# Chaos Mesh's other methods, and why kfault refuses them (spec.methods names them).
+IO_METHODS_REFUSED = ("kfault has no hook yet for rename, link, symlink, readlink, mknod, create (use open), "
+                      "setattr, statfs, access, fsyncdir, setxattr, getxattr, listxattr, removexattr, getlk, "
+                      "setlk; lookup, forget, flush, release, opendir, releasedir and bmap are requests of "
+                      "Chaos Mesh's FUSE server with no system call of their own")
+# The stat family (bpf/syscalls.h's KFAULT_IO_STAT_SYSCALLS): method getattr, the one method of
+# attrOverride, which rewrites what they report (the action names it: spec.methods doesn't).
+IO_STAT_SYSCALLS = ("stat", "lstat", "fstat", "newfstatat", "statx")
+ATTR_METHOD = "getattr"
 # Chaos Mesh's IOChaos methods that kfault can act on at the syscall boundary, and the
 # syscalls each stands for: bpf/syscalls.h's table, which decides in the kernel
 # (tests/test_syscalls.py fails when the two differ).
@@ -135,12 +144,9 @@ IO_METHODS = {
     "mkdir": ("mkdir", "mkdirat"),
     "rmdir": ("rmdir",),                 # and unlinkat with AT_REMOVEDIR
     "unlink": ("unlink", "unlinkat"),
+    "readdir": ("getdents", "getdents64"),
+    ATTR_METHOD: IO_STAT_SYSCALLS,
 }
-
-# attrOverride acts on these (bpf/syscalls.h's KFAULT_IO_STAT_SYSCALLS): the method Chaos Mesh
-# calls getattr, which spec.methods doesn't take (the action names it).
-ATTR_METHOD = "getattr"
-IO_STAT_SYSCALLS = ("stat", "lstat", "fstat", "newfstatat", "statx")
 # The methods a mistake can act on: the calls that carry data.
 MISTAKE_METHODS = ("read", "write")
 # Chaos Mesh's FileType names -> the S_IFMT bits of st_mode.
@@ -193,7 +199,8 @@ IO_CHAOS_SPEC = {
         "path": {"type": "string",
                  "description": "A glob of the files to inject into: * and ? within a path segment, "
                                 "** across segments, [a-z] classes. Default: every file under volumePath."},
-        "methods": {"type": "array", "items": {"type": "string", "enum": sorted(IO_METHODS)},
+        "methods": {"type": "array", "items": {"type": "string", "enum": sorted(IO_METHODS),
+                                               "description": IO_METHODS_REFUSED},
                     "description": "Default: every method; for mistake, read and write (the calls that carry "
                                    "data). attrOverride takes none: it acts on the stat family."},
         "percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 100},
@@ -288,7 +295,8 @@ def validate_against_schema(value, schema, path):
         if not isinstance(value, str):
             return [(path, value, "a string (quote it in YAML, e.g. \"25\")")]
         if "enum" in schema and value not in schema["enum"]:
-            return [(path, value, "one of " + ", ".join(schema["enum"]))]
+            why = f" ({schema['description']})" if "description" in schema else ""
+            return [(path, value, "one of " + ", ".join(schema["enum"]) + why)]
         if "pattern" in schema and not re.search(schema["pattern"], value):
             return [(path, value, schema.get("description", f"a string matching {schema['pattern']}"))]
         return []

@@ -12,6 +12,10 @@ every millisecond (a held thread must not stop it). Calls:
   ["mkdir", PATH, COUNT]   COUNT x mkdir PATH (timed), then rmdir it
   ["rmdir", PATH, COUNT]   COUNT x mkdir PATH, then rmdir it (timed)
   ["unlink", PATH, COUNT]  COUNT x create PATH, then unlink it (timed)
+  ["getattr", PATH, COUNT] COUNT x create PATH, stat it (timed), remove it
+  ["readdir", PATH, COUNT] COUNT x make the directory PATH, list it (timed), remove it
+  ["fstat", PATH, COUNT]   open PATH, then COUNT x fstat
+  ["readdir_fd", PATH, COUNT]  open the directory PATH, then COUNT x list it through the fd
   ["fork_read", PATH, COUNT]  COUNT x fork a child that opens PATH and preads 1 byte (a
                               server forking per request); the child's own timing is kept
 PATH may be relative (to --cwd), or "DIR//NAME": openat(DIR's fd, NAME).
@@ -31,7 +35,8 @@ import sys
 import threading
 import time
 
-FLAGS = {"read": os.O_RDONLY, "write": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "fsync": os.O_RDONLY}
+FLAGS = {"read": os.O_RDONLY, "write": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "fsync": os.O_RDONLY,
+         "fstat": os.O_RDONLY, "readdir_fd": os.O_RDONLY | os.O_DIRECTORY}
 
 
 def timed(fn):
@@ -83,11 +88,13 @@ def _create(path):
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
 
 
-# Namespace calls: (what makes the call possible, untimed; the timed call; what undoes both).
+# Calls by path: (what makes the call possible, untimed; the timed call; what undoes both).
 PATH_CALLS = {
     "mkdir": (lambda p: None, lambda p: os.mkdir(p), lambda p: _discard(os.rmdir, p)),
     "rmdir": (lambda p: _discard(os.mkdir, p), lambda p: os.rmdir(p), lambda p: _discard(os.rmdir, p)),
     "unlink": (_create, lambda p: os.unlink(p), lambda p: _discard(os.unlink, p)),
+    "getattr": (_create, lambda p: os.stat(p), lambda p: _discard(os.unlink, p)),
+    "readdir": (lambda p: _discard(os.mkdir, p), lambda p: os.listdir(p), lambda p: _discard(os.rmdir, p)),
 }
 
 
@@ -122,7 +129,8 @@ def run_call(call, path, count, early=None, dirs=None):
         errors.clear()
         fd = holder[0]
         do = {"read": lambda: os.pread(fd, 1, 0), "write": lambda: os.write(fd, b"k"),
-              "fsync": lambda: os.fsync(fd)}[call]
+              "fsync": lambda: os.fsync(fd), "fstat": lambda: os.fstat(fd),
+              "readdir_fd": lambda: os.listdir(fd)}[call]
         for _ in range(count):
             record(do)
         os.close(fd)

@@ -485,3 +485,50 @@ def test_errno_on_a_namespace_method_fails_it_before_it_takes_effect(victims, fi
     # clean-up, failed by the same rule, left it too).
     assert (files / "made.db").exists() == (call != "mkdir")
     assert not (files / "made.txt").exists()
+
+
+# ---- inspection methods: getattr (the stat family) and readdir ----------------------------
+# By path, and through an fd opened before arming (fstat, a listing of an open directory).
+# (call, method, the matching path, the other path): by-path calls make their file or directory
+# themselves; the fd calls take one the test made, opened before the rule.
+INSPECTIONS = [("getattr", "getattr", "seen.db", "seen.txt"), ("fstat", "getattr", "data.db", "notes.txt"),
+               ("readdir", "readdir", "listed.db", "listed.txt"),
+               ("readdir_fd", "readdir", "open.db", "open.txt")]
+
+
+def inspection_victim(victims, files, call, matching, other, count):
+    """A victim making `count` of `call` on each path; fd calls open theirs before arming."""
+    if call == "readdir_fd":
+        for name in (matching, other):
+            (files / name).mkdir()
+    options = ["--open-early"] if call in ("fstat", "readdir_fd") else []
+    return victims.start(victims.cgroup("target"), [[call, str(files / matching), count],
+                                                    [call, str(files / other), count]], options)
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+@pytest.mark.parametrize("call, method, matching, other", INSPECTIONS)
+def test_latency_on_an_inspection_method_holds_only_its_matching_calls(victims, files, io_engine, call, method,
+                                                                      matching, other):
+    victim = inspection_victim(victims, files, call, matching, other, 5)
+    io_engine.apply(io_chaos(action="latency", delay="50ms", path=f"{files}/*.db", methods=[method]),
+                    topology.resolve_cgroup_target(f"cgroup:{victims.cgroup('target')}"))
+    victims.go(victim)
+    held, passed = victims.result(victim)["calls"]
+    assert min(held["ms"]) >= 50 and set(held["errno"]) == {0}, held
+    assert max(passed["ms"]) < 50, f"a {call} of a non-matching path was held: {passed}"
+    calls, _ = io_engine.counters(io_engine.active()[0])
+    assert calls[method]["delayed"] >= 5, calls     # a listing is two getdents64, the second empty
+
+
+@pytest.mark.kernel("io-tracepoints", "io-errno")
+@pytest.mark.parametrize("call, method, matching, other", INSPECTIONS)
+def test_errno_on_an_inspection_method_fails_only_its_matching_calls(victims, files, io_engine, call, method,
+                                                                    matching, other):
+    victim = inspection_victim(victims, files, call, matching, other, 3)
+    io_engine.apply(io_chaos(action="fault", errno=5, path=f"{files}/*.db", methods=[method]),
+                    topology.resolve_cgroup_target(f"cgroup:{victims.cgroup('target')}"))
+    victims.go(victim)
+    failed, passed = victims.result(victim)["calls"]
+    assert failed["errno"] == [5, 5, 5], failed
+    assert set(passed["errno"]) == {0}, passed
