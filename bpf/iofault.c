@@ -411,10 +411,13 @@ static __always_inline int path_argument(__u64 nr, const struct pt_regs *regs, _
 {
 	*dirfd = KFAULT_IO_AT_FDCWD;
 	if (nr == KFAULT_NR_open || nr == KFAULT_NR_creat || nr == KFAULT_NR_stat || nr == KFAULT_NR_lstat ||
-	    nr == KFAULT_NR_mkdir || nr == KFAULT_NR_rmdir || nr == KFAULT_NR_unlink)
+	    nr == KFAULT_NR_mkdir || nr == KFAULT_NR_rmdir || nr == KFAULT_NR_unlink || nr == KFAULT_NR_chmod ||
+	    nr == KFAULT_NR_chown || nr == KFAULT_NR_lchown || nr == KFAULT_NR_truncate || nr == KFAULT_NR_utime ||
+	    nr == KFAULT_NR_utimes)
 		return 0;
 	if (nr == KFAULT_NR_openat || nr == KFAULT_NR_openat2 || nr == KFAULT_NR_newfstatat || nr == KFAULT_NR_statx ||
-	    nr == KFAULT_NR_mkdirat || nr == KFAULT_NR_unlinkat) {
+	    nr == KFAULT_NR_mkdirat || nr == KFAULT_NR_unlinkat || nr == KFAULT_NR_fchmodat || nr == KFAULT_NR_fchownat ||
+	    nr == KFAULT_NR_futimesat || nr == KFAULT_NR_utimensat) {
 		*dirfd = (__s32)syscall_arg(regs, 0);
 		return 1;
 	}
@@ -475,9 +478,10 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (path_arg >= 0) {
 		const char *user_path = (const char *)syscall_arg(regs, path_arg);
 
-		if (bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) <= 0)
+		scratch->path[0] = 0;     /* utimensat(fd, NULL, ...), as futimens: the fd's file */
+		if (user_path && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) <= 0)
 			return 0;
-		if (scratch->path[0] || method != KFAULT_IO_METHOD_GETATTR) {
+		if (scratch->path[0] || (method != KFAULT_IO_METHOD_GETATTR && method != KFAULT_IO_METHOD_SETATTR)) {
 			if (!set_walk_start(id >> 32, dirfd, user_path, scratch))
 				return 0;
 			scratch->remaining = targets;
@@ -780,18 +784,22 @@ BPF_ARRAY(kfault_io_generation, __u32, 1);
 
 /* The armed rules whose glob accepts the file's path as its process sees it (bpf_d_path:
  * absolute, from the process's root), from the cache or walked now. */
-static __always_inline __u32 file_matches(struct file *file, __u32 armed, struct io_scratch *scratch)
+static __always_inline __u32 file_matches(struct file *file, __u32 armed)
 {
 	__u64 key = (__u64)file, dentry = (__u64)file->f_path.dentry, mnt = (__u64)file->f_path.mnt;
 	__u32 zero = 0, *generation = kfault_io_generation.lookup(&zero);
 	struct io_file_match *seen = kfault_io_files.lookup(&key);
 	struct io_file_match walked = {.dentry = dentry, .mnt = mnt};
+	struct io_scratch *scratch;
 
 	if (!generation)
 		return 0;
 	if (seen && seen->dentry == dentry && seen->mnt == mnt && seen->generation == *generation)
 		return seen->matched;
 	walked.generation = *generation;
+	scratch = kfault_io_scratch.lookup(&zero);   /* only here: a per-CPU lookup is a helper call */
+	if (!scratch)
+		return 0;
 	if (bpf_d_path(&file->f_path, scratch->path, KFAULT_IO_PATH_MAX) > 0) {
 		scratch->found = 0;
 #pragma unroll
@@ -825,11 +833,11 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
 	targets = targeting_rules(targets);
 	if (!targets)
 		return 0;
+	targets &= file_matches(file, *armed);
+	if (!targets)
+		return 0;
 	scratch = kfault_io_scratch.lookup(&zero);
 	if (!scratch)
-		return 0;
-	targets &= file_matches(file, *armed, scratch);
-	if (!targets)
 		return 0;
 	decide(targets, method, &call, scratch, 1);
 	return call.error;
@@ -853,7 +861,7 @@ KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
  * inode_create, before the file exists; any open at file_open; read and write (all their
  * vector and positional forms) and readdir at file_permission, before any byte moves; mkdir,
  * rmdir and unlink at their security_path_* hooks, before the namespace changes; the stat
- * family at inode_getattr. */
+ * family at inode_getattr; setattr at inode_setattr, before notify_change changes anything. */
 struct file;
 struct path;
 struct dentry;
@@ -896,6 +904,12 @@ LSM_PROBE(path_unlink, const struct path *dir, struct dentry *dentry)
 }
 
 LSM_PROBE(inode_getattr, const struct path *path)
+{
+	return decided_error();
+}
+
+/* Arguments unused: 6.3 put a struct mnt_idmap * before the dentry. */
+LSM_PROBE(inode_setattr, void *first, void *second)
 {
 	return decided_error();
 }
@@ -942,6 +956,13 @@ KMOD_RET(security_path_unlink, const struct path *dir, struct dentry *dentry, in
 }
 
 KMOD_RET(security_inode_getattr, const struct path *path, int ret)
+{
+	return decided_error();
+}
+
+/* Every change of attributes goes through notify_change, which asks here first: chmod, chown,
+ * truncate, utimes and their forms. (user_namespace *, before 6.3 mnt_idmap *: unused.) */
+KMOD_RET(security_inode_setattr, void *idmap, struct dentry *dentry, void *attr, int ret)
 {
 	return decided_error();
 }

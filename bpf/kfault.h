@@ -162,7 +162,8 @@ struct kfault_departures {
 #define KFAULT_IO_METHOD_RMDIR 6     /* rmdir, and unlinkat with AT_REMOVEDIR */
 #define KFAULT_IO_METHOD_UNLINK 7
 #define KFAULT_IO_METHOD_READDIR 8
-#define KFAULT_IO_METHOD_COUNT 9
+#define KFAULT_IO_METHOD_SETATTR 9   /* chmod, chown, truncate, utimes and their fd and *at forms */
+#define KFAULT_IO_METHOD_COUNT 10
 #define KFAULT_IO_METHOD_SLOTS 16    /* METHOD_COUNT rounded up to a power of two, for the counter index */
 
 #define KFAULT_IO_ACT_FAULT 1        /* fail the call with errno */

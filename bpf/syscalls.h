@@ -35,7 +35,20 @@
 	X(UNLINK, unlink)     \
 	X(UNLINK, unlinkat)   \
 	X(READDIR, getdents)  \
-	X(READDIR, getdents64)
+	X(READDIR, getdents64) \
+	X(SETATTR, chmod)     \
+	X(SETATTR, fchmod)    \
+	X(SETATTR, fchmodat)  \
+	X(SETATTR, chown)     \
+	X(SETATTR, fchown)    \
+	X(SETATTR, lchown)    \
+	X(SETATTR, fchownat)  \
+	X(SETATTR, truncate)  \
+	X(SETATTR, ftruncate) \
+	X(SETATTR, utime)     \
+	X(SETATTR, utimes)    \
+	X(SETATTR, futimesat) \
+	X(SETATTR, utimensat)
 
 /* The stat family: method GETATTR, and what attrOverride rewrites, by the struct each fills:
  * S(layout, syscall). */
@@ -63,21 +76,34 @@
 #define KFAULT_NR_dup2 33
 #define KFAULT_NR_fcntl 72
 #define KFAULT_NR_fsync 74
-#define KFAULT_NR_getdents 78
 #define KFAULT_NR_fdatasync 75
+#define KFAULT_NR_truncate 76
+#define KFAULT_NR_ftruncate 77
+#define KFAULT_NR_getdents 78
 #define KFAULT_NR_mkdir 83
 #define KFAULT_NR_rmdir 84
 #define KFAULT_NR_creat 85
 #define KFAULT_NR_unlink 87
+#define KFAULT_NR_chmod 90
+#define KFAULT_NR_fchmod 91
+#define KFAULT_NR_chown 92
+#define KFAULT_NR_fchown 93
+#define KFAULT_NR_lchown 94
+#define KFAULT_NR_utime 132
 #define KFAULT_NR_getdents64 217
+#define KFAULT_NR_utimes 235
 #define KFAULT_NR_openat 257
 #define KFAULT_NR_mkdirat 258
+#define KFAULT_NR_fchownat 260
+#define KFAULT_NR_futimesat 261
 #define KFAULT_NR_newfstatat 262
 #define KFAULT_NR_unlinkat 263
+#define KFAULT_NR_fchmodat 268
+#define KFAULT_NR_utimensat 280
+#define KFAULT_NR_dup3 292
 #define KFAULT_NR_preadv 295
 #define KFAULT_NR_pwritev 296
 #define KFAULT_NR_preadv2 327
-#define KFAULT_NR_dup3 292
 #define KFAULT_NR_pwritev2 328
 #define KFAULT_NR_statx 332
 #define KFAULT_NR_openat2 437

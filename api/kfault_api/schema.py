@@ -126,7 +126,7 @@ NETWORK_CHAOS_SPEC = {
 
 # Chaos Mesh's other methods, and why kfault refuses them (spec.methods names them).
 IO_METHODS_REFUSED = ("kfault has no hook yet for rename, link, symlink, readlink, mknod, create (use open), "
-                      "setattr, statfs, access, fsyncdir, setxattr, getxattr, listxattr, removexattr, getlk, "
+                      "statfs, access, fsyncdir, setxattr, getxattr, listxattr, removexattr, getlk, "
                       "setlk; lookup, forget, flush, release, opendir, releasedir and bmap are requests of "
                       "Chaos Mesh's FUSE server with no system call of their own")
 # The stat family (bpf/syscalls.h's KFAULT_IO_STAT_SYSCALLS): method getattr, the one method of
@@ -145,6 +145,8 @@ IO_METHODS = {
     "rmdir": ("rmdir",),                 # and unlinkat with AT_REMOVEDIR
     "unlink": ("unlink", "unlinkat"),
     "readdir": ("getdents", "getdents64"),
+    "setattr": ("chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat", "truncate", "ftruncate",
+                "utime", "utimes", "futimesat", "utimensat"),
     ATTR_METHOD: IO_STAT_SYSCALLS,
 }
 # The methods a mistake can act on: the calls that carry data.

@@ -14,7 +14,9 @@ every millisecond (a held thread must not stop it). Calls:
   ["unlink", PATH, COUNT]  COUNT x create PATH, then unlink it (timed)
   ["getattr", PATH, COUNT] COUNT x create PATH, stat it (timed), remove it
   ["readdir", PATH, COUNT] COUNT x make the directory PATH, list it (timed), remove it
+  ["setattr", PATH, COUNT] COUNT x create PATH, chmod it (timed), remove it
   ["fstat", PATH, COUNT]   open PATH, then COUNT x fstat
+  ["fchmod", PATH, COUNT]  open PATH, then COUNT x fchmod
   ["readdir_fd", PATH, COUNT]  open the directory PATH, then COUNT x list it through the fd
   ["fork_read", PATH, COUNT]  COUNT x fork a child that opens PATH and preads 1 byte (a
                               server forking per request); the child's own timing is kept
@@ -36,7 +38,7 @@ import threading
 import time
 
 FLAGS = {"read": os.O_RDONLY, "write": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "fsync": os.O_RDONLY,
-         "fstat": os.O_RDONLY, "readdir_fd": os.O_RDONLY | os.O_DIRECTORY}
+         "fstat": os.O_RDONLY, "fchmod": os.O_RDONLY, "readdir_fd": os.O_RDONLY | os.O_DIRECTORY}
 
 
 def timed(fn):
@@ -95,6 +97,7 @@ PATH_CALLS = {
     "unlink": (_create, lambda p: os.unlink(p), lambda p: _discard(os.unlink, p)),
     "getattr": (_create, lambda p: os.stat(p), lambda p: _discard(os.unlink, p)),
     "readdir": (lambda p: _discard(os.mkdir, p), lambda p: os.listdir(p), lambda p: _discard(os.rmdir, p)),
+    "setattr": (_create, lambda p: os.chmod(p, 0o600), lambda p: _discard(os.unlink, p)),
 }
 
 
@@ -129,7 +132,7 @@ def run_call(call, path, count, early=None, dirs=None):
         errors.clear()
         fd = holder[0]
         do = {"read": lambda: os.pread(fd, 1, 0), "write": lambda: os.write(fd, b"k"),
-              "fsync": lambda: os.fsync(fd), "fstat": lambda: os.fstat(fd),
+              "fsync": lambda: os.fsync(fd), "fstat": lambda: os.fstat(fd), "fchmod": lambda: os.fchmod(fd, 0o644),
               "readdir_fd": lambda: os.listdir(fd)}[call]
         for _ in range(count):
             record(do)

@@ -487,30 +487,31 @@ def test_errno_on_a_namespace_method_fails_it_before_it_takes_effect(victims, fi
     assert not (files / "made.txt").exists()
 
 
-# ---- inspection methods: getattr (the stat family) and readdir ----------------------------
-# By path, and through an fd opened before arming (fstat, a listing of an open directory).
+# ---- getattr (the stat family), setattr (chmod, chown, truncate, utimes), readdir ----------
+# By path, and through an fd opened before arming (fstat, fchmod, a listing of an open directory).
 # (call, method, the matching path, the other path): by-path calls make their file or directory
 # themselves; the fd calls take one the test made, opened before the rule.
-INSPECTIONS = [("getattr", "getattr", "seen.db", "seen.txt"), ("fstat", "getattr", "data.db", "notes.txt"),
-               ("readdir", "readdir", "listed.db", "listed.txt"),
-               ("readdir_fd", "readdir", "open.db", "open.txt")]
+FILE_METHOD_CALLS = [("getattr", "getattr", "seen.db", "seen.txt"), ("fstat", "getattr", "data.db", "notes.txt"),
+                     ("setattr", "setattr", "mode.db", "mode.txt"), ("fchmod", "setattr", "data.db", "notes.txt"),
+                     ("readdir", "readdir", "listed.db", "listed.txt"),
+                     ("readdir_fd", "readdir", "open.db", "open.txt")]
 
 
-def inspection_victim(victims, files, call, matching, other, count):
+def method_victim(victims, files, call, matching, other, count):
     """A victim making `count` of `call` on each path; fd calls open theirs before arming."""
     if call == "readdir_fd":
         for name in (matching, other):
             (files / name).mkdir()
-    options = ["--open-early"] if call in ("fstat", "readdir_fd") else []
+    options = ["--open-early"] if call in ("fstat", "fchmod", "readdir_fd") else []
     return victims.start(victims.cgroup("target"), [[call, str(files / matching), count],
                                                     [call, str(files / other), count]], options)
 
 
 @pytest.mark.kernel("io-tracepoints", "ptrace")
-@pytest.mark.parametrize("call, method, matching, other", INSPECTIONS)
-def test_latency_on_an_inspection_method_holds_only_its_matching_calls(victims, files, io_engine, call, method,
+@pytest.mark.parametrize("call, method, matching, other", FILE_METHOD_CALLS)
+def test_latency_on_a_file_method_holds_only_its_matching_calls(victims, files, io_engine, call, method,
                                                                       matching, other):
-    victim = inspection_victim(victims, files, call, matching, other, 5)
+    victim = method_victim(victims, files, call, matching, other, 5)
     io_engine.apply(io_chaos(action="latency", delay="50ms", path=f"{files}/*.db", methods=[method]),
                     topology.resolve_cgroup_target(f"cgroup:{victims.cgroup('target')}"))
     victims.go(victim)
@@ -522,10 +523,10 @@ def test_latency_on_an_inspection_method_holds_only_its_matching_calls(victims, 
 
 
 @pytest.mark.kernel("io-tracepoints", "io-errno")
-@pytest.mark.parametrize("call, method, matching, other", INSPECTIONS)
-def test_errno_on_an_inspection_method_fails_only_its_matching_calls(victims, files, io_engine, call, method,
+@pytest.mark.parametrize("call, method, matching, other", FILE_METHOD_CALLS)
+def test_errno_on_a_file_method_fails_only_its_matching_calls(victims, files, io_engine, call, method,
                                                                     matching, other):
-    victim = inspection_victim(victims, files, call, matching, other, 3)
+    victim = method_victim(victims, files, call, matching, other, 3)
     io_engine.apply(io_chaos(action="fault", errno=5, path=f"{files}/*.db", methods=[method]),
                     topology.resolve_cgroup_target(f"cgroup:{victims.cgroup('target')}"))
     victims.go(victim)
