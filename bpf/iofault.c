@@ -58,6 +58,8 @@ BPF_ARRAY(kfault_io_method_armed, __u32, KFAULT_IO_METHOD_SLOTS);
 BPF_ARRAY(kfault_io_dfa, struct kfault_io_dfa, KFAULT_IO_MAX_RULES);
 BPF_TABLE("lru_hash", struct kfault_io_fd_key, __u32, kfault_io_fds, KFAULT_IO_MAX_FDS);
 BPF_TABLE("lru_hash", __u64, struct kfault_io_call, kfault_io_calls, KFAULT_IO_MAX_CALLS);
+/* pid_tgid -> 1 + the syscall whose hold interrupted it (io_sys_exit): its retry is not decided. */
+BPF_TABLE("lru_hash", __u64, __u32, kfault_io_interrupted, KFAULT_IO_MAX_CALLS);
 /* tgid -> the signal the holder asked for (one the process neither catches nor blocks), or 0:
  * the holder can't hold it (no such signal, or traced by another tracer), so it gets none. */
 BPF_HASH(kfault_io_traced, __u32, __u32, KFAULT_IO_MAX_TRACED);
@@ -81,6 +83,9 @@ BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RU
 #define IO_F_DUPFD_CLOEXEC 1030
 #define IO_SIGSTOP 19   /* x86_64's, like syscalls.h: stops any process; it can't catch it */
 #define IO_AT_REMOVEDIR 0x200   /* unlinkat's flag that makes it an rmdir (linux/fcntl.h) */
+#define IO_EINTR 4
+#define IO_ERESTARTSYS 512      /* to IO_ERESTART_RESTARTBLOCK: the kernel's own (linux/errno.h) */
+#define IO_ERESTART_RESTARTBLOCK 516
 
 #define METHOD_CASE(method, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_##method;
 #define STAT_CASE(layout, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_GETATTR;
@@ -379,21 +384,43 @@ static __always_inline void copy_marks(__u64 id, __u64 nr, const struct pt_regs 
 /* Decide the call and remember what sys_exit and the LSM hooks need. A write's mistake is
  * made here, before the kernel copies the data: io_corrupt changes the caller's buffer
  * itself, so the caller sees the wrong bytes in its own memory too after the call. */
-static __always_inline void finish_enter(void *ctx, __u64 id, __u32 method, __u32 mask, __u32 opened_mask,
-					 struct io_scratch *scratch)
+/* Is this call the retry of one whose hold interrupted it? The signal that holds a thread is
+ * pending while its call runs: a call that waits interruptibly returns EINTR or is restarted,
+ * and a program that retries on EINTR (Python always does) would be held, and interrupted,
+ * again and again, for ever. Its retry is let through once. */
+static __always_inline int retry_of_interrupted(__u64 id, __u64 nr)
+{
+	__u32 *interrupted = kfault_io_interrupted.lookup(&id);
+	__u32 held_nr;
+
+	if (!interrupted)
+		return 0;
+	held_nr = *interrupted;
+	kfault_io_interrupted.delete(&id);
+	return held_nr == nr + 1;
+}
+
+static __always_inline void finish_enter(struct bpf_raw_tracepoint_args *ctx, __u64 id, __u32 method, __u32 mask,
+					 __u32 opened_mask, struct io_scratch *scratch)
 {
 	struct kfault_io_call call = {.method = method, .opened_mask = opened_mask};
+	__u64 nr = ctx->args[1];
 	int corrupt_now = 0;
 
-	if (mask)
+	if (mask && retry_of_interrupted(id, nr))
+		mask = 0;
+	if (mask) {
 		decide(mask, method, &call, scratch, 0);
+		if (scratch->hold_ns)
+			call.held_nr = nr + 1;
+	}
 	if (call.apply && method == KFAULT_IO_METHOD_WRITE) {
 		corrupt_now = 1;
 		call.apply = 0;
 	}
 	call.buffer = scratch->buffer;
 	call.layout = scratch->layout;
-	if (call.opened_mask || call.error || call.apply)
+	if (call.opened_mask || call.error || call.apply || call.held_nr)
 		kfault_io_calls.update(&id, &call);
 	if (corrupt_now)
 		kfault_io_programs.call(ctx, KFAULT_IO_PROG_CORRUPT);
@@ -413,11 +440,12 @@ static __always_inline int path_argument(__u64 nr, const struct pt_regs *regs, _
 	if (nr == KFAULT_NR_open || nr == KFAULT_NR_creat || nr == KFAULT_NR_stat || nr == KFAULT_NR_lstat ||
 	    nr == KFAULT_NR_mkdir || nr == KFAULT_NR_rmdir || nr == KFAULT_NR_unlink || nr == KFAULT_NR_chmod ||
 	    nr == KFAULT_NR_chown || nr == KFAULT_NR_lchown || nr == KFAULT_NR_truncate || nr == KFAULT_NR_utime ||
-	    nr == KFAULT_NR_utimes)
+	    nr == KFAULT_NR_utimes || nr == KFAULT_NR_rename)
 		return 0;
 	if (nr == KFAULT_NR_openat || nr == KFAULT_NR_openat2 || nr == KFAULT_NR_newfstatat || nr == KFAULT_NR_statx ||
 	    nr == KFAULT_NR_mkdirat || nr == KFAULT_NR_unlinkat || nr == KFAULT_NR_fchmodat || nr == KFAULT_NR_fchownat ||
-	    nr == KFAULT_NR_futimesat || nr == KFAULT_NR_utimensat) {
+	    nr == KFAULT_NR_futimesat || nr == KFAULT_NR_utimensat || nr == KFAULT_NR_renameat ||
+	    nr == KFAULT_NR_renameat2) {
 		*dirfd = (__s32)syscall_arg(regs, 0);
 		return 1;
 	}
@@ -542,6 +570,11 @@ int io_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 
 	if (!call)
 		return 0;
+	if (call->held_nr && (ret == -IO_EINTR || (ret <= -IO_ERESTARTSYS && ret >= -IO_ERESTART_RESTARTBLOCK))) {
+		__u32 held_nr = call->held_nr;
+
+		kfault_io_interrupted.update(&id, &held_nr);
+	}
 	if (call->method == KFAULT_IO_METHOD_OPEN && call->opened_mask && ret >= 0) {
 		struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = ret};
 
@@ -847,8 +880,15 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
  * any byte moves: rw_verify_area asks with MAY_READ or MAY_WRITE. */
 KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
 {
-	if (S_ISDIR(file->f_inode->i_mode))
+	umode_t mode = file->f_inode->i_mode;
+
+	if (S_ISDIR(mode))
 		return decided_error();   /* a readdir */
+	/* Regular files only. A FIFO's or a device's read waits interruptibly, so a hold's signal
+	 * would interrupt it, and with no syscall exit here to see that, its retry would be held
+	 * again (retry_of_interrupted). Chaos Mesh's FUSE never serves them either. */
+	if (!S_ISREG(mode))
+		return 0;
 	if (mask & MAY_WRITE)
 		return decide_at_file(file, KFAULT_IO_METHOD_WRITE);
 	if (mask & MAY_READ)
@@ -860,7 +900,7 @@ KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
 /* Where the decided error is returned. An open that creates is refused at path_mknod /
  * inode_create, before the file exists; any open at file_open; read and write (all their
  * vector and positional forms) and readdir at file_permission, before any byte moves; mkdir,
- * rmdir and unlink at their security_path_* hooks, before the namespace changes; the stat
+ * rmdir, unlink and rename at their security_path_* hooks, before the namespace changes; the stat
  * family at inode_getattr; setattr at inode_setattr, before notify_change changes anything. */
 struct file;
 struct path;
@@ -910,6 +950,12 @@ LSM_PROBE(inode_getattr, const struct path *path)
 
 /* Arguments unused: 6.3 put a struct mnt_idmap * before the dentry. */
 LSM_PROBE(inode_setattr, void *first, void *second)
+{
+	return decided_error();
+}
+
+LSM_PROBE(path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+	  struct dentry *new_dentry, unsigned int flags)
 {
 	return decided_error();
 }
@@ -963,6 +1009,12 @@ KMOD_RET(security_inode_getattr, const struct path *path, int ret)
 /* Every change of attributes goes through notify_change, which asks here first: chmod, chown,
  * truncate, utimes and their forms. (user_namespace *, before 6.3 mnt_idmap *: unused.) */
 KMOD_RET(security_inode_setattr, void *idmap, struct dentry *dentry, void *attr, int ret)
+{
+	return decided_error();
+}
+
+KMOD_RET(security_path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+	 struct dentry *new_dentry, unsigned int flags, int ret)
 {
 	return decided_error();
 }

@@ -163,7 +163,8 @@ struct kfault_departures {
 #define KFAULT_IO_METHOD_UNLINK 7
 #define KFAULT_IO_METHOD_READDIR 8
 #define KFAULT_IO_METHOD_SETATTR 9   /* chmod, chown, truncate, utimes and their fd and *at forms */
-#define KFAULT_IO_METHOD_COUNT 10
+#define KFAULT_IO_METHOD_RENAME 10   /* rename, renameat, renameat2: matched by the path renamed */
+#define KFAULT_IO_METHOD_COUNT 11
 #define KFAULT_IO_METHOD_SLOTS 16    /* METHOD_COUNT rounded up to a power of two, for the counter index */
 
 #define KFAULT_IO_ACT_FAULT 1        /* fail the call with errno */
@@ -268,7 +269,7 @@ struct kfault_io_call {
 	__u32 apply;              /* 1 + the slot of the attrOverride or mistake rule to apply at exit; 0: none */
 	__u64 buffer;             /* the caller's buffer (user address) that rule rewrites */
 	__u32 layout;             /* KFAULT_IO_LAYOUT_*: what the buffer holds */
-	__u32 pad;
+	__u32 held_nr;            /* latency: 1 + the syscall held, whose signal may interrupt it */
 };
 
 /* Value of kfault_io_counters (per CPU), by rule slot. */

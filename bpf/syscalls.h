@@ -48,7 +48,10 @@
 	X(SETATTR, utime)     \
 	X(SETATTR, utimes)    \
 	X(SETATTR, futimesat) \
-	X(SETATTR, utimensat)
+	X(SETATTR, utimensat) \
+	X(RENAME, rename)     \
+	X(RENAME, renameat)   \
+	X(RENAME, renameat2)
 
 /* The stat family: method GETATTR, and what attrOverride rewrites, by the struct each fills:
  * S(layout, syscall). */
@@ -80,6 +83,7 @@
 #define KFAULT_NR_truncate 76
 #define KFAULT_NR_ftruncate 77
 #define KFAULT_NR_getdents 78
+#define KFAULT_NR_rename 82
 #define KFAULT_NR_mkdir 83
 #define KFAULT_NR_rmdir 84
 #define KFAULT_NR_creat 85
@@ -98,11 +102,13 @@
 #define KFAULT_NR_futimesat 261
 #define KFAULT_NR_newfstatat 262
 #define KFAULT_NR_unlinkat 263
+#define KFAULT_NR_renameat 264
 #define KFAULT_NR_fchmodat 268
 #define KFAULT_NR_utimensat 280
 #define KFAULT_NR_dup3 292
 #define KFAULT_NR_preadv 295
 #define KFAULT_NR_pwritev 296
+#define KFAULT_NR_renameat2 316
 #define KFAULT_NR_preadv2 327
 #define KFAULT_NR_pwritev2 328
 #define KFAULT_NR_statx 332

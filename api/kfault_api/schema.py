@@ -125,7 +125,7 @@ NETWORK_CHAOS_SPEC = {
 }
 
 # Chaos Mesh's other methods, and why kfault refuses them (spec.methods names them).
-IO_METHODS_REFUSED = ("kfault has no hook yet for rename, link, symlink, readlink, mknod, create (use open), "
+IO_METHODS_REFUSED = ("kfault has no hook yet for link, symlink, readlink, mknod, create (use open), "
                       "statfs, access, fsyncdir, setxattr, getxattr, listxattr, removexattr, getlk, "
                       "setlk; lookup, forget, flush, release, opendir, releasedir and bmap are requests of "
                       "Chaos Mesh's FUSE server with no system call of their own")
@@ -147,6 +147,7 @@ IO_METHODS = {
     "readdir": ("getdents", "getdents64"),
     "setattr": ("chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat", "truncate", "ftruncate",
                 "utime", "utimes", "futimesat", "utimensat"),
+    "rename": ("rename", "renameat", "renameat2"),
     ATTR_METHOD: IO_STAT_SYSCALLS,
 }
 # The methods a mistake can act on: the calls that carry data.

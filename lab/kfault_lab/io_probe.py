@@ -15,9 +15,12 @@ every millisecond (a held thread must not stop it). Calls:
   ["getattr", PATH, COUNT] COUNT x create PATH, stat it (timed), remove it
   ["readdir", PATH, COUNT] COUNT x make the directory PATH, list it (timed), remove it
   ["setattr", PATH, COUNT] COUNT x create PATH, chmod it (timed), remove it
+  ["rename", PATH, COUNT]  COUNT x create PATH, rename it to PATH.renamed (timed), remove both
   ["fstat", PATH, COUNT]   open PATH, then COUNT x fstat
   ["fchmod", PATH, COUNT]  open PATH, then COUNT x fchmod
   ["readdir_fd", PATH, COUNT]  open the directory PATH, then COUNT x list it through the fd
+  ["fifo_open", PATH, COUNT]  COUNT x open the FIFO PATH to read (timed), which waits for the
+                              writer a thread opens 0.2 s later
   ["fork_read", PATH, COUNT]  COUNT x fork a child that opens PATH and preads 1 byte (a
                               server forking per request); the child's own timing is kept
 PATH may be relative (to --cwd), or "DIR//NAME": openat(DIR's fd, NAME).
@@ -79,6 +82,21 @@ def fork_reads(path, count):
     return {"call": "fork_read", "path": path, "ms": ms, "errno": errors}
 
 
+def fifo_opens(path, count):
+    ms, errors = [], []
+    for _ in range(count):
+        writer = threading.Timer(0.2, lambda: os.close(os.open(path, os.O_WRONLY)))
+        writer.start()
+        opened = []
+        took, error = timed(lambda: opened.append(os.open(path, os.O_RDONLY)))
+        writer.join()
+        for fd in opened:
+            os.close(fd)
+        ms.append(took)
+        errors.append(error)
+    return {"call": "fifo_open", "path": path, "ms": ms, "errno": errors}
+
+
 def _discard(remove, path):
     try:
         remove(path)
@@ -98,6 +116,8 @@ PATH_CALLS = {
     "getattr": (_create, lambda p: os.stat(p), lambda p: _discard(os.unlink, p)),
     "readdir": (lambda p: _discard(os.mkdir, p), lambda p: os.listdir(p), lambda p: _discard(os.rmdir, p)),
     "setattr": (_create, lambda p: os.chmod(p, 0o600), lambda p: _discard(os.unlink, p)),
+    "rename": (_create, lambda p: os.rename(p, p + ".renamed"),
+               lambda p: [_discard(os.unlink, name) for name in (p, p + ".renamed")]),
 }
 
 
@@ -106,6 +126,8 @@ def run_call(call, path, count, early=None, dirs=None):
     dirs = {} if dirs is None else dirs
     if call == "fork_read":
         return fork_reads(path, count)
+    if call == "fifo_open":
+        return fifo_opens(path, count)
 
     def record(fn):
         took, error = timed(fn)

@@ -487,12 +487,13 @@ def test_errno_on_a_namespace_method_fails_it_before_it_takes_effect(victims, fi
     assert not (files / "made.txt").exists()
 
 
-# ---- getattr (the stat family), setattr (chmod, chown, truncate, utimes), readdir ----------
+# ---- getattr (the stat family), setattr (chmod, chown, truncate, utimes), rename, readdir --
 # By path, and through an fd opened before arming (fstat, fchmod, a listing of an open directory).
 # (call, method, the matching path, the other path): by-path calls make their file or directory
 # themselves; the fd calls take one the test made, opened before the rule.
 FILE_METHOD_CALLS = [("getattr", "getattr", "seen.db", "seen.txt"), ("fstat", "getattr", "data.db", "notes.txt"),
                      ("setattr", "setattr", "mode.db", "mode.txt"), ("fchmod", "setattr", "data.db", "notes.txt"),
+                     ("rename", "rename", "moved.db", "moved.txt"),
                      ("readdir", "readdir", "listed.db", "listed.txt"),
                      ("readdir_fd", "readdir", "open.db", "open.txt")]
 
@@ -533,3 +534,22 @@ def test_errno_on_a_file_method_fails_only_its_matching_calls(victims, files, io
     failed, passed = victims.result(victim)["calls"]
     assert failed["errno"] == [5, 5, 5], failed
     assert set(passed["errno"]) == {0}, passed
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_a_held_call_that_waits_is_decided_once(victims, files, io_engine):
+    """The signal that holds a thread is pending while its call runs: a call that waits
+    interruptibly (an open of a FIFO, waiting for its writer) is interrupted by it, and Python,
+    like many programs, retries. Each open is still one decision, held once, not a loop of
+    holds for as long as the wait would last."""
+    target = victims.cgroup("target")
+    os.mkfifo(files / "pipe.db")
+    victim = victims.start(target, [["fifo_open", str(files / "pipe.db"), 3]])
+    io_engine.apply(io_chaos(action="latency", delay="50ms", path=f"{files}/*.db", methods=["open"]),
+                    topology.resolve_cgroup_target(f"cgroup:{target}"))
+    victims.go(victim)
+    opens = victims.result(victim)["calls"][0]
+    assert set(opens["errno"]) == {0} and min(opens["ms"]) >= 50, opens
+    calls, _ = io_engine.counters(io_engine.active()[0])
+    # the reader's open and the writer's, each once
+    assert calls["open"]["delayed"] == 6, calls

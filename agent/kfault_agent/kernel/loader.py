@@ -189,7 +189,7 @@ def io_arch_cflag():
 
 
 ERRNO_HOOKS = ("file_open", "file_permission", "path_mknod", "inode_create", "path_mkdir", "path_rmdir",
-               "path_unlink", "inode_getattr", "inode_setattr")   # LSM hook names
+               "path_unlink", "path_rename", "inode_getattr", "inode_setattr")   # LSM hook names
 # How calls are failed, best first: the -D flag that compiles it into iofault.c. All fail what
 # the syscall tracepoints decided at these hooks; file-hooks also decides latency and fault on
 # read and write itself, at fmod_ret on security_file_permission, by the file's own path.
