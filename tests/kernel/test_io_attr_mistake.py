@@ -149,9 +149,7 @@ def test_attr_override_is_what_stat_lstat_and_the_stat_command_report(cgroups, v
     io_engine.apply(io_chaos(action="attrOverride", path=f"{files}/*.db", attr=ATTR),
                     topology.resolve_cgroup_target(f"cgroup:{target}"))
 
-    # Not yet "fstat" (os.fstat on the file opened before arming): on 6.1 it showed the file's
-    # own values (the README says so; the fd's mark is looked up as for read, which works).
-    commands = (f"stat {files}/data.db", "stat data.db", f"lstat {files}/data.db")
+    commands = (f"stat {files}/data.db", "stat data.db", f"lstat {files}/data.db", "fstat")
     for command in commands:
         st = victim.ask(command)
         assert all(overridden(st).values()), (command, st)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from kfault_agent.errors import KernelUnsupported
 from kfault_agent.kernel import tcx, topology
-from kfault_api import layout
+from kfault_api import layout, schema
 
 log = logging.getLogger(__name__)
 
@@ -405,11 +405,11 @@ def _kprobe_override_configured():
 
 MECHANISM_USES = {
     "file-hooks": "latency and fault on read and write decided at fmod_ret on security_file_permission, by "
-                  "the file's own path (bpf_d_path), with no syscall tracepoint; open (decided before an "
-                  "O_CREAT open creates the file), fsync, mkdir, rmdir, unlink, attrOverride and mistake "
-                  "at the syscall tracepoints, failed by fmod_ret on their security_* functions",
-    "bpf-lsm": "errno by BPF LSM hooks on file_open, file_permission, path_mknod, inode_create, path_mkdir, "
-               "path_rmdir, path_unlink, for calls the syscall tracepoints decide",
+                  "the file's own path (bpf_d_path), with no syscall tracepoint; the other methods (open "
+                  "is decided before an O_CREAT open creates the file), attrOverride and mistake at the "
+                  "syscall tracepoints, failed by fmod_ret on their security_* functions",
+    "bpf-lsm": "errno by BPF LSM hooks on " + ", ".join(ERRNO_HOOKS) + ", for calls the syscall "
+               "tracepoints decide",
     "fmod_ret": "errno by fmod_ret on the security_* functions of those LSM hooks, for calls the syscall "
                 "tracepoints decide",
 }
@@ -489,7 +489,7 @@ def _probe_ptrace():
 # takes effect; fsync has no LSM hook, so it can be delayed but not failed.
 IO_NEEDS = {"latency": ("io-tracepoints", "ptrace"), "fault": ("io-tracepoints", "io-errno"),
             "attrOverride": ("io-tracepoints", "io-write-user"), "mistake": ("io-tracepoints", "io-write-user")}
-IO_FAULT_METHODS = {"open", "read", "write", "mkdir", "rmdir", "unlink"}
+IO_FAULT_METHODS = set(schema.IO_METHODS) - {"fsync"}
 
 
 def io_support(capabilities, action, method=None):
