@@ -60,7 +60,7 @@ BPF_TABLE("lru_hash", struct kfault_io_fd_key, __u32, kfault_io_fds, KFAULT_IO_M
 BPF_TABLE("lru_hash", __u64, struct kfault_io_call, kfault_io_calls, KFAULT_IO_MAX_CALLS);
 /* pid_tgid -> 1 + the syscall whose hold interrupted it (io_sys_exit): its retry is not decided. */
 BPF_TABLE("lru_hash", __u64, __u32, kfault_io_interrupted, KFAULT_IO_MAX_CALLS);
-/* tgid -> the signal the holder asked for (one the process neither catches nor blocks), or 0:
+/* tgid -> the signal the holder asked for (one the process doesn't block: holder.py), or 0:
  * the holder can't hold it (no such signal, or traced by another tracer), so it gets none. */
 BPF_HASH(kfault_io_traced, __u32, __u32, KFAULT_IO_MAX_TRACED);
 /* tgid -> 1: a targeted process the holder did not know yet (it joined the cgroup), stopped

@@ -1,6 +1,8 @@
 """File I/O faults on real processes in cgroups the tests make, measured by the victims."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -553,3 +555,45 @@ def test_a_held_call_that_waits_is_decided_once(victims, files, io_engine):
     calls, _ = io_engine.counters(io_engine.active()[0])
     # the reader's open and the writer's, each once
     assert calls["open"]["delayed"] == 6, calls
+
+
+def wait_for_log(proc, text, timeout):
+    """The first line of proc's output that holds `text`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        line = read_line(proc, repr(text), max(1.0, deadline - time.monotonic()))
+        if text in line:
+            return line
+        if not line or time.monotonic() > deadline:
+            pytest.fail(f"no {text!r} from pid {proc.pid} within {timeout}s")
+
+
+def go_duration_ms(text):
+    """A Go duration as Go prints it (850.2µs, 212.5ms, 1.2s, 1m2.5s) in milliseconds."""
+    units = {"h": 3.6e6, "m": 6e4, "s": 1e3, "ms": 1.0, "µs": 1e-3, "us": 1e-3, "ns": 1e-6}
+    return sum(float(number) * units[unit] for number, unit in re.findall(r"([0-9.]+)(ms|µs|us|ns|h|m|s)", text))
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+@pytest.mark.skipif(not shutil.which("prometheus"), reason="no prometheus (Debian's, which scripts/setup-host installs)")
+def test_latency_holds_a_go_server_that_ran_before_the_experiment(victims, files, io_engine):
+    """Every Go program catches SIGURG (its runtime's preemption) and SIGWINCH, and a holder
+    that passed over caught signals left Go servers (etcd, Prometheus) with no latency at all.
+    A real one: Prometheus, started before the experiment, re-reads its config on SIGHUP."""
+    target = victims.cgroup("target")
+    config = files / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1m\n")
+    server = subprocess.Popen(
+        ["sh", "-c", f"echo $$ > {target}/cgroup.procs && exec prometheus --config.file={config} "
+         f"--storage.tsdb.path={files}/tsdb --web.listen-address=127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victims.procs.append(server)
+    wait_for_log(server, "Server is ready to receive web requests", timeout=300)
+    io_engine.apply(io_chaos(action="latency", delay="200ms", path=f"{files}/*.yml", methods=["read"]),
+                    topology.resolve_cgroup_target(f"cgroup:{target}"))
+    server.send_signal(signal.SIGHUP)
+    loaded = wait_for_log(server, "Completed loading of configuration file", timeout=120)
+    took = go_duration_ms(re.search(r"totalDuration=(\S+)", loaded).group(1))
+    calls, _ = io_engine.counters(io_engine.active()[0])
+    assert calls["read"]["delayed"] >= 1 and calls["read"]["passed"] == 0, calls
+    assert took >= 200, f"the reload took {took} ms: {loaded}"

@@ -19,9 +19,9 @@ Fail-safe: the holder is a child process of the agent that gets SIGTERM when the
 releases what it holds and resumes what BPF stopped. If it dies harder (the OOM killer, a
 kill -9), the agent, which watches it, does that last part for it (let_go_for_dead_holder),
 and the kernel detaches its tracees and resumes any it held; the pending signal is then delivered for real, so the
-holder picks, per process, a signal whose default action is to ignore it and which the
-process neither catches nor blocks: it is dropped. Processes with no such signal get no
-latency (kfault_io_traced says 0: BPF passes their calls).
+holder picks, per process, a signal whose default action is to ignore it, one the process
+doesn't catch if it can (pick_hold_signal: a Go program catches both, harmlessly). Processes
+that block both get no latency (kfault_io_traced says 0: BPF passes their calls).
 """
 import ctypes
 import errno
@@ -51,7 +51,8 @@ PTRACE_EVENT_EXEC = 4
 PTRACE_EVENT_STOP = 128
 WALL = 0x40000000
 STOP_SIGNALS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
-# Default action "ignore": if the holder dies mid-hold, delivering one changes nothing.
+# Default action "ignore": if the holder dies mid-hold, delivering one changes nothing (or
+# runs a handler that takes a stray one as nothing: pick_hold_signal).
 HOLD_SIGNALS = (signal.SIGURG, signal.SIGWINCH)
 RESCAN_S = 0.2
 # How often the holder looks for processes BPF stopped for it (they joined the cgroup after the
@@ -87,17 +88,24 @@ def _signal_mask(status_text, field):
 
 
 def pick_hold_signal(caught, blocked):
-    """The first of HOLD_SIGNALS not in the `caught` mask nor blocked on its own in `blocked`
-    (a mask of ALL_BLOCKABLE is a moment's), or None."""
-    taken = caught | (0 if blocked & ALL_BLOCKABLE == ALL_BLOCKABLE else blocked)
-    for sig in HOLD_SIGNALS:
-        if not taken & (1 << (sig - 1)):
-            return int(sig)
-    return None
+    """The first of HOLD_SIGNALS not blocked on its own in `blocked` (a mask of ALL_BLOCKABLE
+    is a moment's), one not in the `caught` mask first; None if the process blocks both.
+
+    While the holder runs, the signal never reaches the process: the holder takes it at its
+    delivery stop and suppresses it. Only if the holder is killed mid-hold is it delivered:
+    to nothing, if not caught (both are ignored by default); if caught, to a handler that takes
+    a stray one as nothing. Every Go program catches both: SIGURG is the runtime's preemption
+    request, which it expects from anyone, and SIGWINCH asks a terminal program to look at its
+    window size again. Passing over caught ones left Go servers (etcd among them) with no
+    latency at all."""
+    own = 0 if blocked & ALL_BLOCKABLE == ALL_BLOCKABLE else blocked
+    free = [int(sig) for sig in HOLD_SIGNALS if not own & (1 << (sig - 1))]
+    not_caught = [sig for sig in free if not caught & (1 << (sig - 1))]
+    return (not_caught or free or [None])[0]
 
 
 def hold_signal_for(tgid):
-    """A signal that `tgid` ignores by default and doesn't catch or block, or None."""
+    """The signal to hold `tgid` by (pick_hold_signal), or None."""
     try:
         with open(f"/proc/{tgid}/status", encoding="ascii") as handle:
             status = handle.read()
