@@ -574,21 +574,31 @@ def go_duration_ms(text):
     return sum(float(number) * units[unit] for number, unit in re.findall(r"([0-9.]+)(ms|µs|us|ns|h|m|s)", text))
 
 
+def start_prometheus(victims, cgroup, files):
+    """A real Go server in `cgroup`, ready; it re-reads files/prometheus.yml on SIGHUP."""
+    config = files / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1m\n")
+    server = subprocess.Popen(
+        ["sh", "-c", f"echo $$ > {cgroup}/cgroup.procs && exec prometheus --config.file={config} "
+         f"--storage.tsdb.path={files}/tsdb --web.listen-address=127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victims.procs.append(server)
+    wait_for_log(server, "Server is ready to receive web requests", timeout=300)
+    return server
+
+
+GO_SERVER = pytest.mark.skipif(not shutil.which("prometheus"),
+                               reason="no prometheus (Debian's, which scripts/setup-host installs)")
+
+
 @pytest.mark.kernel("io-tracepoints", "ptrace")
-@pytest.mark.skipif(not shutil.which("prometheus"), reason="no prometheus (Debian's, which scripts/setup-host installs)")
+@GO_SERVER
 def test_latency_holds_a_go_server_that_ran_before_the_experiment(victims, files, io_engine):
     """Every Go program catches SIGURG (its runtime's preemption) and SIGWINCH, and a holder
     that passed over caught signals left Go servers (etcd, Prometheus) with no latency at all.
     A real one: Prometheus, started before the experiment, re-reads its config on SIGHUP."""
     target = victims.cgroup("target")
-    config = files / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1m\n")
-    server = subprocess.Popen(
-        ["sh", "-c", f"echo $$ > {target}/cgroup.procs && exec prometheus --config.file={config} "
-         f"--storage.tsdb.path={files}/tsdb --web.listen-address=127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    victims.procs.append(server)
-    wait_for_log(server, "Server is ready to receive web requests", timeout=300)
+    server = start_prometheus(victims, target, files)
     io_engine.apply(io_chaos(action="latency", delay="200ms", path=f"{files}/*.yml", methods=["read"]),
                     topology.resolve_cgroup_target(f"cgroup:{target}"))
     server.send_signal(signal.SIGHUP)
@@ -597,3 +607,24 @@ def test_latency_holds_a_go_server_that_ran_before_the_experiment(victims, files
     calls, _ = io_engine.counters(io_engine.active()[0])
     assert calls["read"]["delayed"] >= 1 and calls["read"]["passed"] == 0, calls
     assert took >= 200, f"the reload took {took} ms: {loaded}"
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+@GO_SERVER
+def test_a_go_server_outlives_its_holder_killed_mid_hold(victims, files, io_engine):
+    """The holder killed mid-hold: the kernel resumes the held thread and delivers its hold
+    signal, SIGURG, for real, to the Go runtime's handler, which takes it as a preemption
+    request. The server goes on: the reload completes long before the hold would have."""
+    target = victims.cgroup("target")
+    server = start_prometheus(victims, target, files)
+    active = io_engine.apply(io_chaos(action="latency", delay="60s", path=f"{files}/*.yml", methods=["read"]),
+                             topology.resolve_cgroup_target(f"cgroup:{target}"))
+    server.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while io_engine.counters(active)[0]["read"]["delayed"] == 0:
+        assert time.monotonic() < deadline, "the config read was never held"
+        time.sleep(0.05)
+    os.kill(active.holder.pid, signal.SIGKILL)
+    loaded = wait_for_log(server, "Completed loading of configuration file", timeout=30)
+    assert go_duration_ms(re.search(r"totalDuration=(\S+)", loaded).group(1)) < 30_000, loaded
+    assert server.poll() is None, "the server died"
