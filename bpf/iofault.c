@@ -348,7 +348,7 @@ static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, const char *u
 		if (scratch->path[skip & 7] == '.' && scratch->path[(skip + 1) & 7] == '/')
 			skip += 2;
 	}
-	if (skip && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path + skip) <= 0)
+	if (skip && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path + skip) < 0)
 		return 0;
 	return 1;
 }
@@ -507,7 +507,9 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		const char *user_path = (const char *)syscall_arg(regs, path_arg);
 
 		scratch->path[0] = 0;     /* utimensat(fd, NULL, ...), as futimens: the fd's file */
-		if (user_path && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) <= 0)
+		/* < 0, not <= 0: for "" (glibc's fstat is fstatat(fd, "", AT_EMPTY_PATH)) 6.1's helper
+		 * returns 0, where later kernels count the NUL and return 1 */
+		if (user_path && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) < 0)
 			return 0;
 		if (scratch->path[0] || (method != KFAULT_IO_METHOD_GETATTR && method != KFAULT_IO_METHOD_SETATTR)) {
 			if (!set_walk_start(id >> 32, dirfd, user_path, scratch))
