@@ -83,6 +83,7 @@ BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RU
 #define IO_F_DUPFD_CLOEXEC 1030
 #define IO_SIGSTOP 19   /* x86_64's, like syscalls.h: stops any process; it can't catch it */
 #define IO_AT_REMOVEDIR 0x200   /* unlinkat's flag that makes it an rmdir (linux/fcntl.h) */
+#define IO_O_CREAT 0100         /* x86_64's, like syscalls.h (asm-generic/fcntl.h) */
 #define IO_EINTR 4
 #define IO_ERESTARTSYS 512      /* to IO_ERESTART_RESTARTBLOCK: the kernel's own (linux/errno.h) */
 #define IO_ERESTART_RESTARTBLOCK 516
@@ -120,6 +121,8 @@ struct io_scratch {
 	volatile __u64 length;    /* mistake: bytes of buffer that hold data */
 	volatile __u32 runs;      /* mistake: wrong runs to write (volatile: see io_corrupt) */
 	__u32 pad_runs;
+	volatile __u32 creates;   /* open: it has O_CREAT, so rules on method CREATE decide it too */
+	__u32 pad_creates;
 	volatile __u8 state;
 	__u8 pad[7];
 	__u8 fill[KFAULT_IO_MISTAKE_MAX_LENGTH];   /* mistake: the wrong bytes */
@@ -267,33 +270,39 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 	__u32 tgid = id >> 32, tid = (__u32)id;
 	__u32 *signo = kfault_io_traced.lookup(&tgid);
 
+	/* an open that may create is a create too, counted as one for a rule on creates only */
+	__u32 methods = 1u << method;
+
+	if (method == KFAULT_IO_METHOD_OPEN && !at_file_hook && scratch->creates)
+		methods |= 1u << KFAULT_IO_METHOD_CREATE;
 	scratch->error = 0;
 	scratch->hold_ns = 0;
 	scratch->apply = 0;
 #pragma unroll
 	for (__u32 i = 0; i < KFAULT_IO_MAX_RULES; i++) {
-		__u32 slot = i;
+		__u32 slot = i, counted;
 		struct kfault_io_rule *rule;
 
 		if (!(mask & (1u << i)))
 			continue;
 		rule = kfault_io_rules.lookup(&slot);
-		if (!rule || !(rule->methods & (1u << method)) || rule_expired(rule, now) ||
+		if (!rule || !(rule->methods & methods) || rule_expired(rule, now) ||
 		    decided_at_file_hook(rule->action, method) != at_file_hook)
 			continue;
+		counted = (rule->methods & (1u << method)) ? method : KFAULT_IO_METHOD_CREATE;
 		if (rule->threshold != KFAULT_ALWAYS && bpf_get_prandom_u32() >= rule->threshold) {
-			count(slot, method, KFAULT_IO_OUTCOME_PASSED, 0);
+			count(slot, counted, KFAULT_IO_OUTCOME_PASSED, 0);
 		} else if (rule->action == KFAULT_IO_ACT_FAULT) {
 			if (!scratch->error)
 				scratch->error = -(__s32)rule->error;
-			count(slot, method, KFAULT_IO_OUTCOME_FAILED, 0);
+			count(slot, counted, KFAULT_IO_OUTCOME_FAILED, 0);
 		} else if (rule->action == KFAULT_IO_ACT_LATENCY && holdable(signo, slot)) {
 			scratch->hold_ns += rule->delay_ns;
-			count(slot, method, KFAULT_IO_OUTCOME_DELAYED, rule->delay_ns);
+			count(slot, counted, KFAULT_IO_OUTCOME_DELAYED, rule->delay_ns);
 		} else if ((rule->action == KFAULT_IO_ACT_ATTR || rule->action == KFAULT_IO_ACT_MISTAKE) && !scratch->apply) {
 			scratch->apply = slot + 1;
 		} else {
-			count(slot, method, KFAULT_IO_OUTCOME_PASSED, 0); /* latency the holder can't give */
+			count(slot, counted, KFAULT_IO_OUTCOME_PASSED, 0); /* latency the holder can't give */
 		}
 	}
 	call->error = scratch->error;
@@ -351,6 +360,23 @@ static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, const char *u
 	if (skip && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path + skip) < 0)
 		return 0;
 	return 1;
+}
+
+/* Does this open have O_CREAT (creat always does)? openat2 keeps its flags in struct open_how,
+ * whose first field they are. */
+static __always_inline int open_creates(__u64 nr, const struct pt_regs *regs)
+{
+	__u64 flags = 0;
+
+	if (nr == KFAULT_NR_creat)
+		return 1;
+	if (nr == KFAULT_NR_open)
+		flags = syscall_arg(regs, 1);
+	else if (nr == KFAULT_NR_openat)
+		flags = syscall_arg(regs, 2);
+	else if (nr == KFAULT_NR_openat2)
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)syscall_arg(regs, 2));
+	return (flags & IO_O_CREAT) != 0;
 }
 
 static __always_inline int copies_fd(__u64 nr)
@@ -499,6 +525,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 
 	id = bpf_get_current_pid_tgid();
+	scratch->creates = method == KFAULT_IO_METHOD_OPEN && open_creates(nr, regs);
 	note_buffer(nr, method, regs, scratch);
 	__s32 dirfd;
 	int path_arg = path_argument(nr, regs, &dirfd);

@@ -164,7 +164,8 @@ struct kfault_departures {
 #define KFAULT_IO_METHOD_READDIR 8
 #define KFAULT_IO_METHOD_SETATTR 9   /* chmod, chown, truncate, utimes and their fd and *at forms */
 #define KFAULT_IO_METHOD_RENAME 10   /* rename, renameat, renameat2: matched by the path renamed */
-#define KFAULT_IO_METHOD_COUNT 11
+#define KFAULT_IO_METHOD_CREATE 11   /* an open with O_CREAT, and creat: decided as opens are */
+#define KFAULT_IO_METHOD_COUNT 12
 #define KFAULT_IO_METHOD_SLOTS 16    /* METHOD_COUNT rounded up to a power of two, for the counter index */
 
 #define KFAULT_IO_ACT_FAULT 1        /* fail the call with errno */

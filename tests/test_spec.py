@@ -25,7 +25,7 @@ def io_doc(**spec_fields):
 
 @pytest.mark.parametrize("document, path, words", [
     (io_doc(methods=["link"]), "spec.methods[0]",
-     "one of fsync, getattr, mkdir, open, read, readdir, rename, rmdir, setattr, unlink, write (kfault has no hook yet for link"),
+     "one of create, fsync, getattr, mkdir, open, read, readdir, rename, rmdir, setattr, unlink, write (kfault has no hook yet for link"),
     (io_doc(errno=0), "spec.errno", "from 1 to 133"),
     (io_doc(errno=500), "spec.errno", "from 1 to 133"),
     (io_doc(percent=101), "spec.percent", "from 0 to 100"),

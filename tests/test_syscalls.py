@@ -36,7 +36,8 @@ def x86_64_numbers():
 def test_schema_lists_the_syscalls_the_kernel_decides_by():
     methods = header_methods()
     assert methods, "no X(METHOD, syscall) line found in bpf/syscalls.h"
-    assert {m: tuple(s) for m, s in schema.IO_METHODS.items()} == {**methods, "getattr": header_stat_syscalls()}
+    assert {m: tuple(s) for m, s in schema.IO_METHODS.items()} == {**methods, "getattr": header_stat_syscalls(),
+                                                                   "create": methods["open"]}
 
 
 def header_stat_syscalls():

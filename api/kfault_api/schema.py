@@ -125,8 +125,7 @@ NETWORK_CHAOS_SPEC = {
 }
 
 # Chaos Mesh's other methods, and why kfault refuses them (spec.methods names them).
-IO_METHODS_REFUSED = ("kfault has no hook yet for link, symlink, readlink, mknod, create (use open), "
-                      "statfs, access, fsyncdir, setxattr, getxattr, listxattr, removexattr, getlk, "
+IO_METHODS_REFUSED = ("kfault has no hook yet for link, symlink, readlink, mknod, statfs, access, fsyncdir, setxattr, getxattr, listxattr, removexattr, getlk, "
                       "setlk; lookup, forget, flush, release, opendir, releasedir and bmap are requests of "
                       "Chaos Mesh's FUSE server with no system call of their own")
 # The stat family (bpf/syscalls.h's KFAULT_IO_STAT_SYSCALLS): method getattr, the one method of
@@ -148,6 +147,8 @@ IO_METHODS = {
     "setattr": ("chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat", "truncate", "ftruncate",
                 "utime", "utimes", "futimesat", "utimensat"),
     "rename": ("rename", "renameat", "renameat2"),
+    # opens with O_CREAT (iofault.c looks at their flags), as OPEN's are; not in syscalls.h
+    "create": ("open", "openat", "openat2", "creat"),
     ATTR_METHOD: IO_STAT_SYSCALLS,
 }
 # The methods a mistake can act on: the calls that carry data.

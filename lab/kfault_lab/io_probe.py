@@ -15,6 +15,7 @@ every millisecond (a held thread must not stop it). Calls:
   ["getattr", PATH, COUNT] COUNT x create PATH, stat it (timed), remove it
   ["readdir", PATH, COUNT] COUNT x make the directory PATH, list it (timed), remove it
   ["setattr", PATH, COUNT] COUNT x create PATH, chmod it (timed), remove it
+  ["create", PATH, COUNT]  COUNT x create PATH (O_CREAT | O_EXCL, timed), remove it
   ["rename", PATH, COUNT]  COUNT x create PATH, rename it to PATH.renamed (timed), remove both
   ["fstat", PATH, COUNT]   open PATH, then COUNT x fstat
   ["fchmod", PATH, COUNT]  open PATH, then COUNT x fchmod
@@ -108,6 +109,10 @@ def _create(path):
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
 
 
+def _create_new(path):
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+
+
 # Calls by path: (what makes the call possible, untimed; the timed call; what undoes both).
 PATH_CALLS = {
     "mkdir": (lambda p: None, lambda p: os.mkdir(p), lambda p: _discard(os.rmdir, p)),
@@ -116,6 +121,7 @@ PATH_CALLS = {
     "getattr": (_create, lambda p: os.stat(p), lambda p: _discard(os.unlink, p)),
     "readdir": (lambda p: _discard(os.mkdir, p), lambda p: os.listdir(p), lambda p: _discard(os.rmdir, p)),
     "setattr": (_create, lambda p: os.chmod(p, 0o600), lambda p: _discard(os.unlink, p)),
+    "create": (lambda p: None, _create_new, lambda p: _discard(os.unlink, p)),
     "rename": (_create, lambda p: os.rename(p, p + ".renamed"),
                lambda p: [_discard(os.unlink, name) for name in (p, p + ".renamed")]),
 }

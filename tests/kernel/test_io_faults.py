@@ -489,13 +489,13 @@ def test_errno_on_a_namespace_method_fails_it_before_it_takes_effect(victims, fi
     assert not (files / "made.txt").exists()
 
 
-# ---- getattr (the stat family), setattr (chmod, chown, truncate, utimes), rename, readdir --
+# ---- getattr (stat), setattr (chmod, chown, truncate, utimes), rename, create, readdir -----
 # By path, and through an fd opened before arming (fstat, fchmod, a listing of an open directory).
 # (call, method, the matching path, the other path): by-path calls make their file or directory
 # themselves; the fd calls take one the test made, opened before the rule.
 FILE_METHOD_CALLS = [("getattr", "getattr", "seen.db", "seen.txt"), ("fstat", "getattr", "data.db", "notes.txt"),
                      ("setattr", "setattr", "mode.db", "mode.txt"), ("fchmod", "setattr", "data.db", "notes.txt"),
-                     ("rename", "rename", "moved.db", "moved.txt"),
+                     ("rename", "rename", "moved.db", "moved.txt"), ("create", "create", "new.db", "new.txt"),
                      ("readdir", "readdir", "listed.db", "listed.txt"),
                      ("readdir_fd", "readdir", "open.db", "open.txt")]
 
@@ -628,3 +628,16 @@ def test_a_go_server_outlives_its_holder_killed_mid_hold(victims, files, io_engi
     loaded = wait_for_log(server, "Completed loading of configuration file", timeout=30)
     assert go_duration_ms(re.search(r"totalDuration=(\S+)", loaded).group(1)) < 30_000, loaded
     assert server.poll() is None, "the server died"
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_a_create_rule_leaves_opens_without_o_creat_alone(victims, files, io_engine):
+    target = victims.cgroup("target")
+    victim = victims.start(target, [["create", str(files / "new.db"), 3], ["read", str(files / "data.db"), 3]])
+    active = io_engine.apply(io_chaos(action="latency", delay="50ms", path=f"{files}/*.db", methods=["create"]),
+                             topology.resolve_cgroup_target(f"cgroup:{target}"))
+    victims.go(victim)
+    creates, reads = victims.result(victim)["calls"]
+    assert min(creates["ms"]) >= 50, creates
+    # the read's open of data.db (no O_CREAT) was not decided: only the three creates were
+    assert io_engine.counters(active)[0] == {"create": {"passed": 0, "failed": 0, "delayed": 3}}

@@ -28,7 +28,7 @@ METHOD_BITS = {"open": layout.IO_METHOD_OPEN, "read": layout.IO_METHOD_READ,
                "getattr": layout.IO_METHOD_GETATTR, "mkdir": layout.IO_METHOD_MKDIR,
                "rmdir": layout.IO_METHOD_RMDIR, "unlink": layout.IO_METHOD_UNLINK,
                "readdir": layout.IO_METHOD_READDIR, "setattr": layout.IO_METHOD_SETATTR,
-               "rename": layout.IO_METHOD_RENAME}
+               "rename": layout.IO_METHOD_RENAME, "create": layout.IO_METHOD_CREATE}
 OUTCOMES = {"passed": layout.IO_OUTCOME_PASSED, "failed": layout.IO_OUTCOME_FAILED,
             "delayed": layout.IO_OUTCOME_DELAYED, "overridden": layout.IO_OUTCOME_OVERRIDDEN,
             "corrupted": layout.IO_OUTCOME_CORRUPTED}
