@@ -26,7 +26,7 @@ from kfault_agent.engines import iofault
 from kfault_agent.kernel import loader, topology
 from kfault_api import spec
 
-ROUNDS = 9
+ROUNDS = 15
 BYTES = 200_000
 
 
