@@ -289,7 +289,11 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 		if (!rule || !(rule->methods & methods) || rule_expired(rule, now) ||
 		    decided_at_file_hook(rule->action, method) != at_file_hook)
 			continue;
-		counted = (rule->methods & (1u << method)) ? method : KFAULT_IO_METHOD_CREATE;
+		/* method if the rule names it, else CREATE; without a branch, which the unrolled loop
+		 * would multiply (the barrier keeps clang from making it one) */
+		counted = (rule->methods >> method) & 1;
+		asm volatile("" : "+r"(counted));
+		counted = KFAULT_IO_METHOD_CREATE ^ ((KFAULT_IO_METHOD_CREATE ^ method) & -counted);
 		if (rule->threshold != KFAULT_ALWAYS && bpf_get_prandom_u32() >= rule->threshold) {
 			count(slot, counted, KFAULT_IO_OUTCOME_PASSED, 0);
 		} else if (rule->action == KFAULT_IO_ACT_FAULT) {
