@@ -3,7 +3,8 @@
  *   io_sys_enter   raw tracepoint sys_enter   decide: is this call on a matching file, by a
  *                                             targeted thread, of a chosen method, and rolled?
  *   io_match_path  tail call of io_sys_enter  open: walk each candidate rule's path glob
- *   io_sys_exit    raw tracepoint sys_exit    remember which rules an opened fd matched
+ *   io_sys_exit    raw tracepoint sys_exit    remember which rules an opened fd matched, and
+ *                                             which held call its hold interrupted
  *   io_apply_attr  tail call of io_sys_exit   attrOverride: rewrite the stat a call returns
  *   io_corrupt     tail call of either        mistake: wrong bytes in a read's result or a write's data
  *   lsm__*         BPF LSM hooks              fail the decided call before it takes effect
@@ -15,9 +16,10 @@
  * With the file hooks (kernels with trampolines, compiled against the running kernel's own
  * headers) latency and fault on read and write need no syscall tracepoint: a file opened
  * before arming or by a relative path is matched by its own path, and every other task on the
- * node pays one array lookup per read or write while nothing is armed. The syscall tracepoints
- * then serve what needs the syscall's arguments or result (open, which must be decided before
- * an O_CREAT open creates the file; fsync; attrOverride; mistake).
+ * node pays one array lookup per read or write while nothing is armed (and one cgroup check
+ * per read or write of a regular file while a rule on that method is armed). The syscall
+ * tracepoints then serve what needs the syscall's arguments or result: the other methods
+ * (open must be decided before an O_CREAT open creates the file), attrOverride and mistake.
  *
  * Paths are matched once, when a file is opened, by walking the rule's glob compiled to a
  * DFA by the agent; a read or write then costs one hash lookup. Latency can't sleep in BPF:
@@ -103,9 +105,10 @@ static __always_inline __u32 method_of(__u64 nr)
 
 /* Per-CPU scratch space, private to this program (so not in kfault.h). Loops keep what they
  * accumulate here, in map memory, rather than in registers: the verifier tracks registers
- * exactly, so a mask built bit by bit in one
- * would make it walk every combination of bits; values in a map are just "some number",
- * and the paths through each iteration merge again. (bcc can't pass bpf_loop callbacks.) */
+ * exactly, so a mask built bit by bit in one, a branch per bit, would make it walk every
+ * combination of bits; values in a map are just "some number", and the paths through each
+ * iteration merge again. (Or the bits are set without a branch: targeting_rules.) (bcc can't
+ * pass bpf_loop callbacks.) */
 struct io_scratch {
 	char path[KFAULT_IO_PATH_MAX];
 	struct kfault_io_dir_states start;   /* open: the state each rule's walk starts in */
