@@ -414,9 +414,6 @@ static __always_inline void copy_marks(__u64 id, __u64 nr, const struct pt_regs 
 	kfault_io_calls.update(&id, &call);
 }
 
-/* Decide the call and remember what sys_exit and the LSM hooks need. A write's mistake is
- * made here, before the kernel copies the data: io_corrupt changes the caller's buffer
- * itself, so the caller sees the wrong bytes in its own memory too after the call. */
 /* Is this call the retry of one whose hold interrupted it? The signal that holds a thread is
  * pending while its call runs: a call that waits interruptibly returns EINTR or is restarted,
  * and a program that retries on EINTR (Python always does) would be held, and interrupted,
@@ -433,6 +430,9 @@ static __always_inline int retry_of_interrupted(__u64 id, __u64 nr)
 	return held_nr == nr + 1;
 }
 
+/* Decide the call and remember what sys_exit and the LSM hooks need. A write's mistake is
+ * made here, before the kernel copies the data: io_corrupt changes the caller's buffer
+ * itself, so the caller sees the wrong bytes in its own memory too after the call. */
 static __always_inline void finish_enter(struct bpf_raw_tracepoint_args *ctx, __u64 id, __u32 method, __u32 mask,
 					 __u32 opened_mask, struct io_scratch *scratch)
 {
@@ -829,11 +829,12 @@ int io_corrupt(struct bpf_raw_tracepoint_args *ctx)
 static __always_inline int decided_error(void)
 {
 	__u32 zero = 0, *armed = kfault_io_armed.lookup(&zero);
-	__u64 id = bpf_get_current_pid_tgid();
 	struct kfault_io_call *call;
+	__u64 id;
 
 	if (!armed || !*armed)
 		return 0;
+	id = bpf_get_current_pid_tgid();
 	call = kfault_io_calls.lookup(&id);
 	return call ? call->error : 0;
 }
