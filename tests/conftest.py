@@ -1,6 +1,7 @@
 import asyncio
 import contextlib
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -14,8 +15,28 @@ from kfault_lab.hosts import Lab
 REQUIRED_FEATURES = {f for f in os.environ.get("KFAULT_REQUIRE_FEATURES", "").split(",") if f}
 
 
+# A test that runs longer than this fails (its setup and teardown included), naming itself, so
+# that a hang costs one test and not the whole run's time limit in CI. Generous: the VM tier
+# runs under software emulation, where the slowest test takes a few minutes.
+TEST_TIME_LIMIT_S = int(os.environ.get("KFAULT_TEST_TIME_LIMIT_S", "600"))
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "kernel(*features): kernel features the test needs")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    def ran_too_long(signum, frame):
+        pytest.fail(f"{item.nodeid} ran past {TEST_TIME_LIMIT_S} s (KFAULT_TEST_TIME_LIMIT_S)", pytrace=True)
+
+    previous = signal.signal(signal.SIGALRM, ran_too_long)
+    signal.alarm(TEST_TIME_LIMIT_S)
+    try:
+        return (yield)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def remove_cgroup(path):
