@@ -69,6 +69,10 @@ BPF_HASH(kfault_io_traced, __u32, __u32, KFAULT_IO_MAX_TRACED);
  * here with SIGSTOP at its first delayed call; written here, taken by the holder, which seizes
  * it, ends the stop and holds the call. */
 BPF_HASH(kfault_io_stopped, __u32, __u32, KFAULT_IO_MAX_TRACED);
+/* Rung after each entry in kfault_io_stopped: the holders sleep on it (poll) rather than
+ * polling that map, so an idle holder costs nothing and a stopped process is taken at once.
+ * What it carries (the tgid) is not read: a holder that wakes empties it (holder.py). */
+BPF_RINGBUF_OUTPUT(kfault_io_stop_bell, 1);
 /* Slot i: 1 while the holder of latency rule i runs and takes what is stopped for it. Its
  * holder clears it first thing on its way out (also when the agent dies): a process stopped
  * after that would stay stopped, so from then on unknown processes just pass. */
@@ -323,6 +327,7 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 			bpf_send_signal_thread(*signo);
 		} else {
 			kfault_io_stopped.update(&tgid, &one);
+			kfault_io_stop_bell.ringbuf_output(&tgid, sizeof(tgid), BPF_RB_FORCE_WAKEUP);
 			bpf_send_signal_thread(IO_SIGSTOP);
 		}
 	}

@@ -15,7 +15,7 @@ import pytest
 from conftest import remove_cgroup
 
 from kfault_agent.engines import iofault
-from kfault_agent.kernel import topology
+from kfault_agent.kernel import holder, topology
 from kfault_api import spec
 
 
@@ -407,6 +407,30 @@ def test_reach_processes_that_join_the_cgroup_after_arming(victims, tree, io_eng
         made += len(call["ms"])
     assert (reached, made) == (REACH_CALLS, REACH_CALLS)
     assert all(proc.returncode == 0 for proc in victims.procs), "a joined process was harmed"
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_the_holder_sleeps_until_bpf_stops_a_process_for_it(victims, files, io_engine, monkeypatch):
+    """A process that joins after arming and reads at once is stopped by BPF until the holder
+    takes it. The holder doesn't poll for that, it is woken (the stop bell): with its rescan an
+    hour away it still takes the joiner, and while nothing happens it does not wake at all."""
+    monkeypatch.setattr(holder, "RESCAN_S", 3600.0)
+    target = victims.cgroup("target")
+    io_engine.apply(io_chaos(action="latency", delay="50ms", path=f"{files}/*.db", methods=["read"]),
+                    topology.resolve_cgroup_target(f"cgroup:{target}"))
+    holder_pid = io_engine.active()[0].holder.pid
+    before = voluntary_switches(holder_pid)
+    time.sleep(1.0)
+    idle_wakeups = voluntary_switches(holder_pid) - before
+    joiner = victims.start(target, [["read", str(files / "data.db"), 3]], ["--no-wait"])
+    reads = victims.result(joiner, timeout=30)["calls"][0]
+    assert len(reads["ms"]) == 3 and min(reads["ms"]) >= 50, reads
+    assert idle_wakeups <= 2, f"an idle holder woke {idle_wakeups} times in a second"
+
+
+def voluntary_switches(pid):
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("voluntary_ctxt_switches:"))
 
 
 @pytest.mark.kernel("io-tracepoints", "ptrace")

@@ -191,7 +191,8 @@ class IOFaultEngine(LeasedPlacements):
                 marker.mark_cgroup(target.path)
                 if experiment.action == "latency":
                     active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced,
-                                                  self.datapath.stopped, on_process=marker.mark,
+                                                  self.datapath.stopped, self.datapath.stop_bell_fd,
+                                                  on_process=marker.mark,
                                                   holders=self.datapath.holders, slot=active.slot)
                 active.syscall_tracepoints = self.datapath.needs_syscall_tracepoints(experiment.action,
                                                                                      experiment.methods)

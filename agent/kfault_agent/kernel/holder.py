@@ -10,8 +10,9 @@ No window: the holder takes the cgroup's processes before the rule is armed (the
 for it); what they fork or clone is auto-attached before its first instruction; an exec stops
 once (PTRACE_O_TRACEEXEC) so the signal is picked again for the new program. A process the
 holder does not know yet (it joined the cgroup after arming) is stopped by BPF itself with
-SIGSTOP at its first delayed call and recorded in kfault_io_stopped: the holder seizes it,
-ends the stop with a SIGCONT it swallows, and holds the call. Whichever comes first, the
+SIGSTOP at its first delayed call, recorded in kfault_io_stopped, and the holder woken
+(kfault_io_stop_bell): it seizes it, ends the stop with a SIGCONT it swallows, and holds the
+call. Whichever comes first, the
 holder's rescan or BPF's stop, the stop is known as BPF's by that record.
 
 Fail-safe: the holder is a child process of the agent that gets SIGTERM when the agent dies
@@ -27,6 +28,7 @@ import ctypes
 import errno
 import heapq
 import logging
+import mmap
 import os
 import select
 import signal
@@ -54,12 +56,11 @@ STOP_SIGNALS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 # Default action "ignore": if the holder dies mid-hold, delivering one changes nothing (or
 # runs a handler that takes a stray one as nothing: pick_hold_signal).
 HOLD_SIGNALS = (signal.SIGURG, signal.SIGWINCH)
+# The holder sleeps until something is due: a tracee's stop (SIGCHLD), a release (its time), a
+# process BPF stopped for it (kfault_io_stop_bell), or the next look at the cgroup's processes.
+# That look takes a newcomer before its first delayed call; one that calls sooner is stopped by
+# BPF and rings the bell. (Polling every millisecond cost an idle holder 2% of a core.)
 RESCAN_S = 0.2
-# How often the holder looks for processes BPF stopped for it (they joined the cgroup after the
-# last rescan): their first held call is held up to this much longer. Everything else wakes the
-# holder when it is due: a tracee's stop by SIGCHLD, a release by its time. (Polling every
-# millisecond cost an idle holder 2% of a core.)
-STOPPED_POLL_S = 0.01
 # On the way out, after telling BPF to stop no more processes: time for a program that
 # decided to stop one before that to finish, so the stop is seen and ended.
 STOP_GRACE_S = 0.05
@@ -139,6 +140,32 @@ def cgroup_processes(cgroup_dir):
     return pids
 
 
+class StopBell:
+    """kfault_io_stop_bell, the BPF ring buffer rung when a process is stopped for a holder:
+    readable (poll) while it holds records. Every holder sleeps on it and empties it when it
+    wakes, by moving the consumer position up to the producer's. Records are not read: the
+    stopped map says who stopped. Not libbpf's consumer (bcc's ring_buffer_consume): several
+    holders empty one ring, and a consumer walking records while another moves the position can
+    read a length from reused space and move past the producer; this never does. A position
+    set back by a slower holder leaves the ring readable, so some holder wakes and empties it
+    again."""
+
+    def __init__(self, map_fd):
+        page = mmap.PAGESIZE
+        self.fd = map_fd
+        # the ring's layout (kernel/bpf/ringbuf.c): the consumer's position on the first page,
+        # the only one user space may write; the producer's on the second
+        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._producer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+
+    def empty(self):
+        self._consumer[0:8] = self._producer[0:8]
+
+    def close(self):
+        self._consumer.close()
+        self._producer.close()
+
+
 class Holder:
     """Runs in its own process (see start_holder): ptrace stops are reported to the tracer's
     process by waitpid, which must not reap the agent's other children.
@@ -147,12 +174,13 @@ class Holder:
     forked there, or after it execs): the engine marks its open files and directories.
     `ready_fd` gets a byte once the processes already in the cgroup are held."""
 
-    def __init__(self, cgroup_dir, holds, traced, stopped, control_fd, on_process=None, ready_fd=None,
-                 holders=None, slot=0):
+    def __init__(self, cgroup_dir, holds, traced, stopped, stop_bell_fd, control_fd, on_process=None,
+                 ready_fd=None, holders=None, slot=0):
         self.cgroup_dir = cgroup_dir
         self.holds = holds            # bcc table kfault_io_holds: tid -> ns
         self.traced = traced          # bcc table kfault_io_traced: tgid -> signal (0: can't hold)
         self.stopped = stopped        # bcc table kfault_io_stopped: tgids BPF stopped for us
+        self.stop_bell_fd = stop_bell_fd  # kfault_io_stop_bell's map fd (StopBell)
         self.holders = holders        # bcc table kfault_io_holders: slot -> 1 while we take stops
         self.slot = slot
         self.stopping = {}            # tgid BPF stopped that we took -> its threads whose stop is ours
@@ -176,6 +204,7 @@ class Holder:
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_write)
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        bell = StopBell(self.stop_bell_fd)
         try:
             self._seize_new_processes()
             self._set_taking_stops(True)
@@ -183,6 +212,8 @@ class Holder:
                 os.write(self.ready_fd, b"r")
                 os.close(self.ready_fd)
             while not self.leaving:
+                # Emptied before the map is read: a process stopped after this rings it again.
+                bell.empty()
                 # Stops first: a process BPF stopped is taken as such, also when the rescan
                 # would find it in the same round.
                 self._take_stopped()
@@ -192,9 +223,8 @@ class Holder:
                     next_scan = now + RESCAN_S
                 self._reap_stops()
                 self._release_due()
-                wait = min([next_scan - time.monotonic(), STOPPED_POLL_S] +
-                           [at - time.monotonic() for at, _ in self.held[:1]])
-                ready = select.select([self.control_fd, wake_read], [], [], max(0.0, wait))[0]
+                wait = min([next_scan - time.monotonic()] + [at - time.monotonic() for at, _ in self.held[:1]])
+                ready = select.select([self.control_fd, wake_read, bell.fd], [], [], max(0.0, wait))[0]
                 if self.control_fd in ready:
                     return
                 if wake_read in ready:
@@ -205,6 +235,7 @@ class Holder:
                             break
         finally:
             self._let_go()
+            bell.close()
 
     def _set_taking_stops(self, on):
         if self.holders is not None:
@@ -434,14 +465,14 @@ def _continue(tgid):
 class HolderProcess:
     """A Holder in a forked child of the agent, which dies with the agent."""
 
-    def __init__(self, cgroup_dir, holds, traced, stopped, on_process=None, ready_timeout_s=5.0,
+    def __init__(self, cgroup_dir, holds, traced, stopped, stop_bell_fd, on_process=None, ready_timeout_s=5.0,
                  holders=None, slot=0):
         ready_read, ready_write = os.pipe()
         self._stopping = False
         try:
             self.pid, self._write_fd = children.spawn(
-                lambda read_fd: Holder(cgroup_dir, holds, traced, stopped, read_fd, on_process, ready_write,
-                                       holders, slot).run(),
+                lambda read_fd: Holder(cgroup_dir, holds, traced, stopped, stop_bell_fd, read_fd, on_process,
+                                       ready_write, holders, slot).run(),
                 signal.SIGTERM, f"holder for {cgroup_dir}")
         finally:
             os.close(ready_write)

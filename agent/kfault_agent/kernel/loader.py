@@ -265,6 +265,7 @@ class IODatapath:
         self.holds = self.bpf[b"kfault_io_holds"]
         self.dirs = self.bpf[b"kfault_io_dirs"]
         self.stopped = self.bpf[b"kfault_io_stopped"]
+        self.stop_bell_fd = self.bpf[b"kfault_io_stop_bell"].map_fd
         self.holders = self.bpf[b"kfault_io_holders"]
         self.counters = self.bpf[b"kfault_io_counters"]
         self.generation = self.bpf[b"kfault_io_generation"] if self.file_hooks else None
