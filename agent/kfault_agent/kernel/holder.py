@@ -58,9 +58,11 @@ STOP_SIGNALS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 HOLD_SIGNALS = (signal.SIGURG, signal.SIGWINCH)
 # The holder sleeps until something is due: a tracee's stop (SIGCHLD), a release (its time), a
 # process BPF stopped for it (kfault_io_stop_bell), or the next look at the cgroup's processes.
-# That look takes a newcomer before its first delayed call; one that calls sooner is stopped by
-# BPF and rings the bell. (Polling every millisecond cost an idle holder 2% of a core.)
-RESCAN_S = 0.2
+# That look takes a newcomer before its first delayed call (and marks the files it opened
+# before joining, which the syscall tracepoints match by fd); one that calls sooner is stopped
+# by BPF and rings the bell. Each look costs the node a little: every 0.2 s it cost a loop
+# on another CPU 1% more time (make kernel-bench, one emulated CPU thread).
+RESCAN_S = 1.0
 # On the way out, after telling BPF to stop no more processes: time for a program that
 # decided to stop one before that to finish, so the stop is seen and ended.
 STOP_GRACE_S = 0.05
@@ -211,13 +213,15 @@ class Holder:
             if self.ready_fd is not None:
                 os.write(self.ready_fd, b"r")
                 os.close(self.ready_fd)
+            rang = True
             while not self.leaving:
-                # Emptied before the map is read: a process stopped after this rings it again.
-                bell.empty()
-                # Stops first: a process BPF stopped is taken as such, also when the rescan
-                # would find it in the same round.
-                self._take_stopped()
                 now = time.monotonic()
+                if rang or now >= next_scan:
+                    # Emptied before the map is read: a process stopped after this rings it again.
+                    bell.empty()
+                    # Stops first: a process BPF stopped is taken as such, also when the rescan
+                    # would find it in the same round.
+                    self._take_stopped()
                 if now >= next_scan:
                     self._seize_new_processes()
                     next_scan = now + RESCAN_S
@@ -227,6 +231,7 @@ class Holder:
                 ready = select.select([self.control_fd, wake_read, bell.fd], [], [], max(0.0, wait))[0]
                 if self.control_fd in ready:
                     return
+                rang = bell.fd in ready
                 if wake_read in ready:
                     while True:
                         try:
