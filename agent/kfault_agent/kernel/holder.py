@@ -12,8 +12,8 @@ once (PTRACE_O_TRACEEXEC) so the signal is picked again for the new program. A p
 holder does not know yet (it joined the cgroup after arming) is stopped by BPF itself with
 SIGSTOP at its first delayed call, recorded in kfault_io_stopped, and the holder woken
 (kfault_io_stop_bell): it seizes it, ends the stop with a SIGCONT it swallows, and holds the
-call. Whichever comes first, the
-holder's rescan or BPF's stop, the stop is known as BPF's by that record.
+call. Whichever comes first, the holder's rescan or BPF's stop, the stop is known as BPF's by
+that record.
 
 Fail-safe: the holder is a child process of the agent that gets SIGTERM when the agent dies
 (PR_SET_PDEATHSIG) and then tells BPF to stop no more processes for it (kfault_io_holders),
