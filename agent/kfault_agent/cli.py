@@ -1,7 +1,9 @@
 """`kfault`: validate, run and inspect experiments on this node. A thin surface over the core."""
 import argparse
 import dataclasses
+import faulthandler
 import logging
+import signal
 import sys
 import time
 
@@ -202,6 +204,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # kill -USR1 prints every thread's stack to stderr: a runner or agent that stops moving
+    # says where it is (the kubelet's logs keep it for the DaemonSet).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if getattr(args, "lease", 1) <= 0:

@@ -119,7 +119,13 @@ def test_a_changed_dns_answer_is_followed_at_the_next_renewal(lab, tmp_path):
             time.sleep(0.2)
         assert cut(lab, "10.250.2.2") and reaches(lab, "10.250.1.2")
         runner.send_signal(signal.SIGTERM)
-        out, err = runner.communicate(timeout=120)
+        try:
+            out, err = runner.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            runner.send_signal(signal.SIGUSR1)      # its threads' stacks, on stderr
+            time.sleep(2)
+            runner.kill()
+            pytest.fail(f"kfault run did not stop on SIGTERM; where it was:\n{runner.communicate()[1][-6000:]}")
         assert runner.returncode == 0 and "all faults removed" in out, err
         assert lab.tc_state() == before
     finally:
