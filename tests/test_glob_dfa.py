@@ -46,3 +46,25 @@ def test_long_literal_paths_fit_and_state_count_is_bounded():
     assert dfa.matches(glob.replace("**", "a/b"))
     with pytest.raises(glob_dfa.GlobError, match="simpler glob"):
         glob_dfa.compile_glob("/" + "x" * 300, layout.IO_ACCEPT_STATE)
+
+
+def test_one_dfa_matches_a_glob_under_each_name_of_its_folder():
+    dfa = glob_dfa.compile_glob("/var/run/etcd/**/*", layout.IO_ACCEPT_STATE, "/run/etcd/**/*")
+    assert dfa.matches("/var/run/etcd/member/wal/0.wal") and dfa.matches("/run/etcd/member/wal/0.wal")
+    assert not dfa.matches("/run/etcdx/a") and not dfa.matches("/var/run/other/a")
+
+
+@pytest.mark.parametrize("glob, folder, rest", [
+    ("/var/run/etcd/**/*", "/var/run/etcd", "**/*"),
+    ("/data/x.db", "/data", "x.db"),
+    ("/a.db", "/", "a.db"),
+    ("/data/f[0-9]/x", "/data", "f[0-9]/x"),
+    ("/data/", "/data", ""),
+])
+def test_the_literal_folder_of_a_glob_is_the_part_before_any_wildcard(glob, folder, rest):
+    assert glob_dfa.literal_folder(glob) == (folder, rest)
+
+
+def test_an_escaped_folder_matches_only_itself():
+    dfa = glob_dfa.compile_glob(glob_dfa.escape("/odd[1]/*?") + "/x", layout.IO_ACCEPT_STATE)
+    assert dfa.matches("/odd[1]/*?/x") and not dfa.matches("/odd1/ab/x")

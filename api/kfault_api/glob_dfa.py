@@ -74,48 +74,50 @@ def _tokens(glob):
     return tokens
 
 
-# NFA states are (position in the tokens, inside): `inside` marks a `**/` that has consumed
-# something, which may end only at a /.
+# NFA states are (which glob, position in its tokens, inside): `inside` marks a `**/` that has
+# consumed something, which may end only at a /. Several globs make one DFA matching any of them.
 
 def _closure(states, tokens):
     """States reachable without consuming a byte: past a star, past an unentered `**/`."""
     todo, seen = list(states), set(states)
     while todo:
-        pos, inside = todo.pop()
-        if pos < len(tokens) and not inside and tokens[pos][0] in ("star", "globstar", "globdir"):
-            if (pos + 1, False) not in seen:
-                seen.add((pos + 1, False))
-                todo.append((pos + 1, False))
+        which, pos, inside = todo.pop()
+        if pos < len(tokens[which]) and not inside and tokens[which][pos][0] in ("star", "globstar", "globdir"):
+            if (which, pos + 1, False) not in seen:
+                seen.add((which, pos + 1, False))
+                todo.append((which, pos + 1, False))
     return frozenset(seen)
 
 
 def _step(states, byte, tokens):
     out = set()
-    for pos, inside in states:
-        if pos >= len(tokens):
+    for which, pos, inside in states:
+        if pos >= len(tokens[which]):
             continue
-        kind = tokens[pos][0]
-        if kind == "set" and byte in tokens[pos][1]:
-            out.add((pos + 1, False))
+        kind = tokens[which][pos][0]
+        if kind == "set" and byte in tokens[which][pos][1]:
+            out.add((which, pos + 1, False))
         elif kind == "star" and byte != SLASH:
-            out.add((pos, False))
+            out.add((which, pos, False))
         elif kind == "globstar":
-            out.add((pos, False))
+            out.add((which, pos, False))
         elif kind == "globdir":
-            out.add((pos, True))
+            out.add((which, pos, True))
             if byte == SLASH:
-                out.add((pos + 1, False))
+                out.add((which, pos + 1, False))
     return _closure(out, tokens)
 
 
-def compile_glob(glob, max_states):
-    """The DFA of `glob` (absolute, a path from /); GlobError if it is bad or too big."""
-    if not glob.startswith("/"):
-        raise GlobError("an absolute path glob, starting with /")
-    if "\0" in glob:
-        raise GlobError("a path without NUL bytes")
-    tokens = _tokens(glob)
-    start = _closure({(0, False)}, tokens)
+def compile_glob(glob, max_states, *alternatives):
+    """The DFA of `glob` (absolute, a path from /), or of any of it and `alternatives` (the
+    same glob under other names of its folder); GlobError if it is bad or too big."""
+    for each in (glob,) + alternatives:
+        if not each.startswith("/"):
+            raise GlobError("an absolute path glob, starting with /")
+        if "\0" in each:
+            raise GlobError("a path without NUL bytes")
+    tokens = [_tokens(each) for each in (glob,) + alternatives]
+    start = _closure({(which, 0, False) for which in range(len(tokens))}, tokens)
     index, order = {start: 0}, [start]
     table = []
     while len(table) < len(order):
@@ -133,4 +135,20 @@ def compile_glob(glob, max_states):
                 order.append(nxt)
             row[byte] = index[nxt]
         table.append(tuple(row))
-    return Dfa(tuple(table), tuple((len(tokens), False) in states for states in order))
+    return Dfa(tuple(table), tuple(any((which, len(tokens[which]), False) in states
+                                       for which in range(len(tokens))) for states in order))
+
+
+def literal_folder(glob):
+    """The leading folders of `glob` that have no wildcard, and the rest:
+    "/var/run/etcd/**/*" -> ("/var/run/etcd", "**/*")."""
+    parts = glob.split("/")
+    literal = 1
+    while literal < len(parts) - 1 and not any(c in parts[literal] for c in "*?["):
+        literal += 1
+    return "/".join(parts[:literal]) or "/", "/".join(parts[literal:])
+
+
+def escape(path):
+    """`path` as a glob that matches only itself."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)

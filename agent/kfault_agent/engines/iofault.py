@@ -6,8 +6,6 @@ loader.IODatapath.
 """
 import ctypes
 import logging
-import os
-import stat
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily
@@ -17,6 +15,7 @@ from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Place
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
 from kfault_agent.kernel.holder import HolderProcess, cgroup_processes
 from kfault_agent.kernel.loader import io_support, probe_io, rule_deadline, update_slot, write_slot
+from kfault_agent.kernel.paths import folder_names, open_paths
 from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
 from kfault_agent.kernel.topology import resolve_cgroup_target
 from kfault_api import glob_dfa, layout, spec
@@ -62,23 +61,19 @@ def walk(dfa, text, state=0):
     return state
 
 
-def open_paths(tgid):
-    """(fd, absolute path, is a directory) of each file `tgid` has open, and (AT_FDCWD, its
-    working directory, True): what it opened before we armed, as it sees it (in its own mount
-    namespace: so the type comes from the /proc link itself, not from our view of the path)."""
-    entries = []
+def target_dfa(glob, cgroup_dir):
+    """The DFA of `glob` as the target's processes see paths: where a link on the way to its
+    folder gives that folder another name in their root (a volume at /var/run/etcd is
+    /run/etcd to the kernel's hooks when the image has /var/run -> /run), it matches either."""
+    folder, rest = glob_dfa.literal_folder(glob)
+    others = sorted(folder_names(cgroup_processes(cgroup_dir), folder) - {folder})
+    globs = [glob_dfa.escape(name).rstrip("/") + "/" + rest for name in others]
     try:
-        fds = os.listdir(f"/proc/{tgid}/fd")
-    except OSError:
-        return entries
-    for fd, link in [(layout.IO_AT_FDCWD, f"/proc/{tgid}/cwd")] + [(int(fd), f"/proc/{tgid}/fd/{fd}") for fd in fds]:
-        try:
-            path = os.readlink(link)
-            if path.startswith("/") and not path.endswith(" (deleted)"):   # not pipe:[..], socket:[..]
-                entries.append((fd, path, stat.S_ISDIR(os.stat(link).st_mode)))
-        except OSError:
-            continue                  # closed meanwhile
-    return entries
+        return glob_dfa.compile_glob(glob, layout.IO_ACCEPT_STATE, *globs)
+    except glob_dfa.GlobError:
+        log.warning("%s is also %s in the target's root, but that makes too big a rule: matching "
+                    "%s only", folder, ", ".join(others), folder)
+        return glob_dfa.compile_glob(glob, layout.IO_ACCEPT_STATE)
 
 
 class ProcessMarker:
@@ -171,7 +166,7 @@ class IOFaultEngine(LeasedPlacements):
     def apply(self, experiment, target, lease_s=None):
         """Inject `experiment` on the cgroup `target` (replacing its earlier version)."""
         self.check(experiment)
-        dfa = glob_dfa.compile_glob(experiment.path, layout.IO_ACCEPT_STATE)
+        dfa = target_dfa(experiment.path, target.path)
         with self._lock:
             existing = self._replacing(experiment, target)
             if existing:
