@@ -63,6 +63,7 @@ def io_doc(**spec_fields):
     ({**io_doc(), "spec": {"action": "mistake", "volumePath": "/d", "methods": ["read", "fsync"],
                            "mistake": {"maxOccurrences": 1, "maxLength": 4}}}, "spec.methods", "fsync carry none"),
     (io_doc(mistake={"maxOccurrences": 1, "maxLength": 4}), "spec.mistake", "no mistake for action fault"),
+    (io_doc(methods=["write", "fsync"]), "spec.methods", "delay it with action latency"),
     (doc(lossy=1), "spec.lossy", "known field"),
     (doc(loss={"loss": "130"}), "spec.loss.loss", "0 to 100"),
     (doc(loss={"loss": "-5"}), "spec.loss.loss", "percent"),
@@ -319,3 +320,9 @@ def test_mistake_defaults_to_zero_filling_on_reads_and_writes():
         "action": "mistake", "volumePath": "/d", "mistake": {"maxOccurrences": 2, "maxLength": 10}}})
     assert experiment.methods == ("read", "write")
     assert experiment.mistake == spec.Mistake("zero", 2, 10)
+
+
+def test_fault_without_methods_acts_on_every_method_it_can_fail_and_says_so():
+    experiment = spec.parse_experiment(io_doc())
+    assert "fsync" not in experiment.methods and {"open", "read", "write", "getattr"} <= set(experiment.methods)
+    assert any("spec.methods" in note and "fsync" in note for note in experiment.notes)

@@ -153,6 +153,8 @@ IO_METHODS = {
 }
 # The methods a mistake can act on: the calls that carry data.
 MISTAKE_METHODS = ("read", "write")
+# Methods a fault can't fail, and why: no hook runs before they take effect. Latency still works.
+UNFAILABLE_METHODS = {"fsync": "fsync has no security hook before it takes effect: it can be delayed, not failed"}
 # Chaos Mesh's FileType names -> the S_IFMT bits of st_mode.
 FILE_KINDS = {"namedPipe": 0o010000, "charDevice": 0o020000, "directory": 0o040000, "blockDevice": 0o060000,
               "regularFile": 0o100000, "symlink": 0o120000, "socket": 0o140000}
@@ -205,7 +207,8 @@ IO_CHAOS_SPEC = {
                                 "** across segments, [a-z] classes. Default: every file under volumePath."},
         "methods": {"type": "array", "items": {"type": "string", "enum": sorted(IO_METHODS),
                                                "description": IO_METHODS_REFUSED},
-                    "description": "Default: every method; for mistake, read and write (the calls that carry "
+                    "description": "Default: every method; for fault, every method but fsync (no hook runs "
+                                   "before it takes effect); for mistake, read and write (the calls that carry "
                                    "data). attrOverride takes none: it acts on the stat family."},
         "percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 100},
         "delay": DURATION,

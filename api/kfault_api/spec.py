@@ -328,7 +328,8 @@ def _io_chaos(metadata, spec, doc, for_node):
         if other in spec and action != needs:
             problems.add(f"spec.{other}", spec[other], f"no {other} for action {action} (it is for "
                          f"action {needs}): remove it")
-    methods = _io_methods(action, spec, problems)
+    notes = []
+    methods = _io_methods(action, spec, problems, notes)
     attr = _attr_override(spec, problems) if action == "attrOverride" else None
     mistake = _mistake(spec, problems) if action == "mistake" else None
     duration = _duration(spec, problems)
@@ -338,10 +339,10 @@ def _io_chaos(metadata, spec, doc, for_node):
         methods=methods, percent=spec.get("percent", 100),
         delay_ns=delay or 0, errno=spec.get("errno", 0), volume_path=volume,
         container_names=tuple(spec.get("containerNames", ())), duration_ns=duration, raw=doc,
-        attr=attr, mistake=mistake)
+        attr=attr, mistake=mistake, notes=tuple(notes))
 
 
-def _io_methods(action, spec, problems):
+def _io_methods(action, spec, problems, notes):
     """The methods an IOChaos acts on. attrOverride: the stat family, which spec.methods can't
     name; mistake: read and write, the calls that carry data; the others: any, all by default."""
     given = tuple(dict.fromkeys(spec.get("methods") or ()))
@@ -356,6 +357,15 @@ def _io_methods(action, spec, problems):
             problems.add("spec.methods", spec["methods"], f"read and/or write for action mistake (it changes the "
                          f"data a call carries; {', '.join(others)} carry none), or no methods for both")
         return given or schema.MISTAKE_METHODS
+    if action == "fault":
+        unfailable = [m for m in given if m in schema.UNFAILABLE_METHODS]
+        if unfailable:
+            problems.add("spec.methods", spec["methods"], "; ".join(schema.UNFAILABLE_METHODS[m] for m in unfailable) +
+                         ": remove it, or delay it with action latency")
+        if not given:
+            notes.append("spec.methods is not given: action fault acts on every method but " +
+                         ", ".join(schema.UNFAILABLE_METHODS) + " (" + "; ".join(schema.UNFAILABLE_METHODS.values()) + ")")
+            return tuple(m for m in schema.IO_METHODS if m not in schema.UNFAILABLE_METHODS)
     return given or tuple(schema.IO_METHODS)
 
 

@@ -486,11 +486,10 @@ def _probe_ptrace():
         child.wait()
 
 
-# What each file I/O action and method needs. errno needs a hook that runs before the call
-# takes effect; fsync has no LSM hook, so it can be delayed but not failed.
+# What each file I/O action needs. errno needs a hook that runs before the call takes effect
+# (schema.UNFAILABLE_METHODS have none).
 IO_NEEDS = {"latency": ("io-tracepoints", "ptrace"), "fault": ("io-tracepoints", "io-errno"),
             "attrOverride": ("io-tracepoints", "io-write-user"), "mistake": ("io-tracepoints", "io-write-user")}
-IO_FAULT_METHODS = set(schema.IO_METHODS) - {"fsync"}
 
 
 def io_support(capabilities, action, method=None):
@@ -499,8 +498,8 @@ def io_support(capabilities, action, method=None):
     for need in IO_NEEDS[action]:
         if not capabilities.get(need) or not capabilities[need].available:
             reasons.append(capabilities[need].reason if need in capabilities else f"{need} not probed")
-    if action == "fault" and method and method not in IO_FAULT_METHODS:
-        reasons.append(f"{method} has no security hook before it takes effect: it can be delayed, not failed")
+    if action == "fault" and method in schema.UNFAILABLE_METHODS:
+        reasons.append(schema.UNFAILABLE_METHODS[method])
     return (not reasons), ("; ".join(reasons) or "supported")
 
 
