@@ -101,7 +101,7 @@ def _check_all(engine, experiments):
 def _inject_until_done(engine, targets, experiments, args):
     """Place, then print live counters every --interval until the experiments end or a signal."""
     from kfault_agent import metrics, node
-    stop = node.stop_on_signals()
+    stop = node.StopSignal()
     if args.metrics_port:
         metrics.serve([engine], args.metrics_port)
     started = time.monotonic()
@@ -151,7 +151,7 @@ def cmd_agent(args):
         print("kfault agent: --tls-dir DIR (tls.crt, tls.key, ca.crt), or --insecure for a local test",
               file=sys.stderr)
         return EXIT_INVALID
-    stop = node.stop_on_signals()
+    stop = node.StopSignal()
     agent = node.start_agent(args.listen, args.lease, lambda text: print(f"kfault agent: {text}", file=sys.stderr),
                              node_name=args.node, tls_dir=args.tls_dir, metrics_port=args.metrics_port,
                              health_port=args.health_port)

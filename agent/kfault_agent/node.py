@@ -6,8 +6,8 @@ agent's gRPC API, metrics and kubelet's probes (health.py), and shuts all of it 
 parse arguments and print.
 """
 import os
+import select
 import signal
-import threading
 from dataclasses import dataclass
 
 from kfault_agent import health, metrics, server
@@ -28,12 +28,33 @@ def kind_of(experiment):
     return next(kind for kind in spec.KINDS.values() if isinstance(experiment, kind.model))
 
 
-def stop_on_signals():
-    """An Event set by SIGINT or SIGTERM: what ends `kfault run` and `kfault agent`."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+class StopSignal:
+    """Set by SIGINT or SIGTERM: what ends `kfault run` and `kfault agent`. A pipe, not a
+    threading.Event: Python runs a handler in the main thread between two of its bytecodes,
+    which can be while that thread holds the Event's own lock (inside Event.wait), and a
+    handler that sets it would then wait for that lock for ever."""
+
+    def __init__(self):
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._set)
+
+    def _set(self, *_):
+        try:
+            os.write(self._write, b"s")
+        except BlockingIOError:
+            pass                            # full: it is set already
+
+    def wait(self, timeout=None):
+        """True once a signal came; False after `timeout` seconds without one."""
+        return bool(select.select([self._read], [], [], timeout)[0])
+
+    def close(self):
+        """Back to the handlers Python starts with; the pipe closed."""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.close(self._read)
+        os.close(self._write)
 
 
 # ---- kfault run: one kind, local targets ------------------------------------------------
