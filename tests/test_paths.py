@@ -3,6 +3,7 @@ and this process's own /proc entries."""
 import os
 
 from kfault_agent.kernel import paths
+from kfault_api import glob_dfa, layout
 
 
 def test_a_folder_is_resolved_through_relative_and_absolute_links(tmp_path):
@@ -21,3 +22,12 @@ def test_a_link_loop_resolves_to_nothing(tmp_path):
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
     assert paths.resolve_in_root(os.getpid(), f"{tmp_path}/a/x") is None
+
+
+def test_a_folder_name_that_is_not_utf8_still_makes_a_glob(tmp_path):
+    odd = os.fsencode(tmp_path) + b"/\xff-data"
+    os.mkdir(odd)
+    os.symlink(odd, os.fsencode(tmp_path) + b"/link")
+    [name] = paths.folder_names([os.getpid()], f"{tmp_path}/link")
+    dfa = glob_dfa.compile_glob(f"{tmp_path}/link/*", layout.IO_ACCEPT_STATE, glob_dfa.escape(name) + "/*")
+    assert dfa.matches(os.fsdecode(odd + b"/f")) and dfa.matches(f"{tmp_path}/link/f")

@@ -23,7 +23,7 @@ class Dfa:
 
     def matches(self, path):
         state = 0
-        for byte in path.encode():
+        for byte in path.encode("utf-8", "surrogateescape"):
             state = self.next[state][byte]
             if state is None:
                 return False
@@ -34,7 +34,7 @@ def _tokens(glob):
     """('set', bytes) | ('star',) | ('globstar',) | ('globdir',): `**/`, nothing or any run
     of segments each ending in /."""
     tokens, i = [], 0
-    data = glob.encode()
+    data = glob.encode("utf-8", "surrogateescape")      # a name read from the kernel may not be UTF-8
     while i < len(data):
         c = data[i]
         if data[i:i + 3] == b"**/":

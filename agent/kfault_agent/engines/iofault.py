@@ -54,7 +54,7 @@ def io_rule_fields(experiment):
 
 def walk(dfa, text, state=0):
     """The DFA state after `text` from `state`, or IO_DEAD_STATE."""
-    for byte in text.encode():
+    for byte in text.encode("utf-8", "surrogateescape"):
         state = dfa.next[state][byte]
         if state is None:
             return layout.IO_DEAD_STATE
@@ -166,11 +166,11 @@ class IOFaultEngine(LeasedPlacements):
     def apply(self, experiment, target, lease_s=None):
         """Inject `experiment` on the cgroup `target` (replacing its earlier version)."""
         self.check(experiment)
-        dfa = target_dfa(experiment.path, target.path)
         with self._lock:
             existing = self._replacing(experiment, target)
             if existing:
                 return existing
+            dfa = target_dfa(experiment.path, target.path)
             if not self._free_slots:
                 raise CapacityExhausted(f"all {layout.IO_MAX_RULES} file I/O rule slots of this node are in use; "
                                         "revoke an experiment first")

@@ -34,31 +34,48 @@ def open_paths(tgid):
 def resolve_in_root(tgid, path):
     """The absolute `path` with every symbolic link in it followed as `tgid` would, inside its
     own root and mount namespace (an absolute link starts again from that root, never ours), or
-    None if it can't be read. A part that doesn't exist (yet) is kept as written."""
-    root = f"/proc/{tgid}/root"
+    None if it can't be read. A part that doesn't exist (yet) is kept as written. It walks by
+    directory fds, each opened without following a link: a process that swaps a folder for a
+    link while we walk can't send the walk out of its root."""
+    try:
+        root = os.open(f"/proc/{tgid}/root", os.O_PATH | os.O_DIRECTORY)
+    except OSError:
+        return None
     todo = [part for part in path.split("/") if part]
-    resolved, links = [], 0
-    while todo:
-        part = todo.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            resolved = resolved[:-1]
-            continue
-        try:
-            target = os.readlink(os.path.join(root, *resolved, part))
-        except FileNotFoundError:
-            return "/" + "/".join(resolved + [part] + todo)
-        except OSError:             # EINVAL: not a link; ENOTDIR below a file: as written
-            resolved.append(part)
-            continue
-        links += 1
-        if links > MAX_LINKS:
-            return None
-        if target.startswith("/"):
-            resolved = []
-        todo = [p for p in target.split("/") if p] + todo
-    return "/" + "/".join(resolved)
+    folders, names, links = [root], [], 0      # folders[i + 1] is names[i], opened
+    try:
+        while todo:
+            part = todo.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                if names:
+                    os.close(folders.pop())
+                    names.pop()
+                continue
+            try:
+                target = os.readlink(part, dir_fd=folders[-1])
+            except FileNotFoundError:
+                return "/" + "/".join(names + [part] + todo)
+            except OSError:             # EINVAL: not a link
+                try:
+                    folders.append(os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folders[-1]))
+                except OSError:         # a file (ENOTDIR), or gone meanwhile: as written from here
+                    return "/" + "/".join(names + [part] + todo)
+                names.append(part)
+                continue
+            links += 1
+            if links > MAX_LINKS:
+                return None
+            if target.startswith("/"):
+                while names:
+                    os.close(folders.pop())
+                    names.pop()
+            todo = [p for p in target.split("/") if p] + todo
+        return "/" + "/".join(names)
+    finally:
+        for fd in folders:
+            os.close(fd)
 
 
 def folder_names(tgids, folder):
