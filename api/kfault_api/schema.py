@@ -154,7 +154,7 @@ IO_METHODS = {
 # The methods a mistake can act on: the calls that carry data.
 MISTAKE_METHODS = ("read", "write")
 # Methods a fault can't fail, and why: no hook runs before they take effect. Latency still works.
-UNFAILABLE_METHODS = {"fsync": "fsync has no security hook before it takes effect: it can be delayed, not failed"}
+UNFAILABLE_METHODS = {"fsync": "no security hook runs before it takes effect: it can be delayed, not failed"}
 # Chaos Mesh's FileType names -> the S_IFMT bits of st_mode.
 FILE_KINDS = {"namedPipe": 0o010000, "charDevice": 0o020000, "directory": 0o040000, "blockDevice": 0o060000,
               "regularFile": 0o100000, "symlink": 0o120000, "socket": 0o140000}

@@ -358,13 +358,14 @@ def _io_methods(action, spec, problems, notes):
                          f"data a call carries; {', '.join(others)} carry none), or no methods for both")
         return given or schema.MISTAKE_METHODS
     if action == "fault":
+        why = "; ".join(f"{m}: {reason}" for m, reason in schema.UNFAILABLE_METHODS.items())
         unfailable = [m for m in given if m in schema.UNFAILABLE_METHODS]
         if unfailable:
-            problems.add("spec.methods", spec["methods"], "; ".join(schema.UNFAILABLE_METHODS[m] for m in unfailable) +
-                         ": remove it, or delay it with action latency")
+            problems.add("spec.methods", spec["methods"], f"methods a fault can fail: remove {', '.join(unfailable)} "
+                         f"({why}), or delay it with action latency")
         if not given:
-            notes.append("spec.methods is not given: action fault acts on every method but " +
-                         ", ".join(schema.UNFAILABLE_METHODS) + " (" + "; ".join(schema.UNFAILABLE_METHODS.values()) + ")")
+            notes.append(f"spec.methods is not given: action fault acts on every method but "
+                         f"{', '.join(schema.UNFAILABLE_METHODS)} ({why})")
             return tuple(m for m in schema.IO_METHODS if m not in schema.UNFAILABLE_METHODS)
     return given or tuple(schema.IO_METHODS)
 

@@ -499,7 +499,7 @@ def io_support(capabilities, action, method=None):
         if not capabilities.get(need) or not capabilities[need].available:
             reasons.append(capabilities[need].reason if need in capabilities else f"{need} not probed")
     if action == "fault" and method in schema.UNFAILABLE_METHODS:
-        reasons.append(schema.UNFAILABLE_METHODS[method])
+        reasons.append(f"{method}: {schema.UNFAILABLE_METHODS[method]}")
     return (not reasons), ("; ".join(reasons) or "supported")
 
 
