@@ -34,7 +34,7 @@ bench-controller:
 # file I/O loop with the file hooks beside a FUSE passthrough (bindfs).
 kernel-bench: setup
 	dpkg -s bindfs >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bindfs >/dev/null
-	scripts/vm-run sh -c '$(PY) bench/edt_vs_netem.py && $(PY) bench/io_overhead.py
+	scripts/vm-run sh -c '$(PY) bench/edt_vs_netem.py && $(PY) bench/io_overhead.py'
 
 # Regenerate what is rendered from one source (tests fail while these are stale).
 proto: setup
