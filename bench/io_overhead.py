@@ -8,12 +8,14 @@ A tight loop (`dd bs=1`: one read(2) and one write(2) to /dev/null per byte) in 
       FUSE-based injector such as Chaos Mesh's, which serves every call of the volume
   (e) as (c), with the rule on every method (open, fsync and stat are decided at the syscall
       tracepoints even where the file hooks decide reads and writes)
-Nanoseconds per byte copied by dd's own clock, median of interleaved rounds, each as a ratio to (a). Which
+Nanoseconds per byte copied by dd's own clock, median of interleaved rounds (each in its own
+order, each loop after an untimed one), each as a ratio to (a). Which
 mechanism decides reads (file hooks or syscall tracepoints) is printed first.
 Run as root: make bench-io (this kernel), make kernel-bench (Debian's stock kernel, in the VM).
 """
 import contextlib
 import os
+import random
 import re
 import shutil
 import statistics
@@ -28,6 +30,7 @@ from kfault_api import spec
 
 ROUNDS = 15
 BYTES = 200_000
+WARM_UP_BYTES = 20_000
 
 
 def io_chaos(path, methods):
@@ -38,18 +41,18 @@ def io_chaos(path, methods):
                                   "spec": fields})
 
 
-def read_loop_ns(cgroup, path):
+def read_loop_ns(cgroup, path, count=BYTES):
     """ns per byte of `dd bs=1` over `path`, run inside `cgroup`, by dd's own clock: the loop
     alone, not the start of sh and dd (under emulation a start costs as much as a tenth of the
     loop, and a latency rule's holder stops an exec once: both would blur the ratios)."""
     done = subprocess.run(["sh", "-c", f"echo $$ > {cgroup}/cgroup.procs && exec dd if={path} of=/dev/null bs=1 "
-                           f"count={BYTES}"], check=False, capture_output=True, text=True,
+                           f"count={count}"], check=False, capture_output=True, text=True,
                           env={**os.environ, "LC_ALL": "C"})
     # dd's last line: "N bytes (...) copied, S s, R MB/s"
     match = re.search(r"copied, ([0-9.e+-]+) s,", done.stderr)
     if done.returncode != 0 or not match:
         raise RuntimeError(f"dd failed: {done.stderr.strip()[-300:]}")
-    return float(match.group(1)) * 1e9 / BYTES
+    return float(match.group(1)) * 1e9 / count
 
 
 @contextlib.contextmanager
@@ -103,19 +106,23 @@ def main():
             data = os.path.join(directory, "data")
             with open(data, "wb") as handle:
                 handle.write(os.urandom(BYTES))
+            configs = {"a": (None, None, data), "b": (reads, other, data), "c": (reads, here, data),
+                       "e": (None, here, data)}
+            if fuse:
+                configs["d"] = (None, None, os.path.join(fuse, "data"))
+            order = random.Random(1)
             for _ in range(ROUNDS):
-                results["a"].append(read_loop_ns(loop_cgroup, data))
-                engine.apply(io_chaos("/nowhere/**", reads), other)
-                results["b"].append(read_loop_ns(loop_cgroup, data))
-                engine.revoke_all()
-                engine.apply(io_chaos("/nowhere/**", reads), here)
-                results["c"].append(read_loop_ns(loop_cgroup, data))
-                engine.revoke_all()
-                if fuse:
-                    results["d"].append(read_loop_ns(loop_cgroup, os.path.join(fuse, "data")))
-                engine.apply(io_chaos("/nowhere/**", None), here)
-                results["e"].append(read_loop_ns(loop_cgroup, data))
-                engine.revoke_all()
+                # A new order each round, and a loop untimed before each timed one: arming or
+                # revoking a rule that attaches the syscall tracepoints patches kernel text, and
+                # under emulation the next program runs slower while it is translated again. A
+                # fixed order would charge that to whichever configuration came next.
+                for key in order.sample(sorted(configs), len(configs)):
+                    methods, target, path = configs[key]
+                    if target:
+                        engine.apply(io_chaos("/nowhere/**", methods), target)
+                    read_loop_ns(loop_cgroup, path, WARM_UP_BYTES)
+                    results[key].append(read_loop_ns(loop_cgroup, path))
+                    engine.revoke_all()
     finally:
         engine.revoke_all()
         datapath.close()
