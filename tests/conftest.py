@@ -1,7 +1,9 @@
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -304,3 +306,20 @@ class RecordingEngine:
 
     def close(self):
         self.revoke_all()
+
+
+class CommandVictim:
+    """A victim process that prints "ready", then answers one command a line with one JSON line."""
+
+    def __init__(self, argv):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def ask(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()

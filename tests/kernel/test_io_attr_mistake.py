@@ -1,6 +1,5 @@
 """IOChaos attrOverride and mistake on real processes in cgroups the tests make: what the
 victims see from stat and read, and what the file on disk holds."""
-import json
 import os
 import signal
 import subprocess
@@ -9,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import remove_cgroup
+from conftest import CommandVictim, remove_cgroup
 
 from kfault_agent.engines import iofault
 from kfault_agent.kernel import topology
@@ -67,20 +66,9 @@ def io_chaos(name="io", **fields):
                                   "metadata": {"name": name}, "spec": {"volumePath": "/", **fields}})
 
 
-class Victim:
+class Victim(CommandVictim):
     def __init__(self, cgroup, path):
-        self.proc = subprocess.Popen([sys.executable, "-c", VICTIM, cgroup, str(path)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout.readline().strip() == "ready"
-
-    def ask(self, command):
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait()
+        super().__init__([sys.executable, "-c", VICTIM, cgroup, str(path)])
 
 
 @pytest.fixture

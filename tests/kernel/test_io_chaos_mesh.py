@@ -7,14 +7,12 @@ every kernel hook reports: bpf_d_path, /proc/PID/fd, the working directory. The 
 that view in its own mount namespace (a /var with run -> /run, a /run of its own), holds its WAL
 open from before the experiment by a relative path, as etcd does, and reads through both names.
 """
-import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from conftest import remove_cgroup
+from conftest import CommandVictim, remove_cgroup
 
 from kfault_agent.engines import iofault
 from kfault_agent.kernel import topology
@@ -63,24 +61,12 @@ def chaos_mesh_doc(name):
                 if doc["metadata"]["name"] == name)
 
 
-class Etcd:
+class Etcd(CommandVictim):
     """The victim in its cgroup and mount namespace."""
 
     def __init__(self, cgroup):
-        self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-             MOUNTS + 'exec "$0" -c "$1" "$2"', sys.executable, VICTIM, cgroup],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout.readline().strip() == "ready"
-
-    def ask(self, command):
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait()
+        super().__init__(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                          MOUNTS + 'exec "$0" -c "$1" "$2"', sys.executable, VICTIM, cgroup])
 
 
 @pytest.fixture
