@@ -225,6 +225,52 @@ def test_errno_percent_50_fails_about_half(victims, files, io_engine):
     assert 0.40 <= errors.count(28) / len(errors) <= 0.60
 
 
+@pytest.mark.parametrize("action", [pytest.param("fault", marks=pytest.mark.kernel("io-tracepoints", "io-errno")),
+                                    pytest.param("latency", marks=pytest.mark.kernel("io-tracepoints", "ptrace"))])
+def test_experiments_on_several_pods_of_a_node_each_reach_only_their_own(victims, files, io_engine, action):
+    """A node holds a rule per experiment and pod, each in a slot of its own; the BPF side stops
+    looking at the highest armed slot, so a pod whose rule sits above a revoked one, or in a
+    reused slot, must still be reached, and no other pod."""
+    pods = {name: topology.resolve_cgroup_target(f"cgroup:{victims.cgroup(name)}") for name in "abc"}
+    errnos, delays = {"a": 5, "b": 28, "c": 13}, {"a": 50, "b": 100, "c": 150}
+    fields = {name: {"errno": errnos[name]} if action == "fault" else {"delay": f"{delays[name]}ms"} for name in pods}
+    rules = {name: io_chaos(name=f"io-{name}", action=action, path=f"{files}/*.db", methods=["read"], **fields[name])
+             for name in pods}
+
+    def reached():
+        """The pods whose reads were failed with their own errno, or held their own delay;
+        asserting that the others' reads were left alone."""
+        procs = {name: victims.start(pod.path, [["read", str(files / "data.db"), 3]]) for name, pod in pods.items()}
+        procs["bystander"] = victims.start(victims.cgroup("bystander"), [["read", str(files / "data.db"), 3]])
+        if action == "latency":
+            for name, proc in procs.items():
+                if name in armed:
+                    wait_held(io_engine, proc.pid_in_cgroup)
+        for proc in procs.values():
+            victims.go(proc)
+        found = set()
+        for name, proc in procs.items():
+            call = victims.result(proc)["calls"][0]
+            if action == "fault" and set(call["errno"]) == {errnos.get(name)}:
+                found.add(name)
+            elif action == "latency" and name in delays and min(call["ms"]) >= delays[name]:
+                found.add(name)
+            else:
+                assert set(call["errno"]) == {0} and max(call["ms"]) < 40, (name, call)
+        return found
+
+    armed = set("abc")
+    for name in "abc":
+        io_engine.apply(rules[name], pods[name])
+    assert reached() == armed
+    io_engine.revoke(rules["a"].key, pods["a"].name)
+    armed = set("bc")
+    assert reached() == armed
+    io_engine.apply(rules["a"], pods["a"])     # into the slot it left
+    armed = set("abc")
+    assert reached() == armed
+
+
 def test_fault_is_refused_where_no_errno_hook_exists(victims, files, io_datapath, capabilities):
     from kfault_agent.errors import KernelUnsupported
     if capabilities["io-errno"].available:

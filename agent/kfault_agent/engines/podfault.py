@@ -117,8 +117,7 @@ class ThawGuard:
     def close(self):
         for cgroup_dir in list(self.frozen):
             self.thaw(cgroup_dir)
-        os.close(self._write_fd)
-        os.waitpid(self.pid, 0)
+        children.finish(self.pid, self._write_fd)
         if os.path.exists(self.state_file):
             os.unlink(self.state_file)
 

@@ -3,7 +3,9 @@
 PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process, and
 the agent forks on behalf of gRPC pool threads. So every such child is forked by one thread
 that lives as long as the agent. Each child reads a pipe whose write end the agent keeps:
-closing it (stop, or the agent's death) is how the child learns to finish.
+closing it (finish, or the agent's death) is how the child learns to finish. A child forked
+later would inherit its older siblings' write ends, and an older sibling would then never see
+its pipe close: every child closes the ones it inherits.
 """
 import ctypes
 import logging
@@ -19,6 +21,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _requests = queue.Queue()
 _forker = None
 _forker_lock = threading.Lock()
+# The write end of each live child's pipe, as the agent holds them. Changed and forked under
+# one lock, so a child forked while another is finished can't keep its pipe open.
+_parent_ends = set()
+_parent_ends_lock = threading.Lock()
 
 
 def spawn(child_main, death_signal, what):
@@ -46,22 +52,38 @@ def _serve_forks():
             done.put(err)
 
 
+def finish(pid, write_fd):
+    """Close a child's pipe, its cue to finish, and reap it."""
+    with _parent_ends_lock:
+        _parent_ends.discard(write_fd)
+        os.close(write_fd)
+    os.waitpid(pid, 0)
+
+
 def _fork(child_main, death_signal, what):
-    read_fd, write_fd = os.pipe()
     parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(write_fd)
-            _libc.prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
-            if os.getppid() != parent:     # the agent died before the prctl
-                os._exit(0)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)   # a terminal's Ctrl-C is the agent's
-            child_main(read_fd)
-        except BaseException:  # noqa: BLE001 - a forked child must never return
-            log.exception("%s failed", what)
-            code = 1
-        os._exit(code)
+    with _parent_ends_lock:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            _child(child_main, death_signal, what, parent, read_fd, (write_fd, *_parent_ends))
+        _parent_ends.add(write_fd)
     os.close(read_fd)
     return pid, write_fd
+
+
+def _child(child_main, death_signal, what, parent, read_fd, write_ends):
+    """The forked child: never returns."""
+    code = 0
+    try:
+        for fd in write_ends:
+            os.close(fd)
+        _libc.prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+        if os.getppid() != parent:     # the agent died before the prctl
+            os._exit(0)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a terminal's Ctrl-C is the agent's
+        child_main(read_fd)
+    except BaseException:  # noqa: BLE001 - a forked child must never return
+        log.exception("%s failed", what)
+        code = 1
+    os._exit(code)

@@ -508,6 +508,5 @@ class HolderProcess:
         """Resume every held thread and detach (the tracer's exit detaches its tracees)."""
         if self.pid:
             self._stopping = True
-            os.close(self._write_fd)
-            os.waitpid(self.pid, 0)
+            children.finish(self.pid, self._write_fd)
             self.pid = None
