@@ -55,7 +55,9 @@ BPF_ARRAY(kfault_io_armed, __u32, 1);
 /* KFAULT_IO_METHOD_* -> mask of the armed slots whose rule acts on that method (attrOverride:
  * GETATTR), written by the agent: a call of a method no rule names costs one array load and no
  * cgroup check (the stat family, reads and writes are the hottest of these calls). Opens are
- * looked at for every armed rule, since an open marks the fd for the rule's other methods. */
+ * looked at for every armed rule, since an open marks the fd for the rule's other methods.
+ * Always within kfault_io_armed (the agent sets a slot's bits here after its armed bit and
+ * clears them before it), so the file hooks read this mask alone. */
 BPF_ARRAY(kfault_io_method_armed, __u32, KFAULT_IO_METHOD_SLOTS);
 BPF_ARRAY(kfault_io_dfa, struct kfault_io_dfa, KFAULT_IO_MAX_RULES);
 BPF_TABLE("lru_hash", struct kfault_io_fd_key, __u32, kfault_io_fds, KFAULT_IO_MAX_FDS);
@@ -149,8 +151,13 @@ static __always_inline __u32 targeting_rules(__u32 candidates)
 {
 	__u32 found = 0;
 
-#pragma unroll
+#pragma unroll 16
 	for (int i = 0; i < KFAULT_IO_MAX_RULES; i++) {
+		/* no candidate at i or above: stop. Every read of a regular file by every task on
+		 * the node comes here while a read rule is armed; rules take the lowest free slots,
+		 * so this is a few instructions, not a test of all sixteen bits. */
+		if (!(candidates >> i))
+			break;
 		if (candidates & (1u << i)) {
 			/* not under: 1 - 1 = 0 or negative: the sign bit, inverted. The barrier keeps
 			 * clang from turning it back into a comparison (a branch in BPF). */
@@ -891,15 +898,15 @@ static __always_inline __u32 file_matches(struct file *file, __u32 armed)
 /* Decide a call on `file` by a task of a target: its errno, or 0 (latency is the holder's). */
 static __always_inline int decide_at_file(struct file *file, __u32 method)
 {
-	__u32 zero = 0, *armed = kfault_io_armed.lookup(&zero), targets;
+	/* One array load, then one cgroup check per rule on this method: all that a read or a
+	 * write of a task no rule targets pays, on every node where a rule is armed. */
+	__u32 zero = 0, index = method, *rules = kfault_io_method_armed.lookup(&index), *armed, targets;
 	struct kfault_io_call call = {.method = method};
 	struct io_scratch *scratch;
 
-	if (!armed || !*armed)
+	if (!rules || !*rules)
 		return 0;
-	targets = rules_for(method, *armed);
-	if (!targets)
-		return 0;
+	targets = *rules;
 	/* A file the kernel opened for itself behind the one the process reads: overlayfs (every
 	 * container's root filesystem) reads its upper or lower file through another permission
 	 * check, and that file shows the overlay's path: it would be decided twice. */
@@ -908,7 +915,10 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
 	targets = targeting_rules(targets);
 	if (!targets)
 		return 0;
-	targets &= file_matches(file, *armed);
+	armed = kfault_io_armed.lookup(&zero);
+	if (!armed)
+		return 0;
+	targets &= file_matches(file, *armed);   /* all armed rules: the match is cached for each */
 	if (!targets)
 		return 0;
 	scratch = kfault_io_scratch.lookup(&zero);

@@ -122,7 +122,8 @@ class IOFaultEngine(LeasedPlacements):
         super().__init__(lease_s)
         self.datapath = datapath
         self.capabilities = capabilities
-        self._free_slots = list(range(layout.IO_MAX_RULES - 1, -1, -1))
+        # The lowest free slot first: iofault.c's cgroup test stops after the highest armed one.
+        self._free_slots = set(range(layout.IO_MAX_RULES))
 
     @classmethod
     def load(cls, capabilities, lease_s=DEFAULT_LEASE_S):
@@ -174,7 +175,9 @@ class IOFaultEngine(LeasedPlacements):
             if not self._free_slots:
                 raise CapacityExhausted(f"all {layout.IO_MAX_RULES} file I/O rule slots of this node are in use; "
                                         "revoke an experiment first")
-            active = ActiveIO(experiment, target, self._free_slots.pop(), lease_ns=self._lease_for(lease_s))
+            slot = min(self._free_slots)
+            self._free_slots.remove(slot)
+            active = ActiveIO(experiment, target, slot, lease_ns=self._lease_for(lease_s))
             self._start(active, experiment)
             try:
                 self._write_dfa(active.slot, dfa)
@@ -193,8 +196,10 @@ class IOFaultEngine(LeasedPlacements):
                                                                                      experiment.methods)
                 if active.syscall_tracepoints:
                     self.datapath.attach()
-                self._set_method_bits(active, True)
+                # Armed, then its methods; released in the other order: the file hooks read the
+                # methods' masks alone, so those must never hold a slot that isn't armed.
                 self._set_armed(active.slot, True)
+                self._set_method_bits(active, True)
                 # After arming, not before: a file walked in between, with the mask that lacks
                 # this rule, is then cached under the old generation and walked again.
                 self.datapath.new_generation()
@@ -272,8 +277,8 @@ class IOFaultEngine(LeasedPlacements):
     def _release(self, active):
         log.info("revoking %s on %s", *active.key)
         # Disarm first: from here on no call is decided for this slot.
-        armed = self._set_armed(active.slot, False)
         self._set_method_bits(active, False)
+        armed = self._set_armed(active.slot, False)
         if active.holder:
             active.holder.stop()        # resumes held threads, detaches
         del self.datapath.rules[self.datapath.rules.Key(active.slot)]
@@ -288,7 +293,7 @@ class IOFaultEngine(LeasedPlacements):
         if not armed:
             self.datapath.traced.clear()
             self.datapath.stopped.clear()
-        self._free_slots.append(active.slot)
+        self._free_slots.add(active.slot)
 
     def _forget_fds(self, slot):
         """Open files remember which rules matched them: clear the slot before it is reused."""
