@@ -151,6 +151,8 @@ static __always_inline __u32 targeting_rules(__u32 candidates)
 {
 	__u32 found = 0;
 
+	/* a count, not plain `unroll`: with the early exit below, clang leaves the plain form a
+	 * loop of variable shifts */
 #pragma unroll 16
 	for (int i = 0; i < KFAULT_IO_MAX_RULES; i++) {
 		/* no candidate at i or above: stop. Every read of a regular file by every task on

@@ -237,7 +237,7 @@ def test_experiments_on_several_pods_of_a_node_each_reach_only_their_own(victims
     rules = {name: io_chaos(name=f"io-{name}", action=action, path=f"{files}/*.db", methods=["read"], **fields[name])
              for name in pods}
 
-    def reached():
+    def reached(armed):
         """The pods whose reads were failed with their own errno, or held their own delay;
         asserting that the others' reads were left alone."""
         procs = {name: victims.start(pod.path, [["read", str(files / "data.db"), 3]]) for name, pod in pods.items()}
@@ -259,16 +259,13 @@ def test_experiments_on_several_pods_of_a_node_each_reach_only_their_own(victims
                 assert set(call["errno"]) == {0} and max(call["ms"]) < 40, (name, call)
         return found
 
-    armed = set("abc")
     for name in "abc":
         io_engine.apply(rules[name], pods[name])
-    assert reached() == armed
+    assert reached({"a", "b", "c"}) == {"a", "b", "c"}
     io_engine.revoke(rules["a"].key, pods["a"].name)
-    armed = set("bc")
-    assert reached() == armed
+    assert reached({"b", "c"}) == {"b", "c"}
     io_engine.apply(rules["a"], pods["a"])     # into the slot it left
-    armed = set("abc")
-    assert reached() == armed
+    assert reached({"a", "b", "c"}) == {"a", "b", "c"}
 
 
 def test_fault_is_refused_where_no_errno_hook_exists(victims, files, io_datapath, capabilities):
