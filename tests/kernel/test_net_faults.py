@@ -226,11 +226,12 @@ def test_runner_stops_on_sigterm_and_cleans_up_targeting_a_pid(lab, tmp_path):
     lab.link("a", "b", "10.250.1")
     before = lab.tc_state()
     # A process living in host A, targeted by PID; it must outlive a slow (emulated) run.
-    resident = lab.popen("a", "sleep 900")
+    # It says its own pid: a search by command line can find a shell still wrapping it.
+    resident = lab.popen("a", "sh -c 'echo $$; exec sleep 900'")
+    pid = int(resident.stdout.readline())
     doc = tmp_path / "cut.yaml"
     doc.write_text(f"apiVersion: {spec.API_VERSION}\nkind: NetworkChaos\nmetadata: {{name: cut}}\n"
                    "spec: {action: partition}\n")
-    pid = int(lab.run("a", "pgrep -n -f 'sleep 900'").stdout.split()[0])
     runner = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
                                "--target", f"pid:{pid}"], stdout=subprocess.PIPE, text=True)
     try:
@@ -245,8 +246,9 @@ def test_runner_stops_on_sigterm_and_cleans_up_targeting_a_pid(lab, tmp_path):
         assert len(got["received"]) == 100
     finally:
         runner.kill()
-        resident.kill()
         os.kill(pid, signal.SIGKILL)
+        resident.kill()
+        resident.wait()
 
 
 def test_two_experiments_on_one_target_compose(lab, engine):
