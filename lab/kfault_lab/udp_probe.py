@@ -98,13 +98,18 @@ def send(host, port, count, pps=5000, size=PAYLOAD, headers="-"):
     print(json.dumps({"sent": count, "send_errors": errors, "sent_ns": sent_ns}))
 
 
+SO_RCVBUFFORCE = 33   # <asm-generic/socket.h>; Python's socket module doesn't name it
+
+
 def receive(port, idle):
     """Count datagrams until `idle` seconds pass without one after stdin closes: the caller
     closes it once the sender is done, so a slow sender (under emulation, say) or one whose
     datagrams all vanish (a partition) is told apart from a finished stream."""
     sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)   # IPv4 arrives as ::ffff:a.b.c.d
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    # SO_RCVBUF is capped at net.core.rmem_max (about 400 datagrams): a receiver that stalls
+    # for 80 ms under emulation would drop the rest. Root may pass the cap (SO_RCVBUFFORCE).
+    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
     sock.bind(("::", port))
     sock.setblocking(False)
     events = selectors.DefaultSelector()
