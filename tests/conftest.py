@@ -43,14 +43,18 @@ def pytest_runtest_protocol(item, nextitem):
 
 def remove_cgroup(path):
     """rmdir a test's cgroup, waiting for its processes to finish exiting (a cgroup with a dying
-    task in it is still busy); one already gone is fine."""
-    for _ in range(100):
+    task in it is still busy); one already gone is fine, one still busy after 15 s is an error
+    (a process the test started outlived it)."""
+    deadline = time.monotonic() + 15
+    while True:
         try:
             os.rmdir(path)
             return
         except FileNotFoundError:
             return
         except OSError:
+            if time.monotonic() > deadline:
+                raise
             time.sleep(0.05)
 
 
@@ -124,6 +128,16 @@ def engine(datapath, capabilities):
     # A lease longer than any test runs under emulation: nothing renews it, and the fixture
     # revokes everything at the end (tests of lapsing leases set their own).
     eng = netfault.NetFaultEngine(datapath, capabilities, lease_s=600)
+    yield eng
+    eng.revoke_all()
+
+
+@pytest.fixture
+def io_engine(io_datapath, capabilities):
+    from kfault_agent.engines import iofault
+
+    # As `engine`: a test starting a dozen processes one by one under emulation outlived 30 s.
+    eng = iofault.IOFaultEngine(io_datapath, capabilities, lease_s=600)
     yield eng
     eng.revoke_all()
 
@@ -214,7 +228,8 @@ async def controller():
         await asyncio.wait_for(task, 60)
 
 
-async def wait_for(predicate, timeout=10.0):
+# Longer than the watch's inactivity timeout above: a lost event is recovered within it.
+async def wait_for(predicate, timeout=30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -39,9 +39,15 @@ class LocalPods:
         container = os.path.join(pod_dir, f"cri-containerd-{cid}.scope")
         os.makedirs(container)
         self.pods.append(pod_dir)
-        # The pod's process: in its container's cgroup and in its host's network namespace.
-        self.procs.append(subprocess.Popen(
-            ["sh", "-c", f"echo $$ > {container}/cgroup.procs; exec ip netns exec {self.lab.ns(host)} sleep 600"]))
+        # The pod's process: in its container's cgroup and in its host's network namespace before
+        # the pod is there to be targeted, as a runtime starts it. (The cgroup first: ip netns exec
+        # mounts a sysfs of the namespace's own, without the cgroup tree.)
+        proc = subprocess.Popen(["sh", "-c", f"echo $$ > {container}/cgroup.procs && "
+                                 f"exec ip netns exec {self.lab.ns(host)} sh -c 'echo in; exec sleep 600'"],
+                                stdout=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        assert proc.stdout.readline() == "in\n", f"the pod's process did not join {container}"
+        proc.stdout.close()
         return {"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": name, "namespace": NS, "uid": uid, "labels": labels, "resourceVersion": "1"},
                 "spec": {"nodeName": NODE, "containers": [{"name": "app"}]},

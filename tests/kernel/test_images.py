@@ -199,24 +199,12 @@ def capabilities(agent_container):
     return {c.name: (c.available, c.reason) for c in answer.capabilities}
 
 
-def wait_for_a_process(cgroup, timeout=10):
-    """Until the pod's process has moved itself into its cgroup (it does so as it starts)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(os.path.join(cgroup, "cgroup.procs"), encoding="ascii") as handle:
-            if handle.read().strip():
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"no process in {cgroup} after {timeout} s")
-
-
 def loss_on_a_local_pod(lab, agent_container):
     """(records, measured loss): a 30 % loss placed on a local pod, measured by a ping flood."""
     pods = LocalPods(lab)
     try:
         _, b_ip = lab.link("a", "b", "10.251.1")
-        pod, cgroup = pods.add("web-1", "a", {"app": "web"})
-        wait_for_a_process(cgroup)
+        pod, _ = pods.add("web-1", "a", {"app": "web"})
         records = place_loss(agent_container, pod, 30)
         assert records and "error" not in records[0], f"{records}\n{agent_container.logs()}"
         sent, received, _ = lab.ping_flood("a", b_ip, 2000)

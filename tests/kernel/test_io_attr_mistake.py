@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -76,7 +77,7 @@ def cgroups():
     made = []
 
     def make(name):
-        path = os.path.join(topology.cgroup2_mount(), f"kft-attr-{os.getpid()}-{name}")
+        path = os.path.join(topology.cgroup2_mount(), f"kft-attr-{uuid.uuid4().hex[:8]}-{name}")
         os.mkdir(path)
         made.append(path)
         return path
@@ -102,13 +103,6 @@ def files(tmp_path):
     (tmp_path / "data.db").write_bytes(CONTENT)
     (tmp_path / "notes.txt").write_bytes(CONTENT)
     return tmp_path
-
-
-@pytest.fixture
-def io_engine(io_datapath, capabilities):
-    engine = iofault.IOFaultEngine(io_datapath, capabilities, lease_s=60)
-    yield engine
-    engine.revoke_all()
 
 
 def metric(engine, method, outcome):

@@ -9,12 +9,12 @@ open from before the experiment by a relative path, as etcd does, and reads thro
 """
 import os
 import sys
+import uuid
 
 import pytest
 
 from conftest import CommandVictim, remove_cgroup
 
-from kfault_agent.engines import iofault
 from kfault_agent.kernel import topology
 from kfault_api import spec
 
@@ -71,7 +71,7 @@ class Etcd(CommandVictim):
 
 @pytest.fixture
 def etcd():
-    cgroup = os.path.join(topology.cgroup2_mount(), f"kft-etcd-{os.getpid()}")
+    cgroup = os.path.join(topology.cgroup2_mount(), f"kft-etcd-{uuid.uuid4().hex[:8]}")
     os.mkdir(cgroup)
     victim = None
     try:
@@ -83,14 +83,9 @@ def etcd():
         remove_cgroup(cgroup)
 
 
-@pytest.fixture
-def io_engine(io_datapath, capabilities):
-    engine = iofault.IOFaultEngine(io_datapath, capabilities, lease_s=60)
-    yield engine
-    engine.revoke_all()
-
-
 def between(share, low, high):
+    # Bounds on a share drawn at random are about 4 standard deviations wide: one failure in a
+    # few hundred runs would be a flake in CI.
     return low <= share <= high
 
 
@@ -103,7 +98,7 @@ def test_chaos_mesh_io_delay_example_runs(etcd, io_engine):
                            victim.ask("read 40")):
         assert all(error == 0 for error, _ in reads), (name, reads)
         delayed = [ms for _, ms in reads if ms >= 100]
-        assert between(len(delayed) / len(reads), 0.25, 0.75), (name, [round(ms) for _, ms in reads])
+        assert between(len(delayed) / len(reads), 0.20, 0.80), (name, [round(ms) for _, ms in reads])
     calls, delay_ns = io_engine.counters(io_engine.active()[0])
     assert calls["read"]["delayed"] >= 20 and delay_ns >= 20 * 100_000_000, calls
 
@@ -116,7 +111,7 @@ def test_chaos_mesh_io_errno_example_runs(etcd, io_engine):
                            victim.ask("read 100")):
         errors = [error for error, _ in reads]
         assert set(errors) <= {0, EIO}, (name, errors)
-        assert between(errors.count(EIO) / len(errors), 0.35, 0.65), (name, errors)
+        assert between(errors.count(EIO) / len(errors), 0.30, 0.70), (name, errors)
     io_engine.revoke_all()
     assert all(error == 0 for reads in victim.ask("read 20") for error, _ in reads), "revoking left failures"
 

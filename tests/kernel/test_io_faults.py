@@ -99,13 +99,6 @@ def files(tmp_path):
     return tmp_path
 
 
-@pytest.fixture
-def io_engine(io_datapath, capabilities):
-    engine = iofault.IOFaultEngine(io_datapath, capabilities, lease_s=30)
-    yield engine
-    engine.revoke_all()
-
-
 def wait_held(engine, pid, timeout=5.0):
     """The holder seizes new processes within its rescan interval; wait until it has."""
     deadline = time.monotonic() + timeout
@@ -160,7 +153,7 @@ def test_latency_percent_50_delays_about_half_the_calls(victims, files, io_engin
     victims.go(victim)
     took = victims.result(victim)["calls"][0]["ms"]
     delayed = sum(1 for ms in took if ms >= 10) / len(took)
-    assert 0.40 <= delayed <= 0.60, delayed
+    assert 0.35 <= delayed <= 0.65, delayed
 
 
 @pytest.mark.kernel("io-tracepoints", "ptrace")
@@ -222,7 +215,7 @@ def test_errno_percent_50_fails_about_half(victims, files, io_engine):
     victims.go(victim)
     errors = victims.result(victim)["calls"][0]["errno"]
     assert set(errors) <= {0, 28}
-    assert 0.40 <= errors.count(28) / len(errors) <= 0.60
+    assert 0.35 <= errors.count(28) / len(errors) <= 0.65
 
 
 @pytest.mark.parametrize("action", [pytest.param("fault", marks=pytest.mark.kernel("io-tracepoints", "io-errno")),

@@ -172,20 +172,16 @@ def cleanup():
 def test_revoke_outlives_the_target_process_and_its_namespace(lab, engine):
     lab.link("a", "b", "10.250.1")
     before = lab.tc_state()
-    inode = os.stat(f"/run/netns/{lab.ns('a')}").st_ino
-    proc = subprocess.Popen(["ip", "netns", "exec", lab.ns("a"), "sleep", "600"])
+    # It speaks once in the namespace: before that, its pid names the machine's own.
+    proc = subprocess.Popen(["ip", "netns", "exec", lab.ns("a"), "sh", "-c", "echo in; exec sleep 600"],
+                            stdout=subprocess.PIPE, text=True)
     try:
-        for _ in range(100):
-            try:
-                if os.stat(f"/proc/{proc.pid}/ns/net").st_ino == inode:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.02)
+        assert proc.stdout.readline() == "in\n"
         engine.apply(chaos("partition"), topology.resolve_net_target(f"pid:{proc.pid}"))
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
     # The process that named the namespace is gone; the namespace (named by the lab) is not.
     engine.revoke_all()
     assert lab.tc_state() == before

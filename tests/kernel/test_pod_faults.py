@@ -31,7 +31,10 @@ def cgroup_with_a_counter(tmp_path):
     counter.write_text("")
     proc = subprocess.Popen(["sh", "-c", f"echo $$ > {path}/cgroup.procs; "
                              f"while true; do echo . >> {counter}; sleep 0.01; done"])
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while str(proc.pid) not in open(f"{path}/cgroup.procs", encoding="ascii").read().split():
+        assert time.monotonic() < deadline, f"the counter never joined {path}"
+        time.sleep(0.02)
     yield path, counter, proc
     podfault.set_frozen(path, False)
     proc.kill()
