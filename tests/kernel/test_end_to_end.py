@@ -67,14 +67,16 @@ class LocalPods:
             remove_cgroup(self.root)
 
 
-@pytest.fixture
-def agent(tmp_path, capabilities):
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory, capabilities):
     """`kfault agent` as its own process, as on a node (it forks, as pyroute2 and the holder
-    do, which must not share a process with the controller's event loop)."""
+    do, which must not share a process with the controller's event loop). One for the module,
+    as a node has one for its life: each test's experiment ends when it is deleted, and its
+    compile took 100 s per test under the VM tier's emulation."""
     proc = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "agent", "--insecure", "--listen",
                              "127.0.0.1:0", "--node", NODE, "--lease", "10"],
                             stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "KFAULT_STATE_DIR": str(tmp_path)})
+                            env={**os.environ, "KFAULT_STATE_DIR": str(tmp_path_factory.mktemp("agent-state"))})
     line = proc.stdout.readline()
     assert "serving" in line, line
     yield int(line.split(" on ")[1].split()[0].rsplit(":", 1)[1])
