@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from kfault_api.spec import EXPERIMENTS, KINDS
+from kfault_api.spec import KINDS
 from kfault_controller import placement, selection
 from kfault_controller.cluster import ClusterView
 
@@ -167,7 +167,3 @@ def test_io_container_names_become_container_ids_per_pod_not_spec():
     web = dict(PODS[0], status={"containerStatuses": [{"name": "main", "containerID": "containerd://a"},
                                                       {"name": "sidecar", "containerID": "containerd://b"}]})
     assert list(placement.pod_target(web, spec["containerNames"]).pod.container_ids) == ["containerd://a"]
-
-
-def test_every_kind_says_how_it_is_placed():
-    assert placement.PLACEMENT.keys() == EXPERIMENTS.keys()

@@ -605,7 +605,8 @@ class Kind:
 SCHEDULE_LABEL = "managed-by"
 LABEL_VALUE_MAX = 63
 
-# The kinds agents run: each has an engine on the node and a row of the controller's PLACEMENT.
+# The kinds agents run: each has an engine on the node and a row of the controller's PLACEMENT
+# (tests/test_kinds.py checks every layer has each kind).
 EXPERIMENTS = {kind.name: kind for kind in (
     Kind("NetworkChaos", "kfnet", schema.NETWORK_CHAOS_SPEC, NetworkChaos, _network_chaos, "networkChaos"),
     Kind("IOChaos", "kfio", schema.IO_CHAOS_SPEC, IOChaos, _io_chaos, "ioChaos"),

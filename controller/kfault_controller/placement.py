@@ -23,7 +23,7 @@ class KindPlacement:
     api_actions: frozenset = frozenset()  # done by the controller through the API server, not by an agent
 
 
-# One row per kind of kfault_api.spec.EXPERIMENTS (tests/test_selection.py checks none is missing).
+# One row per kind of kfault_api.spec.EXPERIMENTS (tests/test_kinds.py checks none is missing).
 PLACEMENT = {
     "NetworkChaos": KindPlacement(peers_from_target=True),
     "IOChaos": KindPlacement(per_pod_fields=("containerNames",)),
