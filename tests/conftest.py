@@ -11,6 +11,7 @@ import pytest
 
 from kfault_api import spec
 from kfault_lab.hosts import Lab
+from tiers import pytest_addoption, pytest_collection_modifyitems  # noqa: F401 (hooks: which tests a tier runs)
 
 # Features this kernel must have: a test needing one fails instead of skipping. The VM tier
 # (tests/kernel/run) lists what a stock kernel has, so nothing there skips by accident.

@@ -26,7 +26,8 @@ def chaos(action, name="exp", **fields):
                                   "metadata": {"name": name}, "spec": {"action": action, **fields}})
 
 
-@pytest.fixture(params=CNI_MODES)
+@pytest.fixture(params=[pytest.param(mode, marks=pytest.mark.kernel("tcx")) if mode == "tcx" else mode
+                        for mode in CNI_MODES])
 def pods(request, lab, capabilities):
     """Pods a and b on node n, and the emulated CNI on n's side of their veths; their addresses."""
     if request.param == "tcx" and not capabilities["tcx"].available:
@@ -36,7 +37,7 @@ def pods(request, lab, capabilities):
     return addresses
 
 
-@pytest.fixture(params=["tcx", "clsact"])
+@pytest.fixture(params=[pytest.param("tcx", marks=pytest.mark.kernel("tcx")), "clsact"])
 def ours(request, datapath, capabilities):
     """A network engine attaching with tcx links or with classic tc, where the kernel can."""
     from kfault_agent.engines import netfault
@@ -66,6 +67,7 @@ def test_the_cni_carries_pod_to_pod_traffic_past_the_node(lab, pods):
     assert lab.counter("n", "IpForwDatagrams") == before, "the node's stack forwarded: the CNI did not redirect"
 
 
+@pytest.mark.stock_kernel("a CNI on classic tc, and ours on classic tc before it")
 @pytest.mark.parametrize("direction", ["to", "from"])
 def test_loss_30_percent(lab, pods, ours, direction):
     sender, _, address = ends(direction, pods)
@@ -224,6 +226,7 @@ def test_killed_runner_leaves_no_fault_after_its_lease(lab, pods, tmp_path):
         runner.kill()
 
 
+@pytest.mark.stock_kernel("classic tc priorities, where the host has tcx")
 def test_classic_filters_go_before_every_other_filter_or_refuse(lab, pods, datapath, capabilities):
     """Classic tc runs filters by priority: ours take one below the lowest there, and a filter
     at priority 1, which nothing can go before, is a refusal naming it."""

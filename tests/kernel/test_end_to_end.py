@@ -119,6 +119,7 @@ def phase(kmock, plural, name):
     return kmock.objects[f"kfault.dev/v1alpha1/{plural}", NS, name].get("status", {}).get("phase")
 
 
+@pytest.mark.stock_kernel("the agent on a stock kernel, classic tc")
 @pytest.mark.asyncio
 async def test_network_chaos_loss_30_percent_on_a_local_pod(cluster, lab):
     kmock, pods = cluster
@@ -138,6 +139,7 @@ async def test_network_chaos_loss_30_percent_on_a_local_pod(cluster, lab):
         assert received == sent
 
 
+@pytest.mark.stock_kernel("the agent on a stock kernel, file hooks")
 @pytest.mark.asyncio
 async def test_io_chaos_latency_measured_by_the_victim(cluster, lab, tmp_path):
     kmock, pods = cluster

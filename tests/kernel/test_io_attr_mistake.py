@@ -122,6 +122,7 @@ def overridden(st):
             "ctime": st["st_ctime_ns"] == ATTR["ctime"]["sec"] * 10**9 + ATTR["ctime"]["nsec"]}
 
 
+@pytest.mark.stock_kernel("the stat override on 6.1's verifier")
 @writes_user
 def test_attr_override_is_what_stat_lstat_and_the_stat_command_report(cgroups, victims, files, io_engine):
     target = cgroups("target")
@@ -222,6 +223,7 @@ def test_mistake_random_filling_and_percent(cgroups, victims, files, io_engine):
     assert (files / "data.db").read_bytes() == CONTENT
 
 
+@pytest.mark.stock_kernel("mistake's bpf_probe_write_user on 6.1")
 @writes_user
 def test_mistake_write_stores_wrong_bytes(cgroups, victims, files, io_engine):
     """A write's data is changed before the kernel copies it: the file gets the wrong bytes."""

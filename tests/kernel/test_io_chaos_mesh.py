@@ -89,6 +89,7 @@ def between(share, low, high):
     return low <= share <= high
 
 
+@pytest.mark.stock_kernel("the example through the file hooks")
 @pytest.mark.kernel("io-tracepoints", "ptrace")
 def test_chaos_mesh_io_delay_example_runs(etcd, io_engine):
     victim, target = etcd

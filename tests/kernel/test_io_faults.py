@@ -110,6 +110,7 @@ def wait_held(engine, pid, timeout=5.0):
     raise AssertionError(f"pid {pid} was not seized by the holder within {timeout}s")
 
 
+@pytest.mark.stock_kernel("the file hooks decide reads")
 @pytest.mark.kernel("io-tracepoints", "ptrace")
 def test_latency_holds_only_the_reading_thread_of_a_matching_path(victims, files, io_engine):
     target = victims.cgroup("target")
@@ -156,6 +157,7 @@ def test_latency_percent_50_delays_about_half_the_calls(victims, files, io_engin
     assert 0.35 <= delayed <= 0.65, delayed
 
 
+@pytest.mark.stock_kernel("a read held by the file hooks when the agent dies")
 @pytest.mark.kernel("io-tracepoints", "ptrace")
 def test_killed_agent_mid_delay_leaves_the_victim_running(victims, files, tmp_path):
     target = victims.cgroup("target")
@@ -344,7 +346,8 @@ REACH_ERRNO = 5
 # measurement, and 20 processes starting one after another take more than the fixture's 30 s
 # under the VM tier's emulation.
 REACH_LEASE_S = 600
-ACTIONS = [pytest.param("latency", marks=pytest.mark.kernel("io-tracepoints", "ptrace")),
+ACTIONS = [pytest.param("latency", marks=[pytest.mark.kernel("io-tracepoints", "ptrace"),
+                                         pytest.mark.stock_kernel("reach through the file hooks")]),
            pytest.param("fault", marks=pytest.mark.kernel("io-tracepoints", "io-errno"))]
 
 
@@ -570,6 +573,7 @@ def method_victim(victims, files, call, matching, other, count):
                                                     [call, str(files / other), count]], options)
 
 
+@pytest.mark.stock_kernel("read and write at the file hooks, the rest at the tracepoints")
 @pytest.mark.kernel("io-tracepoints", "ptrace")
 @pytest.mark.parametrize("call, method, matching, other", FILE_METHOD_CALLS)
 def test_latency_on_a_file_method_holds_only_its_matching_calls(victims, files, io_engine, call, method,
@@ -651,6 +655,7 @@ GO_SERVER = pytest.mark.skipif(not shutil.which("prometheus"),
                                reason="no prometheus (Debian's, which scripts/setup-host installs)")
 
 
+@pytest.mark.stock_kernel("a real server held through the file hooks")
 @pytest.mark.kernel("io-tracepoints", "ptrace")
 @GO_SERVER
 def test_latency_holds_a_go_server_that_ran_before_the_experiment(victims, files, io_engine):

@@ -84,6 +84,7 @@ def test_ipv6_port_filter_works_behind_extension_headers(lab, engine, headers):
     assert lab.ping_flood("a", b6, 100)[1] == 100, "another protocol passes"
 
 
+@pytest.mark.stock_kernel("extension headers walked on 6.1's verifier")
 def test_ipv6_protocol_filter_works_behind_extension_headers(lab, engine):
     b6 = dual_stack(lab)
     engine.apply(chaos("partition", protocol="udp"), target(lab))

@@ -35,6 +35,7 @@ def loss_runs(received, count):
     return runs + ([run] if run else [])
 
 
+@pytest.mark.stock_kernel("classic tc filters on clsact, where the host attaches tcx links")
 def test_loss_30_percent_looks_like_network_loss(lab, engine):
     _, b_ip = lab.link("a", "b", "10.250.1")
     engine.apply(chaos("loss", loss={"loss": "30"}), target(lab))
@@ -134,6 +135,7 @@ def test_rule_past_its_deadline_stops_acting_by_itself(lab, datapath, capabiliti
         engine.revoke_all()
 
 
+@pytest.mark.stock_kernel("classic tc filters outlive a killed runner: the rule lapses in the kernel")
 def test_killed_runner_leaves_no_fault_after_its_lease(lab, tmp_path):
     lab.link("a", "b", "10.250.1")
     before = lab.tc_state()
@@ -192,6 +194,7 @@ def test_revoke_outlives_the_target_process_and_its_namespace(lab, engine):
     assert engine.active() == []
 
 
+@pytest.mark.stock_kernel("removal of classic tc filters and the clsact qdisc")
 def test_removal_restores_interfaces_exactly(lab, engine):
     lab.link("a", "b", "10.250.1")
     # A clsact with someone else's filter on the target's interface must survive untouched.

@@ -48,6 +48,7 @@ def progress(counter, seconds=0.4):
     return counter.read_text().count("\n") - before
 
 
+@pytest.mark.stock_kernel("the cgroup v2 freezer of a unified hierarchy")
 def test_pod_failure_freezes_and_recovery_thaws(cgroup_with_a_counter, tmp_path):
     path, counter, _ = cgroup_with_a_counter
     engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(str(tmp_path)))

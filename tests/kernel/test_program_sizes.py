@@ -18,6 +18,8 @@ import pytest
 
 from kfault_agent.kernel import loader
 
+pytestmark = pytest.mark.stock_kernel("what 6.1's verifier makes of every program")
+
 TABLE = os.path.join(os.path.dirname(__file__), "program_sizes.json")
 HEADROOM = 0.10
 RECORDING = os.environ.get("KFAULT_RECORD_PROGRAM_SIZES") == "1"
