@@ -1,4 +1,4 @@
-"""What Grafana and the Prometheus Operator read from manifests/: the dashboard's queries, with
+"""What Grafana and the Prometheus Operator read from manifests/monitoring/: the dashboard's queries, with
 its variables replaced as Grafana replaces them, and the PrometheusRule's groups as a rule file."""
 import json
 import os
@@ -6,9 +6,9 @@ import re
 
 import yaml
 
-MANIFESTS = os.path.join(os.path.dirname(__file__), "..", "manifests")
-DASHBOARD = os.path.join(MANIFESTS, "grafana-dashboard.json")
-PROMETHEUS_RULE = os.path.join(MANIFESTS, "prometheusrule.yaml")
+MONITORING = os.path.join(os.path.dirname(__file__), "..", "manifests", "monitoring")
+DASHBOARD = os.path.join(MONITORING, "grafana-dashboard.json")
+PROMETHEUS_RULE = os.path.join(MONITORING, "prometheusrule.yaml")
 # Grafana's built-in variables, at what the dashboard would use over its default 30 minutes
 # (at least four scrapes for $__rate_interval, whatever the scrape interval in the tests).
 BUILT_IN = {"__rate_interval": "1m", "__interval": "15s", "__range": "30m"}

@@ -1,4 +1,4 @@
-"""What each package may import: the layering README's "How it works" describes, checked.
+"""What each package may import: the layering CONTRIBUTING.md's "Where things are" describes, checked.
 
   kfault_api         the shared model: standard library, yaml, grpc/protobuf; nothing of ours
   kfault_agent       kfault_api; bcc only in kernel/loader.py; never kopf, kubernetes, the controller or the lab

@@ -1,4 +1,4 @@
-"""Every make target the README names is a script sh can read: `make -n` prints what each
+"""Every make target is a script sh can read (the docs name them: tests/test_docs.py): `make -n` prints what each
 would run, without running it, and `sh -n` parses that. (kernel-bench once lost a quote, and
 nothing ran it but a person.)"""
 import os

@@ -38,10 +38,22 @@ def test_every_manifest_parses_into_kubernetes_objects(path):
             assert doc["metadata"]["name"]
 
 
-def test_kustomization_lists_every_manifest():
-    with open(os.path.join(MANIFESTS, "kustomization.yaml"), encoding="utf-8") as handle:
-        listed = set(yaml.safe_load(handle)["resources"])
-    on_disk = {os.path.relpath(p, MANIFESTS) for p in manifest_files()} - {"kustomization.yaml"}
+# Each kustomization and the folder it owns: the base (core kinds and our CRDs, for any cluster)
+# and monitoring/ (the Prometheus Operator's kinds and the dashboard), applied after it.
+KUSTOMIZATIONS = ("", "monitoring")
+
+
+def kustomization(folder=""):
+    with open(os.path.join(MANIFESTS, folder, "kustomization.yaml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def test_each_kustomization_lists_every_manifest_of_its_folder():
+    on_disk = {os.path.relpath(p, MANIFESTS) for p in manifest_files()}
+    listed = set()
+    for folder in KUSTOMIZATIONS:
+        listed |= {os.path.join(folder, r) for r in kustomization(folder)["resources"]}
+        listed.add(os.path.join(folder, "kustomization.yaml"))
     assert listed == on_disk
 
 
@@ -60,8 +72,7 @@ def test_manifests_name_the_images_make_images_builds():
                 if doc and doc["kind"] in ("DaemonSet", "Deployment"):
                     named |= {c["image"] for c in doc["spec"]["template"]["spec"]["containers"]}
     assert named == built_image_names()
-    with open(os.path.join(MANIFESTS, "kustomization.yaml"), encoding="utf-8") as handle:
-        images = yaml.safe_load(handle)["images"]
+    images = kustomization()["images"]
     assert {f"{i['newName']}:{i['newTag']}" for i in images} == named
 
 
@@ -137,13 +148,36 @@ def test_chaos_mesh_documents_validate_after_changing_only_api_version(path):
         spec.parse_experiment(doc, for_node=False)
 
 
-@pytest.mark.skipif(not shutil.which("kubectl"), reason="needs kubectl (its built-in kustomize renders offline)")
-def test_kustomize_renders_the_install():
-    out = subprocess.run(["kubectl", "kustomize", MANIFESTS], capture_output=True, text=True, timeout=60)
+# What a bare cluster (minikube, kind) knows without our CRDs: the base may hold nothing else,
+# so `kubectl apply -k manifests/` works there (the Prometheus Operator's kinds are monitoring/'s).
+CORE_KINDS = {("v1", "Namespace"), ("v1", "ServiceAccount"), ("v1", "Service"), ("v1", "ConfigMap"),
+              ("v1", "Secret"), ("apps/v1", "DaemonSet"), ("apps/v1", "Deployment"),
+              ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+              ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+              ("apiextensions.k8s.io/v1", "CustomResourceDefinition")}
+
+
+def kustomize(folder):
+    out = subprocess.run(["kubectl", "kustomize", os.path.join(MANIFESTS, folder)], capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
-    kinds = sorted(d["kind"] for d in yaml.safe_load_all(out.stdout) if d)
-    assert kinds.count("CustomResourceDefinition") == len(spec.KINDS)
-    assert {"Namespace", "DaemonSet", "Deployment", "ClusterRole", "ClusterRoleBinding", "ServiceMonitor"} <= set(kinds)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="needs kubectl (its built-in kustomize renders offline)")
+def test_the_base_install_holds_only_core_kinds_and_our_crds():
+    docs = kustomize("")
+    kinds = {(d["apiVersion"], d["kind"]) for d in docs}
+    assert kinds <= CORE_KINDS, f"not on a bare cluster: {sorted(kinds - CORE_KINDS)}"
+    crds = sorted(d["spec"]["names"]["kind"] for d in docs if d["kind"] == "CustomResourceDefinition")
+    assert crds == sorted(spec.KINDS)
+    assert {"Namespace", "DaemonSet", "Deployment", "ClusterRole", "ClusterRoleBinding"} <= {k for _, k in kinds}
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="needs kubectl (its built-in kustomize renders offline)")
+def test_monitoring_is_a_kustomization_of_its_own():
+    kinds = sorted(d["kind"] for d in kustomize("monitoring"))
+    assert kinds == ["ConfigMap", "PrometheusRule", "ServiceMonitor"]
 
 
 def test_the_controllers_role_covers_every_kind():

@@ -1,5 +1,5 @@
-"""Offline checks of the dashboard and the alerts (manifests/grafana-dashboard.json,
-manifests/prometheusrule.yaml): promtool accepts the rules and every query, and each alert fires
+"""Offline checks of the dashboard and the alerts (manifests/monitoring/grafana-dashboard.json,
+manifests/monitoring/prometheusrule.yaml): promtool accepts the rules and every query, and each alert fires
 when, and only when, its unit tests (tests/monitoring/alerts_test.yaml) say. That every query
 returns data from a real agent and controller is tests/kernel/test_dashboard.py's."""
 import os
@@ -65,7 +65,7 @@ def test_dashboard_imports_with_any_prometheus_data_source():
 
 @pytest.mark.skipif(not shutil.which("kubectl"), reason="needs kubectl (its built-in kustomize renders offline)")
 def test_kustomize_installs_the_rules_and_the_dashboard_for_grafanas_sidecar():
-    out = subprocess.run(["kubectl", "kustomize", grafana.MANIFESTS], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(["kubectl", "kustomize", grafana.MONITORING], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out.stdout) if d}
     assert docs["PrometheusRule", "kfault"]["spec"] == grafana.rule_groups()

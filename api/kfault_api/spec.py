@@ -60,7 +60,7 @@ class Bandwidth:
     rate_bytes_per_sec: int
     limit_bytes: int
     buffer_bytes: int
-    peakrate_bytes_per_sec: int = 0    # tbf's peakrate and minburst, 0 = not set (README: bandwidth)
+    peakrate_bytes_per_sec: int = 0    # tbf's peakrate and minburst, 0 = not set (docs/kinds/networkchaos.md)
     minburst_bytes: int = 0
 
     @property

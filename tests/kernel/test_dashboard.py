@@ -1,8 +1,8 @@
 """The dashboard and the alerts against what a cluster really exports: Debian's Prometheus
 scrapes a real agent (real datapaths, local pods) and the controller (on kmock) while a
 NetworkChaos, an IOChaos and a PodChaos are injected, and every query of every panel of
-manifests/grafana-dashboard.json (parsed from it, so a new panel is covered) must return data.
-Prometheus also evaluates manifests/prometheusrule.yaml's alerts on the same series."""
+manifests/monitoring/grafana-dashboard.json (parsed from it, so a new panel is covered) must return data.
+Prometheus also evaluates manifests/monitoring/prometheusrule.yaml's alerts on the same series."""
 import asyncio
 import json
 import math
