@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test kernel-test bench bench-io bench-controller kernel-bench proto crds images clean
+.PHONY: setup demo lint test kernel-test bench bench-io bench-controller kernel-bench proto crds images clean
 
 setup:
 	scripts/setup-host
@@ -13,11 +13,17 @@ demo: setup
 # Every test on this machine's kernel; a test needing a feature it lacks skips, naming it.
 test:
 	scripts/setup-host test
-	$(PY) -m pytest -v -p no:cacheprovider -rs tests
+	$(PY) -m pytest -v -p no:cacheprovider -rs --durations=25 tests
 
-# The kernel tests on Debian's stock kernel in a VM (virtme-ng; KVM or TCG), nothing skipped.
+# The stock-kernel tier: Debian's stock kernel in a VM (virtme-ng; KVM or TCG), the tests only
+# such a kernel can show (tests/tiers.py), nothing skipped.
 kernel-test: setup
-	scripts/vm-run tests/kernel/run
+	scripts/vm-run env KFAULT_TIER=stock-kernel tests/kernel/run
+
+# Python by ruff (pyproject.toml), BPF C by clang-format (bpf/.clang-format).
+lint:
+	scripts/setup-host test
+	$(VENV)/bin/ruff check .
 
 bench: setup
 	$(PY) bench/net_overhead.py
