@@ -1,21 +1,26 @@
 """The controller against kmock's Kubernetes emulator, with real agent gRPC servers (one per
 node) whose engines record what they are asked to place instead of touching the kernel."""
-import os
+import dataclasses
 
 import pytest
 
-os.environ.setdefault("KFAULT_RENEW_S", "0.5")
-os.environ.setdefault("KFAULT_LEASE_S", "2")
-
-from conftest import NS, RecordingEngine, controller, register_cluster, wait_for  # noqa: E402
-from kfault_agent import server  # noqa: E402
-from kfault_agent.kernel.loader import Capability  # noqa: E402
-from kfault_controller import agents, status  # noqa: E402
-from kfault_controller.agents import AgentDirectory  # noqa: E402
-from kfault_controller.windows import PAUSE_ANNOTATION  # noqa: E402
+from conftest import NS, RecordingEngine, register_cluster, wait_for
+from conftest import controller as controller_with
+from kfault_agent import server
+from kfault_agent.kernel.loader import Capability
+from kfault_controller import status
+from kfault_controller.settings import Settings
+from kfault_controller.windows import PAUSE_ANNOTATION
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 CHAOS = "kfault.dev/v1alpha1/networkchaos"
+# The controller's timings, shortened: a renewal every half second, leases of 2 s.
+FAST = Settings(renew_s=0.5, lease_s=2, schedule_tick_s=0.5)
+
+
+def controller(**chosen):
+    """The controller with FAST settings, but for what the test chose (Settings' fields)."""
+    return controller_with(dataclasses.replace(FAST, **chosen))
 
 
 class Node:
@@ -37,9 +42,7 @@ class Node:
 @pytest.fixture
 def nodes():
     made = {"node-a": Node("node-a"), "node-b": Node("node-b", refuse="delay needs sch_fq: build with CONFIG_NET_SCH_FQ")}
-    agents.Config.agents = AgentDirectory()
     yield made
-    agents.Config.agents.close()
     for node in made.values():
         node.close()
 

@@ -5,22 +5,17 @@ touches team-b unless team-b consents."""
 import asyncio
 import datetime
 import itertools
-import os
 
 import pytest
 
-os.environ.setdefault("KFAULT_RENEW_S", "0.5")
-os.environ.setdefault("KFAULT_LEASE_S", "2")
-os.environ.setdefault("KFAULT_SCHEDULE_TICK_S", "0.5")
+from test_blast_radius import populate_teams
+from test_controller import CHAOS, NS, controller, nodes, populate  # noqa: F401 - nodes is a fixture
 
-from test_blast_radius import populate_teams  # noqa: E402
-from test_controller import CHAOS, NS, nodes, populate  # noqa: E402,F401 - nodes is a fixture
-
-from conftest import annotate_namespace, controller, wait_for  # noqa: E402
-from kfault_api import spec as api_spec  # noqa: E402
-from kfault_controller import status as report  # noqa: E402
-from kfault_controller.selection import ACCEPT_ANNOTATION  # noqa: E402
-from kfault_controller.windows import PAUSE_ANNOTATION  # noqa: E402
+from conftest import annotate_namespace, wait_for
+from kfault_api import spec as api_spec
+from kfault_controller import status as report
+from kfault_controller.selection import ACCEPT_ANNOTATION
+from kfault_controller.windows import PAUSE_ANNOTATION
 
 pytestmark = pytest.mark.usefixtures("kubeconfig", "server_set_fields")
 SCHEDULES = "kfault.dev/v1alpha1/schedules"
