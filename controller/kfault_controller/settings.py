@@ -10,7 +10,7 @@ class Settings:
     credentials: object = None          # grpc channel credentials to dial agents (mTLS); None: plaintext, local tests
     lease_s: float = 15.0               # how long an agent holds a placement that nobody renews
     renew_s: float = 5.0                # a third of the lease: two renewals may fail
-    schedule_tick_s: float = 1.0        # how often each Schedule looks at the clock: Chaos Mesh's examples run @every 5s
+    schedule_tick_s: float = 1.0        # how often each Schedule looks at the clock (Chaos Mesh examples: @every 5s)
     agent_namespace: str = "kfault-system"      # where the agents' pods are
     allow_cross_namespace: bool = False         # --allow-cross-namespace: any namespace's pods, without its consent
 
