@@ -224,3 +224,11 @@ async def test_a_bad_schedule_is_reported_in_status(kmock, nodes):
         await wait_for(lambda: kmock.objects[CHAOS, NS, "bad-cron"].get("status", {}).get("phase") == "Failed")
         assert "spec.scheduler.cron" in kmock.objects[CHAOS, NS, "bad-cron"]["status"]["conditions"][0]["message"]
     assert nodes["node-a"].engine.history == []
+
+
+def test_the_deployments_environment_overrides_the_settings_and_the_flags_stay():
+    chosen = Settings(allow_cross_namespace=True).with_environment(
+        {"KFAULT_LEASE_S": "30", "KFAULT_RENEW_S": "10", "KFAULT_SCHEDULE_TICK_S": "5", "KFAULT_NAMESPACE": "chaos"})
+    assert chosen == Settings(lease_s=30, renew_s=10, schedule_tick_s=5, agent_namespace="chaos",
+                              allow_cross_namespace=True)
+    assert Settings().with_environment({}) == Settings()
