@@ -208,8 +208,12 @@ async def test_scheduled_windows_inject_and_recover_again_and_again(kmock, nodes
     async with controller():
         # Window 1 at creation, then waiting, then window 2 three seconds after creation.
         placed = lambda: bool(nodes["node-a"].engine.placed)  # noqa: E731
+        phase = lambda: kmock.objects[CHAOS, NS, "windows"].get("status", {}).get("phase")  # noqa: E731
         await wait_for(placed)
-        await wait_for(lambda: kmock.objects[CHAOS, NS, "windows"].get("status", {}).get("phase") == "Waiting")
+        # Running first: a controller that starts after window 1 (creationTimestamp has whole
+        # seconds) places window 2 while the status still says Waiting.
+        await wait_for(lambda: phase() == "Running")
+        await wait_for(lambda: phase() == "Waiting")
         assert not placed()
         await wait_for(placed, timeout=8)
         await wait_for(lambda: not placed(), timeout=8)

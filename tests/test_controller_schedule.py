@@ -70,12 +70,13 @@ async def test_a_schedule_creates_owned_experiments_that_reach_the_agent_and_pru
     populate(kmock, nodes)
     kmock.objects[SCHEDULES, NS, "flaky"] = schedule("flaky", history=2)
     async with controller():
-        # No run at creation: the first comes one period later, as a NetworkChaos the agent places.
-        await asyncio.sleep(1)
-        assert created(kmock) == set()
+        # No run at creation: the first comes one period later (its name says when it was
+        # scheduled), as a NetworkChaos the agent places.
         await wait_for(lambda: nodes["node-a"].targets(), timeout=8)
         first = next(iter(children(kmock, "flaky").values()))
         meta = first["metadata"]
+        since = report.parse_time(kmock.objects[SCHEDULES, NS, "flaky"]["metadata"]["creationTimestamp"])
+        assert int(meta["name"].rsplit("-", 1)[1]) >= since.timestamp() + 2, (meta["name"], since)
         assert meta["name"].startswith("flaky-") and meta["labels"] == {"managed-by": "flaky"}
         assert meta["ownerReferences"] == [{"apiVersion": "kfault.dev/v1alpha1", "kind": "Schedule", "name": "flaky",
                                             "uid": "uid-flaky", "controller": True, "blockOwnerDeletion": True}]

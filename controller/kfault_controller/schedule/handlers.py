@@ -7,6 +7,8 @@ places them, with their namespace's blast radius), owned by the Schedule: Kubern
 collector deletes them with it, and kopf's finalizer on each takes its fault back first.
 """
 import asyncio
+import functools
+from dataclasses import dataclass
 
 import kopf
 import kubernetes
@@ -85,46 +87,66 @@ def created_at(meta):
     return parse_time(meta["creationTimestamp"]) if meta.get("creationTimestamp") else now()
 
 
-def report_once(body, memo, decision, event_type, reason, message):
-    """An event per skipped or held-back run, not one per tick."""
-    if getattr(memo, "reported", None) != (decision.step, decision.scheduled):
-        memo.reported = (decision.step, decision.scheduled)
-        kopf.event(body, type=event_type, reason=reason, message=message)
+@dataclass
+class Tick:
+    """One tick of one Schedule: what kopf passed, and its spec and cron read once."""
+    body: dict
+    meta: dict
+    status: dict
+    memo: object            # the Schedule's kopf memo: memo.settings, and the run it last reported
+    logger: object
+    model: object           # kfault_api.spec.Schedule
+    cron: Cron
+
+    @property
+    def retry_s(self):
+        """A failed create or delete is tried again at the next tick."""
+        return self.memo.settings.schedule_tick_s
+
+    @functools.cached_property
+    def created(self):
+        return created_at(self.meta)
+
+    def report_once(self, decision, event_type, reason, message):
+        """An event per skipped or held-back run, not one per tick."""
+        if getattr(self.memo, "reported", None) != (decision.step, decision.scheduled):
+            self.memo.reported = (decision.step, decision.scheduled)
+            kopf.event(self.body, type=event_type, reason=reason, message=message)
 
 
-async def run_due(body, meta, status, memo, logger, model, times, children):
+async def run_due(tick, children):
     """Create the experiment of a run that is due (or say why not); the time of the last run."""
     moment = now()
-    last_run = parse_time(status["time"]) if status.get("time") else None
-    decision = runs.decide(times, model, created_at(meta), last_run, children, moment)
+    last_run = parse_time(tick.status["time"]) if tick.status.get("time") else None
+    decision = runs.decide(tick.cron, tick.model, tick.created, last_run, children, moment)
     if decision.step is runs.Step.MISSED:
-        report_once(body, memo, decision, "Warning", "MissSchedule", f"the run of {iso(decision.scheduled)} "
-                    f"is more than startingDeadlineSeconds ({model.starting_deadline_s}) late: skipped")
+        tick.report_once(decision, "Warning", "MissSchedule", f"the run of {iso(decision.scheduled)} is more "
+                         f"than startingDeadlineSeconds ({tick.model.starting_deadline_s}) late: skipped")
     elif decision.step is runs.Step.FORBIDDEN:
         running = ", ".join(c.name for c in children if not c.finished)
-        report_once(body, memo, decision, "Normal", "Forbid", f"concurrencyPolicy Forbid: {running} still running")
-    elif decision.step is runs.Step.RUN and not is_paused(meta):
-        document = runs.child_document(body, model, decision.scheduled)
-        await asyncio.to_thread(create_child, document, memo.settings.schedule_tick_s)
-        logger.info("created %s %s", document["kind"], document["metadata"]["name"])
-        kopf.info(body, reason="Spawned", message=f"created {document['kind']} {document['metadata']['name']}")
+        tick.report_once(decision, "Normal", "Forbid", f"concurrencyPolicy Forbid: {running} still running")
+    elif decision.step is runs.Step.RUN and not is_paused(tick.meta):
+        document = runs.child_document(tick.body, tick.model, decision.scheduled)
+        await asyncio.to_thread(create_child, document, tick.retry_s)
+        tick.logger.info("created %s %s", document["kind"], document["metadata"]["name"])
+        kopf.info(tick.body, reason="Spawned", message=f"created {document['kind']} {document['metadata']['name']}")
         return moment
     return last_run
 
 
-async def prune(children, history_limit, logger, retry_s):
+async def prune(tick, children):
     """Delete the finished experiments beyond historyLimit; the ones left."""
-    gone = runs.to_prune(children, history_limit)
+    gone = runs.to_prune(children, tick.model.history_limit)
     for child in gone:
-        await asyncio.to_thread(delete_child, child, retry_s)
-        logger.info("history: deleted %s %s", child.kind, child.name)
+        await asyncio.to_thread(delete_child, child, tick.retry_s)
+        tick.logger.info("history: deleted %s %s", child.kind, child.name)
     return [c for c in children if c not in gone]
 
 
 async def schedule_tick(body, meta, status, patch, memo, logger, **indexes):
     """Each tick: check the spec, prune the history, create the run that is due, report."""
     try:
-        model, times = read_schedule(body)
+        model, cron = read_schedule(body)
     except (api_spec.InvalidSpec, CronError) as err:
         problem = "; ".join(str(e) for e in err.errors) if isinstance(err, api_spec.InvalidSpec) else str(err)
         conditions = validity(status, problem)
@@ -135,10 +157,10 @@ async def schedule_tick(body, meta, status, patch, memo, logger, **indexes):
     conditions = validity(status, None)
     if conditions:
         patch.status["conditions"] = conditions
-    children = await prune(children_of(meta["uid"], model.type, indexes), model.history_limit, logger,
-                           memo.settings.schedule_tick_s)
-    last_run = await run_due(body, meta, status, memo, logger, model, times, children)
-    patch.status.update(runs.status_changes(status, children, last_run, times.next_start(now(), created_at(meta))))
+    tick = Tick(body, meta, status, memo, logger, model, cron)
+    children = await prune(tick, children_of(meta["uid"], model.type, indexes))
+    last_run = await run_due(tick, children)
+    patch.status.update(runs.status_changes(status, children, last_run, cron.next_start(now(), tick.created)))
 
 
 def register(registry, settings):

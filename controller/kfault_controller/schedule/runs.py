@@ -74,10 +74,10 @@ class Decision:
     scheduled: object = None     # the run's scheduled time (datetime), when one is due
 
 
-def decide(times, model, created, last_run, children, now):
-    """The step now. times: cron.Cron of model.schedule; model: spec.Schedule; created:
+def decide(cron, model, created, last_run, children, now):
+    """The step now. cron: cron.Cron of model.schedule; model: spec.Schedule; created:
     the Schedule's creation (where @every counts from); last_run: status.time or None."""
-    latest = times.latest_start(now, created)
+    latest = cron.latest_start(now, created)
     # status.time has whole seconds: a run at 10:00:00.4 is recorded as 10:00:00, and must not
     # look due again.
     if latest is None or latest.replace(microsecond=0) <= (last_run or created):
