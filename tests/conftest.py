@@ -199,29 +199,28 @@ async def annotate_namespace(kmock, name, annotations):
 
 
 @contextlib.asynccontextmanager
-async def controller():
+async def controller(settings=None):
     """The controller's kopf operator in the test's event loop, cluster-wide as it runs in a
-    cluster: its indexes watch every namespace's pods (the agents' are in kfault-system)."""
+    cluster: its indexes watch every namespace's pods (the agents' are in kfault-system).
+    settings: the controller's (kfault_controller.settings.Settings; None: its defaults). Yields
+    the operator's kopf memo: what the controller holds (its pod cache, its renewals)."""
     import kopf
 
-    import kfault_controller.handlers  # noqa: F401 - registers the handlers
-    from kfault_controller import metrics
+    from kfault_controller import operator
+    from kfault_controller.settings import Settings
 
-    # Each test's controller starts as a new process would: with no experiments counted (the
-    # gauge lives in this process's registry, which every test's controller shares).
-    metrics.forget_phases()
-    settings = kopf.OperatorSettings()
-    settings.scanning.disabled = True
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.scanning.disabled = True
     # kmock sends no bookmarks: a quiet stream is re-made (and everything re-listed) every 10 s
     # rather than every 70, as kopf does to recover from a watch that lost an event.
-    settings.watching.inactivity_timeout = 10
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(kopf.operator(clusterwide=True, standalone=True, settings=settings,
-                                             stop_flag=stop, ready_flag=ready))
+    kopf_settings.watching.inactivity_timeout = 10
+    stop, ready, memo = asyncio.Event(), asyncio.Event(), kopf.Memo()
+    task = asyncio.create_task(operator.run(settings or Settings(), kopf_settings, memo, standalone=True,
+                                            stop_flag=stop, ready_flag=ready))
     try:
         # Ready in about a second here; under the VM tier's emulation it took more than 10 s.
         await asyncio.wait_for(ready.wait(), 120)
-        yield
+        yield memo
     finally:
         # Also when it never got ready: an operator left running would keep the loop, and the
         # test run, from ending.

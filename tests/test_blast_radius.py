@@ -3,18 +3,13 @@ never touches team-b's pods (as selected pods or as a NetworkChaos target's peer
 consents through its annotation, arriving on the controller's watch of namespaces, or the
 administrator allowed it cluster-wide."""
 import asyncio
-import os
 
 import pytest
 
-os.environ.setdefault("KFAULT_RENEW_S", "0.5")
-os.environ.setdefault("KFAULT_LEASE_S", "2")
+from test_controller import CHAOS, controller, nodes, pod, populate  # noqa: F401 - nodes is a fixture
 
-from test_controller import CHAOS, nodes, pod, populate  # noqa: E402,F401 - nodes is a fixture
-
-from conftest import annotate_namespace, controller, wait_for  # noqa: E402
-from kfault_controller import handlers  # noqa: E402
-from kfault_controller.selection import ACCEPT_ANNOTATION  # noqa: E402
+from conftest import annotate_namespace, wait_for
+from kfault_controller.selection import ACCEPT_ANNOTATION
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 WEB = {"labelSelectors": {"app": "web"}}
@@ -125,12 +120,11 @@ async def test_a_target_without_namespaces_means_the_experiments_own(kmock, node
 
 
 @pytest.mark.asyncio
-async def test_the_cluster_wide_switch_lets_it_through_but_not_into_kube_system(kmock, nodes, monkeypatch):
-    monkeypatch.setattr(handlers.Options, "allow_cross_namespace", True)
+async def test_the_cluster_wide_switch_lets_it_through_but_not_into_kube_system(kmock, nodes):
     populate_teams(kmock, nodes)
     kmock.objects[CHAOS, "team-a", "wide"] = chaos("wide", selector={**WEB, "namespaces": ["team-a", "team-b"]})
     kmock.objects[CHAOS, "team-a", "system"] = chaos("system", selector={**WEB, "namespaces": ["kube-system"]})
-    async with controller():
+    async with controller(allow_cross_namespace=True):
         await wait_for(lambda: status_of(kmock, "wide").get("phase") == "Running")
         await wait_for(lambda: status_of(kmock, "system").get("phase") == "Failed")
         assert "kube-system is protected" in selected(kmock, "system")["message"]

@@ -1,21 +1,26 @@
 """The controller against kmock's Kubernetes emulator, with real agent gRPC servers (one per
 node) whose engines record what they are asked to place instead of touching the kernel."""
-import os
+import dataclasses
 
 import pytest
 
-os.environ.setdefault("KFAULT_RENEW_S", "0.5")
-os.environ.setdefault("KFAULT_LEASE_S", "2")
-
-from conftest import NS, RecordingEngine, controller, register_cluster, wait_for  # noqa: E402
-from kfault_agent import server  # noqa: E402
-from kfault_agent.kernel.loader import Capability  # noqa: E402
-from kfault_controller import agents, status  # noqa: E402
-from kfault_controller.agents import AgentDirectory  # noqa: E402
-from kfault_controller.windows import PAUSE_ANNOTATION  # noqa: E402
+from conftest import NS, RecordingEngine, register_cluster, wait_for
+from conftest import controller as controller_with
+from kfault_agent import server
+from kfault_agent.kernel.loader import Capability
+from kfault_controller import status
+from kfault_controller.settings import Settings
+from kfault_controller.windows import PAUSE_ANNOTATION
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 CHAOS = "kfault.dev/v1alpha1/networkchaos"
+# The controller's timings, shortened: a renewal every half second, leases of 2 s.
+FAST = Settings(renew_s=0.5, lease_s=2, schedule_tick_s=0.5)
+
+
+def controller(**chosen):
+    """The controller with FAST settings, but for what the test chose (Settings' fields)."""
+    return controller_with(dataclasses.replace(FAST, **chosen))
 
 
 class Node:
@@ -37,9 +42,7 @@ class Node:
 @pytest.fixture
 def nodes():
     made = {"node-a": Node("node-a"), "node-b": Node("node-b", refuse="delay needs sch_fq: build with CONFIG_NET_SCH_FQ")}
-    agents.Config.agents = AgentDirectory()
     yield made
-    agents.Config.agents.close()
     for node in made.values():
         node.close()
 
@@ -205,8 +208,12 @@ async def test_scheduled_windows_inject_and_recover_again_and_again(kmock, nodes
     async with controller():
         # Window 1 at creation, then waiting, then window 2 three seconds after creation.
         placed = lambda: bool(nodes["node-a"].engine.placed)  # noqa: E731
+        phase = lambda: kmock.objects[CHAOS, NS, "windows"].get("status", {}).get("phase")  # noqa: E731
         await wait_for(placed)
-        await wait_for(lambda: kmock.objects[CHAOS, NS, "windows"].get("status", {}).get("phase") == "Waiting")
+        # Running first: a controller that starts after window 1 (creationTimestamp has whole
+        # seconds) places window 2 while the status still says Waiting.
+        await wait_for(lambda: phase() == "Running")
+        await wait_for(lambda: phase() == "Waiting")
         assert not placed()
         await wait_for(placed, timeout=8)
         await wait_for(lambda: not placed(), timeout=8)
@@ -221,3 +228,11 @@ async def test_a_bad_schedule_is_reported_in_status(kmock, nodes):
         await wait_for(lambda: kmock.objects[CHAOS, NS, "bad-cron"].get("status", {}).get("phase") == "Failed")
         assert "spec.scheduler.cron" in kmock.objects[CHAOS, NS, "bad-cron"]["status"]["conditions"][0]["message"]
     assert nodes["node-a"].engine.history == []
+
+
+def test_the_deployments_environment_overrides_the_settings_and_the_flags_stay():
+    chosen = Settings(allow_cross_namespace=True).with_environment(
+        {"KFAULT_LEASE_S": "30", "KFAULT_RENEW_S": "10", "KFAULT_SCHEDULE_TICK_S": "5", "KFAULT_NAMESPACE": "chaos"})
+    assert chosen == Settings(lease_s=30, renew_s=10, schedule_tick_s=5, agent_namespace="chaos",
+                              allow_cross_namespace=True)
+    assert Settings().with_environment({}) == Settings()

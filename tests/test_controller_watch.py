@@ -2,17 +2,13 @@
 then in steady state its requests for pods and nodes do not grow with its timers, and a pod
 that appears later is on the watch when the experiment next selects."""
 import asyncio
-import os
+import json
 
 import pytest
 
-os.environ.setdefault("KFAULT_RENEW_S", "0.5")
-os.environ.setdefault("KFAULT_LEASE_S", "2")
+from test_controller import CHAOS, agent_pod, chaos, controller, nodes, pod, populate  # noqa: F401 - nodes is a fixture
 
-from test_controller import CHAOS, agent_pod, chaos, nodes, pod, populate  # noqa: E402,F401 - nodes is a fixture
-
-from conftest import NS, controller, wait_for  # noqa: E402
-from kfault_controller import agents  # noqa: E402
+from conftest import NS, wait_for
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 STEADY_S = 12
@@ -26,6 +22,12 @@ def reads(kmock, plural, action):
 
 def by_kopf(requests):
     return [r for r in requests if r.headers.get("User-Agent", "").split("/")[0] == "kopf"]
+
+
+def delete_progress(kmock, name):
+    """kopf's progress of the resource's delete handler, as its annotation keeps it ({}: not begun)."""
+    annotations = kmock.objects[CHAOS, NS, name]["metadata"].get("annotations") or {}
+    return json.loads(annotations.get("kfault.dev/on_delete", "{}"))
 
 
 def renewals(node):
@@ -62,12 +64,12 @@ async def test_a_pod_that_appears_later_is_selected_on_the_next_spec_change(kmoc
     populate(kmock, nodes)
     kmock.objects[CHAOS, NS, "cut"] = chaos("cut")
     path = f"/apis/kfault.dev/v1alpha1/namespaces/{NS}/networkchaos/cut"
-    async with controller():
+    async with controller() as running:
         await wait_for(lambda: kmock.objects[CHAOS, NS, "cut"].get("status", {}).get("phase") == "Running")
         assert set(nodes["node-a"].targets()) == {"default/web-1"}
         response = await kmock.post(f"/api/v1/namespaces/{NS}/pods", json=pod("web-3", "node-a", {"app": "web"}))
         assert response.status in (200, 201), await response.text()
-        await asyncio.sleep(1)      # the pod arrives on the watch
+        await wait_for(lambda: (NS, "web-3") in running.pods.pods)     # the pod arrived on the watch
         await kmock.patch(path, json={"spec": {"loss": {"loss": "40"}}},
                           headers={"Content-Type": "application/merge-patch+json"})
         await wait_for(lambda: "default/web-3" in nodes["node-a"].targets())
@@ -76,17 +78,17 @@ async def test_a_pod_that_appears_later_is_selected_on_the_next_spec_change(kmoc
 
 
 @pytest.mark.asyncio
-async def test_deletion_waits_for_a_missing_agent_to_come_back_on_the_watch(kmock, nodes, monkeypatch):
-    monkeypatch.setattr(agents.Config, "lease_s", 600)     # the fault outlives the test unless revoked
+async def test_deletion_waits_for_a_missing_agent_to_come_back_on_the_watch(kmock, nodes):
     populate(kmock, nodes)
     kmock.objects[CHAOS, NS, "cut"] = chaos("cut")
     agent_path = "/api/v1/namespaces/kfault-system/pods/kfault-agent-node-a"
-    async with controller():
+    async with controller(lease_s=600) as running:     # the fault outlives the test unless revoked
         await wait_for(lambda: nodes["node-a"].engine.placed)
         await kmock.delete(agent_path)        # the agent pod restarts: gone from the watch
-        await asyncio.sleep(1)
+        await wait_for(lambda: "node-a" not in running.pods.agents())
         await kmock.delete(f"/apis/kfault.dev/v1alpha1/namespaces/{NS}/networkchaos/cut")
-        await asyncio.sleep(2)
+        await wait_for(lambda: delete_progress(kmock, "cut").get("retries", 0) >= 1)
+        assert "not yet taken back on node-a" in delete_progress(kmock, "cut")["message"]
         # Not taken back (no agent to ask), so kopf's finalizer keeps the resource and retries.
         assert nodes["node-a"].targets("revoke") == []
         assert not kmock.objects[CHAOS, NS, "cut"].deleted

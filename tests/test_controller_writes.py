@@ -2,17 +2,14 @@
 create, a status write only when the status changes, and a node whose agent is missing placed
 once its agent is back on the watch (kopf retries; it is not left as an error)."""
 import asyncio
-import os
 
 import pytest
+from prometheus_client import REGISTRY
 
-os.environ.setdefault("KFAULT_RENEW_S", "0.5")
-os.environ.setdefault("KFAULT_LEASE_S", "2")
+from test_controller import CHAOS, agent_pod, chaos, controller, nodes, populate  # noqa: F401 - nodes is a fixture
 
-from test_controller import CHAOS, agent_pod, chaos, nodes, populate  # noqa: E402,F401 - nodes is a fixture
-
-from conftest import NS, controller, wait_for  # noqa: E402
-from kfault_controller import status as report  # noqa: E402
+from conftest import NS, wait_for
+from kfault_controller import status as report
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 AGENT_A = "/api/v1/namespaces/kfault-system/pods/kfault-agent-node-a"
@@ -24,6 +21,11 @@ def status_writes(kmock, name):
 
 def status_of(kmock, name):
     return kmock.objects[CHAOS, NS, name].get("status", {})
+
+
+def agent_errors(node):
+    """The controller's failed calls to the node's agent so far (every test's: count differences)."""
+    return REGISTRY.get_sample_value("kfault_controller_agent_errors_total", {"node": node}) or 0
 
 
 def record_of(kmock, name, pod):
@@ -63,12 +65,15 @@ async def test_in_steady_state_nothing_is_written(kmock, nodes):
 async def test_a_duration_end_an_agent_cannot_confirm_is_not_rewritten_every_tick(kmock, nodes):
     populate(kmock, nodes)
     kmock.objects[CHAOS, NS, "brief"] = chaos("brief", duration="2s")
-    async with controller():
+    async with controller() as running:
         await wait_for(lambda: record_of(kmock, "brief", "default/web-1").get("injectedAt"))
         await kmock.delete(AGENT_A)           # the agent restarts: the revoke can't be confirmed
-        await asyncio.sleep(4)                # the duration ends; every tick tries to take it back
-        writes = len(status_writes(kmock, "brief"))
-        await asyncio.sleep(3)
+        await wait_for(lambda: "node-a" not in running.pods.agents())
+        # The duration ends: the tick that takes it back stops its renewals first.
+        await wait_for(lambda: "default/brief" not in running.renewals, timeout=10)
+        writes, tried = len(status_writes(kmock, "brief")), agent_errors("node-a")
+        # Every tick after tries again: a failed call to node-a each (nothing is renewed there now).
+        await wait_for(lambda: agent_errors("node-a") >= tried + 4, timeout=10)
         assert len(status_writes(kmock, "brief")) == writes, "the same records written again"
         assert status_of(kmock, "brief")["phase"] == "Running", "not finished before node-a confirms"
         response = await kmock.post("/api/v1/namespaces/kfault-system/pods", json=agent_pod(nodes["node-a"]))

@@ -22,6 +22,9 @@ FORBIDDEN = {
 BCC_USERS = {"kfault_agent.kernel.loader"}
 # Who resolves host names of externalTargets: the network engine, never policy or the kernel layer.
 NAME_RESOLVERS = {"kfault_agent.engines.netfault"}
+# The controller's pure rooms: what a resource asks, decided without a cluster, an agent or kopf.
+CONTROLLER_PURE = {"kfault_controller.cron", "kfault_controller.windows", "kfault_controller.selection",
+                   "kfault_controller.status", "kfault_controller.schedule.runs", "kfault_controller.settings"}
 
 
 def modules(package):
@@ -75,3 +78,12 @@ def imports_module(path, dotted):
 def test_only_the_network_engine_resolves_peer_names():
     users = {module for module, path in modules("kfault_agent") if imports_module(path, "kfault_agent.peer_names")}
     assert users == NAME_RESOLVERS
+
+
+def test_the_controllers_pure_rooms_reach_no_cluster_agent_or_kopf():
+    rooms = dict(modules("kfault_controller"))
+    assert CONTROLLER_PURE <= rooms.keys(), "a pure room was moved or renamed: update CONTROLLER_PURE"
+    wrong = sorted(f"{module} imports {name}" for module in CONTROLLER_PURE for name in imported_roots(rooms[module])
+                   if name.split(".")[0] in {"kopf", "kubernetes", "grpc"}
+                   or name in {"kfault_controller.agents", "kfault_controller.cluster", "kfault_controller.placement"})
+    assert wrong == []

@@ -1,6 +1,13 @@
 """The controller's pod cache (cluster.PodCache): every pod, summarized, and each node's agent,
 as the startup LIST and then the pods watch's events leave them."""
-from kfault_controller import cluster, handlers
+import functools
+
+from kfault_controller import cluster
+from kfault_controller.agents import agent_of
+from kfault_controller.settings import Settings
+
+AGENT_NAMESPACE = Settings().agent_namespace
+AGENT_OF = functools.partial(agent_of, namespace=AGENT_NAMESPACE)     # as the controller's cache is made
 
 
 def pod(name, namespace="default", node="node-a", labels=None, ip="10.0.0.1", grpc_port=None):
@@ -11,11 +18,11 @@ def pod(name, namespace="default", node="node-a", labels=None, ip="10.0.0.1", gr
 
 
 def agent(name, node, ip="10.0.0.9", port=9440):
-    return pod(name, handlers.AGENT_NAMESPACE, node, {"app.kubernetes.io/name": "kfault-agent"}, ip, port)
+    return pod(name, AGENT_NAMESPACE, node, {"app.kubernetes.io/name": "kfault-agent"}, ip, port)
 
 
 def test_pods_are_kept_as_summaries_and_forgotten_when_deleted():
-    cache = cluster.PodCache(handlers.agent_of)
+    cache = cluster.PodCache(AGENT_OF)
     cache.put(pod("web-1", labels={"app": "web"}))
     cache.put(pod("web-2"))
     cache.remove(pod("web-2"))
@@ -24,7 +31,7 @@ def test_pods_are_kept_as_summaries_and_forgotten_when_deleted():
 
 
 def test_an_agent_pod_with_an_ip_and_a_grpc_port_is_its_nodes_agent():
-    cache = cluster.PodCache(handlers.agent_of)
+    cache = cluster.PodCache(AGENT_OF)
     cache.put(agent("kfault-agent-a", "node-a"))
     cache.put(agent("kfault-agent-b", "node-b", ip=None))                  # not yet started: no IP
     cache.put(pod("look-alike", "default", "node-c", {"app.kubernetes.io/name": "kfault-agent"}, grpc_port=9440))
@@ -34,7 +41,7 @@ def test_an_agent_pod_with_an_ip_and_a_grpc_port_is_its_nodes_agent():
 
 
 def test_an_agent_pod_that_loses_its_ip_or_is_deleted_leaves_its_node_without_agent():
-    cache = cluster.PodCache(handlers.agent_of)
+    cache = cluster.PodCache(AGENT_OF)
     cache.put(agent("kfault-agent-a", "node-a"))
     cache.put(agent("kfault-agent-b", "node-b"))
     cache.put(agent("kfault-agent-a", "node-a", ip=None))
@@ -43,7 +50,7 @@ def test_an_agent_pod_that_loses_its_ip_or_is_deleted_leaves_its_node_without_ag
 
 
 def test_a_view_is_a_snapshot_later_events_do_not_change():
-    cache = cluster.PodCache(handlers.agent_of)
+    cache = cluster.PodCache(AGENT_OF)
     cache.put(pod("web-1"))
     view = cluster.view_of(cache, {"node-a": [{"zone": "a"}]})
     cache.put(pod("web-2"))

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from conftest import NS
-from conftest import controller as running_controller
 from kfault_controller import status
+from test_controller import controller as running_controller
 from test_controller import nodes, populate  # noqa: F401 - nodes is a fixture
 
 pytestmark = pytest.mark.usefixtures("kubeconfig", "server_side_metadata")

@@ -3,7 +3,7 @@ import datetime
 
 import pytest
 
-from kfault_controller.schedule import Schedule, ScheduleError
+from kfault_controller.cron import Cron, CronError
 
 UTC = datetime.timezone.utc
 T0 = datetime.datetime(2026, 11, 26, 10, 0, 30, tzinfo=UTC)   # a Thursday
@@ -14,7 +14,7 @@ def at(minutes=0, seconds=0):
 
 
 def test_every_starts_windows_from_the_anchor():
-    every = Schedule("@every 2m")
+    every = Cron("@every 2m")
     assert every.current_window(at(0, 10), T0, datetime.timedelta(seconds=30)) == (T0, at(0, 30))
     assert every.current_window(at(1), T0, datetime.timedelta(seconds=30)) is None
     assert every.next_start(at(1), T0) == at(2)
@@ -34,11 +34,11 @@ def test_every_starts_windows_from_the_anchor():
 ])
 def test_cron_next_start(expression, after, expected):
     after = datetime.datetime.fromisoformat(after).replace(tzinfo=UTC)
-    assert Schedule(expression).next_start(after, T0) == datetime.datetime.fromisoformat(expected).replace(tzinfo=UTC)
+    assert Cron(expression).next_start(after, T0) == datetime.datetime.fromisoformat(expected).replace(tzinfo=UTC)
 
 
 def test_cron_current_window():
-    hourly = Schedule("0 * * * *")
+    hourly = Cron("0 * * * *")
     window = hourly.current_window(at(5), T0, datetime.timedelta(minutes=10))
     assert window == (T0.replace(second=0), T0.replace(second=0) + datetime.timedelta(minutes=10))
     assert hourly.current_window(at(20), T0, datetime.timedelta(minutes=10)) is None
@@ -50,7 +50,7 @@ def test_cron_current_window():
 def test_cron_is_read_in_utc():
     paris = datetime.timezone(datetime.timedelta(hours=1))
     after = datetime.datetime(2026, 11, 26, 11, 0, 30, tzinfo=paris)        # 10:00:30 UTC
-    assert Schedule("0 11 * * *").next_start(after, T0) == datetime.datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
+    assert Cron("0 11 * * *").next_start(after, T0) == datetime.datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("expression, words", [
@@ -66,8 +66,8 @@ def test_cron_is_read_in_utc():
     ("* * * * * *", "6 field"),
 ])
 def test_bad_schedules_say_what_is_wrong(expression, words):
-    with pytest.raises(ScheduleError, match=words):
-        Schedule(expression).next_start(T0, T0)
+    with pytest.raises(CronError, match=words):
+        Cron(expression).next_start(T0, T0)
 
 
 def test_the_keep_alive_timer_opens_closes_ends_and_renews():
@@ -95,7 +95,7 @@ def test_the_keep_alive_timer_opens_closes_ends_and_renews():
 
 def test_a_schedule_without_duration_names_the_field():
     from kfault_controller.windows import windows_of
-    with pytest.raises(ScheduleError, match="spec.duration"):
+    with pytest.raises(CronError, match="spec.duration"):
         windows_of({"scheduler": {"cron": "@daily"}}, {})
-    with pytest.raises(ScheduleError, match=r"spec.scheduler.cron: '\*/15 9-17 \* 13 1-5': the month field"):
+    with pytest.raises(CronError, match=r"spec.scheduler.cron: '\*/15 9-17 \* 13 1-5': the month field"):
         windows_of({"duration": "1m", "scheduler": {"cron": "*/15 9-17 * 13 1-5"}}, {})

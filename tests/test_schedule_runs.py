@@ -5,8 +5,8 @@ import datetime
 import pytest
 
 from kfault_api import spec
-from kfault_controller import schedule_runs as runs
-from kfault_controller.schedule import Schedule as Times
+from kfault_controller.cron import Cron
+from kfault_controller.schedule import runs
 
 UTC = datetime.timezone.utc
 CREATED = datetime.datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
@@ -29,7 +29,7 @@ def child(name, phase, created="2026-11-26T10:01:00Z"):
 
 def decide(now, last_run=None, children=(), **fields):
     sched = model(**fields)
-    return runs.decide(Times(sched.schedule), sched, CREATED, last_run, list(children), now)
+    return runs.decide(Cron(sched.schedule), sched, CREATED, last_run, list(children), now)
 
 
 def test_no_run_at_creation_then_one_per_period():

@@ -1,14 +1,17 @@
 """python -m kfault_controller [--tls-dir DIR | --insecure] [--metrics-port N] [--health-port N]
-                               [--allow-cross-namespace]"""
+                               [--allow-cross-namespace]
+
+The one place the controller's settings are decided: its flags, then the Deployment's
+environment (settings.Settings.with_environment)."""
 import argparse
 import asyncio
 import sys
 
-import kopf
 from prometheus_client import start_http_server
 
-from kfault_controller import handlers  # registers the kopf handlers
-from kfault_controller.agents import AgentDirectory, Config
+from kfault_controller import operator
+from kfault_controller.agents import credentials_from_tls_dir
+from kfault_controller.settings import Settings
 
 
 def main(argv=None):
@@ -22,16 +25,15 @@ def main(argv=None):
     parser.add_argument("--health-port", type=int, default=0,
                         help="kopf's liveness endpoint, GET /healthz, for kubelet's probes")
     args = parser.parse_args(argv)
-    handlers.Options.allow_cross_namespace = args.allow_cross_namespace
-    if args.tls_dir:
-        Config.agents = AgentDirectory.from_tls_dir(args.tls_dir)
-    elif not args.insecure:
+    if not args.tls_dir and not args.insecure:
         parser.error("--tls-dir DIR, or --insecure for a local test")
+    settings = Settings(credentials=credentials_from_tls_dir(args.tls_dir) if args.tls_dir else None,
+                        allow_cross_namespace=args.allow_cross_namespace).with_environment()
     if args.metrics_port:
         start_http_server(args.metrics_port)
     # kopf answers /healthz once its startup handlers ran, for as long as its event loop turns.
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
-    asyncio.run(kopf.operator(clusterwide=True, liveness_endpoint=liveness))
+    asyncio.run(operator.run(settings, liveness_endpoint=liveness))
     return 0
 
 

@@ -14,7 +14,6 @@ for _kind in KINDS:
 AGENT_ERRORS = Counter("kfault_controller_agent_errors_total", "Agent calls that failed, by node.", ["node"])
 
 HOLDING_PHASES = ("Running", "Failed")     # phases whose records may hold faults or refusals
-_PHASES = {}        # (kind, namespace/name) -> phase, for the experiments gauge
 
 
 def pod_states(phase, records):
@@ -25,20 +24,29 @@ def pod_states(phase, records):
             "failed": sum(1 for r in records if r.get("error"))}
 
 
-def record_phase(kind, key, phase, records=()):
-    """Keep kfault_controller_experiments{kind, phase} equal to the resources' phases, and
-    kfault_controller_experiment_pods to their records (phase None: gone)."""
-    if phase is None:
-        _PHASES.pop((kind, key), None)
-        for state in ("injected", "failed"):
-            _remove_pods(kind, key, state)
-    else:
-        _PHASES[(kind, key)] = phase
-        for state, count in pod_states(phase, records).items():
-            EXPERIMENT_PODS.labels(kind, key, state).set(count)
-    EXPERIMENTS.clear()
-    for (k, _), p in _PHASES.items():
-        EXPERIMENTS.labels(k, p).inc()
+class Phases:
+    """Each resource's phase, for the experiments gauge: one per operator run, which starts
+    counting no experiments (a process's registry outlives an operator run in the tests)."""
+
+    def __init__(self):
+        self._phases = {}       # (kind, namespace/name) -> phase
+        EXPERIMENTS.clear()
+        EXPERIMENT_PODS.clear()
+
+    def record(self, kind, key, phase, records=()):
+        """Keep kfault_controller_experiments{kind, phase} equal to the resources' phases, and
+        kfault_controller_experiment_pods to their records (phase None: gone)."""
+        if phase is None:
+            self._phases.pop((kind, key), None)
+            for state in ("injected", "failed"):
+                _remove_pods(kind, key, state)
+        else:
+            self._phases[(kind, key)] = phase
+            for state, count in pod_states(phase, records).items():
+                EXPERIMENT_PODS.labels(kind, key, state).set(count)
+        EXPERIMENTS.clear()
+        for (k, _), p in self._phases.items():
+            EXPERIMENTS.labels(k, p).inc()
 
 
 def _remove_pods(kind, key, state):
@@ -46,10 +54,3 @@ def _remove_pods(kind, key, state):
         EXPERIMENT_PODS.remove(kind, key, state)
     except KeyError:
         pass            # never recorded
-
-
-def forget_phases():
-    """Count no experiments: where a controller starts (the tests start several in one process)."""
-    _PHASES.clear()
-    EXPERIMENTS.clear()
-    EXPERIMENT_PODS.clear()

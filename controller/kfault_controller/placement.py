@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from kfault_api import spec as api_spec
 from kfault_api.rpc import agent_pb2 as pb
-from kfault_controller import agents, cluster, selection
+from kfault_controller import cluster, selection
+from kfault_controller.agents import RPC_TIMEOUT_S
 from kfault_controller.metrics import AGENT_ERRORS
 from kfault_controller.status import now_iso
 
@@ -90,11 +91,11 @@ def _record(pod, node, errors):
     return record
 
 
-async def place(kind, resource, spec, scope, view):
+async def place(agents, kind, resource, spec, scope, view):
     """Select the resource's pods (of `view`, a cluster.ClusterView) in the namespaces `scope`
-    (selection.Scope) allows, check what the agents would get, and place it on every node (or
-    do it through the API server). Raises SelectionError (NamespaceNotPermitted naming every
-    refused namespace) or InvalidSpec before any call."""
+    (selection.Scope) allows, check what the agents would get, and place it on every node through
+    `agents` (agents.AgentDirectory), or do it through the API server. Raises SelectionError
+    (NamespaceNotPermitted naming every refused namespace) or InvalidSpec before any call."""
     if "remoteCluster" in spec:
         raise selection.SelectionError(f"spec.remoteCluster: {spec['remoteCluster']!r}: kfault injects only in the "
                                        "cluster it runs in; apply the experiment in that cluster's kfault, "
@@ -113,18 +114,18 @@ async def place(kind, resource, spec, scope, view):
         return Placed(chosen, len(groups), await delete_pods(chosen, spec.get("gracePeriod")), by_api=True)
     key = f"{metadata['namespace']}/{metadata['name']}"
     # Every node at once: the time to place is one node's, not the sum of all of theirs.
-    per_node = await asyncio.gather(*(apply_on_node(key, kind, body, spec.get("containerNames", ()), node, pods,
-                                                    view.agents.get(node)) for node, pods in groups.items()))
+    per_node = await asyncio.gather(*(apply_on_node(agents, key, kind, body, node, pods, view.agents.get(node),
+                                                    spec.get("containerNames", ())) for node, pods in groups.items()))
     records = [record for records in per_node for record in records]
     return Placed(chosen, len(groups), records, no_agent=tuple(node for node in groups
                                                                if node and node not in view.agents))
 
 
-async def apply_on_node(key, kind, body, container_names, node, pods, address):
+async def apply_on_node(agents, key, kind, body, node, pods, address, container_names=()):
     """One node's Apply: a record per pod, injected or with the error its agent (or the network) gave."""
     request = pb.ApplyRequest(experiment=key, kind=kind.name, spec_json=json.dumps(body),
                               targets=[pod_target(p, container_names) for p in pods],
-                              lease_seconds=agents.Config.lease_s)
+                              lease_seconds=agents.lease_s)
     try:
         response = await agents.call(node, address, "Apply", request)
         errors = {r.target: r.error for r in response.results if not r.ok}
@@ -147,27 +148,27 @@ async def delete_pods(pods, grace_period_s):
     return records
 
 
-async def revoke(key, nodes, view):
+async def revoke(agents, key, nodes, view):
     """Revoke the experiment on these nodes: {node: error} for those that did not confirm. A node
     that is gone has nothing left to take back."""
-    errors = await asyncio.gather(*(_call_on(node, view.agents, "Revoke", pb.RevokeRequest(experiment=key))
+    errors = await asyncio.gather(*(_call_on(agents, node, view.agents, "Revoke", pb.RevokeRequest(experiment=key))
                                     for node in nodes if node in view.node_labels))
     return {node: error for node, error in errors if error}
 
 
-async def renew_on_nodes(experiments_by_node, addresses, timeout_s):
+async def renew_on_nodes(agents, experiments_by_node, addresses, timeout_s):
     """Renew leases, one call per node for all its experiments (node -> keys): {node: error}
     for those that failed (their leases lapse on their own: fail-safe). addresses: node ->
     host:port of its agent. timeout_s: a node that does not answer by then (the next renewal)
     holds up no other node's next renewal."""
     errors = await asyncio.gather(*(
-        _call_on(node, addresses, "Renew", pb.RenewRequest(experiments=keys, lease_seconds=agents.Config.lease_s),
+        _call_on(agents, node, addresses, "Renew", pb.RenewRequest(experiments=keys, lease_seconds=agents.lease_s),
                  timeout_s)
         for node, keys in experiments_by_node.items()))
     return {node: error for node, error in errors if error}
 
 
-async def _call_on(node, addresses, method, request, timeout_s=agents.RPC_TIMEOUT_S):
+async def _call_on(agents, node, addresses, method, request, timeout_s=RPC_TIMEOUT_S):
     """(node, None), or (node, why its agent did not answer): one node of a revoke or a renewal.
     addresses: node -> host:port of its agent."""
     try:

@@ -29,6 +29,10 @@ class Renewals:
         else:
             self.drop(key)
 
+    def __contains__(self, key):
+        """Whether `key` is renewed now (wanted, not yet dropped)."""
+        return key in self._wanted
+
     def drop(self, key):
         self._wanted.pop(key, None)
 
@@ -47,13 +51,14 @@ class Renewals:
         return {node: sorted(keys) for node, keys in sorted(nodes.items())}
 
 
-async def renew_every(renewals, period_s, agents_now):
-    """Forever: every period_s, one Renew per node for all its experiments. agents_now() -> node
-    -> host:port of its agent, at this moment. A node that fails is logged; its leases lapse on
-    their own if it keeps failing."""
+async def renew_every(renewals, period_s, agents, agents_now):
+    """Forever: every period_s, one Renew per node for all its experiments, through `agents`
+    (agents.AgentDirectory). agents_now() -> node -> host:port of its agent, at this moment. A
+    node that fails is logged; its leases lapse on their own if it keeps failing."""
     while True:
         started = time.monotonic()
-        failed = await placement.renew_on_nodes(renewals.by_node(started), agents_now(), timeout_s=period_s)
+        failed = await placement.renew_on_nodes(agents, renewals.by_node(started), agents_now(),
+                                                timeout_s=period_s)
         for node, error in failed.items():
             log.warning("renew on %s: %s", node, error)
         await asyncio.sleep(max(0.0, period_s - (time.monotonic() - started)))

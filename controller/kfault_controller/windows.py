@@ -5,7 +5,7 @@ import enum
 from dataclasses import dataclass
 
 from kfault_api import units
-from kfault_controller.schedule import Schedule, ScheduleError
+from kfault_controller.cron import Cron, CronError
 from kfault_controller.status import parse_time
 
 PAUSE_ANNOTATION = "experiment.kfault.dev/pause"
@@ -17,33 +17,33 @@ def is_paused(meta):
 
 @dataclass(frozen=True)
 class Windows:
-    schedule: Schedule
+    cron: Cron
     length: datetime.timedelta
     anchor: datetime.datetime        # @every counts from here: the resource's creation
 
     def current(self, now):
         """(start, end) of the window `now` is in, or None."""
-        return self.schedule.current_window(now, self.anchor, self.length)
+        return self.cron.current_window(now, self.anchor, self.length)
 
     def next_start(self, now):
-        return self.schedule.next_start(now, self.anchor)
+        return self.cron.next_start(now, self.anchor)
 
 
 def windows_of(spec, meta):
-    """The resource's Windows if it has spec.scheduler, else None. ScheduleError names the field to fix."""
+    """The resource's Windows if it has spec.scheduler, else None. CronError names the field to fix."""
     expression = (spec.get("scheduler") or {}).get("cron")
     if not expression:
         return None
     if not spec.get("duration"):
-        raise ScheduleError("spec.duration: the length of each window; spec.scheduler needs it")
+        raise CronError("spec.duration: the length of each window; spec.scheduler needs it")
     try:
-        schedule = Schedule(expression)
-    except ScheduleError as err:
-        raise ScheduleError(f"spec.scheduler.cron: {expression!r}: {err}") from None
+        cron = Cron(expression)
+    except CronError as err:
+        raise CronError(f"spec.scheduler.cron: {expression!r}: {err}") from None
     length = datetime.timedelta(microseconds=units.parse_duration_ns(spec["duration"]) / 1000)
     anchor = parse_time(meta["creationTimestamp"]) if meta.get("creationTimestamp") else \
         datetime.datetime.now(datetime.timezone.utc)
-    return Windows(schedule, length, anchor)
+    return Windows(cron, length, anchor)
 
 
 class Due(enum.Enum):

@@ -147,8 +147,6 @@ def agent_pod(node, port):
 @pytest.fixture
 def cluster(kmock, agent, lab):
     """This node with the real agent, and node-gone, whose agent's port nobody listens on."""
-    from kfault_controller.agents import AgentDirectory, Config
-    Config.agents = AgentDirectory()
     register_cluster(kmock)
     for node, port in ((NODE, agent[0]), (GONE, free_port())):
         kmock.objects["v1/nodes", None, node] = {"metadata": {"name": node, "resourceVersion": "1"}}
@@ -156,7 +154,6 @@ def cluster(kmock, agent, lab):
     pods = LocalPods(lab)
     yield kmock, pods
     pods.close()
-    Config.agents.close()
 
 
 def ghost_pod(name, labels):

@@ -86,9 +86,7 @@ def agent(tmp_path_factory, capabilities):
 
 @pytest.fixture
 def cluster(kmock, agent, lab):
-    from kfault_controller.agents import AgentDirectory, Config
     port = agent
-    Config.agents = AgentDirectory()
     register_cluster(kmock)
     kmock.objects["v1/nodes", None, NODE] = {"metadata": {"name": NODE, "resourceVersion": "1"}}
     kmock.objects["v1/pods", "kfault-system", "kfault-agent-x"] = {
@@ -100,7 +98,6 @@ def cluster(kmock, agent, lab):
     pods = LocalPods(lab)
     yield kmock, pods
     pods.close()
-    Config.agents.close()
 
 
 def create(kmock, kind, plural, name, spec):

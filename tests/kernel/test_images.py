@@ -165,47 +165,39 @@ def agent_container(agent_image, tmp_path, request):
 
 @pytest.fixture
 def controller_client(agent_container):
-    """The controller's gRPC client, with the controller's certificate (its Secret as mounted)."""
-    from kfault_controller import agents
-    saved = agents.Config.agents
-    agents.Config.agents = agents.AgentDirectory.from_tls_dir(agent_container.controller_tls)
-    yield agents
-    agents.Config.agents.close()
-    agents.Config.agents = saved
+    """The controller's gRPC client, with the controller's certificate (its Secret as mounted).
+    Nothing renews its placements, as the controller would: leases longer than a measurement, or a
+    slow ping flood (a busy machine) outlives the fault and measures less loss than asked."""
+    from kfault_controller.agents import AgentDirectory
+    directory = AgentDirectory.from_tls_dir(agent_container.controller_tls, lease_s=600)
+    yield directory
+    directory.close()
 
 
-def place_loss(agent_container, pod, percent):
+def place_loss(controller_client, agent_container, pod, percent):
     """The controller's Apply of a NetworkChaos loss on `pod`, through the agent in the container."""
     from kfault_api.spec import KINDS
     from kfault_controller import placement
     spec = {"action": "loss", "mode": "all", "selector": {"labelSelectors": {"app": "web"}},
             "loss": {"loss": str(percent)}}
-    from kfault_controller import agents
     body = placement.agent_spec(KINDS["NetworkChaos"], spec, view=None, scope=None)
-    # Nothing renews it here, as the controller would: a lease longer than the measurement, or a
-    # slow ping flood (a busy machine) outlives the fault and measures less loss than asked.
-    lease_s, agents.Config.lease_s = agents.Config.lease_s, 600
-    try:
-        return asyncio.run(placement.apply_on_node(f"default/image-loss-{uuid.uuid4().hex[:6]}", KINDS["NetworkChaos"],
-                                                   body, (), NODE, [pod], agent_container.address))
-    finally:
-        agents.Config.lease_s = lease_s
+    return asyncio.run(placement.apply_on_node(controller_client, f"default/image-loss-{uuid.uuid4().hex[:6]}",
+                                               KINDS["NetworkChaos"], body, NODE, [pod], agent_container.address))
 
 
-def capabilities(agent_container):
-    from kfault_controller import agents
-    stub = agents.Config.agents.stub(agent_container.address)
+def capabilities(controller_client, agent_container):
+    stub = controller_client.stub(agent_container.address)
     answer = stub.Capabilities(pb.CapabilitiesRequest(), timeout=60)
     return {c.name: (c.available, c.reason) for c in answer.capabilities}
 
 
-def loss_on_a_local_pod(lab, agent_container):
+def loss_on_a_local_pod(lab, agent_container, controller_client):
     """(records, measured loss): a 30 % loss placed on a local pod, measured by a ping flood."""
     pods = LocalPods(lab)
     try:
         _, b_ip = lab.link("a", "b", "10.251.1")
         pod, _ = pods.add("web-1", "a", {"app": "web"})
-        records = place_loss(agent_container, pod, 30)
+        records = place_loss(controller_client, agent_container, pod, 30)
         assert records and "error" not in records[0], f"{records}\n{agent_container.logs()}"
         sent, received, _ = lab.ping_flood("a", b_ip, 2000)
         return records, 1 - received / sent
@@ -214,9 +206,10 @@ def loss_on_a_local_pod(lab, agent_container):
 
 
 def test_agent_image_run_as_its_daemonset_places_a_loss_from_the_controller(agent_container, controller_client, lab):
-    _, loss = loss_on_a_local_pod(lab, agent_container)
-    assert 0.26 <= loss <= 0.34, f"asked 30 %, ping lost {loss:.1%}: {capabilities(agent_container)} {agent_container.logs()}"
-    caps = capabilities(agent_container)
+    _, loss = loss_on_a_local_pod(lab, agent_container, controller_client)
+    assert 0.26 <= loss <= 0.34, \
+        f"asked 30 %, ping lost {loss:.1%}: {capabilities(controller_client, agent_container)} {agent_container.logs()}"
+    caps = capabilities(controller_client, agent_container)
     assert caps["kernel-headers"][0], caps["kernel-headers"]
     assert "the image's Debian headers" in caps["kernel-headers"][1], "the network programs use the image's headers"
 
@@ -224,9 +217,9 @@ def test_agent_image_run_as_its_daemonset_places_a_loss_from_the_controller(agen
 @pytest.mark.parametrize("agent_container", ["no-headers"], indirect=True)
 def test_agent_image_on_a_node_without_headers_still_faults_the_network_and_says_what_is_missing(
         agent_container, controller_client, lab):
-    _, loss = loss_on_a_local_pod(lab, agent_container)
+    _, loss = loss_on_a_local_pod(lab, agent_container, controller_client)
     assert 0.26 <= loss <= 0.34, f"asked 30 %, ping lost {loss:.1%}"
-    caps = capabilities(agent_container)
+    caps = capabilities(controller_client, agent_container)
     available, reason = caps["kernel-headers"]
     assert not available and "no headers of the running kernel" in reason, reason
     assert "Network faults and the syscall tracepoints use the image's Debian headers" in reason, reason

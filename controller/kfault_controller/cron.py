@@ -1,4 +1,5 @@
-"""Repeated windows: Chaos Mesh's `scheduler.cron` with `duration`. Pure.
+"""Cron times: when a repeated window opens (an experiment's spec.scheduler.cron, windows.py)
+and when a Schedule runs (spec.schedule, schedule/). Pure.
 
 `@every 2m` starts a window every two minutes from the resource's creation (croniter has no
 `@every`: it is Go cron's, which Chaos Mesh uses); a five-field cron expression or a macro
@@ -17,7 +18,7 @@ FIELDS = (("minute", "0-59"), ("hour", "0-23"), ("day-of-month", "1-31"), ("mont
 FORMS = "five fields (minute hour day-of-month month day-of-week) such as \"*/15 9-17 * * 1-5\", @daily, or @every 2m"
 
 
-class ScheduleError(ValueError):
+class CronError(ValueError):
     pass
 
 
@@ -26,9 +27,9 @@ def _every(text):
     try:
         every = datetime.timedelta(microseconds=units.parse_duration_ns(text) / 1000)
     except ValueError as err:
-        raise ScheduleError(f"the duration after @every: {err}") from None
+        raise CronError(f"the duration after @every: {err}") from None
     if every <= datetime.timedelta(0):
-        raise ScheduleError(f"the duration after @every: {text!r} is not above 0; use one such as @every 2m")
+        raise CronError(f"the duration after @every: {text!r} is not above 0; use one such as @every 2m")
     return every
 
 
@@ -37,20 +38,20 @@ def _cron(expression):
     if expression.startswith("@"):
         if croniter.is_valid(expression):
             return expression
-        raise ScheduleError(f"no macro {expression.split()[0]!r}; use {FORMS}")
+        raise CronError(f"no macro {expression.split()[0]!r}; use {FORMS}")
     fields = expression.split()
     if len(fields) != 5:
-        raise ScheduleError(f"{len(fields)} field(s); use {FORMS}")
+        raise CronError(f"{len(fields)} field(s); use {FORMS}")
     if croniter.is_valid(expression):
         return expression
     for index, ((name, allowed), text) in enumerate(zip(FIELDS, fields)):
         alone = " ".join(text if i == index else "*" for i in range(len(FIELDS)))
         if not croniter.is_valid(alone):
-            raise ScheduleError(f"the {name} field {text!r} is not valid; use {allowed}, with *, */n, a-b, a,b")
-    raise ScheduleError(f"not a cron expression; use {FORMS}")
+            raise CronError(f"the {name} field {text!r} is not valid; use {allowed}, with *, */n, a-b, a,b")
+    raise CronError(f"not a cron expression; use {FORMS}")
 
 
-class Schedule:
+class Cron:
     def __init__(self, expression):
         self.expression = expression.strip()
         self.every = None
@@ -63,10 +64,10 @@ class Schedule:
         try:
             return getattr(croniter(self.cron, start.astimezone(UTC)), direction)(datetime.datetime)
         except CroniterBadDateError:
-            raise ScheduleError(f"{self.expression!r} never matches (such as day 31 of February); "
+            raise CronError(f"{self.expression!r} never matches (such as day 31 of February); "
                                 "pick a day every chosen month has") from None
         except CroniterError as err:
-            raise ScheduleError(str(err)) from None
+            raise CronError(str(err)) from None
 
     def next_start(self, after, anchor):
         """The first window start strictly after `after` (datetimes, UTC)."""

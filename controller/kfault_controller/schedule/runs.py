@@ -1,5 +1,5 @@
-"""A Schedule's runs (Chaos Mesh 2.x's `kind: Schedule`). Pure: schedule_handlers.py makes the
-API calls. At each time of spec.schedule the controller creates an experiment of spec.type from
+"""A Schedule's runs (Chaos Mesh 2.x's `kind: Schedule`). Pure: handlers.py makes the API
+calls. At each time of spec.schedule the controller creates an experiment of spec.type from
 the embedded spec, owned by the Schedule and labelled with its name, as Chaos Mesh does; then:
 
 - a run is due at the latest scheduled time after the last run (or after the Schedule's creation:
@@ -74,10 +74,10 @@ class Decision:
     scheduled: object = None     # the run's scheduled time (datetime), when one is due
 
 
-def decide(times, model, created, last_run, children, now):
-    """The step now. times: schedule.Schedule of model.schedule; model: spec.Schedule; created:
+def decide(cron, model, created, last_run, children, now):
+    """The step now. cron: cron.Cron of model.schedule; model: spec.Schedule; created:
     the Schedule's creation (where @every counts from); last_run: status.time or None."""
-    latest = times.latest_start(now, created)
+    latest = cron.latest_start(now, created)
     # status.time has whole seconds: a run at 10:00:00.4 is recorded as 10:00:00, and must not
     # look due again.
     if latest is None or latest.replace(microsecond=0) <= (last_run or created):
