@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from kfault_agent import node
+from kfault_agent.stop import Stopped, StopSignal
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def handlers():
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_the_wait_of_the_thread_it_interrupts(handlers, sig):
-    stop = node.StopSignal()
+    stop = StopSignal()
     assert stop.wait(0.01) is False
     threading.Timer(0.05, os.kill, (os.getpid(), sig)).start()
     assert stop.wait(30) is True
@@ -29,7 +29,7 @@ def test_a_signal_ends_the_wait_of_the_thread_it_interrupts(handlers, sig):
 def test_a_signal_that_came_before_the_wait_ends_it(handlers):
     """Already delivered when the wait begins: the interpreter's handler wrote it down."""
     for turn in range(300):
-        stop = node.StopSignal()
+        stop = StopSignal()
         sender = threading.Timer(turn % 30 * 0.000002, os.kill, (os.getpid(), signal.SIGTERM))
         sender.start()
         sender.join()
@@ -40,9 +40,18 @@ def test_a_signal_that_came_before_the_wait_ends_it(handlers):
 def test_other_signals_do_not_stop_it(handlers):
     saved = signal.signal(signal.SIGUSR2, lambda *_: None)
     try:
-        stop = node.StopSignal()
+        stop = StopSignal()
         os.kill(os.getpid(), signal.SIGUSR2)
         assert stop.wait(0.05) is False
         stop.close()
     finally:
         signal.signal(signal.SIGUSR2, saved)
+
+
+def test_check_raises_once_a_signal_came(handlers):
+    stop = StopSignal()
+    stop.check()
+    os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(Stopped):
+        stop.check()
+    stop.close()

@@ -8,6 +8,7 @@ import sys
 import time
 
 from kfault_agent.errors import Refusal
+from kfault_agent.stop import Stopped, StopSignal
 from kfault_api import schema, spec, units
 
 EXIT_INVALID = 1
@@ -82,10 +83,10 @@ def _read_run_file(args):
     return experiments, kinds.popitem()[1]
 
 
-def _open_engine(args, kind, experiments):
+def _open_engine(args, kind, experiments, stop):
     from kfault_agent import node
     try:
-        return node.open_local(kind, args.target, experiments[0], args.lease)
+        return node.open_local(kind, args.target, experiments[0], args.lease, stop)
     except Refusal as err:
         raise Exit(EXIT_CANNOT, f"kfault: {err}") from None
 
@@ -98,14 +99,13 @@ def _check_all(engine, experiments):
             raise Exit(EXIT_CANNOT, f"kfault: {experiment.key}: {err}") from None
 
 
-def _inject_until_done(engine, targets, experiments, args):
+def _inject_until_done(engine, targets, experiments, args, stop):
     """Place, then print live counters every --interval until the experiments end or a signal."""
     from kfault_agent import metrics, node
-    stop = node.StopSignal()
     if args.metrics_port:
         metrics.serve([engine], args.metrics_port)
     started = time.monotonic()
-    node.place(engine, experiments, targets)
+    node.place(engine, experiments, targets, stop)
     print(f"kfault: injecting on {', '.join(t.name for t in targets)} "
           f"({'; '.join(engine.describe(t) for t in targets)}); lease {args.lease:g}s; Ctrl-C to stop", flush=True)
     while not stop.wait(args.interval):
@@ -119,16 +119,23 @@ def _inject_until_done(engine, targets, experiments, args):
 
 
 def cmd_run(args):
+    stop = StopSignal()     # first: from here a signal ends the run at the next step, never mid-step
     try:
         experiments, kind = _read_run_file(args)
-        engine, targets = _open_engine(args, kind, experiments)
+        stop.check()
+        engine, targets = _open_engine(args, kind, experiments, stop)
     except Exit as exit_:
         return exit_.report()
+    except Stopped:
+        print("kfault: stopped before injecting; nothing was placed", flush=True)
+        return 0
     try:
         _check_all(engine, experiments)
-        _inject_until_done(engine, targets, experiments, args)
+        _inject_until_done(engine, targets, experiments, args, stop)
     except Exit as exit_:
         return exit_.report()
+    except Stopped:
+        pass        # engine.close() below takes back what was placed
     except Exception as err:  # noqa: BLE001 - report, then always clean up
         print(f"kfault: {err}", file=sys.stderr)
         return EXIT_CANNOT
@@ -146,15 +153,20 @@ def cmd_cleanup(args):
 
 def cmd_agent(args):
     """The node agent: every engine this kernel can run, the gRPC API for the controller, metrics."""
+    stop = StopSignal()     # first: a signal while the engines load ends the start, with them unloaded
     from kfault_agent import node, server
     if not args.tls_dir and not args.insecure:
         print("kfault agent: --tls-dir DIR (tls.crt, tls.key, ca.crt), or --insecure for a local test",
               file=sys.stderr)
         return EXIT_INVALID
-    stop = node.StopSignal()
-    agent = node.start_agent(args.listen, args.lease, lambda text: print(f"kfault agent: {text}", file=sys.stderr),
-                             node_name=args.node, tls_dir=args.tls_dir, metrics_port=args.metrics_port,
-                             health_port=args.health_port)
+    try:
+        agent = node.start_agent(args.listen, args.lease,
+                                 lambda text: print(f"kfault agent: {text}", file=sys.stderr),
+                                 node_name=args.node, tls_dir=args.tls_dir, metrics_port=args.metrics_port,
+                                 health_port=args.health_port, stop=stop)
+    except Stopped:
+        print("kfault agent: stopped while starting; nothing left loaded", flush=True)
+        return 0
     kinds = ", ".join(engine.kind.name for engine in agent.engines)
     print(f"kfault agent: serving {server.VERSION} on {args.listen.rsplit(':', 1)[0]}:{agent.port} "
           f"({'mTLS' if args.tls_dir else 'insecure'}); {kinds or 'nothing'} available", flush=True)
