@@ -7,12 +7,15 @@ import signal
 import sys
 import time
 
+from kfault_agent.engines.counts import IOPlacementCounts, NetPlacementCounts, PodPlacementCounts
 from kfault_agent.errors import Refusal
 from kfault_agent.stop import Stopped, StopSignal
 from kfault_api import schema, spec, units
 
 EXIT_INVALID = 1
 EXIT_CANNOT = 2
+# What `kfault run` shows of a network placement after the matched count, where it is not zero.
+SHOWN_OUTCOMES = ("dropped", "reset", "duplicated", "corrupted", "delayed")
 
 
 def _load_experiments(path, for_node=True):
@@ -99,6 +102,41 @@ def _check_all(engine, experiments):
             raise Exit(EXIT_CANNOT, f"kfault: {experiment.key}: {err}") from None
 
 
+def _net_lines(counted):
+    """Per direction: packets matched, and what was done to them with its share."""
+    lines = []
+    for direction, outcomes in counted.directions.items():
+        matched = outcomes["matched"].packets
+        parts = [f"matched {matched}"]
+        for outcome in SHOWN_OUTCOMES:
+            count = outcomes[outcome].packets
+            if count:
+                share = f" ({100 * count / matched:.1f}%)" if matched else ""
+                parts.append(f"{outcome} {count}{share}")
+        lines.append(f"{direction:<4} " + "  ".join(parts))
+    return lines
+
+
+def _io_lines(counted):
+    """Calls per method and what was done to them; the latency injected so far."""
+    parts = [f"{method} {sum(calls.values())} ("
+             + ", ".join(f"{outcome} {count}" for outcome, count in calls.items() if outcome != "passed") + ")"
+             for method, calls in counted.calls.items()]
+    return ["  ".join(parts) + (f"  injected delay {counted.delay_ns / 1e9:.1f}s" if counted.delay_ns else "")]
+
+
+def _pod_lines(counted):
+    return [f"{counted.path} {({True: 'frozen', False: 'freezing', None: 'gone'})[counted.frozen]}"]
+
+
+# A placement's counts (engines/counts.py) -> its live lines, one short line per scope.
+LIVE_LINES = {NetPlacementCounts: _net_lines, IOPlacementCounts: _io_lines, PodPlacementCounts: _pod_lines}
+
+
+def live_lines(counted):
+    return LIVE_LINES[type(counted)](counted)
+
+
 def _inject_until_done(engine, targets, experiments, args, stop):
     """Place, then print live counters every --interval until the experiments end or a signal."""
     from kfault_agent import metrics, node
@@ -111,8 +149,9 @@ def _inject_until_done(engine, targets, experiments, args, stop):
     while not stop.wait(args.interval):
         active = node.renew_local(engine)
         elapsed = time.monotonic() - started
+        counted = {(c.experiment, c.target): c for c in engine.counts().placements}
         for placement in active:
-            for line in engine.counter_lines(placement):
+            for line in live_lines(counted[placement.key]):
                 print(f"{elapsed:6.1f}s  {placement.experiment.key} {placement.experiment.action} {line}", flush=True)
         if not active:
             break
