@@ -1,7 +1,10 @@
 """What ends `kfault run` and `kfault agent`: SIGINT or SIGTERM, taken without a lock."""
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -55,3 +58,47 @@ def test_check_raises_once_a_signal_came(handlers):
     with pytest.raises(Stopped):
         stop.check()
     stop.close()
+
+
+STEP = """
+import subprocess, sys
+from kfault_agent.stop import StopSignal
+stop = StopSignal()
+helper = subprocess.Popen(["sleep", "60"])     # started before the step: spared
+print(helper.pid, flush=True)
+with stop.ending_children():
+    subprocess.run(["sleep", "60"])           # the step's own child, as a compiler would be
+print("stopped" if stop.wait(0) else "not stopped", helper.poll(), flush=True)
+helper.kill()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_ends_the_child_a_step_waits_on_and_spares_older_helpers(sig):
+    step = subprocess.Popen([sys.executable, "-c", STEP], stdout=subprocess.PIPE, text=True)
+    try:
+        helper = int(step.stdout.readline())
+        deadline = time.monotonic() + 30
+        while len(child_processes_of(step.pid)) < 2:
+            assert time.monotonic() < deadline, "the step's child never started"
+            time.sleep(0.01)
+        started = time.monotonic()
+        step.send_signal(sig)
+        out, _ = step.communicate(timeout=30)
+        assert time.monotonic() - started < 10, "the step waited for its child to end by itself"
+        assert out.split() == ["stopped", "None"], out
+    finally:
+        step.kill()
+        step.wait()
+
+
+def child_processes_of(pid):
+    found = set()
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[1] == str(pid):
+                    found.add(int(name))
+        except OSError:
+            pass
+    return found

@@ -5,6 +5,7 @@ and loads its own datapath), clears what killed kfault processes left behind, se
 agent's gRPC API, metrics and kubelet's probes (health.py), and shuts all of it down in order. The surfaces (cli.py) only
 parse arguments and print.
 """
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -36,7 +37,8 @@ def open_local(kind, target_text, experiment, lease_s, stop=None):
     engine_type = ENGINE_OF_KIND[kind.name]
     targets = engine_type.resolve(target_text, experiment)
     _check(stop)
-    engine = engine_type.load({}, lease_s)
+    with _loading(stop):
+        engine = engine_type.load({}, lease_s)
     _check(stop, engine)
     return engine, targets
 
@@ -62,6 +64,24 @@ def _check(stop, *made):
         raise
 
 
+@contextlib.contextmanager
+def _loading(stop, *made):
+    """One engine's load: a stop signal ends the child processes it waits on (a compiler, a
+    probe); a load that then fails is a stop, not an error (Stopped, what was made closed)."""
+    if stop is None:
+        yield
+        return
+    try:
+        with stop.ending_children():
+            yield
+    except Exception as err:
+        if not stop.wait(0):
+            raise
+        for thing in reversed(made):
+            thing.close()
+        raise Stopped("stopped by a signal while loading") from err
+
+
 def renew_local(engine):
     """One turn of a local run: renew every lease, revoke what reached its duration; returns
     the placements still in force (none: the run is over)."""
@@ -80,8 +100,10 @@ def load_engines(lease_s, notice, stop=None):
     for engine_type in ENGINE_TYPES:
         _check(stop, *engines)
         try:
-            engines.append(engine_type.load(capabilities, lease_s))
+            with _loading(stop, *engines):
+                engines.append(engine_type.load(capabilities, lease_s))
         except KernelUnsupported as err:
+            _check(stop, *engines)
             notice(f"no {engine_type.what} on this node: {err}")
     _check(stop, *engines)
     return engines, capabilities
