@@ -3,6 +3,7 @@ import argparse
 import dataclasses
 import faulthandler
 import logging
+import os
 import signal
 import sys
 import time
@@ -165,9 +166,8 @@ def cmd_run(args):
         engine, targets = _open_engine(args, kind, experiments, stop)
     except Exit as exit_:
         return exit_.report()
-    except Stopped:
-        print("kfault: stopped before injecting; nothing was placed", flush=True)
-        return 0
+    except Stopped as stopped:
+        return _stopped_while_starting("kfault: stopped before injecting; nothing was placed", stopped)
     try:
         _check_all(engine, experiments)
         _inject_until_done(engine, targets, experiments, args, stop)
@@ -181,6 +181,16 @@ def cmd_run(args):
     finally:
         engine.close()
     print("kfault: all faults removed; targets restored", flush=True)
+    return 0
+
+
+def _stopped_while_starting(message, stopped):
+    print(message, flush=True)
+    if stopped.abandoned:
+        # A load still compiles in its thread: leave now, not after it nor through the
+        # interpreter's teardown under it; what it made so far is the process's and goes with it.
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -203,9 +213,8 @@ def cmd_agent(args):
                                  lambda text: print(f"kfault agent: {text}", file=sys.stderr),
                                  node_name=args.node, tls_dir=args.tls_dir, metrics_port=args.metrics_port,
                                  health_port=args.health_port, stop=stop)
-    except Stopped:
-        print("kfault agent: stopped while starting; nothing left loaded", flush=True)
-        return 0
+    except Stopped as stopped:
+        return _stopped_while_starting("kfault agent: stopped while starting; nothing left loaded", stopped)
     kinds = ", ".join(engine.kind.name for engine in agent.engines)
     print(f"kfault agent: serving {server.VERSION} on {args.listen.rsplit(':', 1)[0]}:{agent.port} "
           f"({'mTLS' if args.tls_dir else 'insecure'}); {kinds or 'nothing'} available", flush=True)

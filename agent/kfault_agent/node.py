@@ -7,6 +7,7 @@ parse arguments and print.
 """
 import contextlib
 import os
+import threading
 from dataclasses import dataclass
 
 from kfault_agent import health, metrics, server
@@ -38,7 +39,7 @@ def open_local(kind, target_text, experiment, lease_s, stop=None):
     targets = engine_type.resolve(target_text, experiment)
     _check(stop)
     with _loading(stop):
-        engine = engine_type.load({}, lease_s)
+        engine = _load(engine_type, {}, lease_s, stop)
     _check(stop, engine)
     return engine, targets
 
@@ -74,12 +75,52 @@ def _loading(stop, *made):
     try:
         with stop.ending_children():
             yield
+    except Stopped:
+        for thing in reversed(made):
+            thing.close()
+        raise
     except Exception as err:
         if not stop.wait(0):
             raise
         for thing in reversed(made):
             thing.close()
         raise Stopped("stopped by a signal while loading") from err
+
+
+LOADER_STACK = 64 << 20     # LLVM recurses deeply; a thread's default stack is the process's 8 MiB at best
+POLL_S = 0.05
+
+
+def _load(engine_type, capabilities, lease_s, stop):
+    """engine_type.load in a thread of its own while this one watches `stop`: a compile is one
+    C call that no signal interrupts (seconds here, ~100 s under TCG). A stop abandons the load
+    (Stopped with .abandoned): what it made so far is the process's own (fds, children, probes'
+    throwaway namespaces) and goes with it; the caller exits without waiting for it."""
+    if stop is None:
+        return engine_type.load(capabilities, lease_s)
+    outcome = []
+
+    def load():
+        try:
+            outcome.append((True, engine_type.load(capabilities, lease_s)))
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+            outcome.append((False, err))
+
+    saved = threading.stack_size(LOADER_STACK)
+    try:
+        loader = threading.Thread(target=load, name=f"kfault-load-{engine_type.kind.name}", daemon=True)
+        loader.start()
+    finally:
+        threading.stack_size(saved)
+    while loader.is_alive():
+        if stop.wait(POLL_S):
+            stopped = Stopped(f"stopped by a signal while loading {engine_type.what}")
+            stopped.abandoned = True
+            raise stopped
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def renew_local(engine):
@@ -101,7 +142,7 @@ def load_engines(lease_s, notice, stop=None):
         _check(stop, *engines)
         try:
             with _loading(stop, *engines):
-                engines.append(engine_type.load(capabilities, lease_s))
+                engines.append(_load(engine_type, capabilities, lease_s, stop))
         except KernelUnsupported as err:
             _check(stop, *engines)
             notice(f"no {engine_type.what} on this node: {err}")

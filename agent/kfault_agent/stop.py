@@ -16,7 +16,9 @@ import time
 
 
 class Stopped(Exception):
-    """SIGINT or SIGTERM came while starting: the caller takes back what it made, and exits."""
+    """SIGINT or SIGTERM came while starting: the caller takes back what it made, and exits.
+    `abandoned`: a step still runs in another thread (a compile): exit without waiting for it."""
+    abandoned = False
 
 
 class StopSignal:

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 BPF_PROG_TYPE_SCHED_CLS = 3
 STARTED_S = 300        # a start's compile takes ~3 s here, up to ~100 s under TCG
+STOPPED_S = 3.0        # from the signal to the exit: not after the compile (the old way: 5-11 s here)
 
 
 def compiling(pid):
@@ -53,16 +54,18 @@ def wait_for(proc, moment):
 
 
 def signal_at(proc, moment, sig):
-    """Send `sig` at `moment` (None: at once); the process's output, once it has exited."""
+    """Send `sig` at `moment` (None: at once); (the process's output once it has exited, the
+    seconds from the signal to its exit)."""
     if moment is None or wait_for(proc, moment):
         proc.send_signal(sig)
+    sent = time.monotonic()
     try:
         out, _ = proc.communicate(timeout=STARTED_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
         raise AssertionError(f"still running {STARTED_S} s after {sig.name}: {out}") from None
-    return out
+    return out, time.monotonic() - sent
 
 
 def no_loss(lab, address):
@@ -92,9 +95,7 @@ def test_a_run_stopped_while_starting_leaves_nothing(lab, tmp_path, moment, sig)
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         watch = attached(lab, before) if RUN_MOMENTS[moment] == "attaching" else RUN_MOMENTS[moment]
-        started = time.monotonic()
-        out = signal_at(runner, watch, sig)
-        took = time.monotonic() - started
+        out, took = signal_at(runner, watch, sig)
     finally:
         runner.kill()
         runner.wait()
@@ -103,7 +104,7 @@ def test_a_run_stopped_while_starting_leaves_nothing(lab, tmp_path, moment, sig)
     else:
         assert runner.returncode == 0, out
         assert "stopped before injecting" in out or "all faults removed" in out, out
-    assert took < 60, f"it held on for the experiment's duration: {out}"
+    assert took < STOPPED_S, f"{took:.1f} s from {sig.name} to the exit: {out}"
     assert lab.tc_state() == before
     no_loss(lab, b_ip)
 
@@ -130,7 +131,7 @@ def test_an_agent_stopped_while_starting_exits(moment, sig, tmp_path):
         if AGENT_MOMENTS[moment] is not None:
             assert wait_for(agent, AGENT_MOMENTS[moment])
         children = children_of(agent.pid)
-        out = signal_at(agent, None, sig)
+        out, took = signal_at(agent, None, sig)
     finally:
         agent.kill()
         agent.wait()
@@ -140,6 +141,7 @@ def test_an_agent_stopped_while_starting_exits(moment, sig, tmp_path):
         assert agent.returncode == 0, out
         assert "stopped while starting" in out, out
     assert "serving" not in out
+    assert took < STOPPED_S, f"{took:.1f} s from {sig.name} to the exit: {out}"
     for child in children:      # its helpers (the thaw guard) went with it
         deadline = time.monotonic() + 10
         while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
