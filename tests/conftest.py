@@ -313,11 +313,8 @@ class RecordingEngine:
         return [(p.target.name, "recorded", "renewals", p.renewals)
                 for p in self.placed.values() if p.experiment.key == experiment_key]
 
-    def counter_lines(self, active):
-        return [f"renewed {active.renewals} times"]
-
-    def metric_families(self):
-        return []
+    def counts(self):
+        return None     # nothing counted in a kernel
 
     def close(self):
         self.revoke_all()

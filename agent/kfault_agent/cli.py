@@ -3,15 +3,20 @@ import argparse
 import dataclasses
 import faulthandler
 import logging
+import os
 import signal
 import sys
 import time
 
+from kfault_agent.engines.counts import IOPlacementCounts, NetPlacementCounts, PodPlacementCounts
 from kfault_agent.errors import Refusal
+from kfault_agent.stop import Stopped, StopSignal
 from kfault_api import schema, spec, units
 
 EXIT_INVALID = 1
 EXIT_CANNOT = 2
+# What `kfault run` shows of a network placement after the matched count, where it is not zero.
+SHOWN_OUTCOMES = ("dropped", "reset", "duplicated", "corrupted", "delayed")
 
 
 def _load_experiments(path, for_node=True):
@@ -82,10 +87,10 @@ def _read_run_file(args):
     return experiments, kinds.popitem()[1]
 
 
-def _open_engine(args, kind, experiments):
+def _open_engine(args, kind, experiments, stop):
     from kfault_agent import node
     try:
-        return node.open_local(kind, args.target, experiments[0], args.lease)
+        return node.open_local(kind, args.target, experiments[0], args.lease, stop)
     except Refusal as err:
         raise Exit(EXIT_CANNOT, f"kfault: {err}") from None
 
@@ -98,43 +103,94 @@ def _check_all(engine, experiments):
             raise Exit(EXIT_CANNOT, f"kfault: {experiment.key}: {err}") from None
 
 
-def _inject_until_done(engine, targets, experiments, args):
+def _net_lines(counted):
+    """Per direction: packets matched, and what was done to them with its share."""
+    lines = []
+    for direction, outcomes in counted.directions.items():
+        matched = outcomes["matched"].packets
+        parts = [f"matched {matched}"]
+        for outcome in SHOWN_OUTCOMES:
+            count = outcomes[outcome].packets
+            if count:
+                share = f" ({100 * count / matched:.1f}%)" if matched else ""
+                parts.append(f"{outcome} {count}{share}")
+        lines.append(f"{direction:<4} " + "  ".join(parts))
+    return lines
+
+
+def _io_lines(counted):
+    """Calls per method and what was done to them; the latency injected so far."""
+    parts = [f"{method} {sum(calls.values())} ("
+             + ", ".join(f"{outcome} {count}" for outcome, count in calls.items() if outcome != "passed") + ")"
+             for method, calls in counted.calls.items()]
+    return ["  ".join(parts) + (f"  injected delay {counted.delay_ns / 1e9:.1f}s" if counted.delay_ns else "")]
+
+
+def _pod_lines(counted):
+    return [f"{counted.path} {({True: 'frozen', False: 'freezing', None: 'gone'})[counted.frozen]}"]
+
+
+# A placement's counts (engines/counts.py) -> its live lines, one short line per scope.
+LIVE_LINES = {NetPlacementCounts: _net_lines, IOPlacementCounts: _io_lines, PodPlacementCounts: _pod_lines}
+
+
+def live_lines(counted):
+    return LIVE_LINES[type(counted)](counted)
+
+
+def _inject_until_done(engine, targets, experiments, args, stop):
     """Place, then print live counters every --interval until the experiments end or a signal."""
     from kfault_agent import metrics, node
-    stop = node.StopSignal()
     if args.metrics_port:
         metrics.serve([engine], args.metrics_port)
     started = time.monotonic()
-    node.place(engine, experiments, targets)
+    node.place(engine, experiments, targets, stop)
     print(f"kfault: injecting on {', '.join(t.name for t in targets)} "
           f"({'; '.join(engine.describe(t) for t in targets)}); lease {args.lease:g}s; Ctrl-C to stop", flush=True)
     while not stop.wait(args.interval):
         active = node.renew_local(engine)
         elapsed = time.monotonic() - started
+        counted = {(c.experiment, c.target): c for c in engine.counts().placements}
         for placement in active:
-            for line in engine.counter_lines(placement):
+            for line in live_lines(counted[placement.key]):
                 print(f"{elapsed:6.1f}s  {placement.experiment.key} {placement.experiment.action} {line}", flush=True)
         if not active:
             break
 
 
 def cmd_run(args):
+    stop = StopSignal()     # first: from here a signal ends the run at the next step, never mid-step
     try:
         experiments, kind = _read_run_file(args)
-        engine, targets = _open_engine(args, kind, experiments)
+        stop.check()
+        engine, targets = _open_engine(args, kind, experiments, stop)
     except Exit as exit_:
         return exit_.report()
+    except Stopped as stopped:
+        return _stopped_while_starting("kfault: stopped before injecting; nothing was placed", stopped)
     try:
         _check_all(engine, experiments)
-        _inject_until_done(engine, targets, experiments, args)
+        _inject_until_done(engine, targets, experiments, args, stop)
     except Exit as exit_:
         return exit_.report()
+    except Stopped:
+        pass        # engine.close() below takes back what was placed
     except Exception as err:  # noqa: BLE001 - report, then always clean up
         print(f"kfault: {err}", file=sys.stderr)
         return EXIT_CANNOT
     finally:
         engine.close()
     print("kfault: all faults removed; targets restored", flush=True)
+    return 0
+
+
+def _stopped_while_starting(message, stopped):
+    print(message, flush=True)
+    if stopped.abandoned:
+        # A load still compiles in its thread: leave now, not after it nor through the
+        # interpreter's teardown under it; what it made so far is the process's and goes with it.
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -146,15 +202,19 @@ def cmd_cleanup(args):
 
 def cmd_agent(args):
     """The node agent: every engine this kernel can run, the gRPC API for the controller, metrics."""
+    stop = StopSignal()     # first: a signal while the engines load ends the start, with them unloaded
     from kfault_agent import node, server
     if not args.tls_dir and not args.insecure:
         print("kfault agent: --tls-dir DIR (tls.crt, tls.key, ca.crt), or --insecure for a local test",
               file=sys.stderr)
         return EXIT_INVALID
-    stop = node.StopSignal()
-    agent = node.start_agent(args.listen, args.lease, lambda text: print(f"kfault agent: {text}", file=sys.stderr),
-                             node_name=args.node, tls_dir=args.tls_dir, metrics_port=args.metrics_port,
-                             health_port=args.health_port)
+    try:
+        agent = node.start_agent(args.listen, args.lease,
+                                 lambda text: print(f"kfault agent: {text}", file=sys.stderr),
+                                 node_name=args.node, tls_dir=args.tls_dir, metrics_port=args.metrics_port,
+                                 health_port=args.health_port, stop=stop)
+    except Stopped as stopped:
+        return _stopped_while_starting("kfault agent: stopped while starting; nothing left loaded", stopped)
     kinds = ", ".join(engine.kind.name for engine in agent.engines)
     print(f"kfault agent: serving {server.VERSION} on {args.listen.rsplit(':', 1)[0]}:{agent.port} "
           f"({'mTLS' if args.tls_dir else 'insecure'}); {kinds or 'nothing'} available", flush=True)

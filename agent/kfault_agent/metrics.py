@@ -1,5 +1,66 @@
-"""Prometheus surface: each engine's metric families, read from the kernel at scrape time, no
-polling thread."""
+"""Prometheus surface: what the engines count (engines/counts.py), read from the kernel at
+scrape time, no polling thread, formatted here as metric families. Their names and labels are
+what the dashboard and the alert rules (manifests/) query: keep them."""
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from kfault_agent.engines.counts import IOCounts, NetCounts, PodCounts
+
+PACKET_LABELS = ["experiment", "target", "action", "direction", "outcome"]
+SYSCALL_LABELS = ["experiment", "target", "method", "outcome"]
+POD_LABELS = ["experiment", "target", "action"]
+
+
+def net_families(counts):
+    packets = CounterMetricFamily("kfault_packets", "Packets matched by kfault rules, by what was done to them.",
+                                  labels=PACKET_LABELS)
+    octets = CounterMetricFamily("kfault_bytes", "Bytes matched by kfault rules, by what was done to them.",
+                                 labels=PACKET_LABELS)
+    rules = GaugeMetricFamily("kfault_rules_active", "Kernel rules in force, by experiment and target.",
+                              labels=["experiment", "target"])
+    for placement in counts.placements:
+        rules.add_metric([placement.experiment, placement.target], placement.rules)
+        for direction, outcomes in placement.directions.items():
+            for outcome, traffic in outcomes.items():
+                labels = [placement.experiment, placement.target, placement.action, direction, outcome]
+                packets.add_metric(labels, traffic.packets)
+                octets.add_metric(labels, traffic.bytes)
+    capability = GaugeMetricFamily("kfault_capability", "1 where this node's kernel has a feature kfault uses.",
+                                   labels=["feature"])
+    for name, available in counts.capabilities.items():
+        capability.add_metric([name], 1 if available else 0)
+    return [packets, octets, rules, capability]
+
+
+def io_families(counts):
+    calls = CounterMetricFamily("kfault_syscalls", "File I/O syscalls matched by kfault rules, by outcome.",
+                                labels=SYSCALL_LABELS)
+    delay = CounterMetricFamily("kfault_syscall_delay_seconds", "Latency injected into file I/O syscalls.",
+                                labels=["experiment", "target"])
+    for placement in counts.placements:
+        for method, outcomes in placement.calls.items():
+            for outcome, count in outcomes.items():
+                calls.add_metric([placement.experiment, placement.target, method, outcome], count)
+        delay.add_metric([placement.experiment, placement.target], placement.delay_ns / 1e9)
+    return [calls, delay]
+
+
+def pod_families(counts):
+    faults = CounterMetricFamily("kfault_pod_faults", "PodChaos faults injected: cgroups frozen, containers killed.",
+                                 labels=POD_LABELS)
+    for (key, target, action), count in counts.injected.items():
+        faults.add_metric([key, target, action], count)
+    frozen = GaugeMetricFamily("kfault_pods_frozen", "Cgroups frozen by pod-failure right now.", labels=POD_LABELS)
+    for placement in counts.placements:
+        frozen.add_metric([placement.experiment, placement.target, placement.action], 1)
+    return [faults, frozen]
+
+
+# Each engine's counts -> its families.
+FAMILIES = {NetCounts: net_families, IOCounts: io_families, PodCounts: pod_families}
+
+
+def families(counts):
+    return FAMILIES[type(counts)](counts)
 
 
 class EngineCollector:
@@ -10,7 +71,7 @@ class EngineCollector:
 
     def collect(self):
         for engine in self.engines:
-            yield from engine.metric_families()
+            yield from families(engine.counts())
 
 
 def serve(engines, port, registry=None):

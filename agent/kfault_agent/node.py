@@ -5,10 +5,9 @@ and loads its own datapath), clears what killed kfault processes left behind, se
 agent's gRPC API, metrics and kubelet's probes (health.py), and shuts all of it down in order. The surfaces (cli.py) only
 parse arguments and print.
 """
+import contextlib
 import os
-import select
-import signal
-import time
+import threading
 from dataclasses import dataclass
 
 from kfault_agent import health, metrics, server
@@ -17,6 +16,7 @@ from kfault_agent.engines.netfault import NetFaultEngine
 from kfault_agent.engines.podfault import PodFaultEngine
 from kfault_agent.errors import KernelUnsupported
 from kfault_agent.kernel import tc
+from kfault_agent.stop import Stopped
 from kfault_api import spec
 
 # The engine of each kind, in the order the agent loads them.
@@ -29,58 +29,98 @@ def kind_of(experiment):
     return next(kind for kind in spec.KINDS.values() if isinstance(experiment, kind.model))
 
 
-class StopSignal:
-    """Set by SIGINT or SIGTERM: what ends `kfault run` and `kfault agent`. Not a
-    threading.Event: Python runs a handler in the main thread between two of its bytecodes,
-    which can be while that thread holds the Event's own lock (inside Event.wait), and a
-    handler that set it would wait for that lock for ever; nor a pipe the handler writes: a
-    signal that comes just before the wait's poll would be seen only after it. The
-    interpreter's own C handler writes the signal's number into a pipe (set_wakeup_fd) at once."""
-
-    STOPPING = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._poll = select.poll()
-        self._poll.register(self._read, select.POLLIN)
-        self._stopped = False
-        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
-        for sig in self.STOPPING:
-            signal.signal(sig, lambda *_: None)     # handled (the pipe says so), not fatal
-
-    def wait(self, timeout=None):
-        """True once SIGINT or SIGTERM came; False after `timeout` seconds without."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._stopped:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self._poll.poll(None if left is None else left * 1000):
-                return False
-            self._stopped = any(number in self.STOPPING for number in os.read(self._read, 64))
-        return True
-
-    def close(self):
-        """Back to the handlers Python starts with; the pipe closed."""
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.close(self._read)
-        os.close(self._write)
-
-
 # ---- kfault run: one kind, local targets ------------------------------------------------
 
-def open_local(kind, target_text, experiment, lease_s):
+def open_local(kind, target_text, experiment, lease_s, stop=None):
     """(engine, targets) for `kfault run`: the target is found first (TargetNotFound), so a
-    typo costs no BPF compile; then only this kind's engine loads (KernelUnsupported)."""
+    typo costs no BPF compile; then only this kind's engine loads (KernelUnsupported). A
+    signal on `stop` (StopSignal) before it returns: the engine is closed, Stopped raised."""
     engine_type = ENGINE_OF_KIND[kind.name]
     targets = engine_type.resolve(target_text, experiment)
-    return engine_type.load({}, lease_s), targets
+    _check(stop)
+    with _loading(stop):
+        engine = _load(engine_type, {}, lease_s, stop)
+    _check(stop, engine)
+    return engine, targets
 
 
-def place(engine, experiments, targets):
+def place(engine, experiments, targets, stop=None):
+    """Every experiment on every target; a signal on `stop` ends it between two placements
+    (Stopped): the caller closes the engine, which takes back what was placed."""
     for experiment in experiments:
         for target in targets:
+            _check(stop)
             engine.apply(experiment, target)
+
+
+def _check(stop, *made):
+    """Stopped if a signal came, after closing what this step made (engines)."""
+    if stop is None:
+        return
+    try:
+        stop.check()
+    except Stopped:
+        for thing in reversed(made):
+            thing.close()
+        raise
+
+
+@contextlib.contextmanager
+def _loading(stop, *made):
+    """One engine's load: a stop signal ends the child processes it waits on (a compiler, a
+    probe); a load that then fails is a stop, not an error (Stopped, what was made closed)."""
+    if stop is None:
+        yield
+        return
+    try:
+        with stop.ending_children():
+            yield
+    except Stopped:
+        for thing in reversed(made):
+            thing.close()
+        raise
+    except Exception as err:
+        if not stop.wait(0):
+            raise
+        for thing in reversed(made):
+            thing.close()
+        raise Stopped("stopped by a signal while loading") from err
+
+
+LOADER_STACK = 64 << 20     # LLVM recurses deeply; a thread's default stack is the process's 8 MiB at best
+POLL_S = 0.05
+
+
+def _load(engine_type, capabilities, lease_s, stop):
+    """engine_type.load in a thread of its own while this one watches `stop`: a compile is one
+    C call that no signal interrupts (seconds here, ~100 s under TCG). A stop abandons the load
+    (Stopped with .abandoned): what it made so far is the process's own (fds, children, probes'
+    throwaway namespaces) and goes with it; the caller exits without waiting for it."""
+    if stop is None:
+        return engine_type.load(capabilities, lease_s)
+    outcome = []
+
+    def load():
+        try:
+            outcome.append((True, engine_type.load(capabilities, lease_s)))
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+            outcome.append((False, err))
+
+    saved = threading.stack_size(LOADER_STACK)
+    try:
+        loader = threading.Thread(target=load, name=f"kfault-load-{engine_type.kind.name}", daemon=True)
+        loader.start()
+    finally:
+        threading.stack_size(saved)
+    while loader.is_alive():
+        if stop.wait(POLL_S):
+            stopped = Stopped(f"stopped by a signal while loading {engine_type.what}")
+            stopped.abandoned = True
+            raise stopped
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def renew_local(engine):
@@ -93,15 +133,20 @@ def renew_local(engine):
 
 # ---- kfault agent: every kind this kernel can run, over gRPC ------------------------------
 
-def load_engines(lease_s, notice):
+def load_engines(lease_s, notice, stop=None):
     """(engines, capabilities): every engine whose datapath loads here, and what this node's
-    kernel can do; notice(text) hears of each engine that can't load."""
+    kernel can do; notice(text) hears of each engine that can't load. A signal on `stop`
+    between two loads: those loaded are closed, Stopped raised."""
     engines, capabilities = [], {}     # one dict, shared: each engine adds what it probed
     for engine_type in ENGINE_TYPES:
+        _check(stop, *engines)
         try:
-            engines.append(engine_type.load(capabilities, lease_s))
+            with _loading(stop, *engines):
+                engines.append(_load(engine_type, capabilities, lease_s, stop))
         except KernelUnsupported as err:
+            _check(stop, *engines)
             notice(f"no {engine_type.what} on this node: {err}")
+    _check(stop, *engines)
     return engines, capabilities
 
 
@@ -138,14 +183,15 @@ class Agent:
             self.probes.stop()
 
 
-def start_agent(listen, lease_s, notice, node_name=None, tls_dir=None, metrics_port=0, health_port=0):
+def start_agent(listen, lease_s, notice, node_name=None, tls_dir=None, metrics_port=0, health_port=0, stop=None):
     """Clear what a dead agent left, load the engines, serve gRPC (mTLS with `tls_dir`,
     else insecure) and metrics; returns the running Agent. With `health_port`, kubelet's
     probes answer from the start: NOT_SERVING while the datapaths compile, then SERVING.
-    notice(text) hears what an operator should know."""
+    notice(text) hears what an operator should know. A signal on `stop` (StopSignal) before
+    it returns: what was started is stopped, Stopped raised."""
     probes = health.HealthServer(f"[::]:{health_port}") if health_port else None
     try:
-        agent = _start_serving(listen, lease_s, notice, node_name, tls_dir, metrics_port)
+        agent = _start_serving(listen, lease_s, notice, node_name, tls_dir, metrics_port, stop)
     except BaseException:
         if probes:
             probes.stop()
@@ -158,14 +204,19 @@ def start_agent(listen, lease_s, notice, node_name=None, tls_dir=None, metrics_p
     return agent
 
 
-def _start_serving(listen, lease_s, notice, node_name, tls_dir, metrics_port):
+def _start_serving(listen, lease_s, notice, node_name, tls_dir, metrics_port, stop):
+    _check(stop)
     stale = tc.remove_stale_filters()
     if stale:
         notice(f"removed {stale} filter(s) an agent that died had left")
-    engines, capabilities = load_engines(lease_s, notice)
+    engines, capabilities = load_engines(lease_s, notice, stop)
     credentials, common_name = tls_from(tls_dir) if tls_dir else (None, None)
     service = server.AgentService(engines, capabilities, node_name=node_name, require_common_name=common_name)
     grpc_server, port = server.serve(service, listen, credentials)
+    agent = Agent(engines, service, grpc_server, port)
+    if stop is not None and stop.wait(0):
+        agent.stop()
+        raise Stopped("stopped by a signal while starting")
     if metrics_port:
         metrics.serve(engines, metrics_port)
-    return Agent(engines, service, grpc_server, port)
+    return agent

@@ -1,4 +1,4 @@
-"""Experiment -> kernel rules. Pure: decides what to inject, never touches the kernel."""
+"""Experiment -> kernel rules, network and file I/O. Pure: decides what to inject, never touches the kernel."""
 import ipaddress
 import math
 from collections import Counter, defaultdict
@@ -233,3 +233,41 @@ class PeerTable:
                                    f"{local}; at most {layout.MAX_RULES_PER_PEER} may overlap")
             result[(direction, local, net)] = tuple(sorted(slots))
         return result
+
+
+# ---- file I/O: IOChaos -> kfault_io_rule ---------------------------------------------------
+
+# A method's bit in a rule's `methods` mask, and in the counters' stride (kfault.h).
+METHOD_BITS = {"open": layout.IO_METHOD_OPEN, "read": layout.IO_METHOD_READ,
+               "write": layout.IO_METHOD_WRITE, "fsync": layout.IO_METHOD_FSYNC,
+               "getattr": layout.IO_METHOD_GETATTR, "mkdir": layout.IO_METHOD_MKDIR,
+               "rmdir": layout.IO_METHOD_RMDIR, "unlink": layout.IO_METHOD_UNLINK,
+               "readdir": layout.IO_METHOD_READDIR, "setattr": layout.IO_METHOD_SETATTR,
+               "rename": layout.IO_METHOD_RENAME, "create": layout.IO_METHOD_CREATE}
+ACTIONS = {"latency": layout.IO_ACT_LATENCY, "fault": layout.IO_ACT_FAULT,
+           "attrOverride": layout.IO_ACT_ATTR, "mistake": layout.IO_ACT_MISTAKE}
+
+
+def io_rule_fields(experiment):
+    """The kfault_io_rule fields (all but the deadline) for an IOChaos experiment."""
+    fields = {
+        "action": ACTIONS[experiment.action],
+        "methods": sum(1 << METHOD_BITS[m] for m in experiment.methods),
+        "threshold": threshold(experiment.percent / 100),
+        "delay_ns": experiment.delay_ns,
+        "error": experiment.errno,
+    }
+    if experiment.attr:
+        fields.update(attr_fields(experiment.attr))
+    if experiment.mistake:
+        fields.update(mistake_fields(experiment.mistake))
+    return fields
+
+
+def walk(dfa, text, state=0):
+    """The DFA state after `text` from `state`, or IO_DEAD_STATE."""
+    for byte in text.encode("utf-8", "surrogateescape"):
+        state = dfa.next[state][byte]
+        if state is None:
+            return layout.IO_DEAD_STATE
+    return state

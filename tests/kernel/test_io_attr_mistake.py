@@ -11,6 +11,7 @@ import pytest
 
 from conftest import CommandVictim, remove_cgroup
 
+from kfault_agent import metrics
 from kfault_agent.engines import iofault
 from kfault_agent.kernel import topology
 from kfault_api import spec
@@ -107,7 +108,7 @@ def files(tmp_path):
 
 def metric(engine, method, outcome):
     """kfault_syscalls{method, outcome} as a scrape would show it."""
-    return sum(sample.value for family in engine.metric_families() if family.name == "kfault_syscalls"
+    return sum(sample.value for family in metrics.families(engine.counts()) if family.name == "kfault_syscalls"
                for sample in family.samples if (sample.labels["method"], sample.labels["outcome"]) == (method, outcome))
 
 

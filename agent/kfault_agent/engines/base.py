@@ -2,10 +2,10 @@
 
 An engine serves one kind of experiment (a `kfault_api.spec.Kind`): it refuses what this node
 can't do, finds its targets on this node, places experiments on them under a lease and takes
-them back. The gRPC server, `kfault run` and the Prometheus collector see engines only
+them back, and counts what it did. The gRPC server, `kfault run` and the Prometheus collector see engines only
 through this protocol, so none of them dispatches on kind names.
 """
-from typing import Iterable, Optional, Protocol, runtime_checkable
+from typing import Optional, Protocol, runtime_checkable
 
 from kfault_api import spec
 
@@ -46,11 +46,9 @@ class Engine(Protocol):
     def counter_rows(self, experiment_key) -> list:
         """(target name, scope, outcome, count) for each placement of the experiment."""
 
-    def counter_lines(self, active) -> list:
-        """What one placement has done so far, one short line per scope, for `kfault run`."""
-
-    def metric_families(self) -> Iterable:
-        """Prometheus metric families, read from the kernel at scrape time."""
+    def counts(self):
+        """What it has done, read from the kernel now, as a typed record of engines/counts.py:
+        `kfault run`'s live lines and the Prometheus collector format it."""
 
     def close(self) -> None:
         """Take every placement back and release what the engine loaded."""

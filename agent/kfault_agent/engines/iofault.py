@@ -1,16 +1,14 @@
 """The file I/O fault engine: places IOChaos experiments on cgroups as rules in the BPF maps.
 
 It owns the rule slots, the syscall tracepoints' attachment (only while a rule needs them) and
-the holders (latency). Policy for a rule comes from io_rule_fields; the kernel objects from
+the holders (latency). Policy (what a rule says) comes from policy.py; the kernel objects from
 loader.IODatapath.
 """
 import ctypes
 import logging
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily
-
-from kfault_agent import policy
+from kfault_agent.engines.counts import IOCounts, IOPlacementCounts
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
 from kfault_agent.kernel.holder import HolderProcess, cgroup_processes
@@ -18,47 +16,14 @@ from kfault_agent.kernel.loader import io_support, probe_io, rule_deadline, upda
 from kfault_agent.kernel.paths import folder_names, open_paths
 from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
 from kfault_agent.kernel.topology import resolve_cgroup_target
+from kfault_agent.policy import METHOD_BITS, io_rule_fields, walk
 from kfault_api import glob_dfa, layout, spec
 
 log = logging.getLogger(__name__)
 
-METHOD_BITS = {"open": layout.IO_METHOD_OPEN, "read": layout.IO_METHOD_READ,
-               "write": layout.IO_METHOD_WRITE, "fsync": layout.IO_METHOD_FSYNC,
-               "getattr": layout.IO_METHOD_GETATTR, "mkdir": layout.IO_METHOD_MKDIR,
-               "rmdir": layout.IO_METHOD_RMDIR, "unlink": layout.IO_METHOD_UNLINK,
-               "readdir": layout.IO_METHOD_READDIR, "setattr": layout.IO_METHOD_SETATTR,
-               "rename": layout.IO_METHOD_RENAME, "create": layout.IO_METHOD_CREATE}
 OUTCOMES = {"passed": layout.IO_OUTCOME_PASSED, "failed": layout.IO_OUTCOME_FAILED,
             "delayed": layout.IO_OUTCOME_DELAYED, "overridden": layout.IO_OUTCOME_OVERRIDDEN,
             "corrupted": layout.IO_OUTCOME_CORRUPTED}
-METRIC_LABELS = ["experiment", "target", "method", "outcome"]
-ACTIONS = {"latency": layout.IO_ACT_LATENCY, "fault": layout.IO_ACT_FAULT,
-           "attrOverride": layout.IO_ACT_ATTR, "mistake": layout.IO_ACT_MISTAKE}
-
-
-def io_rule_fields(experiment):
-    """The kfault_io_rule fields (all but the deadline) for an IOChaos experiment."""
-    fields = {
-        "action": ACTIONS[experiment.action],
-        "methods": sum(1 << METHOD_BITS[m] for m in experiment.methods),
-        "threshold": policy.threshold(experiment.percent / 100),
-        "delay_ns": experiment.delay_ns,
-        "error": experiment.errno,
-    }
-    if experiment.attr:
-        fields.update(policy.attr_fields(experiment.attr))
-    if experiment.mistake:
-        fields.update(policy.mistake_fields(experiment.mistake))
-    return fields
-
-
-def walk(dfa, text, state=0):
-    """The DFA state after `text` from `state`, or IO_DEAD_STATE."""
-    for byte in text.encode("utf-8", "surrogateescape"):
-        state = dfa.next[state][byte]
-        if state is None:
-            return layout.IO_DEAD_STATE
-    return state
 
 
 def target_dfa(glob, cgroup_dir):
@@ -165,46 +130,22 @@ class IOFaultEngine(LeasedPlacements):
             raise KernelUnsupported("; ".join(refused))
 
     def apply(self, experiment, target, lease_s=None):
-        """Inject `experiment` on the cgroup `target` (replacing its earlier version)."""
+        """Inject `experiment` on the cgroup `target` (replacing its earlier version). Live on return."""
         self.check(experiment)
         with self._lock:
             existing = self._replacing(experiment, target)
             if existing:
                 return existing
             dfa = target_dfa(experiment.path, target.path)
-            if not self._free_slots:
-                raise CapacityExhausted(f"all {layout.IO_MAX_RULES} file I/O rule slots of this node are in use; "
-                                        "revoke an experiment first")
-            slot = min(self._free_slots)
-            self._free_slots.remove(slot)
-            active = ActiveIO(experiment, target, slot, lease_ns=self._lease_for(lease_s))
+            active = ActiveIO(experiment, target, self._take_slot(), lease_ns=self._lease_for(lease_s))
             self._start(active, experiment)
             try:
-                self._write_dfa(active.slot, dfa)
-                self.datapath.cgroups[active.slot] = target.path
-                write_slot(self.datapath.counters, active.slot, {})
-                write_slot(self.datapath.rules, active.slot,
-                           {**io_rule_fields(experiment), **rule_deadline(active.deadline_ns)})
-                marker = ProcessMarker(self.datapath, active.slot, dfa)
-                marker.mark_cgroup(target.path)
-                if experiment.action == "latency":
-                    active.holder = HolderProcess(target.path, self.datapath.holds, self.datapath.traced,
-                                                  self.datapath.stopped, self.datapath.stop_bell_fd,
-                                                  on_process=marker.mark,
-                                                  holders=self.datapath.holders, slot=active.slot)
-                active.syscall_tracepoints = self.datapath.needs_syscall_tracepoints(experiment.action,
-                                                                                     experiment.methods)
-                if active.syscall_tracepoints:
-                    self.datapath.attach()
-                # Armed, then its methods; released in the other order: the file hooks read the
-                # methods' masks alone, so those must never hold a slot that isn't armed.
-                self._set_armed(active.slot, True)
-                self._set_method_bits(active, True)
-                # After arming, not before: a file walked in between, with the mask that lacks
-                # this rule, is then cached under the old generation and walked again.
-                self.datapath.new_generation()
+                self._write_rule(active, dfa)
+                self._mark_processes(active, dfa)
+                self._attach_tracepoints(active)
+                self._arm(active)
             except Exception:
-                self._release(active)
+                self._release(active)     # the one way back: undoes whatever the steps took
                 raise
             self._active[active.key] = active
             log.info("applied %s on %s: slot %d", experiment.key, target.name, active.slot)
@@ -225,26 +166,56 @@ class IOFaultEngine(LeasedPlacements):
                 for method, outcomes in self.counters(active)[0].items()
                 for outcome, count in outcomes.items()]
 
-    def counter_lines(self, active):
-        """Calls per method and what was done to them; the latency injected so far."""
-        calls, delay_ns = self.counters(active)
-        parts = [f"{method} {sum(c.values())} (" + ", ".join(f"{outcome} {c[outcome]}" for outcome in
-                                                             self._outcomes_of(active.experiment.action)) + ")"
-                 for method, c in calls.items()]
-        return ["  ".join(parts) + (f"  injected delay {delay_ns / 1e9:.1f}s" if delay_ns else "")]
+    def counts(self):
+        """Every placement's calls and injected latency (counts.py)."""
+        return IOCounts([IOPlacementCounts(active.experiment.key, active.target.name, active.experiment.action,
+                                           *self.counters(active))
+                         for active in self.active()])
 
-    def metric_families(self):
-        calls = CounterMetricFamily("kfault_syscalls", "File I/O syscalls matched by kfault rules, by outcome.",
-                                    labels=METRIC_LABELS)
-        delay = CounterMetricFamily("kfault_syscall_delay_seconds", "Latency injected into file I/O syscalls.",
-                                    labels=["experiment", "target"])
-        for active in self.active():
-            by_method, delay_ns = self.counters(active)
-            for method, outcomes in by_method.items():
-                for outcome, count in outcomes.items():
-                    calls.add_metric([active.experiment.key, active.target.name, method, outcome], count)
-            delay.add_metric([active.experiment.key, active.target.name], delay_ns / 1e9)
-        return [calls, delay]
+    # ---- the steps of apply, and their undoing ---------------------------------------------
+
+    def _take_slot(self):
+        if not self._free_slots:
+            raise CapacityExhausted(f"all {layout.IO_MAX_RULES} file I/O rule slots of this node are in use; "
+                                    "revoke an experiment first")
+        slot = min(self._free_slots)
+        self._free_slots.remove(slot)
+        return slot
+
+    def _write_rule(self, active, dfa):
+        """The slot's path DFA, cgroup, zeroed counters and rule: nothing acts on them until armed."""
+        self._write_dfa(active.slot, dfa)
+        self.datapath.cgroups[active.slot] = active.target.path
+        write_slot(self.datapath.counters, active.slot, {})
+        write_slot(self.datapath.rules, active.slot,
+                   {**io_rule_fields(active.experiment), **rule_deadline(active.deadline_ns)})
+
+    def _mark_processes(self, active, dfa):
+        """The target's open files and directories marked; for latency, a holder that also
+        marks each process it sees start."""
+        marker = ProcessMarker(self.datapath, active.slot, dfa)
+        marker.mark_cgroup(active.target.path)
+        if active.experiment.action == "latency":
+            active.holder = HolderProcess(active.target.path, self.datapath.holds, self.datapath.traced,
+                                          self.datapath.stopped, self.datapath.stop_bell_fd,
+                                          on_process=marker.mark,
+                                          holders=self.datapath.holders, slot=active.slot)
+
+    def _attach_tracepoints(self, active):
+        active.syscall_tracepoints = self.datapath.needs_syscall_tracepoints(active.experiment.action,
+                                                                             active.experiment.methods)
+        if active.syscall_tracepoints:
+            self.datapath.attach()
+
+    def _arm(self, active):
+        """Last: from here the hooks act on the rule. Armed, then its methods; released in the
+        other order: the file hooks read the methods' masks alone, so those must never hold a
+        slot that isn't armed."""
+        self._set_armed(active.slot, True)
+        self._set_method_bits(active, True)
+        # After arming, not before: a file walked in between, with the mask that lacks
+        # this rule, is then cached under the old generation and walked again.
+        self.datapath.new_generation()
 
     # ---- internals ---------------------------------------------------------------------
 

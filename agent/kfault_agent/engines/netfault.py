@@ -6,9 +6,8 @@ comes from policy.py; the kernel objects come from loader.py and tc.py.
 import logging
 from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from kfault_agent import peer_names, policy
+from kfault_agent.engines.counts import NetCounts, NetPlacementCounts, Traffic
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported, Refusal, TargetUnsuitable
 from kfault_agent.kernel.loader import (RECEIVED_EDT_NEEDS, NetDatapath, action_support, probe_capabilities,
@@ -26,9 +25,6 @@ log = logging.getLogger(__name__)
 TARGET_PROGRAMS = {"ingress": "ingress_from", "egress": "egress_to"}
 IFB_PROGRAMS = {"egress": "egress_from"}
 SELECTOR_PROGRAMS = {"ingress": "select_delayed"}     # a classic filter: mirred is tc's action
-# What `kfault run` shows after the matched count, where it is not zero.
-SHOWN_OUTCOMES = ("dropped", "reset", "duplicated", "corrupted", "delayed")
-METRIC_LABELS = ["experiment", "target", "action", "direction", "outcome"]
 
 
 def experiment_actions(experiment):
@@ -161,40 +157,14 @@ class NetFaultEngine(LeasedPlacements):
                 for direction, outcomes in self.counters(active).items()
                 for outcome, (packets, _) in outcomes.items()]
 
-    def counter_lines(self, active):
-        """Per direction: packets matched, and what was done to them with its share."""
-        lines = []
-        for direction, outcomes in self.counters(active).items():
-            matched = outcomes["matched"][0]
-            parts = [f"matched {matched}"]
-            for outcome in SHOWN_OUTCOMES:
-                count = outcomes[outcome][0]
-                if count:
-                    share = f" ({100 * count / matched:.1f}%)" if matched else ""
-                    parts.append(f"{outcome} {count}{share}")
-            lines.append(f"{direction:<4} " + "  ".join(parts))
-        return lines
-
-    def metric_families(self):
-        packets = CounterMetricFamily("kfault_packets", "Packets matched by kfault rules, by what was done to them.",
-                                      labels=METRIC_LABELS)
-        octets = CounterMetricFamily("kfault_bytes", "Bytes matched by kfault rules, by what was done to them.",
-                                     labels=METRIC_LABELS)
-        rules = GaugeMetricFamily("kfault_rules_active", "Kernel rules in force, by experiment and target.",
-                                  labels=["experiment", "target"])
-        for active in self.active():
-            action = active.experiment.action
-            rules.add_metric([active.experiment.key, active.target.name], len(active.rules))
-            for direction, outcomes in self.counters(active).items():
-                for outcome, (count, size) in outcomes.items():
-                    labels = [active.experiment.key, active.target.name, action, direction, outcome]
-                    packets.add_metric(labels, count)
-                    octets.add_metric(labels, size)
-        capability = GaugeMetricFamily("kfault_capability", "1 where this node's kernel has a feature kfault uses.",
-                                       labels=["feature"])
-        for cap in self.capabilities.values():
-            capability.add_metric([cap.name], 1 if cap.available else 0)
-        return [packets, octets, rules, capability]
+    def counts(self):
+        """Every placement's rules and packets, and this node's kernel features (counts.py)."""
+        return NetCounts(
+            [NetPlacementCounts(active.experiment.key, active.target.name, active.experiment.action, len(active.rules),
+                                {direction: {outcome: Traffic(*numbers) for outcome, numbers in outcomes.items()}
+                                 for direction, outcomes in self.counters(active).items()})
+             for active in self.active()],
+            {cap.name: cap.available for cap in self.capabilities.values()})
 
     # ---- the steps of apply, and their undoing ---------------------------------------------
 

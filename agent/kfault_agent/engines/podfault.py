@@ -15,8 +15,7 @@ import os
 import signal
 import time
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
+from kfault_agent.engines.counts import PodCounts, PodPlacementCounts
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import NotForAgents, TargetGone, kernel_errors
 from kfault_agent.kernel import children, owners
@@ -32,7 +31,6 @@ STATE_DIR = os.environ.get("KFAULT_STATE_DIR", "/run/kfault")
 
 
 SETTLE_S = 5.0      # how long a freeze or thaw may take to reach every task before we go on
-METRIC_LABELS = ["experiment", "target", "action"]
 
 
 def set_frozen(cgroup_dir, frozen, settle_s=SETTLE_S):
@@ -52,6 +50,14 @@ def set_frozen(cgroup_dir, frozen, settle_s=SETTLE_S):
 def is_frozen(cgroup_dir):
     with open(os.path.join(cgroup_dir, "cgroup.events"), encoding="ascii") as handle:
         return any(line.split() == ["frozen", "1"] for line in handle)
+
+
+def _frozen_or_gone(cgroup_dir):
+    """is_frozen, or None for a cgroup that is gone (its pod ended under the freeze)."""
+    try:
+        return is_frozen(cgroup_dir)
+    except FileNotFoundError:
+        return None
 
 
 def kill_cgroup(cgroup_dir):
@@ -244,19 +250,12 @@ class PodFaultEngine(LeasedPlacements):
         return [(target, action, "injected", count)
                 for (key, target, action), count in self.injected().items() if key == experiment_key]
 
-    def counter_lines(self, active):
-        return [f"{active.target.path} {'frozen' if is_frozen(active.target.path) else 'freezing'}"]
-
-    def metric_families(self):
-        faults = CounterMetricFamily("kfault_pod_faults", "PodChaos faults injected: cgroups frozen, containers killed.",
-                                     labels=METRIC_LABELS)
-        for (key, target, action), count in self.injected().items():
-            faults.add_metric([key, target, action], count)
-        frozen = GaugeMetricFamily("kfault_pods_frozen", "Cgroups frozen by pod-failure right now.",
-                                   labels=METRIC_LABELS)
-        for active in self.active():
-            frozen.add_metric([active.experiment.key, active.target.name, active.experiment.action], 1)
-        return [faults, frozen]
+    def counts(self):
+        """The freezes in force, as the kernel has them, and every fault injected (counts.py)."""
+        return PodCounts([PodPlacementCounts(active.experiment.key, active.target.name, active.experiment.action,
+                                             active.target.path, _frozen_or_gone(active.target.path))
+                          for active in self.active()],
+                         self.injected())
 
     def _release(self, active):
         self.guard.thaw(active.target.path)
