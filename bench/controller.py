@@ -40,11 +40,12 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))   # the tests' helpers
 
-from conftest import RecordingEngine, parse_path_with_namespaces, register_cluster  # noqa: E402
 from kfault_agent import server  # noqa: E402
 from kfault_agent.kernel.loader import Capability  # noqa: E402
+from tests.doubles import RecordingEngine  # noqa: E402
+from tests.kube import parse_path_with_namespaces, register_cluster  # noqa: E402
 
 PODS = (100, 1000, 5000)
 EXPERIMENTS = (1, 10, 100)
@@ -222,7 +223,7 @@ async def run_size(pods, experiments):
     from kmock._internal import parsing
 
     unpatched = parsing.parse_path
-    parsing.parse_path = parse_path_with_namespaces(unpatched)     # kmock serves namespaces, as conftest's
+    parsing.parse_path = parse_path_with_namespaces(unpatched)     # kmock serves namespaces, as the tests'
     agents = Agents([node_name(n) for n in range((pods + PODS_PER_NODE - 1) // PODS_PER_NODE)])
     try:
         async with kmock_lib.KubernetesEmulator() as kmock, kmock_lib.Server(kmock):

@@ -3,9 +3,9 @@ agent's health server (health.py), without a kernel. tests/kernel/test_probes.py
 agent with the manifest's args."""
 import pytest
 
-import kubelet
-from conftest import RecordingEngine
 from kfault_agent import health
+from tests import kubelet
+from tests.doubles import RecordingEngine
 
 AGENT = kubelet.container("agent/daemonset.yaml", "DaemonSet")
 

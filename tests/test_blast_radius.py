@@ -6,10 +6,9 @@ import asyncio
 
 import pytest
 
-from test_controller import CHAOS, controller, nodes, pod, populate  # noqa: F401 - nodes is a fixture
-
-from conftest import annotate_namespace, wait_for
 from kfault_controller.selection import ACCEPT_ANNOTATION
+from tests.kube import annotate_namespace, wait_for
+from tests.test_controller import CHAOS, controller, nodes, pod, populate  # noqa: F401 - nodes is a fixture
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 WEB = {"labelSelectors": {"app": "web"}}

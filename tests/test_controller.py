@@ -4,13 +4,14 @@ import dataclasses
 
 import pytest
 
-from conftest import NS, RecordingEngine, register_cluster, wait_for
-from conftest import controller as controller_with
 from kfault_agent import server
 from kfault_agent.kernel.loader import Capability
 from kfault_controller import status
 from kfault_controller.settings import Settings
 from kfault_controller.windows import PAUSE_ANNOTATION
+from tests.doubles import RecordingEngine
+from tests.kube import NS, register_cluster, wait_for
+from tests.kube import controller as controller_with
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 CHAOS = "kfault.dev/v1alpha1/networkchaos"

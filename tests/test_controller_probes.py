@@ -14,9 +14,9 @@ import time
 import pytest
 import pytest_asyncio
 
-import kubelet
-from certs import make_certs, secret_dir
-from conftest import register_cluster
+from tests import kubelet
+from tests.certs import make_certs, secret_dir
+from tests.kube import register_cluster
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 CONTROLLER = kubelet.container("controller/deployment.yaml", "Deployment")

@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from test_controller import CHAOS, agent_pod, chaos, controller, nodes, pod, populate  # noqa: F401 - nodes is a fixture
-
-from conftest import NS, wait_for
+from tests.kube import NS, wait_for
+from tests.test_controller import CHAOS, agent_pod, chaos, controller, nodes, pod, populate  # noqa: F401 - nodes is a fixture
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 STEADY_S = 12

@@ -4,7 +4,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import RecordingEngine
 from kfault_agent import node
 from kfault_agent.engines.base import Engine, missing_members
 from kfault_agent.engines.iofault import IOFaultEngine
@@ -13,6 +12,7 @@ from kfault_agent.engines.podfault import PodFaultEngine
 from kfault_agent.errors import InterfaceGone
 from kfault_agent.kernel.tc import SharedPerLink
 from kfault_api import spec
+from tests.doubles import RecordingEngine
 
 
 def unloaded(engine_type):

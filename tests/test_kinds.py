@@ -20,12 +20,12 @@ import re
 import pytest
 import yaml
 
-import grafana
 from kfault_agent import cli, node
 from kfault_agent.metrics import EngineCollector
 from kfault_api import schema, spec
 from kfault_controller import placement
-from test_engines import unloaded
+from tests import grafana
+from tests.test_engines import unloaded
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 MANIFESTS = os.path.join(ROOT, "manifests")

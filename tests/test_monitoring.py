@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-import grafana
+from tests import grafana
 
 pytestmark = pytest.mark.skipif(not shutil.which("promtool"), reason="needs promtool (Debian: prometheus)")
 ALERT_TESTS = os.path.join(os.path.dirname(__file__), "monitoring", "alerts_test.yaml")

@@ -9,10 +9,10 @@ import uuid
 import pytest
 import yaml
 
-from conftest import NS
 from kfault_controller import status
-from test_controller import controller as running_controller
-from test_controller import nodes, populate  # noqa: F401 - nodes is a fixture
+from tests.kube import NS
+from tests.test_controller import controller as running_controller
+from tests.test_controller import nodes, populate  # noqa: F401 - nodes is a fixture
 
 pytestmark = pytest.mark.usefixtures("kubeconfig", "server_side_metadata")
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "python", "networkchaos.py")

@@ -5,11 +5,11 @@ import time
 import grpc
 import pytest
 
-from certs import make_certs
 from kfault_agent import server
 from kfault_agent.engines import netfault
 from kfault_api.rpc import agent_pb2 as pb
 from kfault_api.rpc import agent_pb2_grpc as pb_grpc
+from tests.certs import make_certs
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
 

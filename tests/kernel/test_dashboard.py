@@ -17,10 +17,10 @@ import urllib.request
 
 import pytest
 
-import grafana
-from conftest import NS, controller, register_cluster, wait_for
-from kubelet import free_port
-from test_end_to_end import NODE, LocalPods, create, delete, phase
+from tests import grafana
+from tests.kernel.test_end_to_end import NODE, LocalPods, create, delete, phase
+from tests.kube import NS, controller, register_cluster, wait_for
+from tests.kubelet import free_port
 
 pytestmark = [pytest.mark.kernel("tc-bpf", "clsact", "io-tracepoints", "ptrace"),
               pytest.mark.usefixtures("kubeconfig")]

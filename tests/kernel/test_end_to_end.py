@@ -11,9 +11,10 @@ import uuid
 
 import pytest
 
-from conftest import NS, controller, register_cluster, remove_cgroup, wait_for
 from kfault_agent.engines import podfault
 from kfault_agent.kernel import topology
+from tests.kube import NS, controller, register_cluster, wait_for
+from tests.victims import remove_cgroup
 
 pytestmark = [pytest.mark.kernel("tc-bpf", "clsact", "io-tracepoints", "ptrace"),
               pytest.mark.usefixtures("kubeconfig")]

@@ -17,10 +17,10 @@ import uuid
 
 import pytest
 
-import kubelet
-from certs import make_certs, secret_dir
 from kfault_api.rpc import agent_pb2 as pb
-from test_end_to_end import LocalPods
+from tests import kubelet
+from tests.certs import make_certs, secret_dir
+from tests.kernel.test_end_to_end import LocalPods
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
 

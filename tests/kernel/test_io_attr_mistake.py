@@ -9,12 +9,11 @@ import uuid
 
 import pytest
 
-from conftest import CommandVictim, remove_cgroup
-
 from kfault_agent import metrics
 from kfault_agent.engines import iofault
 from kfault_agent.kernel import topology
 from kfault_api import spec
+from tests.victims import CommandVictim, remove_cgroup
 
 writes_user = pytest.mark.kernel("io-tracepoints", "io-write-user")
 

@@ -13,10 +13,9 @@ import uuid
 
 import pytest
 
-from conftest import CommandVictim, remove_cgroup
-
 from kfault_agent.kernel import topology
 from kfault_api import spec
+from tests.victims import CommandVictim, remove_cgroup
 
 CHAOS_MESH_DOCS = os.path.join(os.path.dirname(__file__), "..", "chaos_mesh", "io.yaml")
 EIO = 5

@@ -12,11 +12,10 @@ import uuid
 
 import pytest
 
-from conftest import remove_cgroup
-
 from kfault_agent.engines import iofault
 from kfault_agent.kernel import holder, topology
 from kfault_api import spec
+from tests.victims import remove_cgroup
 
 
 def io_chaos(name="io", **fields):

@@ -9,11 +9,10 @@ import uuid
 
 import pytest
 
-from conftest import remove_cgroup
-
 from kfault_agent.engines import podfault
 from kfault_agent.kernel import topology
 from kfault_api import spec
+from tests.victims import remove_cgroup
 
 
 def pod_chaos(action="pod-failure", **fields):
@@ -76,8 +75,8 @@ def test_a_lapsed_lease_thaws(cgroup_with_a_counter, tmp_path):
 AGENT = """
 import sys, time
 from kfault_agent.engines import podfault
-from kfault_api import spec
 from kfault_agent.kernel import topology
+from kfault_api import spec
 engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(sys.argv[2]))
 doc = {"apiVersion": spec.API_VERSION, "kind": "PodChaos", "metadata": {"name": "f"}, "spec": {"action": "pod-failure"}}
 engine.apply(spec.parse_experiment(doc), topology.CgroupTarget("pod", sys.argv[1]))

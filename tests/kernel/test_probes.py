@@ -14,10 +14,10 @@ import time
 import grpc
 import pytest
 
-import kubelet
-from certs import make_certs, secret_dir
 from kfault_api.rpc import agent_pb2 as pb
 from kfault_api.rpc import agent_pb2_grpc as pb_grpc
+from tests import kubelet
+from tests.certs import make_certs, secret_dir
 
 AGENT = kubelet.container("agent/daemonset.yaml", "DaemonSet")
 # Both datapaths compile before the agent serves: ~70 s under the VM tier's emulation.

@@ -1,0 +1,68 @@
+"""Victim processes (what a fault hits, measured from inside), the cgroups they live in, and
+what /proc says of them."""
+import json
+import os
+import subprocess
+import time
+
+
+def remove_cgroup(path):
+    """rmdir a test's cgroup, waiting for its processes to finish exiting (a cgroup with a dying
+    task in it is still busy); one already gone is fine, one still busy after 15 s is an error
+    (a process the test started outlived it)."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class CommandVictim:
+    """A victim process that prints "ready", then answers one command a line with one JSON line."""
+
+    def __init__(self, argv):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def ask(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def status(pid):
+    """/proc/PID/status as {field: value}, of the process's main thread; {} once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
+    except (FileNotFoundError, ProcessLookupError):
+        return {}
+
+
+def tracer(pid):
+    """The pid of the process's tracer (the I/O holder, once it has seized it), or 0."""
+    return int(status(pid).get("TracerPid", "0"))
+
+
+def held(pid):
+    """Is the main thread stopped by its tracer (a call the holder is holding)? 't (tracing stop)'"""
+    return status(pid).get("State", "").startswith("t")
+
+
+def wait_until(predicate, what, timeout=30.0):
+    """Poll a victim's state until `predicate()`; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.02)
