@@ -14,7 +14,7 @@ import pytest
 from kfault_agent.engines import podfault
 from kfault_agent.kernel import topology
 from tests.kube import NS, controller, register_cluster, wait_for
-from tests.victims import remove_cgroup
+from tests.victims import remove_cgroup, tracer
 
 pytestmark = [pytest.mark.kernel("tc-bpf", "clsact", "io-tracepoints", "ptrace"),
               pytest.mark.usefixtures("kubeconfig")]
@@ -149,12 +149,12 @@ async def test_io_chaos_latency_measured_by_the_victim(cluster, lab, tmp_path):
                                json.dumps([["read", str(tmp_path / "data.db"), 3]])],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        victim.stdout.readline()
+        pid = int(victim.stdout.readline().split()[1])     # "ready <pid>", in the pod's cgroup
         create(kmock, "IOChaos", "iochaos", "slow", {"action": "latency", "delay": "100ms", "volumePath": str(tmp_path),
                                                      "path": f"{tmp_path}/*.db", "methods": ["read"]})
         async with controller():
             await wait_for(lambda: phase(kmock, "iochaos", "slow") == "Running", timeout=60)
-            await asyncio.sleep(1.0)   # the holder seizes the victim
+            await wait_for(lambda: tracer(pid), timeout=30)     # the agent's holder seized the victim
             victim.stdin.write("go\n")
             victim.stdin.flush()
             result = json.loads(await asyncio.to_thread(victim.stdout.readline))

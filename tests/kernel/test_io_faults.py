@@ -15,7 +15,7 @@ import pytest
 from kfault_agent.engines import iofault
 from kfault_agent.kernel import holder, topology
 from kfault_api import spec
-from tests.victims import remove_cgroup
+from tests.victims import held, remove_cgroup, tracer, wait_until
 
 
 def io_chaos(name="io", **fields):
@@ -156,6 +156,10 @@ def test_latency_percent_50_delays_about_half_the_calls(victims, files, io_engin
     assert 0.35 <= delayed <= 0.65, delayed
 
 
+# The killed-agent tests hold a read this long (of its 20 s) before they kill the agent.
+HELD_S = 0.5
+
+
 @pytest.mark.stock_kernel("a read held by the file hooks when the agent dies")
 @pytest.mark.kernel("io-tracepoints", "ptrace")
 def test_killed_agent_mid_delay_leaves_the_victim_running(victims, files, tmp_path):
@@ -171,9 +175,12 @@ def test_killed_agent_mid_delay_leaves_the_victim_running(victims, files, tmp_pa
     try:
         # kfault run compiles its programs first: minutes under the VM tier's emulation
         assert "injecting" in read_line(runner, "injecting line", timeout=300)
-        time.sleep(1.0)                  # the holder seizes the victim
+        # The runner arms only once its holder has seized the cgroup's processes.
+        assert tracer(victim.pid_in_cgroup), "the holder had not seized the victim when armed"
         victims.go(victim)
-        time.sleep(1.0)                  # the victim's first read is held now (for 20 s)
+        wait_until(lambda: held(victim.pid_in_cgroup), "the victim's first read held")
+        time.sleep(HELD_S)               # a hold, not a wait: the read must stay held until the agent dies
+        assert held(victim.pid_in_cgroup), "the read was let go before the agent died"
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait()
         result = victims.result(victim, timeout=15)
@@ -181,6 +188,7 @@ def test_killed_agent_mid_delay_leaves_the_victim_running(victims, files, tmp_pa
         runner.kill()
     took = result["calls"][0]["ms"]
     assert victim.returncode == 0, "the victim was killed"
+    assert took[0] >= HELD_S * 1000, f"the first read was not held: {took}"
     assert took[0] < 10_000, "the held read was not released when the agent died"
     assert all(e == 0 for e in result["calls"][0]["errno"])
 
@@ -487,7 +495,9 @@ def test_killed_agent_leaves_a_process_that_joined_after_arming_running(victims,
         # kfault run compiles its programs first: minutes under the VM tier's emulation
         assert "injecting" in read_line(runner, "injecting line", timeout=300)
         joiner = victims.start(target, [["read", str(files / "data.db"), 3]], ["--no-wait"])
-        time.sleep(1.0)                  # its first read is held now (for 20 s)
+        wait_until(lambda: held(joiner.pid_in_cgroup), "the joiner's first read held")
+        time.sleep(HELD_S)               # a hold, not a wait: the read must stay held until the agent dies
+        assert held(joiner.pid_in_cgroup), "the read was let go before the agent died"
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait()
         result = victims.result(joiner, timeout=15)
@@ -495,7 +505,7 @@ def test_killed_agent_leaves_a_process_that_joined_after_arming_running(victims,
         runner.kill()
     took = result["calls"][0]["ms"]
     assert joiner.returncode == 0, "the joined process was killed"
-    assert took[0] >= 500, "the first read was not held"
+    assert took[0] >= HELD_S * 1000, f"the first read was not held: {took}"
     assert took[0] < 10_000, "the held read was not released when the agent died"
 
 
