@@ -1,5 +1,6 @@
 """PodChaos in the kernel: pod-failure freezes a cgroup's real processes and thaws them, and a
 killed agent leaves nothing frozen."""
+import json
 import os
 import signal
 import subprocess
@@ -7,12 +8,19 @@ import sys
 import time
 import uuid
 
+import grpc
 import pytest
 
+from kfault_agent import server
 from kfault_agent.engines import podfault
 from kfault_agent.kernel import topology
 from kfault_api import spec
+from kfault_api.rpc import agent_pb2 as pb
+from kfault_api.rpc import agent_pb2_grpc as pb_grpc
 from tests.victims import remove_cgroup
+
+
+LAPSING_LEASE_S = 1.0     # the shortest an agent takes (request_checks.LEASE_MIN_S)
 
 
 def pod_chaos(action="pod-failure", **fields):
@@ -61,14 +69,38 @@ def test_pod_failure_freezes_and_recovery_thaws(cgroup_with_a_counter, tmp_path)
         engine.close()
 
 
+def wait_thawed(path, timeout=10):
+    """Poll until the cgroup is thawed; returns when (monotonic s) it was seen thawed."""
+    deadline = time.monotonic() + timeout
+    while podfault.is_frozen(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return time.monotonic()
+
+
 def test_a_lapsed_lease_thaws(cgroup_with_a_counter, tmp_path):
+    """A freeze has no deadline in the kernel: it is the agent's housekeeping that thaws a pod
+    whose lease lapsed unrenewed (a controller gone quiet), placed here through the agent's API."""
     path, counter, _ = cgroup_with_a_counter
-    engine = podfault.PodFaultEngine(lease_s=0.5, guard=podfault.ThawGuard(str(tmp_path)))
+    engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(str(tmp_path)))
+    service = server.AgentService([engine], {})
+    grpc_server, port = server.serve(service, "127.0.0.1:0")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
-        engine.apply(pod_chaos(), topology.CgroupTarget("pod", path))
-        time.sleep(0.6)
-        assert engine.lapsed() == [("default/freeze", "pod")]
+        asked = time.monotonic()
+        reply = pb_grpc.AgentStub(channel).Apply(pb.ApplyRequest(
+            experiment="default/freeze", kind="PodChaos", spec_json=json.dumps({"action": "pod-failure"}),
+            targets=[pb.Target(local=f"cgroup:{path}")], lease_seconds=LAPSING_LEASE_S), timeout=60)
+        assert [r.ok for r in reply.results] == [True], reply
+        assert podfault.is_frozen(path), "the pod was not frozen"
+        thawed = wait_thawed(path, timeout=LAPSING_LEASE_S + 10)
+        assert not podfault.is_frozen(path), "the lapsed lease left the pod frozen"
+        assert thawed - asked >= LAPSING_LEASE_S, "thawed before its lease lapsed"
+        assert progress(counter, 1.0) >= 2, "the pod's process does not run again"   # slow under emulation
+        assert engine.active() == []
     finally:
+        channel.close()
+        grpc_server.stop(None)
+        service.close()
         engine.close()
 
 
@@ -95,9 +127,7 @@ def test_a_killed_agent_leaves_nothing_frozen(cgroup_with_a_counter, tmp_path):
     agent.wait()
     # the guard thaws on the agent's death signal: at once, but under emulation "at once" has
     # taken more than 0.3 s (a bound, not a measure)
-    deadline = time.monotonic() + 10
-    while podfault.is_frozen(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_thawed(path)
     assert not podfault.is_frozen(path) and progress(counter, 1.0) >= 2
 
 
