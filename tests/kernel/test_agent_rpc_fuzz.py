@@ -8,6 +8,7 @@ import math
 import os
 import random
 import subprocess
+import time
 
 import grpc
 import pytest
@@ -25,6 +26,7 @@ SEED = int(os.environ.get("KFAULT_FUZZ_SEED", "20250609"))
 REQUESTS = 400
 ACCEPTED_CODES = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
 METADATA_LIMIT = 16 * 1024
+ARMED_CHECK_MIN_LEASE_S = 5
 ODD = ["", " ", "\x00", "\u202e", "\u200b", "é", "😀", "\ufeff", "\\", "/", "..", "%s", "{}", "'\"", "\n", "NaN"]
 
 
@@ -35,6 +37,7 @@ class Fuzzer:
         self.rng = rng
         self.lab_target = lab_target
         self.valid = 0
+        self.last_valid = False     # was the last call a valid Apply but for its lease, maybe
 
     def text(self):
         rng = self.rng
@@ -130,6 +133,7 @@ class Fuzzer:
         rng = self.rng
         if rng.random() < 0.15:     # valid but for the lease, maybe: it may place, on the lab's namespace only
             self.valid += 1
+            self.last_valid = True
             return pb.ApplyRequest(experiment=f"fuzz/valid-{rng.randrange(3)}", kind="NetworkChaos",
                                    spec_json=json.dumps(rng.choice([{"action": "partition"},
                                                                     {"action": "loss", "loss": {"loss": "5"}}])),
@@ -150,6 +154,7 @@ class Fuzzer:
 
     def call(self, stub):
         """(method name, request) of a random call."""
+        self.last_valid = False
         choice = self.rng.randrange(10)
         if choice < 6:
             return "Apply", self.apply()
@@ -183,20 +188,31 @@ def fuzz_agent(datapath, capabilities, tmp_path):
     service = server.AgentService([net, pods], capabilities)
     grpc_server, port = server.serve(service, "127.0.0.1:0")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    yield pb_grpc.AgentStub(channel)
+    yield pb_grpc.AgentStub(channel), net
     channel.close()
     grpc_server.stop(None)
     service.close()
     pods.guard.close()
 
 
+def armed_in_the_kernel(net, experiment_key):
+    """Is the experiment placed with every rule of it live in the kernel's rule map (a deadline
+    still ahead: the kernel reads one past, or 0, as no rule)?"""
+    placements = [a for a in net.active() if a.experiment.key == experiment_key]
+    rules = net.datapath.rules
+    now = time.monotonic_ns()
+    return bool(placements) and all(rules[rules.Key(rule.slot)].deadline_ns > now
+                                    for active in placements for rule in active.rules)
+
+
 def test_randomized_requests_get_ok_or_a_short_refusal_and_place_only_valid_ones(lab, fuzz_agent, caplog):
-    stub = fuzz_agent
+    stub, net = fuzz_agent
     lab.link("a", "b", "10.250.1")
     lab_target = f"netns:{lab.ns('a')}"
     fuzzer = Fuzzer(random.Random(SEED), lab_target)
     where = f"(seed {SEED}: rerun with KFAULT_FUZZ_SEED={SEED})"
     placed = set()
+    armed_checked = 0
     caplog.set_level(logging.WARNING, logger="kfault_agent")
     for index in range(REQUESTS):
         method, request = fuzzer.call(stub)
@@ -207,6 +223,13 @@ def test_randomized_requests_get_ok_or_a_short_refusal_and_place_only_valid_ones
         said = f"request {index} {where}: {method} {str(request)[:300]!r} -> {code} {details[:300]!r}"
         assert code in ACCEPTED_CODES, said
         assert len(details.encode()) < METADATA_LIMIT, said
+        if fuzzer.last_valid and not request_checks.lease_errors(request.lease_seconds):
+            # A valid request is accepted and placed, its rules armed in the kernel (checked at
+            # once: a lease this long can't lapse first, even under emulation).
+            assert code == grpc.StatusCode.OK and all(r.ok for r in reply.results), said
+            if request.lease_seconds == 0 or request.lease_seconds >= ARMED_CHECK_MIN_LEASE_S:
+                assert armed_in_the_kernel(net, request.experiment), said
+                armed_checked += 1
         if method == "Apply" and reply is not None:
             assert len(reply.results) == len(request.targets), said
             for result in reply.results:
@@ -221,6 +244,7 @@ def test_randomized_requests_get_ok_or_a_short_refusal_and_place_only_valid_ones
     active = {p.experiment for p in stub.ListActive(pb.ListActiveRequest(), timeout=5).placements}
     assert active <= placed, f"placed by requests that were not valid {where}: {active - placed}"
     assert fuzzer.valid > 10, where
+    assert armed_checked >= 5, f"only {armed_checked} valid requests were checked in the kernel {where}"
     bugs = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not bugs, f"the agent logged failures it did not expect {where}: {bugs[:3]}"
     for key in placed:
