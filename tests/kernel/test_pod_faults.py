@@ -60,8 +60,7 @@ def test_pod_failure_freezes_and_recovery_thaws(cgroup_with_a_counter, tmp_path)
     path, counter, _ = cgroup_with_a_counter
     engine = podfault.PodFaultEngine(guard=podfault.ThawGuard(str(tmp_path)))
     try:
-        engine.apply(pod_chaos(), topology.CgroupTarget("pod", path))
-        time.sleep(0.1)
+        engine.apply(pod_chaos(), topology.CgroupTarget("pod", path))     # returns once frozen
         assert podfault.is_frozen(path) and progress(counter) == 0
         engine.revoke("default/freeze", "pod")
         assert not podfault.is_frozen(path) and progress(counter, 1.0) >= 2   # slow under emulation
