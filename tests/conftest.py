@@ -5,6 +5,7 @@ import signal
 
 import pytest
 
+from tests.doubles import RecordingNode
 from tests.kube import parse_path_with_namespaces
 from tests.tiers import pytest_addoption, pytest_collection_modifyitems  # noqa: F401 (hooks: which tests a tier runs)
 
@@ -45,3 +46,13 @@ def kubeconfig(tmp_path, mocker, kmock):
         contexts: [{{name: self, context: {{cluster: self}}}}]
     """)
     mocker.patch.dict("os.environ", {"KUBECONFIG": str(config)})
+
+
+@pytest.fixture
+def nodes():
+    """Two nodes' agents on recording engines: node-a places, node-b's kernel refuses delay."""
+    made = {"node-a": RecordingNode("node-a"),
+            "node-b": RecordingNode("node-b", refuse="delay needs sch_fq: build with CONFIG_NET_SCH_FQ")}
+    yield made
+    for node in made.values():
+        node.close()

@@ -1,7 +1,10 @@
-"""Test doubles: an agent's engine that records what it is asked to place instead of placing."""
+"""Test doubles: an agent's engine that records what it is asked to place instead of placing,
+and a node's agent serving one."""
 import time
 from dataclasses import dataclass, field
 
+from kfault_agent import server
+from kfault_agent.kernel.loader import Capability
 from kfault_api import spec
 
 
@@ -83,3 +86,21 @@ class RecordingEngine:
 
     def close(self):
         self.revoke_all()
+
+
+class RecordingNode:
+    """A node's agent: the real gRPC server (kfault_agent.server) on a RecordingEngine."""
+
+    def __init__(self, name, refuse=""):
+        self.name = name
+        self.engine = RecordingEngine(refuse=refuse)
+        self.service = server.AgentService([self.engine], {"tc-bpf": Capability("tc-bpf", True, "test")},
+                                           node_name=name)
+        self.grpc, self.port = server.serve(self.service, "127.0.0.1:0")
+
+    def targets(self, op="apply"):
+        return sorted(t for (o, _, t) in self.engine.history if o == op)
+
+    def close(self):
+        self.grpc.stop(None)
+        self.service.close()

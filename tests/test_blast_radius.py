@@ -8,7 +8,7 @@ import pytest
 
 from kfault_controller.selection import ACCEPT_ANNOTATION
 from tests.kube import annotate_namespace, wait_for
-from tests.test_controller import CHAOS, controller, nodes, pod, populate  # noqa: F401 - nodes is a fixture
+from tests.test_controller import CHAOS, controller, pod, populate
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 WEB = {"labelSelectors": {"app": "web"}}

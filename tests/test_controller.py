@@ -5,11 +5,9 @@ import dataclasses
 import pytest
 
 from kfault_agent import server
-from kfault_agent.kernel.loader import Capability
 from kfault_controller import status
 from kfault_controller.settings import Settings
 from kfault_controller.windows import PAUSE_ANNOTATION
-from tests.doubles import RecordingEngine
 from tests.kube import NS, register_cluster, wait_for
 from tests.kube import controller as controller_with
 
@@ -22,30 +20,6 @@ FAST = Settings(renew_s=0.5, lease_s=2, schedule_tick_s=0.5)
 def controller(**chosen):
     """The controller with FAST settings, but for what the test chose (Settings' fields)."""
     return controller_with(dataclasses.replace(FAST, **chosen))
-
-
-class Node:
-    def __init__(self, name, refuse=""):
-        self.name = name
-        self.engine = RecordingEngine(refuse=refuse)
-        self.service = server.AgentService([self.engine], {"tc-bpf": Capability("tc-bpf", True, "test")},
-                                           node_name=name)
-        self.grpc, self.port = server.serve(self.service, "127.0.0.1:0")
-
-    def targets(self, op="apply"):
-        return sorted(t for (o, _, t) in self.engine.history if o == op)
-
-    def close(self):
-        self.grpc.stop(None)
-        self.service.close()
-
-
-@pytest.fixture
-def nodes():
-    made = {"node-a": Node("node-a"), "node-b": Node("node-b", refuse="delay needs sch_fq: build with CONFIG_NET_SCH_FQ")}
-    yield made
-    for node in made.values():
-        node.close()
 
 
 def pod(name, node, labels, namespace=NS, uid=None):

@@ -14,7 +14,7 @@ from kfault_controller.selection import ACCEPT_ANNOTATION
 from kfault_controller.windows import PAUSE_ANNOTATION
 from tests.kube import annotate_namespace, wait_for
 from tests.test_blast_radius import populate_teams
-from tests.test_controller import CHAOS, NS, controller, nodes, populate  # noqa: F401 - nodes is a fixture
+from tests.test_controller import CHAOS, NS, controller, populate
 
 pytestmark = pytest.mark.usefixtures("kubeconfig", "server_set_fields")
 SCHEDULES = "kfault.dev/v1alpha1/schedules"

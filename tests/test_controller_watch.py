@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.kube import NS, wait_for
-from tests.test_controller import CHAOS, agent_pod, chaos, controller, nodes, pod, populate  # noqa: F401 - nodes is a fixture
+from tests.test_controller import CHAOS, agent_pod, chaos, controller, pod, populate
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 STEADY_S = 12

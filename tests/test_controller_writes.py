@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 
 from kfault_controller import status as report
 from tests.kube import NS, wait_for
-from tests.test_controller import CHAOS, agent_pod, chaos, controller, nodes, populate  # noqa: F401 - nodes is a fixture
+from tests.test_controller import CHAOS, agent_pod, chaos, controller, populate
 
 pytestmark = pytest.mark.usefixtures("kubeconfig")
 AGENT_A = "/api/v1/namespaces/kfault-system/pods/kfault-agent-node-a"

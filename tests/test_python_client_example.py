@@ -12,7 +12,7 @@ import yaml
 from kfault_controller import status
 from tests.kube import NS
 from tests.test_controller import controller as running_controller
-from tests.test_controller import nodes, populate  # noqa: F401 - nodes is a fixture
+from tests.test_controller import populate
 
 pytestmark = pytest.mark.usefixtures("kubeconfig", "server_side_metadata")
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "python", "networkchaos.py")
