@@ -185,7 +185,7 @@ def test_reorder(lab, pods, engine, direction):
     sent, got = lab.udp(sender, receiver, address, 1000, pps=1000, idle=1.0)
     latencies = [(at - sent["sent_ns"][seq]) / 1e6 for seq, at in zip(got["order"], got["arrived_ns"])]
     fast = sum(1 for ms in latencies if ms < 10) / len(latencies)
-    assert 0.18 <= fast <= 0.32, fast
+    assert 0.05 <= fast <= 0.40, fast   # about 25%: loose, as test_delay_bandwidth's reorder test says why
     assert out_of_order(got["order"]) > 100
 
 
