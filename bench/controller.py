@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from conftest import RecordingEngine, parse_path_with_namespaces, register_cluster  # noqa: E402
 from kfault_agent import server  # noqa: E402
-from kfault_agent.kernel.loader import Capability  # noqa: E402
+from kfault_agent.kernel.capabilities import Capability  # noqa: E402
 
 PODS = (100, 1000, 5000)
 EXPERIMENTS = (1, 10, 100)

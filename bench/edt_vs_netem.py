@@ -11,7 +11,7 @@ import statistics
 import time
 
 from kfault_agent.engines import netfault
-from kfault_agent.kernel import loader, topology
+from kfault_agent.kernel import capabilities, loader, topology
 from kfault_api import spec
 from kfault_lab.hosts import Lab
 
@@ -92,7 +92,7 @@ def loss_throughput(lab, engine, target, dev, b_ip):
 
 def main():
     datapath = loader.NetDatapath()
-    engine = netfault.NetFaultEngine(datapath, loader.probe_capabilities())
+    engine = netfault.NetFaultEngine(datapath, capabilities.probe_capabilities())
     lab = Lab()
     try:
         _, b_ip = lab.link("a", "b", "10.250.1")

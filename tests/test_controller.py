@@ -9,7 +9,7 @@ os.environ.setdefault("KFAULT_LEASE_S", "2")
 
 from conftest import NS, RecordingEngine, controller, register_cluster, wait_for  # noqa: E402
 from kfault_agent import server  # noqa: E402
-from kfault_agent.kernel.loader import Capability  # noqa: E402
+from kfault_agent.kernel.capabilities import Capability  # noqa: E402
 from kfault_controller import agents, status  # noqa: E402
 from kfault_controller.agents import AgentDirectory  # noqa: E402
 from kfault_controller.windows import PAUSE_ANNOTATION  # noqa: E402
