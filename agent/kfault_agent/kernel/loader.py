@@ -7,10 +7,10 @@ in this process. Programs are loaded once per agent; experiments only write maps
 (kernel/maps.py). What the kernel can do is probed in kernel/capabilities.py.
 """
 import base64
+import concurrent.futures
 import contextlib
 import ctypes
 import errno
-import logging
 import os
 import platform
 import resource
@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from kfault_agent.errors import KernelUnsupported
 from kfault_agent.kernel import bpfcall, compile, maps
 from kfault_api import layout
-
-log = logging.getLogger(__name__)
 
 # The BPF sources: the checkout's bpf/ folder, or where an image put them.
 BPF_DIR = os.path.normpath(os.environ.get("KFAULT_BPF_DIR")
@@ -148,6 +146,17 @@ class Programs:
         self.programs[name] = Program(name, fd)
         return self.programs[name]
 
+    def load_many(self, names, prog_type):
+        """Load several functions at once: {name: Program}. The verifier runs in each caller's
+        thread and bpf() lets go of the GIL, so programs verify side by side on the node's CPUs
+        (most of an agent's start is the verifier's)."""
+        names = list(names)
+        if len(names) < 2:
+            return {name: self.load(name, prog_type) for name in names}
+        with concurrent.futures.ThreadPoolExecutor(min(len(names), os.cpu_count() or 1)) as pool:
+            loaded = list(pool.map(lambda name: self.load(name, prog_type), names))
+        return dict(zip(names, loaded))
+
     def attach(self, name, tracepoint=None):
         """Attach a loaded program: at a raw tracepoint, or (none) a TRACING or LSM program at its
         function. The attachment's fd: closing it detaches."""
@@ -180,7 +189,7 @@ class TcPrograms:
         headers = require_headers(uapi_headers())
         self.bpf = Programs(src_file, list(cflags), headers)
         try:
-            self.programs = {name: self.bpf.load(name, bpfcall.PROG_SCHED_CLS) for name in names}
+            self.programs = self.bpf.load_many(names, bpfcall.PROG_SCHED_CLS)
         except BaseException:
             self.bpf.close()
             raise
@@ -288,9 +297,10 @@ class IODatapath:
         self.file_hooks = errno_mechanism == "file-hooks"
         self.bpf = Programs(os.path.join(BPF_DIR, "iofault.c"), cflags, headers)
         try:
-            self.programs = {name: self.bpf.load(name, bpfcall.PROG_RAW_TRACEPOINT) for name in IO_PROGRAMS}
-            if errno_mechanism:
+            self.programs = {}
+            if errno_mechanism:     # first: they are small, and a kernel without them refuses them at once
                 self._attach_errno_hooks()
+            self.programs.update(self.bpf.load_many(IO_PROGRAMS, bpfcall.PROG_RAW_TRACEPOINT))
         except Exception as err:
             self.bpf.close()
             what = f"with {errno_mechanism} hooks" if errno_mechanism else "(syscall raw tracepoints)"
@@ -335,8 +345,8 @@ class IODatapath:
         """Load io_apply_attr and io_corrupt into their program slots; None, or why the kernel
         refused them (the kernel also logs a warning each time they load: expected)."""
         try:
+            self.programs.update(self.bpf.load_many(IO_WRITE_USER_PROGRAMS, bpfcall.PROG_RAW_TRACEPOINT))
             for name, slot in IO_WRITE_USER_PROGRAMS.items():
-                self.programs[name] = self.bpf.load(name, bpfcall.PROG_RAW_TRACEPOINT)
                 programs[slot] = self.programs[name].fd
         except OSError as err:
             return (f"the kernel refused a program that calls bpf_probe_write_user ({str(err).splitlines()[0][:200]}), "
@@ -348,11 +358,11 @@ class IODatapath:
         """Load and attach the errno hooks: lsm__<hook> as BPF LSM programs, or
         kmod_ret__security_<hook> as fmod_ret; each stays attached while its fd is open."""
         lsm = self.errno_mechanism == "bpf-lsm"
-        for hook in ERRNO_HOOKS:
-            name = f"lsm__{hook}" if lsm else f"kmod_ret__security_{hook}"
-            program = self.bpf.load(name, bpfcall.PROG_LSM if lsm else bpfcall.PROG_TRACING)
-            if self.file_hooks and hook == "file_permission":
-                self.programs[FILE_HOOK_PROGRAM] = program
+        names = {hook: f"lsm__{hook}" if lsm else f"kmod_ret__security_{hook}" for hook in ERRNO_HOOKS}
+        programs = self.bpf.load_many(names.values(), bpfcall.PROG_LSM if lsm else bpfcall.PROG_TRACING)
+        if self.file_hooks:
+            self.programs[FILE_HOOK_PROGRAM] = programs[FILE_HOOK_PROGRAM]
+        for hook, name in names.items():
             try:
                 self.bpf.attach(name)
             except OSError as err:
