@@ -78,12 +78,13 @@ class InfoAttr(ctypes.Structure):
 
 
 def bpf(cmd, attr):
-    """bpf(cmd, &attr, sizeof attr): its result, or OSError with the kernel's errno."""
+    """bpf(cmd, &attr, sizeof attr) with attr a ctypes structure or buffer: its result, or
+    OSError with the kernel's errno."""
     result = _libc.syscall(ctypes.c_long(SYS_BPF[platform.machine()]), ctypes.c_long(cmd), ctypes.byref(attr),
                            ctypes.c_uint(ctypes.sizeof(attr)))
     if result < 0:
         code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
+        raise OSError(code, f"bpf({cmd}): {os.strerror(code)}")
     return result
 
 
