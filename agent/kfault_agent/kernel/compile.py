@@ -74,10 +74,11 @@ def _bcc_version():
         return "unknown"
 
 
-def _stat_identity(path):
+def _stat_identity(path, with_mtime=True):
+    """A file's path, size and (not for sysfs, whose times vary from boot to boot) mtime."""
     try:
         st = os.stat(path)
-        return f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}"
+        return f"{os.path.realpath(path)}:{st.st_size}" + (f":{st.st_mtime_ns}" if with_mtime else "")
     except OSError:
         return f"{path}:absent"
 
@@ -89,7 +90,7 @@ def headers_identity(headers_path, build_dir, kheaders):
         return "dir:" + _stat_identity(os.path.join(headers_path, "include"))
     if os.path.exists(os.path.join(build_dir, "include")):
         return "build:" + _stat_identity(os.path.join(build_dir, "include", "generated", "utsrelease.h"))
-    return "kheaders:" + _stat_identity(kheaders)
+    return "kheaders:" + _stat_identity(kheaders, with_mtime=False)
 
 
 def entry_key(source, cflags, headers_ident, bpf_dir):
@@ -100,7 +101,7 @@ def entry_key(source, cflags, headers_ident, bpf_dir):
             digest.update(hashlib.sha256(handle.read()).digest())
     uname = os.uname()
     for part in [f"format {FORMAT}", *cflags, uname.release, uname.version, uname.machine, headers_ident,
-                 _bcc_version(), _stat_identity(VMLINUX_BTF)]:
+                 _bcc_version(), _stat_identity(VMLINUX_BTF, with_mtime=False)]:
         digest.update(part.encode() + b"\0")
     return f"{os.path.basename(source).rsplit('.', 1)[0]}-{digest.hexdigest()[:32]}"
 
