@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo lint test kernel-test bench bench-io bench-controller kernel-bench proto crds images clean
+.PHONY: setup demo lint test kernel-test bench bench-io bench-agent bench-controller kernel-bench proto crds images clean
 
 setup:
 	scripts/setup-host
@@ -30,6 +30,10 @@ bench: setup
 
 bench-io: setup
 	$(PY) bench/io_overhead.py
+
+# The agent's time to ready and memory (PSS over its processes), first start and restart.
+bench-agent: setup
+	$(PY) bench/agent_footprint.py
 
 # The controller against kmock, 100 to 5,000 pods, 1 to 100 experiments (ARGS="--grid": every size).
 bench-controller:

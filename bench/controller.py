@@ -43,7 +43,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))   # the tests' helpers
 
 from kfault_agent import server  # noqa: E402
-from kfault_agent.kernel.loader import Capability  # noqa: E402
+from kfault_agent.kernel.capabilities import Capability  # noqa: E402
 from tests.doubles import RecordingEngine  # noqa: E402
 from tests.kube import parse_path_with_namespaces, register_cluster  # noqa: E402
 

@@ -16,7 +16,7 @@ import statistics
 import time
 
 from kfault_agent.engines import netfault
-from kfault_agent.kernel import loader, topology
+from kfault_agent.kernel import capabilities, loader, topology
 from kfault_api import spec
 from kfault_lab.hosts import Lab
 
@@ -126,7 +126,7 @@ def loss_throughput(lab, engine, target, dev, b_ip):
 
 def main():
     datapath = loader.NetDatapath()
-    engine = netfault.NetFaultEngine(datapath, loader.probe_capabilities(), lease_s=LEASE_S)
+    engine = netfault.NetFaultEngine(datapath, capabilities.probe_capabilities(), lease_s=LEASE_S)
     lab = Lab()
     try:
         _, b_ip = lab.link("a", "b", "10.250.1")

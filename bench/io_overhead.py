@@ -27,7 +27,7 @@ import time
 import uuid
 
 from kfault_agent.engines import iofault
-from kfault_agent.kernel import loader, topology
+from kfault_agent.kernel import capabilities, topology
 from kfault_api import spec
 
 # Many short rounds rather than a few long ones: the figures judged are 2% apart, and a median
@@ -98,7 +98,7 @@ def main():
     loop_cgroup, other_cgroup = prefix + "-loop", prefix + "-other"
     for path in (loop_cgroup, other_cgroup):
         os.mkdir(path)
-    datapath, caps = loader.probe_io()
+    datapath, caps = capabilities.probe_io()
     engine = iofault.IOFaultEngine(datapath, caps)
     here = topology.resolve_cgroup_target(f"cgroup:{loop_cgroup}")
     other = topology.resolve_cgroup_target(f"cgroup:{other_cgroup}")

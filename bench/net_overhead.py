@@ -20,7 +20,7 @@ import threading
 import time
 
 from kfault_agent.engines import netfault
-from kfault_agent.kernel import loader, topology
+from kfault_agent.kernel import capabilities, loader, topology
 from kfault_api import spec
 from kfault_lab.hosts import EmulatedCni, Lab
 
@@ -190,7 +190,7 @@ def per_packet_cost(engine, datapath, target, a_ip, b_ip):
 
 def main():
     datapath = loader.NetDatapath()
-    engine = netfault.NetFaultEngine(datapath, loader.probe_capabilities(), lease_s=600)
+    engine = netfault.NetFaultEngine(datapath, capabilities.probe_capabilities(), lease_s=600)
     lab = Lab()
     try:
         a_ip, b_ip = lab.link("a", "b", "10.250.1")

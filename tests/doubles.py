@@ -4,7 +4,7 @@ import time
 from dataclasses import dataclass, field
 
 from kfault_agent import server
-from kfault_agent.kernel.loader import Capability
+from kfault_agent.kernel.capabilities import Capability
 from kfault_api import spec
 
 

@@ -1,7 +1,7 @@
 """What each package may import: the layering CONTRIBUTING.md's "Where things are" describes, checked.
 
   kfault_api         the shared model: standard library, yaml, grpc/protobuf; nothing of ours
-  kfault_agent       kfault_api; bcc only in kernel/loader.py; never kopf, kubernetes, the controller or the lab
+  kfault_agent       kfault_api; bcc only in kernel/compile.py; never kopf, kubernetes, the controller or the lab
   kfault_controller  kfault_api; never the agent, bcc or pyroute2
   kfault_lab         anything (it drives the agent), but nothing imports it except tests and bench
 """
@@ -18,8 +18,9 @@ FORBIDDEN = {
     "kfault_agent": {"kfault_controller", "kfault_lab", "kopf", "kubernetes"},
     "kfault_controller": {"kfault_agent", "kfault_lab", "bcc", "pyroute2"},
 }
-# The one module of the agent that may import bcc (it knows the kernel; nothing else does).
-BCC_USERS = {"kfault_agent.kernel.loader"}
+# The one module of the agent that may import bcc: the compiler, run in a process of its own
+# (kernel/loader.py loads what it cached with plain bpf() calls; LLVM stays out of the agent).
+BCC_USERS = {"kfault_agent.kernel.compile"}
 # Who resolves host names of externalTargets: the network engine, never policy or the kernel layer.
 NAME_RESOLVERS = {"kfault_agent.engines.netfault"}
 # The controller's pure rooms: what a resource asks, decided without a cluster, an agent or kopf.

@@ -66,7 +66,7 @@ def test_a_rule_is_never_written_with_deadline_zero():
     """0 means expired in both programs (bpf/kfault.h): the agent writes real deadlines only."""
     import pytest
 
-    from kfault_agent.kernel import loader
+    from kfault_agent.kernel import maps
     with pytest.raises(ValueError, match="deadline_ns=0"):
-        loader.rule_deadline(0)
-    assert loader.rule_deadline(5) == {"deadline_ns": 5}
+        maps.rule_deadline(0)
+    assert maps.rule_deadline(5) == {"deadline_ns": 5}

@@ -38,19 +38,19 @@ def cmd_validate(args):
 
 
 def cmd_capabilities(args):
-    from kfault_agent.kernel import loader
-    caps = loader.node_capabilities()
+    from kfault_agent.kernel import capabilities
+    caps = capabilities.node_capabilities()
     print("kernel features:")
     for cap in caps.values():
         print(f"  {cap.name:<15} {'yes' if cap.available else 'no ':<4} {cap.reason}")
     print("network actions:")
-    for action in loader.ACTION_NEEDS:
-        ok, reason = loader.action_support(caps, action)
+    for action in capabilities.ACTION_NEEDS:
+        ok, reason = capabilities.action_support(caps, action)
         print(f"  {action:<10} {'yes' if ok else 'no ':<4} {reason}")
     print("file I/O actions, by method:")
-    for action in loader.IO_NEEDS:
+    for action in capabilities.IO_NEEDS:
         for method in schema.IO_METHODS:
-            ok, reason = loader.io_support(caps, action, method)
+            ok, reason = capabilities.io_support(caps, action, method)
             print(f"  {action:<8} {method:<6} {'yes' if ok else 'no ':<4} {reason}")
     return 0
 

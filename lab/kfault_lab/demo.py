@@ -14,7 +14,7 @@ import urllib.request
 
 import yaml
 
-from kfault_agent.kernel import loader
+from kfault_agent.kernel import capabilities
 from kfault_lab.hosts import Lab
 
 METRICS_PORT = 9464
@@ -60,7 +60,7 @@ def run_with_fault(lab, doc, traffic, target=None, metric="kfault_packets_total"
 
 
 def main():
-    caps = loader.probe_capabilities()
+    caps = capabilities.probe_capabilities()
     lab = Lab()
     try:
         a_ip, b_ip = lab.link("a", "b", "10.250.1")
@@ -90,7 +90,7 @@ def main():
         rows.append(("corrupt 40%", f"B's checksum check rejected {100 * failed / 3000:.1f}%; "
                                     f"{got['damaged']} bad payloads reached the app"))
 
-        ok, reason = loader.action_support(caps, "delay")
+        ok, reason = capabilities.action_support(caps, "delay")
         if ok:
             print("== delay 50ms; A runs ping -c 20")
             out = run_with_fault(lab, experiment("delay", "delay", delay={"latency": "50ms"}),

@@ -15,13 +15,13 @@ def _node():
     if os.geteuid() != 0:
         skip_unless_required("needs root: tests make network namespaces and load BPF programs")
     from kfault_agent.errors import KernelUnsupported
-    from kfault_agent.kernel import loader
+    from kfault_agent.kernel import capabilities, loader
     try:
         datapath, error = loader.NetDatapath(), None
     except KernelUnsupported as err:
         datapath, error = None, err
-    io_datapath, io_caps = loader.probe_io()
-    yield datapath, io_datapath, {**loader.probe_capabilities(error), **io_caps}
+    io_datapath, io_caps = capabilities.probe_io()
+    yield datapath, io_datapath, {**capabilities.probe_capabilities(error), **io_caps}
     for loaded in (datapath, io_datapath):
         if loaded:
             loaded.close()

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from kfault_agent.kernel import topology
-from kfault_agent.kernel.loader import Capability
+from kfault_agent.kernel.capabilities import Capability
 from kfault_api import spec
 from kfault_lab.hosts import CNI_MODES, EmulatedCni
 from kfault_lab.tcp_probe import EchoServer, TcpClient, connect_once

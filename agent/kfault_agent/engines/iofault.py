@@ -12,7 +12,8 @@ from kfault_agent.engines.counts import IOCounts, IOPlacementCounts
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
 from kfault_agent.kernel.holder import HolderProcess, cgroup_processes
-from kfault_agent.kernel.loader import io_support, probe_io, rule_deadline, update_slot, write_slot
+from kfault_agent.kernel.capabilities import io_support, probe_io
+from kfault_agent.kernel.maps import rule_deadline, update_slot, write_slot
 from kfault_agent.kernel.paths import folder_names, open_paths
 from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
 from kfault_agent.kernel.topology import resolve_cgroup_target

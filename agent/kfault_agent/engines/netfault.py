@@ -10,8 +10,9 @@ from kfault_agent import peer_names, policy
 from kfault_agent.engines.counts import NetCounts, NetPlacementCounts, Traffic
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported, Refusal, TargetUnsuitable
-from kfault_agent.kernel.loader import (RECEIVED_EDT_NEEDS, NetDatapath, action_support, probe_capabilities,
-                                        rule_deadline, update_slot, write_slot)
+from kfault_agent.kernel.capabilities import RECEIVED_EDT_NEEDS, action_support, probe_capabilities
+from kfault_agent.kernel.loader import NetDatapath
+from kfault_agent.kernel.maps import rule_deadline, update_slot, write_slot
 from kfault_agent.kernel.pods import PodRef, resolve_pod_network
 from kfault_agent.kernel.tc import ClsactHooks, EdtIfb, FqRoot, SharedPerLink
 from kfault_agent.kernel.tcx import TcxHooks

@@ -1,52 +1,33 @@
-"""The part of kfault that knows the kernel: compiles and loads BPF with bcc, probes features.
+"""The part of kfault that loads its BPF programs: from the compile cache, with plain bpf() calls.
 
-Nothing else imports bcc. Programs are compiled and loaded once per agent; experiments only
-write maps.
+kernel/compile.py compiles each source once (bcc, in a short-lived process) and caches what
+clang made; here every process creates its own maps and loads its own programs from that, and
+attaches them with fds it owns, so a dead agent's hooks go with it, as before. No libbcc (LLVM)
+in this process. Programs are loaded once per agent; experiments only write maps
+(kernel/maps.py). What the kernel can do is probed in kernel/capabilities.py.
 """
+import base64
+import concurrent.futures
 import contextlib
 import ctypes
-import logging
+import errno
 import os
 import platform
+import resource
+import struct
 from dataclasses import dataclass
 
 from kfault_agent.errors import KernelUnsupported
-from kfault_agent.kernel import tcx, topology
-from kfault_api import layout, schema
-
-log = logging.getLogger(__name__)
+from kfault_agent.kernel import bpfcall, compile, maps
+from kfault_api import layout
 
 # The BPF sources: the checkout's bpf/ folder, or where an image put them.
 BPF_DIR = os.path.normpath(os.environ.get("KFAULT_BPF_DIR")
                            or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "bpf"))
 
 NET_PROGRAMS = ("egress_to", "ingress_from", "select_delayed", "egress_from")
-
-
-def write_slot(table, slot, fields):
-    """Write one slot of a BPF array map: the given fields, the others zero."""
-    leaf = table.Leaf()
-    for name, value in fields.items():
-        setattr(leaf, name, value)
-    table[table.Key(slot)] = leaf
-
-
-def rule_deadline(deadline_ns):
-    """The deadline_ns field of a rule: a real CLOCK_MONOTONIC time, since the kernel reads
-    0 as expired (bpf/kfault.h)."""
-    if deadline_ns <= 0:
-        raise ValueError(f"deadline_ns={deadline_ns}: a rule needs a CLOCK_MONOTONIC deadline above 0 "
-                         "(0 means expired in bpf/kfault.h); compute it from the lease")
-    return {"deadline_ns": deadline_ns}
-
-
-def update_slot(table, slot, **fields):
-    """Change some fields of one slot of a BPF array map, keeping the others."""
-    key = table.Key(slot)
-    leaf = table[key]
-    for name, value in fields.items():
-        setattr(leaf, name, value)
-    table[key] = leaf
+# bcc's name prefixes that say where a program attaches; the kernel's name of it drops them.
+NAME_PREFIXES = ("kmod_ret__", "lsm__")
 
 
 def kernel_build_dir():
@@ -104,53 +85,123 @@ def require_headers(headers, needs_running_kernel=False):
     return headers
 
 
-@contextlib.contextmanager
-def compiling_against(headers):
-    """bcc reads BCC_KERNEL_SOURCE as it compiles: set it to these headers, or clear it for its
-    own search, for the time of one compile."""
-    saved = os.environ.pop("BCC_KERNEL_SOURCE", None)
-    if headers.path:
-        os.environ["BCC_KERNEL_SOURCE"] = headers.path
-    try:
-        yield
-    finally:
-        os.environ.pop("BCC_KERNEL_SOURCE", None)
-        if saved is not None:
-            os.environ["BCC_KERNEL_SOURCE"] = saved
+def headers_identity(headers):
+    """What names these headers in the compile cache's key."""
+    return compile.headers_identity(headers.path, kernel_build_dir(), KHEADERS)
 
 
-def probe_headers():
-    """Which headers each kind of program compiles against here, as a capability: the errno
-    hooks need the running kernel's; the other programs work with any kernel's UAPI types."""
-    running, uapi = running_kernel_headers(), uapi_headers()
-    if running:
-        return Capability("kernel-headers", True, f"{running.described}; network programs and syscall "
-                          f"tracepoints use {uapi.described}")
-    if uapi:
-        return Capability("kernel-headers", False, f"{no_headers_reason()}. Network faults and the syscall "
-                          f"tracepoints use {uapi.described}; file I/O errno hooks need the running kernel's")
-    return Capability("kernel-headers", False, no_headers_reason(needs_running_kernel=False))
+@dataclass(frozen=True)
+class Program:
+    name: str
+    fd: int
+
+
+def _unlimited_memlock():
+    """Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK (bcc lifts it too)."""
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+class Programs:
+    """One source's maps and programs, this process's own: the source compiled (or found in the
+    compile cache), its maps created; programs are loaded by name."""
+
+    def __init__(self, src_file, cflags, headers):
+        try:
+            self.entry = compile.compiled(src_file, list(cflags), headers.path, headers_identity(headers), BPF_DIR)
+        except compile.CompileError as err:
+            raise KernelUnsupported(str(err)) from err
+        _unlimited_memlock()
+        self.maps, self.programs, self.links = {}, {}, []
+        try:
+            for name, spec in self.entry["maps"].items():
+                self.maps[name] = maps.create(name, spec)
+        except OSError as err:
+            self.close()
+            raise KernelUnsupported(f"the kernel refused map {name} of {os.path.basename(src_file)}: {err}") from err
+
+    def load(self, name, prog_type):
+        """Load a function of the source as a program of this type (bpfcall.PROG_*): its
+        Program, or bpfcall.LoadError saying what the kernel refused."""
+        if name in self.programs:
+            return self.programs[name]
+        function = self.entry["functions"].get(name)
+        if function is None:
+            raise KernelUnsupported(f"no function {name} in {os.path.basename(self.entry['source'])} "
+                                    f"compiled with {' '.join(self.entry['cflags'])}")
+        insns = bytearray(base64.b64decode(function["insns"]))
+        for index, map_name in function["maps"]:
+            struct.pack_into("<i", insns, index * 8 + 4, self.maps[map_name].map_fd)   # ld_imm64's imm
+        expected, btf_id = 0, 0
+        if prog_type in (bpfcall.PROG_TRACING, bpfcall.PROG_LSM):
+            btf_id = function.get("attach_btf_id")
+            if not btf_id:
+                raise bpfcall.LoadError(errno.ENOENT, name, prog_type,
+                                        f"{function.get('attach_to')} is not in this kernel's BTF ({compile.VMLINUX_BTF})")
+            expected = bpfcall.ATTACH_MODIFY_RETURN if prog_type == bpfcall.PROG_TRACING else bpfcall.ATTACH_LSM_MAC
+        kernel_name = next((name[len(p):] for p in NAME_PREFIXES if name.startswith(p)), name)
+        fd = bpfcall.prog_load(prog_type, bytes(insns), self.entry["license"], kernel_name,
+                               kern_version=0 if prog_type == bpfcall.PROG_TRACING else self.entry["kern_version"],
+                               expected_attach_type=expected, attach_btf_id=btf_id)
+        self.programs[name] = Program(name, fd)
+        return self.programs[name]
+
+    def load_many(self, names, prog_type):
+        """Load several functions at once: {name: Program}. The verifier runs in each caller's
+        thread and bpf() lets go of the GIL, so programs verify side by side on the node's CPUs
+        (most of an agent's start is the verifier's)."""
+        names = list(names)
+        if len(names) < 2:
+            return {name: self.load(name, prog_type) for name in names}
+        with concurrent.futures.ThreadPoolExecutor(min(len(names), os.cpu_count() or 1)) as pool:
+            loaded = list(pool.map(lambda name: self.load(name, prog_type), names))
+        return dict(zip(names, loaded))
+
+    def attach(self, name, tracepoint=None):
+        """Attach a loaded program: at a raw tracepoint, or (none) a TRACING or LSM program at its
+        function. The attachment's fd: closing it detaches."""
+        fd = bpfcall.raw_tracepoint_open(self.programs[name].fd, tracepoint)
+        self.links.append(fd)
+        return fd
+
+    def detach(self, fd):
+        self.links.remove(fd)
+        os.close(fd)
+
+    def table(self, name):
+        return self.maps[name]
+
+    def close(self):
+        for fd in self.links:
+            os.close(fd)
+        for program in self.programs.values():
+            os.close(program.fd)
+        for table in self.maps.values():
+            table.close()
+        self.links, self.programs, self.maps = [], {}, {}
 
 
 class TcPrograms:
     """tc programs (BPF_PROG_TYPE_SCHED_CLS), compiled from a C file against UAPI headers and
-    loaded: kfault's network datapath, and the lab's emulated CNI (bcc stays in this module)."""
+    loaded: kfault's network datapath, and the lab's emulated CNI."""
 
     def __init__(self, src_file, names, cflags=()):
         headers = require_headers(uapi_headers())
-        from bcc import BPF
-        with compiling_against(headers):
-            self.bpf = BPF(src_file=src_file.encode(), cflags=list(cflags))
-        self.programs = {name: self.bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in names}
+        self.bpf = Programs(src_file, list(cflags), headers)
+        try:
+            self.programs = self.bpf.load_many(names, bpfcall.PROG_SCHED_CLS)
+        except BaseException:
+            self.bpf.close()
+            raise
 
     def fd(self, name):
         return self.programs[name].fd
 
     def table(self, name):
-        return self.bpf[name.encode()]
+        return self.bpf.table(name)
 
     def close(self):
-        self.bpf.cleanup()
+        self.bpf.close()
 
 
 class NetDatapath(TcPrograms):
@@ -220,6 +271,11 @@ def running_release_headers():
     return headers
 
 
+
+# errnos with which a kernel without BPF trampolines refuses fmod_ret programs (ENOTSUPP: 524)
+NO_TRAMPOLINE_ERRNOS = {errno.EPERM, errno.EOPNOTSUPP, 524}
+
+
 class IODatapath:
     """iofault.c, compiled and loaded. Its hooks (BPF LSM or fmod_ret; with file-hooks, also the
     read/write decision) attach at load and return at once while nothing is armed; the syscall
@@ -235,41 +291,45 @@ class IODatapath:
             headers = require_headers(running_kernel_headers() if errno_mechanism else uapi_headers(),
                                       needs_running_kernel=bool(errno_mechanism))
         cflags = [f"-I{BPF_DIR}", "-Wno-macro-redefined", io_arch_cflag()]
-        from bcc import BPF
         if errno_mechanism:
             cflags.append(ERRNO_MECHANISMS[errno_mechanism])
         self.errno_mechanism = errno_mechanism
         self.file_hooks = errno_mechanism == "file-hooks"
+        self.bpf = Programs(os.path.join(BPF_DIR, "iofault.c"), cflags, headers)
         try:
-            with compiling_against(headers):
-                self.bpf = BPF(src_file=os.path.join(BPF_DIR, "iofault.c").encode(), cflags=cflags)
-            self.programs = {name: self.bpf.load_func(name.encode(), BPF.RAW_TRACEPOINT) for name in IO_PROGRAMS}
-            self._hook_fds = self._attach_errno_hooks(BPF) if errno_mechanism else []
+            self.programs = {}
+            if errno_mechanism:     # first: they are small, and a kernel without them refuses them at once
+                self._attach_errno_hooks()
+            self.programs.update(self.bpf.load_many(IO_PROGRAMS, bpfcall.PROG_RAW_TRACEPOINT))
         except Exception as err:
+            self.bpf.close()
             what = f"with {errno_mechanism} hooks" if errno_mechanism else "(syscall raw tracepoints)"
-            if errno_mechanism in ("fmod_ret", "file-hooks") and "super-user" in str(err):
-                # bcc words the kernel's EPERM as "Need super-user privileges"; we are root.
-                raise KernelUnsupported("fmod_ret programs don't load on this kernel: it has no BPF "
-                                        "trampolines (fentry/fmod_ret)") from err
+            if errno_mechanism in ("fmod_ret", "file-hooks") and getattr(err, "errno", None) in NO_TRAMPOLINE_ERRNOS:
+                raise KernelUnsupported(f"fmod_ret programs don't load on this kernel: it has no BPF "
+                                        f"trampolines (fentry/fmod_ret) ({err})") from err
             raise KernelUnsupported(f"the kernel refused kfault's file I/O programs {what}: {err}") from err
-        programs = self.bpf[b"kfault_io_programs"]
-        programs[programs.Key(layout.IO_PROG_MATCH_PATH)] = programs.Leaf(self.programs["io_match_path"].fd)
-        self.write_user_refusal = self._load_write_user_programs(BPF, programs)
-        self.rules = self.bpf[b"kfault_io_rules"]
-        self.cgroups = self.bpf[b"kfault_io_cgroups"]
-        self.armed = self.bpf[b"kfault_io_armed"]
-        self.method_armed = self.bpf[b"kfault_io_method_armed"]
-        self.dfa = self.bpf[b"kfault_io_dfa"]
-        self.fds = self.bpf[b"kfault_io_fds"]
-        self.traced = self.bpf[b"kfault_io_traced"]
-        self.holds = self.bpf[b"kfault_io_holds"]
-        self.dirs = self.bpf[b"kfault_io_dirs"]
-        self.stopped = self.bpf[b"kfault_io_stopped"]
-        self.stop_bell_fd = self.bpf[b"kfault_io_stop_bell"].map_fd
-        self.holders = self.bpf[b"kfault_io_holders"]
-        self.counters = self.bpf[b"kfault_io_counters"]
-        self.generation = self.bpf[b"kfault_io_generation"] if self.file_hooks else None
-        self.attached = False
+        programs = self.bpf.table("kfault_io_programs")
+        programs[layout.IO_PROG_MATCH_PATH] = self.programs["io_match_path"].fd
+        self.write_user_refusal = self._load_write_user_programs(programs)
+        self.rules = self.bpf.table("kfault_io_rules")
+        self.cgroups = self.bpf.table("kfault_io_cgroups")
+        self.armed = self.bpf.table("kfault_io_armed")
+        self.method_armed = self.bpf.table("kfault_io_method_armed")
+        self.dfa = self.bpf.table("kfault_io_dfa")
+        self.fds = self.bpf.table("kfault_io_fds")
+        self.traced = self.bpf.table("kfault_io_traced")
+        self.holds = self.bpf.table("kfault_io_holds")
+        self.dirs = self.bpf.table("kfault_io_dirs")
+        self.stopped = self.bpf.table("kfault_io_stopped")
+        self.stop_bell_fd = self.bpf.table("kfault_io_stop_bell").map_fd
+        self.holders = self.bpf.table("kfault_io_holders")
+        self.counters = self.bpf.table("kfault_io_counters")
+        self.generation = self.bpf.table("kfault_io_generation") if self.file_hooks else None
+        self._tracepoint_links = []
+
+    @property
+    def attached(self):
+        return bool(self._tracepoint_links)
 
     def needs_syscall_tracepoints(self, action, methods):
         """Whether some call of a rule is decided at the syscall tracepoints, not the file hooks."""
@@ -281,58 +341,47 @@ class IODatapath:
             key = self.generation.Key(0)
             self.generation[key] = self.generation.Leaf((self.generation[key].value + 1) & 0xFFFFFFFF)
 
-    def _load_write_user_programs(self, BPF, programs):
+    def _load_write_user_programs(self, programs):
         """Load io_apply_attr and io_corrupt into their program slots; None, or why the kernel
         refused them (the kernel also logs a warning each time they load: expected)."""
         try:
-            with _quiet_stderr():      # libbpf prints the refused program whole; the reason is below
-                for name, slot in IO_WRITE_USER_PROGRAMS.items():
-                    self.programs[name] = self.bpf.load_func(name.encode(), BPF.RAW_TRACEPOINT)
-                    programs[programs.Key(slot)] = programs.Leaf(self.programs[name].fd)
-        except Exception as err:
+            self.programs.update(self.bpf.load_many(IO_WRITE_USER_PROGRAMS, bpfcall.PROG_RAW_TRACEPOINT))
+            for name, slot in IO_WRITE_USER_PROGRAMS.items():
+                programs[slot] = self.programs[name].fd
+        except OSError as err:
             return (f"the kernel refused a program that calls bpf_probe_write_user ({str(err).splitlines()[0][:200]}), "
                     "as a kernel in lockdown does (Secure Boot, lockdown=integrity, CONFIG_LOCK_DOWN_KERNEL_FORCE_*): "
                     "attrOverride and mistake need it; latency and fault still work")
         return None
 
-    def _attach_errno_hooks(self, BPF):
-        """bcc attaches lsm__ functions as it loads (we check it did); fmod_ret we attach."""
-        if self.errno_mechanism == "bpf-lsm":
-            missing = [h for h in ERRNO_HOOKS if f"lsm__{h}".encode() not in self.bpf.lsm_fds]
-            if missing:
-                raise KernelUnsupported(f"BPF LSM hooks did not attach: {', '.join(missing)}")
-            return []
-        from bcc import lib
-        fds = []
-        for hook in ERRNO_HOOKS:
-            fn = self.bpf.load_func(f"kmod_ret__security_{hook}".encode(), BPF.TRACING)
-            if self.file_hooks and hook == "file_permission":
-                self.programs[FILE_HOOK_PROGRAM] = fn
-            fd = lib.bpf_attach_kfunc(fn.fd)
-            if fd < 0:
-                for opened in fds:
-                    os.close(opened)
-                raise KernelUnsupported(f"fmod_ret on security_{hook} did not attach (no BPF trampolines here)")
-            fds.append(fd)
-        return fds
+    def _attach_errno_hooks(self):
+        """Load and attach the errno hooks: lsm__<hook> as BPF LSM programs, or
+        kmod_ret__security_<hook> as fmod_ret; each stays attached while its fd is open."""
+        lsm = self.errno_mechanism == "bpf-lsm"
+        names = {hook: f"lsm__{hook}" if lsm else f"kmod_ret__security_{hook}" for hook in ERRNO_HOOKS}
+        programs = self.bpf.load_many(names.values(), bpfcall.PROG_LSM if lsm else bpfcall.PROG_TRACING)
+        if self.file_hooks:
+            self.programs[FILE_HOOK_PROGRAM] = programs[FILE_HOOK_PROGRAM]
+        for hook, name in names.items():
+            try:
+                self.bpf.attach(name)
+            except OSError as err:
+                how = "BPF LSM hook" if lsm else "fmod_ret on security_"
+                raise KernelUnsupported(f"{how}{hook} did not attach ({err})") from err
 
     def attach(self):
-        if not self.attached:
-            self.bpf.attach_raw_tracepoint(tp=b"sys_enter", fn_name=b"io_sys_enter")
-            self.bpf.attach_raw_tracepoint(tp=b"sys_exit", fn_name=b"io_sys_exit")
-            self.attached = True
+        if not self._tracepoint_links:
+            self._tracepoint_links = [self.bpf.attach("io_sys_enter", "sys_enter"),
+                                      self.bpf.attach("io_sys_exit", "sys_exit")]
 
     def detach(self):
-        if self.attached:
-            self.bpf.detach_raw_tracepoint(tp=b"sys_enter")
-            self.bpf.detach_raw_tracepoint(tp=b"sys_exit")
-            self.attached = False
+        for fd in self._tracepoint_links:
+            self.bpf.detach(fd)
+        self._tracepoint_links = []
 
     def close(self):
         self.detach()
-        for fd in self._hook_fds:
-            os.close(fd)
-        self.bpf.cleanup()
+        self.bpf.close()
 
 
 class _ProgInfo(ctypes.Structure):
@@ -364,249 +413,7 @@ class ProgramSize:
 
 def program_size(fd):
     """How big a loaded program is, as the kernel reports it (BPF_OBJ_GET_INFO_BY_FD)."""
-    from bcc import lib
-    info, length = _ProgInfo(), ctypes.c_uint32(ctypes.sizeof(_ProgInfo))
-    if lib.bpf_obj_get_info(fd, ctypes.byref(info), ctypes.byref(length)) != 0:
-        raise OSError(ctypes.get_errno(), f"BPF_OBJ_GET_INFO_BY_FD on program fd {fd} failed")
-    has_verified = length.value >= _ProgInfo.verified_insns.offset + _ProgInfo.verified_insns.size
+    info = _ProgInfo()
+    length = bpfcall.obj_info(fd, info)
+    has_verified = length >= _ProgInfo.verified_insns.offset + _ProgInfo.verified_insns.size
     return ProgramSize(info.xlated_prog_len // 8, info.verified_insns if has_verified else None)
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence fd 2 (libbcc writes there, below Python) while probing what may not load."""
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _bpf_lsm_active():
-    try:
-        with open("/sys/kernel/security/lsm", encoding="ascii") as handle:
-            return "bpf" in handle.read().split(",")
-    except OSError:
-        return False
-
-
-def _kprobe_override_configured():
-    for path in (f"/boot/config-{platform.release()}",):
-        try:
-            with open(path, encoding="ascii") as handle:
-                return "CONFIG_BPF_KPROBE_OVERRIDE=y" in handle.read()
-        except OSError:
-            continue
-    return False
-
-
-MECHANISM_USES = {
-    "file-hooks": "latency and fault on read and write decided at fmod_ret on security_file_permission, by "
-                  "the file's own path (bpf_d_path), with no syscall tracepoint; the other methods (open "
-                  "is decided before an O_CREAT open creates the file), attrOverride and mistake at the "
-                  "syscall tracepoints, failed by fmod_ret on their security_* functions",
-    "bpf-lsm": "errno by BPF LSM hooks on " + ", ".join(ERRNO_HOOKS) + ", for calls the syscall "
-               "tracepoints decide",
-    "fmod_ret": "errno by fmod_ret on the security_* functions of those LSM hooks, for calls the syscall "
-                "tracepoints decide",
-}
-
-
-def probe_io():
-    """(IODatapath or None, capabilities): the best errno mechanism that loads, else none."""
-    try:
-        io_arch_cflag()
-    except KernelUnsupported as err:
-        caps = [Capability(name, False, str(err))
-                for name in ("bpf-lsm", "fmod_ret", "kprobe-override", "io-tracepoints", "io-errno", "io-write-user")]
-        return None, {c.name: c for c in caps + [_probe_ptrace(), probe_headers()]}
-    caps, datapath = [], None
-    if _bpf_lsm_active():
-        order = ["file-hooks", "bpf-lsm", "fmod_ret"]
-    else:
-        order = ["file-hooks", "fmod_ret"]
-        caps.append(Capability("bpf-lsm", False, "bpf is not an active LSM (/sys/kernel/security/lsm); "
-                               "boot with lsm=...,bpf and CONFIG_BPF_LSM=y"))
-    for mechanism in order:
-        try:
-            with _quiet_stderr():      # libbpf prints every refused load: the reason is kept below
-                datapath = IODatapath(mechanism)
-            caps.append(Capability(mechanism, True, MECHANISM_USES[mechanism]))
-            break
-        except KernelUnsupported as err:
-            caps.append(Capability(mechanism, False, str(err).splitlines()[0][:300]))
-    others = set(ERRNO_MECHANISMS) - {c.name for c in caps}
-    caps += [Capability(name, False, f"not tried: {datapath.errno_mechanism} is used") for name in others]
-    caps.append(Capability("kprobe-override", False,
-                           "not used: kfault fails calls through BPF LSM or fmod_ret" if _kprobe_override_configured()
-                           else "CONFIG_BPF_KPROBE_OVERRIDE is not set in this kernel"))
-    if datapath is None:
-        try:
-            datapath = IODatapath(None)
-        except KernelUnsupported as err:
-            caps.append(Capability("io-tracepoints", False, str(err).splitlines()[0][:300]))
-    if datapath is not None:
-        caps.append(Capability("io-tracepoints", True, "raw syscall tracepoints with bpf_send_signal_thread load"))
-        caps.append(Capability("io-write-user", not datapath.write_user_refusal, datapath.write_user_refusal or
-                               "bpf_probe_write_user loads: stat results and data can be rewritten"))
-    else:
-        caps.append(Capability("io-write-user", False, "the file I/O programs don't load here"))
-    caps.append(_probe_ptrace())
-    headers = probe_headers()
-    caps.append(headers)
-    errno_ways = [c for c in caps if c.name in ERRNO_MECHANISMS and c.available]
-    caps.append(Capability("io-errno", bool(errno_ways) and datapath is not None,
-                           f"calls fail before they take effect, by {errno_ways[0].name}" if errno_ways else
-                           "no way to fail a call before it takes effect: " + (
-                               "needs BPF LSM (lsm=...,bpf) or BPF trampolines for fmod_ret on security_* "
-                               "functions" if headers.available else
-                               "the errno hooks need the running kernel's headers, and this node has none "
-                               "(see kernel-headers)")))
-    return datapath, {c.name: c for c in caps}
-
-
-def _probe_ptrace():
-    import signal
-    import subprocess
-
-    from kfault_agent.kernel import holder
-    child = subprocess.Popen(["sleep", "5"])
-    try:
-        holder.ptrace(holder.PTRACE_SEIZE, child.pid, 0)
-        return Capability("ptrace", True, "PTRACE_SEIZE works: threads can be held for latency")
-    except OSError as err:
-        return Capability("ptrace", False, f"PTRACE_SEIZE fails ({err}); needs CAP_SYS_PTRACE and "
-                          "kernel.yama.ptrace_scope below 3")
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-
-
-# What each file I/O action needs. errno needs a hook that runs before the call takes effect
-# (schema.UNFAILABLE_METHODS have none).
-IO_NEEDS = {"latency": ("io-tracepoints", "ptrace"), "fault": ("io-tracepoints", "io-errno"),
-            "attrOverride": ("io-tracepoints", "io-write-user"), "mistake": ("io-tracepoints", "io-write-user")}
-
-
-def io_support(capabilities, action, method=None):
-    """(supported, reason) for one file I/O action (and method) on this node."""
-    reasons = []
-    for need in IO_NEEDS[action]:
-        if not capabilities.get(need) or not capabilities[need].available:
-            reasons.append(capabilities[need].reason if need in capabilities else f"{need} not probed")
-    if action == "fault" and method in schema.UNFAILABLE_METHODS:
-        reasons.append(f"{method}: {schema.UNFAILABLE_METHODS[method]}")
-    return (not reasons), ("; ".join(reasons) or "supported")
-
-
-@dataclass(frozen=True)
-class Capability:
-    name: str
-    available: bool
-    reason: str
-
-
-# What each network action needs from the kernel ("tc-attach": tcx or clsact). A delay or
-# rate on what the target receives needs an ifb too (RECEIVED_EDT_NEEDS).
-ACTION_NEEDS = {
-    "partition": ("tc-bpf", "tc-attach"),
-    "loss": ("tc-bpf", "tc-attach"),
-    "duplicate": ("tc-bpf", "tc-attach"),
-    "corrupt": ("tc-bpf", "tc-attach"),
-    "delay": ("tc-bpf", "tc-attach", "sch_fq"),
-    "bandwidth": ("tc-bpf", "tc-attach", "sch_fq"),
-}
-RECEIVED_EDT_NEEDS = ("ifb",)
-
-
-@contextlib.contextmanager
-def scratch_veth():
-    """A veth pair in a throwaway namespace, to try qdiscs on without touching the node."""
-    with topology.scratch_rtnl() as ipr:
-        ipr.link("add", ifname="probe0", kind="veth", peer="probe1")
-        yield ipr, ipr.link_lookup(ifname="probe0")[0]
-
-
-def _try_qdisc(ipr, ifindex, kind, **kwargs):
-    try:
-        ipr.tc("add", kind, ifindex, "1:", **kwargs)
-        ipr.tc("del", kind, ifindex, "1:")
-        return True, f"tc qdisc {kind} works"
-    except Exception as err:
-        return False, f"the kernel has no sch_{kind} (tc qdisc add {kind}: {err}); build with CONFIG_NET_SCH_{kind.upper()}"
-
-
-def probe_capabilities(datapath_error=None):
-    """What this node can do, each with why (or why not)."""
-    caps = []
-    if datapath_error:
-        caps.append(Capability("tc-bpf", False, str(datapath_error)))
-    else:
-        caps.append(Capability("tc-bpf", True, "tc BPF programs load"))
-    try:
-        with scratch_veth() as (ipr, ifindex):
-            try:
-                ipr.tc("add", "clsact", ifindex)
-                caps.append(Capability("clsact", True, "tc clsact qdisc works"))
-            except Exception as err:
-                caps.append(Capability("clsact", False, f"the kernel has no clsact qdisc ({err}); "
-                                       "build with CONFIG_NET_SCH_INGRESS"))
-            caps.append(Capability("sch_fq", *_try_qdisc(ipr, ifindex, "fq")))
-            caps.append(Capability("sch_netem", *_try_qdisc(ipr, ifindex, "netem")))
-            caps.append(Capability("ifb", *_try_ifb(ipr)))
-    except Exception as err:
-        caps.append(Capability("netns", False, f"can't make a scratch network namespace to probe in: {err}"))
-    has_tcx = Capability("tcx", *tcx.kernel_has_tcx())
-    caps += [has_tcx, _attachment(has_tcx, next((c for c in caps if c.name == "clsact"), None))]
-    return {c.name: c for c in caps}
-
-
-def _try_ifb(ipr):
-    try:
-        ipr.link("add", ifname="probeifb", kind="ifb")
-        return True, "ifb devices work: delays and rates on received packets are held at an ifb's egress"
-    except Exception as err:
-        return False, (f"the kernel has no ifb ({err}): delays and rates on received packets (direction from) "
-                       "need one; build with CONFIG_IFB")
-
-
-def _attachment(has_tcx, clsact):
-    """tc-attach: how kfault attaches its programs on this kernel (tcx, else clsact), and why."""
-    where = "on the target's own interfaces, inside its namespace, where no CNI in veth mode attaches"
-    if has_tcx.available:
-        return Capability("tc-attach", True, f"tcx links ({has_tcx.reason}), ahead of any other program "
-                          f"(BPF_F_BEFORE), {where}; they go with the agent if it dies")
-    if clsact is None or not clsact.available:
-        return Capability("tc-attach", False, f"neither tcx ({has_tcx.reason}) nor clsact "
-                          f"({clsact.reason if clsact else 'not probed'})")
-    return Capability("tc-attach", True, f"classic tc filters on clsact ({has_tcx.reason}), at a priority ahead "
-                      f"of every other filter, {where}")
-
-
-def node_capabilities():
-    """Probe this node whole: network programs and the qdiscs they need, file I/O programs,
-    their errno hooks and the holder."""
-    try:
-        NetDatapath().close()
-        error = None
-    except KernelUnsupported as err:
-        error = err
-    caps = probe_capabilities(error)
-    io_datapath, io_caps = probe_io()
-    if io_datapath:
-        io_datapath.close()
-    return {**caps, **io_caps}
-
-
-def action_support(capabilities, action):
-    """(supported, reason) for one network action on this node."""
-    missing = [capabilities.get(need) for need in ACTION_NEEDS[action]]
-    missing = [c for c in missing if c is None or not c.available]
-    if not missing:
-        return True, "supported"
-    return False, "; ".join(c.reason if c else "not probed" for c in missing)
-

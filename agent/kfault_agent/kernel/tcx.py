@@ -1,7 +1,7 @@
 """tcx links (kernel >= 6.6): our tc programs attached with BPF_LINK_CREATE, first in line.
 
-bcc and pyroute2 have no tcx API, so this makes the few bpf() calls itself. A link lives as
-long as its fd: when the agent dies, the kernel takes its programs off at once (no filter is
+pyroute2 has no tcx API, so this makes the few bpf() calls itself (kernel/bpfcall.py). A link
+lives as long as its fd: when the agent dies, the kernel takes its programs off at once (no filter is
 left behind for `kfault cleanup`). BPF_LINK_CREATE and BPF_PROG_QUERY find the interface by
 index in the calling thread's network namespace, so they run in a thread that entered it.
 """
@@ -13,10 +13,8 @@ import struct
 from dataclasses import dataclass, field
 
 from kfault_agent.errors import InterfaceGone, kernel_errors
-from kfault_agent.kernel import topology
+from kfault_agent.kernel import bpfcall, topology
 
-# bpf(2) syscall numbers per architecture (platform.machine()).
-SYS_BPF = {"x86_64": 321, "aarch64": 280}
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_PROG_QUERY = 16
@@ -26,19 +24,12 @@ BPF_F_BEFORE = 1 << 3                           # with no relative program: befo
 MAX_QUERIED = 64                                # programs listed per hook by attached_programs
 PROG_INFO_NAME = slice(64, 80)                  # struct bpf_prog_info: char name[16] at offset 64
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 def _bpf(cmd, attr):
     """bpf(cmd, attr) with `attr` a bytes image of the union's member; returns (result, attr
     as the kernel left it)."""
     buf = ctypes.create_string_buffer(attr, len(attr))
-    result = _libc.syscall(ctypes.c_long(SYS_BPF[platform.machine()]), ctypes.c_long(cmd), buf,
-                           ctypes.c_uint(len(attr)))
-    if result < 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"bpf({cmd}): {os.strerror(code)}")
-    return result, buf.raw
+    return bpfcall.bpf(cmd, buf), buf.raw
 
 
 def _in(netns, call):

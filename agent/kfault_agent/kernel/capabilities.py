@@ -1,0 +1,251 @@
+"""What this node's kernel can do, each with why (or why not): probed at the agent's start.
+
+Loading the programs is part of the probe (a kernel says what it refuses by refusing it), so
+the file I/O probe hands back the datapath it loaded; kernel/loader.py loads.
+"""
+import contextlib
+import platform
+from dataclasses import dataclass
+
+from kfault_agent.errors import KernelUnsupported
+from kfault_agent.kernel import tcx, topology
+from kfault_agent.kernel.loader import (ERRNO_HOOKS, ERRNO_MECHANISMS, IODatapath, NetDatapath, io_arch_cflag,
+                                        no_headers_reason, running_kernel_headers, uapi_headers)
+from kfault_api import schema
+
+
+def probe_headers():
+    """Which headers each kind of program compiles against here, as a capability: the errno
+    hooks need the running kernel's; the other programs work with any kernel's UAPI types."""
+    running, uapi = running_kernel_headers(), uapi_headers()
+    if running:
+        return Capability("kernel-headers", True, f"{running.described}; network programs and syscall "
+                          f"tracepoints use {uapi.described}")
+    if uapi:
+        return Capability("kernel-headers", False, f"{no_headers_reason()}. Network faults and the syscall "
+                          f"tracepoints use {uapi.described}; file I/O errno hooks need the running kernel's")
+    return Capability("kernel-headers", False, no_headers_reason(needs_running_kernel=False))
+
+
+def _bpf_lsm_active():
+    try:
+        with open("/sys/kernel/security/lsm", encoding="ascii") as handle:
+            return "bpf" in handle.read().split(",")
+    except OSError:
+        return False
+
+
+def _kprobe_override_configured():
+    for path in (f"/boot/config-{platform.release()}",):
+        try:
+            with open(path, encoding="ascii") as handle:
+                return "CONFIG_BPF_KPROBE_OVERRIDE=y" in handle.read()
+        except OSError:
+            continue
+    return False
+
+
+MECHANISM_USES = {
+    "file-hooks": "latency and fault on read and write decided at fmod_ret on security_file_permission, by "
+                  "the file's own path (bpf_d_path), with no syscall tracepoint; the other methods (open "
+                  "is decided before an O_CREAT open creates the file), attrOverride and mistake at the "
+                  "syscall tracepoints, failed by fmod_ret on their security_* functions",
+    "bpf-lsm": "errno by BPF LSM hooks on " + ", ".join(ERRNO_HOOKS) + ", for calls the syscall "
+               "tracepoints decide",
+    "fmod_ret": "errno by fmod_ret on the security_* functions of those LSM hooks, for calls the syscall "
+                "tracepoints decide",
+}
+
+
+def probe_io():
+    """(IODatapath or None, capabilities): the best errno mechanism that loads, else none."""
+    try:
+        io_arch_cflag()
+    except KernelUnsupported as err:
+        caps = [Capability(name, False, str(err))
+                for name in ("bpf-lsm", "fmod_ret", "kprobe-override", "io-tracepoints", "io-errno", "io-write-user")]
+        return None, {c.name: c for c in caps + [_probe_ptrace(), probe_headers()]}
+    caps, datapath = [], None
+    if _bpf_lsm_active():
+        order = ["file-hooks", "bpf-lsm", "fmod_ret"]
+    else:
+        order = ["file-hooks", "fmod_ret"]
+        caps.append(Capability("bpf-lsm", False, "bpf is not an active LSM (/sys/kernel/security/lsm); "
+                               "boot with lsm=...,bpf and CONFIG_BPF_LSM=y"))
+    for mechanism in order:
+        try:
+            datapath = IODatapath(mechanism)
+            caps.append(Capability(mechanism, True, MECHANISM_USES[mechanism]))
+            break
+        except KernelUnsupported as err:
+            caps.append(Capability(mechanism, False, str(err).splitlines()[0][:300]))
+    others = set(ERRNO_MECHANISMS) - {c.name for c in caps}
+    caps += [Capability(name, False, f"not tried: {datapath.errno_mechanism} is used") for name in others]
+    caps.append(Capability("kprobe-override", False,
+                           "not used: kfault fails calls through BPF LSM or fmod_ret" if _kprobe_override_configured()
+                           else "CONFIG_BPF_KPROBE_OVERRIDE is not set in this kernel"))
+    if datapath is None:
+        try:
+            datapath = IODatapath(None)
+        except KernelUnsupported as err:
+            caps.append(Capability("io-tracepoints", False, str(err).splitlines()[0][:300]))
+    if datapath is not None:
+        caps.append(Capability("io-tracepoints", True, "raw syscall tracepoints with bpf_send_signal_thread load"))
+        caps.append(Capability("io-write-user", not datapath.write_user_refusal, datapath.write_user_refusal or
+                               "bpf_probe_write_user loads: stat results and data can be rewritten"))
+    else:
+        caps.append(Capability("io-write-user", False, "the file I/O programs don't load here"))
+    caps.append(_probe_ptrace())
+    headers = probe_headers()
+    caps.append(headers)
+    errno_ways = [c for c in caps if c.name in ERRNO_MECHANISMS and c.available]
+    caps.append(Capability("io-errno", bool(errno_ways) and datapath is not None,
+                           f"calls fail before they take effect, by {errno_ways[0].name}" if errno_ways else
+                           "no way to fail a call before it takes effect: " + (
+                               "needs BPF LSM (lsm=...,bpf) or BPF trampolines for fmod_ret on security_* "
+                               "functions" if headers.available else
+                               "the errno hooks need the running kernel's headers, and this node has none "
+                               "(see kernel-headers)")))
+    return datapath, {c.name: c for c in caps}
+
+
+def _probe_ptrace():
+    import signal
+    import subprocess
+
+    from kfault_agent.kernel import holder
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        holder.ptrace(holder.PTRACE_SEIZE, child.pid, 0)
+        return Capability("ptrace", True, "PTRACE_SEIZE works: threads can be held for latency")
+    except OSError as err:
+        return Capability("ptrace", False, f"PTRACE_SEIZE fails ({err}); needs CAP_SYS_PTRACE and "
+                          "kernel.yama.ptrace_scope below 3")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+
+# What each file I/O action needs. errno needs a hook that runs before the call takes effect
+# (schema.UNFAILABLE_METHODS have none).
+IO_NEEDS = {"latency": ("io-tracepoints", "ptrace"), "fault": ("io-tracepoints", "io-errno"),
+            "attrOverride": ("io-tracepoints", "io-write-user"), "mistake": ("io-tracepoints", "io-write-user")}
+
+
+def io_support(capabilities, action, method=None):
+    """(supported, reason) for one file I/O action (and method) on this node."""
+    reasons = []
+    for need in IO_NEEDS[action]:
+        if not capabilities.get(need) or not capabilities[need].available:
+            reasons.append(capabilities[need].reason if need in capabilities else f"{need} not probed")
+    if action == "fault" and method in schema.UNFAILABLE_METHODS:
+        reasons.append(f"{method}: {schema.UNFAILABLE_METHODS[method]}")
+    return (not reasons), ("; ".join(reasons) or "supported")
+
+
+@dataclass(frozen=True)
+class Capability:
+    name: str
+    available: bool
+    reason: str
+
+
+# What each network action needs from the kernel ("tc-attach": tcx or clsact). A delay or
+# rate on what the target receives needs an ifb too (RECEIVED_EDT_NEEDS).
+ACTION_NEEDS = {
+    "partition": ("tc-bpf", "tc-attach"),
+    "loss": ("tc-bpf", "tc-attach"),
+    "duplicate": ("tc-bpf", "tc-attach"),
+    "corrupt": ("tc-bpf", "tc-attach"),
+    "delay": ("tc-bpf", "tc-attach", "sch_fq"),
+    "bandwidth": ("tc-bpf", "tc-attach", "sch_fq"),
+}
+RECEIVED_EDT_NEEDS = ("ifb",)
+
+
+@contextlib.contextmanager
+def scratch_veth():
+    """A veth pair in a throwaway namespace, to try qdiscs on without touching the node."""
+    with topology.scratch_rtnl() as ipr:
+        ipr.link("add", ifname="probe0", kind="veth", peer="probe1")
+        yield ipr, ipr.link_lookup(ifname="probe0")[0]
+
+
+def _try_qdisc(ipr, ifindex, kind, **kwargs):
+    try:
+        ipr.tc("add", kind, ifindex, "1:", **kwargs)
+        ipr.tc("del", kind, ifindex, "1:")
+        return True, f"tc qdisc {kind} works"
+    except Exception as err:
+        return False, f"the kernel has no sch_{kind} (tc qdisc add {kind}: {err}); build with CONFIG_NET_SCH_{kind.upper()}"
+
+
+def probe_capabilities(datapath_error=None):
+    """What this node can do, each with why (or why not)."""
+    caps = []
+    if datapath_error:
+        caps.append(Capability("tc-bpf", False, str(datapath_error)))
+    else:
+        caps.append(Capability("tc-bpf", True, "tc BPF programs load"))
+    try:
+        with scratch_veth() as (ipr, ifindex):
+            try:
+                ipr.tc("add", "clsact", ifindex)
+                caps.append(Capability("clsact", True, "tc clsact qdisc works"))
+            except Exception as err:
+                caps.append(Capability("clsact", False, f"the kernel has no clsact qdisc ({err}); "
+                                       "build with CONFIG_NET_SCH_INGRESS"))
+            caps.append(Capability("sch_fq", *_try_qdisc(ipr, ifindex, "fq")))
+            caps.append(Capability("sch_netem", *_try_qdisc(ipr, ifindex, "netem")))
+            caps.append(Capability("ifb", *_try_ifb(ipr)))
+    except Exception as err:
+        caps.append(Capability("netns", False, f"can't make a scratch network namespace to probe in: {err}"))
+    has_tcx = Capability("tcx", *tcx.kernel_has_tcx())
+    caps += [has_tcx, _attachment(has_tcx, next((c for c in caps if c.name == "clsact"), None))]
+    return {c.name: c for c in caps}
+
+
+def _try_ifb(ipr):
+    try:
+        ipr.link("add", ifname="probeifb", kind="ifb")
+        return True, "ifb devices work: delays and rates on received packets are held at an ifb's egress"
+    except Exception as err:
+        return False, (f"the kernel has no ifb ({err}): delays and rates on received packets (direction from) "
+                       "need one; build with CONFIG_IFB")
+
+
+def _attachment(has_tcx, clsact):
+    """tc-attach: how kfault attaches its programs on this kernel (tcx, else clsact), and why."""
+    where = "on the target's own interfaces, inside its namespace, where no CNI in veth mode attaches"
+    if has_tcx.available:
+        return Capability("tc-attach", True, f"tcx links ({has_tcx.reason}), ahead of any other program "
+                          f"(BPF_F_BEFORE), {where}; they go with the agent if it dies")
+    if clsact is None or not clsact.available:
+        return Capability("tc-attach", False, f"neither tcx ({has_tcx.reason}) nor clsact "
+                          f"({clsact.reason if clsact else 'not probed'})")
+    return Capability("tc-attach", True, f"classic tc filters on clsact ({has_tcx.reason}), at a priority ahead "
+                      f"of every other filter, {where}")
+
+
+def node_capabilities():
+    """Probe this node whole: network programs and the qdiscs they need, file I/O programs,
+    their errno hooks and the holder."""
+    try:
+        NetDatapath().close()
+        error = None
+    except KernelUnsupported as err:
+        error = err
+    caps = probe_capabilities(error)
+    io_datapath, io_caps = probe_io()
+    if io_datapath:
+        io_datapath.close()
+    return {**caps, **io_caps}
+
+
+def action_support(capabilities, action):
+    """(supported, reason) for one network action on this node."""
+    missing = [capabilities.get(need) for need in ACTION_NEEDS[action]]
+    missing = [c for c in missing if c is None or not c.available]
+    if not missing:
+        return True, "supported"
+    return False, "; ".join(c.reason if c else "not probed" for c in missing)

@@ -1,0 +1,74 @@
+"""The compile cache and the map types, without a kernel: what kernel/compile.py records and how
+kernel/maps.py reads it back."""
+import ctypes
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from kfault_agent.kernel import compile, maps
+
+
+def insn(code, dst=0, src=0, off=0, imm=0):
+    return struct.pack("<BBhi", code, dst | src << 4, off, imm)
+
+
+def test_map_loads_are_found_by_their_fd_and_other_wide_loads_are_not():
+    program = (insn(0xB7, 0, imm=1)                                    # r0 = 1
+               + insn(0x18, 1, src=1, imm=7) + insn(0)                  # r1 = map fd 7 (two slots)
+               + insn(0x18, 2, imm=7) + insn(0)                         # r2 = 7, a plain constant
+               + insn(0x18, 3, src=1, imm=9) + insn(0)                  # r3 = map fd 9
+               + insn(0x95))                                            # exit
+    assert compile.map_relocations(program, {7: "kfault_rules", 9: "kfault_peers"}) == [
+        (1, "kfault_rules"), (5, "kfault_peers")]
+    with pytest.raises(compile.CompileError, match="fd 9"):
+        compile.map_relocations(program, {7: "kfault_rules"})
+
+
+def test_types_are_built_from_bccs_description():
+    desc = ["kfault_io_fd_key", [["tgid", "unsigned int"], ["fd", "unsigned int"]], "struct"]
+    key = maps.ctype_of(desc)(5, 6)
+    assert (key.tgid, key.fd, ctypes.sizeof(key)) == (5, 6, 8)
+    nested = ["outer", [["bytes", "unsigned char", [6]], ["", [["a", "int"], ["b", "unsigned int"]], "union"],
+                        ["flag", "unsigned int", 3]], "struct"]
+    value = maps.ctype_of(nested)()
+    value.bytes[:] = list(range(6))
+    value.b, value.flag = 7, 5
+    assert (list(value.bytes), value.a, value.flag) == (list(range(6)), 7, 5)
+
+
+def test_an_entry_is_keyed_by_every_file_under_bpf(tmp_path):
+    (tmp_path / "lib").mkdir()
+    source, library = tmp_path / "prog.c", tmp_path / "lib" / "edt.h"
+    source.write_text("int x;")
+    library.write_text("#define A 1")
+    key = compile.entry_key(str(source), ["-I."], "headers", str(tmp_path))
+    assert key == compile.entry_key(str(source), ["-I."], "headers", str(tmp_path))
+    library.write_text("#define A 2")
+    changed = compile.entry_key(str(source), ["-I."], "headers", str(tmp_path))
+    assert changed != key
+    assert compile.entry_key(str(source), ["-I.", "-DX"], "headers", str(tmp_path)) != changed
+    assert compile.entry_key(str(source), ["-I."], "other headers", str(tmp_path)) != changed
+
+
+def test_a_cache_that_cant_be_written_falls_back_to_a_temporary_one(monkeypatch, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv(compile.CACHE_ENV, str(blocked / "bpf"))
+    monkeypatch.setattr(compile.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert compile.cache_dir() == str(tmp_path / "tmp" / "kfault-bpf")
+
+
+@pytest.mark.skipif(not os.path.exists(compile.VMLINUX_BTF), reason="this kernel has no BTF")
+def test_btf_ids_of_functions_are_found_in_vmlinux():
+    ids = compile.btf_function_ids({"security_file_open", "no_such_function_here"})
+    assert set(ids) == {"security_file_open"} and ids["security_file_open"] > 0
+
+
+def test_the_agents_modules_leave_libbcc_out():
+    code = ("import sys; import kfault_agent.node, kfault_agent.engines.netfault, kfault_agent.engines.iofault, "
+            "kfault_agent.kernel.loader, kfault_agent.kernel.capabilities; "
+            "assert 'bcc' not in sys.modules, 'bcc imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
