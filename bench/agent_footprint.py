@@ -88,7 +88,8 @@ def main():
         raise SystemExit("run as root: the agent loads BPF programs")
     cache = tempfile.mkdtemp(prefix="kfault-bench-cache-")
     try:
-        rows = [("first start (compiles)", *start(cache, args.steady)), ("restart (cached)", *start(cache, args.steady))]
+        rows = [("first start (compiles)", *start(cache, args.steady)),
+                ("restart (cached)", *start(cache, args.steady))]
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     print(f"kfault agent on {os.uname().release}: PSS summed over its processes "

@@ -289,7 +289,8 @@ async def measure(kmock, agents, process, pods, experiments):
     await asyncio.sleep(SETTLE_S)
     per_minute = await steady_requests(kmock)
     applies = sum(count for key, count in agents.apply_calls.items() if key != "default/canary")
-    return {"ready_s": ready_s, "settled_s": settled_s, "latencies": latencies, "per_minute": per_minute, "rss_mib": rss_mib(process.pid),
+    return {"ready_s": ready_s, "settled_s": settled_s, "latencies": latencies, "per_minute": per_minute,
+            "rss_mib": rss_mib(process.pid),
             "apply_per_pod": applies / sum(selected.values())}
 
 

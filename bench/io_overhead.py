@@ -23,7 +23,6 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 import uuid
 
 from kfault_agent.engines import iofault

@@ -9,7 +9,8 @@ def make_certs(directory):
 
     run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
         "-subj", "/CN=kfault-ca", "-keyout", "ca.key", "-out", "ca.crt")
-    for name, san in (("agent", "DNS:localhost,IP:127.0.0.1,DNS:kfault-agent"), ("controller", "DNS:kfault-controller")):
+    for name, san in (("agent", "DNS:localhost,IP:127.0.0.1,DNS:kfault-agent"),
+                      ("controller", "DNS:kfault-controller")):
         cn = "kfault-controller" if name == "controller" else "kfault-agent"
         run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", f"/CN={cn}",
             "-keyout", f"{name}.key", "-out", f"{name}.csr")

@@ -36,7 +36,8 @@ def populate(kmock, nodes):
     for name in nodes:
         kmock.objects["v1/nodes", None, name] = {"metadata": {"name": name, "labels": {"zone": name},
                                                              "resourceVersion": "1"}}
-    for name, node, labels, namespace in (("web-1", "node-a", {"app": "web"}, NS), ("web-2", "node-b", {"app": "web"}, NS),
+    for name, node, labels, namespace in (("web-1", "node-a", {"app": "web"}, NS),
+                                          ("web-2", "node-b", {"app": "web"}, NS),
                                           ("db-1", "node-a", {"app": "db"}, NS),
                                           ("dns-1", "node-a", {"app": "web"}, "kube-system")):
         kmock.objects["v1/pods", namespace, name] = pod(name, node, labels, namespace)
@@ -119,7 +120,8 @@ async def test_duration_end_takes_the_fault_back(kmock, nodes):
     kmock.objects[CHAOS, NS, "brief"] = chaos("brief", duration="1s")
     async with controller():
         await wait_for(lambda: nodes["node-a"].engine.placed)
-        await wait_for(lambda: kmock.objects[CHAOS, NS, "brief"].get("status", {}).get("phase") == "Finished", timeout=15)
+        await wait_for(lambda: kmock.objects[CHAOS, NS, "brief"].get("status", {}).get("phase") == "Finished",
+                       timeout=15)
         assert not nodes["node-a"].engine.placed
         records = kmock.objects[CHAOS, NS, "brief"]["status"]["records"]
         assert [r["pod"] for r in records if r.get("recoveredAt")] == ["default/web-1"]

@@ -6,8 +6,6 @@ import pytest
 
 from kfault_agent import node
 from kfault_agent.engines.base import Engine, missing_members
-from kfault_agent.engines.iofault import IOFaultEngine
-from kfault_agent.engines.netfault import NetFaultEngine
 from kfault_agent.engines.podfault import PodFaultEngine
 from kfault_agent.errors import InterfaceGone
 from kfault_agent.kernel.tc import SharedPerLink

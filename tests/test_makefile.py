@@ -17,6 +17,7 @@ def phony_targets():
 
 @pytest.mark.parametrize("target", phony_targets())
 def test_each_target_is_a_script_sh_can_parse(target):
-    commands = subprocess.run(["make", "-n", "--no-print-directory", "-C", ROOT, target], capture_output=True, text=True, check=True).stdout
+    commands = subprocess.run(["make", "-n", "--no-print-directory", "-C", ROOT, target],
+                              capture_output=True, text=True, check=True).stdout
     parsed = subprocess.run(["sh", "-n"], input=commands, capture_output=True, text=True)
     assert parsed.returncode == 0, f"make {target}:\n{commands}\n{parsed.stderr}"

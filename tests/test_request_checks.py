@@ -40,7 +40,8 @@ def test_leases_in_range_are_accepted(lease):
 @pytest.mark.parametrize("lease", [math.inf, -math.inf, math.nan, -1, 0.5, 3601, 1e300])
 def test_a_lease_out_of_range_names_the_field_and_the_range(lease):
     for message in (refusal(apply_request(lease_seconds=lease)),
-                    refusal(pb.RenewRequest(experiment="default/cut", lease_seconds=lease), request_checks.renew_request)):
+                    refusal(pb.RenewRequest(experiment="default/cut", lease_seconds=lease),
+                            request_checks.renew_request)):
         assert message.startswith("lease_seconds: ") and "from 1 to 3600" in message, message
 
 

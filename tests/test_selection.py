@@ -152,7 +152,8 @@ def test_network_target_pods_become_peer_addresses():
 
 
 def test_dual_stack_target_pods_become_both_their_addresses():
-    spec = {"action": "partition", "mode": "all", "target": {"mode": "all", "selector": {"labelSelectors": {"app": "db"}}}}
+    spec = {"action": "partition", "mode": "all",
+            "target": {"mode": "all", "selector": {"labelSelectors": {"app": "db"}}}}
     pods = [dict(p, status={**p.get("status", {}), "podIPs": [{"ip": p["status"]["podIP"]}, {"ip": "fd00::4"}]})
             if (p.get("status") or {}).get("podIP") == "10.0.0.4" else p for p in PODS]
     body = placement.agent_spec(KINDS["NetworkChaos"], spec, ClusterView(pods, {}, {}), SCOPE)

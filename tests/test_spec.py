@@ -25,7 +25,8 @@ def io_doc(**spec_fields):
 
 @pytest.mark.parametrize("document, path, words", [
     (io_doc(methods=["link"]), "spec.methods[0]",
-     "one of create, fsync, getattr, mkdir, open, read, readdir, rename, rmdir, setattr, unlink, write (kfault has no hook yet for link"),
+     "one of create, fsync, getattr, mkdir, open, read, readdir, rename, rmdir, setattr, unlink, write "
+     "(kfault has no hook yet for link"),
     (io_doc(errno=0), "spec.errno", "from 1 to 133"),
     (io_doc(errno=500), "spec.errno", "from 1 to 133"),
     (io_doc(percent=101), "spec.percent", "from 0 to 100"),
@@ -54,7 +55,8 @@ def io_doc(**spec_fields):
     ({**io_doc(), "spec": {"action": "mistake", "volumePath": "/d", "mistake": {"maxLength": 4}}},
      "spec.mistake.maxOccurrences", "required"),
     ({**io_doc(), "spec": {"action": "mistake", "volumePath": "/d",
-                           "mistake": {"maxOccurrences": 17, "maxLength": 4}}}, "spec.mistake.maxOccurrences", "1 to 16"),
+                           "mistake": {"maxOccurrences": 17, "maxLength": 4}}},
+     "spec.mistake.maxOccurrences", "1 to 16"),
     ({**io_doc(), "spec": {"action": "mistake", "volumePath": "/d",
                            "mistake": {"maxOccurrences": 1, "maxLength": 257}}}, "spec.mistake.maxLength", "1 to 256"),
     ({**io_doc(), "spec": {"action": "mistake", "volumePath": "/d",

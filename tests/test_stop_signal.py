@@ -77,7 +77,7 @@ helper.kill()
 def test_a_stop_ends_the_child_a_step_waits_on_and_spares_older_helpers(sig):
     step = subprocess.Popen([sys.executable, "-c", STEP], stdout=subprocess.PIPE, text=True)
     try:
-        helper = int(step.stdout.readline())
+        int(step.stdout.readline())      # the helper's pid: the step has started
         deadline = time.monotonic() + 30
         while len(child_processes_of(step.pid)) < 2:
             assert time.monotonic() < deadline, "the step's child never started"
@@ -86,7 +86,7 @@ def test_a_stop_ends_the_child_a_step_waits_on_and_spares_older_helpers(sig):
         step.send_signal(sig)
         out, _ = step.communicate(timeout=30)
         assert time.monotonic() - started < 10, "the step waited for its child to end by itself"
-        assert out.split() == ["stopped", "None"], out
+        assert out.split() == ["stopped", "None"], out   # None: the helper started before the step lives
     finally:
         step.kill()
         step.wait()

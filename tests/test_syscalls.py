@@ -71,7 +71,8 @@ def test_x86_64_numbers_are_the_kernels():
 def test_the_header_refuses_to_compile_without_an_architecture_switch():
     without = subprocess.run(["cc", "-E", "-x", "c", SYSCALLS_H], capture_output=True, text=True)
     assert without.returncode != 0 and "x86_64 only" in without.stderr
-    with_switch = subprocess.run(["cc", "-E", "-x", "c", "-DKFAULT_ARCH_X86_64", SYSCALLS_H], capture_output=True, text=True)
+    with_switch = subprocess.run(["cc", "-E", "-x", "c", "-DKFAULT_ARCH_X86_64", SYSCALLS_H],
+                                 capture_output=True, text=True)
     assert with_switch.returncode == 0, with_switch.stderr
 
 

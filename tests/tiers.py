@@ -15,7 +15,6 @@ host tier runs, so that nothing skips there. CONTRIBUTING.md says what a new kin
 """
 import os
 
-import pytest
 
 # Features Debian's stock kernel has and the host kernel lacks (6.18 without sch_fq, netem, BPF
 # LSM or trampolines, and refusing bpf_probe_write_user).

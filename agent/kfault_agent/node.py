@@ -2,8 +2,8 @@
 
 It knows which engine places which kind, loads the engines this kernel can run (each probes
 and loads its own datapath), clears what killed kfault processes left behind, serves the
-agent's gRPC API, metrics and kubelet's probes (health.py), and shuts all of it down in order. The surfaces (cli.py) only
-parse arguments and print.
+agent's gRPC API, metrics and kubelet's probes (health.py), and shuts all of it down in order.
+The surfaces (cli.py) only parse arguments and print.
 """
 import contextlib
 import os

@@ -147,7 +147,8 @@ def rule_fields(experiment, peer_ports=None):
         fields["jitter_ns"] = experiment.delay.jitter_ns
         fields["jitter_last_weight"], fields["jitter_fresh_weight"] = jitter_weights(experiment.delay.correlation)
         if experiment.delay.reorder:
-            fields["reorder_after_miss"], fields["reorder_after_hit"] = chance_thresholds(experiment.delay.reorder.chance)
+            reorder = experiment.delay.reorder.chance
+            fields["reorder_after_miss"], fields["reorder_after_hit"] = chance_thresholds(reorder)
             fields["reorder_gap"] = experiment.delay.reorder.gap
     if experiment.bandwidth:
         rate = experiment.bandwidth.rate_bytes_per_sec

@@ -21,7 +21,8 @@ STATUS = {
         "phase": {"type": "string", "enum": PHASES},
         "observedGeneration": {"type": "integer"},
         "startedAt": {"type": "string", "format": "date-time"},
-        "windowEnd": {"type": "string", "format": "date-time", "description": "With spec.scheduler: this window's end."},
+        "windowEnd": {"type": "string", "format": "date-time",
+                      "description": "With spec.scheduler: this window's end."},
         "nextStart": {"type": "string", "format": "date-time", "description": "With spec.scheduler: the next window."},
         "conditions": {"type": "array", "items": {
             "type": "object", "required": ["type", "status"],

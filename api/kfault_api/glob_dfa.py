@@ -91,7 +91,7 @@ def _closure(states, tokens):
 
 def _step(states, byte, tokens):
     out = set()
-    for which, pos, inside in states:
+    for which, pos, _inside in states:
         if pos >= len(tokens[which]):
             continue
         kind = tokens[which][pos][0]

@@ -125,7 +125,8 @@ NETWORK_CHAOS_SPEC = {
 }
 
 # Chaos Mesh's other methods, and why kfault refuses them (spec.methods names them).
-IO_METHODS_REFUSED = ("kfault has no hook yet for link, symlink, readlink, mknod, statfs, access, fsyncdir, setxattr, getxattr, listxattr, removexattr, getlk, "
+IO_METHODS_REFUSED = ("kfault has no hook yet for link, symlink, readlink, mknod, statfs, access, fsyncdir, "
+                      "setxattr, getxattr, listxattr, removexattr, getlk, "
                       "setlk; lookup, forget, flush, release, opendir, releasedir and bmap are requests of "
                       "Chaos Mesh's FUSE server with no system call of their own")
 # The stat family (bpf/syscalls.h's KFAULT_IO_STAT_SYSCALLS): method getattr, the one method of

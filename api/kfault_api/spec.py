@@ -414,7 +414,8 @@ def _network_chaos(metadata, spec, doc, for_node):
         name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
         direction=spec.get("direction", "to"), peers=peers, device=spec.get("device"),
         duration_ns=duration, protocol=PROTOCOLS.get(spec.get("protocol"), 0), peer_ports=peer_ports,
-        partition=action == "partition", partition_behavior=spec.get("partitionBehavior", "drop"), delay=delay, bandwidth=bandwidth, raw=doc, notes=tuple(notes), **chances)
+        partition=action == "partition", partition_behavior=spec.get("partitionBehavior", "drop"), delay=delay,
+        bandwidth=bandwidth, raw=doc, notes=tuple(notes), **chances)
 
 
 def _check_action_blocks(action, spec, problems):

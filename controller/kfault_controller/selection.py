@@ -92,11 +92,11 @@ FIELDS = {
 
 
 def _fields_match(pod, selectors, where):
-    for field, value in (selectors or {}).items():
-        negate = field.endswith("!")
-        getter = FIELDS.get(field.rstrip("!"))
+    for name, value in (selectors or {}).items():
+        negate = name.endswith("!")
+        getter = FIELDS.get(name.rstrip("!"))
         if getter is None:
-            raise SelectionError(f"{where}.selector.fieldSelectors: {field!r} is not supported; use one of "
+            raise SelectionError(f"{where}.selector.fieldSelectors: {name!r} is not supported; use one of "
                                  + ", ".join(FIELDS))
         if (getter(pod) == value) == negate:
             return False

@@ -97,9 +97,9 @@ def main():
     try:
         status = run_loss_experiment(api, args.namespace, args.name, args.app, args.loss)
     except ApiException as err:
-        raise SystemExit(f"the API server refused: {err.status} {err.reason}: {err.body}")
+        raise SystemExit(f"the API server refused: {err.status} {err.reason}: {err.body}") from None
     except (RuntimeError, TimeoutError) as err:
-        raise SystemExit(str(err))
+        raise SystemExit(str(err)) from None
     for record in status["records"]:
         print(f"injected {record['pod']} on {record['node']} at {record['injectedAt']}")
     print(f"deleted {args.namespace}/{args.name}: every node took it back")

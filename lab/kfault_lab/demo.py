@@ -49,7 +49,7 @@ def run_with_fault(lab, doc, traffic, target=None, metric="kfault_packets_total"
         result = traffic()
         time.sleep(1.1)   # one more live counter line
         scrape = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).read().decode()
-        shown = [l for l in scrape.splitlines() if l.startswith(metric) and not l.endswith(" 0.0")]
+        shown = [line for line in scrape.splitlines() if line.startswith(metric) and not line.endswith(" 0.0")]
         print("    prometheus: " + "\n    prometheus: ".join(shown[:4]))
         return result
     finally:

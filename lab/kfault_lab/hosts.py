@@ -137,7 +137,7 @@ class Lab:
         """ping -f; returns (transmitted, received, output)."""
         out = self.run(host, f"ping -f -q -W 1 -c {count} {address}", check=False).stdout + \
             self.run(host, "true").stderr
-        stats = [l for l in out.splitlines() if "transmitted" in l][0].split(",")
+        stats = [line for line in out.splitlines() if "transmitted" in line][0].split(",")
         return int(stats[0].split()[0]), int(stats[1].split()[0]), out
 
     def ping_rtts(self, host, address, count, interval=0.05):

@@ -89,7 +89,7 @@ def fifo_opens(path, count):
         writer = threading.Timer(0.2, lambda: os.close(os.open(path, os.O_WRONLY)))
         writer.start()
         opened = []
-        took, error = timed(lambda: opened.append(os.open(path, os.O_RDONLY)))
+        took, error = timed(lambda opened=opened: opened.append(os.open(path, os.O_RDONLY)))
         writer.join()
         for fd in opened:
             os.close(fd)
@@ -150,7 +150,7 @@ def run_call(call, path, count, early=None, dirs=None):
     elif call == "open":
         for _ in range(count):
             holder = []
-            if not record(lambda: holder.append(open_at(path, os.O_WRONLY | os.O_CREAT, dirs))):
+            if not record(lambda holder=holder: holder.append(open_at(path, os.O_WRONLY | os.O_CREAT, dirs))):
                 os.close(holder[0])
     else:
         holder = [early] if early is not None else []

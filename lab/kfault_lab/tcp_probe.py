@@ -36,7 +36,7 @@ def connect(address, port, timeout, headers="-"):
     sock.settimeout(timeout)
     print(outcome(lambda: sock.connect((address, port))) or "connected", flush=True)
     for line in sys.stdin:
-        def exchange():
+        def exchange(line=line):
             sock.sendall(line.encode())
             if not sock.recv(len(line)):
                 raise OSError(errno.EPIPE, "closed by the peer")

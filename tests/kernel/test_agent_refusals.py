@@ -15,7 +15,7 @@ from pyroute2 import NetlinkError
 
 from kfault_agent import errors, server
 from kfault_agent.engines import netfault, podfault
-from kfault_agent.kernel import tc, topology
+from kfault_agent.kernel import topology
 from kfault_api import layout
 from kfault_api.rpc import agent_pb2 as pb
 from kfault_api.rpc import agent_pb2_grpc as pb_grpc

@@ -61,7 +61,7 @@ class LocalPods:
             proc.wait()
         for pod_dir in self.pods:
             podfault.set_frozen(pod_dir, False)
-            for current, dirs, _ in sorted(os.walk(pod_dir, topdown=False), key=lambda w: -len(w[0])):
+            for current, _dirs, _ in sorted(os.walk(pod_dir, topdown=False), key=lambda w: -len(w[0])):
                 remove_cgroup(current)
         remove_cgroup(self.qos)
         if self.made_root:
@@ -94,7 +94,8 @@ def cluster(kmock, agent, lab):
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "kfault-agent-x", "namespace": "kfault-system", "uid": "agent",
                      "labels": {"app.kubernetes.io/name": "kfault-agent"}, "resourceVersion": "1"},
-        "spec": {"nodeName": NODE, "containers": [{"name": "agent", "ports": [{"name": "grpc", "containerPort": port}]}]},
+        "spec": {"nodeName": NODE,
+                 "containers": [{"name": "agent", "ports": [{"name": "grpc", "containerPort": port}]}]},
         "status": {"phase": "Running", "podIP": "127.0.0.1"}}
     pods = LocalPods(lab)
     yield kmock, pods

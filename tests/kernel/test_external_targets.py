@@ -139,7 +139,8 @@ def test_a_resolver_that_does_not_answer_is_refused_in_bounded_time(tmp_path):
     own, the probe listens on 127.0.0.1:53 and never answers."""
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 127.0.0.1\noptions timeout:5 attempts:3\n")
-    probe = ("import socket, time; from kfault_agent import peer_names; from kfault_agent.errors import PeerNotResolved\n"
+    probe = ("import socket, time; from kfault_agent import peer_names\n"
+             "from kfault_agent.errors import PeerNotResolved\n"
              "from kfault_api import spec\n"
              "silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); silent.bind(('127.0.0.1', 53))\n"
              "started = time.monotonic()\n"

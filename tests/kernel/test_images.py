@@ -242,7 +242,8 @@ def test_agent_image_on_a_node_without_headers_still_faults_the_network_and_says
 
 def test_the_controller_image_has_no_bcc_and_the_agent_image_no_kubernetes_client(agent_image):
     controller_image = kubelet.container("controller/deployment.yaml", "Deployment")["image"]
-    assert podman("image", "exists", controller_image, check=False).returncode == 0, f"make images builds {controller_image}"
+    assert podman("image", "exists", controller_image, check=False).returncode == 0, \
+        f"make images builds {controller_image}"
     for image, absent in ((controller_image, ("bcc", "pyroute2")), (agent_image, ("kopf", "kubernetes"))):
         for module in absent:
             done = podman("run", "--rm", "--entrypoint", "/opt/venv/bin/python", image, "-c", f"import {module}",

@@ -177,7 +177,8 @@ def _try_qdisc(ipr, ifindex, kind, **kwargs):
         ipr.tc("del", kind, ifindex, "1:")
         return True, f"tc qdisc {kind} works"
     except Exception as err:
-        return False, f"the kernel has no sch_{kind} (tc qdisc add {kind}: {err}); build with CONFIG_NET_SCH_{kind.upper()}"
+        return False, (f"the kernel has no sch_{kind} (tc qdisc add {kind}: {err}); "
+                       f"build with CONFIG_NET_SCH_{kind.upper()}")
 
 
 def probe_capabilities(datapath_error=None):

@@ -121,7 +121,8 @@ def compiled(source, cflags, headers_path, headers_ident, bpf_dir):
     env.pop("BCC_KERNEL_SOURCE", None)
     if headers_path:
         env["BCC_KERNEL_SOURCE"] = headers_path     # bcc reads it as it compiles
-    argv = [sys.executable, "-m", "kfault_agent.kernel.compile", "--out", path, source, *[f"--cflag={c}" for c in cflags]]
+    argv = [sys.executable, "-m", "kfault_agent.kernel.compile", "--out", path, source,
+            *[f"--cflag={c}" for c in cflags]]
     started = time.monotonic()
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -217,7 +218,8 @@ def _compile(source, cflags):
     functions = {}
     for i in range(lib.bpf_num_functions(module.module)):
         name = lib.bpf_function_name(module.module, i)
-        insns = ctypes.string_at(lib.bpf_function_start(module.module, name), lib.bpf_function_size(module.module, name))
+        insns = ctypes.string_at(lib.bpf_function_start(module.module, name),
+                                 lib.bpf_function_size(module.module, name))
         functions[name.decode()] = {"insns": base64.b64encode(insns).decode(),
                                     "maps": map_relocations(insns, fd_names)}
     targets = {name: prefix + name[len(bcc_prefix):] for name in functions

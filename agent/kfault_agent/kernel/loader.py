@@ -137,7 +137,8 @@ class Programs:
             btf_id = function.get("attach_btf_id")
             if not btf_id:
                 raise bpfcall.LoadError(errno.ENOENT, name, prog_type,
-                                        f"{function.get('attach_to')} is not in this kernel's BTF ({compile.VMLINUX_BTF})")
+                                        f"{function.get('attach_to')} is not in this kernel's BTF "
+                                        f"({compile.VMLINUX_BTF})")
             expected = bpfcall.ATTACH_MODIFY_RETURN if prog_type == bpfcall.PROG_TRACING else bpfcall.ATTACH_LSM_MAC
         kernel_name = next((name[len(p):] for p in NAME_PREFIXES if name.startswith(p)), name)
         fd = bpfcall.prog_load(prog_type, bytes(insns), self.entry["license"], kernel_name,
@@ -214,7 +215,8 @@ class NetDatapath(TcPrograms):
         except KernelUnsupported:
             raise
         except Exception as err:
-            raise KernelUnsupported(f"the kernel refused kfault's tc programs (BPF_PROG_TYPE_SCHED_CLS): {err}") from err
+            raise KernelUnsupported(
+                f"the kernel refused kfault's tc programs (BPF_PROG_TYPE_SCHED_CLS): {err}") from err
         self.peers = self.table("kfault_peers")
         self.rules = self.table("kfault_rules")
         self.counters = self.table("kfault_counters")

@@ -247,7 +247,8 @@ def resolve_cgroup_target(target):
     else:
         raise TargetNotFound(f"--target {quoted(target)}: use cgroup:/absolute/cgroup/v2/dir or pid:PID")
     if "\0" in path or not os.path.exists(os.path.join(path, "cgroup.procs")):
-        raise TargetNotFound(f"--target {quoted(target)}: {quoted(path)} is not a cgroup v2 directory (no cgroup.procs); "
+        raise TargetNotFound(f"--target {quoted(target)}: {quoted(path)} is not a cgroup v2 directory "
+                             "(no cgroup.procs); "
                              f"cgroup v2 is mounted at {cgroup2_mount()}")
     if os.path.realpath(path) == os.path.realpath(cgroup2_mount()):
         raise TargetNotFound(f"--target {quoted(target)} is the root cgroup: that is the whole node; "
