@@ -4,8 +4,9 @@
  * Userspace mirrors the #define KFAULT_ lines below in api/kfault_api/layout.py
  * (tests/test_layout.py fails when they differ) and gets the struct layouts as ctypes from
  * bcc, so kernel and userspace can't drift apart. Per-CPU scratch space that only one program
- * touches (iofault.c's struct io_scratch) is declared in that program; the syscall table of
- * the file I/O faults is in syscalls.h.
+ * touches (iofault.c's struct io_scratch) is declared beside it, in lib/scratch.h; the syscall
+ * table of the file I/O faults is in syscalls.h. lib/ holds each concern of the programs (and
+ * declares the maps whose values it works on).
  * Only UAPI types are used: the agent compiles against whatever headers the node has.
  *
  * Deadlines: a rule's deadline_ns is CLOCK_MONOTONIC (bpf_ktime_get_ns()); the rule acts
