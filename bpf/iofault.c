@@ -36,13 +36,13 @@
  * Syscall numbers and argument registers are the architecture's (syscalls.h): x86_64 only.
  */
 #ifdef KFAULT_IO_FILE_HOOKS
-#include <linux/fs.h>       /* struct file, struct path: the running kernel's own layout */
+#include <linux/fs.h> /* struct file, struct path: the running kernel's own layout */
 #endif
 #include <linux/types.h>
 #include <linux/errno.h>
 #include <linux/ptrace.h>
-#include <linux/stat.h>     /* struct statx (UAPI) */
-#include <asm/stat.h>       /* struct stat of the 64-bit ABI (UAPI) */
+#include <linux/stat.h> /* struct statx (UAPI) */
+#include <asm/stat.h>   /* struct stat of the 64-bit ABI (UAPI) */
 
 #include "kfault.h"
 #include "lib/dfa.h"
@@ -52,9 +52,9 @@
 #include "lib/syscall_args.h"
 #include "syscalls.h"
 
-#define IO_SIGSTOP 19   /* x86_64's, like syscalls.h: stops any process; it can't catch it */
+#define IO_SIGSTOP 19 /* x86_64's, like syscalls.h: stops any process; it can't catch it */
 #define IO_EINTR 4
-#define IO_ERESTARTSYS 512      /* to IO_ERESTART_RESTARTBLOCK: the kernel's own (linux/errno.h) */
+#define IO_ERESTARTSYS 512 /* to IO_ERESTART_RESTARTBLOCK: the kernel's own (linux/errno.h) */
 #define IO_ERESTART_RESTARTBLOCK 516
 
 /* slot -> rule. Written by the agent (whole value), read here. */
@@ -99,7 +99,6 @@ BPF_HASH(kfault_io_holds, __u32, __u64, KFAULT_IO_MAX_HOLDS);
 BPF_HASH(kfault_io_dirs, struct kfault_io_fd_key, struct kfault_io_dir_states, KFAULT_IO_MAX_DIRS);
 /* slot -> per-CPU counters. Written here, read by the agent at scrape time. */
 BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RULES);
-
 
 /* KFAULT_IO_PROG_*, filled by the loader. io_match_path walks one rule's glob per run and
  * tail-calls itself for the next: each run is verified alone, where walking all rules in one
@@ -147,9 +146,6 @@ static __always_inline __u32 rules_for(__u32 method, __u32 armed)
 	return mask ? *mask & armed : 0;
 }
 
-
-
-
 /* Does rule r's glob accept scratch->path (lib/dfa.h)? */
 static __always_inline int glob_accepts(__u32 r, struct io_scratch *scratch)
 {
@@ -175,7 +171,8 @@ static __always_inline int rule_expired(const struct kfault_io_rule *rule, __u64
 static __always_inline void count(__u32 slot, __u32 method, __u32 outcome, __u64 delay_ns)
 {
 	struct kfault_io_counters *counters = kfault_io_counters.lookup(&slot);
-	__u32 index = (method * KFAULT_IO_OUTCOME_STRIDE + outcome) & (KFAULT_IO_METHOD_SLOTS * KFAULT_IO_OUTCOME_STRIDE - 1);
+	__u32 index = (method * KFAULT_IO_OUTCOME_STRIDE + outcome) &
+		      (KFAULT_IO_METHOD_SLOTS * KFAULT_IO_OUTCOME_STRIDE - 1);
 
 	if (!counters)
 		return;
@@ -212,8 +209,8 @@ static __always_inline int decided_at_file_hook(__u32 action, __u32 method)
  * call->error for the LSM hooks; latency is summed into kfault_io_holds and the thread gets
  * the holder's signal; the first attrOverride or mistake goes in call->apply (counted where
  * it is written: a call that fails gets nothing written). */
-static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_call *call,
-				   struct io_scratch *scratch, int at_file_hook)
+static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_call *call, struct io_scratch *scratch,
+				   int at_file_hook)
 {
 	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
 	__u32 tgid = id >> 32, tid = (__u32)id;
@@ -252,7 +249,8 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 		} else if (rule->action == KFAULT_IO_ACT_LATENCY && holdable(signo, slot)) {
 			scratch->hold_ns += rule->delay_ns;
 			count(slot, counted, KFAULT_IO_OUTCOME_DELAYED, rule->delay_ns);
-		} else if ((rule->action == KFAULT_IO_ACT_ATTR || rule->action == KFAULT_IO_ACT_MISTAKE) && !scratch->apply) {
+		} else if ((rule->action == KFAULT_IO_ACT_ATTR || rule->action == KFAULT_IO_ACT_MISTAKE) &&
+			   !scratch->apply) {
 			scratch->apply = slot + 1;
 		} else {
 			count(slot, counted, KFAULT_IO_OUTCOME_PASSED, 0); /* latency the holder can't give */
@@ -275,12 +273,10 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 	}
 }
 
-
 /* Where each rule's walk of scratch->path starts: state 0 for an absolute path; for a relative
  * one, the state after its directory (the working directory, or openat's dirfd), with any
  * leading "./" dropped from the path. 0 when the directory is unknown: the path matches no rule. */
-static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, const char *user_path,
-					  struct io_scratch *scratch)
+static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, const char *user_path, struct io_scratch *scratch)
 {
 	struct kfault_io_fd_key key = {.tgid = tgid, .fd = dirfd};
 	struct kfault_io_dir_states *dir;
@@ -295,7 +291,7 @@ static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, const char *u
 		return 0;
 	scratch->start = *dir;
 #pragma unroll
-	for (int i = 0; i < 4; i++) {       /* "./", "././", ...: the same directory */
+	for (int i = 0; i < 4; i++) { /* "./", "././", ...: the same directory */
 		if (scratch->path[skip & 7] == '.' && scratch->path[(skip + 1) & 7] == '/')
 			skip += 2;
 	}
@@ -303,8 +299,6 @@ static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, const char *u
 		return 0;
 	return 1;
 }
-
-
 
 /* A copy of a marked fd (dup2(fd, 0), as dd and shells do) is marked like it: sys_exit marks
  * the new fd as it marks an opened one. dup2/dup3 close their target first: it loses its mark. */
@@ -374,9 +368,6 @@ static __always_inline void finish_enter(struct bpf_raw_tracepoint_args *ctx, __
 		kfault_io_programs.call(ctx, KFAULT_IO_PROG_CORRUPT);
 }
 
-
-
-
 int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	const struct pt_regs *regs = (const struct pt_regs *)ctx->args[0];
@@ -412,7 +403,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (path_arg >= 0) {
 		const char *user_path = (const char *)syscall_arg(regs, path_arg);
 
-		scratch->path[0] = 0;     /* utimensat(fd, NULL, ...), as futimens: the fd's file */
+		scratch->path[0] = 0; /* utimensat(fd, NULL, ...), as futimens: the fd's file */
 		/* < 0, not <= 0: for "" (glibc's fstat is fstatat(fd, "", AT_EMPTY_PATH)) 6.1's helper
 		 * returns 0, where later kernels count the NUL and return 1 */
 		if (user_path && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) < 0)
@@ -424,9 +415,9 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 			scratch->found = 0;
 			scratch->method = method;
 			kfault_io_programs.call(ctx, KFAULT_IO_PROG_MATCH_PATH);
-			return 0;   /* not reached unless the walker is missing: then nothing is injected */
+			return 0; /* not reached unless the walker is missing: then nothing is injected */
 		}
-		key.fd = dirfd;    /* fstatat(fd, "", AT_EMPTY_PATH), as glibc's fstat does: the fd's file */
+		key.fd = dirfd; /* fstatat(fd, "", AT_EMPTY_PATH), as glibc's fstat does: the fd's file */
 	}
 
 	if (nr == KFAULT_NR_close) {
@@ -452,7 +443,7 @@ int io_match_path(struct bpf_raw_tracepoint_args *ctx)
 	if (!scratch || !scratch->remaining)
 		return 0;
 #pragma unroll
-	for (int i = KFAULT_IO_MAX_RULES - 1; i >= 0; i--) {   /* the lowest rule left */
+	for (int i = KFAULT_IO_MAX_RULES - 1; i >= 0; i--) { /* the lowest rule left */
 		if (scratch->remaining & (1u << i))
 			scratch->rule = i;
 	}
@@ -601,7 +592,7 @@ static __always_inline __u32 file_matches(struct file *file, __u32 armed)
 	if (seen && seen->dentry == dentry && seen->mnt == mnt && seen->generation == *generation)
 		return seen->matched;
 	walked.generation = *generation;
-	scratch = kfault_io_scratch.lookup(&zero);   /* only here: a per-CPU lookup is a helper call */
+	scratch = kfault_io_scratch.lookup(&zero); /* only here: a per-CPU lookup is a helper call */
 	if (!scratch)
 		return 0;
 	if (bpf_d_path(&file->f_path, scratch->path, KFAULT_IO_PATH_MAX) > 0) {
@@ -640,7 +631,7 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
 	armed = kfault_io_armed.lookup(&zero);
 	if (!armed)
 		return 0;
-	targets &= file_matches(file, *armed);   /* all armed rules: the match is cached for each */
+	targets &= file_matches(file, *armed); /* all armed rules: the match is cached for each */
 	if (!targets)
 		return 0;
 	scratch = kfault_io_scratch.lookup(&zero);
@@ -657,7 +648,7 @@ KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
 	umode_t mode = file->f_inode->i_mode;
 
 	if (S_ISDIR(mode))
-		return decided_error();   /* a readdir */
+		return decided_error(); /* a readdir */
 	/* Regular files only. A FIFO's or a device's read waits interruptibly, so a hold's signal
 	 * would interrupt it, and with no syscall exit here to see that, its retry would be held
 	 * again (retry_of_interrupted). Chaos Mesh's FUSE never serves them either. */
@@ -749,8 +740,7 @@ KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
 }
 #endif
 
-KMOD_RET(security_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode,
-	 unsigned int dev, int ret)
+KMOD_RET(security_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev, int ret)
 {
 	return decided_error();
 }

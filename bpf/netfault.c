@@ -34,17 +34,17 @@
 #include "lib/rules.h"
 #include "lib/tamper.h"
 
-#define KFAULT_NO_IFINDEX 0     /* no interface has index 0 */
+#define KFAULT_NO_IFINDEX 0 /* no interface has index 0 */
 
 /* What fault_packet decided for a packet. */
 #define FAULT_PASS 0
 #define FAULT_DROP 1
-#define FAULT_RESET 2           /* drop it, and answer it with a TCP reset */
+#define FAULT_RESET 2 /* drop it, and answer it with a TCP reset */
 
 /* The maps are lib/rules.h's and lib/edt.h's; their lookups are here (see rules.h). */
 
 static __always_inline struct kfault_peer_rules *lookup_rules(struct __sk_buff *skb, __u32 direction,
-							       struct packet *pkt)
+							      struct packet *pkt)
 {
 	struct kfault_peer_key key;
 
@@ -66,8 +66,8 @@ static __always_inline void count(__u32 slot, __u32 outcome, __u32 len)
 
 /* The i-th rule listed for this peer and its state, if it is live and applies to the
  * packet: returns its slot, or -1 to skip it. */
-static __always_inline int rule_at(const struct kfault_peer_rules *rules, int i, const struct packet *pkt,
-				   __u64 now, struct kfault_rule **rule, struct kfault_rule_state **state)
+static __always_inline int rule_at(const struct kfault_peer_rules *rules, int i, const struct packet *pkt, __u64 now,
+				   struct kfault_rule **rule, struct kfault_rule_state **state)
 {
 	__u32 slot;
 
@@ -84,9 +84,11 @@ static __always_inline int rule_at(const struct kfault_peer_rules *rules, int i,
 /* The per-rule loop of every program: the statement that follows runs once for each rule
  * listed for the packet's peer that is live and applies to the packet, with `slot`, `rule` and
  * `state` set (rule_at). An unrolled for loop: `continue` goes on to the next rule. */
-#define for_each_rule(rules, pkt, now, slot, rule, state)                                         \
-	_Pragma("unroll") for (int rule_i_ = 0; rule_i_ < KFAULT_MAX_RULES_PER_PEER; rule_i_++)    \
+/* clang-format off */
+#define for_each_rule(rules, pkt, now, slot, rule, state)                                       \
+	_Pragma("unroll") for (int rule_i_ = 0; rule_i_ < KFAULT_MAX_RULES_PER_PEER; rule_i_++) \
 		if (((slot) = rule_at(rules, rule_i_, pkt, now, &(rule), &(state))) >= 0)
+/* clang-format on */
 
 /* A drop at egress that the sender does not see: a redirect to no interface. The kernel frees
  * the packet and, as for every redirect at egress, reports it sent (NET_XMIT_SUCCESS); with
@@ -270,7 +272,7 @@ int select_delayed(struct __sk_buff *skb)
 
 	rules = lookup_rules(skb, KFAULT_DIR_FROM, &pkt);
 	if (!rules || !edt_applies(rules, &pkt, bpf_ktime_get_ns()))
-		return 0;     /* no match: on to the next filter */
+		return 0; /* no match: on to the next filter */
 	return -1;        /* a match (the filter's own class): its action runs */
 }
 

@@ -38,7 +38,7 @@ static __always_inline int dfa_accepts(const struct kfault_io_dfa *dfa, __u32 r,
 		if (scratch->state == KFAULT_IO_DEAD_STATE)
 			return 0;
 	}
-	return 0;   /* longer than we read: no match */
+	return 0; /* longer than we read: no match */
 }
 
 /* The same walk from state 0 without a branch, on to the end of scratch->path (past the end of

@@ -26,7 +26,8 @@ static __always_inline __s64 jitter_for_packet(const struct kfault_rule *rule, s
 	__u64 draw = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
 	__s64 fresh = (__s64)(draw % (__u64)(2 * span + 1)) - span;
 	__s64 jitter = (READ_ONCE(dep->last_jitter_ns) * (__s64)rule->jitter_last_weight +
-			fresh * (__s64)rule->jitter_fresh_weight) >> KFAULT_WEIGHT_SHIFT;
+			fresh * (__s64)rule->jitter_fresh_weight) >>
+		       KFAULT_WEIGHT_SHIFT;
 
 	if (jitter > span)
 		jitter = span;
@@ -81,8 +82,8 @@ static __always_inline __u64 delay_packet(const struct kfault_rule *rule, struct
 /* EDT: the departure time of a packet under the rule's rate, or 0 when it must be dropped
  * because it would wait longer than the queue limit allows. A virtual clock: the rule's
  * next departure may lag `now` by the burst, which lets a burst leave at once. */
-static __always_inline __u64 pace_packet(const struct kfault_rule *rule, struct kfault_departures *dep,
-					 __u64 now, __u32 len)
+static __always_inline __u64 pace_packet(const struct kfault_rule *rule, struct kfault_departures *dep, __u64 now,
+					 __u32 len)
 {
 	__u64 departure, burst_ns;
 

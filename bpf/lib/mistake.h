@@ -45,13 +45,13 @@ static __always_inline int write_mistake(const struct kfault_io_rule *rule, stru
 		__builtin_memset(scratch->fill, 0, sizeof(scratch->fill));
 	}
 	scratch->runs = 1 + bpf_get_prandom_u32() % (rule->max_occurrences ? rule->max_occurrences : 1);
-	limit = rule->max_length ? rule->max_length : 1;
-	if (limit > length)
-		limit = length;
 	/* No branch in the loop but its exit: a run of 1 + extra bytes (extra < limit <= length)
 	 * starts before length - extra, so it ends inside the data without a clamp. A clamp per
 	 * run was one more unknown branch per iteration: 6.1's verifier gave up on their product
 	 * ("sequence of 8193 jumps is too complex"). */
+	limit = rule->max_length ? rule->max_length : 1;
+	if (limit > length)
+		limit = length;
 #pragma unroll
 	for (__u32 i = 0; i < KFAULT_IO_MISTAKE_MAX_OCCURRENCES; i++) {
 		__u64 at, extra;

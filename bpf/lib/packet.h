@@ -25,7 +25,7 @@ struct packet {
 	__u16 peer_port;
 	__u8 protocol;
 	__u8 is_ipv4;
-	__u8 has_ports;         /* a TCP or UDP header we could read (not a later fragment) */
+	__u8 has_ports; /* a TCP or UDP header we could read (not a later fragment) */
 };
 
 /* The fixed part every IPv6 extension header we walk starts with (the fragment header's
@@ -81,8 +81,8 @@ static __always_inline int ipv6_skip_extensions(struct __sk_buff *skb, __u8 *pro
 }
 
 /* Fill the lookup key and the packet facts; return 0 for an IP packet we can match. */
-static __always_inline int parse_packet(struct __sk_buff *skb, __u32 direction,
-					 struct kfault_peer_key *key, struct packet *pkt)
+static __always_inline int parse_packet(struct __sk_buff *skb, __u32 direction, struct kfault_peer_key *key,
+					struct packet *pkt)
 {
 	__u32 l4_offset;
 	__be16 ports[2];

@@ -59,8 +59,7 @@ static __always_inline void reset_for(const struct tcphdr *seg, __u32 payload, s
 /* Cut the packet to the reset's size: its IP header (without options or extension headers,
  * removed right after the fixed header, so the TCP header stays where the skb's checksum
  * offload expects it) and a TCP header without options or payload. */
-static __always_inline int cut_to_reset(struct __sk_buff *skb, const struct packet *pkt, __u32 l4_offset,
-					__u32 ip_len)
+static __always_inline int cut_to_reset(struct __sk_buff *skb, const struct packet *pkt, __u32 l4_offset, __u32 ip_len)
 {
 	__u32 extra = l4_offset - pkt->l3_offset - ip_len;
 
@@ -86,8 +85,8 @@ static __always_inline int write_tcp(struct __sk_buff *skb, __u32 offset, struct
 		return -1;
 	rst->check = 0;
 	/* the helper writes ~(diff - fold(P)) */
-	if (bpf_l4_csum_replace(skb, check_offset, 0, csum_add32(csum_add32(pseudo, pseudo), csum_of(rst, sizeof(*rst))),
-				0) < 0 ||
+	if (bpf_l4_csum_replace(skb, check_offset, 0,
+				csum_add32(csum_add32(pseudo, pseudo), csum_of(rst, sizeof(*rst))), 0) < 0 ||
 	    bpf_skb_load_bytes(skb, check_offset, &after, sizeof(after)) < 0)
 		return -1;
 	if (after != before)
@@ -111,7 +110,11 @@ static __always_inline int swap_macs(struct __sk_buff *skb)
 static __always_inline int make_ipv4_reset(struct __sk_buff *skb, const struct packet *pkt, __u32 l4_offset,
 					   const struct tcphdr *seg)
 {
-	struct { __be32 saddr, daddr; __u8 zero, protocol; __be16 len; } pseudo = {};
+	struct {
+		__be32 saddr, daddr;
+		__u8 zero, protocol;
+		__be16 len;
+	} pseudo = {};
 	struct iphdr ip;
 	struct tcphdr rst;
 	__s32 payload;
@@ -146,15 +149,18 @@ static __always_inline int make_ipv4_reset(struct __sk_buff *skb, const struct p
 static __always_inline int make_ipv6_reset(struct __sk_buff *skb, const struct packet *pkt, __u32 l4_offset,
 					   const struct tcphdr *seg)
 {
-	struct { struct in6_addr saddr, daddr; __be32 len; __u8 zero[3], nexthdr; } pseudo = {};
+	struct {
+		struct in6_addr saddr, daddr;
+		__be32 len;
+		__u8 zero[3], nexthdr;
+	} pseudo = {};
 	struct ipv6hdr ip6;
 	struct tcphdr rst;
 	__s32 payload;
 
 	if (bpf_skb_load_bytes(skb, pkt->l3_offset, &ip6, sizeof(ip6)) < 0)
 		return -1;
-	payload = bpf_ntohs(ip6.payload_len) - (__s32)(l4_offset - pkt->l3_offset - sizeof(ip6)) -
-		  seg->doff * 4;
+	payload = bpf_ntohs(ip6.payload_len) - (__s32)(l4_offset - pkt->l3_offset - sizeof(ip6)) - seg->doff * 4;
 	reset_for(seg, payload > 0 ? payload : 0, &rst);
 	if (cut_to_reset(skb, pkt, l4_offset, sizeof(ip6)) < 0)
 		return -1;

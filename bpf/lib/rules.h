@@ -35,8 +35,8 @@ static __always_inline int rule_matches(const struct kfault_rule *rule, const st
 }
 
 /* One correlated draw: the threshold depends on whether this action hit last time. */
-static __always_inline int roll_percent(struct kfault_rule_state *state, __u32 action,
-					__u32 after_miss, __u32 after_hit)
+static __always_inline int roll_percent(struct kfault_rule_state *state, __u32 action, __u32 after_miss,
+					__u32 after_hit)
 {
 	__u32 threshold = (state->last_hit & action) ? after_hit : after_miss;
 	int hit = threshold == KFAULT_ALWAYS || bpf_get_prandom_u32() < threshold;

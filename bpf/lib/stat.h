@@ -9,10 +9,11 @@
 #include "kfault.h"
 
 /* Store one field of the caller's struct: `type` is struct stat or struct statx. */
-#define PUT_FIELD(buffer, type, member, value) do {                                             \
-	__typeof__(((type *)0)->member) v_ = (value);                                           \
-	bpf_probe_write_user((void *)((buffer) + __builtin_offsetof(type, member)), &v_, sizeof(v_)); \
-} while (0)
+#define PUT_FIELD(buffer, type, member, value)                                                                \
+	do {                                                                                                  \
+		__typeof__(((type *)0)->member) v_ = (value);                                                 \
+		bpf_probe_write_user((void *)((buffer) + __builtin_offsetof(type, member)), &v_, sizeof(v_)); \
+	} while (0)
 
 static __always_inline void override_stat(const struct kfault_io_rule *rule, __u64 buffer)
 {
@@ -36,7 +37,7 @@ static __always_inline void override_stat(const struct kfault_io_rule *rule, __u
 		PUT_FIELD(buffer, struct stat, st_ctime, rule->ctime_sec);
 		PUT_FIELD(buffer, struct stat, st_ctime_nsec, rule->ctime_nsec);
 	}
-	if (attrs & KFAULT_IO_ATTR_MODE) {     /* kind or perm alone keeps the file's other bits */
+	if (attrs & KFAULT_IO_ATTR_MODE) { /* kind or perm alone keeps the file's other bits */
 		unsigned int mode = 0;
 
 		bpf_probe_read_user(&mode, sizeof(mode), (void *)(buffer + __builtin_offsetof(struct stat, st_mode)));

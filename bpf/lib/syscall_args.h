@@ -10,11 +10,12 @@
 #include "syscalls.h"
 
 #define NO_METHOD 0xff
-#define IO_F_DUPFD 0            /* fcntl commands that copy an fd (linux/fcntl.h) */
+#define IO_F_DUPFD 0 /* fcntl commands that copy an fd (linux/fcntl.h) */
 #define IO_F_DUPFD_CLOEXEC 1030
-#define IO_AT_REMOVEDIR 0x200   /* unlinkat's flag that makes it an rmdir (linux/fcntl.h) */
-#define IO_O_CREAT 0100         /* x86_64's, like syscalls.h (asm-generic/fcntl.h) */
+#define IO_AT_REMOVEDIR 0x200 /* unlinkat's flag that makes it an rmdir (linux/fcntl.h) */
+#define IO_O_CREAT 0100       /* x86_64's, like syscalls.h (asm-generic/fcntl.h) */
 
+/* clang-format off */
 #define METHOD_CASE(method, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_##method;
 #define STAT_CASE(layout, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_GETATTR;
 
@@ -27,16 +28,25 @@ static __always_inline __u32 method_of(__u64 nr)
 	}
 	return NO_METHOD;
 }
+/* clang-format on */
 
 static __always_inline __u64 syscall_arg(const struct pt_regs *regs, int n)
 {
 	unsigned long value = 0;
 
 	switch (n) {
-	case 0: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG0(regs)); break;
-	case 1: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG1(regs)); break;
-	case 2: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG2(regs)); break;
-	case 4: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG4(regs)); break;
+	case 0:
+		bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG0(regs));
+		break;
+	case 1:
+		bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG1(regs));
+		break;
+	case 2:
+		bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG2(regs));
+		break;
+	case 4:
+		bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG4(regs));
+		break;
 	}
 	return value;
 }
@@ -65,8 +75,8 @@ static __always_inline int copies_fd(__u64 nr)
 
 static __always_inline int is_vector(__u64 nr)
 {
-	return nr == KFAULT_NR_readv || nr == KFAULT_NR_preadv || nr == KFAULT_NR_preadv2 ||
-	       nr == KFAULT_NR_writev || nr == KFAULT_NR_pwritev || nr == KFAULT_NR_pwritev2;
+	return nr == KFAULT_NR_readv || nr == KFAULT_NR_preadv || nr == KFAULT_NR_preadv2 || nr == KFAULT_NR_writev ||
+	       nr == KFAULT_NR_pwritev || nr == KFAULT_NR_pwritev2;
 }
 
 /* Where a call names its file by path: the path's argument and its directory fd (AT_FDCWD
@@ -80,9 +90,9 @@ static __always_inline int path_argument(__u64 nr, const struct pt_regs *regs, _
 	    nr == KFAULT_NR_utimes || nr == KFAULT_NR_rename)
 		return 0;
 	if (nr == KFAULT_NR_openat || nr == KFAULT_NR_openat2 || nr == KFAULT_NR_newfstatat || nr == KFAULT_NR_statx ||
-	    nr == KFAULT_NR_mkdirat || nr == KFAULT_NR_unlinkat || nr == KFAULT_NR_fchmodat || nr == KFAULT_NR_fchownat ||
-	    nr == KFAULT_NR_futimesat || nr == KFAULT_NR_utimensat || nr == KFAULT_NR_renameat ||
-	    nr == KFAULT_NR_renameat2) {
+	    nr == KFAULT_NR_mkdirat || nr == KFAULT_NR_unlinkat || nr == KFAULT_NR_fchmodat ||
+	    nr == KFAULT_NR_fchownat || nr == KFAULT_NR_futimesat || nr == KFAULT_NR_utimensat ||
+	    nr == KFAULT_NR_renameat || nr == KFAULT_NR_renameat2) {
 		*dirfd = (__s32)syscall_arg(regs, 0);
 		return 1;
 	}
@@ -90,15 +100,15 @@ static __always_inline int path_argument(__u64 nr, const struct pt_regs *regs, _
 }
 
 /* The user buffer attrOverride or mistake may rewrite, and what it holds. */
-static __always_inline void note_buffer(__u64 nr, __u32 method, const struct pt_regs *regs,
-					struct io_scratch *scratch)
+static __always_inline void note_buffer(__u64 nr, __u32 method, const struct pt_regs *regs, struct io_scratch *scratch)
 {
 	scratch->buffer = 0;
 	scratch->layout = 0;
 	scratch->length = 0;
 	if (method == KFAULT_IO_METHOD_READ || method == KFAULT_IO_METHOD_WRITE) {
 		scratch->buffer = syscall_arg(regs, 1);
-		scratch->length = syscall_arg(regs, 2);   /* a write's bytes; a vector's count: io_corrupt reads iovec[0] */
+		/* a write's bytes; a vector's count: io_corrupt reads iovec[0] */
+		scratch->length = syscall_arg(regs, 2);
 		scratch->layout = is_vector(nr) ? KFAULT_IO_LAYOUT_IOVEC : KFAULT_IO_LAYOUT_BUFFER;
 	} else if (nr == KFAULT_NR_statx) {
 		scratch->buffer = syscall_arg(regs, 4);
