@@ -34,6 +34,10 @@
  * are separate programs so that the loader can leave them out then and keep the rest.
  *
  * Syscall numbers and argument registers are the architecture's (syscalls.h): x86_64 only.
+ *
+ * What each concern does is in lib/: the glob walk (dfa.h), attrOverride (stat.h), mistake
+ * (mistake.h), the syscall's arguments (syscall_args.h). Every map call is in this file: bcc
+ * rewrites `map.lookup()` and its kind only in the file it compiles (tests/test_layout.py).
  */
 #ifdef KFAULT_IO_FILE_HOOKS
 #include <linux/fs.h> /* struct file, struct path: the running kernel's own layout */

@@ -20,7 +20,10 @@
  * ingress_from out of T to the peer. See answer_with_reset().
  *
  * Each program: parse -> look up the rules for (direction, target address, peer) -> for each
- * live rule: roll -> act -> count.
+ * live rule: roll -> act -> count. Parsing is lib/packet.h's, the rules' maps and decisions
+ * lib/rules.h's, EDT lib/edt.h's, the reset lib/reset.h's, duplicate and corrupt
+ * lib/tamper.h's. Every map call is in this file: bcc rewrites `map.lookup()` and its kind only
+ * in the file it compiles (tests/test_layout.py).
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
