@@ -34,19 +34,34 @@
  * are separate programs so that the loader can leave them out then and keep the rest.
  *
  * Syscall numbers and argument registers are the architecture's (syscalls.h): x86_64 only.
+ *
+ * What each concern does is in lib/: the glob walk (dfa.h), attrOverride (stat.h), mistake
+ * (mistake.h), the syscall's arguments (syscall_args.h). Every map call is in this file: bcc
+ * rewrites `map.lookup()` and its kind only in the file it compiles (tests/test_layout.py).
  */
 #ifdef KFAULT_IO_FILE_HOOKS
-#include <linux/fs.h>       /* struct file, struct path: the running kernel's own layout */
+#include <linux/fs.h> /* struct file, struct path: the running kernel's own layout */
 #endif
 #include <linux/types.h>
 #include <linux/errno.h>
 #include <linux/ptrace.h>
-#include <linux/stat.h>     /* struct statx (UAPI) */
-#include <asm/stat.h>       /* struct stat of the 64-bit ABI (UAPI) */
+#include <linux/stat.h> /* struct statx (UAPI) */
+#include <asm/stat.h>   /* struct stat of the 64-bit ABI (UAPI) */
 
 #include "kfault.h"
+#include "lib/dfa.h"
+#include "lib/mistake.h"
+#include "lib/scratch.h"
+#include "lib/stat.h"
+#include "lib/syscall_args.h"
 #include "syscalls.h"
 
+#define IO_SIGSTOP 19 /* x86_64's, like syscalls.h: stops any process; it can't catch it */
+#define IO_EINTR 4
+#define IO_ERESTARTSYS 512 /* to IO_ERESTART_RESTARTBLOCK: the kernel's own (linux/errno.h) */
+#define IO_ERESTART_RESTARTBLOCK 516
+
+/* slot -> rule. Written by the agent (whole value), read here. */
 BPF_ARRAY(kfault_io_rules, struct kfault_io_rule, KFAULT_IO_MAX_RULES);
 /* Slot i: the target cgroup (v2) of rule i; bpf_current_task_under_cgroup covers its subtree. */
 BPF_CGROUP_ARRAY(kfault_io_cgroups, KFAULT_IO_MAX_RULES);
@@ -59,8 +74,10 @@ BPF_ARRAY(kfault_io_armed, __u32, 1);
  * Always within kfault_io_armed (the agent sets a slot's bits here after its armed bit and
  * clears them before it), so the file hooks read this mask alone. */
 BPF_ARRAY(kfault_io_method_armed, __u32, KFAULT_IO_METHOD_SLOTS);
-BPF_ARRAY(kfault_io_dfa, struct kfault_io_dfa, KFAULT_IO_MAX_RULES);
+/* (tgid, fd) -> mask of the rules whose glob the file matched: written here at an open's exit
+ * (and a dup's) and by the agent for files open before a rule was armed; read here. */
 BPF_TABLE("lru_hash", struct kfault_io_fd_key, __u32, kfault_io_fds, KFAULT_IO_MAX_FDS);
+/* pid_tgid -> the call a targeted thread is in: written at sys_enter, read by the LSM hooks and at sys_exit. */
 BPF_TABLE("lru_hash", __u64, struct kfault_io_call, kfault_io_calls, KFAULT_IO_MAX_CALLS);
 /* pid_tgid -> 1 + the syscall whose hold interrupted it (io_sys_exit): its retry is not decided. */
 BPF_TABLE("lru_hash", __u64, __u32, kfault_io_interrupted, KFAULT_IO_MAX_CALLS);
@@ -84,59 +101,9 @@ BPF_HASH(kfault_io_holds, __u32, __u64, KFAULT_IO_MAX_HOLDS);
 /* (tgid, dirfd or KFAULT_IO_AT_FDCWD) -> each rule's DFA state after that directory: written by
  * the agent, read here to match relative paths. */
 BPF_HASH(kfault_io_dirs, struct kfault_io_fd_key, struct kfault_io_dir_states, KFAULT_IO_MAX_DIRS);
+/* slot -> per-CPU counters. Written here, read by the agent at scrape time. */
 BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RULES);
 
-#define NO_METHOD 0xff
-#define IO_F_DUPFD 0            /* fcntl commands that copy an fd (linux/fcntl.h) */
-#define IO_F_DUPFD_CLOEXEC 1030
-#define IO_SIGSTOP 19   /* x86_64's, like syscalls.h: stops any process; it can't catch it */
-#define IO_AT_REMOVEDIR 0x200   /* unlinkat's flag that makes it an rmdir (linux/fcntl.h) */
-#define IO_O_CREAT 0100         /* x86_64's, like syscalls.h (asm-generic/fcntl.h) */
-#define IO_EINTR 4
-#define IO_ERESTARTSYS 512      /* to IO_ERESTART_RESTARTBLOCK: the kernel's own (linux/errno.h) */
-#define IO_ERESTART_RESTARTBLOCK 516
-
-#define METHOD_CASE(method, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_##method;
-#define STAT_CASE(layout, syscall) case KFAULT_NR_##syscall: return KFAULT_IO_METHOD_GETATTR;
-
-/* The method a syscall belongs to (syscalls.h), or NO_METHOD. */
-static __always_inline __u32 method_of(__u64 nr)
-{
-	switch (nr) {
-	KFAULT_IO_SYSCALLS(METHOD_CASE)
-	KFAULT_IO_STAT_SYSCALLS(STAT_CASE)
-	}
-	return NO_METHOD;
-}
-
-/* Per-CPU scratch space, private to this program (so not in kfault.h). Loops keep what they
- * accumulate here, in map memory, rather than in registers: the verifier tracks registers
- * exactly, so a mask built bit by bit in one, a branch per bit, would make it walk every
- * combination of bits; values in a map are just "some number", and the paths through each
- * iteration merge again. (Or the bits are set without a branch: targeting_rules.) (bcc can't
- * pass bpf_loop callbacks.) */
-struct io_scratch {
-	char path[KFAULT_IO_PATH_MAX];
-	struct kfault_io_dir_states start;   /* open: the state each rule's walk starts in */
-	volatile __u32 found;     /* volatile: the compiler must not keep them in registers */
-	volatile __s32 error;
-	volatile __u64 hold_ns;
-	volatile __u32 remaining; /* open: candidate rules whose glob is still to be walked */
-	volatile __u32 rule;      /* open: the rule being walked */
-	volatile __u32 method;
-	volatile __u32 apply;     /* 1 + the attrOverride or mistake rule that hit, for io_apply_attr / io_corrupt */
-	volatile __u32 layout;    /* KFAULT_IO_LAYOUT_* of buffer */
-	volatile __u64 buffer;    /* the caller's stat struct or data buffer (a user address) */
-	volatile __u64 length;    /* mistake: bytes of buffer that hold data */
-	volatile __u32 runs;      /* mistake: wrong runs to write (volatile: see io_corrupt) */
-	__u32 pad_runs;
-	volatile __u32 creates;   /* open: it has O_CREAT, so rules on method CREATE decide it too */
-	__u32 pad_creates;
-	volatile __u8 state;
-	__u8 pad[7];
-	__u8 fill[KFAULT_IO_MISTAKE_MAX_LENGTH];   /* mistake: the wrong bytes */
-};
-BPF_PERCPU_ARRAY(kfault_io_scratch, struct io_scratch, 1);
 /* KFAULT_IO_PROG_*, filled by the loader. io_match_path walks one rule's glob per run and
  * tail-calls itself for the next: each run is verified alone, where walking all rules in one
  * program is too many branches. io_apply_attr and io_corrupt may be missing (lockdown refuses
@@ -183,54 +150,20 @@ static __always_inline __u32 rules_for(__u32 method, __u32 armed)
 	return mask ? *mask & armed : 0;
 }
 
-/* Where next[state][c] is in kfault_io_dfa's flat table. The barrier keeps clang from
- * turning the add into an or (the bits don't overlap): 6.1's verifier loses an or's bounds. */
-static __always_inline __u32 dfa_index(__u32 state, __u8 c)
-{
-	__u32 row = (state & 0xff) << 8;
-
-	asm volatile("" : "+r"(row));
-	return row + c;
-}
-
-/* Does rule r's DFA accept scratch->path? One bounded loop over the bytes. */
+/* Does rule r's glob accept scratch->path (lib/dfa.h)? */
 static __always_inline int glob_accepts(__u32 r, struct io_scratch *scratch)
 {
 	__u32 rule = r & (KFAULT_IO_MAX_RULES - 1);
-	struct kfault_io_dfa *dfa = kfault_io_dfa.lookup(&rule);
 
-	/* masked again, not `rule`: 6.1's verifier forgets the bounds of a u32 spilled for the call */
-	scratch->state = scratch->start.state[r & (KFAULT_IO_MAX_RULES - 1)];
-	if (!dfa || scratch->state == KFAULT_IO_DEAD_STATE)
-		return 0;
-#pragma clang loop unroll(disable)
-	for (__u32 i = 0; i < KFAULT_IO_PATH_MAX; i++) {
-		__u8 c = scratch->path[i];
-
-		if (!c)
-			return dfa->accepting[scratch->state];
-		scratch->state = dfa->next[dfa_index(scratch->state, c)];
-		if (scratch->state == KFAULT_IO_DEAD_STATE)
-			return 0;
-	}
-	return 0;   /* longer than we read: no match */
+	return dfa_accepts(kfault_io_dfa.lookup(&rule), r, scratch);
 }
 
-/* The same walk from state 0 without a branch, on to the end of scratch->path (past the end of
- * the path, the state is the accepting sink or dead: kfault.h): for the file hooks, which walk
- * every armed rule in one program, where glob_accepts' branches are too many for the verifier. */
+/* The same for the file hooks, without a branch (lib/dfa.h). */
 static __always_inline int glob_accepts_padded(__u32 r, struct io_scratch *scratch)
 {
 	__u32 rule = r & (KFAULT_IO_MAX_RULES - 1);
-	struct kfault_io_dfa *dfa = kfault_io_dfa.lookup(&rule);
-	__u8 state = 0;
 
-	if (!dfa)
-		return 0;
-#pragma clang loop unroll(disable)
-	for (__u32 i = 0; i < KFAULT_IO_PATH_MAX; i++)
-		state = dfa->next[dfa_index(state, scratch->path[i])];
-	return dfa->accepting[state];
+	return dfa_accepts_padded(kfault_io_dfa.lookup(&rule), scratch);
 }
 
 /* 0 is expired too (kfault.h): a slot the agent has not written does nothing. */
@@ -242,7 +175,8 @@ static __always_inline int rule_expired(const struct kfault_io_rule *rule, __u64
 static __always_inline void count(__u32 slot, __u32 method, __u32 outcome, __u64 delay_ns)
 {
 	struct kfault_io_counters *counters = kfault_io_counters.lookup(&slot);
-	__u32 index = (method * KFAULT_IO_OUTCOME_STRIDE + outcome) & (KFAULT_IO_METHOD_SLOTS * KFAULT_IO_OUTCOME_STRIDE - 1);
+	__u32 index = (method * KFAULT_IO_OUTCOME_STRIDE + outcome) &
+		      (KFAULT_IO_METHOD_SLOTS * KFAULT_IO_OUTCOME_STRIDE - 1);
 
 	if (!counters)
 		return;
@@ -279,8 +213,8 @@ static __always_inline int decided_at_file_hook(__u32 action, __u32 method)
  * call->error for the LSM hooks; latency is summed into kfault_io_holds and the thread gets
  * the holder's signal; the first attrOverride or mistake goes in call->apply (counted where
  * it is written: a call that fails gets nothing written). */
-static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_call *call,
-				   struct io_scratch *scratch, int at_file_hook)
+static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_call *call, struct io_scratch *scratch,
+				   int at_file_hook)
 {
 	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
 	__u32 tgid = id >> 32, tid = (__u32)id;
@@ -319,7 +253,8 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 		} else if (rule->action == KFAULT_IO_ACT_LATENCY && holdable(signo, slot)) {
 			scratch->hold_ns += rule->delay_ns;
 			count(slot, counted, KFAULT_IO_OUTCOME_DELAYED, rule->delay_ns);
-		} else if ((rule->action == KFAULT_IO_ACT_ATTR || rule->action == KFAULT_IO_ACT_MISTAKE) && !scratch->apply) {
+		} else if ((rule->action == KFAULT_IO_ACT_ATTR || rule->action == KFAULT_IO_ACT_MISTAKE) &&
+			   !scratch->apply) {
 			scratch->apply = slot + 1;
 		} else {
 			count(slot, counted, KFAULT_IO_OUTCOME_PASSED, 0); /* latency the holder can't give */
@@ -342,24 +277,10 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 	}
 }
 
-static __always_inline __u64 syscall_arg(const struct pt_regs *regs, int n)
-{
-	unsigned long value = 0;
-
-	switch (n) {
-	case 0: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG0(regs)); break;
-	case 1: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG1(regs)); break;
-	case 2: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG2(regs)); break;
-	case 4: bpf_probe_read_kernel(&value, sizeof(value), KFAULT_SYSCALL_ARG4(regs)); break;
-	}
-	return value;
-}
-
 /* Where each rule's walk of scratch->path starts: state 0 for an absolute path; for a relative
  * one, the state after its directory (the working directory, or openat's dirfd), with any
  * leading "./" dropped from the path. 0 when the directory is unknown: the path matches no rule. */
-static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, const char *user_path,
-					  struct io_scratch *scratch)
+static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, const char *user_path, struct io_scratch *scratch)
 {
 	struct kfault_io_fd_key key = {.tgid = tgid, .fd = dirfd};
 	struct kfault_io_dir_states *dir;
@@ -374,35 +295,13 @@ static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, const char *u
 		return 0;
 	scratch->start = *dir;
 #pragma unroll
-	for (int i = 0; i < 4; i++) {       /* "./", "././", ...: the same directory */
+	for (int i = 0; i < 4; i++) { /* "./", "././", ...: the same directory */
 		if (scratch->path[skip & 7] == '.' && scratch->path[(skip + 1) & 7] == '/')
 			skip += 2;
 	}
 	if (skip && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path + skip) < 0)
 		return 0;
 	return 1;
-}
-
-/* Does this open have O_CREAT (creat always does)? openat2 keeps its flags in struct open_how,
- * whose first field they are. */
-static __always_inline int open_creates(__u64 nr, const struct pt_regs *regs)
-{
-	__u64 flags = 0;
-
-	if (nr == KFAULT_NR_creat)
-		return 1;
-	if (nr == KFAULT_NR_open)
-		flags = syscall_arg(regs, 1);
-	else if (nr == KFAULT_NR_openat)
-		flags = syscall_arg(regs, 2);
-	else if (nr == KFAULT_NR_openat2)
-		bpf_probe_read_user(&flags, sizeof(flags), (void *)syscall_arg(regs, 2));
-	return (flags & IO_O_CREAT) != 0;
-}
-
-static __always_inline int copies_fd(__u64 nr)
-{
-	return nr == KFAULT_NR_dup || nr == KFAULT_NR_dup2 || nr == KFAULT_NR_dup3 || nr == KFAULT_NR_fcntl;
 }
 
 /* A copy of a marked fd (dup2(fd, 0), as dd and shells do) is marked like it: sys_exit marks
@@ -473,52 +372,6 @@ static __always_inline void finish_enter(struct bpf_raw_tracepoint_args *ctx, __
 		kfault_io_programs.call(ctx, KFAULT_IO_PROG_CORRUPT);
 }
 
-static __always_inline int is_vector(__u64 nr)
-{
-	return nr == KFAULT_NR_readv || nr == KFAULT_NR_preadv || nr == KFAULT_NR_preadv2 ||
-	       nr == KFAULT_NR_writev || nr == KFAULT_NR_pwritev || nr == KFAULT_NR_pwritev2;
-}
-
-/* Where a call names its file by path: the path's argument and its directory fd (AT_FDCWD
- * for the calls without one); -1 for calls on an fd. */
-static __always_inline int path_argument(__u64 nr, const struct pt_regs *regs, __s32 *dirfd)
-{
-	*dirfd = KFAULT_IO_AT_FDCWD;
-	if (nr == KFAULT_NR_open || nr == KFAULT_NR_creat || nr == KFAULT_NR_stat || nr == KFAULT_NR_lstat ||
-	    nr == KFAULT_NR_mkdir || nr == KFAULT_NR_rmdir || nr == KFAULT_NR_unlink || nr == KFAULT_NR_chmod ||
-	    nr == KFAULT_NR_chown || nr == KFAULT_NR_lchown || nr == KFAULT_NR_truncate || nr == KFAULT_NR_utime ||
-	    nr == KFAULT_NR_utimes || nr == KFAULT_NR_rename)
-		return 0;
-	if (nr == KFAULT_NR_openat || nr == KFAULT_NR_openat2 || nr == KFAULT_NR_newfstatat || nr == KFAULT_NR_statx ||
-	    nr == KFAULT_NR_mkdirat || nr == KFAULT_NR_unlinkat || nr == KFAULT_NR_fchmodat || nr == KFAULT_NR_fchownat ||
-	    nr == KFAULT_NR_futimesat || nr == KFAULT_NR_utimensat || nr == KFAULT_NR_renameat ||
-	    nr == KFAULT_NR_renameat2) {
-		*dirfd = (__s32)syscall_arg(regs, 0);
-		return 1;
-	}
-	return -1;
-}
-
-/* The user buffer attrOverride or mistake may rewrite, and what it holds. */
-static __always_inline void note_buffer(__u64 nr, __u32 method, const struct pt_regs *regs,
-					struct io_scratch *scratch)
-{
-	scratch->buffer = 0;
-	scratch->layout = 0;
-	scratch->length = 0;
-	if (method == KFAULT_IO_METHOD_READ || method == KFAULT_IO_METHOD_WRITE) {
-		scratch->buffer = syscall_arg(regs, 1);
-		scratch->length = syscall_arg(regs, 2);   /* a write's bytes; a vector's count: io_corrupt reads iovec[0] */
-		scratch->layout = is_vector(nr) ? KFAULT_IO_LAYOUT_IOVEC : KFAULT_IO_LAYOUT_BUFFER;
-	} else if (nr == KFAULT_NR_statx) {
-		scratch->buffer = syscall_arg(regs, 4);
-		scratch->layout = KFAULT_IO_LAYOUT_STATX;
-	} else if (method == KFAULT_IO_METHOD_GETATTR) {
-		scratch->buffer = syscall_arg(regs, nr == KFAULT_NR_newfstatat ? 2 : 1);
-		scratch->layout = KFAULT_IO_LAYOUT_STAT;
-	}
-}
-
 int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	const struct pt_regs *regs = (const struct pt_regs *)ctx->args[0];
@@ -554,7 +407,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (path_arg >= 0) {
 		const char *user_path = (const char *)syscall_arg(regs, path_arg);
 
-		scratch->path[0] = 0;     /* utimensat(fd, NULL, ...), as futimens: the fd's file */
+		scratch->path[0] = 0; /* utimensat(fd, NULL, ...), as futimens: the fd's file */
 		/* < 0, not <= 0: for "" (glibc's fstat is fstatat(fd, "", AT_EMPTY_PATH)) 6.1's helper
 		 * returns 0, where later kernels count the NUL and return 1 */
 		if (user_path && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) < 0)
@@ -566,9 +419,9 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 			scratch->found = 0;
 			scratch->method = method;
 			kfault_io_programs.call(ctx, KFAULT_IO_PROG_MATCH_PATH);
-			return 0;   /* not reached unless the walker is missing: then nothing is injected */
+			return 0; /* not reached unless the walker is missing: then nothing is injected */
 		}
-		key.fd = dirfd;    /* fstatat(fd, "", AT_EMPTY_PATH), as glibc's fstat does: the fd's file */
+		key.fd = dirfd; /* fstatat(fd, "", AT_EMPTY_PATH), as glibc's fstat does: the fd's file */
 	}
 
 	if (nr == KFAULT_NR_close) {
@@ -594,7 +447,7 @@ int io_match_path(struct bpf_raw_tracepoint_args *ctx)
 	if (!scratch || !scratch->remaining)
 		return 0;
 #pragma unroll
-	for (int i = KFAULT_IO_MAX_RULES - 1; i >= 0; i--) {   /* the lowest rule left */
+	for (int i = KFAULT_IO_MAX_RULES - 1; i >= 0; i--) { /* the lowest rule left */
 		if (scratch->remaining & (1u << i))
 			scratch->rule = i;
 	}
@@ -659,90 +512,6 @@ static __always_inline struct kfault_io_rule *applied_rule(struct io_scratch *sc
 	return kfault_io_rules.lookup(slot);
 }
 
-/* Store one field of the caller's struct: `type` is struct stat or struct statx. */
-#define PUT_FIELD(buffer, type, member, value) do {                                             \
-	__typeof__(((type *)0)->member) v_ = (value);                                           \
-	bpf_probe_write_user((void *)((buffer) + __builtin_offsetof(type, member)), &v_, sizeof(v_)); \
-} while (0)
-
-static __always_inline void override_stat(const struct kfault_io_rule *rule, __u64 buffer)
-{
-	__u32 attrs = rule->attrs;
-
-	if (attrs & KFAULT_IO_ATTR_INO)
-		PUT_FIELD(buffer, struct stat, st_ino, rule->ino);
-	if (attrs & KFAULT_IO_ATTR_SIZE)
-		PUT_FIELD(buffer, struct stat, st_size, rule->size);
-	if (attrs & KFAULT_IO_ATTR_BLOCKS)
-		PUT_FIELD(buffer, struct stat, st_blocks, rule->blocks);
-	if (attrs & KFAULT_IO_ATTR_ATIME) {
-		PUT_FIELD(buffer, struct stat, st_atime, rule->atime_sec);
-		PUT_FIELD(buffer, struct stat, st_atime_nsec, rule->atime_nsec);
-	}
-	if (attrs & KFAULT_IO_ATTR_MTIME) {
-		PUT_FIELD(buffer, struct stat, st_mtime, rule->mtime_sec);
-		PUT_FIELD(buffer, struct stat, st_mtime_nsec, rule->mtime_nsec);
-	}
-	if (attrs & KFAULT_IO_ATTR_CTIME) {
-		PUT_FIELD(buffer, struct stat, st_ctime, rule->ctime_sec);
-		PUT_FIELD(buffer, struct stat, st_ctime_nsec, rule->ctime_nsec);
-	}
-	if (attrs & KFAULT_IO_ATTR_MODE) {     /* kind or perm alone keeps the file's other bits */
-		unsigned int mode = 0;
-
-		bpf_probe_read_user(&mode, sizeof(mode), (void *)(buffer + __builtin_offsetof(struct stat, st_mode)));
-		PUT_FIELD(buffer, struct stat, st_mode, (mode & ~rule->mode_mask) | (rule->mode & rule->mode_mask));
-	}
-	if (attrs & KFAULT_IO_ATTR_NLINK)
-		PUT_FIELD(buffer, struct stat, st_nlink, rule->nlink);
-	if (attrs & KFAULT_IO_ATTR_UID)
-		PUT_FIELD(buffer, struct stat, st_uid, rule->uid);
-	if (attrs & KFAULT_IO_ATTR_GID)
-		PUT_FIELD(buffer, struct stat, st_gid, rule->gid);
-	if (attrs & KFAULT_IO_ATTR_RDEV)
-		PUT_FIELD(buffer, struct stat, st_rdev, rule->rdev);
-}
-
-static __always_inline void override_statx(const struct kfault_io_rule *rule, __u64 buffer)
-{
-	__u32 attrs = rule->attrs;
-
-	if (attrs & KFAULT_IO_ATTR_INO)
-		PUT_FIELD(buffer, struct statx, stx_ino, rule->ino);
-	if (attrs & KFAULT_IO_ATTR_SIZE)
-		PUT_FIELD(buffer, struct statx, stx_size, rule->size);
-	if (attrs & KFAULT_IO_ATTR_BLOCKS)
-		PUT_FIELD(buffer, struct statx, stx_blocks, rule->blocks);
-	if (attrs & KFAULT_IO_ATTR_ATIME) {
-		PUT_FIELD(buffer, struct statx, stx_atime.tv_sec, rule->atime_sec);
-		PUT_FIELD(buffer, struct statx, stx_atime.tv_nsec, rule->atime_nsec);
-	}
-	if (attrs & KFAULT_IO_ATTR_MTIME) {
-		PUT_FIELD(buffer, struct statx, stx_mtime.tv_sec, rule->mtime_sec);
-		PUT_FIELD(buffer, struct statx, stx_mtime.tv_nsec, rule->mtime_nsec);
-	}
-	if (attrs & KFAULT_IO_ATTR_CTIME) {
-		PUT_FIELD(buffer, struct statx, stx_ctime.tv_sec, rule->ctime_sec);
-		PUT_FIELD(buffer, struct statx, stx_ctime.tv_nsec, rule->ctime_nsec);
-	}
-	if (attrs & KFAULT_IO_ATTR_MODE) {
-		__u16 mode = 0;
-
-		bpf_probe_read_user(&mode, sizeof(mode), (void *)(buffer + __builtin_offsetof(struct statx, stx_mode)));
-		PUT_FIELD(buffer, struct statx, stx_mode, (mode & ~rule->mode_mask) | (rule->mode & rule->mode_mask));
-	}
-	if (attrs & KFAULT_IO_ATTR_NLINK)
-		PUT_FIELD(buffer, struct statx, stx_nlink, rule->nlink);
-	if (attrs & KFAULT_IO_ATTR_UID)
-		PUT_FIELD(buffer, struct statx, stx_uid, rule->uid);
-	if (attrs & KFAULT_IO_ATTR_GID)
-		PUT_FIELD(buffer, struct statx, stx_gid, rule->gid);
-	if (attrs & KFAULT_IO_ATTR_RDEV) {
-		PUT_FIELD(buffer, struct statx, stx_rdev_major, rule->rdev_major);
-		PUT_FIELD(buffer, struct statx, stx_rdev_minor, rule->rdev_minor);
-	}
-}
-
 /* attrOverride, at the exit of a stat that succeeded: the fields the rule names, written over
  * what the kernel just copied to the caller. */
 int io_apply_attr(struct bpf_raw_tracepoint_args *ctx)
@@ -766,74 +535,20 @@ int io_apply_attr(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-/* struct iovec as the 64-bit ABI lays it out (linux/uio.h's uses a void pointer). */
-struct io_user_iovec {
-	__u64 base;
-	__u64 len;
-};
-
-/* mistake: 1 to max_occurrences runs of 1 to max_length wrong bytes at random places within
- * the first scratch->length bytes of the buffer (a read's result, at its exit; a write's data,
- * at its entry, before the kernel copies it: so the caller's own buffer changes too). Only the
- * first iovec of a vector call is touched. Runs may overlap or touch. */
+/* mistake, at a read's exit or a write's entry (lib/mistake.h). */
 int io_corrupt(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u32 zero = 0, slot = 0;
 	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
 	struct kfault_io_rule *rule;
-	__u64 buffer, length, limit;
 
 	if (!scratch)
 		return 0;
 	rule = applied_rule(scratch, &slot);
 	if (!rule || rule->action != KFAULT_IO_ACT_MISTAKE)
 		return 0;
-	buffer = scratch->buffer;
-	length = scratch->length;
-	if (scratch->layout == KFAULT_IO_LAYOUT_IOVEC) {
-		struct io_user_iovec first = {};
-
-		if (bpf_probe_read_user(&first, sizeof(first), (void *)buffer))
-			return 0;
-		buffer = first.base;
-		if (scratch->method == KFAULT_IO_METHOD_WRITE || first.len < length)
-			length = first.len;
-	}
-	if (!length)
+	if (!write_mistake(rule, scratch))
 		return 0;
-	/* Both loops are unrolled: straight code the verifier walks once per exit of the second.
-	 * As bounded loops, 6.1's verifier walked each exit of one through the other and refused
-	 * the program (E2BIG). */
-	if (rule->filling == KFAULT_IO_FILL_RANDOM) {
-#pragma unroll
-		for (__u32 i = 0; i < KFAULT_IO_MISTAKE_MAX_LENGTH / 4; i++)
-			*(__u32 *)&scratch->fill[(i * 4) & (KFAULT_IO_MISTAKE_MAX_LENGTH - 4)] = bpf_get_prandom_u32();
-	} else {
-		__builtin_memset(scratch->fill, 0, sizeof(scratch->fill));
-	}
-	scratch->runs = 1 + bpf_get_prandom_u32() % (rule->max_occurrences ? rule->max_occurrences : 1);
-	limit = rule->max_length ? rule->max_length : 1;
-	if (limit > length)
-		limit = length;
-	/* No branch in the loop but its exit: a run of 1 + extra bytes (extra < limit <= length)
-	 * starts before length - extra, so it ends inside the data without a clamp. A clamp per
-	 * run was one more unknown branch per iteration: 6.1's verifier gave up on their product
-	 * ("sequence of 8193 jumps is too complex"). */
-#pragma unroll
-	for (__u32 i = 0; i < KFAULT_IO_MISTAKE_MAX_OCCURRENCES; i++) {
-		__u64 at, extra;
-
-		/* read anew each time: with a plain variable clang turns the loop into one of
-		 * `runs` iterations, whose bound the verifier can't see */
-		if (i >= scratch->runs)
-			break;
-		extra = bpf_get_prandom_u32() % limit;
-		at = bpf_get_prandom_u32() % (length - extra);
-		/* the mask bounds the size for the verifier and changes nothing: the schema keeps
-		 * max_length at most KFAULT_IO_MISTAKE_MAX_LENGTH */
-		extra &= KFAULT_IO_MISTAKE_MAX_LENGTH - 1;
-		bpf_probe_write_user((void *)(buffer + at), scratch->fill, extra + 1);
-	}
 	count(slot, scratch->method, KFAULT_IO_OUTCOME_CORRUPTED, 0);
 	return 0;
 }
@@ -881,7 +596,7 @@ static __always_inline __u32 file_matches(struct file *file, __u32 armed)
 	if (seen && seen->dentry == dentry && seen->mnt == mnt && seen->generation == *generation)
 		return seen->matched;
 	walked.generation = *generation;
-	scratch = kfault_io_scratch.lookup(&zero);   /* only here: a per-CPU lookup is a helper call */
+	scratch = kfault_io_scratch.lookup(&zero); /* only here: a per-CPU lookup is a helper call */
 	if (!scratch)
 		return 0;
 	if (bpf_d_path(&file->f_path, scratch->path, KFAULT_IO_PATH_MAX) > 0) {
@@ -920,7 +635,7 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
 	armed = kfault_io_armed.lookup(&zero);
 	if (!armed)
 		return 0;
-	targets &= file_matches(file, *armed);   /* all armed rules: the match is cached for each */
+	targets &= file_matches(file, *armed); /* all armed rules: the match is cached for each */
 	if (!targets)
 		return 0;
 	scratch = kfault_io_scratch.lookup(&zero);
@@ -937,7 +652,7 @@ KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
 	umode_t mode = file->f_inode->i_mode;
 
 	if (S_ISDIR(mode))
-		return decided_error();   /* a readdir */
+		return decided_error(); /* a readdir */
 	/* Regular files only. A FIFO's or a device's read waits interruptibly, so a hold's signal
 	 * would interrupt it, and with no syscall exit here to see that, its retry would be held
 	 * again (retry_of_interrupted). Chaos Mesh's FUSE never serves them either. */
@@ -1029,8 +744,7 @@ KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
 }
 #endif
 
-KMOD_RET(security_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode,
-	 unsigned int dev, int ret)
+KMOD_RET(security_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev, int ret)
 {
 	return decided_error();
 }

@@ -4,8 +4,9 @@
  * Userspace mirrors the #define KFAULT_ lines below in api/kfault_api/layout.py
  * (tests/test_layout.py fails when they differ) and gets the struct layouts as ctypes from
  * bcc, so kernel and userspace can't drift apart. Per-CPU scratch space that only one program
- * touches (iofault.c's struct io_scratch) is declared in that program; the syscall table of
- * the file I/O faults is in syscalls.h.
+ * touches (iofault.c's struct io_scratch) is declared beside it, in lib/scratch.h; the syscall
+ * table of the file I/O faults is in syscalls.h. lib/ holds each concern of the programs (and
+ * declares the maps whose values it works on).
  * Only UAPI types are used: the agent compiles against whatever headers the node has.
  *
  * Deadlines: a rule's deadline_ns is CLOCK_MONOTONIC (bpf_ktime_get_ns()); the rule acts
@@ -27,8 +28,8 @@
 #define WRITE_ONCE(x, v) (*(volatile __typeof__(x) *)&(x) = (v))
 
 /* Capacity (map sizes of netfault.c). Rule slots are indices into the rule and counter arrays. */
-#define KFAULT_MAX_RULES 16384          /* kfault_rules, kfault_counters, kfault_rule_state, kfault_departures */
-#define KFAULT_MAX_PEER_PREFIXES 65536  /* kfault_peers */
+#define KFAULT_MAX_RULES 16384         /* kfault_rules, kfault_counters, kfault_rule_state, kfault_departures */
+#define KFAULT_MAX_PEER_PREFIXES 65536 /* kfault_peers */
 #define KFAULT_MAX_RULES_PER_PEER 8
 
 /* Which way a packet goes, seen from the target. Chaos Mesh: `to` = the target sends,
@@ -56,7 +57,7 @@
 #define KFAULT_OUTCOME_DUPLICATED 3
 #define KFAULT_OUTCOME_CORRUPTED 4
 #define KFAULT_OUTCOME_DELAYED 5
-#define KFAULT_OUTCOME_RESET 6   /* answered with a TCP reset instead (dropped, not counted there) */
+#define KFAULT_OUTCOME_RESET 6 /* answered with a TCP reset instead (dropped, not counted there) */
 #define KFAULT_OUTCOME_COUNT 7
 
 /* A packet kfault made re-enters one of our hooks: a duplicate the same hook, a reset the
@@ -108,10 +109,10 @@ struct kfault_rule {
 	 * KFAULT_WEIGHT_ONE, fresh_weight = sqrt(1 - last_weight^2)), so the spread stays the
 	 * asked one whatever the correlation (netem's plain averaging narrows it). */
 	__u32 jitter_last_weight, jitter_fresh_weight;
-	__u32 reorder_gap;        /* netem's gap: only every gap-th packet may skip the delay */
-	__u16 peer_port_min;      /* 0 = any port */
+	__u32 reorder_gap;   /* netem's gap: only every gap-th packet may skip the delay */
+	__u16 peer_port_min; /* 0 = any port */
 	__u16 peer_port_max;
-	__u8 protocol;            /* IPPROTO_*; 0 = any */
+	__u8 protocol; /* IPPROTO_*; 0 = any */
 	__u8 pad[3];
 };
 
@@ -123,8 +124,8 @@ struct kfault_counters {
 
 /* Value of kfault_rule_state (per CPU): memory for correlation. */
 struct kfault_rule_state {
-	__u32 last_hit;           /* KFAULT_ACT_* bits that hit on the last roll */
-	__u32 since_reorder;      /* packets delayed since the last one that skipped the delay */
+	__u32 last_hit;      /* KFAULT_ACT_* bits that hit on the last roll */
+	__u32 since_reorder; /* packets delayed since the last one that skipped the delay */
 };
 
 /* Value of kfault_departures (shared by all CPUs): a rule's departure-time state. Shared,
@@ -132,52 +133,53 @@ struct kfault_rule_state {
  * CPUs race on it without locks, each field read once and written once (READ_ONCE,
  * WRITE_ONCE): at worst one packet gets a slightly stale value, never a torn one. */
 struct kfault_departures {
-	__u64 next_paced_ns;      /* bandwidth: when the rule's next byte may leave */
-	__u64 last_delayed_ns;    /* delay: the latest departure given, so jitter never reorders */
-	__s64 last_jitter_ns;     /* delay: the last jitter sample, for correlation */
+	__u64 next_paced_ns;   /* bandwidth: when the rule's next byte may leave */
+	__u64 last_delayed_ns; /* delay: the latest departure given, so jitter never reorders */
+	__s64 last_jitter_ns;  /* delay: the last jitter sample, for correlation */
 };
 
 /* ---- file I/O faults (iofault.c) ------------------------------------------------------ */
 
-#define KFAULT_IO_MAX_RULES 16       /* a bit per rule in __u32 masks; kfault_io_rules, _cgroups, _counters */
-#define KFAULT_IO_MAX_STATES 256     /* DFA state slots per rule; the last is KFAULT_IO_DEAD_STATE */
-#define KFAULT_IO_PATH_MAX 256       /* bytes of a path we match; longer paths never match */
-#define KFAULT_IO_MAX_FDS 65536      /* kfault_io_fds: open files of targeted processes we remember */
-#define KFAULT_IO_MAX_CALLS 16384    /* kfault_io_calls: targeted threads inside a syscall at once */
-#define KFAULT_IO_MAX_TRACED 4096    /* kfault_io_traced: processes a holder is attached to */
-#define KFAULT_IO_MAX_HOLDS 16384    /* kfault_io_holds: threads waiting to be held */
-#define KFAULT_IO_MAX_DIRS 16384     /* kfault_io_dirs: working and open directories of targeted processes */
-#define KFAULT_IO_AT_FDCWD -100      /* openat's dirfd for "the working directory"; its fd in kfault_io_dirs */
-#define KFAULT_IO_DEAD_STATE 255     /* a DFA state no path can leave: no match */
-#define KFAULT_IO_ACCEPT_STATE 254   /* a DFA state no byte leaves, accepting: where the end of a path
-                                      * (byte 0) takes an accepting state; globs use the ones below */
+#define KFAULT_IO_MAX_RULES 16    /* a bit per rule in __u32 masks; kfault_io_rules, _cgroups, _counters */
+#define KFAULT_IO_MAX_STATES 256  /* DFA state slots per rule; the last is KFAULT_IO_DEAD_STATE */
+#define KFAULT_IO_PATH_MAX 256    /* bytes of a path we match; longer paths never match */
+#define KFAULT_IO_MAX_FDS 65536   /* kfault_io_fds: open files of targeted processes we remember */
+#define KFAULT_IO_MAX_CALLS 16384 /* kfault_io_calls: targeted threads inside a syscall at once */
+#define KFAULT_IO_MAX_TRACED 4096 /* kfault_io_traced: processes a holder is attached to */
+#define KFAULT_IO_MAX_HOLDS 16384 /* kfault_io_holds: threads waiting to be held */
+#define KFAULT_IO_MAX_DIRS 16384  /* kfault_io_dirs: working and open directories of targeted processes */
+#define KFAULT_IO_AT_FDCWD -100   /* openat's dirfd for "the working directory"; its fd in kfault_io_dirs */
+#define KFAULT_IO_DEAD_STATE 255  /* a DFA state no path can leave: no match */
+/* A DFA state no byte leaves, accepting: where the end of a path (byte 0) takes an accepting
+ * state; globs use the states below it. */
+#define KFAULT_IO_ACCEPT_STATE 254
 
 /* Methods: bits of kfault_io_rule.methods; indices (bit number) into counters. */
 #define KFAULT_IO_METHOD_OPEN 0
 #define KFAULT_IO_METHOD_READ 1
 #define KFAULT_IO_METHOD_WRITE 2
 #define KFAULT_IO_METHOD_FSYNC 3
-#define KFAULT_IO_METHOD_GETATTR 4   /* the stat family (syscalls.h); attrOverride's only method */
+#define KFAULT_IO_METHOD_GETATTR 4 /* the stat family (syscalls.h); attrOverride's only method */
 #define KFAULT_IO_METHOD_MKDIR 5
-#define KFAULT_IO_METHOD_RMDIR 6     /* rmdir, and unlinkat with AT_REMOVEDIR */
+#define KFAULT_IO_METHOD_RMDIR 6 /* rmdir, and unlinkat with AT_REMOVEDIR */
 #define KFAULT_IO_METHOD_UNLINK 7
 #define KFAULT_IO_METHOD_READDIR 8
-#define KFAULT_IO_METHOD_SETATTR 9   /* chmod, chown, truncate, utimes and their fd and *at forms */
-#define KFAULT_IO_METHOD_RENAME 10   /* rename, renameat, renameat2: matched by the path renamed */
-#define KFAULT_IO_METHOD_CREATE 11   /* an open with O_CREAT, and creat: decided as opens are */
+#define KFAULT_IO_METHOD_SETATTR 9 /* chmod, chown, truncate, utimes and their fd and *at forms */
+#define KFAULT_IO_METHOD_RENAME 10 /* rename, renameat, renameat2: matched by the path renamed */
+#define KFAULT_IO_METHOD_CREATE 11 /* an open with O_CREAT, and creat: decided as opens are */
 #define KFAULT_IO_METHOD_COUNT 12
-#define KFAULT_IO_METHOD_SLOTS 16    /* METHOD_COUNT rounded up to a power of two, for the counter index */
+#define KFAULT_IO_METHOD_SLOTS 16 /* METHOD_COUNT rounded up to a power of two, for the counter index */
 
-#define KFAULT_IO_ACT_FAULT 1        /* fail the call with errno */
-#define KFAULT_IO_ACT_LATENCY 2      /* hold the calling thread for delay_ns */
-#define KFAULT_IO_ACT_ATTR 3         /* attrOverride: rewrite what the stat family returns */
-#define KFAULT_IO_ACT_MISTAKE 4      /* mistake: corrupt the bytes a read returns or a write takes */
+#define KFAULT_IO_ACT_FAULT 1   /* fail the call with errno */
+#define KFAULT_IO_ACT_LATENCY 2 /* hold the calling thread for delay_ns */
+#define KFAULT_IO_ACT_ATTR 3    /* attrOverride: rewrite what the stat family returns */
+#define KFAULT_IO_ACT_MISTAKE 4 /* mistake: corrupt the bytes a read returns or a write takes */
 
 #define KFAULT_IO_OUTCOME_PASSED 0
 #define KFAULT_IO_OUTCOME_FAILED 1
 #define KFAULT_IO_OUTCOME_DELAYED 2
-#define KFAULT_IO_OUTCOME_OVERRIDDEN 3   /* attrOverride written into the caller's stat buffer */
-#define KFAULT_IO_OUTCOME_CORRUPTED 4    /* mistake written into the caller's data buffer */
+#define KFAULT_IO_OUTCOME_OVERRIDDEN 3 /* attrOverride written into the caller's stat buffer */
+#define KFAULT_IO_OUTCOME_CORRUPTED 4  /* mistake written into the caller's data buffer */
 #define KFAULT_IO_OUTCOME_COUNT 5
 #define KFAULT_IO_OUTCOME_STRIDE 8
 
@@ -188,7 +190,7 @@ struct kfault_departures {
 #define KFAULT_IO_ATTR_ATIME (1 << 3)
 #define KFAULT_IO_ATTR_MTIME (1 << 4)
 #define KFAULT_IO_ATTR_CTIME (1 << 5)
-#define KFAULT_IO_ATTR_MODE (1 << 6)     /* kind and/or perm: mode_mask says which bits */
+#define KFAULT_IO_ATTR_MODE (1 << 6) /* kind and/or perm: mode_mask says which bits */
 #define KFAULT_IO_ATTR_NLINK (1 << 7)
 #define KFAULT_IO_ATTR_UID (1 << 8)
 #define KFAULT_IO_ATTR_GID (1 << 9)
@@ -198,43 +200,43 @@ struct kfault_departures {
 #define KFAULT_IO_FILL_ZERO 0
 #define KFAULT_IO_FILL_RANDOM 1
 #define KFAULT_IO_MISTAKE_MAX_OCCURRENCES 16
-#define KFAULT_IO_MISTAKE_MAX_LENGTH 256     /* a power of two: the bytes of one run come from scratch */
+#define KFAULT_IO_MISTAKE_MAX_LENGTH 256 /* a power of two: the bytes of one run come from scratch */
 
 /* Slots of iofault.c's kfault_io_programs (a program array the loader fills): the programs
  * the syscall tracepoints tail-call. */
-#define KFAULT_IO_PROG_MATCH_PATH 0      /* io_match_path: walk the path globs of an open or stat */
-#define KFAULT_IO_PROG_APPLY_ATTR 1      /* io_apply_attr: attrOverride at a stat's exit */
-#define KFAULT_IO_PROG_CORRUPT 2         /* io_corrupt: mistake at a read's exit or a write's entry */
+#define KFAULT_IO_PROG_MATCH_PATH 0 /* io_match_path: walk the path globs of an open or stat */
+#define KFAULT_IO_PROG_APPLY_ATTR 1 /* io_apply_attr: attrOverride at a stat's exit */
+#define KFAULT_IO_PROG_CORRUPT 2    /* io_corrupt: mistake at a read's exit or a write's entry */
 #define KFAULT_IO_PROG_COUNT 3
 
 /* Where the stat family writes its result (struct kfault_io_call.layout). */
-#define KFAULT_IO_LAYOUT_STAT 1          /* struct stat (asm/stat.h): stat, lstat, fstat, newfstatat */
-#define KFAULT_IO_LAYOUT_STATX 2         /* struct statx (linux/stat.h) */
-#define KFAULT_IO_LAYOUT_BUFFER 3        /* read/write: a plain buffer of `length` bytes */
-#define KFAULT_IO_LAYOUT_IOVEC 4         /* readv/writev family: the first iovec of the array */
+#define KFAULT_IO_LAYOUT_STAT 1   /* struct stat (asm/stat.h): stat, lstat, fstat, newfstatat */
+#define KFAULT_IO_LAYOUT_STATX 2  /* struct statx (linux/stat.h) */
+#define KFAULT_IO_LAYOUT_BUFFER 3 /* read/write: a plain buffer of `length` bytes */
+#define KFAULT_IO_LAYOUT_IOVEC 4  /* readv/writev family: the first iovec of the array */
 
 /* Value of kfault_io_rules. Slot i's target cgroup is slot i of kfault_io_cgroups and its
  * path glob is the DFA at states [i * KFAULT_IO_MAX_STATES, (i + 1) * KFAULT_IO_MAX_STATES). */
 struct kfault_io_rule {
-	__u64 deadline_ns;        /* CLOCK_MONOTONIC; the rule does nothing from then on (0: expired) */
-	__u64 delay_ns;           /* latency */
-	__u32 action;             /* KFAULT_IO_ACT_* */
-	__u32 methods;            /* 1 << KFAULT_IO_METHOD_* */
-	__u32 threshold;          /* percent as a u32 threshold (see KFAULT_ALWAYS) */
-	__u32 error;              /* errno, positive */
+	__u64 deadline_ns; /* CLOCK_MONOTONIC; the rule does nothing from then on (0: expired) */
+	__u64 delay_ns;    /* latency */
+	__u32 action;      /* KFAULT_IO_ACT_* */
+	__u32 methods;     /* 1 << KFAULT_IO_METHOD_* */
+	__u32 threshold;   /* percent as a u32 threshold (see KFAULT_ALWAYS) */
+	__u32 error;       /* errno, positive */
 	/* attrOverride: the values of the fields whose KFAULT_IO_ATTR_* bit is in attrs */
 	__u64 ino, size, blocks;
 	__s64 atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec;
-	__u32 attrs;              /* KFAULT_IO_ATTR_* */
-	__u32 mode_mask;          /* st_mode bits replaced: S_IFMT for kind, 07777 for perm */
-	__u32 mode;               /* their new values */
+	__u32 attrs;     /* KFAULT_IO_ATTR_* */
+	__u32 mode_mask; /* st_mode bits replaced: S_IFMT for kind, 07777 for perm */
+	__u32 mode;      /* their new values */
 	__u32 nlink, uid, gid;
-	__u32 rdev;               /* as st_rdev (the userspace dev_t encoding) */
-	__u32 rdev_major, rdev_minor;   /* the same, split as struct statx holds it */
+	__u32 rdev;                   /* as st_rdev (the userspace dev_t encoding) */
+	__u32 rdev_major, rdev_minor; /* the same, split as struct statx holds it */
 	/* mistake */
-	__u32 filling;            /* KFAULT_IO_FILL_* */
-	__u32 max_occurrences;    /* 1..KFAULT_IO_MISTAKE_MAX_OCCURRENCES runs of wrong bytes per call */
-	__u32 max_length;         /* 1..KFAULT_IO_MISTAKE_MAX_LENGTH bytes per run */
+	__u32 filling;         /* KFAULT_IO_FILL_* */
+	__u32 max_occurrences; /* 1..KFAULT_IO_MISTAKE_MAX_OCCURRENCES runs of wrong bytes per call */
+	__u32 max_length;      /* 1..KFAULT_IO_MISTAKE_MAX_LENGTH bytes per run */
 };
 
 /* Value of kfault_io_dfa: one rule's path glob as a DFA, compiled by the agent. Bytes are
@@ -243,7 +245,7 @@ struct kfault_io_rule {
  * on over whatever follows the path in its buffer, with no branch per byte (the verifier then
  * sees straight code however many rules are walked). One lookup per rule walked. */
 struct kfault_io_dfa {
-	__u8 next[KFAULT_IO_MAX_STATES * 256];   /* next[s * 256 + c]; flat: bcc reads one dimension only */
+	__u8 next[KFAULT_IO_MAX_STATES * 256]; /* next[s * 256 + c]; flat: bcc reads one dimension only */
 	__u8 accepting[KFAULT_IO_MAX_STATES];
 };
 
@@ -264,13 +266,13 @@ struct kfault_io_dir_states {
 
 /* Value of kfault_io_calls, by pid_tgid: the syscall a targeted thread is in right now. */
 struct kfault_io_call {
-	__u32 opened_mask;        /* open: rules whose glob matched the path, for kfault_io_fds */
-	__s32 error;              /* nonzero: the LSM hooks fail this call with it (negative) */
-	__u32 method;             /* KFAULT_IO_METHOD_* */
-	__u32 apply;              /* 1 + the slot of the attrOverride or mistake rule to apply at exit; 0: none */
-	__u64 buffer;             /* the caller's buffer (user address) that rule rewrites */
-	__u32 layout;             /* KFAULT_IO_LAYOUT_*: what the buffer holds */
-	__u32 held_nr;            /* latency: 1 + the syscall held, whose signal may interrupt it */
+	__u32 opened_mask; /* open: rules whose glob matched the path, for kfault_io_fds */
+	__s32 error;       /* nonzero: the LSM hooks fail this call with it (negative) */
+	__u32 method;      /* KFAULT_IO_METHOD_* */
+	__u32 apply;       /* 1 + the slot of the attrOverride or mistake rule to apply at exit; 0: none */
+	__u64 buffer;      /* the caller's buffer (user address) that rule rewrites */
+	__u32 layout;      /* KFAULT_IO_LAYOUT_*: what the buffer holds */
+	__u32 held_nr;     /* latency: 1 + the syscall held, whose signal may interrupt it */
 };
 
 /* Value of kfault_io_counters (per CPU), by rule slot. */
@@ -278,7 +280,7 @@ struct kfault_io_counters {
 	/* [method * KFAULT_IO_OUTCOME_STRIDE + outcome]: flat, as bcc reads only 1-D arrays
 	 * right, and a power of two long, so a mask bounds the index for any verifier */
 	__u64 calls[KFAULT_IO_METHOD_SLOTS * KFAULT_IO_OUTCOME_STRIDE];
-	__u64 delay_ns;           /* delay asked of the holder, summed */
+	__u64 delay_ns; /* delay asked of the holder, summed */
 };
 
 #endif /* KFAULT_H */

@@ -12,54 +12,54 @@
 
 /* Syscall -> method (KFAULT_IO_METHOD_<method>), one line each: X(method, syscall).
  * unlinkat is UNLINK here and RMDIR with AT_REMOVEDIR (iofault.c looks at its flags). */
-#define KFAULT_IO_SYSCALLS(X) \
-	X(OPEN, open)         \
-	X(OPEN, openat)       \
-	X(OPEN, openat2)      \
-	X(OPEN, creat)        \
-	X(READ, read)         \
-	X(READ, pread64)      \
-	X(READ, readv)        \
-	X(READ, preadv)       \
-	X(READ, preadv2)      \
-	X(WRITE, write)       \
-	X(WRITE, pwrite64)    \
-	X(WRITE, writev)      \
-	X(WRITE, pwritev)     \
-	X(WRITE, pwritev2)    \
-	X(FSYNC, fsync)       \
-	X(FSYNC, fdatasync)   \
-	X(MKDIR, mkdir)       \
-	X(MKDIR, mkdirat)     \
-	X(RMDIR, rmdir)       \
-	X(UNLINK, unlink)     \
-	X(UNLINK, unlinkat)   \
-	X(READDIR, getdents)  \
+#define KFAULT_IO_SYSCALLS(X)  \
+	X(OPEN, open)          \
+	X(OPEN, openat)        \
+	X(OPEN, openat2)       \
+	X(OPEN, creat)         \
+	X(READ, read)          \
+	X(READ, pread64)       \
+	X(READ, readv)         \
+	X(READ, preadv)        \
+	X(READ, preadv2)       \
+	X(WRITE, write)        \
+	X(WRITE, pwrite64)     \
+	X(WRITE, writev)       \
+	X(WRITE, pwritev)      \
+	X(WRITE, pwritev2)     \
+	X(FSYNC, fsync)        \
+	X(FSYNC, fdatasync)    \
+	X(MKDIR, mkdir)        \
+	X(MKDIR, mkdirat)      \
+	X(RMDIR, rmdir)        \
+	X(UNLINK, unlink)      \
+	X(UNLINK, unlinkat)    \
+	X(READDIR, getdents)   \
 	X(READDIR, getdents64) \
-	X(SETATTR, chmod)     \
-	X(SETATTR, fchmod)    \
-	X(SETATTR, fchmodat)  \
-	X(SETATTR, chown)     \
-	X(SETATTR, fchown)    \
-	X(SETATTR, lchown)    \
-	X(SETATTR, fchownat)  \
-	X(SETATTR, truncate)  \
-	X(SETATTR, ftruncate) \
-	X(SETATTR, utime)     \
-	X(SETATTR, utimes)    \
-	X(SETATTR, futimesat) \
-	X(SETATTR, utimensat) \
-	X(RENAME, rename)     \
-	X(RENAME, renameat)   \
+	X(SETATTR, chmod)      \
+	X(SETATTR, fchmod)     \
+	X(SETATTR, fchmodat)   \
+	X(SETATTR, chown)      \
+	X(SETATTR, fchown)     \
+	X(SETATTR, lchown)     \
+	X(SETATTR, fchownat)   \
+	X(SETATTR, truncate)   \
+	X(SETATTR, ftruncate)  \
+	X(SETATTR, utime)      \
+	X(SETATTR, utimes)     \
+	X(SETATTR, futimesat)  \
+	X(SETATTR, utimensat)  \
+	X(RENAME, rename)      \
+	X(RENAME, renameat)    \
 	X(RENAME, renameat2)
 
 /* The stat family: method GETATTR, and what attrOverride rewrites, by the struct each fills:
  * S(layout, syscall). */
 #define KFAULT_IO_STAT_SYSCALLS(S) \
-	S(STAT, stat)             \
-	S(STAT, lstat)            \
-	S(STAT, fstat)            \
-	S(STAT, newfstatat)       \
+	S(STAT, stat)              \
+	S(STAT, lstat)             \
+	S(STAT, fstat)             \
+	S(STAT, newfstatat)        \
 	S(STATX, statx)
 
 #if defined(KFAULT_ARCH_X86_64)
@@ -75,7 +75,7 @@
 #define KFAULT_NR_pwrite64 18
 #define KFAULT_NR_readv 19
 #define KFAULT_NR_writev 20
-#define KFAULT_NR_dup 32      /* dup, dup2, dup3, fcntl(F_DUPFD*): a marked fd's copy is marked too */
+#define KFAULT_NR_dup 32 /* dup, dup2, dup3, fcntl(F_DUPFD*): a marked fd's copy is marked too */
 #define KFAULT_NR_dup2 33
 #define KFAULT_NR_fcntl 72
 #define KFAULT_NR_fsync 74

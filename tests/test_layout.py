@@ -34,17 +34,27 @@ def test_layout_defines_nothing_the_header_lacks():
     assert constants - set(defines) == set()
 
 
+BPF_DIR = os.path.dirname(HEADER)
+
+
+def bpf_sources():
+    """(path relative to bpf/, text) of every program and library header under bpf/."""
+    for root, _dirs, names in sorted(os.walk(BPF_DIR)):
+        for name in sorted(names):
+            if name.endswith((".c", ".h")):
+                path = os.path.join(root, name)
+                with open(path, encoding="utf-8") as handle:
+                    yield os.path.relpath(path, BPF_DIR), handle.read()
+
+
 def map_declarations():
-    """(file, map name, size expression) of every map the BPF programs declare."""
+    """(file, map name, size expression) of every map the BPF programs and bpf/lib/ declare."""
     pattern = re.compile(r"^BPF_\w+\((.*)\);", re.MULTILINE)
-    bpf_dir = os.path.dirname(HEADER)
-    for name in sorted(os.listdir(bpf_dir)):
-        if name.endswith(".c"):
-            with open(os.path.join(bpf_dir, name), encoding="utf-8") as handle:
-                for args in pattern.findall(handle.read()):
-                    args = [a.strip() for a in args.split(",")]
-                    map_name = next(a for a in args if a.startswith("kfault_"))
-                    yield name, map_name, args[-1]
+    for source, text in bpf_sources():
+        for args in pattern.findall(text):
+            args = [a.strip() for a in args.split(",")]
+            map_name = next(a for a in args if a.startswith("kfault_"))
+            yield source, map_name, args[-1]
 
 
 def test_every_map_size_is_a_header_constant():
@@ -60,6 +70,17 @@ def test_every_map_size_is_a_header_constant():
         assert names and all(n.startswith("KFAULT_") and n[len("KFAULT_"):] in defines for n in names), (
             f"{source}: map {name} has size {size}; use a KFAULT_ #define of bpf/kfault.h "
             "(and mirror it in api/kfault_api/layout.py)")
+
+
+def test_no_library_header_calls_a_map():
+    """bcc turns `map.lookup()` (and update, delete, call, ...) into a map access only in the file
+    it compiles: in an included header it stays a call through a pointer, which the verifier
+    refuses at load. So bpf/lib/ declares maps and the programs call them."""
+    names = {name for _source, name, _size in map_declarations()}
+    call = re.compile(r"\b(" + "|".join(sorted(names)) + r")\s*\.\s*\w+\s*\(")
+    for source, text in bpf_sources():
+        if source.startswith("lib" + os.sep):
+            assert not call.findall(text), f"bpf/{source} calls map {call.findall(text)}: move the call to the program"
 
 
 def test_a_rule_is_never_written_with_deadline_zero():
