@@ -24,6 +24,7 @@ kernel-test: setup
 lint:
 	scripts/setup-host test
 	$(VENV)/bin/ruff check .
+	scripts/check-bpf-format
 
 bench: setup
 	$(PY) bench/net_overhead.py
