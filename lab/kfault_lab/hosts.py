@@ -87,7 +87,10 @@ class Lab:
         return sh(f"ip netns exec {self.ns(host)} {cmd}", check=check)
 
     def popen(self, host, cmd, stdin=None):
-        return subprocess.Popen(f"ip netns exec {self.ns(host)} {cmd}", shell=True, text=True, stdin=stdin,
+        """One command in a host, as the process returned: exec'd through the shell, so that
+        killing it kills the command (killing the shell left the command running, as dash forks
+        it: echo servers outlived their tests)."""
+        return subprocess.Popen(f"exec ip netns exec {self.ns(host)} {cmd}", shell=True, text=True, stdin=stdin,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def tc_state(self):
