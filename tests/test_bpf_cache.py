@@ -1,6 +1,7 @@
 """The compile cache and the map types, without a kernel: what kernel/compile.py records and how
 kernel/maps.py reads it back."""
 import ctypes
+import json
 import os
 import struct
 import subprocess
@@ -53,12 +54,56 @@ def test_an_entry_is_keyed_by_every_file_under_bpf(tmp_path):
     assert compile.entry_key(str(source), ["-I."], "other headers", str(tmp_path)) != changed
 
 
-def test_a_cache_that_cant_be_written_falls_back_to_a_temporary_one(monkeypatch, tmp_path):
+def test_a_cache_that_cant_be_written_falls_back_to_a_temporary_one_of_this_user(monkeypatch, tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("")
     monkeypatch.setenv(compile.CACHE_ENV, str(blocked / "bpf"))
     monkeypatch.setattr(compile.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
-    assert compile.cache_dir() == str(tmp_path / "tmp" / "kfault-bpf")
+    assert compile.cache_dir() == str(tmp_path / "tmp" / f"kfault-bpf-{os.geteuid()}")
+
+
+def test_a_cache_folder_others_can_write_is_never_used(monkeypatch, tmp_path):
+    """The agent loads what the cache holds as BPF instructions: a folder another user could
+    have filled (one taken first in a shared /tmp) is refused, as is an entry others can write."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv(compile.CACHE_ENV, str(shared))
+    monkeypatch.setattr(compile.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert compile.cache_dir() == str(tmp_path / "tmp" / f"kfault-bpf-{os.geteuid()}")
+    entry = tmp_path / "entry.json"
+    entry.write_text(json.dumps(WELL_FORMED))
+    assert compile.cached(str(entry)) == WELL_FORMED
+    entry.chmod(0o666)
+    assert compile.cached(str(entry)) is None
+
+
+WELL_FORMED = {"format": compile.FORMAT, "source": "x.c", "cflags": [],
+               "maps": {"m": {"type": 2, "key_size": 4, "value_size": 8, "max_entries": 1, "flags": 0}},
+               "functions": {"f": {"insns": "", "maps": []}}}
+
+
+@pytest.mark.parametrize("text", ["{}", "not json", json.dumps({**WELL_FORMED, "format": compile.FORMAT + 1}),
+                                  json.dumps({**WELL_FORMED, "maps": {"m": {"type": 2}}})])
+def test_an_entry_that_is_not_well_formed_is_compiled_again(monkeypatch, tmp_path, text):
+    source = tmp_path / "bpf" / "prog.c"
+    source.parent.mkdir()
+    source.write_text("int x;\n")
+    monkeypatch.setenv(compile.CACHE_ENV, str(tmp_path / "cache"))
+    key = compile.entry_key(str(source), [], "headers", str(source.parent))
+    os.makedirs(tmp_path / "cache")
+    (tmp_path / "cache" / f"{key}.json").write_text(text)
+    compiles = []
+
+    def compiler(argv, **_):
+        compiles.append(argv)
+        compile.write_atomically(argv[argv.index("--out") + 1], WELL_FORMED)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+    monkeypatch.setattr(compile.subprocess, "run", compiler)
+    assert compile.compiled(str(source), [], None, "headers", str(source.parent)) == WELL_FORMED
+    assert len(compiles) == 1
+    assert compile.compiled(str(source), [], None, "headers", str(source.parent)) == WELL_FORMED
+    assert len(compiles) == 1, "a well-formed entry is loaded, not compiled again"
 
 
 @pytest.mark.skipif(not os.path.exists(compile.VMLINUX_BTF), reason="this kernel has no BTF")

@@ -39,19 +39,53 @@ class CompileError(Exception):
     """The compiler process failed: what it said."""
 
 
+def trusted(path):
+    """Whether only this user can have written `path`: ours, not a link, and no write bit for
+    group or others. The agent loads what it finds in the cache as BPF instructions, so a
+    folder or entry another user could write (a name in a shared /tmp taken first) is refused."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022 and not os.path.islink(path)
+
+
 def cache_dir():
     """The cache's directory, made if need be: $KFAULT_BPF_CACHE, else /var/cache/kfault/bpf;
-    where that can't be written (a read-only root, as in the VM tier), one under the temporary
-    directory, shared by the processes of this machine still."""
+    where that can't be written (a read-only root, as in the VM tier), one of this user's under
+    the temporary directory, shared by its processes on this machine still. A folder anyone
+    else could write is never used."""
     wanted = os.environ.get(CACHE_ENV) or DEFAULT_CACHE
-    for folder in (wanted, os.path.join(tempfile.gettempdir(), "kfault-bpf")):
+    for folder in (wanted, os.path.join(tempfile.gettempdir(), f"kfault-bpf-{os.geteuid()}")):
         try:
-            os.makedirs(folder, exist_ok=True)
-            if os.access(folder, os.W_OK):
+            os.makedirs(folder, mode=0o755, exist_ok=True)
+            if os.access(folder, os.W_OK) and trusted(folder):
                 return folder
         except OSError:
             pass
-    raise CompileError(f"no writable directory for the BPF compile cache: {wanted} (set {CACHE_ENV})")
+    raise CompileError(f"no directory for the BPF compile cache that only this user can write: {wanted} "
+                       f"(set {CACHE_ENV})")
+
+
+def well_formed(entry):
+    """Whether a cache entry has what the loader reads (else it is compiled again)."""
+    return (isinstance(entry, dict) and entry.get("format") == FORMAT and isinstance(entry.get("maps"), dict)
+            and isinstance(entry.get("functions"), dict)
+            and all(isinstance(m, dict) and {"type", "key_size", "value_size", "max_entries", "flags"} <= m.keys()
+                    for m in entry["maps"].values())
+            and all(isinstance(f, dict) and {"insns", "maps"} <= f.keys() for f in entry["functions"].values()))
+
+
+def cached(path):
+    """The entry at `path` if it is trusted and well formed, else None."""
+    if not trusted(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            entry = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return entry if well_formed(entry) else None
 
 
 def _tree_files(folder):
@@ -99,6 +133,8 @@ def entry_key(source, cflags, headers_ident, bpf_dir):
         digest.update(os.path.relpath(path, bpf_dir).encode() + b"\0")
         with open(path, "rb") as handle:
             digest.update(hashlib.sha256(handle.read()).digest())
+    with open(__file__, "rb") as handle:      # what reads bcc's output: a new compiler, new entries
+        digest.update(hashlib.sha256(handle.read()).digest())
     uname = os.uname()
     for part in [f"format {FORMAT}", *cflags, uname.release, uname.version, uname.machine, headers_ident,
                  _bcc_version(), _stat_identity(VMLINUX_BTF, with_mtime=False)]:
@@ -110,14 +146,12 @@ def compiled(source, cflags, headers_path, headers_ident, bpf_dir):
     """The cache entry of `source` compiled with `cflags` against `headers_path` (None: bcc's
     own search): from the cache, else compiled now in a subprocess. CompileError if it fails."""
     key = entry_key(source, cflags, headers_ident, bpf_dir)
-    for folder in dict.fromkeys([os.environ.get(CACHE_ENV) or DEFAULT_CACHE, cache_dir()]):
-        try:
-            with open(os.path.join(folder, key + ".json"), encoding="utf-8") as handle:
-                return json.load(handle)
-        except (OSError, ValueError):
-            pass
-    path = os.path.join(cache_dir(), key + ".json")
-    env = dict(os.environ)
+    folder = cache_dir()
+    path = os.path.join(folder, key + ".json")
+    entry = cached(path)
+    if entry is not None:
+        return entry
+    env = {**os.environ, "KFAULT_COMPILE_PARENT": str(os.getpid())}
     env.pop("BCC_KERNEL_SOURCE", None)
     if headers_path:
         env["BCC_KERNEL_SOURCE"] = headers_path     # bcc reads it as it compiles
@@ -129,8 +163,10 @@ def compiled(source, cflags, headers_path, headers_ident, bpf_dir):
         said = [line for line in (done.stderr or "").strip().splitlines() if line.strip()]
         raise CompileError(f"compiling {os.path.basename(source)} failed: " + " / ".join(said[-6:]))
     log.info("compiled %s in %.1f s (cached as %s)", os.path.basename(source), time.monotonic() - started, key)
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    entry = cached(path)
+    if entry is None:
+        raise CompileError(f"the compiler's entry {path} is not one kfault can load")
+    return entry
 
 
 # --- BTF: the type id of a function in vmlinux (TRACING and LSM programs attach by it) ---
@@ -246,7 +282,20 @@ def write_atomically(path, entry):
         raise
 
 
+def die_with_parent():
+    """The compile ends with the process that asked for it (a stopped or killed start), rather
+    than running on for minutes as an orphan."""
+    import ctypes
+    import signal
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    parent = os.environ.get("KFAULT_COMPILE_PARENT")
+    if parent and os.getppid() != int(parent):      # it was gone before the prctl
+        raise SystemExit("the process that asked for this compile is gone")
+
+
 def main(argv=None):
+    die_with_parent()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source")
     parser.add_argument("--cflag", action="append", default=[])

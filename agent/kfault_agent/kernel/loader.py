@@ -116,9 +116,9 @@ class Programs:
         try:
             for name, spec in self.entry["maps"].items():
                 self.maps[name] = maps.create(name, spec)
-        except OSError as err:
+        except Exception as err:      # the kernel's refusal, or a map kfault can't type
             self.close()
-            raise KernelUnsupported(f"the kernel refused map {name} of {os.path.basename(src_file)}: {err}") from err
+            raise KernelUnsupported(f"map {name} of {os.path.basename(src_file)} was not created: {err}") from err
 
     def load(self, name, prog_type):
         """Load a function of the source as a program of this type (bpfcall.PROG_*): its
@@ -310,6 +310,14 @@ class IODatapath:
                 raise KernelUnsupported(f"fmod_ret programs don't load on this kernel: it has no BPF "
                                         f"trampolines (fentry/fmod_ret) ({err})") from err
             raise KernelUnsupported(f"the kernel refused kfault's file I/O programs {what}: {err}") from err
+        try:
+            self._take_tables()
+        except BaseException:       # the errno hooks attached above go with what was loaded
+            self.bpf.close()
+            raise
+        self._tracepoint_links = []
+
+    def _take_tables(self):
         programs = self.bpf.table("kfault_io_programs")
         programs[layout.IO_PROG_MATCH_PATH] = self.programs["io_match_path"].fd
         self.write_user_refusal = self._load_write_user_programs(programs)
@@ -327,7 +335,6 @@ class IODatapath:
         self.holders = self.bpf.table("kfault_io_holders")
         self.counters = self.bpf.table("kfault_io_counters")
         self.generation = self.bpf.table("kfault_io_generation") if self.file_hooks else None
-        self._tracepoint_links = []
 
     @property
     def attached(self):

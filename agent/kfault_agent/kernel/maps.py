@@ -192,7 +192,7 @@ class RingBufMap(Map):
 
 
 MAP_CLASSES = {bpfcall.MAP_HASH: Map, bpfcall.MAP_LRU_HASH: Map, bpfcall.MAP_LPM_TRIE: Map,
-               bpfcall.MAP_PERCPU_HASH: Map, bpfcall.MAP_ARRAY: ArrayMap, bpfcall.MAP_PERCPU_ARRAY: PerCpuArrayMap,
+               bpfcall.MAP_ARRAY: ArrayMap, bpfcall.MAP_PERCPU_ARRAY: PerCpuArrayMap,
                bpfcall.MAP_PROG_ARRAY: FdArrayMap, bpfcall.MAP_CGROUP_ARRAY: FdArrayMap,
                bpfcall.MAP_RINGBUF: RingBufMap}
 
@@ -203,7 +203,11 @@ def create(name, spec):
         raise ValueError(f"map {name}: type {spec['type']} is not one kfault uses")
     fd = bpfcall.map_create(spec["type"], spec["key_size"], spec["value_size"], spec["max_entries"],
                             spec["flags"], name)
-    return MAP_CLASSES[spec["type"]](fd, name, spec)
+    try:
+        return MAP_CLASSES[spec["type"]](fd, name, spec)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def write_slot(table, slot, fields):
