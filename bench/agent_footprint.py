@@ -17,6 +17,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))   # the tests' helpers
+
+from tests.victims import children_of  # noqa: E402
+
 ENGINES = ("NetworkChaos", "IOChaos", "PodChaos")
 SAMPLE_S = 0.05
 
@@ -26,12 +30,7 @@ def descendants(pid):
     while todo:
         current = todo.pop()
         found.append(current)
-        try:
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children", encoding="ascii") as handle:
-                    todo += [int(child) for child in handle.read().split()]
-        except OSError:
-            pass
+        todo += children_of(current)
     return found
 
 

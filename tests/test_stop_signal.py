@@ -9,6 +9,7 @@ import time
 import pytest
 
 from kfault_agent.stop import Stopped, StopSignal
+from tests.victims import children_of
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_a_stop_ends_the_child_a_step_waits_on_and_spares_older_helpers(sig):
     try:
         int(step.stdout.readline())      # the helper's pid: the step has started
         deadline = time.monotonic() + 30
-        while len(child_processes_of(step.pid)) < 2:
+        while len(children_of(step.pid)) < 2:
             assert time.monotonic() < deadline, "the step's child never started"
             time.sleep(0.01)
         started = time.monotonic()
@@ -90,15 +91,3 @@ def test_a_stop_ends_the_child_a_step_waits_on_and_spares_older_helpers(sig):
     finally:
         step.kill()
         step.wait()
-
-
-def child_processes_of(pid):
-    found = set()
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{name}/stat", encoding="ascii") as handle:
-                if handle.read().rsplit(")", 1)[1].split()[1] == str(pid):
-                    found.add(int(name))
-        except OSError:
-            pass
-    return found

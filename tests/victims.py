@@ -49,6 +49,19 @@ def status(pid):
         return {}
 
 
+def children_of(pid):
+    """The process's children, whichever of its threads started them (an agent's loads run in a
+    thread of their own); [] once it is gone."""
+    children = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
+                children += [int(child) for child in handle.read().split()]
+    except OSError:
+        pass
+    return children
+
+
 def tracer(pid):
     """The pid of the process's tracer (the I/O holder, once it has seized it), or 0."""
     return int(status(pid).get("TracerPid", "0"))

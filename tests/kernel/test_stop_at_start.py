@@ -11,6 +11,7 @@ import time
 import pytest
 
 from kfault_api import spec
+from tests.victims import children_of
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
 
@@ -125,18 +126,6 @@ def test_a_run_stopped_while_starting_leaves_nothing(lab, tmp_path, moment, sig)
 
 
 AGENT_MOMENTS = {"spawned": None, "compiling": compiling, "loaded": holds_tc_program}
-
-
-def children_of(pid):
-    """The process's children, whichever of its threads started them (loads run in a thread)."""
-    children = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
-                children += [int(child) for child in handle.read().split()]
-    except OSError:
-        pass
-    return children
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)

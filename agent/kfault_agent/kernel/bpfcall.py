@@ -102,13 +102,18 @@ def _elem(cmd, fd, key, value=None, flags=0):
     return bpf(cmd, MapElemAttr(map_fd=fd, key=_address(key), value=_address(value), flags=flags))
 
 
-def map_lookup(fd, key, value):
-    """Fill `value` with the entry of `key`; False if there is none."""
+def _found(cmd, fd, key, value=None):
+    """An element call that may find no entry (ENOENT): whether it found one."""
     try:
-        _elem(MAP_LOOKUP_ELEM, fd, key, value)
+        _elem(cmd, fd, key, value)
         return True
     except FileNotFoundError:
         return False
+
+
+def map_lookup(fd, key, value):
+    """Fill `value` with the entry of `key`; False if there is none."""
+    return _found(MAP_LOOKUP_ELEM, fd, key, value)
 
 
 def map_update(fd, key, value, flags=0):
@@ -117,20 +122,12 @@ def map_update(fd, key, value, flags=0):
 
 def map_delete(fd, key):
     """Delete the entry of `key`; False if there was none."""
-    try:
-        _elem(MAP_DELETE_ELEM, fd, key)
-        return True
-    except FileNotFoundError:
-        return False
+    return _found(MAP_DELETE_ELEM, fd, key)
 
 
 def map_next_key(fd, key, next_key):
     """Fill `next_key` with the key after `key` (the first with key None); False at the end."""
-    try:
-        _elem(MAP_GET_NEXT_KEY, fd, key, next_key)
-        return True
-    except FileNotFoundError:
-        return False
+    return _found(MAP_GET_NEXT_KEY, fd, key, next_key)
 
 
 class LoadError(OSError):
