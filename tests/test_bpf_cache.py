@@ -106,12 +106,6 @@ def test_an_entry_that_is_not_well_formed_is_compiled_again(monkeypatch, tmp_pat
     assert len(compiles) == 1, "a well-formed entry is loaded, not compiled again"
 
 
-@pytest.mark.skipif(not os.path.exists(compile.VMLINUX_BTF), reason="this kernel has no BTF")
-def test_btf_ids_of_functions_are_found_in_vmlinux():
-    ids = compile.btf_function_ids({"security_file_open", "no_such_function_here"})
-    assert set(ids) == {"security_file_open"} and ids["security_file_open"] > 0
-
-
 def test_the_agents_modules_leave_libbcc_out():
     code = ("import sys; import kfault_agent.node, kfault_agent.engines.netfault, kfault_agent.engines.iofault, "
             "kfault_agent.kernel.loader, kfault_agent.kernel.capabilities; "

@@ -165,3 +165,18 @@ def test_the_kernels_btf_is_read_well_under_a_second():
     fresh.member("file", "f_path.dentry")
     fresh.member("inode", "i_mode")
     assert time.perf_counter() - started < 0.5
+
+
+def test_functions_are_found_by_name(tmp_path):
+    writer = BtfWriter()
+    proto = writer.add(13, "", 0)                               # FUNC_PROTO, no parameters
+    writer.add(btf.KIND_FUNC, "security_file_permission", proto)
+    (tmp_path / "vmlinux").write_bytes(writer.blob())
+    assert btf.function_ids({"security_file_permission", "absent"}, str(tmp_path / "vmlinux")) == {
+        "security_file_permission": 2}
+
+
+@needs_btf
+def test_the_kernels_functions_are_found_where_programs_attach():
+    ids = btf.function_ids({"security_file_open", "no_such_function_here"})
+    assert set(ids) == {"security_file_open"} and ids["security_file_open"] > 0

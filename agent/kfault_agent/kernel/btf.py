@@ -14,7 +14,9 @@ bits 0-23 are the offset and 24-31 a bitfield's size). A member with no name is 
 struct or union whose own members are reached as if they were the outer one's, as in C.
 
 Only what is asked is decoded: one pass over the type headers finds where each type starts and
-the ids of each struct or union name; a struct's members are read when a path goes through it.
+the ids of each struct, union and function name; a struct's members are read when a path goes
+through it. The same reader gives kernel/compile.py the id of the function a TRACING or LSM
+program attaches to.
 """
 import functools
 import struct
@@ -71,16 +73,18 @@ class Btf:
         self._members = {}
 
     def _index(self):
-        """One pass over the type headers: where each type starts (by id), and the ids of the
-        structs and unions of each name (by the name's string offset)."""
+        """One pass over the type headers: where each type starts (by id), the ids of the
+        structs and unions of each name, and of the functions (by the name's string offset)."""
         unpack, data = self._header.unpack_from, self.data
-        starts, aggregates = [0], {}        # id 0 is void: it has no entry
+        starts, aggregates, functions = [0], {}, {}        # id 0 is void: it has no entry
         offset, end = self.types_start, self.types_end
         while offset < end:
             name_off, info, _ = unpack(data, offset)
             kind = (info >> 24) & 0x1F
             if kind == KIND_STRUCT or kind == KIND_UNION:
                 aggregates.setdefault(name_off, []).append(len(starts))
+            elif kind == KIND_FUNC:
+                functions.setdefault(name_off, len(starts))
             starts.append(offset)
             try:
                 fixed, per_entry = _KIND_EXTRA[kind]
@@ -88,7 +92,7 @@ class Btf:
                 raise LayoutMissing(f"{self.path} has a type of kind {kind} (id {len(starts) - 1}), newer than "
                                     "kfault's reader knows: the types after it can't be found") from None
             offset += _TYPE_SIZE + fixed + per_entry * (info & 0xFFFF)
-        self.starts, self.aggregates = starts, aggregates
+        self.starts, self.aggregates, self.functions = starts, aggregates, functions
 
     def name(self, name_off):
         return self.strings[name_off:self.strings.index(b"\0", name_off)].decode()
@@ -150,14 +154,21 @@ class Btf:
                         return found[0], bits + found[1], found[2]
         return None
 
+    def _name_offsets(self, name):
+        """Where `name` is in the strings (once in the kernel's, which are deduplicated)."""
+        wanted, at = b"\0" + name.encode() + b"\0", 0
+        while (at := self.strings.find(wanted, at)) >= 0:
+            yield at + 1
+            at += 1
+
     def ids_of(self, struct_name):
         """The ids of the structs and unions named `struct_name` (several where kernel objects
         built apart define it differently)."""
-        wanted, ids, at = b"\0" + struct_name.encode() + b"\0", [], 0
-        while (at := self.strings.find(wanted, at)) >= 0:     # once in the kernel's (deduplicated)
-            ids += self.aggregates.get(at + 1, [])
-            at += 1
-        return ids
+        return [i for at in self._name_offsets(struct_name) for i in self.aggregates.get(at, [])]
+
+    def function_id(self, name):
+        """The type id of the function `name` (a FUNC), or None."""
+        return next((self.functions[at] for at in self._name_offsets(name) if at in self.functions), None)
 
     def member(self, struct_name, member_path):
         """Where `member_path` ("f_path.dentry") is in struct `struct_name`: a Member, or
@@ -217,6 +228,13 @@ def offset_of(struct_name, member_path, btf_path=VMLINUX):
     """Bytes from the start of struct `struct_name` to `member_path` ("f_path.dentry": through
     nested and anonymous structs and unions), as C's offsetof; LayoutMissing if it has none."""
     return member(struct_name, member_path, btf_path).offset
+
+
+def function_ids(names, btf_path=VMLINUX):
+    """{name: type id} of the kernel functions named that its BTF has (a TRACING or LSM program
+    attaches by that id)."""
+    found = {name: load(btf_path).function_id(name) for name in names}
+    return {name: type_id for name, type_id in found.items() if type_id}
 
 
 def layout_cflags(fields, btf_path=VMLINUX):

@@ -25,12 +25,13 @@ import sys
 import tempfile
 import time
 
+from kfault_agent.kernel import btf
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "KFAULT_BPF_CACHE"
 DEFAULT_CACHE = "/var/cache/kfault/bpf"
 FORMAT = 1                      # of an entry; part of its key
-VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 # Function name prefixes bcc gives TRACING and LSM programs, and where in vmlinux BTF each attaches.
 ATTACH_PREFIXES = {"kmod_ret__": "", "lsm__": "bpf_lsm_"}
 
@@ -137,7 +138,7 @@ def entry_key(source, cflags, headers_ident, bpf_dir):
         digest.update(hashlib.sha256(handle.read()).digest())
     uname = os.uname()
     for part in [f"format {FORMAT}", *cflags, uname.release, uname.version, uname.machine, headers_ident,
-                 _bcc_version(), _stat_identity(VMLINUX_BTF, with_mtime=False)]:
+                 _bcc_version(), _stat_identity(btf.VMLINUX, with_mtime=False)]:
         digest.update(part.encode() + b"\0")
     return f"{os.path.basename(source).rsplit('.', 1)[0]}-{digest.hexdigest()[:32]}"
 
@@ -167,38 +168,6 @@ def compiled(source, cflags, headers_path, headers_ident, bpf_dir):
     if entry is None:
         raise CompileError(f"the compiler's entry {path} is not one kfault can load")
     return entry
-
-
-# --- BTF: the type id of a function in vmlinux (TRACING and LSM programs attach by it) ---
-
-# Bytes that follow a struct btf_type, per kind (linux/btf.h): fixed, and per vlen member.
-_BTF_EXTRA = {1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0), 8: (0, 0),
-              9: (0, 0), 10: (0, 0), 11: (0, 0), 12: (0, 0), 13: (0, 8), 14: (4, 0), 15: (0, 12), 16: (0, 0),
-              17: (4, 0), 18: (0, 0), 19: (0, 12)}
-BTF_KIND_FUNC = 12
-
-
-def btf_function_ids(names, path=VMLINUX_BTF):
-    """{name: type id} of the FUNCs named, from the kernel's BTF."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    _magic, _version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<HBBIIIII", data)
-    strings = data[hdr_len + str_off:hdr_len + str_off + str_len]
-    wanted = {}
-    for name in names:
-        at = strings.find(b"\0" + name.encode() + b"\0")
-        if at >= 0:
-            wanted[at + 1] = name
-    found, offset, end, type_id = {}, hdr_len + type_off, hdr_len + type_off + type_len, 1
-    while offset < end and len(found) < len(wanted):
-        name_off, info, _ = struct.unpack_from("<III", data, offset)
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        if kind == BTF_KIND_FUNC and name_off in wanted:
-            found[wanted[name_off]] = type_id
-        fixed, per_member = _BTF_EXTRA[kind]
-        offset += 12 + fixed + per_member * vlen
-        type_id += 1
-    return found
 
 
 # --- the compiler process ---
@@ -260,7 +229,7 @@ def _compile(source, cflags):
                                     "maps": map_relocations(insns, fd_names)}
     targets = {name: prefix + name[len(bcc_prefix):] for name in functions
                for bcc_prefix, prefix in ATTACH_PREFIXES.items() if name.startswith(bcc_prefix)}
-    ids = btf_function_ids(set(targets.values())) if targets and os.path.exists(VMLINUX_BTF) else {}
+    ids = btf.function_ids(set(targets.values())) if targets and os.path.exists(btf.VMLINUX) else {}
     for name, target in targets.items():
         functions[name]["attach_to"] = target
         functions[name]["attach_btf_id"] = ids.get(target)

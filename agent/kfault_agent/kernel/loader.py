@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 
 from kfault_agent.errors import KernelUnsupported
-from kfault_agent.kernel import bpfcall, compile, maps
+from kfault_agent.kernel import bpfcall, btf, compile, maps
 from kfault_api import layout
 
 # The BPF sources: the checkout's bpf/ folder, or where an image put them.
@@ -138,7 +138,7 @@ class Programs:
             if not btf_id:
                 raise bpfcall.LoadError(errno.ENOENT, name, prog_type,
                                         f"{function.get('attach_to')} is not in this kernel's BTF "
-                                        f"({compile.VMLINUX_BTF})")
+                                        f"({btf.VMLINUX})")
             expected = bpfcall.ATTACH_MODIFY_RETURN if prog_type == bpfcall.PROG_TRACING else bpfcall.ATTACH_LSM_MAC
         kernel_name = next((name[len(p):] for p in NAME_PREFIXES if name.startswith(p)), name)
         fd = bpfcall.prog_load(prog_type, bytes(insns), self.entry["license"], kernel_name,
