@@ -54,6 +54,24 @@ def test_an_entry_is_keyed_by_every_file_under_bpf(tmp_path):
     assert compile.entry_key(str(source), ["-I."], "other headers", str(tmp_path)) != changed
 
 
+def test_headers_are_known_by_their_release_and_configuration_wherever_they_are(tmp_path):
+    """The node's headers and a copy of the same package (the agent image's) are one entry."""
+    def tree(name, config):
+        (tmp_path / name / "include" / "generated").mkdir(parents=True)
+        (tmp_path / name / "include" / "generated" / "utsrelease.h").write_text('#define UTS_RELEASE "6.1.0-57-amd64"')
+        (tmp_path / name / "include" / "generated" / "autoconf.h").write_text(config)
+        return str(tmp_path / name)
+    node, copy, other = tree("node", "#define CONFIG_BPF 1"), tree("copy", "#define CONFIG_BPF 1"), \
+        tree("other", "#define CONFIG_BPF 0")
+    absent = str(tmp_path / "absent")
+    assert compile.headers_identity(None, node, absent) == compile.headers_identity(copy, absent, absent)
+    assert compile.headers_identity(other, absent, absent) != compile.headers_identity(copy, absent, absent)
+    (tmp_path / "bare" / "include").mkdir(parents=True)
+    (tmp_path / "bare2" / "include").mkdir(parents=True)
+    assert compile.headers_identity(str(tmp_path / "bare"), absent, absent) != \
+        compile.headers_identity(str(tmp_path / "bare2"), absent, absent), "without generated headers: by place"
+
+
 def test_a_cache_that_cant_be_written_falls_back_to_a_temporary_one_of_this_user(monkeypatch, tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("")

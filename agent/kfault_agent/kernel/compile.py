@@ -118,14 +118,27 @@ def _stat_identity(path, with_mtime=True):
         return f"{path}:absent"
 
 
+# What a headers tree is: the release and configuration its generated headers say.
+HEADERS_IDENTITY_FILES = ("include/generated/utsrelease.h", "include/generated/autoconf.h")
+
+
 def headers_identity(headers_path, build_dir, kheaders):
-    """What names the headers bcc will read: the given directory, else the node's build tree,
-    else the kernel's own archive (bcc's search order)."""
-    if headers_path:
-        return "dir:" + _stat_identity(os.path.join(headers_path, "include"))
-    if os.path.exists(os.path.join(build_dir, "include")):
-        return "build:" + _stat_identity(os.path.join(build_dir, "include", "generated", "utsrelease.h"))
-    return "kheaders:" + _stat_identity(kheaders, with_mtime=False)
+    """What names the headers bcc will read (the given directory, else the node's build tree,
+    else the kernel's own archive: bcc's search order): a tree by its release and configuration,
+    wherever it is, so one package's headers give one entry whether bcc reads them in the node's
+    /lib/modules or in a copy (the agent image's)."""
+    tree = headers_path or (build_dir if os.path.exists(os.path.join(build_dir, "include")) else None)
+    if tree is None:
+        return "kheaders:" + _stat_identity(kheaders, with_mtime=False)
+    digest = hashlib.sha256()
+    for name in HEADERS_IDENTITY_FILES:
+        try:
+            with open(os.path.join(tree, name), "rb") as handle:
+                digest.update(hashlib.sha256(handle.read()).digest())
+        except OSError:
+            digest.update(f"{name} absent".encode())
+            digest.update(_stat_identity(os.path.join(tree, "include")).encode())
+    return "tree:" + digest.hexdigest()[:32]
 
 
 def entry_key(source, cflags, headers_ident, bpf_dir):
