@@ -13,8 +13,8 @@
  *                  fmod_ret                   decide latency and fault on read and write at
  *                                             the file itself, by its path (bpf_d_path)
  *
- * With the file hooks (kernels with trampolines, compiled against the running kernel's own
- * headers) latency and fault on read and write need no syscall tracepoint: a file opened
+ * With the file hooks (kernels with trampolines; struct file read at the offsets of the running
+ * kernel's BTF) latency and fault on read and write need no syscall tracepoint: a file opened
  * before arming or by a relative path is matched by its own path, and every other task on the
  * node pays one array lookup per read or write while nothing is armed (and one cgroup check
  * per read or write of a regular file while a rule on that method is armed). The syscall
@@ -34,14 +34,14 @@
  * are separate programs so that the loader can leave them out then and keep the rest.
  *
  * Syscall numbers and argument registers are the architecture's (syscalls.h): x86_64 only.
+ * Every type read here is UAPI or kfault's own, and kernel structs are read at offsets from the
+ * running kernel's BTF: the compiled program is the same whichever kernel's headers bcc is given
+ * (the image's or the node's).
  *
  * What each concern does is in lib/: the glob walk (dfa.h), attrOverride (stat.h), mistake
  * (mistake.h), the syscall's arguments (syscall_args.h). Every map call is in this file: bcc
  * rewrites `map.lookup()` and its kind only in the file it compiles (tests/test_layout.py).
  */
-#ifdef KFAULT_IO_FILE_HOOKS
-#include <linux/fs.h> /* struct file, struct path: the running kernel's own layout */
-#endif
 #include <linux/types.h>
 #include <linux/errno.h>
 #include <linux/ptrace.h>
@@ -569,6 +569,56 @@ static __always_inline int decided_error(void)
 }
 
 #ifdef KFAULT_IO_FILE_HOOKS
+/* No member of struct file or struct inode is read by name: bcc's own includes declare them as
+ * the headers it is given lay them out, which need not be the running kernel's. Where each field
+ * is in the running kernel comes from its BTF (kernel/btf.py), as the KFAULT_OFF_* flags the
+ * loader passes (its table: loader.FILE_HOOK_LAYOUT). The verifier knows the BTF type of the
+ * hook's argument and checks each load at an offset as it checks `file->f_mode`
+ * (btf_struct_access walks the kernel's own struct to the member there), and bpf_d_path takes
+ * `file + offset of f_path` as a struct path (btf_struct_ids_match walks to it). */
+struct file;
+struct inode;
+struct path;
+
+#define IO_FIELD(type, object, offset) (*(type *)((char *)(object) + (offset)))
+
+/* Constants of include/linux/fs.h, which BTF doesn't carry (#defines, not enums). FMODE_NOACCOUNT
+ * is 0x20000000 from its introduction for overlayfs (4.19) to today's fs.h, which writes it
+ * (1 << 29); the files overlayfs opens behind the one a process reads have it in every version
+ * (open_with_fake_path, then 6.5's backing files, FMODE_BACKING | FMODE_NOACCOUNT). MAY_READ and
+ * MAY_WRITE are the r and w bits of a mode (4, 2), as generic_permission compares them with
+ * i_mode: unchanged since 2.6. (S_ISDIR and S_ISREG are stat(2)'s, UAPI: linux/stat.h.) */
+#define IO_FMODE_NOACCOUNT (1u << 29)
+#define IO_MAY_WRITE 2
+#define IO_MAY_READ 4
+
+static __always_inline struct path *io_file_path(struct file *file)
+{
+	return (struct path *)((char *)file + KFAULT_OFF_FILE_F_PATH);
+}
+
+static __always_inline __u64 io_file_dentry(struct file *file)
+{
+	return (__u64)IO_FIELD(void *, file, KFAULT_OFF_FILE_F_PATH_DENTRY);
+}
+
+static __always_inline __u64 io_file_mnt(struct file *file)
+{
+	return (__u64)IO_FIELD(void *, file, KFAULT_OFF_FILE_F_PATH_MNT);
+}
+
+static __always_inline __u32 io_file_mode(struct file *file)
+{
+	return IO_FIELD(__u32, file, KFAULT_OFF_FILE_F_MODE);
+}
+
+static __always_inline __u16 io_file_inode_mode(struct file *file)
+{
+	struct inode *inode = IO_FIELD(struct inode *, file, KFAULT_OFF_FILE_F_INODE);
+
+	return IO_FIELD(__u16, inode, KFAULT_OFF_INODE_I_MODE);
+}
+
 /* struct file * -> the armed rules whose glob its path matched. Walked once per file and
  * generation; a struct file freed and reused for another path is told apart by its f_path. */
 struct io_file_match {
@@ -585,7 +635,7 @@ BPF_ARRAY(kfault_io_generation, __u32, 1);
  * absolute, from the process's root), from the cache or walked now. */
 static __always_inline __u32 file_matches(struct file *file, __u32 armed)
 {
-	__u64 key = (__u64)file, dentry = (__u64)file->f_path.dentry, mnt = (__u64)file->f_path.mnt;
+	__u64 key = (__u64)file, dentry = io_file_dentry(file), mnt = io_file_mnt(file);
 	__u32 zero = 0, *generation = kfault_io_generation.lookup(&zero);
 	struct io_file_match *seen = kfault_io_files.lookup(&key);
 	struct io_file_match walked = {.dentry = dentry, .mnt = mnt};
@@ -599,7 +649,7 @@ static __always_inline __u32 file_matches(struct file *file, __u32 armed)
 	scratch = kfault_io_scratch.lookup(&zero); /* only here: a per-CPU lookup is a helper call */
 	if (!scratch)
 		return 0;
-	if (bpf_d_path(&file->f_path, scratch->path, KFAULT_IO_PATH_MAX) > 0) {
+	if (bpf_d_path(io_file_path(file), scratch->path, KFAULT_IO_PATH_MAX) > 0) {
 		scratch->found = 0;
 #pragma unroll
 		for (__u32 r = 0; r < KFAULT_IO_MAX_RULES; r++) {
@@ -627,7 +677,7 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
 	/* A file the kernel opened for itself behind the one the process reads: overlayfs (every
 	 * container's root filesystem) reads its upper or lower file through another permission
 	 * check, and that file shows the overlay's path: it would be decided twice. */
-	if (file->f_mode & FMODE_NOACCOUNT)
+	if (io_file_mode(file) & IO_FMODE_NOACCOUNT)
 		return 0;
 	targets = targeting_rules(targets);
 	if (!targets)
@@ -649,7 +699,7 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
  * any byte moves: rw_verify_area asks with MAY_READ or MAY_WRITE. */
 KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
 {
-	umode_t mode = file->f_inode->i_mode;
+	__u16 mode = io_file_inode_mode(file);
 
 	if (S_ISDIR(mode))
 		return decided_error(); /* a readdir */
@@ -658,9 +708,9 @@ KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
 	 * again (retry_of_interrupted). Chaos Mesh's FUSE never serves them either. */
 	if (!S_ISREG(mode))
 		return 0;
-	if (mask & MAY_WRITE)
+	if (mask & IO_MAY_WRITE)
 		return decide_at_file(file, KFAULT_IO_METHOD_WRITE);
-	if (mask & MAY_READ)
+	if (mask & IO_MAY_READ)
 		return decide_at_file(file, KFAULT_IO_METHOD_READ);
 	return 0;
 }

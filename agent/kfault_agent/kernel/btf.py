@@ -212,8 +212,8 @@ def load(btf_path=VMLINUX):
             data = handle.read()
     except FileNotFoundError:
         raise LayoutMissing(f"this kernel has no BTF ({btf_path} is missing): kfault reads the layout of the "
-                            "kernel's structs there; boot a kernel built with CONFIG_DEBUG_INFO_BTF=y, as every "
-                            "current distribution's is") from None
+                            "kernel's structs there, and finds the functions its hooks attach to; boot a kernel "
+                            "built with CONFIG_DEBUG_INFO_BTF=y, as every current distribution's is") from None
     except OSError as err:
         raise LayoutMissing(f"the kernel's BTF ({btf_path}) can't be read: {err}") from None
     return Btf(data, btf_path)

@@ -4,27 +4,37 @@ Loading the programs is part of the probe (a kernel says what it refuses by refu
 the file I/O probe hands back the datapath it loaded; kernel/loader.py loads.
 """
 import contextlib
+import os
 import platform
 from dataclasses import dataclass
 
 from kfault_agent.errors import KernelUnsupported
-from kfault_agent.kernel import tcx, topology
-from kfault_agent.kernel.loader import (ERRNO_HOOKS, ERRNO_MECHANISMS, IODatapath, NetDatapath, io_arch_cflag,
-                                        no_headers_reason, running_kernel_headers, uapi_headers)
+from kfault_agent.kernel import btf, tcx, topology
+from kfault_agent.kernel.loader import (ERRNO_HOOKS, ERRNO_MECHANISMS, FILE_HOOK_LAYOUT, IODatapath, NetDatapath,
+                                        file_hook_layout_cflags, io_arch_cflag, no_headers_reason, uapi_headers)
 from kfault_api import schema
 
 
 def probe_headers():
-    """Which headers each kind of program compiles against here, as a capability: the errno
-    hooks need the running kernel's; the other programs work with any kernel's UAPI types."""
-    running, uapi = running_kernel_headers(), uapi_headers()
-    if running:
-        return Capability("kernel-headers", True, f"{running.described}; network programs and syscall "
-                          f"tracepoints use {uapi.described}")
-    if uapi:
-        return Capability("kernel-headers", False, f"{no_headers_reason()}. Network faults and the syscall "
-                          f"tracepoints use {uapi.described}; file I/O errno hooks need the running kernel's")
-    return Capability("kernel-headers", False, no_headers_reason(needs_running_kernel=False))
+    """Which headers the programs compile against here, as a capability. Any kernel's will do:
+    the programs use UAPI types only, and read the kernel's structs at offsets from its BTF
+    (struct-layouts), so the node's own headers are not needed."""
+    headers = uapi_headers()
+    if headers is None:
+        return Capability("kernel-headers", False, no_headers_reason())
+    return Capability("kernel-headers", True, f"every program compiles against {headers.described} (UAPI types "
+                      "only: the same programs whichever kernel's headers)")
+
+
+def probe_layouts():
+    """Where the file hooks' struct layouts come from: the running kernel's BTF, or why not."""
+    try:
+        file_hook_layout_cflags()
+    except KernelUnsupported as err:        # btf.LayoutMissing: no BTF, or a field it lacks
+        return Capability("struct-layouts", False, str(err))
+    where = ", ".join(f"{name}.{member} at {btf.offset_of(name, member)}"
+                      for name, member, _size in FILE_HOOK_LAYOUT.values())
+    return Capability("struct-layouts", True, f"BTF ({btf.VMLINUX}): {where}")
 
 
 def _bpf_lsm_active():
@@ -47,7 +57,8 @@ def _kprobe_override_configured():
 
 MECHANISM_USES = {
     "file-hooks": "latency and fault on read and write decided at fmod_ret on security_file_permission, by "
-                  "the file's own path (bpf_d_path), with no syscall tracepoint; the other methods (open "
+                  "the file's own path (bpf_d_path; struct file read at the offsets of struct-layouts), with "
+                  "no syscall tracepoint; the other methods (open "
                   "is decided before an O_CREAT open creates the file), attrOverride and mistake at the "
                   "syscall tracepoints, failed by fmod_ret on their security_* functions",
     "bpf-lsm": "errno by BPF LSM hooks on " + ", ".join(ERRNO_HOOKS) + ", for calls the syscall "
@@ -64,7 +75,7 @@ def probe_io():
     except KernelUnsupported as err:
         caps = [Capability(name, False, str(err))
                 for name in ("bpf-lsm", "fmod_ret", "kprobe-override", "io-tracepoints", "io-errno", "io-write-user")]
-        return None, {c.name: c for c in caps + [_probe_ptrace(), probe_headers()]}
+        return None, {c.name: c for c in caps + [_probe_ptrace(), probe_headers(), probe_layouts()]}
     caps, datapath = [], None
     if _bpf_lsm_active():
         order = ["file-hooks", "bpf-lsm", "fmod_ret"]
@@ -96,16 +107,14 @@ def probe_io():
     else:
         caps.append(Capability("io-write-user", False, "the file I/O programs don't load here"))
     caps.append(_probe_ptrace())
-    headers = probe_headers()
-    caps.append(headers)
+    caps += [probe_headers(), probe_layouts()]
     errno_ways = [c for c in caps if c.name in ERRNO_MECHANISMS and c.available]
+    needs = "needs BPF LSM (lsm=...,bpf) or BPF trampolines for fmod_ret on security_* functions"
+    if not os.path.exists(btf.VMLINUX):
+        needs += f", which attach by the kernel's BTF, and this kernel has none ({btf.VMLINUX})"
     caps.append(Capability("io-errno", bool(errno_ways) and datapath is not None,
                            f"calls fail before they take effect, by {errno_ways[0].name}" if errno_ways else
-                           "no way to fail a call before it takes effect: " + (
-                               "needs BPF LSM (lsm=...,bpf) or BPF trampolines for fmod_ret on security_* "
-                               "functions" if headers.available else
-                               "the errno hooks need the running kernel's headers, and this node has none "
-                               "(see kernel-headers)")))
+                           f"no way to fail a call before it takes effect: {needs}"))
     return datapath, {c.name: c for c in caps}
 
 

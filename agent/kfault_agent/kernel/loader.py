@@ -58,8 +58,10 @@ def running_kernel_headers():
 
 
 def uapi_headers():
-    """Headers for programs that use UAPI types only (the network programs, the syscall
-    tracepoints), which hold across kernels: the image's Debian headers, else the node's."""
+    """Headers to compile every program with: the image's Debian headers, else the node's. The
+    programs use UAPI types only, which hold across kernels, and read the kernel's own structs
+    at offsets taken from its BTF (FILE_HOOK_LAYOUT), so any kernel's headers make the same
+    program."""
     image = os.environ.get(UAPI_HEADERS_ENV)
     if image and os.path.isdir(os.path.join(image, "include")):
         try:
@@ -71,17 +73,16 @@ def uapi_headers():
     return running_kernel_headers()
 
 
-def no_headers_reason(needs_running_kernel=True):
-    reason = (f"no headers of the running kernel: nothing at {kernel_build_dir()} and no {KHEADERS}. "
-              "Mount the node's /lib/modules and /usr/src (the DaemonSet does; install its linux-headers "
-              "package) or load the kheaders module (CONFIG_IKHEADERS)")
-    return reason if needs_running_kernel else reason + "; or run the agent image, which carries Debian's"
+def no_headers_reason():
+    return (f"no kernel headers to compile with: no {UAPI_HEADERS_ENV}, nothing at {kernel_build_dir()} and "
+            f"no {KHEADERS}. Run the agent image, which carries Debian's; or mount the node's /lib/modules "
+            "and /usr/src (install any linux-headers package) or load the kheaders module (CONFIG_IKHEADERS)")
 
 
-def require_headers(headers, needs_running_kernel=False):
+def require_headers(headers):
     """The headers to compile with, or KernelUnsupported saying what is missing."""
     if headers is None:
-        raise KernelUnsupported(no_headers_reason(needs_running_kernel))
+        raise KernelUnsupported(no_headers_reason())
     return headers
 
 
@@ -253,24 +254,23 @@ ERRNO_MECHANISMS = {"file-hooks": "-DKFAULT_IO_FILE_HOOKS", "bpf-lsm": "-DKFAULT
 FILE_HOOK_ACTIONS = {"latency", "fault"}
 FILE_HOOK_PROGRAM = "kmod_ret__security_file_permission"
 FILE_HOOK_METHODS = {"read", "write"}
+# The kernel's struct fields the file hooks read, as iofault.c's -D flag -> (struct, member,
+# bytes the program reads): iofault.c keeps struct file and struct inode opaque and reads them
+# at these offsets, taken from the running kernel's BTF (kernel/btf.py) at each start. A
+# kernel whose field has another size is refused rather than misread.
+FILE_HOOK_LAYOUT = {
+    "KFAULT_OFF_FILE_F_PATH": ("file", "f_path", 16),                # for bpf_d_path
+    "KFAULT_OFF_FILE_F_PATH_MNT": ("file", "f_path.mnt", 8),          # with the dentry: which
+    "KFAULT_OFF_FILE_F_PATH_DENTRY": ("file", "f_path.dentry", 8),    # file a cached match is of
+    "KFAULT_OFF_FILE_F_MODE": ("file", "f_mode", 4),                  # FMODE_NOACCOUNT
+    "KFAULT_OFF_FILE_F_INODE": ("file", "f_inode", 8),
+    "KFAULT_OFF_INODE_I_MODE": ("inode", "i_mode", 2),                # regular file or directory
+}
 
 
-def running_release_headers():
-    """The running kernel's headers, only if they are its very release (the file hooks read
-    struct file as the kernel lays it out), or KernelUnsupported saying whose they are."""
-    headers = require_headers(running_kernel_headers(), needs_running_kernel=True)
-    if headers.path is None and os.path.exists(os.path.join(kernel_build_dir(), "include")):
-        release_file = os.path.join(kernel_build_dir(), "include", "generated", "utsrelease.h")
-        try:
-            with open(release_file, encoding="ascii") as handle:
-                release = handle.read().split('"')[1]
-        except (OSError, IndexError):
-            release = None
-        if release != platform.release():
-            raise KernelUnsupported(f"the file hooks read struct file as the running kernel lays it out, and "
-                                    f"the headers at {kernel_build_dir()} are {release or 'of an unknown release'}, "
-                                    f"not {platform.release()}: install linux-headers-{platform.release()}")
-    return headers
+def file_hook_layout_cflags():
+    """FILE_HOOK_LAYOUT's -D flags for the running kernel, or btf.LayoutMissing naming the field."""
+    return btf.layout_cflags(FILE_HOOK_LAYOUT)
 
 
 
@@ -285,16 +285,13 @@ class IODatapath:
     every syscall on the node."""
 
     def __init__(self, errno_mechanism=None):
-        # The errno hooks attach to the running kernel's functions and take its types; the
-        # syscall tracepoints read UAPI types only.
-        if errno_mechanism == "file-hooks":
-            headers = running_release_headers()
-        else:
-            headers = require_headers(running_kernel_headers() if errno_mechanism else uapi_headers(),
-                                      needs_running_kernel=bool(errno_mechanism))
+        headers = require_headers(uapi_headers())
         cflags = [f"-I{BPF_DIR}", "-Wno-macro-redefined", io_arch_cflag()]
         if errno_mechanism:
+            btf.load()      # the errno hooks attach by the BTF id of their function: LayoutMissing without BTF
             cflags.append(ERRNO_MECHANISMS[errno_mechanism])
+        if errno_mechanism == "file-hooks":
+            cflags += file_hook_layout_cflags()     # part of the compile cache's key, with the other flags
         self.errno_mechanism = errno_mechanism
         self.file_hooks = errno_mechanism == "file-hooks"
         self.bpf = Programs(os.path.join(BPF_DIR, "iofault.c"), cflags, headers)
