@@ -1,9 +1,11 @@
 """File I/O faults on real processes in cgroups the tests make, measured by the victims."""
+import base64
 import json
 import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -13,9 +15,12 @@ import uuid
 import pytest
 
 from kfault_agent.engines import iofault
-from kfault_agent.kernel import holder, topology
+from kfault_agent.kernel import btf, compile, holder, loader, topology
 from kfault_api import spec
+from tests import headerless
 from tests.victims import held, remove_cgroup, tracer, wait_until
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def io_chaos(name="io", **fields):
@@ -305,6 +310,77 @@ def test_file_hooks_decide_reads_and_writes_with_no_syscall_tracepoint(victims, 
     assert io_engine.datapath.attached, "open is decided at the syscall tracepoints (before O_CREAT creates)"
     io_engine.revoke(opens.key, cgroup.name)
     assert not io_engine.datapath.attached, "the tracepoints stayed after the last rule needing them"
+
+
+def io_process(mode, *args, headers_dir, **kwargs):
+    """tests/io_process.py where the node's headers are hidden (tests/headerless.py)."""
+    return headerless.popen([sys.executable, "-m", "tests.io_process", mode, *args], headers_dir, cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True, **kwargs)
+
+
+def without_map_fds(function):
+    """A function's instructions with the map fds bcc happened to embed zeroed (each process's own)."""
+    insns = bytearray(base64.b64decode(function["insns"]))
+    for index, _map in function["maps"]:
+        struct.pack_into("<i", insns, index * 8 + 4, 0)
+    return bytes(insns)
+
+
+@pytest.mark.skipif(not os.path.exists(btf.VMLINUX), reason="this kernel has no BTF")
+def test_the_file_hooks_compile_without_the_nodes_headers_to_the_same_program(tmp_path):
+    """Compiled afresh where only the image's headers are, the file hooks are instruction for
+    instruction what the node's own headers give: nothing in them depends on the node's headers."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a mount namespace")
+    child = io_process("compile", "file-hooks", headers_dir=tmp_path / "headers",
+                       env={compile.CACHE_ENV: str(tmp_path / "cache")})      # empty: compiled here
+    out, _ = child.communicate(timeout=600)
+    assert child.returncode == 0, out
+    hidden = json.loads(out)
+    assert hidden["headers"] == f"the image's Debian headers ({tmp_path / 'headers'})", hidden["headers"]
+    layout = loader.file_hook_layout_cflags()
+    assert set(layout) <= set(hidden["cflags"]), "the struct offsets are not this kernel's BTF's"
+    # the same flags against the node's own headers: the agent's entry (compiled now if no agent ran)
+    headers = loader.running_kernel_headers()
+    entry = compile.compiled(os.path.join(loader.BPF_DIR, "iofault.c"), hidden["cflags"], headers.path,
+                             loader.headers_identity(headers), loader.BPF_DIR)
+    assert hidden["functions"].keys() == entry["functions"].keys()
+    for name, function in entry["functions"].items():
+        assert without_map_fds(hidden["functions"][name]) == without_map_fds(function), name
+
+
+@pytest.mark.kernel("file-hooks", "io-errno", "ptrace")
+def test_the_file_hooks_load_from_btf_and_decide_reads_without_the_nodes_headers(victims, files, tmp_path):
+    """The agent's I/O engine started where only the image's headers are: the file hooks and the
+    errno hooks load, the struct layouts come from BTF, and a latency and a fault on reads are
+    decided at the file hooks (no syscall tracepoint attached) as the victim measures."""
+    assert not os.path.exists(loader.KHEADERS), f"{loader.KHEADERS} would serve as the node's headers"
+    target = victims.cgroup("target")
+    victim = victims.start(target, [["read", str(files / "data.db"), 3], ["read", str(files / "notes.txt"), 3]],
+                           ["--open-early"])
+    experiments = [{"apiVersion": spec.API_VERSION, "kind": "IOChaos", "metadata": {"name": name},
+                    "spec": {"volumePath": "/", "path": f"{files}/{path}", "methods": ["read"], **fields}}
+                   for name, path, fields in (("slow", "*.db", {"action": "latency", "delay": "50ms"}),
+                                              ("failing", "*.txt", {"action": "fault", "errno": 5}))]
+    engine = io_process("inject", target, json.dumps(experiments), headers_dir=tmp_path / "headers",
+                        stdin=subprocess.PIPE)
+    try:
+        # a cache hit: the session compiled the same program against the node's own headers
+        caps = json.loads(read_line(engine, "its capabilities", timeout=300))["capabilities"]
+        assert caps["file-hooks"][0], caps["file-hooks"]
+        available, reason = caps["struct-layouts"]
+        assert available and reason.startswith(f"BTF ({btf.VMLINUX}): file.f_path at "), reason
+        assert str(tmp_path / "headers") in caps["kernel-headers"][1], caps["kernel-headers"]
+        assert json.loads(read_line(engine, "its placement", timeout=120)) == {"attached": False}, \
+            "the syscall tracepoints were attached for latency and fault on reads"
+        victims.go(victim)
+        slow, failing = victims.result(victim)["calls"]
+    finally:
+        engine.stdin.close()
+        engine.wait(timeout=60)
+    assert slow["errno"] == [0] * 3 and min(slow["ms"]) >= 50, slow
+    assert failing["errno"] == [5] * 3, failing
+    assert engine.returncode == 0
 
 
 @pytest.fixture

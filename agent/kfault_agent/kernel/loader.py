@@ -273,6 +273,18 @@ def file_hook_layout_cflags():
     return btf.layout_cflags(FILE_HOOK_LAYOUT)
 
 
+def io_cflags(errno_mechanism):
+    """The flags iofault.c compiles with for this errno mechanism (None: syscall tracepoints
+    only) on this kernel; KernelUnsupported (btf.LayoutMissing) where its BTF can't serve it."""
+    cflags = [f"-I{BPF_DIR}", "-Wno-macro-redefined", io_arch_cflag()]
+    if errno_mechanism:
+        btf.load()      # the errno hooks attach by the BTF id of their function: LayoutMissing without BTF
+        cflags.append(ERRNO_MECHANISMS[errno_mechanism])
+    if errno_mechanism == "file-hooks":
+        cflags += file_hook_layout_cflags()     # part of the compile cache's key, with the other flags
+    return cflags
+
+
 
 # errnos with which a kernel without BPF trampolines refuses fmod_ret programs (ENOTSUPP: 524)
 NO_TRAMPOLINE_ERRNOS = {errno.EPERM, errno.EOPNOTSUPP, 524}
@@ -286,12 +298,7 @@ class IODatapath:
 
     def __init__(self, errno_mechanism=None):
         headers = require_headers(uapi_headers())
-        cflags = [f"-I{BPF_DIR}", "-Wno-macro-redefined", io_arch_cflag()]
-        if errno_mechanism:
-            btf.load()      # the errno hooks attach by the BTF id of their function: LayoutMissing without BTF
-            cflags.append(ERRNO_MECHANISMS[errno_mechanism])
-        if errno_mechanism == "file-hooks":
-            cflags += file_hook_layout_cflags()     # part of the compile cache's key, with the other flags
+        cflags = io_cflags(errno_mechanism)
         self.errno_mechanism = errno_mechanism
         self.file_hooks = errno_mechanism == "file-hooks"
         self.bpf = Programs(os.path.join(BPF_DIR, "iofault.c"), cflags, headers)
