@@ -255,13 +255,13 @@ FILE_HOOK_ACTIONS = {"latency", "fault"}
 FILE_HOOK_PROGRAM = "kmod_ret__security_file_permission"
 FILE_HOOK_METHODS = {"read", "write"}
 # The kernel's struct fields the file hooks read, as iofault.c's -D flag -> (struct, member,
-# bytes the program reads): iofault.c keeps struct file and struct inode opaque and reads them
-# at these offsets, taken from the running kernel's BTF (kernel/btf.py) at each start. A
+# bytes the program reads): iofault.c reads no member of struct file or struct inode by name,
+# only at these offsets, taken from the running kernel's BTF (kernel/btf.py) at each start. A
 # kernel whose field has another size is refused rather than misread.
 FILE_HOOK_LAYOUT = {
-    "KFAULT_OFF_FILE_F_PATH": ("file", "f_path", 16),                # for bpf_d_path
-    "KFAULT_OFF_FILE_F_PATH_MNT": ("file", "f_path.mnt", 8),          # with the dentry: which
-    "KFAULT_OFF_FILE_F_PATH_DENTRY": ("file", "f_path.dentry", 8),    # file a cached match is of
+    "KFAULT_OFF_FILE_F_PATH": ("file", "f_path", 16),                # bpf_d_path's argument
+    "KFAULT_OFF_FILE_F_PATH_MNT": ("file", "f_path.mnt", 8),          # these two tell a reused
+    "KFAULT_OFF_FILE_F_PATH_DENTRY": ("file", "f_path.dentry", 8),    # struct file apart
     "KFAULT_OFF_FILE_F_MODE": ("file", "f_mode", 4),                  # FMODE_NOACCOUNT
     "KFAULT_OFF_FILE_F_INODE": ("file", "f_inode", 8),
     "KFAULT_OFF_INODE_I_MODE": ("inode", "i_mode", 2),                # regular file or directory
