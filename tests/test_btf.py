@@ -58,9 +58,9 @@ def file_like(writer):
     inner = writer.aggregate("", 8, [("f_pos_lock", u32, 0), ("f_pipe", u32, 32)])
     union = writer.aggregate("", 16, [("f_path", const_path, 0), ("__f_path", path, 0), ("", inner, 0)],
                              kind=btf.KIND_UNION)
-    writer.aggregate("file", 48, [("f_lock", u32, 0), ("f_mode", fmode, 32), ("", union, 128),
-                                  ("f_flags", u16, 256, 3), ("f_ra", u16, 259, 13)], flag=1)
-    writer.aggregate("inode", 8, [("i_mode", u16, 0), ("i_opflags", u16, 16)])
+    inode_ptr = writer.add(btf.KIND_PTR, "", writer.aggregate("inode", 8, [("i_mode", u16, 0), ("i_opflags", u16, 16)]))
+    writer.aggregate("file", 48, [("f_lock", u32, 0), ("f_mode", fmode, 32), ("f_inode", inode_ptr, 64),
+                                  ("", union, 128), ("f_flags", u16, 256, 3), ("f_ra", u16, 259, 13)], flag=1)
 
 
 @pytest.fixture
@@ -180,3 +180,13 @@ def test_functions_are_found_by_name(tmp_path):
 def test_the_kernels_functions_are_found_where_programs_attach():
     ids = btf.function_ids({"security_file_open", "no_such_function_here"})
     assert set(ids) == {"security_file_open"} and ids["security_file_open"] > 0
+
+
+def test_capabilities_say_where_the_layouts_came_from_or_why_there_are_none(tmp_path, handmade):
+    from kfault_agent.kernel import capabilities
+    found = capabilities.probe_layouts(handmade)        # file_like's struct file and inode
+    assert found.available and found.reason == (
+        f"BTF ({handmade}): file.f_path at 16, file.f_path.mnt at 16, file.f_path.dentry at 24, "
+        "file.f_mode at 4, file.f_inode at 8, inode.i_mode at 0"), found
+    absent = capabilities.probe_layouts(str(tmp_path / "absent"))
+    assert not absent.available and "this kernel has no BTF" in absent.reason, absent

@@ -26,15 +26,15 @@ def probe_headers():
                       "only: the same programs whichever kernel's headers)")
 
 
-def probe_layouts():
+def probe_layouts(btf_path=btf.VMLINUX):
     """Where the file hooks' struct layouts come from: the running kernel's BTF, or why not."""
     try:
-        file_hook_layout_cflags()
+        file_hook_layout_cflags(btf_path)
     except KernelUnsupported as err:        # btf.LayoutMissing: no BTF, or a field it lacks
         return Capability("struct-layouts", False, str(err))
-    where = ", ".join(f"{name}.{member} at {btf.offset_of(name, member)}"
+    where = ", ".join(f"{name}.{member} at {btf.offset_of(name, member, btf_path)}"
                       for name, member, _size in FILE_HOOK_LAYOUT.values())
-    return Capability("struct-layouts", True, f"BTF ({btf.VMLINUX}): {where}")
+    return Capability("struct-layouts", True, f"BTF ({btf_path}): {where}")
 
 
 def _bpf_lsm_active():

@@ -268,9 +268,9 @@ FILE_HOOK_LAYOUT = {
 }
 
 
-def file_hook_layout_cflags():
+def file_hook_layout_cflags(btf_path=btf.VMLINUX):
     """FILE_HOOK_LAYOUT's -D flags for the running kernel, or btf.LayoutMissing naming the field."""
-    return btf.layout_cflags(FILE_HOOK_LAYOUT)
+    return btf.layout_cflags(FILE_HOOK_LAYOUT, btf_path)
 
 
 def io_cflags(errno_mechanism):
