@@ -165,6 +165,7 @@ def test_the_kernels_btf_is_read_well_under_a_second():
     fresh.member("file", "f_path.dentry")
     fresh.member("inode", "i_mode")
     assert time.perf_counter() - started < 0.5
+    assert btf.load() is btf.load(btf.VMLINUX), "read once per process"
 
 
 def test_functions_are_found_by_name(tmp_path):

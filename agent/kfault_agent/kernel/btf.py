@@ -204,9 +204,13 @@ class Btf:
         return layouts.pop()
 
 
-@functools.lru_cache(maxsize=4)
 def load(btf_path=VMLINUX):
     """The BTF at `btf_path`, read and indexed once per process."""
+    return _load(btf_path)
+
+
+@functools.lru_cache(maxsize=4)     # by path: load() and load(VMLINUX) are one entry
+def _load(btf_path):
     try:
         with open(btf_path, "rb") as handle:
             data = handle.read()
