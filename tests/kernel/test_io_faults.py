@@ -409,6 +409,23 @@ def test_latency_and_fault_on_one_fsync_hold_it_then_fail_it(victims, files, io_
 
 
 @pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_a_holder_killed_before_it_fails_an_fsync_leaves_its_real_result(victims, files, io_engine):
+    """Held for latency, then to be failed: the holder killed mid-hold never gave the failure;
+    the kernel resumes the thread, and the fsync returns what it really did."""
+    target = topology.resolve_cgroup_target(f"cgroup:{victims.cgroup('target')}")
+    victim = victims.start(target.path, [["fsync", str(files / "data.db"), 1]])
+    slow = io_engine.apply(io_chaos(name="slow", action="latency", delay="60s", path=f"{files}/*.db",
+                                    methods=["fsync"]), target)
+    io_engine.apply(fsync_fault(files), target)
+    victims.go(victim)
+    wait_until(lambda: held(victim.pid_in_cgroup), "the fsync held")
+    os.kill(slow.holder.pid, signal.SIGKILL)
+    call = victims.result(victim, timeout=30)["calls"][0]
+    assert call["errno"] == [0] and call["ms"][0] < 30_000, call
+    assert victim.returncode == 0
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
 def test_fault_on_fsync_never_writes_into_a_signal_handlers_frame(victims, files, io_engine):
     """A handled SIGALRM keeps arriving, to the process and to the syncing thread itself, so some
     arrive as an fsync returns, before the holder's signal (a lower number, and the thread's own,

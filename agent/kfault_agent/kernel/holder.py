@@ -17,13 +17,15 @@ that record.
 
 A fault on fsync is given at the same stop (bpf/lib/after_call.h): the call has run, and BPF
 recorded, at its sys_exit, the errno and what identifies that return (the syscall, the user
-return address and stack pointer) in kfault_io_fails[tid]. The holder replaces the result
-register with -errno only while the registers are still those: a handled signal delivered first
-in the same return has set up its handler's frame (ip and sp moved, ax zeroed, the real result
-saved in the frame), and writing then would corrupt what the handler returns to. Then the
-real result stands and the call is counted passed (kfault_io_missed). Replacing it at this stop
-is what the application sees: the kernel's restart of an interrupted call (-ERESTART*) and a
-later handler's frame both read the register after the stop.
+return address and stack pointer) in kfault_io_fails[tid]. As it resumes the thread (after the
+delay, when the call is held too: a holder killed before that leaves the real result), the
+holder replaces the result register with -errno, only while the registers are still those. A
+handled signal delivered first in the same return has set up its handler's frame (ip and sp
+moved, ax zeroed for the handler, the real result saved in the frame): writing then would not
+fail the call and would change the handler's registers, so the real result stands and the call
+is counted passed (kfault_io_missed). Replacing it at this stop is what the application sees:
+the kernel's restart of an interrupted call (-ERESTART*) and a later handler's frame both read
+the register after the stop.
 
 Fail-safe: the holder is a child process of the agent that gets SIGTERM when the agent dies
 (PR_SET_PDEATHSIG) and then tells BPF to stop no more processes for it (kfault_io_holders),
@@ -228,6 +230,7 @@ class Holder:
         self.signal_of = {}           # tgid we trace -> its hold signal
         self.tgid_of = {}             # tid -> tgid
         self.held = []                # heap of (release at, tid)
+        self.failing = {}             # held tid -> (nr, ip, sp, errno, slot): the failure to give as it resumes
         self.on_process = on_process or (lambda tgid: None)
         self.ready_fd = ready_fd
         self.leaving = False
@@ -453,38 +456,41 @@ class Holder:
         return tid
 
     def _hold(self, tid):
-        """Take the stop of `tid` if BPF asked for it: fail the call it returns from (at once),
-        hold it for its delay; False if neither was asked (a real signal: deliver it)."""
-        failed = self._fail(tid)
+        """Take the stop of `tid` if BPF asked for it: hold it for its delay, then fail the call
+        it returns from (_resume); False if neither was asked (a real signal: deliver it)."""
+        self._take_failure(tid)
         key = self.holds.Key(tid)
         try:
             delay_ns = self.holds[key].value
             del self.holds[key]
         except KeyError:
-            if failed is None:
+            if tid not in self.failing:
                 return False
             delay_ns = 0                        # a fault alone: resumed at once (_release_due)
         heapq.heappush(self.held, (time.monotonic() + delay_ns / 1e9, tid))
         return True
 
-    def _fail(self, tid):
-        """Give the failure BPF recorded for the call `tid` returns from: True if given, False if
-        missed (counted in kfault_io_missed), None if none was recorded."""
+    def _take_failure(self, tid):
+        """The failure BPF recorded for the call `tid` returns from, kept until it is resumed:
+        if we die before, the kernel resumes it with the call's real result."""
         if self.fails is None:
-            return None
+            return
         key = self.fails.Key(tid)
         try:
             fail = self.fails[key]
             del self.fails[key]
         except KeyError:
-            return None
-        if fail_returning_call(tid, fail.nr, fail.ip, fail.sp, fail.error):
-            return True
+            return
+        self.failing[tid] = (fail.nr, fail.ip, fail.sp, fail.error, fail.slot)
+
+    def _fail(self, tid, nr, ip, sp, error, slot):
+        """Give the failure; if the registers are no longer the call's return, count it missed."""
+        if fail_returning_call(tid, nr, ip, sp, error):
+            return
         log.debug("tid %d: a handler's frame came first; its call's real result stands", tid)
         if self.missed is not None:
-            slot = self.missed.Key(fail.slot)
-            self.missed[slot] = self.missed.Leaf(self.missed[slot].value + 1)
-        return False
+            key = self.missed.Key(slot)
+            self.missed[key] = self.missed.Leaf(self.missed[key].value + 1)
 
     def _release_due(self):
         now = time.monotonic()
@@ -496,9 +502,11 @@ class Holder:
         while self.held:
             self._resume(heapq.heappop(self.held)[1])
 
-    @staticmethod
-    def _resume(tid):
+    def _resume(self, tid):
+        failure = self.failing.pop(tid, None)
         try:
+            if failure:
+                self._fail(tid, *failure)
             ptrace(PTRACE_CONT, tid, 0)         # the hold signal is swallowed here
         except OSError as err:
             if err.errno != errno.ESRCH:
