@@ -39,8 +39,9 @@
  * (the image's or the node's).
  *
  * What each concern does is in lib/: the glob walk (dfa.h), attrOverride (stat.h), mistake
- * (mistake.h), the syscall's arguments (syscall_args.h). Every map call is in this file: bcc
- * rewrites `map.lookup()` and its kind only in the file it compiles (tests/test_layout.py).
+ * (mistake.h), the syscall's arguments (syscall_args.h), a fault on fsync, given after the
+ * call by the holder (after_call.h). Every map call is in this file: bcc rewrites
+ * `map.lookup()` and its kind only in the file it compiles (tests/test_layout.py).
  */
 #include <linux/types.h>
 #include <linux/errno.h>
@@ -49,6 +50,7 @@
 #include <asm/stat.h>   /* struct stat of the 64-bit ABI (UAPI) */
 
 #include "kfault.h"
+#include "lib/after_call.h"
 #include "lib/dfa.h"
 #include "lib/mistake.h"
 #include "lib/scratch.h"
@@ -197,6 +199,21 @@ static __always_inline int holdable(const __u32 *signo, __u32 slot)
 	return runs && *runs;
 }
 
+/* Have the holder stop this thread as its call returns to user space: by its signal, or, for a
+ * process the holder doesn't know yet, by SIGSTOP, recorded for the holder, which is woken. */
+static __always_inline void signal_holder(__u32 tgid, const __u32 *signo)
+{
+	__u32 one = 1;
+
+	if (signo) {
+		bpf_send_signal_thread(*signo);
+		return;
+	}
+	kfault_io_stopped.update(&tgid, &one);
+	kfault_io_stop_bell.ringbuf_output(&tgid, sizeof(tgid), BPF_RB_FORCE_WAKEUP);
+	bpf_send_signal_thread(IO_SIGSTOP);
+}
+
 /* Which program decides a rule's calls of `method`: with the file hooks compiled in, they
  * decide latency and fault on read and write; the syscall tracepoints the rest. */
 static __always_inline int decided_at_file_hook(__u32 action, __u32 method)
@@ -210,9 +227,11 @@ static __always_inline int decided_at_file_hook(__u32 action, __u32 method)
 }
 
 /* Roll every rule in `mask` that covers `method` and is decided here (at_file_hook): the first fault's errno goes in
- * call->error for the LSM hooks; latency is summed into kfault_io_holds and the thread gets
- * the holder's signal; the first attrOverride or mistake goes in call->apply (counted where
- * it is written: a call that fails gets nothing written). */
+ * call->error for the LSM hooks, or for fsync, which no hook can fail, the first fault's rule
+ * in call->fail_slot for io_sys_exit (given and counted as the call returns); latency is
+ * summed into kfault_io_holds and the thread gets the holder's signal; the first attrOverride
+ * or mistake goes in call->apply (counted where it is written: a call that fails gets nothing
+ * written). */
 static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_call *call, struct io_scratch *scratch,
 				   int at_file_hook)
 {
@@ -228,6 +247,7 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 	scratch->error = 0;
 	scratch->hold_ns = 0;
 	scratch->apply = 0;
+	scratch->fail_slot = 0;
 #pragma unroll
 	for (__u32 i = 0; i < KFAULT_IO_MAX_RULES; i++) {
 		__u32 slot = i, counted;
@@ -247,9 +267,15 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 		if (rule->threshold != KFAULT_ALWAYS && bpf_get_prandom_u32() >= rule->threshold) {
 			count(slot, counted, KFAULT_IO_OUTCOME_PASSED, 0);
 		} else if (rule->action == KFAULT_IO_ACT_FAULT) {
-			if (!scratch->error)
+			if (fails_after_call(method) && !scratch->fail_slot) {
+				/* given, if the holder can, and counted by io_sys_exit as the call returns */
+				scratch->fail_slot = slot + 1;
+				continue;
+			}
+			if (!fails_after_call(method) && !scratch->error)
 				scratch->error = -(__s32)rule->error;
-			count(slot, counted, KFAULT_IO_OUTCOME_FAILED, 0);
+			count(slot, counted, KFAULT_IO_OUTCOME_FAILED,
+			      0); /* a second fault on fsync: the first's errno */
 		} else if (rule->action == KFAULT_IO_ACT_LATENCY && holdable(signo, slot)) {
 			scratch->hold_ns += rule->delay_ns;
 			count(slot, counted, KFAULT_IO_OUTCOME_DELAYED, rule->delay_ns);
@@ -257,23 +283,17 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 			   !scratch->apply) {
 			scratch->apply = slot + 1;
 		} else {
-			count(slot, counted, KFAULT_IO_OUTCOME_PASSED, 0); /* latency the holder can't give */
+			count(slot, counted, KFAULT_IO_OUTCOME_PASSED, 0); /* what the holder can't give */
 		}
 	}
 	call->error = scratch->error;
 	call->apply = scratch->apply;
+	call->fail_slot = scratch->fail_slot;
 	if (scratch->hold_ns) {
 		__u64 hold = scratch->hold_ns;
-		__u32 one = 1;
 
 		kfault_io_holds.update(&tid, &hold);
-		if (signo) {
-			bpf_send_signal_thread(*signo);
-		} else {
-			kfault_io_stopped.update(&tgid, &one);
-			kfault_io_stop_bell.ringbuf_output(&tgid, sizeof(tgid), BPF_RB_FORCE_WAKEUP);
-			bpf_send_signal_thread(IO_SIGSTOP);
-		}
+		signal_holder(tgid, signo);
 	}
 }
 
@@ -366,7 +386,7 @@ static __always_inline void finish_enter(struct bpf_raw_tracepoint_args *ctx, __
 	}
 	call.buffer = scratch->buffer;
 	call.layout = scratch->layout;
-	if (call.opened_mask || call.error || call.apply || call.held_nr)
+	if (call.opened_mask || call.error || call.apply || call.held_nr || call.fail_slot)
 		kfault_io_calls.update(&id, &call);
 	if (corrupt_now)
 		kfault_io_programs.call(ctx, KFAULT_IO_PROG_CORRUPT);
@@ -465,6 +485,32 @@ int io_match_path(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
+/* fault on fsync (lib/after_call.h): the call has run; record this return for the holder and
+ * have it stop the thread (a held call's signal is pending already). Counted failed here, as
+ * the fault is given; the holder counts what it could not give (kfault_io_missed). If the
+ * holder dies before the stop, the kernel resumes the thread and the real result stands; the
+ * pending signal's default action is to ignore it (holder.py's pick_hold_signal). */
+static __always_inline void fail_after_call(struct bpf_raw_tracepoint_args *ctx, __u64 id,
+					    const struct kfault_io_call *call)
+{
+	__u32 tgid = id >> 32, tid = (__u32)id, slot = (call->fail_slot - 1) & (KFAULT_IO_MAX_RULES - 1);
+	__u32 *signo = kfault_io_traced.lookup(&tgid);
+	struct kfault_io_rule *rule = kfault_io_rules.lookup(&slot);
+	struct kfault_io_fail fail = {};
+
+	if (!rule || rule_expired(rule, bpf_ktime_get_ns()) || rule->action != KFAULT_IO_ACT_FAULT)
+		return; /* revoked while the call ran: its real result stands */
+	if (!holdable(signo, slot)) {
+		count(slot, call->method, KFAULT_IO_OUTCOME_PASSED, 0);
+		return;
+	}
+	note_return(&fail, (const struct pt_regs *)ctx->args[0], slot, rule->error);
+	kfault_io_fails.update(&tid, &fail);
+	if (!call->held_nr)
+		signal_holder(tgid, signo);
+	count(slot, call->method, KFAULT_IO_OUTCOME_FAILED, 0);
+}
+
 int io_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -477,6 +523,13 @@ int io_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		__u32 held_nr = call->held_nr;
 
 		kfault_io_interrupted.update(&id, &held_nr);
+	}
+	if (call->fail_slot) {
+		fail_after_call(ctx, id, call);
+	} else if (call->held_nr) {
+		__u32 tid = id;
+
+		kfault_io_fails.delete(&tid); /* one whose stop never came: not this call's */
 	}
 	if (call->method == KFAULT_IO_METHOD_OPEN && call->opened_mask && ret >= 0) {
 		struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = ret};

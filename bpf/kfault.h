@@ -273,6 +273,20 @@ struct kfault_io_call {
 	__u64 buffer;      /* the caller's buffer (user address) that rule rewrites */
 	__u32 layout;      /* KFAULT_IO_LAYOUT_*: what the buffer holds */
 	__u32 held_nr;     /* latency: 1 + the syscall held, whose signal may interrupt it */
+	__u32 fail_slot;   /* fault on fsync: 1 + the rule whose errno the holder gives after the call */
+	__u32 pad;
+};
+
+/* Value of kfault_io_fails, by tid: a call that ran and that the holder fails as it returns
+ * (lib/after_call.h). The holder replaces the result only while the thread's registers are
+ * still those of this return: a handler frame set up first moves ip and sp. */
+struct kfault_io_fail {
+	__u64 ip;    /* the user return address at sys_exit */
+	__u64 sp;    /* the user stack pointer there */
+	__u32 nr;    /* the syscall (orig_ax) */
+	__s32 error; /* errno, positive: the holder puts -error in ax */
+	__u32 slot;  /* the rule, whose miss the holder counts in kfault_io_missed */
+	__u32 pad;
 };
 
 /* Value of kfault_io_counters (per CPU), by rule slot. */

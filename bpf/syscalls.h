@@ -12,45 +12,46 @@
 
 /* Syscall -> method (KFAULT_IO_METHOD_<method>), one line each: X(method, syscall).
  * unlinkat is UNLINK here and RMDIR with AT_REMOVEDIR (iofault.c looks at its flags). */
-#define KFAULT_IO_SYSCALLS(X)  \
-	X(OPEN, open)          \
-	X(OPEN, openat)        \
-	X(OPEN, openat2)       \
-	X(OPEN, creat)         \
-	X(READ, read)          \
-	X(READ, pread64)       \
-	X(READ, readv)         \
-	X(READ, preadv)        \
-	X(READ, preadv2)       \
-	X(WRITE, write)        \
-	X(WRITE, pwrite64)     \
-	X(WRITE, writev)       \
-	X(WRITE, pwritev)      \
-	X(WRITE, pwritev2)     \
-	X(FSYNC, fsync)        \
-	X(FSYNC, fdatasync)    \
-	X(MKDIR, mkdir)        \
-	X(MKDIR, mkdirat)      \
-	X(RMDIR, rmdir)        \
-	X(UNLINK, unlink)      \
-	X(UNLINK, unlinkat)    \
-	X(READDIR, getdents)   \
-	X(READDIR, getdents64) \
-	X(SETATTR, chmod)      \
-	X(SETATTR, fchmod)     \
-	X(SETATTR, fchmodat)   \
-	X(SETATTR, chown)      \
-	X(SETATTR, fchown)     \
-	X(SETATTR, lchown)     \
-	X(SETATTR, fchownat)   \
-	X(SETATTR, truncate)   \
-	X(SETATTR, ftruncate)  \
-	X(SETATTR, utime)      \
-	X(SETATTR, utimes)     \
-	X(SETATTR, futimesat)  \
-	X(SETATTR, utimensat)  \
-	X(RENAME, rename)      \
-	X(RENAME, renameat)    \
+#define KFAULT_IO_SYSCALLS(X)     \
+	X(OPEN, open)             \
+	X(OPEN, openat)           \
+	X(OPEN, openat2)          \
+	X(OPEN, creat)            \
+	X(READ, read)             \
+	X(READ, pread64)          \
+	X(READ, readv)            \
+	X(READ, preadv)           \
+	X(READ, preadv2)          \
+	X(WRITE, write)           \
+	X(WRITE, pwrite64)        \
+	X(WRITE, writev)          \
+	X(WRITE, pwritev)         \
+	X(WRITE, pwritev2)        \
+	X(FSYNC, fsync)           \
+	X(FSYNC, fdatasync)       \
+	X(FSYNC, sync_file_range) \
+	X(MKDIR, mkdir)           \
+	X(MKDIR, mkdirat)         \
+	X(RMDIR, rmdir)           \
+	X(UNLINK, unlink)         \
+	X(UNLINK, unlinkat)       \
+	X(READDIR, getdents)      \
+	X(READDIR, getdents64)    \
+	X(SETATTR, chmod)         \
+	X(SETATTR, fchmod)        \
+	X(SETATTR, fchmodat)      \
+	X(SETATTR, chown)         \
+	X(SETATTR, fchown)        \
+	X(SETATTR, lchown)        \
+	X(SETATTR, fchownat)      \
+	X(SETATTR, truncate)      \
+	X(SETATTR, ftruncate)     \
+	X(SETATTR, utime)         \
+	X(SETATTR, utimes)        \
+	X(SETATTR, futimesat)     \
+	X(SETATTR, utimensat)     \
+	X(RENAME, rename)         \
+	X(RENAME, renameat)       \
 	X(RENAME, renameat2)
 
 /* The stat family: method GETATTR, and what attrOverride rewrites, by the struct each fills:
@@ -96,6 +97,7 @@
 #define KFAULT_NR_utime 132
 #define KFAULT_NR_getdents64 217
 #define KFAULT_NR_utimes 235
+#define KFAULT_NR_sync_file_range 277
 #define KFAULT_NR_openat 257
 #define KFAULT_NR_mkdirat 258
 #define KFAULT_NR_fchownat 260
@@ -120,6 +122,11 @@
 #define KFAULT_SYSCALL_ARG2(regs) (&(regs)->dx)
 #define KFAULT_SYSCALL_ARG3(regs) (&(regs)->r10)
 #define KFAULT_SYSCALL_ARG4(regs) (&(regs)->r8)
+/* At sys_exit: the syscall's number, and where the thread resumes in user space (the return
+ * address and stack pointer a signal handler's frame would change). */
+#define KFAULT_SYSCALL_NR(regs) (&(regs)->orig_ax)
+#define KFAULT_USER_IP(regs) (&(regs)->ip)
+#define KFAULT_USER_SP(regs) (&(regs)->sp)
 #else
 #error "kfault's file I/O faults know the syscall table of x86_64 only: the loader passes -DKFAULT_ARCH_X86_64 there and refuses the I/O engine elsewhere"
 #endif

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from kfault_api import spec
+from kfault_api import schema, spec
 
 
 def doc(**spec_fields):
@@ -65,7 +65,6 @@ def io_doc(**spec_fields):
     ({**io_doc(), "spec": {"action": "mistake", "volumePath": "/d", "methods": ["read", "fsync"],
                            "mistake": {"maxOccurrences": 1, "maxLength": 4}}}, "spec.methods", "fsync carry none"),
     (io_doc(mistake={"maxOccurrences": 1, "maxLength": 4}), "spec.mistake", "no mistake for action fault"),
-    (io_doc(methods=["write", "fsync"]), "spec.methods", "delay it with action latency"),
     (doc(lossy=1), "spec.lossy", "known field"),
     (doc(loss={"loss": "130"}), "spec.loss.loss", "0 to 100"),
     (doc(loss={"loss": "-5"}), "spec.loss.loss", "percent"),
@@ -324,7 +323,16 @@ def test_mistake_defaults_to_zero_filling_on_reads_and_writes():
     assert experiment.mistake == spec.Mistake("zero", 2, 10)
 
 
-def test_fault_without_methods_acts_on_every_method_it_can_fail_and_says_so():
+def test_fault_without_methods_acts_on_every_method_and_says_fsync_fails_after_the_call():
     experiment = spec.parse_experiment(io_doc())
-    assert "fsync" not in experiment.methods and {"open", "read", "write", "getattr"} <= set(experiment.methods)
-    assert any("spec.methods" in note and "fsync" in note for note in experiment.notes)
+    assert experiment.methods == tuple(schema.IO_METHODS)
+    assert any("spec.methods" in note and "fsync" in note and "after it ran" in note for note in experiment.notes)
+
+
+def test_chaos_mesh_etcd_fault_shape_fails_write_and_fsync():
+    """Chaos Mesh's etcd IOChaos with methods [write, fsync]: accepted, and the note says how fsync fails."""
+    experiment = spec.parse_experiment(io_doc(methods=["write", "fsync"], percent=50,
+                                              volumePath="/var/run/etcd", path="/var/run/etcd/**/*"))
+    assert experiment.methods == ("write", "fsync") and experiment.errno == 5
+    assert [note for note in experiment.notes if "fsync" in note]
+    assert not spec.parse_experiment(io_doc(methods=["write"])).notes

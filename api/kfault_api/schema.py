@@ -140,7 +140,7 @@ IO_METHODS = {
     "open": ("open", "openat", "openat2", "creat"),
     "read": ("read", "pread64", "readv", "preadv", "preadv2"),
     "write": ("write", "pwrite64", "writev", "pwritev", "pwritev2"),
-    "fsync": ("fsync", "fdatasync"),
+    "fsync": ("fsync", "fdatasync", "sync_file_range"),
     "mkdir": ("mkdir", "mkdirat"),
     "rmdir": ("rmdir",),                 # and unlinkat with AT_REMOVEDIR
     "unlink": ("unlink", "unlinkat"),
@@ -154,8 +154,11 @@ IO_METHODS = {
 }
 # The methods a mistake can act on: the calls that carry data.
 MISTAKE_METHODS = ("read", "write")
-# Methods a fault can't fail, and why: no hook runs before they take effect. Latency still works.
-UNFAILABLE_METHODS = {"fsync": "no security hook runs before it takes effect: it can be delayed, not failed"}
+# Methods a fault fails after the call ran, and why: no security hook runs before they take
+# effect, so the call runs and the holder replaces the result it returns (docs/design/file-io.md).
+# A fault on them needs the holder (ptrace), not the errno hooks.
+FAILED_AFTER_CALL = {"fsync": "no security hook runs before it takes effect: the data is synced, then the "
+                              "application is told it failed"}
 # Chaos Mesh's FileType names -> the S_IFMT bits of st_mode.
 FILE_KINDS = {"namedPipe": 0o010000, "charDevice": 0o020000, "directory": 0o040000, "blockDevice": 0o060000,
               "regularFile": 0o100000, "symlink": 0o120000, "socket": 0o140000}
@@ -208,9 +211,10 @@ IO_CHAOS_SPEC = {
                                 "** across segments, [a-z] classes. Default: every file under volumePath."},
         "methods": {"type": "array", "items": {"type": "string", "enum": sorted(IO_METHODS),
                                                "description": IO_METHODS_REFUSED},
-                    "description": "Default: every method; for fault, every method but fsync (no hook runs "
-                                   "before it takes effect); for mistake, read and write (the calls that carry "
-                                   "data). attrOverride takes none: it acts on the stat family."},
+                    "description": "Default: every method; for mistake, read and write (the calls that carry "
+                                   "data). A fault on fsync fails it after it ran (the data is synced, the "
+                                   "application told it failed). attrOverride takes none: it acts on the stat "
+                                   "family."},
         "percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 100},
         "delay": DURATION,
         "errno": {"type": "integer", "minimum": 1, "maximum": 133,

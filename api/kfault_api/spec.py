@@ -357,17 +357,11 @@ def _io_methods(action, spec, problems, notes):
             problems.add("spec.methods", spec["methods"], f"read and/or write for action mistake (it changes the "
                          f"data a call carries; {', '.join(others)} carry none), or no methods for both")
         return given or schema.MISTAKE_METHODS
+    methods = given or tuple(schema.IO_METHODS)
     if action == "fault":
-        why = "; ".join(f"{m}: {reason}" for m, reason in schema.UNFAILABLE_METHODS.items())
-        unfailable = [m for m in given if m in schema.UNFAILABLE_METHODS]
-        if unfailable:
-            problems.add("spec.methods", spec["methods"], f"methods a fault can fail: remove {', '.join(unfailable)} "
-                         f"({why}), or delay it with action latency")
-        if not given:
-            notes.append(f"spec.methods is not given: action fault acts on every method but "
-                         f"{', '.join(schema.UNFAILABLE_METHODS)} ({why})")
-            return tuple(m for m in schema.IO_METHODS if m not in schema.UNFAILABLE_METHODS)
-    return given or tuple(schema.IO_METHODS)
+        notes.extend(f"spec.methods: a fault on {m} fails it after it ran ({schema.FAILED_AFTER_CALL[m]})"
+                     for m in methods if m in schema.FAILED_AFTER_CALL)
+    return methods
 
 
 def _attr_override(spec, problems):

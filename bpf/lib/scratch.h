@@ -25,8 +25,8 @@ struct io_scratch {
 	volatile __u64 length; /* mistake: bytes of buffer that hold data */
 	volatile __u32 runs;   /* mistake: wrong runs to write (volatile: see io_corrupt) */
 	__u32 pad_runs;
-	volatile __u32 creates; /* open: it has O_CREAT, so rules on method CREATE decide it too */
-	__u32 pad_creates;
+	volatile __u32 creates;   /* open: it has O_CREAT, so rules on method CREATE decide it too */
+	volatile __u32 fail_slot; /* fsync: 1 + the fault rule the holder gives after the call (lib/after_call.h) */
 	volatile __u8 state;
 	__u8 pad[7];
 	__u8 fill[KFAULT_IO_MISTAKE_MAX_LENGTH]; /* mistake: the wrong bytes */

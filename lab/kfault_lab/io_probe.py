@@ -8,7 +8,7 @@ every millisecond (a held thread must not stop it). Calls:
   ["read", PATH, COUNT]    open PATH, then COUNT x pread 1 byte at 0
   ["write", PATH, COUNT]   open PATH for append (created), then COUNT x write 1 byte
   ["open", PATH, COUNT]    COUNT x open(PATH, O_WRONLY|O_CREAT) and close
-  ["fsync", PATH, COUNT]   open PATH, then COUNT x fsync
+  ["fsync", PATH, COUNT]   open PATH, then COUNT x fsync (also "fdatasync", "sync_file_range")
   ["mkdir", PATH, COUNT]   COUNT x mkdir PATH (timed), then rmdir it
   ["rmdir", PATH, COUNT]   COUNT x mkdir PATH, then rmdir it (timed)
   ["unlink", PATH, COUNT]  COUNT x create PATH, then unlink it (timed)
@@ -31,17 +31,36 @@ Options, for how real programs reach their files:
                   directories a long-running process opened before the experiment
   --in-thread     make the calls in a thread started after "go"
   --no-wait       don't wait for "go": a process that joins the cgroup and works at once
-Prints one JSON object: {"calls": [{"call", "path", "ms": [...], "errno": [...]}], "ticks": N}.
+  --signals       while the calls run, a handled SIGALRM keeps arriving: from an interval timer
+                  every 200 us (to the process) and from a thread (to the calling thread), so
+                  some arrive as a call returns
+Prints one JSON object: {"calls": [{"call", "path", "ms": [...], "errno": [...]}], "ticks": N,
+"signals": handled SIGALRMs}.
 An errno of 0 is success; a failed open has no fd to use, so later calls on it are skipped.
 """
 import argparse
+import ctypes
 import json
 import os
+import signal
 import sys
 import threading
 import time
 
+SYNC_FILE_RANGE_WRITE = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.sync_file_range.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
+
+
+def sync_file_range(fd):
+    """sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE): the whole file (Python has no wrapper)."""
+    if _libc.sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 FLAGS = {"read": os.O_RDONLY, "write": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "fsync": os.O_RDONLY,
+         "fdatasync": os.O_RDONLY, "sync_file_range": os.O_RDONLY,
          "fstat": os.O_RDONLY, "fchmod": os.O_RDONLY, "readdir_fd": os.O_RDONLY | os.O_DIRECTORY}
 
 
@@ -160,8 +179,9 @@ def run_call(call, path, count, early=None, dirs=None):
         errors.clear()
         fd = holder[0]
         do = {"read": lambda: os.pread(fd, 1, 0), "write": lambda: os.write(fd, b"k"),
-              "fsync": lambda: os.fsync(fd), "fstat": lambda: os.fstat(fd), "fchmod": lambda: os.fchmod(fd, 0o644),
-              "readdir_fd": lambda: os.listdir(fd)}[call]
+              "fsync": lambda: os.fsync(fd), "fdatasync": lambda: os.fdatasync(fd),
+              "sync_file_range": lambda: sync_file_range(fd), "fstat": lambda: os.fstat(fd),
+              "fchmod": lambda: os.fchmod(fd, 0o644), "readdir_fd": lambda: os.listdir(fd)}[call]
         for _ in range(count):
             record(do)
         os.close(fd)
@@ -176,6 +196,7 @@ def parse_args(argv):
     parser.add_argument("--open-early", action="store_true")
     parser.add_argument("--in-thread", action="store_true")
     parser.add_argument("--no-wait", action="store_true")
+    parser.add_argument("--signals", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -211,6 +232,18 @@ def main():
 
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
+    handled = [0]
+    if args.signals:
+        signal.signal(signal.SIGALRM, lambda *_: handled.__setitem__(0, handled[0] + 1))
+        signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+        caller = threading.get_ident()
+
+        def kick():     # to the calling thread itself, as timer_create(SIGEV_THREAD_ID) would
+            while not done.is_set():
+                signal.pthread_kill(caller, signal.SIGALRM)
+                time.sleep(0.0001)
+
+        threading.Thread(target=kick, daemon=True).start()
     results = []
 
     def make_calls():
@@ -222,9 +255,11 @@ def main():
         worker.join()
     else:
         make_calls()
+    if args.signals:
+        signal.setitimer(signal.ITIMER_REAL, 0)
     done.set()
     ticker.join()
-    print(json.dumps({"calls": results, "ticks": ticks[0]}), flush=True)
+    print(json.dumps({"calls": results, "ticks": ticks[0], "signals": handled[0]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from kfault_agent.engines import iofault
 from kfault_agent.kernel import btf, compile, holder, loader, topology
 from kfault_api import spec
 from tests import headerless
-from tests.victims import held, remove_cgroup, tracer, wait_until
+from tests.victims import CommandVictim, held, remove_cgroup, tracer, wait_until
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
@@ -415,6 +415,167 @@ def test_a_read_on_overlayfs_is_one_decision(victims, overlay, io_engine):
     calls, delay_ns = io_engine.counters(io_engine.active()[0])
     assert all(20 <= ms < 1000 for ms in took), took
     assert calls["read"]["delayed"] == 10 and delay_ns == 10 * 20_000_000, (calls, delay_ns)
+
+
+# ---- fault on fsync: the call runs, and the holder replaces its result as it returns --------
+# No hook can fail fsync before it takes effect, so the syscall tracepoints and the holder do
+# it on every kernel: these run in the host tier (no errno hook needed) but for the one shape
+# that needs the errno hooks too (write and fsync together, Chaos Mesh's etcd fault).
+
+SYNC_CALLS = ("fsync", "fdatasync", "sync_file_range")
+EIO = 5
+
+
+def fsync_fault(files, **fields):
+    return io_chaos(action="fault", errno=EIO, path=f"{files}/*.db", methods=["fsync"], **fields)
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_fault_on_fsync_fails_each_sync_call_of_a_matching_file_after_it_ran(victims, files, io_engine):
+    target = victims.cgroup("target")
+    victim = victims.start(target, [[call, str(files / name), 3] for call in SYNC_CALLS
+                                    for name in ("data.db", "notes.txt")])
+    bystander = victims.start(victims.cgroup("other"), [["fsync", str(files / "data.db"), 3]])
+    io_engine.apply(fsync_fault(files), topology.resolve_cgroup_target(f"cgroup:{target}"))
+    victims.go(victim)
+    victims.go(bystander)
+    results = victims.result(victim)["calls"]
+    for matching, other in zip(results[::2], results[1::2]):
+        assert matching["errno"] == [EIO] * 3, matching
+        assert other["errno"] == [0] * 3, f"a {other['call']} of a non-matching file failed: {other}"
+    assert victims.result(bystander)["calls"][0]["errno"] == [0] * 3, "another cgroup's fsync failed"
+    calls, _ = io_engine.counters(io_engine.active()[0])
+    assert calls["fsync"] == {"passed": 0, "failed": 9, "delayed": 0}, calls
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_fault_on_fsync_percent_50_fails_about_half_and_counts_what_the_process_saw(victims, files, io_engine):
+    target = victims.cgroup("target")
+    victim = victims.start(target, [["fsync", str(files / "data.db"), 200]])
+    io_engine.apply(fsync_fault(files, percent=50), topology.resolve_cgroup_target(f"cgroup:{target}"))
+    victims.go(victim)
+    errors = victims.result(victim)["calls"][0]["errno"]
+    assert set(errors) <= {0, EIO}, errors
+    assert 0.35 <= errors.count(EIO) / len(errors) <= 0.65, errors    # 4 standard deviations
+    calls, _ = io_engine.counters(io_engine.active()[0])
+    assert (calls["fsync"]["failed"], calls["fsync"]["passed"]) == (errors.count(EIO), errors.count(0)), calls
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_fault_on_fsync_reaches_processes_that_join_the_cgroup_after_arming(victims, files, io_engine):
+    """Each joins and syncs at once: BPF stops it for the holder (SIGSTOP) as its fsync returns."""
+    target = victims.cgroup("target")
+    io_engine.apply(fsync_fault(files), topology.resolve_cgroup_target(f"cgroup:{target}"))
+    for _ in range(5):
+        joiner = victims.start(target, [["fsync", str(files / "data.db"), 3]], ["--no-wait"])
+        assert victims.result(joiner)["calls"][0]["errno"] == [EIO] * 3
+    assert all(proc.returncode == 0 for proc in victims.procs), "a joined process was harmed"
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_latency_and_fault_on_one_fsync_hold_it_then_fail_it(victims, files, io_engine):
+    target = topology.resolve_cgroup_target(f"cgroup:{victims.cgroup('target')}")
+    victim = victims.start(target.path, [["fsync", str(files / "data.db"), 3]])
+    io_engine.apply(io_chaos(name="slow", action="latency", delay="100ms", path=f"{files}/*.db",
+                             methods=["fsync"]), target)
+    io_engine.apply(fsync_fault(files), target)
+    victims.go(victim)
+    call = victims.result(victim)["calls"][0]
+    assert call["errno"] == [EIO] * 3 and min(call["ms"]) >= 100, call
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_a_holder_killed_before_it_fails_an_fsync_leaves_its_real_result(victims, files, io_engine):
+    """Held for latency, then to be failed: the holder killed mid-hold never gave the failure;
+    the kernel resumes the thread, and the fsync returns what it really did."""
+    target = topology.resolve_cgroup_target(f"cgroup:{victims.cgroup('target')}")
+    victim = victims.start(target.path, [["fsync", str(files / "data.db"), 1]])
+    slow = io_engine.apply(io_chaos(name="slow", action="latency", delay="60s", path=f"{files}/*.db",
+                                    methods=["fsync"]), target)
+    io_engine.apply(fsync_fault(files), target)
+    victims.go(victim)
+    wait_until(lambda: held(victim.pid_in_cgroup), "the fsync held")
+    os.kill(slow.holder.pid, signal.SIGKILL)
+    call = victims.result(victim, timeout=30)["calls"][0]
+    assert call["errno"] == [0] and call["ms"][0] < 30_000, call
+    assert victim.returncode == 0
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_fault_on_fsync_never_writes_into_a_signal_handlers_frame(victims, files, io_engine):
+    """A handled SIGALRM keeps arriving, to the process and to the syncing thread itself, so some
+    arrive as an fsync returns, before the holder's signal (a lower number, and the thread's own,
+    is delivered first): then the handler's frame is set up first, the registers are no longer
+    the return's, and the holder leaves them alone; the call's real result stands and is counted
+    passed. The process survives, its handler ran, and every result is the real one or EIO."""
+    target = victims.cgroup("target")
+    victim = victims.start(target, [["fsync", str(files / "data.db"), 300]], ["--signals"])
+    io_engine.apply(fsync_fault(files), topology.resolve_cgroup_target(f"cgroup:{target}"))
+    victims.go(victim)
+    result = victims.result(victim)
+    assert victim.returncode == 0, "the victim died"
+    errors = result["calls"][0]["errno"]
+    assert set(errors) <= {0, EIO} and errors.count(EIO) > 0, errors
+    assert result["signals"] > 0, "no SIGALRM was handled"
+    calls, _ = io_engine.counters(io_engine.active()[0])
+    assert (calls["fsync"]["failed"], calls["fsync"]["passed"]) == (errors.count(EIO), errors.count(0)), calls
+
+
+# Commits one row a line ("commit"), answering "ok" or SQLite's error, with its database in WAL
+# mode and synchronous=FULL: each commit syncs the WAL, opened before the experiment.
+SQLITE_VICTIM = r"""
+import json, os, sqlite3, sys
+with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as procs:
+    procs.write(str(os.getpid()))
+db = sqlite3.connect(sys.argv[2], isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA synchronous=FULL")
+db.execute("CREATE TABLE IF NOT EXISTS rows (v)")
+print("ready", flush=True)
+for line in sys.stdin:
+    try:
+        db.execute("BEGIN")
+        db.execute("INSERT INTO rows VALUES (?)", (line.strip(),))
+        db.execute("COMMIT")
+        answer = "ok"
+    except sqlite3.Error as err:
+        answer = str(err)
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+    print(json.dumps(answer), flush=True)
+"""
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_sqlite_in_wal_mode_reports_the_failed_sync_then_commits_after_the_experiment(victims, files,
+                                                                                     io_engine):
+    target = victims.cgroup("target")
+    sqlite = CommandVictim([sys.executable, "-c", SQLITE_VICTIM, target, str(files / "app.db")])
+    try:
+        assert sqlite.ask("commit") == "ok"
+        io_engine.apply(io_chaos(action="fault", errno=EIO, path=f"{files}/app.db*", methods=["fsync"]),
+                        topology.resolve_cgroup_target(f"cgroup:{target}"))
+        assert sqlite.ask("commit") == "disk I/O error"
+        io_engine.revoke_all()
+        assert sqlite.ask("commit") == "ok"
+    finally:
+        sqlite.close()
+
+
+@pytest.mark.stock_kernel("Chaos Mesh's etcd fault: write failed by the file hooks, fsync by the holder")
+@pytest.mark.kernel("io-tracepoints", "io-errno", "ptrace")
+def test_fault_on_write_and_fsync_fails_both(victims, files, io_engine):
+    target = victims.cgroup("target")
+    before = (files / "data.db").read_text()
+    victim = victims.start(target, [["write", str(files / "data.db"), 3], ["fsync", str(files / "data.db"), 3],
+                                    ["fsync", str(files / "notes.txt"), 3]])
+    io_engine.apply(io_chaos(action="fault", errno=EIO, path=f"{files}/*.db", methods=["write", "fsync"]),
+                    topology.resolve_cgroup_target(f"cgroup:{target}"))
+    victims.go(victim)
+    write, fsync, other = victims.result(victim)["calls"]
+    assert write["errno"] == [EIO] * 3 and fsync["errno"] == [EIO] * 3, (write, fsync)
+    assert other["errno"] == [0] * 3, other
+    assert (files / "data.db").read_text() == before, "a failed write wrote"
 
 
 # ---- reach: every call of every way a process comes to do its I/O -------------------------

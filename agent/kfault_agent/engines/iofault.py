@@ -18,7 +18,7 @@ from kfault_agent.kernel.paths import folder_names, open_paths
 from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
 from kfault_agent.kernel.topology import resolve_cgroup_target
 from kfault_agent.policy import METHOD_BITS, io_rule_fields, walk
-from kfault_api import glob_dfa, layout, spec
+from kfault_api import glob_dfa, layout, schema, spec
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,12 @@ class ProcessMarker:
     def mark_cgroup(self, cgroup_dir):
         for tgid in cgroup_processes(cgroup_dir):
             self.mark(tgid)
+
+
+def needs_holder(experiment):
+    """Latency holds threads; a fault on fsync is given at the same stop, after the call."""
+    return experiment.action == "latency" or (
+        experiment.action == "fault" and any(m in schema.FAILED_AFTER_CALL for m in experiment.methods))
 
 
 @dataclass
@@ -158,6 +164,13 @@ class IOFaultEngine(LeasedPlacements):
         calls = {method: {outcome: sum(c.calls[bit * layout.IO_OUTCOME_STRIDE + OUTCOMES[outcome]] for c in per_cpu)
                           for outcome in ("passed",) + self._outcomes_of(active.experiment.action)}
                  for method, bit in METHOD_BITS.items() if method in active.experiment.methods}
+        # BPF counts a fault after the call as failed when it asks the holder for it; the holder
+        # counts those it could not give (a handler's frame came first): they passed.
+        missed = self.datapath.missed[self.datapath.missed.Key(active.slot)].value
+        for method in schema.FAILED_AFTER_CALL:
+            if missed and active.experiment.action == "fault" and method in calls:
+                calls[method]["failed"] -= missed
+                calls[method]["passed"] += missed
         return calls, sum(c.delay_ns for c in per_cpu)
 
     def counter_rows(self, experiment_key):
@@ -188,19 +201,21 @@ class IOFaultEngine(LeasedPlacements):
         self._write_dfa(active.slot, dfa)
         self.datapath.cgroups[active.slot] = active.target.path
         write_slot(self.datapath.counters, active.slot, {})
+        self.datapath.missed[self.datapath.missed.Key(active.slot)] = self.datapath.missed.Leaf(0)
         write_slot(self.datapath.rules, active.slot,
                    {**io_rule_fields(active.experiment), **rule_deadline(active.deadline_ns)})
 
     def _mark_processes(self, active, dfa):
-        """The target's open files and directories marked; for latency, a holder that also
-        marks each process it sees start."""
+        """The target's open files and directories marked; for latency, and for a fault on a
+        method failed after the call (fsync), a holder that also marks each process it sees start."""
         marker = ProcessMarker(self.datapath, active.slot, dfa)
         marker.mark_cgroup(active.target.path)
-        if active.experiment.action == "latency":
+        if needs_holder(active.experiment):
             active.holder = HolderProcess(active.target.path, self.datapath.holds, self.datapath.traced,
                                           self.datapath.stopped, self.datapath.stop_bell_fd,
                                           on_process=marker.mark,
-                                          holders=self.datapath.holders, slot=active.slot)
+                                          holders=self.datapath.holders, slot=active.slot,
+                                          fails=self.datapath.fails, missed=self.datapath.missed)
 
     def _attach_tracepoints(self, active):
         active.syscall_tracepoints = self.datapath.needs_syscall_tracepoints(active.experiment.action,
@@ -265,6 +280,7 @@ class IOFaultEngine(LeasedPlacements):
         if not armed:
             self.datapath.traced.clear()
             self.datapath.stopped.clear()
+            self.datapath.fails.clear()
         self._free_slots.add(active.slot)
 
     def _forget_fds(self, slot):

@@ -135,20 +135,23 @@ def _probe_ptrace():
         child.wait()
 
 
-# What each file I/O action needs. errno needs a hook that runs before the call takes effect
-# (schema.UNFAILABLE_METHODS have none).
+# What each file I/O action needs. errno needs a hook that runs before the call takes effect;
+# a fault on the methods that have none (schema.FAILED_AFTER_CALL) is given after the call by
+# the holder, as latency is (FAILED_AFTER_CALL_NEEDS).
 IO_NEEDS = {"latency": ("io-tracepoints", "ptrace"), "fault": ("io-tracepoints", "io-errno"),
             "attrOverride": ("io-tracepoints", "io-write-user"), "mistake": ("io-tracepoints", "io-write-user")}
+FAILED_AFTER_CALL_NEEDS = ("io-tracepoints", "ptrace")
 
 
 def io_support(capabilities, action, method=None):
     """(supported, reason) for one file I/O action (and method) on this node."""
     reasons = []
-    for need in IO_NEEDS[action]:
+    needs = FAILED_AFTER_CALL_NEEDS if action == "fault" and method in schema.FAILED_AFTER_CALL else IO_NEEDS[action]
+    for need in needs:
         if not capabilities.get(need) or not capabilities[need].available:
             reasons.append(capabilities[need].reason if need in capabilities else f"{need} not probed")
-    if action == "fault" and method in schema.UNFAILABLE_METHODS:
-        reasons.append(f"{method}: {schema.UNFAILABLE_METHODS[method]}")
+    if not reasons and action == "fault" and method in schema.FAILED_AFTER_CALL:
+        return True, f"after the call, by the holder: {schema.FAILED_AFTER_CALL[method]}"
     return (not reasons), ("; ".join(reasons) or "supported")
 
 

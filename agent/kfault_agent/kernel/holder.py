@@ -15,11 +15,24 @@ SIGSTOP at its first delayed call, recorded in kfault_io_stopped, and the holder
 call. Whichever comes first, the holder's rescan or BPF's stop, the stop is known as BPF's by
 that record.
 
+A fault on fsync is given at the same stop (bpf/lib/after_call.h): the call has run, and BPF
+recorded, at its sys_exit, the errno and what identifies that return (the syscall, the user
+return address and stack pointer) in kfault_io_fails[tid]. As it resumes the thread (after the
+delay, when the call is held too: a holder killed before that leaves the real result), the
+holder replaces the result register with -errno, only while the registers are still those. A
+handled signal delivered first in the same return has set up its handler's frame (ip and sp
+moved, ax zeroed for the handler, the real result saved in the frame): writing then would not
+fail the call and would change the handler's registers, so the real result stands and the call
+is counted passed (kfault_io_missed). Replacing it at this stop is what the application sees:
+the kernel's restart of an interrupted call (-ERESTART*) and a later handler's frame both read
+the register after the stop.
+
 Fail-safe: the holder is a child process of the agent that gets SIGTERM when the agent dies
 (PR_SET_PDEATHSIG) and then tells BPF to stop no more processes for it (kfault_io_holders),
 releases what it holds and resumes what BPF stopped. If it dies harder (the OOM killer, a
 kill -9), the agent, which watches it, does that last part for it (let_go_for_dead_holder),
-and the kernel detaches its tracees and resumes any it held; the pending signal is then delivered for real, so the
+and the kernel detaches its tracees and resumes any it held (an fsync it was to fail returns
+its real result); the pending signal is then delivered for real, so the
 holder picks, per process, a signal whose default action is to ignore it, one the process
 doesn't catch if it can (pick_hold_signal: a Go program catches both, harmlessly). Processes
 that block both get no latency (kfault_io_traced says 0: BPF passes their calls).
@@ -40,6 +53,8 @@ from kfault_agent.kernel import children
 log = logging.getLogger(__name__)
 
 PTRACE_CONT = 7
+PTRACE_POKEUSER = 6
+PTRACE_GETREGS = 12
 PTRACE_SEIZE = 0x4206
 PTRACE_LISTEN = 0x4208
 PTRACE_O_TRACECLONE = 0x8
@@ -77,10 +92,32 @@ _libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c
 _libc.ptrace.restype = ctypes.c_long
 
 
-def ptrace(request, tid, data=0):
-    if _libc.ptrace(request, tid, None, ctypes.c_void_p(data)) < 0:
+class UserRegs(ctypes.Structure):
+    """x86_64's struct user_regs_struct (sys/user.h), what PTRACE_GETREGS fills."""
+    _fields_ = [(name, ctypes.c_ulonglong) for name in (
+        "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi", "rdi",
+        "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")]
+
+
+RAX_OFFSET = UserRegs.rax.offset     # PTRACE_POKEUSER's address of the result register
+
+
+def ptrace(request, tid, data=0, addr=0):
+    if _libc.ptrace(request, tid, ctypes.c_void_p(addr), ctypes.c_void_p(data)) < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"ptrace({request:#x}, {tid}): {os.strerror(err)}")
+
+
+def fail_returning_call(tid, nr, ip, sp, error):
+    """Make the call `tid` returns from (stopped there) return -error, if its registers are
+    still those of that return: orig_rax the syscall, rip and rsp where it resumes. False,
+    changing nothing, if they are not (a handler's frame was set up first)."""
+    regs = UserRegs()
+    ptrace(PTRACE_GETREGS, tid, ctypes.addressof(regs))
+    if (regs.orig_rax, regs.rip, regs.rsp) != (nr, ip, sp):
+        return False
+    ptrace(PTRACE_POKEUSER, tid, -error & (1 << 64) - 1, RAX_OFFSET)
+    return True
 
 
 def _signal_mask(status_text, field):
@@ -177,9 +214,11 @@ class Holder:
     `ready_fd` gets a byte once the processes already in the cgroup are held."""
 
     def __init__(self, cgroup_dir, holds, traced, stopped, stop_bell_fd, control_fd, on_process=None,
-                 ready_fd=None, holders=None, slot=0):
+                 ready_fd=None, holders=None, slot=0, fails=None, missed=None):
         self.cgroup_dir = cgroup_dir
         self.holds = holds            # bcc table kfault_io_holds: tid -> ns
+        self.fails = fails            # bcc table kfault_io_fails: tid -> the failure to give at its stop
+        self.missed = missed          # bcc table kfault_io_missed: slot -> failures not given
         self.traced = traced          # bcc table kfault_io_traced: tgid -> signal (0: can't hold)
         self.stopped = stopped        # bcc table kfault_io_stopped: tgids BPF stopped for us
         self.stop_bell_fd = stop_bell_fd  # kfault_io_stop_bell's map fd (StopBell)
@@ -191,6 +230,7 @@ class Holder:
         self.signal_of = {}           # tgid we trace -> its hold signal
         self.tgid_of = {}             # tid -> tgid
         self.held = []                # heap of (release at, tid)
+        self.failing = {}             # held tid -> (nr, ip, sp, errno, slot): the failure to give as it resumes
         self.on_process = on_process or (lambda tgid: None)
         self.ready_fd = ready_fd
         self.leaving = False
@@ -416,14 +456,41 @@ class Holder:
         return tid
 
     def _hold(self, tid):
+        """Take the stop of `tid` if BPF asked for it: hold it for its delay, then fail the call
+        it returns from (_resume); False if neither was asked (a real signal: deliver it)."""
+        self._take_failure(tid)
         key = self.holds.Key(tid)
         try:
             delay_ns = self.holds[key].value
             del self.holds[key]
         except KeyError:
-            return False                        # a real signal of that number: deliver it
+            if tid not in self.failing:
+                return False
+            delay_ns = 0                        # a fault alone: resumed at once (_release_due)
         heapq.heappush(self.held, (time.monotonic() + delay_ns / 1e9, tid))
         return True
+
+    def _take_failure(self, tid):
+        """The failure BPF recorded for the call `tid` returns from, kept until it is resumed:
+        if we die before, the kernel resumes it with the call's real result."""
+        if self.fails is None:
+            return
+        key = self.fails.Key(tid)
+        try:
+            fail = self.fails[key]
+            del self.fails[key]
+        except KeyError:
+            return
+        self.failing[tid] = (fail.nr, fail.ip, fail.sp, fail.error, fail.slot)
+
+    def _fail(self, tid, nr, ip, sp, error, slot):
+        """Give the failure; if the registers are no longer the call's return, count it missed."""
+        if fail_returning_call(tid, nr, ip, sp, error):
+            return
+        log.debug("tid %d: a handler's frame came first; its call's real result stands", tid)
+        if self.missed is not None:
+            key = self.missed.Key(slot)
+            self.missed[key] = self.missed.Leaf(self.missed[key].value + 1)
 
     def _release_due(self):
         now = time.monotonic()
@@ -435,9 +502,11 @@ class Holder:
         while self.held:
             self._resume(heapq.heappop(self.held)[1])
 
-    @staticmethod
-    def _resume(tid):
+    def _resume(self, tid):
+        failure = self.failing.pop(tid, None)
         try:
+            if failure:
+                self._fail(tid, *failure)
             ptrace(PTRACE_CONT, tid, 0)         # the hold signal is swallowed here
         except OSError as err:
             if err.errno != errno.ESRCH:
@@ -471,13 +540,13 @@ class HolderProcess:
     """A Holder in a forked child of the agent, which dies with the agent."""
 
     def __init__(self, cgroup_dir, holds, traced, stopped, stop_bell_fd, on_process=None, ready_timeout_s=5.0,
-                 holders=None, slot=0):
+                 holders=None, slot=0, fails=None, missed=None):
         ready_read, ready_write = os.pipe()
         self._stopping = False
         try:
             self.pid, self._write_fd = children.spawn(
                 lambda read_fd: Holder(cgroup_dir, holds, traced, stopped, stop_bell_fd, read_fd, on_process,
-                                       ready_write, holders, slot).run(),
+                                       ready_write, holders, slot, fails, missed).run(),
                 signal.SIGTERM, f"holder for {cgroup_dir}")
         finally:
             os.close(ready_write)

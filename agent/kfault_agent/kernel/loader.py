@@ -333,6 +333,8 @@ class IODatapath:
         self.fds = self.bpf.table("kfault_io_fds")
         self.traced = self.bpf.table("kfault_io_traced")
         self.holds = self.bpf.table("kfault_io_holds")
+        self.fails = self.bpf.table("kfault_io_fails")
+        self.missed = self.bpf.table("kfault_io_missed")
         self.dirs = self.bpf.table("kfault_io_dirs")
         self.stopped = self.bpf.table("kfault_io_stopped")
         self.stop_bell_fd = self.bpf.table("kfault_io_stop_bell").map_fd
