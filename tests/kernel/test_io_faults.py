@@ -13,8 +13,9 @@ import uuid
 import pytest
 
 from kfault_agent.engines import iofault
-from kfault_agent.kernel import holder, topology
+from kfault_agent.kernel import holder, loader, topology
 from kfault_api import spec
+from kfault_lab import bpf_links
 from tests.victims import held, remove_cgroup, tracer, wait_until
 
 
@@ -305,6 +306,40 @@ def test_file_hooks_decide_reads_and_writes_with_no_syscall_tracepoint(victims, 
     assert io_engine.datapath.attached, "open is decided at the syscall tracepoints (before O_CREAT creates)"
     io_engine.revoke(opens.key, cgroup.name)
     assert not io_engine.datapath.attached, "the tracepoints stayed after the last rule needing them"
+
+
+def attached(datapath):
+    """The datapath's programs the kernel has a link to (its own list, not the datapath's belief)."""
+    return bpf_links.attached_names(datapath.bpf.programs)
+
+
+@pytest.mark.kernel("io-errno", "ptrace")
+def test_hooks_are_attached_only_while_a_rule_needs_them(victims, files, io_engine):
+    """An idle kfault runs nothing on the node's calls: the hooks (trampolines that tax every
+    read and write) attach before the first rule that needs them is armed, so its first call is
+    failed, and detach after the last such rule is disarmed; the syscall tracepoints likewise."""
+    datapath = io_engine.datapath
+    hooks = {name for name in datapath.bpf.programs if name.startswith(loader.NAME_PREFIXES)}
+    assert len(hooks) == len(loader.ERRNO_HOOKS)
+    assert not attached(datapath), "loaded and idle (after probe_io's probe), something stays attached"
+    target = victims.cgroup("target")
+    cgroup = topology.resolve_cgroup_target(f"cgroup:{target}")
+    victim = victims.start(target, [["read", str(files / "data.db"), 3]])
+    # latency on open: the syscall tracepoints, no hook
+    opens = io_chaos(name="opens", action="latency", delay="1ms", path=f"{files}/*.txt", methods=["open"])
+    io_engine.apply(opens, cgroup)
+    assert attached(datapath) == {"io_sys_enter", "io_sys_exit"}
+    started = time.monotonic()
+    faults = io_chaos(name="faults", action="fault", errno=5, path=f"{files}/*.db", methods=["read"])
+    io_engine.apply(faults, cgroup)
+    print(f"arming the rule that attaches the {len(hooks)} hooks took {(time.monotonic() - started) * 1000:.0f} ms")
+    assert attached(datapath) >= hooks
+    victims.go(victim)      # the first call after apply returns is failed
+    assert victims.result(victim)["calls"][0]["errno"] == [5, 5, 5]
+    io_engine.revoke(faults.key, cgroup.name)
+    assert attached(datapath) == {"io_sys_enter", "io_sys_exit"}, "the hooks stayed after the last rule needing them"
+    io_engine.revoke(opens.key, cgroup.name)
+    assert not attached(datapath)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The file I/O fault engine: places IOChaos experiments on cgroups as rules in the BPF maps.
 
-It owns the rule slots, the syscall tracepoints' attachment (only while a rule needs them) and
-the holders (latency). Policy (what a rule says) comes from policy.py; the kernel objects from
+It owns the rule slots, the attachment of the syscall tracepoints and of the hooks (each only
+while an armed rule needs it: an idle node runs none of kfault's programs) and the holders
+(latency). Policy (what a rule says) comes from policy.py; the kernel objects from
 loader.IODatapath.
 """
 import ctypes
@@ -78,6 +79,7 @@ class ActiveIO(Placement):
     slot: int
     holder: object = None
     syscall_tracepoints: bool = False   # some of its calls are decided at the syscall tracepoints
+    hooks: bool = False                 # it needs the hooks: errno, or the file hooks' decision
 
 
 class IOFaultEngine(LeasedPlacements):
@@ -143,7 +145,7 @@ class IOFaultEngine(LeasedPlacements):
             try:
                 self._write_rule(active, dfa)
                 self._mark_processes(active, dfa)
-                self._attach_tracepoints(active)
+                self._attach(active)
                 self._arm(active)
             except Exception:
                 self._release(active)     # the one way back: undoes whatever the steps took
@@ -202,9 +204,14 @@ class IOFaultEngine(LeasedPlacements):
                                           on_process=marker.mark,
                                           holders=self.datapath.holders, slot=active.slot)
 
-    def _attach_tracepoints(self, active):
-        active.syscall_tracepoints = self.datapath.needs_syscall_tracepoints(active.experiment.action,
-                                                                             active.experiment.methods)
+    def _attach(self, active):
+        """What decides and fails the rule's calls, attached before it is armed: from the moment
+        apply returns, every call is decided."""
+        action, methods = active.experiment.action, active.experiment.methods
+        active.syscall_tracepoints = self.datapath.needs_syscall_tracepoints(action, methods)
+        active.hooks = self.datapath.needs_hooks(action, methods)
+        if active.hooks:
+            self.datapath.attach_hooks()
         if active.syscall_tracepoints:
             self.datapath.attach()
 
@@ -260,8 +267,13 @@ class IOFaultEngine(LeasedPlacements):
             pass
         self._forget_fds(active.slot)
         self._forget_dirs(active.slot)
-        if not any(other.syscall_tracepoints for other in self._active.values() if other is not active):
+        # Detached after disarming, when no other armed rule needs them: a call decided before
+        # has its errno hook still there.
+        others = [other for other in self._active.values() if other is not active]
+        if not any(other.syscall_tracepoints for other in others):
             self.datapath.detach()
+        if not any(other.hooks for other in others):
+            self.datapath.detach_hooks()
         if not armed:
             self.datapath.traced.clear()
             self.datapath.stopped.clear()

@@ -279,10 +279,14 @@ NO_TRAMPOLINE_ERRNOS = {errno.EPERM, errno.EOPNOTSUPP, 524}
 
 
 class IODatapath:
-    """iofault.c, compiled and loaded. Its hooks (BPF LSM or fmod_ret; with file-hooks, also the
-    read/write decision) attach at load and return at once while nothing is armed; the syscall
-    tracepoints attach only while a rule they decide is armed (attach/detach), since they slow
-    every syscall on the node."""
+    """iofault.c, compiled and loaded. Nothing of it is attached while no rule needs it: a node
+    where kfault is installed and idle runs none of its programs. The syscall tracepoints attach
+    while a rule they decide is armed (attach/detach: they slow every syscall on the node); the
+    hooks (BPF LSM or fmod_ret on security_*: the errno hooks, and with file-hooks the
+    read/write decision) while a rule that needs them is armed (attach_hooks/detach_hooks: a
+    trampoline taxes every call of its function, every read and write on the node for
+    security_file_permission). Loading attaches them once and lets go, to learn that they
+    attach here."""
 
     def __init__(self, errno_mechanism=None):
         # The errno hooks attach to the running kernel's functions and take its types; the
@@ -299,9 +303,11 @@ class IODatapath:
         self.file_hooks = errno_mechanism == "file-hooks"
         self.bpf = Programs(os.path.join(BPF_DIR, "iofault.c"), cflags, headers)
         try:
-            self.programs = {}
+            self.programs, self._hook_links, self._tracepoint_links = {}, [], []
             if errno_mechanism:     # first: they are small, and a kernel without them refuses them at once
-                self._attach_errno_hooks()
+                self._load_errno_hooks()
+                self.attach_hooks()     # what the probe learns: the kernel lets them attach
+                self.detach_hooks()
             self.programs.update(self.bpf.load_many(IO_PROGRAMS, bpfcall.PROG_RAW_TRACEPOINT))
         except Exception as err:
             self.bpf.close()
@@ -312,10 +318,9 @@ class IODatapath:
             raise KernelUnsupported(f"the kernel refused kfault's file I/O programs {what}: {err}") from err
         try:
             self._take_tables()
-        except BaseException:       # the errno hooks attached above go with what was loaded
+        except BaseException:
             self.bpf.close()
             raise
-        self._tracepoint_links = []
 
     def _take_tables(self):
         programs = self.bpf.table("kfault_io_programs")
@@ -338,11 +343,23 @@ class IODatapath:
 
     @property
     def attached(self):
+        """Whether the syscall tracepoints are attached."""
         return bool(self._tracepoint_links)
+
+    @property
+    def hooks_attached(self):
+        return bool(self._hook_links)
 
     def needs_syscall_tracepoints(self, action, methods):
         """Whether some call of a rule is decided at the syscall tracepoints, not the file hooks."""
         return not (self.file_hooks and action in FILE_HOOK_ACTIONS and set(methods) <= FILE_HOOK_METHODS)
+
+    def needs_hooks(self, action, methods):
+        """Whether a rule needs the hooks attached: a fault is failed there (the errno hooks), and
+        with file-hooks, latency on read or write is decided there too. attrOverride and mistake
+        are the syscall tracepoints' alone."""
+        at_file_hooks = self.file_hooks and action in FILE_HOOK_ACTIONS and bool(set(methods) & FILE_HOOK_METHODS)
+        return self.errno_mechanism is not None and (action == "fault" or at_file_hooks)
 
     def new_generation(self):
         """Have every file's path walked again for the rules (the file hooks cache their match)."""
@@ -363,20 +380,38 @@ class IODatapath:
                     "attrOverride and mistake need it; latency and fault still work")
         return None
 
-    def _attach_errno_hooks(self):
-        """Load and attach the errno hooks: lsm__<hook> as BPF LSM programs, or
-        kmod_ret__security_<hook> as fmod_ret; each stays attached while its fd is open."""
+    def _hook_names(self):
+        """{LSM hook: program}: lsm__<hook> as BPF LSM programs, or kmod_ret__security_<hook> as fmod_ret."""
         lsm = self.errno_mechanism == "bpf-lsm"
-        names = {hook: f"lsm__{hook}" if lsm else f"kmod_ret__security_{hook}" for hook in ERRNO_HOOKS}
-        programs = self.bpf.load_many(names.values(), bpfcall.PROG_LSM if lsm else bpfcall.PROG_TRACING)
+        return {hook: f"lsm__{hook}" if lsm else f"kmod_ret__security_{hook}" for hook in ERRNO_HOOKS}
+
+    def _load_errno_hooks(self):
+        lsm = self.errno_mechanism == "bpf-lsm"
+        programs = self.bpf.load_many(self._hook_names().values(), bpfcall.PROG_LSM if lsm else bpfcall.PROG_TRACING)
         if self.file_hooks:
             self.programs[FILE_HOOK_PROGRAM] = programs[FILE_HOOK_PROGRAM]
-        for hook, name in names.items():
-            try:
-                self.bpf.attach(name)
-            except OSError as err:
-                how = "BPF LSM hook" if lsm else "fmod_ret on security_"
-                raise KernelUnsupported(f"{how}{hook} did not attach ({err})") from err
+
+    def attach_hooks(self):
+        """Attach every hook (each stays attached while its link fd is open), or none and
+        KernelUnsupported. All at once: they are few, and which a rule needs depends on calls
+        the syscall tracepoints decide (decided_error)."""
+        if self._hook_links:
+            return
+        try:
+            for hook, name in self._hook_names().items():
+                try:
+                    self._hook_links.append(self.bpf.attach(name))
+                except OSError as err:
+                    how = "BPF LSM hook " if self.errno_mechanism == "bpf-lsm" else "fmod_ret on security_"
+                    raise KernelUnsupported(f"{how}{hook} did not attach ({err})") from err
+        except BaseException:
+            self.detach_hooks()
+            raise
+
+    def detach_hooks(self):
+        for fd in self._hook_links:
+            self.bpf.detach(fd)
+        self._hook_links = []
 
     def attach(self):
         if not self._tracepoint_links:
@@ -390,6 +425,7 @@ class IODatapath:
 
     def close(self):
         self.detach()
+        self.detach_hooks()
         self.bpf.close()
 
 
