@@ -12,9 +12,10 @@ import uuid
 
 import pytest
 
+from kfault_agent import policy
 from kfault_agent.engines import iofault
 from kfault_agent.kernel import holder, loader, topology
-from kfault_api import spec
+from kfault_api import layout, spec
 from kfault_lab import bpf_links
 from tests.victims import held, remove_cgroup, tracer, wait_until
 
@@ -488,6 +489,68 @@ def test_reach_processes_that_join_the_cgroup_after_arming(victims, tree, io_eng
         made += len(call["ms"])
     assert (reached, made) == (REACH_CALLS, REACH_CALLS)
     assert all(proc.returncode == 0 for proc in victims.procs), "a joined process was harmed"
+
+
+# ---- relative paths after arming: the syscall tracepoints follow chdir, fchdir and the
+# directories opened after arming (the file hooks match a file's own path and need none of it)
+
+FOLLOWED_READS = 10
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+@pytest.mark.parametrize("how", ["chdir", "relative-chdir", "fchdir", "dirfd"])
+def test_relative_reads_after_the_process_changes_directory_after_arming(victims, tree, io_engine, how):
+    """The process starts elsewhere (its working directory matches nothing when armed), then
+    changes directory and reads by a relative path: every read is reached."""
+    calls, cwd = {"chdir": ([["chdir", str(tree / "sub"), 1]], "/"),
+                  "relative-chdir": ([["chdir", f"{tree.name}/sub", 1]], str(tree.parent)),
+                  "fchdir": ([["fchdir", str(tree / "sub"), 1]], "/")}.get(how, ([], "/"))
+    read = ["read", f"{tree}/sub//data.db" if how == "dirfd" else "data.db", FOLLOWED_READS]
+    target = victims.cgroup("target")
+    victim = victims.start(target, calls + [read], ["--cwd", cwd])
+    arm_reach(io_engine, "latency", tree, target)
+    victims.go(victim)
+    reads = victims.result(victim)["calls"][-1]
+    assert not reads.get("open_failed"), reads
+    assert affected("latency", reads["ms"], reads["errno"]) == FOLLOWED_READS, reads["ms"]
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+# (read fails at the end of a file without a newline: `|| true`)
+@pytest.mark.parametrize("script", ["cd {}/sub && cat data.db", "cd {}/sub && {{ read line < data.db || true; }}"],
+                         ids=["a-program", "a-builtin"])
+def test_a_shell_started_after_arming_reads_after_cd(victims, tree, io_engine, script):
+    """A shell started after arming changes directory, then reads by a relative path: by a
+    program it runs, or itself (a builtin's redirection)."""
+    target = victims.cgroup("target")
+    victim = victims.start(target, [["sh", script.format(tree.name), FOLLOWED_READS]], ["--cwd", str(tree.parent)])
+    arm_reach(io_engine, "latency", tree, target)
+    victims.go(victim)
+    runs = victims.result(victim)["calls"][0]
+    assert runs["errno"] == [0] * FOLLOWED_READS
+    assert affected("latency", runs["ms"], runs["errno"]) == FOLLOWED_READS, runs["ms"]
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_a_chdir_through_dot_dot_is_marked_again_from_proc(victims, tree, io_engine):
+    """A DFA can't walk "..": the chdir loses the working directory and the agent marks the
+    process again from /proc/PID/cwd; from then on its relative reads are reached."""
+    target = victims.cgroup("target")
+    victim = victims.start(target, [["chdir", "sub/../sub", 1], ["wait", "", 1], ["read", "data.db", FOLLOWED_READS]],
+                           ["--cwd", str(tree)])
+    io_engine.apply(io_chaos(action="latency", delay=f"{REACH_DELAY_MS}ms", path=f"{tree}/sub/*.db",
+                             methods=["read"]), topology.resolve_cgroup_target(f"cgroup:{target}"))
+    active = io_engine.active()[0]
+    dirs = io_engine.datapath.dirs
+    cwd = dirs.Key(victim.pid_in_cgroup, layout.IO_AT_FDCWD & 0xFFFFFFFF)
+    in_sub = policy.walk(active.dfa, f"{tree}/sub/")
+    assert dirs[cwd].state[active.slot] != in_sub
+    victims.go(victim)
+    wait_until(lambda: (dirs.get(cwd) or dirs.Leaf()).state[active.slot] == in_sub,
+               "the agent marked the working directory again")
+    victims.go(victim)
+    reads = victims.result(victim)["calls"][-1]
+    assert affected("latency", reads["ms"], reads["errno"]) == FOLLOWED_READS, reads["ms"]
 
 
 @pytest.mark.kernel("io-tracepoints", "ptrace")

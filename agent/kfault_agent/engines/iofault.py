@@ -7,12 +7,15 @@ loader.IODatapath.
 """
 import ctypes
 import logging
+import os
+import select
+import threading
 from dataclasses import dataclass
 
 from kfault_agent.engines.counts import IOCounts, IOPlacementCounts
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
-from kfault_agent.kernel.holder import HolderProcess, cgroup_processes
+from kfault_agent.kernel.holder import HolderProcess, StopBell, cgroup_processes
 from kfault_agent.kernel.capabilities import io_support, probe_io
 from kfault_agent.kernel.maps import rule_deadline, update_slot, write_slot
 from kfault_agent.kernel.paths import folder_names, open_paths
@@ -74,9 +77,47 @@ class ProcessMarker:
             self.mark(tgid)
 
 
+class LostDirectories:
+    """Marks again, from /proc, a process whose directories the syscall tracepoints could not
+    follow (iofault.c's kfault_io_lost: a chdir or an open by a path with "..", a relative path
+    from a directory never marked, as a process's that joined the cgroup after arming). A thread
+    of the agent's, asleep on kfault_io_lost_bell while the tracepoints are attached; `mark(tgid)`
+    marks the process for every rule that targets it."""
+
+    def __init__(self, datapath, mark):
+        self.lost, self.mark = datapath.lost, mark
+        self.bell = StopBell(datapath.lost_bell_fd)
+        self._wake_read, self._wake_write = os.pipe()
+        threading.Thread(target=self._run, name="kfault-io-lost-dirs", daemon=True).start()
+
+    def _run(self):
+        poller = select.poll()
+        poller.register(self.bell.fd, select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
+        try:
+            while not any(fd == self._wake_read for fd, _ in poller.poll()):
+                # emptied first: a process lost after it rings again
+                self.bell.empty()
+                for key in [key for key, _ in self.lost.items()]:
+                    self.lost.pop(key, None)
+                    try:
+                        self.mark(key.value)
+                    except Exception:       # the thread must outlive one process's /proc
+                        log.exception("marking the directories of pid %d failed", key.value)
+        finally:
+            self.bell.close()
+            os.close(self._wake_read)
+
+    def stop(self):
+        """Ends the thread without waiting for it (it may be waiting for the engine's lock)."""
+        os.write(self._wake_write, b"x")
+        os.close(self._wake_write)
+
+
 @dataclass
 class ActiveIO(Placement):
     slot: int
+    dfa: object = None
     holder: object = None
     syscall_tracepoints: bool = False   # some of its calls are decided at the syscall tracepoints
     hooks: bool = False                 # it needs the hooks: errno, or the file hooks' decision
@@ -92,6 +133,7 @@ class IOFaultEngine(LeasedPlacements):
         self.capabilities = capabilities
         # The lowest free slot first: iofault.c's cgroup test stops after the highest armed one.
         self._free_slots = set(range(layout.IO_MAX_RULES))
+        self._lost_dirs = None      # LostDirectories, while the syscall tracepoints are attached
 
     @classmethod
     def load(cls, capabilities, lease_s=DEFAULT_LEASE_S):
@@ -140,7 +182,7 @@ class IOFaultEngine(LeasedPlacements):
             if existing:
                 return existing
             dfa = target_dfa(experiment.path, target.path)
-            active = ActiveIO(experiment, target, self._take_slot(), lease_ns=self._lease_for(lease_s))
+            active = ActiveIO(experiment, target, self._take_slot(), dfa=dfa, lease_ns=self._lease_for(lease_s))
             self._start(active, experiment)
             try:
                 self._write_rule(active, dfa)
@@ -213,7 +255,17 @@ class IOFaultEngine(LeasedPlacements):
         if active.hooks:
             self.datapath.attach_hooks()
         if active.syscall_tracepoints:
+            if self._lost_dirs is None:
+                self._lost_dirs = LostDirectories(self.datapath, self._mark_again)
             self.datapath.attach()
+
+    def _mark_again(self, tgid):
+        """A process the tracepoints lost track of: its directories and files for every rule
+        whose target holds it."""
+        with self._lock:
+            for active in self._active.values():
+                if tgid in cgroup_processes(active.target.path):
+                    ProcessMarker(self.datapath, active.slot, active.dfa).mark(tgid)
 
     def _arm(self, active):
         """Last: from here the hooks act on the rule. Armed, then its methods; released in the
@@ -272,6 +324,10 @@ class IOFaultEngine(LeasedPlacements):
         others = [other for other in self._active.values() if other is not active]
         if not any(other.syscall_tracepoints for other in others):
             self.datapath.detach()
+            if self._lost_dirs:
+                self._lost_dirs.stop()
+                self._lost_dirs = None
+            self.datapath.lost.clear()
         if not any(other.hooks for other in others):
             self.datapath.detach_hooks()
         if not armed:

@@ -335,6 +335,8 @@ class IODatapath:
         self.traced = self.bpf.table("kfault_io_traced")
         self.holds = self.bpf.table("kfault_io_holds")
         self.dirs = self.bpf.table("kfault_io_dirs")
+        self.lost = self.bpf.table("kfault_io_lost")
+        self.lost_bell_fd = self.bpf.table("kfault_io_lost_bell").map_fd
         self.stopped = self.bpf.table("kfault_io_stopped")
         self.stop_bell_fd = self.bpf.table("kfault_io_stop_bell").map_fd
         self.holders = self.bpf.table("kfault_io_holders")
