@@ -59,7 +59,7 @@ class ProcessMarker:
         for fd, path, is_dir in open_paths(tgid):
             if is_dir:      # where the process's relative paths start
                 key = dirs.Key(tgid, fd & 0xFFFFFFFF)
-                leaf = dirs.get(key) or self._no_rule_states()
+                leaf = dirs.get(key) or self.no_rule_states(self.datapath)
                 leaf.state[self.slot] = walk(self.dfa, path.rstrip("/") + "/")
                 dirs[key] = leaf
             if self.dfa.matches(path):      # a file it reads, or a directory it lists
@@ -67,8 +67,9 @@ class ProcessMarker:
                 mask = fds.get(key)
                 fds[key] = fds.Leaf((mask.value if mask else 0) | 1 << self.slot)
 
-    def _no_rule_states(self):
-        leaf = self.datapath.dirs.Leaf()
+    @staticmethod
+    def no_rule_states(datapath):
+        leaf = datapath.dirs.Leaf()
         leaf.state[:] = [layout.IO_DEAD_STATE] * layout.IO_MAX_RULES
         return leaf
 
@@ -263,9 +264,16 @@ class IOFaultEngine(LeasedPlacements):
         """A process the tracepoints lost track of: its directories and files for every rule
         whose target holds it."""
         with self._lock:
+            targeted = False
             for active in self._active.values():
                 if tgid in cgroup_processes(active.target.path):
                     ProcessMarker(self.datapath, active.slot, active.dfa).mark(tgid)
+                    targeted = True
+            cwd = self.datapath.dirs.Key(tgid, layout.IO_AT_FDCWD & 0xFFFFFFFF)
+            if targeted and cwd not in self.datapath.dirs:
+                # no working directory in /proc (a deleted one): a known "matches nothing",
+                # or each of its relative calls would ask again
+                self.datapath.dirs[cwd] = ProcessMarker.no_rule_states(self.datapath)
 
     def _arm(self, active):
         """Last: from here the hooks act on the rule. Armed, then its methods; released in the
