@@ -517,6 +517,14 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		if (scratch->path[0] || (method != KFAULT_IO_METHOD_GETATTR && method != KFAULT_IO_METHOD_SETATTR)) {
 			int start = set_walk_start(id >> 32, dirfd, user_path, scratch);
 
+			if (start < 0 && nr == KFAULT_NR_chdir) {
+				/* asked at its exit: /proc shows the new directory only once it succeeded */
+				struct kfault_io_call call = {.method = NO_METHOD,
+							      .dirs = KFAULT_IO_DIRS_CWD | KFAULT_IO_DIRS_LOST};
+
+				kfault_io_calls.update(&id, &call);
+				return 0;
+			}
 			if (start <= 0) {
 				if (start < 0)
 					ask_agent_to_mark(id >> 32);
