@@ -337,7 +337,14 @@ def test_hooks_are_attached_only_while_a_rule_needs_them(victims, files, io_engi
     assert attached(datapath) >= hooks
     victims.go(victim)      # the first call after apply returns is failed
     assert victims.result(victim)["calls"][0]["errno"] == [5, 5, 5]
-    io_engine.revoke(faults.key, cgroup.name)
+    if datapath.file_hooks:     # latency on reads: the file hook alone, which decides them
+        reads = io_chaos(name="reads", action="latency", delay="1ms", path=f"{files}/*.db", methods=["read"])
+        io_engine.apply(reads, cgroup)
+        io_engine.revoke(faults.key, cgroup.name)
+        assert attached(datapath) == {"io_sys_enter", "io_sys_exit", loader.FILE_HOOK_PROGRAM}
+        io_engine.revoke(reads.key, cgroup.name)
+    else:
+        io_engine.revoke(faults.key, cgroup.name)
     assert attached(datapath) == {"io_sys_enter", "io_sys_exit"}, "the hooks stayed after the last rule needing them"
     io_engine.revoke(opens.key, cgroup.name)
     assert not attached(datapath)

@@ -121,7 +121,7 @@ class ActiveIO(Placement):
     dfa: object = None
     holder: object = None
     syscall_tracepoints: bool = False   # some of its calls are decided at the syscall tracepoints
-    hooks: bool = False                 # it needs the hooks: errno, or the file hooks' decision
+    hooks: frozenset = frozenset()      # the hooks it needs attached (loader.ERRNO_HOOKS' names)
 
 
 class IOFaultEngine(LeasedPlacements):
@@ -252,9 +252,9 @@ class IOFaultEngine(LeasedPlacements):
         apply returns, every call is decided."""
         action, methods = active.experiment.action, active.experiment.methods
         active.syscall_tracepoints = self.datapath.needs_syscall_tracepoints(action, methods)
-        active.hooks = self.datapath.needs_hooks(action, methods)
+        active.hooks = self.datapath.hooks_needed(action, methods)
         if active.hooks:
-            self.datapath.attach_hooks()
+            self.datapath.attach_hooks(active.hooks)
         if active.syscall_tracepoints:
             if self._lost_dirs is None:
                 self._lost_dirs = LostDirectories(self.datapath, self._mark_again)
@@ -336,8 +336,7 @@ class IOFaultEngine(LeasedPlacements):
                 self._lost_dirs.stop()
                 self._lost_dirs = None
             self.datapath.lost.clear()
-        if not any(other.hooks for other in others):
-            self.datapath.detach_hooks()
+        self.datapath.detach_hooks(keep=set().union(*(other.hooks for other in others)))
         if not armed:
             self.datapath.traced.clear()
             self.datapath.stopped.clear()

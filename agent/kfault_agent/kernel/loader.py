@@ -303,7 +303,7 @@ class IODatapath:
         self.file_hooks = errno_mechanism == "file-hooks"
         self.bpf = Programs(os.path.join(BPF_DIR, "iofault.c"), cflags, headers)
         try:
-            self.programs, self._hook_links, self._tracepoint_links = {}, [], []
+            self.programs, self._hook_links, self._tracepoint_links = {}, {}, []
             if errno_mechanism:     # first: they are small, and a kernel without them refuses them at once
                 self._load_errno_hooks()
                 self.attach_hooks()     # what the probe learns: the kernel lets them attach
@@ -350,18 +350,24 @@ class IODatapath:
 
     @property
     def hooks_attached(self):
-        return bool(self._hook_links)
+        """The hooks (ERRNO_HOOKS' names) attached."""
+        return set(self._hook_links)
 
     def needs_syscall_tracepoints(self, action, methods):
         """Whether some call of a rule is decided at the syscall tracepoints, not the file hooks."""
         return not (self.file_hooks and action in FILE_HOOK_ACTIONS and set(methods) <= FILE_HOOK_METHODS)
 
-    def needs_hooks(self, action, methods):
-        """Whether a rule needs the hooks attached: a fault is failed there (the errno hooks), and
-        with file-hooks, latency on read or write is decided there too. attrOverride and mistake
-        are the syscall tracepoints' alone."""
-        at_file_hooks = self.file_hooks and action in FILE_HOOK_ACTIONS and bool(set(methods) & FILE_HOOK_METHODS)
-        return self.errno_mechanism is not None and (action == "fault" or at_file_hooks)
+    def hooks_needed(self, action, methods):
+        """The hooks (ERRNO_HOOKS' names) a rule needs attached: all for a fault, whose calls
+        are failed there whatever decided them; with file-hooks, file_permission for latency
+        on read or write, which it decides. attrOverride and mistake need none."""
+        if self.errno_mechanism is None:
+            return frozenset()
+        if action == "fault":
+            return frozenset(ERRNO_HOOKS)
+        if self.file_hooks and action in FILE_HOOK_ACTIONS and set(methods) & FILE_HOOK_METHODS:
+            return frozenset({"file_permission"})
+        return frozenset()
 
     def new_generation(self):
         """Have every file's path walked again for the rules (the file hooks cache their match)."""
@@ -393,27 +399,29 @@ class IODatapath:
         if self.file_hooks:
             self.programs[FILE_HOOK_PROGRAM] = programs[FILE_HOOK_PROGRAM]
 
-    def attach_hooks(self):
-        """Attach every hook (each stays attached while its link fd is open), or none and
-        KernelUnsupported. All at once: they are few, and which a rule needs depends on calls
-        the syscall tracepoints decide (decided_error)."""
-        if self._hook_links:
-            return
+    def attach_hooks(self, hooks=ERRNO_HOOKS):
+        """Attach these hooks where they aren't yet (each stays attached while its link fd is
+        open), or KernelUnsupported, those attached here let go again."""
+        attached = []
         try:
-            for hook, name in self._hook_names().items():
+            for hook in hooks:
+                if hook in self._hook_links:
+                    continue
                 try:
-                    self._hook_links.append(self.bpf.attach(name))
+                    self._hook_links[hook] = self.bpf.attach(self._hook_names()[hook])
+                    attached.append(hook)
                 except OSError as err:
                     how = "BPF LSM hook " if self.errno_mechanism == "bpf-lsm" else "fmod_ret on security_"
                     raise KernelUnsupported(f"{how}{hook} did not attach ({err})") from err
         except BaseException:
-            self.detach_hooks()
+            for hook in attached:
+                self.bpf.detach(self._hook_links.pop(hook))
             raise
 
-    def detach_hooks(self):
-        for fd in self._hook_links:
-            self.bpf.detach(fd)
-        self._hook_links = []
+    def detach_hooks(self, keep=()):
+        """Detach every hook but those in `keep`."""
+        for hook in [hook for hook in self._hook_links if hook not in keep]:
+            self.bpf.detach(self._hook_links.pop(hook))
 
     def attach(self):
         if not self._tracepoint_links:
