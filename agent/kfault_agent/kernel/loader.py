@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 
 from kfault_agent.errors import KernelUnsupported
-from kfault_agent.kernel import bpfcall, compile, maps
+from kfault_agent.kernel import bpfcall, children, compile, maps
 from kfault_api import layout
 
 # The BPF sources: the checkout's bpf/ folder, or where an image put them.
@@ -160,21 +160,22 @@ class Programs:
 
     def attach(self, name, tracepoint=None):
         """Attach a loaded program: at a raw tracepoint, or (none) a TRACING or LSM program at its
-        function. The attachment's fd: closing it detaches."""
-        fd = bpfcall.raw_tracepoint_open(self.programs[name].fd, tracepoint)
+        function. The attachment's fd: closing it detaches (no helper process keeps a copy:
+        children.hold_back)."""
+        fd = children.hold_back(lambda: bpfcall.raw_tracepoint_open(self.programs[name].fd, tracepoint))
         self.links.append(fd)
         return fd
 
     def detach(self, fd):
         self.links.remove(fd)
-        os.close(fd)
+        children.close_held_back(fd)
 
     def table(self, name):
         return self.maps[name]
 
     def close(self):
         for fd in self.links:
-            os.close(fd)
+            children.close_held_back(fd)
         for program in self.programs.values():
             os.close(program.fd)
         for table in self.maps.values():
