@@ -1,7 +1,8 @@
 """File I/O benchmark: what kfault's file I/O faults cost the calls they don't touch.
 
 A tight loop (`dd bs=1`: one read(2) and one write(2) to /dev/null per byte) in a cgroup:
-  (a) no kfault rule armed
+  (0) no kfault program loaded at all: the node without kfault
+  (a) kfault loaded, no rule armed: what every process of a node pays while kfault is idle
   (b) a latency rule on reads armed on another cgroup
   (c) that rule armed on this cgroup, on a path this loop does not read
   (d) no rule, the file read through a FUSE passthrough mount (bindfs): the floor of a
@@ -9,12 +10,16 @@ A tight loop (`dd bs=1`: one read(2) and one write(2) to /dev/null per byte) in 
   (e) as (c), with the rule on every method (open, fsync and stat are decided at the syscall
       tracepoints even where the file hooks decide reads and writes)
 Nanoseconds per byte copied by dd's own clock, median of interleaved rounds (each in its own
-order, each loop after an untimed one); the ratio to (a) is the median of each round's own
+order, each loop after an untimed one); the ratio to (0) is the median of each round's own
 ratio, so that a slow spell of the machine (a neighbour, under emulation) is charged to the
 configurations of its round alike. Which
-mechanism decides reads (file hooks or syscall tracepoints) is printed first.
+mechanism decides reads (file hooks or syscall tracepoints) is printed first. For (0) the datapath
+is closed, and loaded again after (from the compile cache): each round checks, by the kernel's
+own list of BPF links, that no program of kfault's stays attached while it is idle, and says if
+another process (another kfault) had kfault's I/O programs attached through (0).
 Run as root: make bench-io (this kernel), make kernel-bench (Debian's stock kernel, in the VM).
 """
+import argparse
 import contextlib
 import os
 import random
@@ -26,8 +31,9 @@ import tempfile
 import uuid
 
 from kfault_agent.engines import iofault
-from kfault_agent.kernel import capabilities, topology
+from kfault_agent.kernel import capabilities, loader, topology
 from kfault_api import spec
+from kfault_lab import bpf_links
 
 # Many short rounds rather than a few long ones: the figures judged are 2% apart, and a median
 # over many rounds leaves out the ones a passing slow spell hit.
@@ -91,60 +97,106 @@ def fuse_passthrough(directory):
         os.rmdir(mountpoint)
 
 
+class Kfault:
+    """kfault's file I/O engine on this node, which (0) unloads for its loop."""
+
+    def __init__(self):
+        self.datapath, self.capabilities = capabilities.probe_io()
+        self.mechanism = self.datapath.errno_mechanism
+        self.file_hooks = self.datapath.file_hooks
+        self.engine = iofault.IOFaultEngine(self.datapath, self.capabilities)
+        # what the kernel calls kfault's I/O programs: another kfault on the node would show
+        self.names = {bpf_links.kernel_name(name) for name in self.datapath.bpf.programs}
+
+    def idle_links(self):
+        """Links to this datapath's programs: none while it is idle, or the bench is wrong."""
+        return bpf_links.attached_names(self.datapath.bpf.programs)
+
+    @contextlib.contextmanager
+    def unloaded(self):
+        self.engine.revoke_all()
+        self.datapath.close()
+        self.datapath = self.engine = None
+        try:
+            yield
+        finally:
+            self.datapath = loader.IODatapath(self.mechanism)
+            self.engine = iofault.IOFaultEngine(self.datapath, self.capabilities)
+
+    def close(self):
+        if self.engine:
+            self.engine.revoke_all()
+            self.datapath.close()
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"interleaved rounds (default {ROUNDS})")
+    rounds = parser.parse_args().rounds
     root = topology.cgroup2_mount()
     prefix = os.path.join(root, "kft-bench-" + uuid.uuid4().hex[:6])
     loop_cgroup, other_cgroup = prefix + "-loop", prefix + "-other"
     for path in (loop_cgroup, other_cgroup):
         os.mkdir(path)
-    datapath, caps = capabilities.probe_io()
-    engine = iofault.IOFaultEngine(datapath, caps)
+    kfault = Kfault()
     here = topology.resolve_cgroup_target(f"cgroup:{loop_cgroup}")
     other = topology.resolve_cgroup_target(f"cgroup:{other_cgroup}")
     reads = ["read"]
-    results = {key: [] for key in "abcde"}
-    fuse_reason = None
+    keys = "0abcde"
+    results = {key: [] for key in keys}
+    fuse_reason, foreign_links = None, 0
     try:
         with tmpfs_directory() as directory, fuse_passthrough(directory) as (fuse, fuse_reason):
             data = os.path.join(directory, "data")
             with open(data, "wb") as handle:
                 handle.write(os.urandom(BYTES))
-            configs = {"a": (None, None, data), "b": (reads, other, data), "c": (reads, here, data),
-                       "e": (None, here, data)}
+            configs = {"0": (None, None, data), "a": (None, None, data), "b": (reads, other, data),
+                       "c": (reads, here, data), "e": (None, here, data)}
             if fuse:
                 configs["d"] = (None, None, os.path.join(fuse, "data"))
             order = random.Random(1)
-            for _ in range(ROUNDS):
+            for _ in range(rounds):
                 # A new order each round, and a loop untimed before each timed one: arming or
-                # revoking a rule that attaches the syscall tracepoints patches kernel text, and
-                # under emulation the next program runs slower while it is translated again. A
-                # fixed order would charge that to whichever configuration came next.
+                # revoking a rule that attaches the syscall tracepoints or the hooks patches
+                # kernel text, and under emulation the next program runs slower while it is
+                # translated again. A fixed order would charge that to whichever came next.
                 for key in order.sample(sorted(configs), len(configs)):
                     methods, target, path = configs[key]
+                    if key == "0":
+                        with kfault.unloaded():
+                            read_loop_ns(loop_cgroup, path, WARM_UP_BYTES)
+                            results[key].append(read_loop_ns(loop_cgroup, path))
+                            foreign_links += bool(bpf_links.linked_program_names() & kfault.names)
+                        continue
                     if target:
-                        engine.apply(io_chaos("/nowhere/**", methods), target)
+                        kfault.engine.apply(io_chaos("/nowhere/**", methods), target)
+                    elif kfault.idle_links():
+                        raise RuntimeError(f"kfault is idle and still has {sorted(kfault.idle_links())} attached")
                     read_loop_ns(loop_cgroup, path, WARM_UP_BYTES)
                     results[key].append(read_loop_ns(loop_cgroup, path))
-                    engine.revoke_all()
+                    kfault.engine.revoke_all()
     finally:
-        engine.revoke_all()
-        datapath.close()
+        kfault.close()
         for path in (loop_cgroup, other_cgroup):
             os.rmdir(path)
-    decided_by = ("file hooks (fmod_ret on security_file_permission)" if datapath.file_hooks
+    decided_by = ("file hooks (fmod_ret on security_file_permission)" if kfault.file_hooks
                   else "syscall tracepoints")
-    labels = {"a": "no kfault rule armed", "b": "armed on another cgroup", "c": "armed here, non-matching path",
-              "d": "FUSE passthrough (bindfs), no rule", "e": "as (c), rule on every method"}
+    labels = {"0": "no kfault program loaded", "a": "kfault loaded, no rule armed", "b": "armed on another cgroup",
+              "c": "armed here, non-matching path", "d": "FUSE passthrough (bindfs), no rule",
+              "e": "as (c), rule on every method"}
     print(f"kernel {os.uname().release}; reads are decided at the {decided_by}")
-    print(f"read loop (dd bs=1, {BYTES} bytes: one read + one write each), median of {ROUNDS} rounds; "
-          "ratio to (a) in the same round:")
+    print(f"read loop (dd bs=1, {BYTES} bytes: one read + one write each), median of {rounds} rounds; "
+          "ratio to (0) in the same round:")
     for key, label in labels.items():
         if not results[key]:
             print(f"   ({key}) {label:<36} not measured: {fuse_reason}")
             continue
         value = statistics.median(results[key])
-        low, ratio, high = statistics.quantiles([x / a for x, a in zip(results[key], results["a"])], n=4)
+        low, ratio, high = statistics.quantiles([x / z for x, z in zip(results[key], results["0"])], n=4)
         print(f"   ({key}) {label:<36} {value:7.1f} ns/byte   {ratio:5.3f}   (quartiles {low:5.3f}-{high:5.3f})")
+    if foreign_links:
+        print(f"   (0) is not a node without kfault: in {foreign_links} of {rounds} rounds another process had "
+              "kfault's I/O programs attached")
 
 
 if __name__ == "__main__":

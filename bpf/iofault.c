@@ -2,7 +2,7 @@
  *
  *   io_sys_enter   raw tracepoint sys_enter   decide: is this call on a matching file, by a
  *                                             targeted thread, of a chosen method, and rolled?
- *   io_match_path  tail call of io_sys_enter  open: walk each candidate rule's path glob
+ *   io_match_path  tail call of io_sys_enter  open, chdir: walk each candidate rule's path glob
  *   io_sys_exit    raw tracepoint sys_exit    remember which rules an opened fd matched, and
  *                                             which held call its hold interrupted
  *   io_apply_attr  tail call of io_sys_exit   attrOverride: rewrite the stat a call returns
@@ -37,6 +37,12 @@
  * Every type read here is UAPI or kfault's own, and kernel structs are read at offsets from the
  * running kernel's BTF: the compiled program is the same whichever kernel's headers bcc is given
  * (the image's or the node's).
+ *
+ * Relative paths are walked from the state of their directory (kfault_io_dirs): the working
+ * directory and the open directories, marked by the agent at arming from /proc and followed
+ * here after it: chdir and an open walk the path as a directory too, fchdir takes the fd's
+ * states, and a path these can't walk (one with "..", or from a directory never marked) asks
+ * the agent to mark the process again (kfault_io_lost).
  *
  * What each concern does is in lib/: the glob walk (dfa.h), attrOverride (stat.h), mistake
  * (mistake.h), the syscall's arguments (syscall_args.h), a fault on fsync, given after the
@@ -101,8 +107,17 @@ BPF_ARRAY(kfault_io_holders, __u32, KFAULT_IO_MAX_RULES);
 /* tid -> nanoseconds to hold it: written here before the signal, read by the holder. */
 BPF_HASH(kfault_io_holds, __u32, __u64, KFAULT_IO_MAX_HOLDS);
 /* (tgid, dirfd or KFAULT_IO_AT_FDCWD) -> each rule's DFA state after that directory: written by
- * the agent, read here to match relative paths. */
-BPF_HASH(kfault_io_dirs, struct kfault_io_fd_key, struct kfault_io_dir_states, KFAULT_IO_MAX_DIRS);
+ * the agent at arming and here after (chdir, fchdir, opens), read here to match relative paths.
+ * LRU: a process that exits leaves its entries; one pushed out is lost, and then marked again. */
+BPF_TABLE("lru_hash", struct kfault_io_fd_key, struct kfault_io_dir_states, kfault_io_dirs, KFAULT_IO_MAX_DIRS);
+/* pid_tgid -> the states a chdir or an open gives its directory if it succeeds: written at its
+ * entry, taken at its exit (they don't fit in kfault_io_calls' value). */
+BPF_TABLE("lru_hash", __u64, struct kfault_io_dir_states, kfault_io_new_dirs, KFAULT_IO_MAX_CALLS);
+/* tgid -> 1: a targeted process whose directories can't be followed here (a chdir through "..",
+ * a relative path from a directory never marked): the agent marks it again from /proc and takes
+ * the entry; the bell wakes it (what the ring carries is not read, as kfault_io_stop_bell's). */
+BPF_TABLE("lru_hash", __u32, __u32, kfault_io_lost, KFAULT_IO_MAX_TRACED);
+BPF_RINGBUF_OUTPUT(kfault_io_lost_bell, 1);
 /* slot -> per-CPU counters. Written here, read by the agent at scrape time. */
 BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RULES);
 
@@ -152,12 +167,46 @@ static __always_inline __u32 rules_for(__u32 method, __u32 armed)
 	return mask ? *mask & armed : 0;
 }
 
-/* Does rule r's glob accept scratch->path (lib/dfa.h)? */
+/* Does rule r's glob accept scratch->path (lib/dfa.h)? For an open or a chdir, also note the
+ * rule's state after the path as a directory in scratch->dir. */
 static __always_inline int glob_accepts(__u32 r, struct io_scratch *scratch)
 {
 	__u32 rule = r & (KFAULT_IO_MAX_RULES - 1);
+	const struct kfault_io_dfa *dfa = kfault_io_dfa.lookup(&rule);
+	__u32 length = dfa_walk(dfa, r, scratch);
 
-	return dfa_accepts(kfault_io_dfa.lookup(&rule), r, scratch);
+	if (scratch->dirs) {
+		__u8 state = dfa_walked_dir(dfa, length, scratch);
+		__u32 index = r;
+
+		/* masked here, after the barrier: 6.1's verifier forgets the bounds of a masked
+		 * index spilled across the walk's helper calls */
+		asm volatile("" : "+r"(index));
+		scratch->dir.state[index & (KFAULT_IO_MAX_RULES - 1)] = state;
+	}
+	return dfa_walked_accepts(dfa, scratch);
+}
+
+/* The agent marks this process again (kfault_io_lost): once rung, not again until it has. */
+static __always_inline void ask_agent_to_mark(__u32 tgid)
+{
+	__u32 one = 1;
+
+	if (kfault_io_lost.lookup(&tgid))
+		return;
+	kfault_io_lost.update(&tgid, &one);
+	kfault_io_lost_bell.ringbuf_output(&tgid, sizeof(tgid), BPF_RB_FORCE_WAKEUP);
+}
+
+/* Does any rule reach below the directory walked (a state other than dead)? */
+static __always_inline int dir_states_live(const struct kfault_io_dir_states *dir)
+{
+	int live = 0;
+
+#pragma unroll
+	for (int i = 0; i < KFAULT_IO_MAX_RULES; i++)
+		live |= dir->state[i] != KFAULT_IO_DEAD_STATE;
+	return live;
 }
 
 /* The same for the file hooks, without a branch (lib/dfa.h). */
@@ -299,7 +348,8 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 
 /* Where each rule's walk of scratch->path starts: state 0 for an absolute path; for a relative
  * one, the state after its directory (the working directory, or openat's dirfd), with any
- * leading "./" dropped from the path. 0 when the directory is unknown: the path matches no rule. */
+ * leading "./" dropped from the path. 1; 0 when the path can't be read; -1 when the directory is
+ * unknown: the path matches no rule. */
 static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, const char *user_path, struct io_scratch *scratch)
 {
 	struct kfault_io_fd_key key = {.tgid = tgid, .fd = dirfd};
@@ -312,7 +362,7 @@ static __always_inline int set_walk_start(__u32 tgid, __s32 dirfd, const char *u
 	}
 	dir = kfault_io_dirs.lookup(&key);
 	if (!dir)
-		return 0;
+		return -1;
 	scratch->start = *dir;
 #pragma unroll
 	for (int i = 0; i < 4; i++) { /* "./", "././", ...: the same directory */
@@ -363,13 +413,29 @@ static __always_inline int retry_of_interrupted(__u64 id, __u64 nr)
 	return held_nr == nr + 1;
 }
 
+/* What the exit of an open or a chdir does to kfault_io_dirs (KFAULT_IO_DIRS_*): the states
+ * after its path as a directory, kept for it in kfault_io_new_dirs; for an open, only where some
+ * rule reaches below it (else nothing relative to it can match). A path with ".." can't be
+ * walked: a chdir then loses the working directory, and the agent marks the process again. */
+static __always_inline __u32 follow_dirs(__u64 id, struct io_scratch *scratch)
+{
+	__u32 how = scratch->dirs;
+
+	if (!how || (how == KFAULT_IO_DIRS_FD && !dir_states_live(&scratch->dir)))
+		return 0;
+	if (has_dot_dot(scratch))
+		return how | KFAULT_IO_DIRS_LOST;
+	kfault_io_new_dirs.update(&id, &scratch->dir);
+	return how;
+}
+
 /* Decide the call and remember what sys_exit and the LSM hooks need. A write's mistake is
  * made here, before the kernel copies the data: io_corrupt changes the caller's buffer
  * itself, so the caller sees the wrong bytes in its own memory too after the call. */
 static __always_inline void finish_enter(struct bpf_raw_tracepoint_args *ctx, __u64 id, __u32 method, __u32 mask,
-					 __u32 opened_mask, struct io_scratch *scratch)
+					 __u32 opened_mask, __u32 dirs, struct io_scratch *scratch)
 {
-	struct kfault_io_call call = {.method = method, .opened_mask = opened_mask};
+	struct kfault_io_call call = {.method = method, .opened_mask = opened_mask, .dirs = dirs};
 	__u64 nr = ctx->args[1];
 	int corrupt_now = 0;
 
@@ -386,10 +452,45 @@ static __always_inline void finish_enter(struct bpf_raw_tracepoint_args *ctx, __
 	}
 	call.buffer = scratch->buffer;
 	call.layout = scratch->layout;
-	if (call.opened_mask || call.error || call.apply || call.held_nr || call.fail_slot)
+	if (call.opened_mask || call.error || call.apply || call.held_nr || call.fail_slot || call.dirs)
 		kfault_io_calls.update(&id, &call);
 	if (corrupt_now)
 		kfault_io_programs.call(ctx, KFAULT_IO_PROG_CORRUPT);
+}
+
+/* fchdir(fd): the working directory takes the fd's states; an fd never marked (or lost) loses
+ * it, and the agent marks the process again. */
+static __always_inline void fchdir_states(__u64 id, const struct kfault_io_fd_key *key)
+{
+	struct kfault_io_dir_states *dir = kfault_io_dirs.lookup(key);
+	struct kfault_io_call call = {.method = NO_METHOD, .dirs = KFAULT_IO_DIRS_CWD};
+
+	if (dir)
+		kfault_io_new_dirs.update(&id, dir);
+	else
+		call.dirs |= KFAULT_IO_DIRS_LOST;
+	kfault_io_calls.update(&id, &call);
+}
+
+/* At the exit of a chdir, fchdir or open that succeeded (`ret`: the fd an open returned): its
+ * directory's states, as its entry noted them (follow_dirs, fchdir_states). */
+static __always_inline void set_dir_states(__u64 id, __u32 how, long ret)
+{
+	struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = KFAULT_IO_AT_FDCWD};
+	struct kfault_io_dir_states *dir;
+
+	if (how & KFAULT_IO_DIRS_FD)
+		key.fd = ret;
+	if (how & KFAULT_IO_DIRS_LOST) {
+		kfault_io_dirs.delete(&key);
+		ask_agent_to_mark(key.tgid);
+		return;
+	}
+	dir = kfault_io_new_dirs.lookup(&id);
+	if (!dir)
+		return;
+	kfault_io_dirs.update(&key, dir);
+	kfault_io_new_dirs.delete(&id);
 }
 
 int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
@@ -404,7 +505,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!armed || !*armed)
 		return 0;
 	method = method_of(nr);
-	if (method == NO_METHOD && nr != KFAULT_NR_close && !copies_fd(nr))
+	if (method == NO_METHOD && nr != KFAULT_NR_close && !copies_fd(nr) && !changes_cwd(nr))
 		return 0;
 	if (nr == KFAULT_NR_unlinkat && (syscall_arg(regs, 2) & IO_AT_REMOVEDIR))
 		method = KFAULT_IO_METHOD_RMDIR;
@@ -421,6 +522,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	id = bpf_get_current_pid_tgid();
 	scratch->creates = method == KFAULT_IO_METHOD_OPEN && open_creates(nr, regs);
 	note_buffer(nr, method, regs, scratch);
+	scratch->dirs = 0;
 	__s32 dirfd;
 	int path_arg = path_argument(nr, regs, &dirfd);
 	struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = syscall_arg(regs, 0)};
@@ -433,11 +535,28 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		if (user_path && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) < 0)
 			return 0;
 		if (scratch->path[0] || (method != KFAULT_IO_METHOD_GETATTR && method != KFAULT_IO_METHOD_SETATTR)) {
-			if (!set_walk_start(id >> 32, dirfd, user_path, scratch))
+			int start = set_walk_start(id >> 32, dirfd, user_path, scratch);
+
+			if (start < 0 && nr == KFAULT_NR_chdir) {
+				/* asked at its exit: /proc shows the new directory only once it succeeded */
+				struct kfault_io_call call = {.method = NO_METHOD,
+							      .dirs = KFAULT_IO_DIRS_CWD | KFAULT_IO_DIRS_LOST};
+
+				kfault_io_calls.update(&id, &call);
 				return 0;
+			}
+			if (start <= 0) {
+				if (start < 0)
+					ask_agent_to_mark(id >> 32);
+				return 0;
+			}
 			scratch->remaining = targets;
 			scratch->found = 0;
 			scratch->method = method;
+			scratch->dirs = nr == KFAULT_NR_chdir           ? KFAULT_IO_DIRS_CWD :
+					method == KFAULT_IO_METHOD_OPEN ? KFAULT_IO_DIRS_FD :
+									  0;
+			__builtin_memset(&scratch->dir, KFAULT_IO_DEAD_STATE, sizeof(scratch->dir));
 			kfault_io_programs.call(ctx, KFAULT_IO_PROG_MATCH_PATH);
 			return 0; /* not reached unless the walker is missing: then nothing is injected */
 		}
@@ -449,19 +568,24 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		kfault_io_dirs.delete(&key);
 		return 0;
 	}
+	if (nr == KFAULT_NR_fchdir) {
+		fchdir_states(id, &key);
+		return 0;
+	}
 	__u32 *matched = kfault_io_fds.lookup(&key);
 	if (copies_fd(nr)) {
 		copy_marks(id, nr, regs, matched);
 		return 0;
 	}
 	if (matched && (*matched & targets))
-		finish_enter(ctx, id, method, *matched & targets, 0, scratch);
+		finish_enter(ctx, id, method, *matched & targets, 0, 0, scratch);
 	return 0;
 }
 
 int io_match_path(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u32 zero = 0, r;
+	__u64 id;
 	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
 
 	if (!scratch || !scratch->remaining)
@@ -479,9 +603,19 @@ int io_match_path(struct bpf_raw_tracepoint_args *ctx)
 		kfault_io_programs.call(ctx, KFAULT_IO_PROG_MATCH_PATH);
 		return 0;
 	}
+	if (scratch->dirs == KFAULT_IO_DIRS_CWD) { /* a chdir: nothing to decide */
+		struct kfault_io_call call = {.method = NO_METHOD};
+
+		id = bpf_get_current_pid_tgid();
+		call.dirs = follow_dirs(id, scratch);
+
+		kfault_io_calls.update(&id, &call);
+		return 0;
+	}
 	/* only an open marks the fd it returns; a stat has no fd to mark */
-	finish_enter(ctx, bpf_get_current_pid_tgid(), scratch->method, scratch->found,
-		     scratch->method == KFAULT_IO_METHOD_OPEN ? scratch->found : 0, scratch);
+	id = bpf_get_current_pid_tgid();
+	finish_enter(ctx, id, scratch->method, scratch->found,
+		     scratch->method == KFAULT_IO_METHOD_OPEN ? scratch->found : 0, follow_dirs(id, scratch), scratch);
 	return 0;
 }
 
@@ -536,6 +670,8 @@ int io_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 
 		kfault_io_fds.update(&key, &call->opened_mask);
 	}
+	if (call->dirs && ret >= 0)
+		set_dir_states(id, call->dirs, ret);
 	__u32 zero = 0, apply = call->apply, method = call->method, layout = call->layout;
 	__u64 buffer = call->buffer;
 	kfault_io_calls.delete(&id);

@@ -209,6 +209,12 @@ struct kfault_departures {
 #define KFAULT_IO_PROG_CORRUPT 2    /* io_corrupt: mistake at a read's exit or a write's entry */
 #define KFAULT_IO_PROG_COUNT 3
 
+/* kfault_io_call.dirs: what a call does to kfault_io_dirs when it succeeds (the tracepoints follow
+ * a process's directories after arming: tests/kernel/test_io_faults.py, docs/design/file-io.md) */
+#define KFAULT_IO_DIRS_FD 1   /* an open: the fd it returns gets the states in kfault_io_new_dirs */
+#define KFAULT_IO_DIRS_CWD 2  /* chdir, fchdir: the working directory gets them */
+#define KFAULT_IO_DIRS_LOST 4 /* with either: no states (a path with ".."): the agent marks the process again */
+
 /* Where the stat family writes its result (struct kfault_io_call.layout). */
 #define KFAULT_IO_LAYOUT_STAT 1   /* struct stat (asm/stat.h): stat, lstat, fstat, newfstatat */
 #define KFAULT_IO_LAYOUT_STATX 2  /* struct statx (linux/stat.h) */
@@ -259,7 +265,8 @@ struct kfault_io_fd_key {
 /* Value of kfault_io_dirs, keyed like kfault_io_fds (fd KFAULT_IO_AT_FDCWD: the working
  * directory): for each rule, the DFA state its glob reaches after the directory's absolute
  * path and a '/', so a relative path is matched as the process sees it, from that state on.
- * Written by the agent from /proc/PID/cwd and /proc/PID/fd. */
+ * Written by the agent from /proc/PID/cwd and /proc/PID/fd, and at the exit of a chdir, fchdir or
+ * open (of a directory, or of a file below one a rule may match) by a targeted process. */
 struct kfault_io_dir_states {
 	__u8 state[KFAULT_IO_MAX_RULES];
 };
@@ -273,8 +280,8 @@ struct kfault_io_call {
 	__u64 buffer;      /* the caller's buffer (user address) that rule rewrites */
 	__u32 layout;      /* KFAULT_IO_LAYOUT_*: what the buffer holds */
 	__u32 held_nr;     /* latency: 1 + the syscall held, whose signal may interrupt it */
+	__u32 dirs;        /* KFAULT_IO_DIRS_* */
 	__u32 fail_slot;   /* fault on fsync: 1 + the rule whose errno the holder gives after the call */
-	__u32 pad;
 };
 
 /* Value of kfault_io_fails, by tid: a call that ran and that the holder fails as it returns

@@ -84,6 +84,8 @@
 #define KFAULT_NR_truncate 76
 #define KFAULT_NR_ftruncate 77
 #define KFAULT_NR_getdents 78
+#define KFAULT_NR_chdir 80 /* chdir, fchdir: followed for relative paths, not a method */
+#define KFAULT_NR_fchdir 81
 #define KFAULT_NR_rename 82
 #define KFAULT_NR_mkdir 83
 #define KFAULT_NR_rmdir 84

@@ -2,6 +2,7 @@
 many siblings it has. A holder per latency experiment is the field's shape: a node with three
 IOChaos experiments has three holders beside the thaw guard."""
 import os
+import select
 import signal
 import threading
 
@@ -40,3 +41,19 @@ def test_a_child_spawned_after_one_finished_finishes_too():
     assert finished_within(*first, 10)
     second = children.spawn(until_its_pipe_closes, signal.SIGTERM, "second")
     assert finished_within(*second, 10)
+
+
+def test_a_child_keeps_no_fd_held_back():
+    """A BPF link's fd that a helper kept would keep its program attached after the agent
+    detached it (closed its own copy), for as long as the helper lives."""
+    read_end, write_end = os.pipe()     # stands for a link: it stays "attached" while any copy is open
+    held = children.hold_back(lambda: write_end)
+    child = children.spawn(until_its_pipe_closes, signal.SIGTERM, "holder")
+    try:
+        children.close_held_back(held)
+        # end of file once no copy is open: the child closes its copy first thing
+        assert select.select([read_end], [], [], 10)[0], "the child still holds the fd the agent closed"
+        assert os.read(read_end, 1) == b""
+    finally:
+        os.close(read_end)
+        assert finished_within(*child, 10)

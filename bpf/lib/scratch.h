@@ -13,6 +13,7 @@
 struct io_scratch {
 	char path[KFAULT_IO_PATH_MAX];
 	struct kfault_io_dir_states start; /* open: the state each rule's walk starts in */
+	struct kfault_io_dir_states dir;   /* open, chdir: each rule's state after the path as a directory */
 	volatile __u32 found;              /* volatile: the compiler must not keep them in registers */
 	volatile __s32 error;
 	volatile __u64 hold_ns;
@@ -27,8 +28,9 @@ struct io_scratch {
 	__u32 pad_runs;
 	volatile __u32 creates;   /* open: it has O_CREAT, so rules on method CREATE decide it too */
 	volatile __u32 fail_slot; /* fsync: 1 + the fault rule the holder gives after the call (lib/after_call.h) */
+	volatile __u32 dirs;      /* KFAULT_IO_DIRS_FD (open) or KFAULT_IO_DIRS_CWD (chdir): follow the path's directory */
 	volatile __u8 state;
-	__u8 pad[7];
+	__u8 pad[3];
 	__u8 fill[KFAULT_IO_MISTAKE_MAX_LENGTH]; /* mistake: the wrong bytes */
 };
 /* 0 -> this CPU's scratch space: written and read by iofault.c's programs only. */

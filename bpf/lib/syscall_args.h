@@ -73,6 +73,12 @@ static __always_inline int copies_fd(__u64 nr)
 	return nr == KFAULT_NR_dup || nr == KFAULT_NR_dup2 || nr == KFAULT_NR_dup3 || nr == KFAULT_NR_fcntl;
 }
 
+/* chdir and fchdir: not a method, but followed, for the relative paths that come after. */
+static __always_inline int changes_cwd(__u64 nr)
+{
+	return nr == KFAULT_NR_chdir || nr == KFAULT_NR_fchdir;
+}
+
 static __always_inline int is_vector(__u64 nr)
 {
 	return nr == KFAULT_NR_readv || nr == KFAULT_NR_preadv || nr == KFAULT_NR_preadv2 || nr == KFAULT_NR_writev ||
@@ -87,7 +93,7 @@ static __always_inline int path_argument(__u64 nr, const struct pt_regs *regs, _
 	if (nr == KFAULT_NR_open || nr == KFAULT_NR_creat || nr == KFAULT_NR_stat || nr == KFAULT_NR_lstat ||
 	    nr == KFAULT_NR_mkdir || nr == KFAULT_NR_rmdir || nr == KFAULT_NR_unlink || nr == KFAULT_NR_chmod ||
 	    nr == KFAULT_NR_chown || nr == KFAULT_NR_lchown || nr == KFAULT_NR_truncate || nr == KFAULT_NR_utime ||
-	    nr == KFAULT_NR_utimes || nr == KFAULT_NR_rename)
+	    nr == KFAULT_NR_utimes || nr == KFAULT_NR_rename || nr == KFAULT_NR_chdir)
 		return 0;
 	if (nr == KFAULT_NR_openat || nr == KFAULT_NR_openat2 || nr == KFAULT_NR_newfstatat || nr == KFAULT_NR_statx ||
 	    nr == KFAULT_NR_mkdirat || nr == KFAULT_NR_unlinkat || nr == KFAULT_NR_fchmodat ||

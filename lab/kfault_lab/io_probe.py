@@ -24,6 +24,10 @@ every millisecond (a held thread must not stop it). Calls:
                               writer a thread opens 0.2 s later
   ["fork_read", PATH, COUNT]  COUNT x fork a child that opens PATH and preads 1 byte (a
                               server forking per request); the child's own timing is kept
+  ["chdir", PATH, COUNT]   chdir to PATH (COUNT times)
+  ["fchdir", PATH, COUNT]  open the directory PATH now, fchdir to it (COUNT times), close it
+  ["wait", "", COUNT]      wait for COUNT lines on stdin (the test looks at something first)
+  ["sh", SCRIPT, COUNT]    COUNT x `sh -c SCRIPT` (timed); its errno is 5 where it exited non-zero
 PATH may be relative (to --cwd), or "DIR//NAME": openat(DIR's fd, NAME).
 Options, for how real programs reach their files:
   --cwd DIR       chdir there before "ready"
@@ -43,6 +47,7 @@ import ctypes
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -146,6 +151,23 @@ PATH_CALLS = {
 }
 
 
+def fchdir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fchdir(fd)
+    finally:
+        os.close(fd)
+
+
+def shell(script):
+    if subprocess.run(["sh", "-c", script], stdout=subprocess.DEVNULL, check=False).returncode:
+        raise OSError(5, "the script failed")
+
+
+# Calls that change where the process is, or run a shell: the timed call.
+PLAIN_CALLS = {"chdir": os.chdir, "fchdir": fchdir, "wait": lambda _: sys.stdin.readline(), "sh": shell}
+
+
 def run_call(call, path, count, early=None, dirs=None):
     ms, errors = [], []
     dirs = {} if dirs is None else dirs
@@ -159,6 +181,11 @@ def run_call(call, path, count, early=None, dirs=None):
         ms.append(took)
         errors.append(error)
         return error
+
+    if call in PLAIN_CALLS:
+        for _ in range(count):
+            record(lambda: PLAIN_CALLS[call](path))
+        return {"call": call, "path": path, "ms": ms, "errno": errors}
 
     if call in PATH_CALLS:
         prepare, timed_call, undo = PATH_CALLS[call]

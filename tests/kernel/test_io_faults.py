@@ -14,9 +14,11 @@ import uuid
 
 import pytest
 
+from kfault_agent import policy
 from kfault_agent.engines import iofault
 from kfault_agent.kernel import btf, compile, holder, loader, topology
-from kfault_api import spec
+from kfault_api import layout, spec
+from kfault_lab import bpf_links
 from tests import headerless
 from tests.victims import CommandVictim, held, remove_cgroup, tracer, wait_until
 
@@ -338,8 +340,8 @@ def test_the_file_hooks_compile_without_the_nodes_headers_to_the_same_program(tm
     assert child.returncode == 0, out
     hidden = json.loads(out)
     assert hidden["headers"] == f"the image's Debian headers ({tmp_path / 'headers'})", hidden["headers"]
-    layout = loader.file_hook_layout_cflags()
-    assert set(layout) <= set(hidden["cflags"]), "the struct offsets are not this kernel's BTF's"
+    offsets = loader.file_hook_layout_cflags()
+    assert set(offsets) <= set(hidden["cflags"]), "the struct offsets are not this kernel's BTF's"
     # the same flags against the node's own headers: the agent's entry (compiled now if no agent ran)
     headers = loader.running_kernel_headers()
     entry = compile.compiled(os.path.join(loader.BPF_DIR, "iofault.c"), hidden["cflags"], headers.path,
@@ -381,6 +383,47 @@ def test_the_file_hooks_load_from_btf_and_decide_reads_without_the_nodes_headers
     assert slow["errno"] == [0] * 3 and min(slow["ms"]) >= 50, slow
     assert failing["errno"] == [5] * 3, failing
     assert engine.returncode == 0
+
+
+def attached(datapath):
+    """The datapath's programs the kernel has a link to (its own list, not the datapath's belief)."""
+    return bpf_links.attached_names(datapath.bpf.programs)
+
+
+@pytest.mark.kernel("io-errno", "ptrace")
+def test_hooks_are_attached_only_while_a_rule_needs_them(victims, files, io_engine):
+    """An idle kfault runs nothing on the node's calls: the hooks (trampolines that tax every
+    read and write) attach before the first rule that needs them is armed, so its first call is
+    failed, and detach after the last such rule is disarmed; the syscall tracepoints likewise."""
+    datapath = io_engine.datapath
+    hooks = {name for name in datapath.bpf.programs if name.startswith(loader.NAME_PREFIXES)}
+    assert len(hooks) == len(loader.ERRNO_HOOKS)
+    assert not attached(datapath), "loaded and idle (after probe_io's probe), something stays attached"
+    target = victims.cgroup("target")
+    cgroup = topology.resolve_cgroup_target(f"cgroup:{target}")
+    victim = victims.start(target, [["read", str(files / "data.db"), 3]])
+    # latency on open: the syscall tracepoints, no hook
+    opens = io_chaos(name="opens", action="latency", delay="1ms", path=f"{files}/*.txt", methods=["open"])
+    io_engine.apply(opens, cgroup)
+    assert attached(datapath) == {"io_sys_enter", "io_sys_exit"}
+    started = time.monotonic()
+    faults = io_chaos(name="faults", action="fault", errno=5, path=f"{files}/*.db", methods=["read"])
+    io_engine.apply(faults, cgroup)
+    print(f"arming the rule that attaches the {len(hooks)} hooks took {(time.monotonic() - started) * 1000:.0f} ms")
+    assert attached(datapath) >= hooks
+    victims.go(victim)      # the first call after apply returns is failed
+    assert victims.result(victim)["calls"][0]["errno"] == [5, 5, 5]
+    if datapath.file_hooks:     # latency on reads: the file hook alone, which decides them
+        reads = io_chaos(name="reads", action="latency", delay="1ms", path=f"{files}/*.db", methods=["read"])
+        io_engine.apply(reads, cgroup)
+        io_engine.revoke(faults.key, cgroup.name)
+        assert attached(datapath) == {"io_sys_enter", "io_sys_exit", loader.FILE_HOOK_PROGRAM}
+        io_engine.revoke(reads.key, cgroup.name)
+    else:
+        io_engine.revoke(faults.key, cgroup.name)
+    assert attached(datapath) == {"io_sys_enter", "io_sys_exit"}, "the hooks stayed after the last rule needing them"
+    io_engine.revoke(opens.key, cgroup.name)
+    assert not attached(datapath)
 
 
 @pytest.fixture
@@ -690,6 +733,68 @@ def test_reach_processes_that_join_the_cgroup_after_arming(victims, tree, io_eng
         made += len(call["ms"])
     assert (reached, made) == (REACH_CALLS, REACH_CALLS)
     assert all(proc.returncode == 0 for proc in victims.procs), "a joined process was harmed"
+
+
+# ---- relative paths after arming: the syscall tracepoints follow chdir, fchdir and the
+# directories opened after arming (the file hooks match a file's own path and need none of it)
+
+FOLLOWED_READS = 10
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+@pytest.mark.parametrize("how", ["chdir", "relative-chdir", "fchdir", "dirfd"])
+def test_relative_reads_after_the_process_changes_directory_after_arming(victims, tree, io_engine, how):
+    """The process starts elsewhere (its working directory matches nothing when armed), then
+    changes directory and reads by a relative path: every read is reached."""
+    calls, cwd = {"chdir": ([["chdir", str(tree / "sub"), 1]], "/"),
+                  "relative-chdir": ([["chdir", f"{tree.name}/sub", 1]], str(tree.parent)),
+                  "fchdir": ([["fchdir", str(tree / "sub"), 1]], "/")}.get(how, ([], "/"))
+    read = ["read", f"{tree}/sub//data.db" if how == "dirfd" else "data.db", FOLLOWED_READS]
+    target = victims.cgroup("target")
+    victim = victims.start(target, calls + [read], ["--cwd", cwd])
+    arm_reach(io_engine, "latency", tree, target)
+    victims.go(victim)
+    reads = victims.result(victim)["calls"][-1]
+    assert not reads.get("open_failed"), reads
+    assert affected("latency", reads["ms"], reads["errno"]) == FOLLOWED_READS, reads["ms"]
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+# (read fails at the end of a file without a newline: `|| true`)
+@pytest.mark.parametrize("script", ["cd {}/sub && cat data.db", "cd {}/sub && {{ read line < data.db || true; }}"],
+                         ids=["a-program", "a-builtin"])
+def test_a_shell_started_after_arming_reads_after_cd(victims, tree, io_engine, script):
+    """A shell started after arming changes directory, then reads by a relative path: by a
+    program it runs, or itself (a builtin's redirection)."""
+    target = victims.cgroup("target")
+    victim = victims.start(target, [["sh", script.format(tree.name), FOLLOWED_READS]], ["--cwd", str(tree.parent)])
+    arm_reach(io_engine, "latency", tree, target)
+    victims.go(victim)
+    runs = victims.result(victim)["calls"][0]
+    assert runs["errno"] == [0] * FOLLOWED_READS
+    assert affected("latency", runs["ms"], runs["errno"]) == FOLLOWED_READS, runs["ms"]
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace")
+def test_a_chdir_through_dot_dot_is_marked_again_from_proc(victims, tree, io_engine):
+    """A DFA can't walk "..": the chdir loses the working directory and the agent marks the
+    process again from /proc/PID/cwd; from then on its relative reads are reached."""
+    target = victims.cgroup("target")
+    victim = victims.start(target, [["chdir", "sub/../sub", 1], ["wait", "", 1], ["read", "data.db", FOLLOWED_READS]],
+                           ["--cwd", str(tree)])
+    io_engine.apply(io_chaos(action="latency", delay=f"{REACH_DELAY_MS}ms", path=f"{tree}/sub/*.db",
+                             methods=["read"]), topology.resolve_cgroup_target(f"cgroup:{target}"))
+    active = io_engine.active()[0]
+    dirs = io_engine.datapath.dirs
+    cwd = dirs.Key(victim.pid_in_cgroup, layout.IO_AT_FDCWD & 0xFFFFFFFF)
+    in_sub = policy.walk(active.dfa, f"{tree}/sub/")
+    assert dirs[cwd].state[active.slot] != in_sub
+    victims.go(victim)
+    wait_until(lambda: (dirs.get(cwd) or dirs.Leaf()).state[active.slot] == in_sub,
+               "the agent marked the working directory again")
+    victims.go(victim)
+    reads = victims.result(victim)["calls"][-1]
+    assert affected("latency", reads["ms"], reads["errno"]) == FOLLOWED_READS, reads["ms"]
 
 
 @pytest.mark.kernel("io-tracepoints", "ptrace")

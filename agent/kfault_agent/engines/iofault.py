@@ -1,17 +1,21 @@
 """The file I/O fault engine: places IOChaos experiments on cgroups as rules in the BPF maps.
 
-It owns the rule slots, the syscall tracepoints' attachment (only while a rule needs them) and
-the holders (latency). Policy (what a rule says) comes from policy.py; the kernel objects from
+It owns the rule slots, the attachment of the syscall tracepoints and of the hooks (each only
+while an armed rule needs it: an idle node runs none of kfault's programs) and the holders
+(latency). Policy (what a rule says) comes from policy.py; the kernel objects from
 loader.IODatapath.
 """
 import ctypes
 import logging
+import os
+import select
+import threading
 from dataclasses import dataclass
 
 from kfault_agent.engines.counts import IOCounts, IOPlacementCounts
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
-from kfault_agent.kernel.holder import HolderProcess, cgroup_processes
+from kfault_agent.kernel.holder import HolderProcess, StopBell, cgroup_processes
 from kfault_agent.kernel.capabilities import io_support, probe_io
 from kfault_agent.kernel.maps import rule_deadline, update_slot, write_slot
 from kfault_agent.kernel.paths import folder_names, open_paths
@@ -55,7 +59,7 @@ class ProcessMarker:
         for fd, path, is_dir in open_paths(tgid):
             if is_dir:      # where the process's relative paths start
                 key = dirs.Key(tgid, fd & 0xFFFFFFFF)
-                leaf = dirs.get(key) or self._no_rule_states()
+                leaf = dirs.get(key) or self.no_rule_states(self.datapath)
                 leaf.state[self.slot] = walk(self.dfa, path.rstrip("/") + "/")
                 dirs[key] = leaf
             if self.dfa.matches(path):      # a file it reads, or a directory it lists
@@ -63,8 +67,9 @@ class ProcessMarker:
                 mask = fds.get(key)
                 fds[key] = fds.Leaf((mask.value if mask else 0) | 1 << self.slot)
 
-    def _no_rule_states(self):
-        leaf = self.datapath.dirs.Leaf()
+    @staticmethod
+    def no_rule_states(datapath):
+        leaf = datapath.dirs.Leaf()
         leaf.state[:] = [layout.IO_DEAD_STATE] * layout.IO_MAX_RULES
         return leaf
 
@@ -79,11 +84,50 @@ def needs_holder(experiment):
         experiment.action == "fault" and any(m in schema.FAILED_AFTER_CALL for m in experiment.methods))
 
 
+class LostDirectories:
+    """Marks again, from /proc, a process whose directories the syscall tracepoints could not
+    follow (iofault.c's kfault_io_lost: a chdir or an open by a path with "..", a relative path
+    from a directory never marked, as a process's that joined the cgroup after arming). A thread
+    of the agent's, asleep on kfault_io_lost_bell while the tracepoints are attached; `mark(tgid)`
+    marks the process for every rule that targets it."""
+
+    def __init__(self, datapath, mark):
+        self.lost, self.mark = datapath.lost, mark
+        self.bell = StopBell(datapath.lost_bell_fd)
+        self._wake_read, self._wake_write = os.pipe()
+        threading.Thread(target=self._run, name="kfault-io-lost-dirs", daemon=True).start()
+
+    def _run(self):
+        poller = select.poll()
+        poller.register(self.bell.fd, select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
+        try:
+            while not any(fd == self._wake_read for fd, _ in poller.poll()):
+                # emptied first: a process lost after it rings again
+                self.bell.empty()
+                for key in [key for key, _ in self.lost.items()]:
+                    self.lost.pop(key, None)
+                    try:
+                        self.mark(key.value)
+                    except Exception:       # the thread must outlive one process's /proc
+                        log.exception("marking the directories of pid %d failed", key.value)
+        finally:
+            self.bell.close()
+            os.close(self._wake_read)
+
+    def stop(self):
+        """Ends the thread without waiting for it (it may be waiting for the engine's lock)."""
+        os.write(self._wake_write, b"x")
+        os.close(self._wake_write)
+
+
 @dataclass
 class ActiveIO(Placement):
     slot: int
+    dfa: object = None
     holder: object = None
     syscall_tracepoints: bool = False   # some of its calls are decided at the syscall tracepoints
+    hooks: frozenset = frozenset()      # the hooks it needs attached (loader.ERRNO_HOOKS' names)
 
 
 class IOFaultEngine(LeasedPlacements):
@@ -96,6 +140,7 @@ class IOFaultEngine(LeasedPlacements):
         self.capabilities = capabilities
         # The lowest free slot first: iofault.c's cgroup test stops after the highest armed one.
         self._free_slots = set(range(layout.IO_MAX_RULES))
+        self._lost_dirs = None      # LostDirectories, while the syscall tracepoints are attached
 
     @classmethod
     def load(cls, capabilities, lease_s=DEFAULT_LEASE_S):
@@ -144,12 +189,12 @@ class IOFaultEngine(LeasedPlacements):
             if existing:
                 return existing
             dfa = target_dfa(experiment.path, target.path)
-            active = ActiveIO(experiment, target, self._take_slot(), lease_ns=self._lease_for(lease_s))
+            active = ActiveIO(experiment, target, self._take_slot(), dfa=dfa, lease_ns=self._lease_for(lease_s))
             self._start(active, experiment)
             try:
                 self._write_rule(active, dfa)
                 self._mark_processes(active, dfa)
-                self._attach_tracepoints(active)
+                self._attach(active)
                 self._arm(active)
             except Exception:
                 self._release(active)     # the one way back: undoes whatever the steps took
@@ -217,11 +262,33 @@ class IOFaultEngine(LeasedPlacements):
                                           holders=self.datapath.holders, slot=active.slot,
                                           fails=self.datapath.fails, missed=self.datapath.missed)
 
-    def _attach_tracepoints(self, active):
-        active.syscall_tracepoints = self.datapath.needs_syscall_tracepoints(active.experiment.action,
-                                                                             active.experiment.methods)
+    def _attach(self, active):
+        """What decides and fails the rule's calls, attached before it is armed: from the moment
+        apply returns, every call is decided."""
+        action, methods = active.experiment.action, active.experiment.methods
+        active.syscall_tracepoints = self.datapath.needs_syscall_tracepoints(action, methods)
+        active.hooks = self.datapath.hooks_needed(action, methods)
+        if active.hooks:
+            self.datapath.attach_hooks(active.hooks)
         if active.syscall_tracepoints:
+            if self._lost_dirs is None:
+                self._lost_dirs = LostDirectories(self.datapath, self._mark_again)
             self.datapath.attach()
+
+    def _mark_again(self, tgid):
+        """A process the tracepoints lost track of: its directories and files for every rule
+        whose target holds it."""
+        with self._lock:
+            targeted = False
+            for active in self._active.values():
+                if tgid in cgroup_processes(active.target.path):
+                    ProcessMarker(self.datapath, active.slot, active.dfa).mark(tgid)
+                    targeted = True
+            cwd = self.datapath.dirs.Key(tgid, layout.IO_AT_FDCWD & 0xFFFFFFFF)
+            if targeted and cwd not in self.datapath.dirs:
+                # no working directory in /proc (a deleted one): a known "matches nothing",
+                # or each of its relative calls would ask again
+                self.datapath.dirs[cwd] = ProcessMarker.no_rule_states(self.datapath)
 
     def _arm(self, active):
         """Last: from here the hooks act on the rule. Armed, then its methods; released in the
@@ -275,8 +342,16 @@ class IOFaultEngine(LeasedPlacements):
             pass
         self._forget_fds(active.slot)
         self._forget_dirs(active.slot)
-        if not any(other.syscall_tracepoints for other in self._active.values() if other is not active):
+        # Detached after disarming, when no other armed rule needs them: a call decided before
+        # has its errno hook still there.
+        others = [other for other in self._active.values() if other is not active]
+        if not any(other.syscall_tracepoints for other in others):
             self.datapath.detach()
+            if self._lost_dirs:
+                self._lost_dirs.stop()
+                self._lost_dirs = None
+            self.datapath.lost.clear()
+        self.datapath.detach_hooks(keep=set().union(*(other.hooks for other in others)))
         if not armed:
             self.datapath.traced.clear()
             self.datapath.stopped.clear()

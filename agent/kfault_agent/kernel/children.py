@@ -5,7 +5,9 @@ the agent forks on behalf of gRPC pool threads. So every such child is forked by
 that lives as long as the agent. Each child reads a pipe whose write end the agent keeps:
 closing it (finish, or the agent's death) is how the child learns to finish. A child forked
 later would inherit its older siblings' write ends, and an older sibling would then never see
-its pipe close: every child closes the ones it inherits.
+its pipe close: every child closes the ones it inherits. Likewise the fds of BPF links
+(hold_back): a child that kept one would keep its program attached after the agent detached
+it, as long as the child lives.
 """
 import ctypes
 import logging
@@ -25,6 +27,8 @@ _forker_lock = threading.Lock()
 # one lock, so a child forked while another is finished can't keep its pipe open.
 _parent_ends = set()
 _parent_ends_lock = threading.Lock()
+# fds no child may keep (hold_back), under the same lock.
+_held_back = set()
 
 
 def spawn(child_main, death_signal, what):
@@ -52,6 +56,21 @@ def _serve_forks():
             done.put(err)
 
 
+def hold_back(open_fd):
+    """open_fd(), and the fd it returns kept from every child forked from now on (each closes
+    it first thing). Opened under the forks' lock: a child forked meanwhile can't get it."""
+    with _parent_ends_lock:
+        fd = open_fd()
+        _held_back.add(fd)
+    return fd
+
+
+def close_held_back(fd):
+    with _parent_ends_lock:
+        _held_back.discard(fd)
+        os.close(fd)
+
+
 def finish(pid, write_fd):
     """Close a child's pipe, its cue to finish, and reap it."""
     with _parent_ends_lock:
@@ -66,17 +85,17 @@ def _fork(child_main, death_signal, what):
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:
-            _child(child_main, death_signal, what, parent, read_fd, (write_fd, *_parent_ends))
+            _child(child_main, death_signal, what, parent, read_fd, (write_fd, *_parent_ends, *_held_back))
         _parent_ends.add(write_fd)
     os.close(read_fd)
     return pid, write_fd
 
 
-def _child(child_main, death_signal, what, parent, read_fd, write_ends):
+def _child(child_main, death_signal, what, parent, read_fd, not_kept):
     """The forked child: never returns."""
     code = 0
     try:
-        for fd in write_ends:
+        for fd in not_kept:
             os.close(fd)
         _libc.prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
         if os.getppid() != parent:     # the agent died before the prctl

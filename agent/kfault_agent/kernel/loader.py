@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 
 from kfault_agent.errors import KernelUnsupported
-from kfault_agent.kernel import bpfcall, btf, compile, maps
+from kfault_agent.kernel import bpfcall, btf, children, compile, maps
 from kfault_api import layout
 
 # The BPF sources: the checkout's bpf/ folder, or where an image put them.
@@ -161,21 +161,22 @@ class Programs:
 
     def attach(self, name, tracepoint=None):
         """Attach a loaded program: at a raw tracepoint, or (none) a TRACING or LSM program at its
-        function. The attachment's fd: closing it detaches."""
-        fd = bpfcall.raw_tracepoint_open(self.programs[name].fd, tracepoint)
+        function. The attachment's fd: closing it detaches (no helper process keeps a copy:
+        children.hold_back)."""
+        fd = children.hold_back(lambda: bpfcall.raw_tracepoint_open(self.programs[name].fd, tracepoint))
         self.links.append(fd)
         return fd
 
     def detach(self, fd):
         self.links.remove(fd)
-        os.close(fd)
+        children.close_held_back(fd)
 
     def table(self, name):
         return self.maps[name]
 
     def close(self):
         for fd in self.links:
-            os.close(fd)
+            children.close_held_back(fd)
         for program in self.programs.values():
             os.close(program.fd)
         for table in self.maps.values():
@@ -291,10 +292,14 @@ NO_TRAMPOLINE_ERRNOS = {errno.EPERM, errno.EOPNOTSUPP, 524}
 
 
 class IODatapath:
-    """iofault.c, compiled and loaded. Its hooks (BPF LSM or fmod_ret; with file-hooks, also the
-    read/write decision) attach at load and return at once while nothing is armed; the syscall
-    tracepoints attach only while a rule they decide is armed (attach/detach), since they slow
-    every syscall on the node."""
+    """iofault.c, compiled and loaded. Nothing of it is attached while no rule needs it: a node
+    where kfault is installed and idle runs none of its programs. The syscall tracepoints attach
+    while a rule they decide is armed (attach/detach: they slow every syscall on the node); the
+    hooks (BPF LSM or fmod_ret on security_*: the errno hooks, and with file-hooks the
+    read/write decision) while a rule that needs them is armed (attach_hooks/detach_hooks: a
+    trampoline taxes every call of its function, every read and write on the node for
+    security_file_permission). Loading attaches them once and lets go, to learn that they
+    attach here."""
 
     def __init__(self, errno_mechanism=None):
         headers = require_headers(uapi_headers())
@@ -303,9 +308,11 @@ class IODatapath:
         self.file_hooks = errno_mechanism == "file-hooks"
         self.bpf = Programs(os.path.join(BPF_DIR, "iofault.c"), cflags, headers)
         try:
-            self.programs = {}
+            self.programs, self._hook_links, self._tracepoint_links = {}, {}, []
             if errno_mechanism:     # first: they are small, and a kernel without them refuses them at once
-                self._attach_errno_hooks()
+                self._load_errno_hooks()
+                self.attach_hooks()     # what the probe learns: the kernel lets them attach
+                self.detach_hooks()
             self.programs.update(self.bpf.load_many(IO_PROGRAMS, bpfcall.PROG_RAW_TRACEPOINT))
         except Exception as err:
             self.bpf.close()
@@ -316,10 +323,9 @@ class IODatapath:
             raise KernelUnsupported(f"the kernel refused kfault's file I/O programs {what}: {err}") from err
         try:
             self._take_tables()
-        except BaseException:       # the errno hooks attached above go with what was loaded
+        except BaseException:
             self.bpf.close()
             raise
-        self._tracepoint_links = []
 
     def _take_tables(self):
         programs = self.bpf.table("kfault_io_programs")
@@ -336,6 +342,8 @@ class IODatapath:
         self.fails = self.bpf.table("kfault_io_fails")
         self.missed = self.bpf.table("kfault_io_missed")
         self.dirs = self.bpf.table("kfault_io_dirs")
+        self.lost = self.bpf.table("kfault_io_lost")
+        self.lost_bell_fd = self.bpf.table("kfault_io_lost_bell").map_fd
         self.stopped = self.bpf.table("kfault_io_stopped")
         self.stop_bell_fd = self.bpf.table("kfault_io_stop_bell").map_fd
         self.holders = self.bpf.table("kfault_io_holders")
@@ -344,11 +352,29 @@ class IODatapath:
 
     @property
     def attached(self):
+        """Whether the syscall tracepoints are attached."""
         return bool(self._tracepoint_links)
+
+    @property
+    def hooks_attached(self):
+        """The hooks (ERRNO_HOOKS' names) attached."""
+        return set(self._hook_links)
 
     def needs_syscall_tracepoints(self, action, methods):
         """Whether some call of a rule is decided at the syscall tracepoints, not the file hooks."""
         return not (self.file_hooks and action in FILE_HOOK_ACTIONS and set(methods) <= FILE_HOOK_METHODS)
+
+    def hooks_needed(self, action, methods):
+        """The hooks (ERRNO_HOOKS' names) a rule needs attached: all for a fault, whose calls
+        are failed there whatever decided them; with file-hooks, file_permission for latency
+        on read or write, which it decides. attrOverride and mistake need none."""
+        if self.errno_mechanism is None:
+            return frozenset()
+        if action == "fault":
+            return frozenset(ERRNO_HOOKS)
+        if self.file_hooks and action in FILE_HOOK_ACTIONS and set(methods) & FILE_HOOK_METHODS:
+            return frozenset({"file_permission"})
+        return frozenset()
 
     def new_generation(self):
         """Have every file's path walked again for the rules (the file hooks cache their match)."""
@@ -369,20 +395,40 @@ class IODatapath:
                     "attrOverride and mistake need it; latency and fault still work")
         return None
 
-    def _attach_errno_hooks(self):
-        """Load and attach the errno hooks: lsm__<hook> as BPF LSM programs, or
-        kmod_ret__security_<hook> as fmod_ret; each stays attached while its fd is open."""
+    def _hook_names(self):
+        """{LSM hook: program}: lsm__<hook> as BPF LSM programs, or kmod_ret__security_<hook> as fmod_ret."""
         lsm = self.errno_mechanism == "bpf-lsm"
-        names = {hook: f"lsm__{hook}" if lsm else f"kmod_ret__security_{hook}" for hook in ERRNO_HOOKS}
-        programs = self.bpf.load_many(names.values(), bpfcall.PROG_LSM if lsm else bpfcall.PROG_TRACING)
+        return {hook: f"lsm__{hook}" if lsm else f"kmod_ret__security_{hook}" for hook in ERRNO_HOOKS}
+
+    def _load_errno_hooks(self):
+        lsm = self.errno_mechanism == "bpf-lsm"
+        programs = self.bpf.load_many(self._hook_names().values(), bpfcall.PROG_LSM if lsm else bpfcall.PROG_TRACING)
         if self.file_hooks:
             self.programs[FILE_HOOK_PROGRAM] = programs[FILE_HOOK_PROGRAM]
-        for hook, name in names.items():
-            try:
-                self.bpf.attach(name)
-            except OSError as err:
-                how = "BPF LSM hook" if lsm else "fmod_ret on security_"
-                raise KernelUnsupported(f"{how}{hook} did not attach ({err})") from err
+
+    def attach_hooks(self, hooks=ERRNO_HOOKS):
+        """Attach these hooks where they aren't yet (each stays attached while its link fd is
+        open), or KernelUnsupported, those attached here let go again."""
+        attached = []
+        try:
+            for hook in hooks:
+                if hook in self._hook_links:
+                    continue
+                try:
+                    self._hook_links[hook] = self.bpf.attach(self._hook_names()[hook])
+                    attached.append(hook)
+                except OSError as err:
+                    how = "BPF LSM hook " if self.errno_mechanism == "bpf-lsm" else "fmod_ret on security_"
+                    raise KernelUnsupported(f"{how}{hook} did not attach ({err})") from err
+        except BaseException:
+            for hook in attached:
+                self.bpf.detach(self._hook_links.pop(hook))
+            raise
+
+    def detach_hooks(self, keep=()):
+        """Detach every hook but those in `keep`."""
+        for hook in [hook for hook in self._hook_links if hook not in keep]:
+            self.bpf.detach(self._hook_links.pop(hook))
 
     def attach(self):
         if not self._tracepoint_links:
@@ -396,6 +442,7 @@ class IODatapath:
 
     def close(self):
         self.detach()
+        self.detach_hooks()
         self.bpf.close()
 
 
