@@ -28,7 +28,7 @@ struct io_scratch {
 	__u32 pad_runs;
 	volatile __u32 creates;   /* open: it has O_CREAT, so rules on method CREATE decide it too */
 	volatile __u32 fail_slot; /* fsync: 1 + the fault rule the holder gives after the call (lib/after_call.h) */
-	volatile __u32 dirs;      /* KFAULT_IO_DIRS_FD (open) or KFAULT_IO_DIRS_CWD (chdir): follow the path's directory */
+	volatile __u32 dirs; /* KFAULT_IO_DIRS_FD (open) or KFAULT_IO_DIRS_CWD (chdir): follow the path's directory */
 	volatile __u8 state;
 	__u8 pad[3];
 	__u8 fill[KFAULT_IO_MISTAKE_MAX_LENGTH]; /* mistake: the wrong bytes */
