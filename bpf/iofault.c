@@ -7,6 +7,9 @@
  *                                             which held call its hold interrupted
  *   io_apply_attr  tail call of io_sys_exit   attrOverride: rewrite the stat a call returns
  *   io_corrupt     tail call of either        mistake: wrong bytes in a read's result or a write's data
+ *   io_aio_submit  tail call of io_sys_enter  libaio: decide one iocb of an io_submit per run
+ *   io_uring_submit raw tracepoint            io_uring: decide (or, with the file hooks, mark for
+ *                  io_uring_submit_req         the hook) each request once, as it is submitted
  *   lsm__*         BPF LSM hooks              fail the decided call before it takes effect
  *   kmod_ret__*    fmod_ret on security_*     the same where BPF LSM is off but trampolines work
  *   kmod_ret__security_file_permission, with KFAULT_IO_FILE_HOOKS:
@@ -49,6 +52,7 @@
 #include <asm/stat.h>   /* struct stat of the 64-bit ABI (UAPI) */
 
 #include "kfault.h"
+#include "lib/async_io.h"
 #include "lib/dfa.h"
 #include "lib/mistake.h"
 #include "lib/scratch.h"
@@ -209,15 +213,22 @@ static __always_inline int decided_at_file_hook(__u32 action, __u32 method)
 #endif
 }
 
+/* Actions a call can be given where it is decided (bits 1 << KFAULT_IO_ACT_*): a plain
+ * syscall gets all; an asynchronous request only what reaches it there (docs/design/file-io.md). */
+#define REACH_ALL 0xffffffffu
+#define REACH_LATENCY (1u << KFAULT_IO_ACT_LATENCY)
+#define REACH_ERRNO (1u << KFAULT_IO_ACT_FAULT)
+
 /* Roll every rule in `mask` that covers `method` and is decided here (at_file_hook): the first fault's errno goes in
  * call->error for the LSM hooks; latency is summed into kfault_io_holds and the thread gets
  * the holder's signal; the first attrOverride or mistake goes in call->apply (counted where
- * it is written: a call that fails gets nothing written). */
+ * it is written: a call that fails gets nothing written). A rule whose action is not in
+ * `reach` is counted as out of reach: latency as `latency_miss`, the others as `other_miss`. */
 static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_call *call, struct io_scratch *scratch,
-				   int at_file_hook)
+				   int at_file_hook, __u32 reach, __u32 latency_miss, __u32 other_miss, __u32 hold_tid)
 {
 	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
-	__u32 tgid = id >> 32, tid = (__u32)id;
+	__u32 tgid = id >> 32, tid = hold_tid ? hold_tid : (__u32)id;
 	__u32 *signo = kfault_io_traced.lookup(&tgid);
 
 	/* an open that may create is a create too, counted as one for a rule on creates only */
@@ -246,6 +257,8 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 		counted = KFAULT_IO_METHOD_CREATE ^ ((KFAULT_IO_METHOD_CREATE ^ method) & -counted);
 		if (rule->threshold != KFAULT_ALWAYS && bpf_get_prandom_u32() >= rule->threshold) {
 			count(slot, counted, KFAULT_IO_OUTCOME_PASSED, 0);
+		} else if (!((reach >> rule->action) & 1)) {
+			count(slot, counted, rule->action == KFAULT_IO_ACT_LATENCY ? latency_miss : other_miss, 0);
 		} else if (rule->action == KFAULT_IO_ACT_FAULT) {
 			if (!scratch->error)
 				scratch->error = -(__s32)rule->error;
@@ -267,13 +280,17 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 		__u32 one = 1;
 
 		kfault_io_holds.update(&tid, &hold);
-		if (signo) {
-			bpf_send_signal_thread(*signo);
-		} else {
+		if (!signo) {
 			kfault_io_stopped.update(&tgid, &one);
 			kfault_io_stop_bell.ringbuf_output(&tgid, sizeof(tgid), BPF_RB_FORCE_WAKEUP);
-			bpf_send_signal_thread(IO_SIGSTOP);
 		}
+		/* Another thread of the process (an io-wq worker's submitter): a signal to the
+		 * process reaches a thread that doesn't block it (a worker blocks all), and the holder
+		 * moves it on to hold_tid if another thread took it (holder.py). */
+		if (hold_tid)
+			bpf_send_signal(signo ? *signo : IO_SIGSTOP);
+		else
+			bpf_send_signal_thread(signo ? *signo : IO_SIGSTOP);
 	}
 }
 
@@ -356,7 +373,7 @@ static __always_inline void finish_enter(struct bpf_raw_tracepoint_args *ctx, __
 	if (mask && retry_of_interrupted(id, nr))
 		mask = 0;
 	if (mask) {
-		decide(mask, method, &call, scratch, 0);
+		decide(mask, method, &call, scratch, 0, REACH_ALL, 0, 0, 0);
 		if (scratch->hold_ns)
 			call.held_nr = nr + 1;
 	}
@@ -372,6 +389,29 @@ static __always_inline void finish_enter(struct bpf_raw_tracepoint_args *ctx, __
 		kfault_io_programs.call(ctx, KFAULT_IO_PROG_CORRUPT);
 }
 
+/* libaio's io_submit: its iocbs are decided one per run of io_aio_submit, by the rules that
+ * target the caller and act on a method an iocb can be of. */
+static __always_inline void start_aio_submit(struct bpf_raw_tracepoint_args *ctx, const struct pt_regs *regs,
+					     __u32 armed)
+{
+	__u32 zero = 0, targets;
+	struct io_scratch *scratch;
+
+	targets = rules_for(KFAULT_IO_METHOD_READ, armed) | rules_for(KFAULT_IO_METHOD_WRITE, armed) |
+		  rules_for(KFAULT_IO_METHOD_FSYNC, armed);
+	if (!targets)
+		return;
+	targets = targeting_rules(targets);
+	scratch = kfault_io_scratch.lookup(&zero);
+	if (!targets || !scratch)
+		return;
+	scratch->aio_targets = targets;
+	scratch->iocbs = syscall_arg(regs, 2);
+	scratch->iocb_count = syscall_arg(regs, 1);
+	scratch->iocb_index = 0;
+	kfault_io_programs.call(ctx, KFAULT_IO_PROG_AIO_SUBMIT);
+}
+
 int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	const struct pt_regs *regs = (const struct pt_regs *)ctx->args[0];
@@ -383,6 +423,10 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	armed = kfault_io_armed.lookup(&zero);
 	if (!armed || !*armed)
 		return 0;
+	if (nr == KFAULT_NR_io_submit) {
+		start_aio_submit(ctx, regs, *armed);
+		return 0;
+	}
 	method = method_of(nr);
 	if (method == NO_METHOD && nr != KFAULT_NR_close && !copies_fd(nr))
 		return 0;
@@ -464,6 +508,106 @@ int io_match_path(struct bpf_raw_tracepoint_args *ctx)
 		     scratch->method == KFAULT_IO_METHOD_OPEN ? scratch->found : 0, scratch);
 	return 0;
 }
+
+/* One iocb of an io_submit: its file is matched by (process, fd), as a read's is. Latency
+ * holds the caller at io_submit's return, once however many of its iocbs are chosen (each
+ * request is delayed once: it completes no sooner for the caller than that). With the file
+ * hooks, reads and writes are theirs: aio_read and aio_write pass rw_verify_area in the
+ * caller. What the syscall tracepoints can't do to an iocb is counted as out of reach: an
+ * errno (a refusal here would fail the whole io_submit), attrOverride and mistake. */
+int io_aio_submit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0, index, method, *matched, *armed;
+	struct kfault_io_call call = {};
+	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
+	__u64 iocb = 0, id = bpf_get_current_pid_tgid();
+	__u16 command = NO_METHOD;
+	__u32 fd = 0;
+
+	armed = kfault_io_armed.lookup(&zero);
+	if (!scratch || !armed || scratch->iocb_index >= scratch->iocb_count ||
+	    scratch->iocb_index >= KFAULT_IO_AIO_MAX_IOCBS)
+		return 0;
+	index = scratch->iocb_index & (KFAULT_IO_AIO_MAX_IOCBS - 1);
+	scratch->iocb_index = index + 1;
+	bpf_probe_read_user(&iocb, sizeof(iocb), (void *)(scratch->iocbs + index * sizeof(__u64)));
+	if (iocb &&
+	    !bpf_probe_read_user(&command, sizeof(command),
+				 (void *)(iocb + __builtin_offsetof(struct iocb, aio_lio_opcode))) &&
+	    !bpf_probe_read_user(&fd, sizeof(fd), (void *)(iocb + __builtin_offsetof(struct iocb, aio_fildes)))) {
+		struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = fd};
+
+		method = aio_method(command);
+		matched = kfault_io_fds.lookup(&key);
+		if (method != NO_METHOD && matched && (*matched & rules_for(method, *armed) & scratch->aio_targets))
+			decide(*matched & rules_for(method, *armed) & scratch->aio_targets, method, &call, scratch, 0,
+			       REACH_LATENCY, 0, KFAULT_IO_OUTCOME_UNREACHED_ASYNC, 0);
+	}
+	if (scratch->iocb_index < scratch->iocb_count)
+		kfault_io_programs.call(ctx, KFAULT_IO_PROG_AIO_SUBMIT);
+	return 0;
+}
+
+#ifdef KFAULT_IO_URING
+/* io_uring: each request as it is submitted, in the thread that submits it (the caller of
+ * io_uring_enter, or the SQPOLL thread), before its first issue. Latency holds the submitter
+ * at io_uring_enter's return: each request once, wherever it is issued later (inline, from
+ * task work, in an io-wq worker), as the holder can't hold io_uring's kernel threads. With the
+ * file hooks, reads and writes are decided at the hook of their first attempt (marked here);
+ * the rest by the fd here. What can't be reached is counted so, by why. */
+int io_uring_submit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 req = ctx->args[0], id, flags = 0;
+	__u32 zero = 0, *armed, targets, method, *matched;
+	__u8 opcode = 0;
+	__s32 fd = -1;
+	struct kfault_io_call call = {};
+	struct io_scratch *scratch;
+
+	armed = kfault_io_armed.lookup(&zero);
+	if (!armed || !*armed)
+		return 0;
+	bpf_probe_read_kernel(&opcode, sizeof(opcode), (void *)(req + KFAULT_OFF_IO_KIOCB_OPCODE));
+	method = uring_method(opcode);
+	if (method == NO_METHOD)
+		return 0;
+	targets = rules_for(method, *armed);
+	if (!targets)
+		return 0;
+	targets = targeting_rules(targets);
+	scratch = kfault_io_scratch.lookup(&zero);
+	if (!targets || !scratch)
+		return 0;
+	id = bpf_get_current_pid_tgid();
+#ifdef KFAULT_IO_FILE_HOOKS
+	if (method == KFAULT_IO_METHOD_READ || method == KFAULT_IO_METHOD_WRITE) {
+		__u32 one = 1, tid = (__u32)id;
+
+		kfault_io_uring_undecided.update(&req, &one);
+		kfault_io_uring_submitted.update(&tid, &req);
+	}
+#endif
+	bpf_probe_read_kernel(&flags, sizeof(flags), (void *)(req + KFAULT_OFF_IO_KIOCB_FLAGS));
+	bpf_probe_read_kernel(&fd, sizeof(fd), (void *)(req + KFAULT_OFF_IO_KIOCB_CQE_FD));
+	if (method != KFAULT_IO_METHOD_READ && method != KFAULT_IO_METHOD_WRITE && method != KFAULT_IO_METHOD_FSYNC) {
+		/* by path: no fd to match, so every rule on the method counts it */
+		decide(targets, method, &call, scratch, 0, 0, KFAULT_IO_OUTCOME_UNREACHED_ASYNC,
+		       KFAULT_IO_OUTCOME_UNREACHED_ASYNC, 0);
+		return 0;
+	}
+	if (flags & IO_IOSQE_FIXED_FILE) {
+		decide(targets, method, &call, scratch, 0, 0, KFAULT_IO_OUTCOME_UNREACHED_FIXED_FILE,
+		       KFAULT_IO_OUTCOME_UNREACHED_FIXED_FILE, 0);
+		return 0;
+	}
+	struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = fd};
+	matched = kfault_io_fds.lookup(&key);
+	if (matched && (*matched & targets))
+		decide(*matched & targets, method, &call, scratch, 0, in_io_thread() ? 0 : REACH_LATENCY,
+		       KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, KFAULT_IO_OUTCOME_UNREACHED_ASYNC, 0);
+	return 0;
+}
+#endif
 
 int io_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -612,6 +756,39 @@ static __always_inline __u32 file_matches(struct file *file, __u32 armed)
 	return walked.matched;
 }
 
+/* What the file hook may do to this read or write: everything to a plain syscall's (and
+ * libaio's, whose iocbs pass here in io_submit); to an io_uring request's, only at its first
+ * attempt (io_uring_submit marked it); 0 at a later attempt (a retry from task work, or in an
+ * io-wq worker after a punt): a request is decided once. A first attempt in an io-wq worker
+ * (IOSQE_ASYNC, or punted before it: a buffered write where the file system has no async
+ * buffered writes) holds the thread that submitted it (*hold_tid); in an SQPOLL thread, which
+ * no user thread submits for, latency is out of reach. A retry from task work run at the
+ * return of another syscall than io_uring_enter is taken for a plain call (docs/design/file-io.md). */
+static __always_inline __u32 io_uring_attempt_reach(__u32 *hold_tid)
+{
+#ifdef KFAULT_IO_URING
+	__u64 req = 0, *submitted;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid(), worker = in_io_thread();
+
+	if (worker)
+		req = worker_request();
+	else if (current_syscall() != KFAULT_NR_io_uring_enter)
+		return REACH_ALL;
+	if (!req) { /* inline, from task work, or an SQPOLL thread: the request it submitted last */
+		submitted = kfault_io_uring_submitted.lookup(&tid);
+		req = submitted ? *submitted : 0;
+	}
+	if (!req || kfault_io_uring_undecided.delete(&req))
+		return 0;
+	if (!worker)
+		return REACH_ALL;
+	*hold_tid = request_submitter(req);
+	return *hold_tid && *hold_tid != tid ? REACH_ALL : REACH_ALL & ~REACH_LATENCY;
+#else
+	return REACH_ALL;
+#endif
+}
+
 /* Decide a call on `file` by a task of a target: its errno, or 0 (latency is the holder's). */
 static __always_inline int decide_at_file(struct file *file, __u32 method)
 {
@@ -620,6 +797,7 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
 	__u32 zero = 0, index = method, *rules = kfault_io_method_armed.lookup(&index), *armed, targets;
 	struct kfault_io_call call = {.method = method};
 	struct io_scratch *scratch;
+	__u32 reach, hold_tid = 0;
 
 	if (!rules || !*rules)
 		return 0;
@@ -641,7 +819,10 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
 	scratch = kfault_io_scratch.lookup(&zero);
 	if (!scratch)
 		return 0;
-	decide(targets, method, &call, scratch, 1);
+	reach = io_uring_attempt_reach(&hold_tid);
+	if (!reach)
+		return 0;
+	decide(targets, method, &call, scratch, 1, reach, KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, 0, hold_tid);
 	return call.error;
 }
 

@@ -94,6 +94,7 @@
 #define KFAULT_NR_fchown 93
 #define KFAULT_NR_lchown 94
 #define KFAULT_NR_utime 132
+#define KFAULT_NR_io_submit 209 /* libaio: its iocbs are decided one by one (iofault.c's io_aio_submit) */
 #define KFAULT_NR_getdents64 217
 #define KFAULT_NR_utimes 235
 #define KFAULT_NR_openat 257
@@ -112,6 +113,7 @@
 #define KFAULT_NR_preadv2 327
 #define KFAULT_NR_pwritev2 328
 #define KFAULT_NR_statx 332
+#define KFAULT_NR_io_uring_enter 426 /* where a submitter's io_uring requests are issued inline */
 #define KFAULT_NR_openat2 437
 
 /* The syscall arguments in the pt_regs that sys_enter gets (the fourth is r10, not cx). */
@@ -120,6 +122,8 @@
 #define KFAULT_SYSCALL_ARG2(regs) (&(regs)->dx)
 #define KFAULT_SYSCALL_ARG3(regs) (&(regs)->r10)
 #define KFAULT_SYSCALL_ARG4(regs) (&(regs)->r8)
+/* The number of the syscall a task is in, in its pt_regs (-1 outside one). */
+#define KFAULT_SYSCALL_NR(regs) (&(regs)->orig_ax)
 #else
 #error "kfault's file I/O faults know the syscall table of x86_64 only: the loader passes -DKFAULT_ARCH_X86_64 there and refuses the I/O engine elsewhere"
 #endif

@@ -8,7 +8,7 @@ import ctypes
 import logging
 from dataclasses import dataclass
 
-from kfault_agent.engines.counts import IOCounts, IOPlacementCounts
+from kfault_agent.engines.counts import UNREACHED, IOCounts, IOPlacementCounts
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
 from kfault_agent.kernel.holder import HolderProcess, cgroup_processes
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 OUTCOMES = {"passed": layout.IO_OUTCOME_PASSED, "failed": layout.IO_OUTCOME_FAILED,
             "delayed": layout.IO_OUTCOME_DELAYED, "overridden": layout.IO_OUTCOME_OVERRIDDEN,
-            "corrupted": layout.IO_OUTCOME_CORRUPTED}
+            "corrupted": layout.IO_OUTCOME_CORRUPTED, **{outcome: index for outcome, (index, _) in
+                                                        UNREACHED.items()}}
 
 
 def target_dfa(glob, cgroup_dir):
@@ -156,7 +157,7 @@ class IOFaultEngine(LeasedPlacements):
         """({method: {outcome: calls}}, injected delay in ns), summed over CPUs."""
         per_cpu = self.datapath.counters.getvalue(self.datapath.counters.Key(active.slot))
         calls = {method: {outcome: sum(c.calls[bit * layout.IO_OUTCOME_STRIDE + OUTCOMES[outcome]] for c in per_cpu)
-                          for outcome in ("passed",) + self._outcomes_of(active.experiment.action)}
+                          for outcome in ("passed",) + self._outcomes_of(active.experiment.action) + tuple(UNREACHED)}
                  for method, bit in METHOD_BITS.items() if method in active.experiment.methods}
         return calls, sum(c.delay_ns for c in per_cpu)
 
@@ -207,6 +208,7 @@ class IOFaultEngine(LeasedPlacements):
                                                                              active.experiment.methods)
         if active.syscall_tracepoints:
             self.datapath.attach()
+        self.datapath.attach_io_uring()     # any rule: io_uring reaches every method
 
     def _arm(self, active):
         """Last: from here the hooks act on the rule. Armed, then its methods; released in the
@@ -260,8 +262,11 @@ class IOFaultEngine(LeasedPlacements):
             pass
         self._forget_fds(active.slot)
         self._forget_dirs(active.slot)
-        if not any(other.syscall_tracepoints for other in self._active.values() if other is not active):
+        others = [other for other in self._active.values() if other is not active]
+        if not any(other.syscall_tracepoints for other in others):
             self.datapath.detach()
+        if not others:
+            self.datapath.detach_io_uring()
         if not armed:
             self.datapath.traced.clear()
             self.datapath.stopped.clear()
