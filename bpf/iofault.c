@@ -389,23 +389,15 @@ static __always_inline void finish_enter(struct bpf_raw_tracepoint_args *ctx, __
 		kfault_io_programs.call(ctx, KFAULT_IO_PROG_CORRUPT);
 }
 
-/* libaio's io_submit: its iocbs are decided one per run of io_aio_submit, by the rules that
- * target the caller and act on a method an iocb can be of. */
-static __always_inline void start_aio_submit(struct bpf_raw_tracepoint_args *ctx, const struct pt_regs *regs,
-					     __u32 armed)
+/* libaio's io_submit: its iocbs are decided one per run of io_aio_submit (here only where
+ * they are, to keep every other syscall's path short). */
+static __always_inline void start_aio_submit(struct bpf_raw_tracepoint_args *ctx, const struct pt_regs *regs)
 {
-	__u32 zero = 0, targets;
-	struct io_scratch *scratch;
+	__u32 zero = 0;
+	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
 
-	targets = rules_for(KFAULT_IO_METHOD_READ, armed) | rules_for(KFAULT_IO_METHOD_WRITE, armed) |
-		  rules_for(KFAULT_IO_METHOD_FSYNC, armed);
-	if (!targets)
+	if (!scratch)
 		return;
-	targets = targeting_rules(targets);
-	scratch = kfault_io_scratch.lookup(&zero);
-	if (!targets || !scratch)
-		return;
-	scratch->aio_targets = targets;
 	scratch->iocbs = syscall_arg(regs, 2);
 	scratch->iocb_count = syscall_arg(regs, 1);
 	scratch->iocb_index = 0;
@@ -424,7 +416,7 @@ int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!armed || !*armed)
 		return 0;
 	if (nr == KFAULT_NR_io_submit) {
-		start_aio_submit(ctx, regs, *armed);
+		start_aio_submit(ctx, regs);
 		return 0;
 	}
 	method = method_of(nr);
@@ -528,6 +520,13 @@ int io_aio_submit(struct bpf_raw_tracepoint_args *ctx)
 	if (!scratch || !armed || scratch->iocb_index >= scratch->iocb_count ||
 	    scratch->iocb_index >= KFAULT_IO_AIO_MAX_IOCBS)
 		return 0;
+	if (!scratch->iocb_index) { /* the first run: which armed rules target the caller */
+		scratch->aio_targets = targeting_rules(rules_for(KFAULT_IO_METHOD_READ, *armed) |
+						       rules_for(KFAULT_IO_METHOD_WRITE, *armed) |
+						       rules_for(KFAULT_IO_METHOD_FSYNC, *armed));
+		if (!scratch->aio_targets)
+			return 0;
+	}
 	index = scratch->iocb_index & (KFAULT_IO_AIO_MAX_IOCBS - 1);
 	scratch->iocb_index = index + 1;
 	bpf_probe_read_user(&iocb, sizeof(iocb), (void *)(scratch->iocbs + index * sizeof(__u64)));
