@@ -155,6 +155,9 @@ def _inject_until_done(engine, targets, experiments, args, stop):
     node.place(engine, experiments, targets, stop)
     print(f"kfault: injecting on {', '.join(t.name for t in targets)} "
           f"({'; '.join(engine.describe(t) for t in targets)}); lease {args.lease:g}s; Ctrl-C to stop", flush=True)
+    for experiment in experiments:      # IOChaos: what this kernel can't reach, said before it counts it
+        for path, why in getattr(engine, "unreached_paths", lambda _: [])(experiment):
+            print(f"kfault: note: {experiment.key}: {experiment.action} does not reach {path} here: {why}", flush=True)
     while not stop.wait(args.interval):
         active = node.renew_local(engine)
         elapsed = time.monotonic() - started

@@ -12,7 +12,7 @@ from kfault_agent.engines.counts import UNREACHED, IOCounts, IOPlacementCounts
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
 from kfault_agent.kernel.holder import HolderProcess, cgroup_processes
-from kfault_agent.kernel.capabilities import io_support, probe_io
+from kfault_agent.kernel.capabilities import io_reach, io_support, probe_io
 from kfault_agent.kernel.maps import rule_deadline, update_slot, write_slot
 from kfault_agent.kernel.paths import folder_names, open_paths
 from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
@@ -130,6 +130,11 @@ class IOFaultEngine(LeasedPlacements):
                 refused.append(f"{experiment.action} on {method}: {reason}")
         if refused:
             raise KernelUnsupported("; ".join(refused))
+
+    def unreached_paths(self, experiment):
+        """[(I/O path, why)] this node's kernel can't give the experiment's action: its calls
+        there are counted as unreached-* (engines/counts.py), and `kfault run` says so first."""
+        return [(path, why) for path, reached, why in io_reach(self.capabilities, experiment.action) if not reached]
 
     def apply(self, experiment, target, lease_s=None):
         """Inject `experiment` on the cgroup `target` (replacing its earlier version). Live on return."""
