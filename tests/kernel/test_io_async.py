@@ -4,12 +4,14 @@ never passed silently (docs/design/file-io.md#asynchronous-io)."""
 import os
 import shutil
 import subprocess
+import time
 import uuid
 
 import pytest
 
 from kfault_agent.engines.counts import UNREACHED
 from kfault_agent.kernel import topology
+from kfault_agent.kernel.holder import cgroup_processes, is_io_thread
 from kfault_api import spec
 from tests.victims import fio_in_cgroup, remove_cgroup
 
@@ -40,7 +42,13 @@ def block_fs(tmp_path):
         (mount / "data.db").write_bytes(os.urandom(1 << 20))
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        # a ring's teardown (an SQPOLL thread's, io-wq's) lets go of its files a moment after fio exits
+        deadline = time.monotonic() + 15
+        while subprocess.run(["umount", str(mount)], capture_output=True, check=False).returncode:
+            if time.monotonic() > deadline:
+                subprocess.run(["umount", "-l", str(mount)], check=True)
+                break
+            time.sleep(0.1)
 
 
 @pytest.fixture
@@ -48,6 +56,8 @@ def target():
     path = os.path.join(topology.cgroup2_mount(), "kft-async-" + uuid.uuid4().hex[:6])
     os.mkdir(path)
     yield path
+    with open(os.path.join(path, "cgroup.kill"), "w", encoding="ascii") as kill:   # fio's job processes too
+        kill.write("1")
     remove_cgroup(path)
 
 
@@ -129,3 +139,32 @@ def test_errno_fails_every_engine(io_engine, target, block_fs, method, rw):
             assert job["error"] == 5, (engine, direct, job["error"], added)
             assert added["failed"] >= 1 and not any(added[outcome] for outcome in UNREACHED), (engine, direct, added)
     assert (block_fs / "data.db").read_bytes() == before, "a failed write wrote"
+
+
+@pytest.mark.kernel("io-tracepoints", "ptrace", "io-uring")
+def test_latency_holds_an_io_uring_process_that_ran_before_the_experiment(io_engine, target, block_fs):
+    """A process with io-wq workers already running when the holder seizes it: the workers
+    can't be traced (and need not be: their requests hold the submitter), the rest is held."""
+    fio = subprocess.Popen(["sh", "-c", f'echo $$ > {target}/cgroup.procs && exec fio --name=early '
+                            f'--filename={block_fs}/data.db --size=1M --bs=4k --rw=randread --ioengine=io_uring '
+                            '--iodepth=4 --force_async=1 --time_based --runtime=30 --output-format=json'],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers = []
+        deadline = time.monotonic() + 30
+        while not workers:
+            assert time.monotonic() < deadline, "fio started no io-wq worker"
+            workers = [tid for pid in cgroup_processes(target)
+                       for tid in os.listdir(f"/proc/{pid}/task") if is_io_thread(int(tid))]
+            time.sleep(0.05)
+        active = io_engine.apply(io_chaos(action="latency", delay=f"{DELAY_MS}ms", path=f"{block_fs}/*.db",
+                                          methods=["read"]),
+                                 topology.resolve_cgroup_target(f"cgroup:{target}"), lease_s=600)
+        deadline = time.monotonic() + 30
+        while io_engine.counters(active)[0]["read"]["delayed"] < IOS:
+            assert time.monotonic() < deadline, io_engine.counters(active)
+            time.sleep(0.05)
+        assert not any(io_engine.counters(active)[0]["read"][outcome] for outcome in UNREACHED)
+    finally:
+        fio.kill()      # its job process goes with the cgroup (the fixture kills it)
+        fio.wait()
