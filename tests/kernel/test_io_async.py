@@ -143,8 +143,8 @@ def test_errno_fails_every_engine(io_engine, target, block_fs, method, rw):
 
 @pytest.mark.kernel("io-tracepoints", "ptrace", "io-uring")
 def test_latency_holds_an_io_uring_process_that_ran_before_the_experiment(io_engine, target, block_fs):
-    """A process with io-wq workers already running when the holder seizes it: the workers
-    can't be traced (and need not be: their requests hold the submitter), the rest is held."""
+    """A process with io-wq workers already running when the holder seizes it (a kernel may
+    refuse to trace them; they need not be: their requests hold the submitter): it is held."""
     fio = subprocess.Popen(["sh", "-c", f'echo $$ > {target}/cgroup.procs && exec fio --name=early '
                             f'--filename={block_fs}/data.db --size=1M --bs=4k --rw=randread --ioengine=io_uring '
                             '--iodepth=4 --force_async=1 --time_based --runtime=30 --output-format=json'],

@@ -336,8 +336,9 @@ class Holder:
             if err.errno == errno.ESRCH and tid != tgid:
                 return                            # that thread exited
             # EPERM is also what a task we trace already (auto-attached, its first stop not
-            # reaped yet) answers, and an io_uring kernel thread (io-wq worker, SQPOLL), which
-            # no one may trace and BPF never asks us to hold: only someone else's tracee is an error.
+            # reaped yet) answers, and an io_uring kernel thread (io-wq worker, SQPOLL) where
+            # the kernel refuses to trace one (6.18 allows it): BPF never asks us to hold them,
+            # as they block every signal. Only someone else's tracee is an error.
             if err.errno == errno.EPERM and is_io_thread(tid):
                 return
             if err.errno != errno.EPERM or tracer_of(tid) != os.getpid():
