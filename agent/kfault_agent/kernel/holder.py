@@ -298,8 +298,8 @@ class Holder:
                     _continue(tgid)
                     continue
                 self._adopt(tgid)
-            try:
-                tids = set(map(int, os.listdir(f"/proc/{tgid}/task")))
+            try:     # the threads the stop is reported for: not io_uring's, which may not be ours
+                tids = {tid for tid in map(int, os.listdir(f"/proc/{tgid}/task")) if tid in self.tgid_of}
             except OSError:
                 tids = set()                  # gone
             self.stopping.setdefault(tgid, set()).update(tids)
