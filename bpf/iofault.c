@@ -217,7 +217,6 @@ static __always_inline int decided_at_file_hook(__u32 action, __u32 method)
  * syscall gets all; an asynchronous request only what reaches it there (docs/design/file-io.md). */
 #define REACH_ALL 0xffffffffu
 #define REACH_LATENCY (1u << KFAULT_IO_ACT_LATENCY)
-#define REACH_ERRNO (1u << KFAULT_IO_ACT_FAULT)
 
 /* Roll every rule in `mask` that covers `method` and is decided here (at_file_hook): the first fault's errno goes in
  * call->error for the LSM hooks; latency is summed into kfault_io_holds and the thread gets
@@ -782,7 +781,10 @@ static __always_inline __u32 io_uring_attempt_reach(__u32 *hold_tid)
 	if (!worker)
 		return REACH_ALL;
 	*hold_tid = request_submitter(req);
-	return *hold_tid && *hold_tid != tid ? REACH_ALL : REACH_ALL & ~REACH_LATENCY;
+	if (*hold_tid && *hold_tid != tid)
+		return REACH_ALL;
+	*hold_tid = 0; /* an SQPOLL ring's: its own thread submitted it */
+	return REACH_ALL & ~REACH_LATENCY;
 #else
 	return REACH_ALL;
 #endif
