@@ -172,7 +172,8 @@ def io_reach(capabilities, action):
             "worker (IOSQE_ASYNC; a buffered write where the file system has no async buffered writes) "
             "counts as unreached-io-thread" if hooks else
             "decided as it is submitted, in the submitter, which is held")))
-        rows.append(("io_uring SQPOLL", False, no_uring or "no user thread submits: counted as unreached-io-thread"))
+        rows.append(("io_uring SQPOLL", False, no_uring or "no user thread submits its requests: counted as "
+                     "unreached-io-thread" + ("" if hooks else " (unreached-fixed-file on registered files)")))
     elif action == "fault":
         why = None if hooks else "errno needs the file hooks (rw_verify_area's security check, in every thread)"
         rows.append(("libaio", hooks, why or "io_submit fails with the errno for the chosen iocb (the iocbs "
