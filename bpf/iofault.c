@@ -179,8 +179,12 @@ static __always_inline int rule_expired(const struct kfault_io_rule *rule, __u64
 static __always_inline void count(__u32 slot, __u32 method, __u32 outcome, __u64 delay_ns)
 {
 	struct kfault_io_counters *counters = kfault_io_counters.lookup(&slot);
-	__u32 index = (method * KFAULT_IO_OUTCOME_STRIDE + outcome) &
-		      (KFAULT_IO_METHOD_SLOTS * KFAULT_IO_OUTCOME_STRIDE - 1);
+	__u32 index = method * KFAULT_IO_OUTCOME_STRIDE + outcome;
+
+	/* The mask bounds the index for the verifier: clang, which may know it is within, must
+	 * not drop it (6.1's verifier refused io_uring_submit's counts without it). */
+	asm volatile("" : "+r"(index));
+	index &= KFAULT_IO_METHOD_SLOTS * KFAULT_IO_OUTCOME_STRIDE - 1;
 
 	if (!counters)
 		return;

@@ -337,8 +337,8 @@ class IODatapath:
             self.programs = {}
             if errno_mechanism:     # first: they are small, and a kernel without them refuses them at once
                 self._attach_errno_hooks()
-            names = IO_PROGRAMS if self.io_uring_refusal else IO_PROGRAMS + (IO_URING_PROGRAM,)
-            self.programs.update(self.bpf.load_many(names, bpfcall.PROG_RAW_TRACEPOINT))
+            self.programs.update(self.bpf.load_many(IO_PROGRAMS, bpfcall.PROG_RAW_TRACEPOINT))
+            self._load_io_uring_program()
         except Exception as err:
             self.bpf.close()
             what = f"with {errno_mechanism} hooks" if errno_mechanism else "(syscall raw tracepoints)"
@@ -353,6 +353,17 @@ class IODatapath:
             raise
         self._tracepoint_links = []
         self._io_uring_link = None
+
+    def _load_io_uring_program(self):
+        """io_uring_submit, if its layouts were found; a kernel that refuses it leaves io_uring
+        out of reach (io_uring_refusal, capability io-uring), not the rest."""
+        if self.io_uring_refusal:
+            return
+        try:
+            self.programs[IO_URING_PROGRAM] = self.bpf.load(IO_URING_PROGRAM, bpfcall.PROG_RAW_TRACEPOINT)
+        except OSError as err:
+            self.io_uring_refusal = (f"io_uring requests are out of reach: the kernel refused {IO_URING_PROGRAM} "
+                                     f"({str(err).splitlines()[0][:300]})")
 
     def _take_tables(self):
         programs = self.bpf.table("kfault_io_programs")
