@@ -32,12 +32,17 @@ def io_chaos(**fields):
 def block_fs(tmp_path):
     """A directory on ext4 over a loop device, with a 1 MiB data.db: a file system on a block
     device, as a database's is, where io_uring issues requests inline (the VM tier's /tmp is
-    an overlay on 9p, which has no FMODE_NOWAIT: every io_uring request would be punted)."""
-    image, mount = tmp_path / "fs.img", tmp_path / "fs"
+    an overlay on 9p, which has no FMODE_NOWAIT: every io_uring request would be punted, and
+    which the VM's loop driver refuses as a backing file: the image is on /dev/shm)."""
+    image, mount = f"/dev/shm/kfault-async-{uuid.uuid4().hex[:6]}.img", tmp_path / "fs"
     mount.mkdir()
-    subprocess.run(["truncate", "-s", "16M", str(image)], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
-    subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True)
+    subprocess.run(["truncate", "-s", "16M", image], check=True)
+    try:
+        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+        subprocess.run(["mount", "-o", "loop", image, str(mount)], check=True)
+    except subprocess.CalledProcessError:
+        os.unlink(image)
+        raise
     try:
         (mount / "data.db").write_bytes(os.urandom(1 << 20))
         yield mount
@@ -49,6 +54,7 @@ def block_fs(tmp_path):
                 subprocess.run(["umount", "-l", str(mount)], check=True)
                 break
             time.sleep(0.1)
+        os.unlink(image)
 
 
 @pytest.fixture
