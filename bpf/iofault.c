@@ -228,10 +228,10 @@ static __always_inline int decided_at_file_hook(__u32 action, __u32 method)
  * it is written: a call that fails gets nothing written). A rule whose action is not in
  * `reach` is counted as out of reach: latency as `latency_miss`, the others as `other_miss`. */
 static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_call *call, struct io_scratch *scratch,
-				   int at_file_hook, __u32 reach, __u32 latency_miss, __u32 other_miss, __u32 hold_tid)
+				   int at_file_hook, __u32 reach, __u32 latency_miss, __u32 other_miss)
 {
 	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
-	__u32 tgid = id >> 32, tid = hold_tid ? hold_tid : (__u32)id;
+	__u32 tgid = id >> 32, tid = (__u32)id;
 	__u32 *signo = kfault_io_traced.lookup(&tgid);
 
 	/* an open that may create is a create too, counted as one for a rule on creates only */
@@ -283,17 +283,13 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 		__u32 one = 1;
 
 		kfault_io_holds.update(&tid, &hold);
-		if (!signo) {
+		if (signo) {
+			bpf_send_signal_thread(*signo);
+		} else {
 			kfault_io_stopped.update(&tgid, &one);
 			kfault_io_stop_bell.ringbuf_output(&tgid, sizeof(tgid), BPF_RB_FORCE_WAKEUP);
+			bpf_send_signal_thread(IO_SIGSTOP);
 		}
-		/* Another thread of the process (an io-wq worker's submitter): a signal to the
-		 * process reaches a thread that doesn't block it (a worker blocks all), and the holder
-		 * moves it on to hold_tid if another thread took it (holder.py). */
-		if (hold_tid)
-			bpf_send_signal(signo ? *signo : IO_SIGSTOP);
-		else
-			bpf_send_signal_thread(signo ? *signo : IO_SIGSTOP);
 	}
 }
 
@@ -376,7 +372,7 @@ static __always_inline void finish_enter(struct bpf_raw_tracepoint_args *ctx, __
 	if (mask && retry_of_interrupted(id, nr))
 		mask = 0;
 	if (mask) {
-		decide(mask, method, &call, scratch, 0, REACH_ALL, 0, 0, 0);
+		decide(mask, method, &call, scratch, 0, REACH_ALL, 0, 0);
 		if (scratch->hold_ns)
 			call.held_nr = nr + 1;
 	}
@@ -543,7 +539,7 @@ int io_aio_submit(struct bpf_raw_tracepoint_args *ctx)
 		matched = kfault_io_fds.lookup(&key);
 		if (method != NO_METHOD && matched && (*matched & rules_for(method, *armed) & scratch->aio_targets))
 			decide(*matched & rules_for(method, *armed) & scratch->aio_targets, method, &call, scratch, 0,
-			       REACH_LATENCY, 0, KFAULT_IO_OUTCOME_UNREACHED_ASYNC, 0);
+			       REACH_LATENCY, 0, KFAULT_IO_OUTCOME_UNREACHED_ASYNC);
 	}
 	if (scratch->iocb_index < scratch->iocb_count)
 		kfault_io_programs.call(ctx, KFAULT_IO_PROG_AIO_SUBMIT);
@@ -594,19 +590,19 @@ int io_uring_submit(struct bpf_raw_tracepoint_args *ctx)
 	if (method != KFAULT_IO_METHOD_READ && method != KFAULT_IO_METHOD_WRITE && method != KFAULT_IO_METHOD_FSYNC) {
 		/* by path: no fd to match, so every rule on the method counts it */
 		decide(targets, method, &call, scratch, 0, 0, KFAULT_IO_OUTCOME_UNREACHED_ASYNC,
-		       KFAULT_IO_OUTCOME_UNREACHED_ASYNC, 0);
+		       KFAULT_IO_OUTCOME_UNREACHED_ASYNC);
 		return 0;
 	}
 	if (flags & IO_IOSQE_FIXED_FILE) {
 		decide(targets, method, &call, scratch, 0, 0, KFAULT_IO_OUTCOME_UNREACHED_FIXED_FILE,
-		       KFAULT_IO_OUTCOME_UNREACHED_FIXED_FILE, 0);
+		       KFAULT_IO_OUTCOME_UNREACHED_FIXED_FILE);
 		return 0;
 	}
 	struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = fd};
 	matched = kfault_io_fds.lookup(&key);
 	if (matched && (*matched & targets))
 		decide(*matched & targets, method, &call, scratch, 0, in_io_thread() ? 0 : REACH_LATENCY,
-		       KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, KFAULT_IO_OUTCOME_UNREACHED_ASYNC, 0);
+		       KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, KFAULT_IO_OUTCOME_UNREACHED_ASYNC);
 	return 0;
 }
 #endif
@@ -761,12 +757,12 @@ static __always_inline __u32 file_matches(struct file *file, __u32 armed)
 /* What the file hook may do to this read or write: everything to a plain syscall's (and
  * libaio's, whose iocbs pass here in io_submit); to an io_uring request's, only at its first
  * attempt (io_uring_submit marked it); 0 at a later attempt (a retry from task work, or in an
- * io-wq worker after a punt): a request is decided once. A first attempt in an io-wq worker
- * (IOSQE_ASYNC, or punted before it: a buffered write where the file system has no async
- * buffered writes) holds the thread that submitted it (*hold_tid); in an SQPOLL thread, which
- * no user thread submits for, latency is out of reach. A retry from task work run at the
- * return of another syscall than io_uring_enter is taken for a plain call (docs/design/file-io.md). */
-static __always_inline __u32 io_uring_attempt_reach(__u32 *hold_tid)
+ * io-wq worker after a punt): a request is decided once. A first attempt in an io_uring kernel
+ * thread (an io-wq worker for IOSQE_ASYNC, or for a request punted before it: a buffered write
+ * where the file system has no async buffered writes; an SQPOLL thread) can't be held: its
+ * latency is counted as out of reach. A retry from task work run at the return of another
+ * syscall than io_uring_enter is taken for a plain call (docs/design/file-io.md). */
+static __always_inline __u32 io_uring_attempt_reach(void)
 {
 #ifdef KFAULT_IO_URING
 	__u64 req = 0, *submitted;
@@ -782,13 +778,7 @@ static __always_inline __u32 io_uring_attempt_reach(__u32 *hold_tid)
 	}
 	if (!req || kfault_io_uring_undecided.delete(&req))
 		return 0;
-	if (!worker)
-		return REACH_ALL;
-	*hold_tid = request_submitter(req);
-	if (*hold_tid && *hold_tid != tid)
-		return REACH_ALL;
-	*hold_tid = 0; /* an SQPOLL ring's: its own thread submitted it */
-	return REACH_ALL & ~REACH_LATENCY;
+	return worker ? REACH_ALL & ~REACH_LATENCY : REACH_ALL;
 #else
 	return REACH_ALL;
 #endif
@@ -802,7 +792,7 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
 	__u32 zero = 0, index = method, *rules = kfault_io_method_armed.lookup(&index), *armed, targets;
 	struct kfault_io_call call = {.method = method};
 	struct io_scratch *scratch;
-	__u32 reach, hold_tid = 0;
+	__u32 reach;
 
 	if (!rules || !*rules)
 		return 0;
@@ -824,10 +814,10 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
 	scratch = kfault_io_scratch.lookup(&zero);
 	if (!scratch)
 		return 0;
-	reach = io_uring_attempt_reach(&hold_tid);
+	reach = io_uring_attempt_reach();
 	if (!reach)
 		return 0;
-	decide(targets, method, &call, scratch, 1, reach, KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, 0, hold_tid);
+	decide(targets, method, &call, scratch, 1, reach, KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, 0);
 	return call.error;
 }
 

@@ -138,20 +138,6 @@ static __always_inline __u64 worker_request(void)
 	return work ? work - KFAULT_OFF_IO_KIOCB_WORK : 0;
 }
 
-/* The thread that submitted an io_uring request (for an SQPOLL ring, its kernel thread). */
-static __always_inline __u32 request_submitter(__u64 req)
-{
-	__u64 task = kernel_u64(req, KFAULT_OFF_IO_KIOCB_TASK);
-	__u32 pid = 0;
-
-#ifdef KFAULT_OFF_IO_URING_TASK_TASK /* 6.13+: the request's io_uring_task holds it */
-	task = task ? kernel_u64(task, KFAULT_OFF_IO_URING_TASK_TASK) : 0;
-#endif
-	if (task)
-		bpf_probe_read_kernel(&pid, sizeof(pid), (void *)(task + KFAULT_OFF_TASK_PID));
-	return pid;
-}
-
 /* The syscall the current task is in (bpf_task_pt_regs, 5.15+). */
 static __always_inline __u64 current_syscall(void)
 {

@@ -168,8 +168,9 @@ def io_reach(capabilities, action):
         rows.append(("io_uring", no_uring is None, no_uring or "the submitter is held at io_uring_enter's "
                      "return, once per request"))
         rows.append(("io_uring io-wq", no_uring is None, no_uring or (
-            "decided at its first attempt (inline, or in the worker for IOSQE_ASYNC and buffered writes "
-            "where the file system has no async buffered writes), holding the thread that submitted it" if hooks
+            "punted after its first attempt: its submitter was held then; first issued by a worker "
+            "(IOSQE_ASYNC; a buffered write where the file system has no async buffered writes, as ext4 "
+            "on 6.1): counted as unreached-io-thread" if hooks
             else "decided as it is submitted, in the submitter, which is held")))
         rows.append(("io_uring SQPOLL", False, no_uring or "no user thread submits its requests: counted as "
                      "unreached-io-thread" + ("" if hooks else " (unreached-fixed-file on registered files)")))

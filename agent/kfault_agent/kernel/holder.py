@@ -75,7 +75,6 @@ ALL_BLOCKABLE = ((1 << 64) - 1) & ~(1 << (signal.SIGKILL - 1)) & ~(1 << (signal.
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
 _libc.ptrace.restype = ctypes.c_long
-SYS_TGKILL = 234        # x86_64's (the I/O engine runs there only: loader.IO_ARCH_CFLAGS)
 
 
 def ptrace(request, tid, data=0):
@@ -402,8 +401,6 @@ class Holder:
                     ptrace(PTRACE_CONT, tid)    # fork/clone events
                 elif sig == self.signal_of.get(tgid) and self._hold(tid):
                     pass
-                elif sig == self.signal_of.get(tgid) and self._pass_on(tid, tgid, sig):
-                    ptrace(PTRACE_CONT, tid)    # swallowed here: its thread gets its own
                 else:
                     ptrace(PTRACE_CONT, tid, sig)   # not ours: deliver it
             except OSError as err:
@@ -444,16 +441,6 @@ class Holder:
             return False                        # a real signal of that number: deliver it
         heapq.heappush(self.held, (time.monotonic() + delay_ns / 1e9, tid))
         return True
-
-    def _pass_on(self, tid, tgid, sig):
-        """A hold signal BPF sent the whole process for another of its threads (the submitter
-        of an io_uring request an io-wq worker issues: workers block every signal) that this
-        thread took: send it on to a thread of the process with a hold waiting. Whether one was."""
-        for key in list(self.holds.keys()):
-            other = key.value
-            if other != tid and self.tgid_of.get(other) == tgid:
-                return _libc.syscall(SYS_TGKILL, tgid, other, sig) == 0
-        return False
 
     def _release_due(self):
         now = time.monotonic()

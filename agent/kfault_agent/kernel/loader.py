@@ -236,12 +236,7 @@ IO_URING_LAYOUT = {
     "KFAULT_OFF_TASK_FLAGS": ("task_struct", "flags", 4),
     "KFAULT_OFF_TASK_WORKER_PRIVATE": ("task_struct", "worker_private", 8),
     "KFAULT_OFF_IO_WORKER_CUR_WORK": ("io_worker", "cur_work", 8),
-    "KFAULT_OFF_TASK_PID": ("task_struct", "pid", 4),
 }
-# The task that submitted a request: io_kiocb.task until 6.12, then its io_uring_task's task.
-IO_URING_SUBMITTER = ({"KFAULT_OFF_IO_KIOCB_TASK": ("io_kiocb", "task", 8)},
-                      {"KFAULT_OFF_IO_KIOCB_TASK": ("io_kiocb", "tctx", 8),
-                       "KFAULT_OFF_IO_URING_TASK_TASK": ("io_uring_task", "task", 8)})
 # Where io_submit_sqe traces each request: renamed in 6.5 (it was io_uring_submit_sqe).
 IO_URING_TRACEPOINTS = ("io_uring_submit_req", "io_uring_submit_sqe")
 
@@ -249,13 +244,7 @@ IO_URING_TRACEPOINTS = ("io_uring_submit_req", "io_uring_submit_sqe")
 def io_uring_cflags():
     """(the -D flags that compile io_uring's program in, None) or ([], why it can't be)."""
     try:
-        flags = btf.layout_cflags(IO_URING_LAYOUT)
-        for fields in IO_URING_SUBMITTER:
-            try:
-                return flags + btf.layout_cflags(fields) + ["-DKFAULT_IO_URING"], None
-            except btf.LayoutMissing as err:
-                missing = err
-        raise missing
+        return btf.layout_cflags(IO_URING_LAYOUT) + ["-DKFAULT_IO_URING"], None
     except btf.LayoutMissing as err:
         return [], f"io_uring requests are out of reach: {err}"
 # attrOverride and mistake: they call bpf_probe_write_user, which a kernel in lockdown refuses;
