@@ -75,9 +75,18 @@ def counted(io_engine, method):
     return calls[method]
 
 
+# io_uring's fio waits this long before its job starts, so that the holder has taken fio
+# (RESCAN_S) and follows its job process from its fork: a process unknown to the holder is
+# stopped by BPF (SIGSTOP) at its first delayed call, and on 6.1 that stop makes io-wq workers
+# quit, failing what they were issuing with ECANCELED (docs/design/file-io.md).
+IO_URING_START_DELAY = "--startdelay=2"
+
+
 def run(io_engine, target, block_fs, method, engine, rw, direct, extra=()):
     """fio's job record, and the rule's counts for the method it added."""
     before = counted(io_engine, method)
+    if engine == "io_uring":
+        extra = [*extra, IO_URING_START_DELAY]
     job = fio_in_cgroup(target, block_fs / "data.db", engine, rw, direct, IOS, DEPTH, extra)
     after = counted(io_engine, method)
     return job, {outcome: after[outcome] - before[outcome] for outcome in after}
