@@ -96,7 +96,11 @@ def run(io_engine, target, block_fs, method, engine, rw, direct, extra=()):
         extra = [*extra, IO_URING_START_DELAY]
     job = fio_in_cgroup(target, block_fs / "data.db", engine, rw, direct, IOS, DEPTH, extra)
     after = counted(io_engine, method)
-    return job, {outcome: after[outcome] - before[outcome] for outcome in after}
+    added = {outcome: after[outcome] - before[outcome] for outcome in after}
+    done = requests(job, method)
+    print(f"fio {engine} {rw} direct={direct} {' '.join(extra)}: error {job['error']}, {done['total_ios']} requests, "
+          f"mean latency {done['lat_ns']['mean'] / 1e6:.2f} ms; {added}")      # the figures, in the tier's log
+    return job, added
 
 
 def requests(job, method):
