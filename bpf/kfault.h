@@ -180,7 +180,11 @@ struct kfault_departures {
 #define KFAULT_IO_OUTCOME_DELAYED 2
 #define KFAULT_IO_OUTCOME_OVERRIDDEN 3 /* attrOverride written into the caller's stat buffer */
 #define KFAULT_IO_OUTCOME_CORRUPTED 4  /* mistake written into the caller's data buffer */
-#define KFAULT_IO_OUTCOME_COUNT 5
+/* Calls seen and chosen but out of reach, by why (asynchronous I/O: docs/design/file-io.md): */
+#define KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD 5  /* latency on a request an io_uring kernel thread issued */
+#define KFAULT_IO_OUTCOME_UNREACHED_ASYNC 6      /* an action or method not reached on async I/O here */
+#define KFAULT_IO_OUTCOME_UNREACHED_FIXED_FILE 7 /* io_uring registered file: no fd to match (tracepoints) */
+#define KFAULT_IO_OUTCOME_COUNT 8
 #define KFAULT_IO_OUTCOME_STRIDE 8
 
 /* Bits of kfault_io_rule.attrs: which stat fields attrOverride replaces. */
@@ -207,7 +211,12 @@ struct kfault_departures {
 #define KFAULT_IO_PROG_MATCH_PATH 0 /* io_match_path: walk the path globs of an open or stat */
 #define KFAULT_IO_PROG_APPLY_ATTR 1 /* io_apply_attr: attrOverride at a stat's exit */
 #define KFAULT_IO_PROG_CORRUPT 2    /* io_corrupt: mistake at a read's exit or a write's entry */
-#define KFAULT_IO_PROG_COUNT 3
+#define KFAULT_IO_PROG_AIO_SUBMIT 3 /* io_aio_submit: one iocb of an io_submit (libaio) per run */
+#define KFAULT_IO_PROG_COUNT 4
+
+/* libaio: the iocbs of one io_submit looked at, one tail call each (the kernel allows 33 in a
+ * chain, io_sys_enter's included); those past it are not decided. */
+#define KFAULT_IO_AIO_MAX_IOCBS 32
 
 /* kfault_io_call.dirs: what a call does to kfault_io_dirs when it succeeds (the tracepoints follow
  * a process's directories after arming: tests/kernel/test_io_faults.py, docs/design/file-io.md) */

@@ -97,6 +97,7 @@
 #define KFAULT_NR_fchown 93
 #define KFAULT_NR_lchown 94
 #define KFAULT_NR_utime 132
+#define KFAULT_NR_io_submit 209 /* libaio: its iocbs are decided one by one (iofault.c's io_aio_submit) */
 #define KFAULT_NR_getdents64 217
 #define KFAULT_NR_utimes 235
 #define KFAULT_NR_sync_file_range 277
@@ -116,6 +117,7 @@
 #define KFAULT_NR_preadv2 327
 #define KFAULT_NR_pwritev2 328
 #define KFAULT_NR_statx 332
+#define KFAULT_NR_io_uring_enter 426 /* where a submitter's io_uring requests are issued inline */
 #define KFAULT_NR_openat2 437
 
 /* The syscall arguments in the pt_regs that sys_enter gets (the fourth is r10, not cx). */
@@ -124,8 +126,9 @@
 #define KFAULT_SYSCALL_ARG2(regs) (&(regs)->dx)
 #define KFAULT_SYSCALL_ARG3(regs) (&(regs)->r10)
 #define KFAULT_SYSCALL_ARG4(regs) (&(regs)->r8)
-/* At sys_exit: the syscall's number, and where the thread resumes in user space (the return
- * address and stack pointer a signal handler's frame would change). */
+/* The number of the syscall a task is in, in its pt_regs (-1 outside one), and where the thread
+ * resumes in user space at sys_exit (the return address and stack pointer a signal handler's
+ * frame would change). */
 #define KFAULT_SYSCALL_NR(regs) (&(regs)->orig_ax)
 #define KFAULT_USER_IP(regs) (&(regs)->ip)
 #define KFAULT_USER_SP(regs) (&(regs)->sp)

@@ -57,3 +57,34 @@ def test_no_placement_still_declares_every_family():
              for family in metrics.families(counts)}
     assert names == {"kfault_packets", "kfault_bytes", "kfault_rules_active", "kfault_capability", "kfault_syscalls",
                      "kfault_syscall_delay_seconds", "kfault_pod_faults", "kfault_pods_frozen"}
+
+
+def test_calls_out_of_reach_are_said_with_why_never_passed_silently():
+    counted = IOPlacementCounts("default/slow", "cgroup:/x", "latency",
+                                {"read": {"passed": 0, "failed": 0, "delayed": 2, "unreached-io-thread": 3,
+                                          "unreached-async": 0, "unreached-fixed-file": 0}}, 0)
+    first, reason = cli.live_lines(counted)
+    assert first == "read 5 (failed 0, delayed 2, unreached-io-thread 3)"
+    assert reason.startswith("NOT REACHED: 3 calls (unreached-io-thread): io_uring requests issued by a kernel thread")
+    got = samples(metrics.families(IOCounts([counted])))
+    assert got[("kfault_syscalls_total", (("experiment", "default/slow"), ("method", "read"),
+                                          ("outcome", "unreached-io-thread"), ("target", "cgroup:/x")))] == 3
+
+
+def test_capabilities_say_which_io_path_each_action_reaches():
+    from kfault_agent.kernel.capabilities import IO_PATHS, Capability, io_reach
+    caps = {name: Capability(name, True, "yes") for name in ("io-tracepoints", "ptrace", "io-errno", "io-uring",
+                                                             "io-write-user")}
+    tracepoints = {**caps, "file-hooks": Capability("file-hooks", False, "no trampolines")}
+    hooks = {**caps, "file-hooks": Capability("file-hooks", True, "yes")}
+    assert [path for path, _, _ in io_reach(hooks, "latency")] == list(IO_PATHS)
+    latency = {path: ok for path, ok, _ in io_reach(tracepoints, "latency")}
+    assert latency == {"syscalls": True, "libaio": True, "io_uring": True, "io_uring io-wq": True,
+                       "io_uring SQPOLL": False}
+    fault = {path: ok for path, ok, _ in io_reach(tracepoints, "fault")}
+    assert fault == {"syscalls": True, "libaio": False, "io_uring": False, "io_uring io-wq": False,
+                     "io_uring SQPOLL": False}
+    assert all(ok for _, ok, _ in io_reach(hooks, "fault"))
+    assert [ok for _, ok, _ in io_reach(hooks, "mistake")] == [True, False, False, False, False]
+    no_uring = {**hooks, "io-uring": Capability("io-uring", False, "io_uring requests are out of reach: no BTF")}
+    assert {path: ok for path, ok, _ in io_reach(no_uring, "latency")}["io_uring"] is False

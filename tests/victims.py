@@ -79,3 +79,18 @@ def wait_until(predicate, what, timeout=30.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s")
         time.sleep(0.02)
+
+
+def fio_in_cgroup(cgroup, filename, engine, rw, direct=0, ios=20, depth=4, extra=()):
+    """Run fio (`--ioengine=engine`) as a process of `cgroup`, `ios` requests of 4 KiB on
+    `filename`, and return its job's record of its JSON output (fio's `jobs[0]`: `error`, and
+    per direction `total_ios` and `lat_ns`, the total latency from submission to completion)."""
+    argv = ["fio", "--name=victim", f"--filename={filename}", "--size=1M", "--bs=4k", f"--rw={rw}",
+            f"--ioengine={engine}", f"--iodepth={depth}", f"--number_ios={ios}", f"--direct={direct}",
+            "--output-format=json", *extra]
+    done = subprocess.run(["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh", *argv],
+                          capture_output=True, text=True, timeout=300, check=False)
+    out = done.stdout
+    if "{" not in out:       # fio prints notes before its JSON
+        raise AssertionError(f"fio gave no JSON (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+    return json.loads(out[out.index("{"):])["jobs"][0]

@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 
-from kfault_agent.engines.counts import IOPlacementCounts, NetPlacementCounts, PodPlacementCounts
+from kfault_agent.engines.counts import UNREACHED, IOPlacementCounts, NetPlacementCounts, PodPlacementCounts
 from kfault_agent.errors import Refusal
 from kfault_agent.stop import Stopped, StopSignal
 from kfault_api import schema, spec, units
@@ -52,6 +52,10 @@ def cmd_capabilities(args):
         for method in schema.IO_METHODS:
             ok, reason = capabilities.io_support(caps, action, method)
             print(f"  {action:<8} {method:<6} {'yes' if ok else 'no ':<4} {reason}")
+    print("file I/O actions, by I/O path (read, write, fsync):")
+    for action in capabilities.IO_NEEDS:
+        for path, ok, reason in capabilities.io_reach(caps, action):
+            print(f"  {action:<12} {path:<15} {'yes' if ok else 'no ':<4} {reason}")
     return 0
 
 
@@ -119,11 +123,15 @@ def _net_lines(counted):
 
 
 def _io_lines(counted):
-    """Calls per method and what was done to them; the latency injected so far."""
+    """Calls per method and what was done to them; the latency injected so far; and, where a
+    chosen call was out of reach, how many and why."""
     parts = [f"{method} {sum(calls.values())} ("
-             + ", ".join(f"{outcome} {count}" for outcome, count in calls.items() if outcome != "passed") + ")"
+             + ", ".join(f"{outcome} {count}" for outcome, count in calls.items()
+                         if outcome != "passed" and (count or outcome not in UNREACHED)) + ")"
              for method, calls in counted.calls.items()]
-    return ["  ".join(parts) + (f"  injected delay {counted.delay_ns / 1e9:.1f}s" if counted.delay_ns else "")]
+    return (["  ".join(parts) + (f"  injected delay {counted.delay_ns / 1e9:.1f}s" if counted.delay_ns else "")]
+            + [f"NOT REACHED: {count} calls ({outcome}): {UNREACHED[outcome][1]}"
+               for outcome, count in counted.unreached().items()])
 
 
 def _pod_lines(counted):
@@ -147,6 +155,9 @@ def _inject_until_done(engine, targets, experiments, args, stop):
     node.place(engine, experiments, targets, stop)
     print(f"kfault: injecting on {', '.join(t.name for t in targets)} "
           f"({'; '.join(engine.describe(t) for t in targets)}); lease {args.lease:g}s; Ctrl-C to stop", flush=True)
+    for experiment in experiments:      # IOChaos: what this kernel can't reach, said before it counts it
+        for path, why in getattr(engine, "unreached_paths", lambda _: [])(experiment):
+            print(f"kfault: note: {experiment.key}: {experiment.action} does not reach {path} here: {why}", flush=True)
     while not stop.wait(args.interval):
         active = node.renew_local(engine)
         elapsed = time.monotonic() - started

@@ -29,6 +29,12 @@ struct io_scratch {
 	volatile __u32 creates;   /* open: it has O_CREAT, so rules on method CREATE decide it too */
 	volatile __u32 fail_slot; /* fsync: 1 + the fault rule the holder gives after the call (lib/after_call.h) */
 	volatile __u32 dirs; /* KFAULT_IO_DIRS_FD (open) or KFAULT_IO_DIRS_CWD (chdir): follow the path's directory */
+	__u32 pad_dirs;
+	volatile __u64 iocbs;       /* io_submit: the caller's array of iocb pointers */
+	volatile __u32 iocb_index;  /* io_submit: the next iocb to decide */
+	volatile __u32 iocb_count;  /* io_submit: how many it submits (at most KFAULT_IO_AIO_MAX_IOCBS looked at) */
+	volatile __u32 aio_targets; /* io_submit: the armed rules that target the caller */
+	__u32 pad_aio;
 	volatile __u8 state;
 	__u8 pad[3];
 	__u8 fill[KFAULT_IO_MISTAKE_MAX_LENGTH]; /* mistake: the wrong bytes */

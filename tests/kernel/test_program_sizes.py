@@ -81,8 +81,11 @@ def test_tc_program_within_its_recorded_size(datapath, program):
     check_size(program, datapath.fd(program))
 
 
-@pytest.mark.parametrize("program", loader.IO_PROGRAMS + tuple(loader.IO_WRITE_USER_PROGRAMS))
+@pytest.mark.parametrize("program", loader.IO_PROGRAMS + (loader.IO_URING_PROGRAM,)
+                         + tuple(loader.IO_WRITE_USER_PROGRAMS))
 def test_io_program_within_its_recorded_size(io_datapath, program):
+    if program == loader.IO_URING_PROGRAM and program not in io_datapath.programs:
+        skip_for_lack_of("io-uring", io_datapath.io_uring_refusal)
     if program not in io_datapath.programs:
         skip_for_lack_of("io-write-user", f"{program} is not loaded here: {io_datapath.write_user_refusal}")
     check_size(program, io_datapath.programs[program].fd)

@@ -6,6 +6,8 @@ Prometheus families (whose names and labels the dashboard and the alert rules de
 from dataclasses import dataclass
 from typing import Optional
 
+from kfault_api import layout
+
 
 @dataclass(frozen=True)
 class Traffic:
@@ -29,14 +31,39 @@ class NetCounts:
     capabilities: dict    # kernel feature -> available (bool): what this node can do
 
 
+# Calls a rule chose but could not act on, by why (bpf/kfault.h's KFAULT_IO_OUTCOME_UNREACHED_*):
+# outcome -> (counter index, what to tell the user). Never a silent miss: `kfault run` and the
+# agent's status show them, and kfault_syscalls counts them by outcome.
+UNREACHED = {
+    "unreached-io-thread": (layout.IO_OUTCOME_UNREACHED_IO_THREAD,
+                            "io_uring requests issued by a kernel thread (an io-wq worker, as IOSQE_ASYNC or a "
+                            "punt makes, or an SQPOLL ring's thread): latency holds the submitting thread, and "
+                            "these have none to hold"),
+    "unreached-async": (layout.IO_OUTCOME_UNREACHED_ASYNC,
+                        "asynchronous requests (libaio, io_uring) this action can't reach on this kernel: errno "
+                        "needs the file hooks, attrOverride and mistake rewrite a syscall's buffer at its return, "
+                        "and io_uring's open, stat, mkdir, unlink, rename and ftruncate name their path in memory "
+                        "kfault does not read"),
+    "unreached-fixed-file": (layout.IO_OUTCOME_UNREACHED_FIXED_FILE,
+                             "io_uring requests on registered (fixed) files: without the file hooks kfault matches "
+                             "a request by its fd, and these have none"),
+}
+
+
 @dataclass(frozen=True)
 class IOPlacementCounts:
     """One IOChaos placement: calls per method and outcome, and the latency injected."""
     experiment: str
     target: str
     action: str
-    calls: dict           # method -> {outcome: calls}: passed, then what the action may make of a call
+    calls: dict           # method -> {outcome: calls}: passed, then what the action may make of a call,
+                          # then the UNREACHED outcomes
     delay_ns: int
+
+    def unreached(self):
+        """{outcome: calls} of the UNREACHED outcomes, over every method, where not zero."""
+        totals = {outcome: sum(calls.get(outcome, 0) for calls in self.calls.values()) for outcome in UNREACHED}
+        return {outcome: count for outcome, count in totals.items() if count}
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import select
 import threading
 from dataclasses import dataclass
 
-from kfault_agent.engines.counts import IOCounts, IOPlacementCounts
+from kfault_agent.engines.counts import UNREACHED, IOCounts, IOPlacementCounts
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
 from kfault_agent.kernel.holder import HolderProcess, StopBell, cgroup_processes
-from kfault_agent.kernel.capabilities import io_support, probe_io
+from kfault_agent.kernel.capabilities import io_reach, io_support, probe_io
 from kfault_agent.kernel.maps import rule_deadline, update_slot, write_slot
 from kfault_agent.kernel.paths import folder_names, open_paths
 from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 OUTCOMES = {"passed": layout.IO_OUTCOME_PASSED, "failed": layout.IO_OUTCOME_FAILED,
             "delayed": layout.IO_OUTCOME_DELAYED, "overridden": layout.IO_OUTCOME_OVERRIDDEN,
-            "corrupted": layout.IO_OUTCOME_CORRUPTED}
+            "corrupted": layout.IO_OUTCOME_CORRUPTED, **{outcome: index for outcome, (index, _) in
+                                                        UNREACHED.items()}}
 
 
 def target_dfa(glob, cgroup_dir):
@@ -181,6 +182,11 @@ class IOFaultEngine(LeasedPlacements):
         if refused:
             raise KernelUnsupported("; ".join(refused))
 
+    def unreached_paths(self, experiment):
+        """[(I/O path, why)] this node's kernel can't give the experiment's action: its calls
+        there are counted as unreached-* (engines/counts.py), and `kfault run` says so first."""
+        return [(path, why) for path, reached, why in io_reach(self.capabilities, experiment.action) if not reached]
+
     def apply(self, experiment, target, lease_s=None):
         """Inject `experiment` on the cgroup `target` (replacing its earlier version). Live on return."""
         self.check(experiment)
@@ -207,7 +213,7 @@ class IOFaultEngine(LeasedPlacements):
         """({method: {outcome: calls}}, injected delay in ns), summed over CPUs."""
         per_cpu = self.datapath.counters.getvalue(self.datapath.counters.Key(active.slot))
         calls = {method: {outcome: sum(c.calls[bit * layout.IO_OUTCOME_STRIDE + OUTCOMES[outcome]] for c in per_cpu)
-                          for outcome in ("passed",) + self._outcomes_of(active.experiment.action)}
+                          for outcome in ("passed",) + self._outcomes_of(active.experiment.action) + tuple(UNREACHED)}
                  for method, bit in METHOD_BITS.items() if method in active.experiment.methods}
         # BPF counts a fault after the call as failed when it asks the holder for it; the holder
         # counts those it could not give (a handler's frame came first): they passed.
@@ -274,6 +280,7 @@ class IOFaultEngine(LeasedPlacements):
             if self._lost_dirs is None:
                 self._lost_dirs = LostDirectories(self.datapath, self._mark_again)
             self.datapath.attach()
+        self.datapath.attach_io_uring()     # any rule: io_uring reaches every method
 
     def _mark_again(self, tgid):
         """A process the tracepoints lost track of: its directories and files for every rule
@@ -352,6 +359,8 @@ class IOFaultEngine(LeasedPlacements):
                 self._lost_dirs = None
             self.datapath.lost.clear()
         self.datapath.detach_hooks(keep=set().union(*(other.hooks for other in others)))
+        if not others:
+            self.datapath.detach_io_uring()
         if not armed:
             self.datapath.traced.clear()
             self.datapath.stopped.clear()

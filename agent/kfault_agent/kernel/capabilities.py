@@ -102,10 +102,14 @@ def probe_io():
             caps.append(Capability("io-tracepoints", False, str(err).splitlines()[0][:300]))
     if datapath is not None:
         caps.append(Capability("io-tracepoints", True, "raw syscall tracepoints with bpf_send_signal_thread load"))
+        caps.append(Capability("io-uring", not datapath.io_uring_refusal, datapath.io_uring_refusal or
+                               "io_uring requests are decided as they are submitted (tracepoint "
+                               "io_uring_submit_req), by layouts from the kernel's BTF"))
         caps.append(Capability("io-write-user", not datapath.write_user_refusal, datapath.write_user_refusal or
                                "bpf_probe_write_user loads: stat results and data can be rewritten"))
     else:
         caps.append(Capability("io-write-user", False, "the file I/O programs don't load here"))
+        caps.append(Capability("io-uring", False, "the file I/O programs don't load here"))
     caps.append(_probe_ptrace())
     caps += [probe_headers(), probe_layouts()]
     errno_ways = [c for c in caps if c.name in ERRNO_MECHANISMS and c.available]
@@ -153,6 +157,48 @@ def io_support(capabilities, action, method=None):
     if not reasons and action == "fault" and method in schema.FAILED_AFTER_CALL:
         return True, f"after the call, by the holder: {schema.FAILED_AFTER_CALL[method]}"
     return (not reasons), ("; ".join(reasons) or "supported")
+
+
+# The ways a process does file I/O, as `kfault capabilities` and the docs list them.
+IO_PATHS = ("syscalls", "libaio", "io_uring", "io_uring io-wq", "io_uring SQPOLL")
+
+
+def io_reach(capabilities, action):
+    """[(path, reached, why)] for a file I/O action on each of IO_PATHS, on this node
+    (docs/design/file-io.md#asynchronous-io). A call chosen where it can't be reached is
+    counted by why (engines/counts.py's UNREACHED), never passed silently."""
+    supported, reason = io_support(capabilities, action)
+    if not supported:
+        return [(path, False, reason) for path in IO_PATHS]
+    hooks = bool(capabilities.get("file-hooks") and capabilities["file-hooks"].available)
+    uring = capabilities.get("io-uring")
+    no_uring = None if uring and uring.available else (uring.reason if uring else "io-uring not probed")
+    rows = [("syscalls", True, "at the syscall" + (" and, for read and write, the file hook" if hooks else ""))]
+    if action == "latency":
+        rows.append(("libaio", True, "the caller of io_submit is held at its return, once however many iocbs "
+                     "are chosen"))
+        rows.append(("io_uring", no_uring is None, no_uring or "the submitter is held at io_uring_enter's "
+                     "return, once per request"))
+        rows.append(("io_uring io-wq", no_uring is None, no_uring or (
+            "punted after its first attempt: its submitter was held then; first issued by a worker "
+            "(IOSQE_ASYNC; a buffered write where the file system has no async buffered writes, as ext4 "
+            "on 6.1): counted as unreached-io-thread" if hooks
+            else "decided as it is submitted, in the submitter, which is held")))
+        rows.append(("io_uring SQPOLL", False, no_uring or "no user thread submits its requests: counted as "
+                     "unreached-io-thread" + ("" if hooks else " (unreached-fixed-file on registered files)")))
+    elif action == "fault":
+        why = None if hooks else "errno needs the file hooks (rw_verify_area's security check, in every thread)"
+        rows.append(("libaio", hooks, why or "io_submit fails with the errno for the chosen iocb (the iocbs "
+                     "before it are submitted), as the kernel returns a refusal"))
+        for path in IO_PATHS[2:]:
+            rows.append((path, hooks and no_uring is None, why or no_uring or "the request completes with "
+                         "-errno in its CQE, at its first attempt"))
+    else:
+        why = ("stat calls have no libaio or io_uring request kfault decides (io_uring's statx names a path)"
+               if action == "attrOverride" else
+               "the wrong bytes are written at a syscall's return, which an asynchronous request has not")
+        rows += [(path, False, why + ": counted as unreached-async") for path in IO_PATHS[1:]]
+    return rows
 
 
 @dataclass(frozen=True)

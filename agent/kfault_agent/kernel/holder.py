@@ -166,6 +166,19 @@ def tracer_of(tid):
     return 0
 
 
+PF_IO_WORKER = 0x10     # linux/sched.h: an io_uring kernel thread of the process
+
+
+def is_io_thread(tid):
+    """Is `tid` an io_uring kernel thread (flags, the 9th field of /proc/TID/stat)?"""
+    try:
+        with open(f"/proc/{tid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return bool(int(fields[6]) & PF_IO_WORKER)
+    except (OSError, IndexError, ValueError):
+        return False
+
+
 def cgroup_processes(cgroup_dir):
     """Every process in a cgroup v2 directory and below it."""
     pids = set()
@@ -324,8 +337,8 @@ class Holder:
                     _continue(tgid)
                     continue
                 self._adopt(tgid)
-            try:
-                tids = set(map(int, os.listdir(f"/proc/{tgid}/task")))
+            try:     # the threads the stop is reported for: not io_uring's, which may not be ours
+                tids = {tid for tid in map(int, os.listdir(f"/proc/{tgid}/task")) if tid in self.tgid_of}
             except OSError:
                 tids = set()                  # gone
             self.stopping.setdefault(tgid, set()).update(tids)
@@ -362,7 +375,11 @@ class Holder:
             if err.errno == errno.ESRCH and tid != tgid:
                 return                            # that thread exited
             # EPERM is also what a task we trace already (auto-attached, its first stop not
-            # reaped yet) answers: only someone else's tracee is an error.
+            # reaped yet) answers, and an io_uring kernel thread (io-wq worker, SQPOLL) where
+            # the kernel refuses to trace one (6.18 allows it): BPF never asks us to hold them,
+            # as they block every signal. Only someone else's tracee is an error.
+            if err.errno == errno.EPERM and is_io_thread(tid):
+                return
             if err.errno != errno.EPERM or tracer_of(tid) != os.getpid():
                 raise
         self.tgid_of[tid] = tgid

@@ -226,7 +226,29 @@ class NetDatapath(TcPrograms):
         self.departures = self.table("kfault_departures")
 
 
-IO_PROGRAMS = ("io_sys_enter", "io_sys_exit", "io_match_path")
+IO_PROGRAMS = ("io_sys_enter", "io_sys_exit", "io_match_path", "io_aio_submit")
+# io_uring's requests, decided as they are submitted (bpf/lib/async_io.h): the kernel's structs
+# it reads, laid out as the running kernel's BTF says; without them io_uring is out of reach.
+IO_URING_PROGRAM = "io_uring_submit"
+IO_URING_LAYOUT = {
+    "KFAULT_OFF_IO_KIOCB_OPCODE": ("io_kiocb", "opcode", 1),
+    "KFAULT_OFF_IO_KIOCB_FLAGS": ("io_kiocb", "flags"),       # 4 bytes in 6.1, 8 later: its low byte is read
+    "KFAULT_OFF_IO_KIOCB_CQE_FD": ("io_kiocb", "cqe.fd", 4),
+    "KFAULT_OFF_IO_KIOCB_WORK": ("io_kiocb", "work"),
+    "KFAULT_OFF_TASK_FLAGS": ("task_struct", "flags", 4),
+    "KFAULT_OFF_TASK_WORKER_PRIVATE": ("task_struct", "worker_private", 8),
+    "KFAULT_OFF_IO_WORKER_CUR_WORK": ("io_worker", "cur_work", 8),
+}
+# Where io_submit_sqe traces each request: renamed in 6.5 (it was io_uring_submit_sqe).
+IO_URING_TRACEPOINTS = ("io_uring_submit_req", "io_uring_submit_sqe")
+
+
+def io_uring_cflags():
+    """(the -D flags that compile io_uring's program in, None) or ([], why it can't be)."""
+    try:
+        return btf.layout_cflags(IO_URING_LAYOUT) + ["-DKFAULT_IO_URING"], None
+    except btf.LayoutMissing as err:
+        return [], f"io_uring requests are out of reach: {err}"
 # attrOverride and mistake: they call bpf_probe_write_user, which a kernel in lockdown refuses;
 # the rest of the I/O engine works without them (capability io-write-user).
 IO_WRITE_USER_PROGRAMS = {"io_apply_attr": layout.IO_PROG_APPLY_ATTR, "io_corrupt": layout.IO_PROG_CORRUPT}
@@ -304,16 +326,19 @@ class IODatapath:
     def __init__(self, errno_mechanism=None):
         headers = require_headers(uapi_headers())
         cflags = io_cflags(errno_mechanism)
+        uring_cflags, self.io_uring_refusal = io_uring_cflags()
+        cflags += uring_cflags
         self.errno_mechanism = errno_mechanism
         self.file_hooks = errno_mechanism == "file-hooks"
         self.bpf = Programs(os.path.join(BPF_DIR, "iofault.c"), cflags, headers)
         try:
-            self.programs, self._hook_links, self._tracepoint_links = {}, {}, []
+            self.programs, self._hook_links, self._tracepoint_links, self._io_uring_link = {}, {}, [], None
             if errno_mechanism:     # first: they are small, and a kernel without them refuses them at once
                 self._load_errno_hooks()
                 self.attach_hooks()     # what the probe learns: the kernel lets them attach
                 self.detach_hooks()
             self.programs.update(self.bpf.load_many(IO_PROGRAMS, bpfcall.PROG_RAW_TRACEPOINT))
+            self._load_io_uring_program()
         except Exception as err:
             self.bpf.close()
             what = f"with {errno_mechanism} hooks" if errno_mechanism else "(syscall raw tracepoints)"
@@ -327,9 +352,21 @@ class IODatapath:
             self.bpf.close()
             raise
 
+    def _load_io_uring_program(self):
+        """io_uring_submit, if its layouts were found; a kernel that refuses it leaves io_uring
+        out of reach (io_uring_refusal, capability io-uring), not the rest."""
+        if self.io_uring_refusal:
+            return
+        try:
+            self.programs[IO_URING_PROGRAM] = self.bpf.load(IO_URING_PROGRAM, bpfcall.PROG_RAW_TRACEPOINT)
+        except OSError as err:
+            self.io_uring_refusal = (f"io_uring requests are out of reach: the kernel refused {IO_URING_PROGRAM} "
+                                     f"({str(err).splitlines()[0][:300]})")
+
     def _take_tables(self):
         programs = self.bpf.table("kfault_io_programs")
         programs[layout.IO_PROG_MATCH_PATH] = self.programs["io_match_path"].fd
+        programs[layout.IO_PROG_AIO_SUBMIT] = self.programs["io_aio_submit"].fd
         self.write_user_refusal = self._load_write_user_programs(programs)
         self.rules = self.bpf.table("kfault_io_rules")
         self.cgroups = self.bpf.table("kfault_io_cgroups")
@@ -440,9 +477,34 @@ class IODatapath:
             self.bpf.detach(fd)
         self._tracepoint_links = []
 
+    @property
+    def io_uring_attached(self):
+        return self._io_uring_link is not None
+
+    def attach_io_uring(self):
+        """io_uring's submission tracepoint, while a rule is armed (it costs only io_uring's
+        users: one run per request). Its name is the kernel's release's; a kernel with io_uring
+        has one of them (else io_uring_refusal says why not)."""
+        if self._io_uring_link is not None or self.io_uring_refusal:
+            return
+        errors = []
+        for name in IO_URING_TRACEPOINTS:
+            try:
+                self._io_uring_link = self.bpf.attach(IO_URING_PROGRAM, name)
+                return
+            except OSError as err:
+                errors.append(f"{name}: {err}")
+        self.io_uring_refusal = f"io_uring requests are out of reach: no tracepoint to attach to ({'; '.join(errors)})"
+
+    def detach_io_uring(self):
+        if self._io_uring_link is not None:
+            self.bpf.detach(self._io_uring_link)
+            self._io_uring_link = None
+
     def close(self):
         self.detach()
         self.detach_hooks()
+        self.detach_io_uring()
         self.bpf.close()
 
 
