@@ -507,414 +507,409 @@ static __always_inline void set_dir_states(__u64 id, __u32 how, long ret)
 		return;
 	kfault_io_dirs.update(&key, dir);
 	kfault_io_new_dirs.delete(&id);
+}
 
-	/* libaio's io_submit: its iocbs are decided one per run of io_aio_submit (here only where
+/* libaio's io_submit: its iocbs are decided one per run of io_aio_submit (here only where
  * they are, to keep every other syscall's path short). */
-	static __always_inline void start_aio_submit(struct bpf_raw_tracepoint_args * ctx, const struct pt_regs *regs)
-	{
-		__u32 zero = 0;
-		struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
+static __always_inline void start_aio_submit(struct bpf_raw_tracepoint_args *ctx, const struct pt_regs *regs)
+{
+	__u32 zero = 0;
+	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
 
-		if (!scratch)
-			return;
-		scratch->iocbs = syscall_arg(regs, 2);
-		scratch->iocb_count = syscall_arg(regs, 1);
-		scratch->iocb_index = 0;
-		kfault_io_programs.call(ctx, KFAULT_IO_PROG_AIO_SUBMIT);
+	if (!scratch)
+		return;
+	scratch->iocbs = syscall_arg(regs, 2);
+	scratch->iocb_count = syscall_arg(regs, 1);
+	scratch->iocb_index = 0;
+	kfault_io_programs.call(ctx, KFAULT_IO_PROG_AIO_SUBMIT);
+}
+
+int io_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	const struct pt_regs *regs = (const struct pt_regs *)ctx->args[0];
+	__u64 nr = ctx->args[1];
+	__u32 zero = 0, *armed, targets, method;
+	struct io_scratch *scratch;
+	__u64 id;
+
+	armed = kfault_io_armed.lookup(&zero);
+	if (!armed || !*armed)
+		return 0;
+	if (nr == KFAULT_NR_io_submit) {
+		start_aio_submit(ctx, regs);
+		return 0;
 	}
+	method = method_of(nr);
+	if (method == NO_METHOD && nr != KFAULT_NR_close && !copies_fd(nr) && !changes_cwd(nr))
+		return 0;
+	if (nr == KFAULT_NR_unlinkat && (syscall_arg(regs, 2) & IO_AT_REMOVEDIR))
+		method = KFAULT_IO_METHOD_RMDIR;
+	targets = rules_for(method, *armed);
+	if (!targets)
+		return 0;
+	targets = targeting_rules(targets);
+	if (!targets)
+		return 0;
+	scratch = kfault_io_scratch.lookup(&zero);
+	if (!scratch)
+		return 0;
 
-	int io_sys_enter(struct bpf_raw_tracepoint_args * ctx)
-	{
-		const struct pt_regs *regs = (const struct pt_regs *)ctx->args[0];
-		__u64 nr = ctx->args[1];
-		__u32 zero = 0, *armed, targets, method;
-		struct io_scratch *scratch;
-		__u64 id;
+	id = bpf_get_current_pid_tgid();
+	scratch->creates = method == KFAULT_IO_METHOD_OPEN && open_creates(nr, regs);
+	note_buffer(nr, method, regs, scratch);
+	scratch->dirs = 0;
+	__s32 dirfd;
+	int path_arg = path_argument(nr, regs, &dirfd);
+	struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = syscall_arg(regs, 0)};
+	if (path_arg >= 0) {
+		const char *user_path = (const char *)syscall_arg(regs, path_arg);
 
-		armed = kfault_io_armed.lookup(&zero);
-		if (!armed || !*armed)
-			return 0;
-		if (nr == KFAULT_NR_io_submit) {
-			start_aio_submit(ctx, regs);
-			return 0;
-		}
-		method = method_of(nr);
-		if (method == NO_METHOD && nr != KFAULT_NR_close && !copies_fd(nr) && !changes_cwd(nr))
-			return 0;
-		if (nr == KFAULT_NR_unlinkat && (syscall_arg(regs, 2) & IO_AT_REMOVEDIR))
-			method = KFAULT_IO_METHOD_RMDIR;
-		targets = rules_for(method, *armed);
-		if (!targets)
-			return 0;
-		targets = targeting_rules(targets);
-		if (!targets)
-			return 0;
-		scratch = kfault_io_scratch.lookup(&zero);
-		if (!scratch)
-			return 0;
-
-		id = bpf_get_current_pid_tgid();
-		scratch->creates = method == KFAULT_IO_METHOD_OPEN && open_creates(nr, regs);
-		note_buffer(nr, method, regs, scratch);
-		scratch->dirs = 0;
-		__s32 dirfd;
-		int path_arg = path_argument(nr, regs, &dirfd);
-		struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = syscall_arg(regs, 0)};
-		if (path_arg >= 0) {
-			const char *user_path = (const char *)syscall_arg(regs, path_arg);
-
-			scratch->path[0] = 0; /* utimensat(fd, NULL, ...), as futimens: the fd's file */
-			/* < 0, not <= 0: for "" (glibc's fstat is fstatat(fd, "", AT_EMPTY_PATH)) 6.1's helper
+		scratch->path[0] = 0; /* utimensat(fd, NULL, ...), as futimens: the fd's file */
+		/* < 0, not <= 0: for "" (glibc's fstat is fstatat(fd, "", AT_EMPTY_PATH)) 6.1's helper
 		 * returns 0, where later kernels count the NUL and return 1 */
-			if (user_path && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) < 0)
+		if (user_path && bpf_probe_read_user_str(scratch->path, KFAULT_IO_PATH_MAX, user_path) < 0)
+			return 0;
+		if (scratch->path[0] || (method != KFAULT_IO_METHOD_GETATTR && method != KFAULT_IO_METHOD_SETATTR)) {
+			int start = set_walk_start(id >> 32, dirfd, user_path, scratch);
+
+			if (start < 0 && nr == KFAULT_NR_chdir) {
+				/* asked at its exit: /proc shows the new directory only once it succeeded */
+				struct kfault_io_call call = {.method = NO_METHOD,
+							      .dirs = KFAULT_IO_DIRS_CWD | KFAULT_IO_DIRS_LOST};
+
+				kfault_io_calls.update(&id, &call);
 				return 0;
-			if (scratch->path[0] ||
-			    (method != KFAULT_IO_METHOD_GETATTR && method != KFAULT_IO_METHOD_SETATTR)) {
-				int start = set_walk_start(id >> 32, dirfd, user_path, scratch);
-
-				if (start < 0 && nr == KFAULT_NR_chdir) {
-					/* asked at its exit: /proc shows the new directory only once it succeeded */
-					struct kfault_io_call call = {.method = NO_METHOD,
-								      .dirs = KFAULT_IO_DIRS_CWD | KFAULT_IO_DIRS_LOST};
-
-					kfault_io_calls.update(&id, &call);
-					return 0;
-				}
-				if (start <= 0) {
-					if (start < 0)
-						ask_agent_to_mark(id >> 32);
-					return 0;
-				}
-				scratch->remaining = targets;
-				scratch->found = 0;
-				scratch->method = method;
-				scratch->dirs = nr == KFAULT_NR_chdir           ? KFAULT_IO_DIRS_CWD :
-						method == KFAULT_IO_METHOD_OPEN ? KFAULT_IO_DIRS_FD :
-										  0;
-				__builtin_memset(&scratch->dir, KFAULT_IO_DEAD_STATE, sizeof(scratch->dir));
-				kfault_io_programs.call(ctx, KFAULT_IO_PROG_MATCH_PATH);
-				return 0; /* not reached unless the walker is missing: then nothing is injected */
 			}
-			key.fd = dirfd; /* fstatat(fd, "", AT_EMPTY_PATH), as glibc's fstat does: the fd's file */
-		}
-
-		if (nr == KFAULT_NR_close) {
-			kfault_io_fds.delete(&key);
-			kfault_io_dirs.delete(&key);
-			return 0;
-		}
-		if (nr == KFAULT_NR_fchdir) {
-			fchdir_states(id, &key);
-			return 0;
-		}
-		__u32 *matched = kfault_io_fds.lookup(&key);
-		if (copies_fd(nr)) {
-			copy_marks(id, nr, regs, matched);
-			return 0;
-		}
-		if (matched && (*matched & targets))
-			finish_enter(ctx, id, method, *matched & targets, 0, 0, scratch);
-		return 0;
-	}
-
-	int io_match_path(struct bpf_raw_tracepoint_args * ctx)
-	{
-		__u32 zero = 0, r;
-		__u64 id;
-		struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
-
-		if (!scratch || !scratch->remaining)
-			return 0;
-#pragma unroll
-		for (int i = KFAULT_IO_MAX_RULES - 1; i >= 0; i--) { /* the lowest rule left */
-			if (scratch->remaining & (1u << i))
-				scratch->rule = i;
-		}
-		r = scratch->rule & (KFAULT_IO_MAX_RULES - 1);
-		scratch->remaining &= ~(1u << r);
-		if (glob_accepts(r, scratch))
-			scratch->found |= 1u << r;
-		if (scratch->remaining) {
+			if (start <= 0) {
+				if (start < 0)
+					ask_agent_to_mark(id >> 32);
+				return 0;
+			}
+			scratch->remaining = targets;
+			scratch->found = 0;
+			scratch->method = method;
+			scratch->dirs = nr == KFAULT_NR_chdir           ? KFAULT_IO_DIRS_CWD :
+					method == KFAULT_IO_METHOD_OPEN ? KFAULT_IO_DIRS_FD :
+									  0;
+			__builtin_memset(&scratch->dir, KFAULT_IO_DEAD_STATE, sizeof(scratch->dir));
 			kfault_io_programs.call(ctx, KFAULT_IO_PROG_MATCH_PATH);
-			return 0;
+			return 0; /* not reached unless the walker is missing: then nothing is injected */
 		}
-		if (scratch->dirs == KFAULT_IO_DIRS_CWD) { /* a chdir: nothing to decide */
-			struct kfault_io_call call = {.method = NO_METHOD};
-
-			id = bpf_get_current_pid_tgid();
-			call.dirs = follow_dirs(id, scratch);
-
-			kfault_io_calls.update(&id, &call);
-			return 0;
-		}
-		/* only an open marks the fd it returns; a stat has no fd to mark */
-		id = bpf_get_current_pid_tgid();
-		finish_enter(ctx, id, scratch->method, scratch->found,
-			     scratch->method == KFAULT_IO_METHOD_OPEN ? scratch->found : 0, follow_dirs(id, scratch),
-			     scratch);
-		return 0;
+		key.fd = dirfd; /* fstatat(fd, "", AT_EMPTY_PATH), as glibc's fstat does: the fd's file */
 	}
 
-	/* fault on fsync (lib/after_call.h): the call has run; record this return for the holder and
+	if (nr == KFAULT_NR_close) {
+		kfault_io_fds.delete(&key);
+		kfault_io_dirs.delete(&key);
+		return 0;
+	}
+	if (nr == KFAULT_NR_fchdir) {
+		fchdir_states(id, &key);
+		return 0;
+	}
+	__u32 *matched = kfault_io_fds.lookup(&key);
+	if (copies_fd(nr)) {
+		copy_marks(id, nr, regs, matched);
+		return 0;
+	}
+	if (matched && (*matched & targets))
+		finish_enter(ctx, id, method, *matched & targets, 0, 0, scratch);
+	return 0;
+}
+
+int io_match_path(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0, r;
+	__u64 id;
+	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
+
+	if (!scratch || !scratch->remaining)
+		return 0;
+#pragma unroll
+	for (int i = KFAULT_IO_MAX_RULES - 1; i >= 0; i--) { /* the lowest rule left */
+		if (scratch->remaining & (1u << i))
+			scratch->rule = i;
+	}
+	r = scratch->rule & (KFAULT_IO_MAX_RULES - 1);
+	scratch->remaining &= ~(1u << r);
+	if (glob_accepts(r, scratch))
+		scratch->found |= 1u << r;
+	if (scratch->remaining) {
+		kfault_io_programs.call(ctx, KFAULT_IO_PROG_MATCH_PATH);
+		return 0;
+	}
+	if (scratch->dirs == KFAULT_IO_DIRS_CWD) { /* a chdir: nothing to decide */
+		struct kfault_io_call call = {.method = NO_METHOD};
+
+		id = bpf_get_current_pid_tgid();
+		call.dirs = follow_dirs(id, scratch);
+
+		kfault_io_calls.update(&id, &call);
+		return 0;
+	}
+	/* only an open marks the fd it returns; a stat has no fd to mark */
+	id = bpf_get_current_pid_tgid();
+	finish_enter(ctx, id, scratch->method, scratch->found,
+		     scratch->method == KFAULT_IO_METHOD_OPEN ? scratch->found : 0, follow_dirs(id, scratch), scratch);
+	return 0;
+}
+
+/* fault on fsync (lib/after_call.h): the call has run; record this return for the holder and
  * have it stop the thread (a held call's signal is pending already). Counted failed here, as
  * the fault is given; the holder counts what it could not give (kfault_io_missed). If the
  * holder dies before the stop, the kernel resumes the thread and the real result stands; the
  * pending signal's default action is to ignore it (holder.py's pick_hold_signal). */
-	static __always_inline void fail_after_call(struct bpf_raw_tracepoint_args * ctx, __u64 id,
-						    const struct kfault_io_call *call)
-	{
-		__u32 tgid = id >> 32, tid = (__u32)id, slot = (call->fail_slot - 1) & (KFAULT_IO_MAX_RULES - 1);
-		__u32 *signo = kfault_io_traced.lookup(&tgid);
-		struct kfault_io_rule *rule = kfault_io_rules.lookup(&slot);
-		struct kfault_io_fail fail = {};
+static __always_inline void fail_after_call(struct bpf_raw_tracepoint_args *ctx, __u64 id,
+					    const struct kfault_io_call *call)
+{
+	__u32 tgid = id >> 32, tid = (__u32)id, slot = (call->fail_slot - 1) & (KFAULT_IO_MAX_RULES - 1);
+	__u32 *signo = kfault_io_traced.lookup(&tgid);
+	struct kfault_io_rule *rule = kfault_io_rules.lookup(&slot);
+	struct kfault_io_fail fail = {};
 
-		if (!rule || rule_expired(rule, bpf_ktime_get_ns()) || rule->action != KFAULT_IO_ACT_FAULT)
-			return; /* revoked while the call ran: its real result stands */
-		if (!holdable(signo, slot)) {
-			count(slot, call->method, KFAULT_IO_OUTCOME_PASSED, 0);
-			return;
-		}
-		note_return(&fail, (const struct pt_regs *)ctx->args[0], slot, rule->error);
-		kfault_io_fails.update(&tid, &fail);
-		if (!call->held_nr)
-			signal_holder(tgid, signo);
-		count(slot, call->method, KFAULT_IO_OUTCOME_FAILED, 0);
+	if (!rule || rule_expired(rule, bpf_ktime_get_ns()) || rule->action != KFAULT_IO_ACT_FAULT)
+		return; /* revoked while the call ran: its real result stands */
+	if (!holdable(signo, slot)) {
+		count(slot, call->method, KFAULT_IO_OUTCOME_PASSED, 0);
+		return;
 	}
+	note_return(&fail, (const struct pt_regs *)ctx->args[0], slot, rule->error);
+	kfault_io_fails.update(&tid, &fail);
+	if (!call->held_nr)
+		signal_holder(tgid, signo);
+	count(slot, call->method, KFAULT_IO_OUTCOME_FAILED, 0);
+}
 
-	/* One iocb of an io_submit: its file is matched by (process, fd), as a read's is. Latency
+/* One iocb of an io_submit: its file is matched by (process, fd), as a read's is. Latency
  * holds the caller at io_submit's return, once however many of its iocbs are chosen (each
  * request is delayed once: it completes no sooner for the caller than that). With the file
  * hooks, reads and writes are theirs: aio_read and aio_write pass rw_verify_area in the
  * caller. What the syscall tracepoints can't do to an iocb is counted as out of reach: an
  * errno (a refusal here would fail the whole io_submit), attrOverride and mistake. */
-	int io_aio_submit(struct bpf_raw_tracepoint_args * ctx)
-	{
-		__u32 zero = 0, index, method, *matched, *armed;
-		struct kfault_io_call call = {};
-		struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
-		__u64 iocb = 0, id = bpf_get_current_pid_tgid();
-		__u16 command = NO_METHOD;
-		__u32 fd = 0;
+int io_aio_submit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0, index, method, *matched, *armed;
+	struct kfault_io_call call = {};
+	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
+	__u64 iocb = 0, id = bpf_get_current_pid_tgid();
+	__u16 command = NO_METHOD;
+	__u32 fd = 0;
 
-		armed = kfault_io_armed.lookup(&zero);
-		if (!scratch || !armed || scratch->iocb_index >= scratch->iocb_count ||
-		    scratch->iocb_index >= KFAULT_IO_AIO_MAX_IOCBS)
-			return 0;
-		if (!scratch->iocb_index) { /* the first run: which armed rules target the caller */
-			scratch->aio_targets = targeting_rules(rules_for(KFAULT_IO_METHOD_READ, *armed) |
-							       rules_for(KFAULT_IO_METHOD_WRITE, *armed) |
-							       rules_for(KFAULT_IO_METHOD_FSYNC, *armed));
-			if (!scratch->aio_targets)
-				return 0;
-		}
-		index = scratch->iocb_index & (KFAULT_IO_AIO_MAX_IOCBS - 1);
-		scratch->iocb_index = index + 1;
-		bpf_probe_read_user(&iocb, sizeof(iocb), (void *)(scratch->iocbs + index * sizeof(__u64)));
-		if (iocb &&
-		    !bpf_probe_read_user(&command, sizeof(command),
-					 (void *)(iocb + __builtin_offsetof(struct iocb, aio_lio_opcode))) &&
-		    !bpf_probe_read_user(&fd, sizeof(fd),
-					 (void *)(iocb + __builtin_offsetof(struct iocb, aio_fildes)))) {
-			struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = fd};
-
-			method = aio_method(command);
-			matched = kfault_io_fds.lookup(&key);
-			if (method != NO_METHOD && matched &&
-			    (*matched & rules_for(method, *armed) & scratch->aio_targets))
-				decide(*matched & rules_for(method, *armed) & scratch->aio_targets, method, &call,
-				       scratch, 0, REACH_LATENCY, 0, KFAULT_IO_OUTCOME_UNREACHED_ASYNC);
-		}
-		if (scratch->iocb_index < scratch->iocb_count)
-			kfault_io_programs.call(ctx, KFAULT_IO_PROG_AIO_SUBMIT);
+	armed = kfault_io_armed.lookup(&zero);
+	if (!scratch || !armed || scratch->iocb_index >= scratch->iocb_count ||
+	    scratch->iocb_index >= KFAULT_IO_AIO_MAX_IOCBS)
 		return 0;
+	if (!scratch->iocb_index) { /* the first run: which armed rules target the caller */
+		scratch->aio_targets = targeting_rules(rules_for(KFAULT_IO_METHOD_READ, *armed) |
+						       rules_for(KFAULT_IO_METHOD_WRITE, *armed) |
+						       rules_for(KFAULT_IO_METHOD_FSYNC, *armed));
+		if (!scratch->aio_targets)
+			return 0;
 	}
+	index = scratch->iocb_index & (KFAULT_IO_AIO_MAX_IOCBS - 1);
+	scratch->iocb_index = index + 1;
+	bpf_probe_read_user(&iocb, sizeof(iocb), (void *)(scratch->iocbs + index * sizeof(__u64)));
+	if (iocb &&
+	    !bpf_probe_read_user(&command, sizeof(command),
+				 (void *)(iocb + __builtin_offsetof(struct iocb, aio_lio_opcode))) &&
+	    !bpf_probe_read_user(&fd, sizeof(fd), (void *)(iocb + __builtin_offsetof(struct iocb, aio_fildes)))) {
+		struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = fd};
+
+		method = aio_method(command);
+		matched = kfault_io_fds.lookup(&key);
+		if (method != NO_METHOD && matched && (*matched & rules_for(method, *armed) & scratch->aio_targets))
+			decide(*matched & rules_for(method, *armed) & scratch->aio_targets, method, &call, scratch, 0,
+			       REACH_LATENCY, 0, KFAULT_IO_OUTCOME_UNREACHED_ASYNC);
+	}
+	if (scratch->iocb_index < scratch->iocb_count)
+		kfault_io_programs.call(ctx, KFAULT_IO_PROG_AIO_SUBMIT);
+	return 0;
+}
 
 #ifdef KFAULT_IO_URING
-	/* io_uring: each request as it is submitted, in the thread that submits it (the caller of
+/* io_uring: each request as it is submitted, in the thread that submits it (the caller of
  * io_uring_enter, or the SQPOLL thread), before its first issue. Latency holds the submitter
  * at io_uring_enter's return: each request once, wherever it is issued later (inline, from
  * task work, in an io-wq worker), as the holder can't hold io_uring's kernel threads. With the
  * file hooks, reads and writes are decided at the hook of their first attempt (marked here);
  * the rest by the fd here. What can't be reached is counted so, by why. */
-	int io_uring_submit(struct bpf_raw_tracepoint_args * ctx)
-	{
-		__u64 req = ctx->args[0], id, flags = 0;
-		__u32 zero = 0, *armed, targets, method, *matched;
-		__u8 opcode = 0;
-		__s32 fd = -1;
-		struct kfault_io_call call = {};
-		struct io_scratch *scratch;
+int io_uring_submit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 req = ctx->args[0], id, flags = 0;
+	__u32 zero = 0, *armed, targets, method, *matched;
+	__u8 opcode = 0;
+	__s32 fd = -1;
+	struct kfault_io_call call = {};
+	struct io_scratch *scratch;
 
-		armed = kfault_io_armed.lookup(&zero);
-		if (!armed || !*armed)
-			return 0;
-		bpf_probe_read_kernel(&opcode, sizeof(opcode), (void *)(req + KFAULT_OFF_IO_KIOCB_OPCODE));
-		method = uring_method(opcode);
-		if (method == NO_METHOD)
-			return 0;
-		targets = rules_for(method, *armed);
-		if (!targets)
-			return 0;
-		targets = targeting_rules(targets);
-		scratch = kfault_io_scratch.lookup(&zero);
-		if (!targets || !scratch)
-			return 0;
-		id = bpf_get_current_pid_tgid();
+	armed = kfault_io_armed.lookup(&zero);
+	if (!armed || !*armed)
+		return 0;
+	bpf_probe_read_kernel(&opcode, sizeof(opcode), (void *)(req + KFAULT_OFF_IO_KIOCB_OPCODE));
+	method = uring_method(opcode);
+	if (method == NO_METHOD)
+		return 0;
+	targets = rules_for(method, *armed);
+	if (!targets)
+		return 0;
+	targets = targeting_rules(targets);
+	scratch = kfault_io_scratch.lookup(&zero);
+	if (!targets || !scratch)
+		return 0;
+	id = bpf_get_current_pid_tgid();
 #ifdef KFAULT_IO_FILE_HOOKS
-		if (method == KFAULT_IO_METHOD_READ || method == KFAULT_IO_METHOD_WRITE) {
-			__u32 one = 1, tid = (__u32)id;
+	if (method == KFAULT_IO_METHOD_READ || method == KFAULT_IO_METHOD_WRITE) {
+		__u32 one = 1, tid = (__u32)id;
 
-			kfault_io_uring_undecided.update(&req, &one);
-			kfault_io_uring_submitted.update(&tid, &req);
-		}
-#endif
-		bpf_probe_read_kernel(&flags, sizeof(flags), (void *)(req + KFAULT_OFF_IO_KIOCB_FLAGS));
-		bpf_probe_read_kernel(&fd, sizeof(fd), (void *)(req + KFAULT_OFF_IO_KIOCB_CQE_FD));
-		if (method != KFAULT_IO_METHOD_READ && method != KFAULT_IO_METHOD_WRITE &&
-		    method != KFAULT_IO_METHOD_FSYNC) {
-			/* by path: no fd to match, so every rule on the method counts it */
-			decide(targets, method, &call, scratch, 0, 0, KFAULT_IO_OUTCOME_UNREACHED_ASYNC,
-			       KFAULT_IO_OUTCOME_UNREACHED_ASYNC);
-			return 0;
-		}
-		if (flags & IO_IOSQE_FIXED_FILE) {
-			decide(targets, method, &call, scratch, 0, 0, KFAULT_IO_OUTCOME_UNREACHED_FIXED_FILE,
-			       KFAULT_IO_OUTCOME_UNREACHED_FIXED_FILE);
-			return 0;
-		}
-		struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = fd};
-		matched = kfault_io_fds.lookup(&key);
-		if (matched && (*matched & targets))
-			decide(*matched & targets, method, &call, scratch, 0, in_io_thread() ? 0 : REACH_LATENCY,
-			       KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, KFAULT_IO_OUTCOME_UNREACHED_ASYNC);
-		return 0;
+		kfault_io_uring_undecided.update(&req, &one);
+		kfault_io_uring_submitted.update(&tid, &req);
 	}
 #endif
-
-	int io_sys_exit(struct bpf_raw_tracepoint_args * ctx)
-	{
-		__u64 id = bpf_get_current_pid_tgid();
-		struct kfault_io_call *call = kfault_io_calls.lookup(&id);
-		long ret = ctx->args[1];
-
-		if (!call)
-			return 0;
-		if (call->held_nr &&
-		    (ret == -IO_EINTR || (ret <= -IO_ERESTARTSYS && ret >= -IO_ERESTART_RESTARTBLOCK))) {
-			__u32 held_nr = call->held_nr;
-
-			kfault_io_interrupted.update(&id, &held_nr);
-		}
-		if (call->fail_slot) {
-			fail_after_call(ctx, id, call);
-		} else if (call->held_nr) {
-			__u32 tid = id;
-
-			kfault_io_fails.delete(&tid); /* one whose stop never came: not this call's */
-		}
-		if (call->method == KFAULT_IO_METHOD_OPEN && call->opened_mask && ret >= 0) {
-			struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = ret};
-
-			kfault_io_fds.update(&key, &call->opened_mask);
-		}
-		if (call->dirs && ret >= 0)
-			set_dir_states(id, call->dirs, ret);
-		__u32 zero = 0, apply = call->apply, method = call->method, layout = call->layout;
-		__u64 buffer = call->buffer;
-		kfault_io_calls.delete(&id);
-		if (!apply)
-			return 0;
-		struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
-		if (!scratch)
-			return 0;
-		scratch->apply = apply;
-		scratch->method = method;
-		scratch->layout = layout;
-		scratch->buffer = buffer;
-		scratch->length = ret > 0 ? ret : 0;
-		if (method == KFAULT_IO_METHOD_GETATTR && ret == 0)
-			kfault_io_programs.call(ctx, KFAULT_IO_PROG_APPLY_ATTR);
-		else if (method == KFAULT_IO_METHOD_READ && ret > 0)
-			kfault_io_programs.call(ctx, KFAULT_IO_PROG_CORRUPT);
+	bpf_probe_read_kernel(&flags, sizeof(flags), (void *)(req + KFAULT_OFF_IO_KIOCB_FLAGS));
+	bpf_probe_read_kernel(&fd, sizeof(fd), (void *)(req + KFAULT_OFF_IO_KIOCB_CQE_FD));
+	if (method != KFAULT_IO_METHOD_READ && method != KFAULT_IO_METHOD_WRITE && method != KFAULT_IO_METHOD_FSYNC) {
+		/* by path: no fd to match, so every rule on the method counts it */
+		decide(targets, method, &call, scratch, 0, 0, KFAULT_IO_OUTCOME_UNREACHED_ASYNC,
+		       KFAULT_IO_OUTCOME_UNREACHED_ASYNC);
 		return 0;
 	}
-
-	/* The rule io_sys_exit or finish_enter chose for this call, from scratch->apply. */
-	static __always_inline struct kfault_io_rule *applied_rule(struct io_scratch * scratch, __u32 * slot)
-	{
-		if (!scratch->apply)
-			return 0;
-		*slot = (scratch->apply - 1) & (KFAULT_IO_MAX_RULES - 1);
-		return kfault_io_rules.lookup(slot);
+	if (flags & IO_IOSQE_FIXED_FILE) {
+		decide(targets, method, &call, scratch, 0, 0, KFAULT_IO_OUTCOME_UNREACHED_FIXED_FILE,
+		       KFAULT_IO_OUTCOME_UNREACHED_FIXED_FILE);
+		return 0;
 	}
+	struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = fd};
+	matched = kfault_io_fds.lookup(&key);
+	if (matched && (*matched & targets))
+		decide(*matched & targets, method, &call, scratch, 0, in_io_thread() ? 0 : REACH_LATENCY,
+		       KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, KFAULT_IO_OUTCOME_UNREACHED_ASYNC);
+	return 0;
+}
+#endif
 
-	/* attrOverride, at the exit of a stat that succeeded: the fields the rule names, written over
+int io_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct kfault_io_call *call = kfault_io_calls.lookup(&id);
+	long ret = ctx->args[1];
+
+	if (!call)
+		return 0;
+	if (call->held_nr && (ret == -IO_EINTR || (ret <= -IO_ERESTARTSYS && ret >= -IO_ERESTART_RESTARTBLOCK))) {
+		__u32 held_nr = call->held_nr;
+
+		kfault_io_interrupted.update(&id, &held_nr);
+	}
+	if (call->fail_slot) {
+		fail_after_call(ctx, id, call);
+	} else if (call->held_nr) {
+		__u32 tid = id;
+
+		kfault_io_fails.delete(&tid); /* one whose stop never came: not this call's */
+	}
+	if (call->method == KFAULT_IO_METHOD_OPEN && call->opened_mask && ret >= 0) {
+		struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = ret};
+
+		kfault_io_fds.update(&key, &call->opened_mask);
+	}
+	if (call->dirs && ret >= 0)
+		set_dir_states(id, call->dirs, ret);
+	__u32 zero = 0, apply = call->apply, method = call->method, layout = call->layout;
+	__u64 buffer = call->buffer;
+	kfault_io_calls.delete(&id);
+	if (!apply)
+		return 0;
+	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
+	if (!scratch)
+		return 0;
+	scratch->apply = apply;
+	scratch->method = method;
+	scratch->layout = layout;
+	scratch->buffer = buffer;
+	scratch->length = ret > 0 ? ret : 0;
+	if (method == KFAULT_IO_METHOD_GETATTR && ret == 0)
+		kfault_io_programs.call(ctx, KFAULT_IO_PROG_APPLY_ATTR);
+	else if (method == KFAULT_IO_METHOD_READ && ret > 0)
+		kfault_io_programs.call(ctx, KFAULT_IO_PROG_CORRUPT);
+	return 0;
+}
+
+/* The rule io_sys_exit or finish_enter chose for this call, from scratch->apply. */
+static __always_inline struct kfault_io_rule *applied_rule(struct io_scratch *scratch, __u32 *slot)
+{
+	if (!scratch->apply)
+		return 0;
+	*slot = (scratch->apply - 1) & (KFAULT_IO_MAX_RULES - 1);
+	return kfault_io_rules.lookup(slot);
+}
+
+/* attrOverride, at the exit of a stat that succeeded: the fields the rule names, written over
  * what the kernel just copied to the caller. */
-	int io_apply_attr(struct bpf_raw_tracepoint_args * ctx)
-	{
-		__u32 zero = 0, slot = 0;
-		struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
-		struct kfault_io_rule *rule;
+int io_apply_attr(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0, slot = 0;
+	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
+	struct kfault_io_rule *rule;
 
-		if (!scratch)
-			return 0;
-		rule = applied_rule(scratch, &slot);
-		if (!rule || rule->action != KFAULT_IO_ACT_ATTR)
-			return 0;
-		if (scratch->layout == KFAULT_IO_LAYOUT_STATX)
-			override_statx(rule, scratch->buffer);
-		else if (scratch->layout == KFAULT_IO_LAYOUT_STAT)
-			override_stat(rule, scratch->buffer);
-		else
-			return 0;
-		count(slot, KFAULT_IO_METHOD_GETATTR, KFAULT_IO_OUTCOME_OVERRIDDEN, 0);
+	if (!scratch)
 		return 0;
-	}
-
-	/* mistake, at a read's exit or a write's entry (lib/mistake.h). */
-	int io_corrupt(struct bpf_raw_tracepoint_args * ctx)
-	{
-		__u32 zero = 0, slot = 0;
-		struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
-		struct kfault_io_rule *rule;
-
-		if (!scratch)
-			return 0;
-		rule = applied_rule(scratch, &slot);
-		if (!rule || rule->action != KFAULT_IO_ACT_MISTAKE)
-			return 0;
-		if (!write_mistake(rule, scratch))
-			return 0;
-		count(slot, scratch->method, KFAULT_IO_OUTCOME_CORRUPTED, 0);
+	rule = applied_rule(scratch, &slot);
+	if (!rule || rule->action != KFAULT_IO_ACT_ATTR)
 		return 0;
-	}
+	if (scratch->layout == KFAULT_IO_LAYOUT_STATX)
+		override_statx(rule, scratch->buffer);
+	else if (scratch->layout == KFAULT_IO_LAYOUT_STAT)
+		override_stat(rule, scratch->buffer);
+	else
+		return 0;
+	count(slot, KFAULT_IO_METHOD_GETATTR, KFAULT_IO_OUTCOME_OVERRIDDEN, 0);
+	return 0;
+}
 
-	/* The error decided for the current thread's syscall, or 0. The armed mask first: an array
+/* mistake, at a read's exit or a write's entry (lib/mistake.h). */
+int io_corrupt(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0, slot = 0;
+	struct io_scratch *scratch = kfault_io_scratch.lookup(&zero);
+	struct kfault_io_rule *rule;
+
+	if (!scratch)
+		return 0;
+	rule = applied_rule(scratch, &slot);
+	if (!rule || rule->action != KFAULT_IO_ACT_MISTAKE)
+		return 0;
+	if (!write_mistake(rule, scratch))
+		return 0;
+	count(slot, scratch->method, KFAULT_IO_OUTCOME_CORRUPTED, 0);
+	return 0;
+}
+
+/* The error decided for the current thread's syscall, or 0. The armed mask first: an array
  * load, where the call lookup is a hash's (these hooks run for every task on the node). */
-	static __always_inline int decided_error(void)
-	{
-		__u32 zero = 0, *armed = kfault_io_armed.lookup(&zero);
-		struct kfault_io_call *call;
-		__u64 id;
+static __always_inline int decided_error(void)
+{
+	__u32 zero = 0, *armed = kfault_io_armed.lookup(&zero);
+	struct kfault_io_call *call;
+	__u64 id;
 
-		if (!armed || !*armed)
-			return 0;
-		id = bpf_get_current_pid_tgid();
-		call = kfault_io_calls.lookup(&id);
-		return call ? call->error : 0;
-	}
+	if (!armed || !*armed)
+		return 0;
+	id = bpf_get_current_pid_tgid();
+	call = kfault_io_calls.lookup(&id);
+	return call ? call->error : 0;
+}
 
 #ifdef KFAULT_IO_FILE_HOOKS
-	/* No member of struct file or struct inode is read by name: bcc's own includes declare them as
+/* No member of struct file or struct inode is read by name: bcc's own includes declare them as
  * the headers it is given lay them out, which need not be the running kernel's. Where each field
  * is in the running kernel comes from its BTF (kernel/btf.py), as the KFAULT_OFF_* flags the
  * loader passes (its table: loader.FILE_HOOK_LAYOUT). The verifier knows the BTF type of the
  * hook's argument and checks each load at an offset as it checks `file->f_mode`
  * (btf_struct_access walks the kernel's own struct to the member there), and bpf_d_path takes
  * `file + offset of f_path` as a struct path (btf_struct_ids_match walks to it). */
-	struct file;
-	struct inode;
-	struct path;
+struct file;
+struct inode;
+struct path;
 
 #define IO_FIELD(type, object, offset) (*(type *)((char *)(object) + (offset)))
 
@@ -928,77 +923,77 @@ static __always_inline void set_dir_states(__u64 id, __u32 how, long ret)
 #define IO_MAY_WRITE 2
 #define IO_MAY_READ 4
 
-	static __always_inline struct path *io_file_path(struct file * file)
-	{
-		return (struct path *)((char *)file + KFAULT_OFF_FILE_F_PATH);
-	}
+static __always_inline struct path *io_file_path(struct file *file)
+{
+	return (struct path *)((char *)file + KFAULT_OFF_FILE_F_PATH);
+}
 
-	static __always_inline __u64 io_file_dentry(struct file * file)
-	{
-		return (__u64)IO_FIELD(void *, file, KFAULT_OFF_FILE_F_PATH_DENTRY);
-	}
+static __always_inline __u64 io_file_dentry(struct file *file)
+{
+	return (__u64)IO_FIELD(void *, file, KFAULT_OFF_FILE_F_PATH_DENTRY);
+}
 
-	static __always_inline __u64 io_file_mnt(struct file * file)
-	{
-		return (__u64)IO_FIELD(void *, file, KFAULT_OFF_FILE_F_PATH_MNT);
-	}
+static __always_inline __u64 io_file_mnt(struct file *file)
+{
+	return (__u64)IO_FIELD(void *, file, KFAULT_OFF_FILE_F_PATH_MNT);
+}
 
-	static __always_inline __u32 io_file_mode(struct file * file)
-	{
-		return IO_FIELD(__u32, file, KFAULT_OFF_FILE_F_MODE);
-	}
+static __always_inline __u32 io_file_mode(struct file *file)
+{
+	return IO_FIELD(__u32, file, KFAULT_OFF_FILE_F_MODE);
+}
 
-	static __always_inline __u16 io_file_inode_mode(struct file * file)
-	{
-		struct inode *inode = IO_FIELD(struct inode *, file, KFAULT_OFF_FILE_F_INODE);
+static __always_inline __u16 io_file_inode_mode(struct file *file)
+{
+	struct inode *inode = IO_FIELD(struct inode *, file, KFAULT_OFF_FILE_F_INODE);
 
-		return IO_FIELD(__u16, inode, KFAULT_OFF_INODE_I_MODE);
-	}
+	return IO_FIELD(__u16, inode, KFAULT_OFF_INODE_I_MODE);
+}
 
-	/* struct file * -> the armed rules whose glob its path matched. Walked once per file and
+/* struct file * -> the armed rules whose glob its path matched. Walked once per file and
  * generation; a struct file freed and reused for another path is told apart by its f_path. */
-	struct io_file_match {
-		__u64 dentry;
-		__u64 mnt;
-		__u32 generation;
-		__u32 matched;
-	};
-	BPF_TABLE("lru_hash", __u64, struct io_file_match, kfault_io_files, KFAULT_IO_MAX_FDS);
-	/* Bumped by the agent each time it arms a rule: every file is walked again for it. */
-	BPF_ARRAY(kfault_io_generation, __u32, 1);
+struct io_file_match {
+	__u64 dentry;
+	__u64 mnt;
+	__u32 generation;
+	__u32 matched;
+};
+BPF_TABLE("lru_hash", __u64, struct io_file_match, kfault_io_files, KFAULT_IO_MAX_FDS);
+/* Bumped by the agent each time it arms a rule: every file is walked again for it. */
+BPF_ARRAY(kfault_io_generation, __u32, 1);
 
-	/* The armed rules whose glob accepts the file's path as its process sees it (bpf_d_path:
+/* The armed rules whose glob accepts the file's path as its process sees it (bpf_d_path:
  * absolute, from the process's root), from the cache or walked now. */
-	static __always_inline __u32 file_matches(struct file * file, __u32 armed)
-	{
-		__u64 key = (__u64)file, dentry = io_file_dentry(file), mnt = io_file_mnt(file);
-		__u32 zero = 0, *generation = kfault_io_generation.lookup(&zero);
-		struct io_file_match *seen = kfault_io_files.lookup(&key);
-		struct io_file_match walked = {.dentry = dentry, .mnt = mnt};
-		struct io_scratch *scratch;
+static __always_inline __u32 file_matches(struct file *file, __u32 armed)
+{
+	__u64 key = (__u64)file, dentry = io_file_dentry(file), mnt = io_file_mnt(file);
+	__u32 zero = 0, *generation = kfault_io_generation.lookup(&zero);
+	struct io_file_match *seen = kfault_io_files.lookup(&key);
+	struct io_file_match walked = {.dentry = dentry, .mnt = mnt};
+	struct io_scratch *scratch;
 
-		if (!generation)
-			return 0;
-		if (seen && seen->dentry == dentry && seen->mnt == mnt && seen->generation == *generation)
-			return seen->matched;
-		walked.generation = *generation;
-		scratch = kfault_io_scratch.lookup(&zero); /* only here: a per-CPU lookup is a helper call */
-		if (!scratch)
-			return 0;
-		if (bpf_d_path(io_file_path(file), scratch->path, KFAULT_IO_PATH_MAX) > 0) {
-			scratch->found = 0;
+	if (!generation)
+		return 0;
+	if (seen && seen->dentry == dentry && seen->mnt == mnt && seen->generation == *generation)
+		return seen->matched;
+	walked.generation = *generation;
+	scratch = kfault_io_scratch.lookup(&zero); /* only here: a per-CPU lookup is a helper call */
+	if (!scratch)
+		return 0;
+	if (bpf_d_path(io_file_path(file), scratch->path, KFAULT_IO_PATH_MAX) > 0) {
+		scratch->found = 0;
 #pragma unroll
-			for (__u32 r = 0; r < KFAULT_IO_MAX_RULES; r++) {
-				if ((armed & (1u << r)) && glob_accepts_padded(r, scratch))
-					scratch->found |= 1u << r;
-			}
-			walked.matched = scratch->found;
+		for (__u32 r = 0; r < KFAULT_IO_MAX_RULES; r++) {
+			if ((armed & (1u << r)) && glob_accepts_padded(r, scratch))
+				scratch->found |= 1u << r;
 		}
-		kfault_io_files.update(&key, &walked);
-		return walked.matched;
+		walked.matched = scratch->found;
 	}
+	kfault_io_files.update(&key, &walked);
+	return walked.matched;
+}
 
-	/* What the file hook may do to this read or write: everything to a plain syscall's (and
+/* What the file hook may do to this read or write: everything to a plain syscall's (and
  * libaio's, whose iocbs pass here in io_submit); to an io_uring request's, only at its first
  * attempt (io_uring_submit marked it); 0 at a later attempt (a retry from task work, or in an
  * io-wq worker after a punt): a request is decided once. A first attempt in an io_uring kernel
@@ -1006,205 +1001,204 @@ static __always_inline void set_dir_states(__u64 id, __u32 how, long ret)
  * where the file system has no async buffered writes; an SQPOLL thread) can't be held: its
  * latency is counted as out of reach. A retry from task work run at the return of another
  * syscall than io_uring_enter is taken for a plain call (docs/design/file-io.md). */
-	static __always_inline __u32 io_uring_attempt_reach(void)
-	{
+static __always_inline __u32 io_uring_attempt_reach(void)
+{
 #ifdef KFAULT_IO_URING
-		__u64 req = 0, *submitted;
-		__u32 tid = (__u32)bpf_get_current_pid_tgid(), worker = in_io_thread();
+	__u64 req = 0, *submitted;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid(), worker = in_io_thread();
 
-		if (worker)
-			req = worker_request();
-		else if (current_syscall() != KFAULT_NR_io_uring_enter)
-			return REACH_ALL;
-		if (!req) { /* inline, from task work, or an SQPOLL thread: the request it submitted last */
-			submitted = kfault_io_uring_submitted.lookup(&tid);
-			req = submitted ? *submitted : 0;
-		}
-		if (!req || kfault_io_uring_undecided.delete(&req))
-			return 0;
-		return worker ? REACH_ALL & ~REACH_LATENCY : REACH_ALL;
-#else
+	if (worker)
+		req = worker_request();
+	else if (current_syscall() != KFAULT_NR_io_uring_enter)
 		return REACH_ALL;
-#endif
+	if (!req) { /* inline, from task work, or an SQPOLL thread: the request it submitted last */
+		submitted = kfault_io_uring_submitted.lookup(&tid);
+		req = submitted ? *submitted : 0;
 	}
+	if (!req || kfault_io_uring_undecided.delete(&req))
+		return 0;
+	return worker ? REACH_ALL & ~REACH_LATENCY : REACH_ALL;
+#else
+	return REACH_ALL;
+#endif
+}
 
-	/* Decide a call on `file` by a task of a target: its errno, or 0 (latency is the holder's). */
-	static __always_inline int decide_at_file(struct file * file, __u32 method)
-	{
-		/* One array load, then one cgroup check per rule on this method: all that a read or a
+/* Decide a call on `file` by a task of a target: its errno, or 0 (latency is the holder's). */
+static __always_inline int decide_at_file(struct file *file, __u32 method)
+{
+	/* One array load, then one cgroup check per rule on this method: all that a read or a
 	 * write of a task no rule targets pays, on every node where a rule is armed. */
-		__u32 zero = 0, index = method, *rules = kfault_io_method_armed.lookup(&index), *armed, targets;
-		struct kfault_io_call call = {.method = method};
-		struct io_scratch *scratch;
-		__u32 reach;
+	__u32 zero = 0, index = method, *rules = kfault_io_method_armed.lookup(&index), *armed, targets;
+	struct kfault_io_call call = {.method = method};
+	struct io_scratch *scratch;
+	__u32 reach;
 
-		if (!rules || !*rules)
-			return 0;
-		targets = *rules;
-		/* A file the kernel opened for itself behind the one the process reads: overlayfs (every
+	if (!rules || !*rules)
+		return 0;
+	targets = *rules;
+	/* A file the kernel opened for itself behind the one the process reads: overlayfs (every
 	 * container's root filesystem) reads its upper or lower file through another permission
 	 * check, and that file shows the overlay's path: it would be decided twice. */
-		if (io_file_mode(file) & IO_FMODE_NOACCOUNT)
-			return 0;
-		targets = targeting_rules(targets);
-		if (!targets)
-			return 0;
-		armed = kfault_io_armed.lookup(&zero);
-		if (!armed)
-			return 0;
-		targets &= file_matches(file, *armed); /* all armed rules: the match is cached for each */
-		if (!targets)
-			return 0;
-		scratch = kfault_io_scratch.lookup(&zero);
-		if (!scratch)
-			return 0;
-		reach = io_uring_attempt_reach();
-		if (!reach)
-			return 0;
-		decide(targets, method, &call, scratch, 1, reach, KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, 0);
-		return call.error;
-	}
+	if (io_file_mode(file) & IO_FMODE_NOACCOUNT)
+		return 0;
+	targets = targeting_rules(targets);
+	if (!targets)
+		return 0;
+	armed = kfault_io_armed.lookup(&zero);
+	if (!armed)
+		return 0;
+	targets &= file_matches(file, *armed); /* all armed rules: the match is cached for each */
+	if (!targets)
+		return 0;
+	scratch = kfault_io_scratch.lookup(&zero);
+	if (!scratch)
+		return 0;
+	reach = io_uring_attempt_reach();
+	if (!reach)
+		return 0;
+	decide(targets, method, &call, scratch, 1, reach, KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, 0);
+	return call.error;
+}
 
-	/* Every read and write (plain, positional, vector, splice, sendfile, copy_file_range) before
+/* Every read and write (plain, positional, vector, splice, sendfile, copy_file_range) before
  * any byte moves: rw_verify_area asks with MAY_READ or MAY_WRITE. */
-	KMOD_RET(security_file_permission, struct file * file, int mask, int ret)
-	{
-		__u16 mode = io_file_inode_mode(file);
+KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
+{
+	__u16 mode = io_file_inode_mode(file);
 
-		if (S_ISDIR(mode))
-			return decided_error(); /* a readdir */
-		/* Regular files only. A FIFO's or a device's read waits interruptibly, so a hold's signal
+	if (S_ISDIR(mode))
+		return decided_error(); /* a readdir */
+	/* Regular files only. A FIFO's or a device's read waits interruptibly, so a hold's signal
 	 * would interrupt it, and with no syscall exit here to see that, its retry would be held
 	 * again (retry_of_interrupted). Chaos Mesh's FUSE never serves them either. */
-		if (!S_ISREG(mode))
-			return 0;
-		if (mask & IO_MAY_WRITE)
-			return decide_at_file(file, KFAULT_IO_METHOD_WRITE);
-		if (mask & IO_MAY_READ)
-			return decide_at_file(file, KFAULT_IO_METHOD_READ);
+	if (!S_ISREG(mode))
 		return 0;
-	}
+	if (mask & IO_MAY_WRITE)
+		return decide_at_file(file, KFAULT_IO_METHOD_WRITE);
+	if (mask & IO_MAY_READ)
+		return decide_at_file(file, KFAULT_IO_METHOD_READ);
+	return 0;
+}
 #endif /* KFAULT_IO_FILE_HOOKS */
 
-	/* Where the decided error is returned. An open that creates is refused at path_mknod /
+/* Where the decided error is returned. An open that creates is refused at path_mknod /
  * inode_create, before the file exists; any open at file_open; read and write (all their
  * vector and positional forms) and readdir at file_permission, before any byte moves; mkdir,
  * rmdir, unlink and rename at their security_path_* hooks, before the namespace changes; the stat
  * family at inode_getattr; setattr at inode_setattr, before notify_change changes anything. */
-	struct file;
-	struct path;
-	struct dentry;
-	struct inode;
+struct file;
+struct path;
+struct dentry;
+struct inode;
 
 #ifdef KFAULT_IO_ERRNO_LSM
-	LSM_PROBE(file_open, struct file * file)
-	{
-		return decided_error();
-	}
+LSM_PROBE(file_open, struct file *file)
+{
+	return decided_error();
+}
 
-	LSM_PROBE(file_permission, struct file * file, int mask)
-	{
-		return decided_error();
-	}
+LSM_PROBE(file_permission, struct file *file, int mask)
+{
+	return decided_error();
+}
 
-	LSM_PROBE(path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)
-	{
-		return decided_error();
-	}
+LSM_PROBE(path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)
+{
+	return decided_error();
+}
 
-	LSM_PROBE(inode_create, struct inode * dir, struct dentry * dentry, umode_t mode)
-	{
-		return decided_error();
-	}
+LSM_PROBE(inode_create, struct inode *dir, struct dentry *dentry, umode_t mode)
+{
+	return decided_error();
+}
 
-	LSM_PROBE(path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode)
-	{
-		return decided_error();
-	}
+LSM_PROBE(path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode)
+{
+	return decided_error();
+}
 
-	LSM_PROBE(path_rmdir, const struct path *dir, struct dentry *dentry)
-	{
-		return decided_error();
-	}
+LSM_PROBE(path_rmdir, const struct path *dir, struct dentry *dentry)
+{
+	return decided_error();
+}
 
-	LSM_PROBE(path_unlink, const struct path *dir, struct dentry *dentry)
-	{
-		return decided_error();
-	}
+LSM_PROBE(path_unlink, const struct path *dir, struct dentry *dentry)
+{
+	return decided_error();
+}
 
-	LSM_PROBE(inode_getattr, const struct path *path)
-	{
-		return decided_error();
-	}
+LSM_PROBE(inode_getattr, const struct path *path)
+{
+	return decided_error();
+}
 
-	/* Arguments unused: 6.3 put a struct mnt_idmap * before the dentry. */
-	LSM_PROBE(inode_setattr, void *first, void *second)
-	{
-		return decided_error();
-	}
+/* Arguments unused: 6.3 put a struct mnt_idmap * before the dentry. */
+LSM_PROBE(inode_setattr, void *first, void *second)
+{
+	return decided_error();
+}
 
-	LSM_PROBE(path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
-		  struct dentry *new_dentry, unsigned int flags)
-	{
-		return decided_error();
-	}
+LSM_PROBE(path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+	  struct dentry *new_dentry, unsigned int flags)
+{
+	return decided_error();
+}
 #endif
 
 /* With the file hooks, reads and writes are decided at security_file_permission (above). */
 #if defined(KFAULT_IO_ERRNO_FMOD_RET) || defined(KFAULT_IO_FILE_HOOKS)
-	KMOD_RET(security_file_open, struct file * file, int ret)
-	{
-		return decided_error();
-	}
+KMOD_RET(security_file_open, struct file *file, int ret)
+{
+	return decided_error();
+}
 
 #ifndef KFAULT_IO_FILE_HOOKS
-	KMOD_RET(security_file_permission, struct file * file, int mask, int ret)
-	{
-		return decided_error();
-	}
+KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
+{
+	return decided_error();
+}
 #endif
 
-	KMOD_RET(security_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev,
-		 int ret)
-	{
-		return decided_error();
-	}
+KMOD_RET(security_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev, int ret)
+{
+	return decided_error();
+}
 
-	KMOD_RET(security_inode_create, struct inode * dir, struct dentry * dentry, umode_t mode, int ret)
-	{
-		return decided_error();
-	}
+KMOD_RET(security_inode_create, struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	return decided_error();
+}
 
-	KMOD_RET(security_path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode, int ret)
-	{
-		return decided_error();
-	}
+KMOD_RET(security_path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	return decided_error();
+}
 
-	KMOD_RET(security_path_rmdir, const struct path *dir, struct dentry *dentry, int ret)
-	{
-		return decided_error();
-	}
+KMOD_RET(security_path_rmdir, const struct path *dir, struct dentry *dentry, int ret)
+{
+	return decided_error();
+}
 
-	KMOD_RET(security_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
-	{
-		return decided_error();
-	}
+KMOD_RET(security_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
+{
+	return decided_error();
+}
 
-	KMOD_RET(security_inode_getattr, const struct path *path, int ret)
-	{
-		return decided_error();
-	}
+KMOD_RET(security_inode_getattr, const struct path *path, int ret)
+{
+	return decided_error();
+}
 
-	/* Every change of attributes goes through notify_change, which asks here first: chmod, chown,
+/* Every change of attributes goes through notify_change, which asks here first: chmod, chown,
  * truncate, utimes and their forms. (user_namespace *, before 6.3 mnt_idmap *: unused.) */
-	KMOD_RET(security_inode_setattr, void *idmap, struct dentry *dentry, void *attr, int ret)
-	{
-		return decided_error();
-	}
+KMOD_RET(security_inode_setattr, void *idmap, struct dentry *dentry, void *attr, int ret)
+{
+	return decided_error();
+}
 
-	KMOD_RET(security_path_rename, const struct path *old_dir, struct dentry *old_dentry,
-		 const struct path *new_dir, struct dentry *new_dentry, unsigned int flags, int ret)
-	{
-		return decided_error();
-	}
+KMOD_RET(security_path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+	 struct dentry *new_dentry, unsigned int flags, int ret)
+{
+	return decided_error();
+}
 #endif
