@@ -425,7 +425,8 @@ def test_hooks_are_attached_only_while_a_rule_needs_them(victims, files, io_engi
         io_engine.revoke(reads.key, cgroup.name)
     else:
         io_engine.revoke(faults.key, cgroup.name)
-    assert attached(datapath) == {"io_sys_enter", "io_sys_exit"} | uring, "the hooks stayed after the last rule needing them"
+    assert attached(datapath) == {"io_sys_enter", "io_sys_exit"} | uring, \
+        "the hooks stayed after the last rule needing them"
     io_engine.revoke(opens.key, cgroup.name)
     assert not attached(datapath)
 
