@@ -9,6 +9,9 @@ A tight loop (`dd bs=1`: one read(2) and one write(2) to /dev/null per byte) in 
       FUSE-based injector such as Chaos Mesh's, which serves every call of the volume
   (e) as (c), with the rule on every method (open, fsync and stat are decided at the syscall
       tracepoints even where the file hooks decide reads and writes)
+With --paired-headers, also (b') and (c'): (b) and (c) by a datapath compiled in a mount
+namespace where the node's kernel headers are hidden, as on a managed node (only the agent
+image's own headers: lab/kfault_lab/headerless.py), loaded here from that compile.
 Nanoseconds per byte copied by dd's own clock, median of interleaved rounds (each in its own
 order, each loop after an untimed one); the ratio to (0) is the median of each round's own
 ratio, so that a slow spell of the machine (a neighbour, under emulation) is charged to the
@@ -21,19 +24,23 @@ Run as root: make bench-io (this kernel), make kernel-bench (Debian's stock kern
 """
 import argparse
 import contextlib
+import json
 import os
 import random
 import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import uuid
 
 from kfault_agent.engines import iofault
-from kfault_agent.kernel import capabilities, loader, topology
+from kfault_agent.kernel import capabilities, compile, loader, topology
 from kfault_api import spec
-from kfault_lab import bpf_links
+from kfault_lab import bpf_links, headerless
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 # Many short rounds rather than a few long ones: the figures judged are 2% apart, and a median
 # over many rounds leaves out the ones a passing slow spell hit.
@@ -97,12 +104,43 @@ def fuse_passthrough(directory):
         os.rmdir(mountpoint)
 
 
-class Kfault:
-    """kfault's file I/O engine on this node, which (0) unloads for its loop."""
+@contextlib.contextmanager
+def compile_cache(directory):
+    """Compile and load from `directory` (None: the agent's cache)."""
+    before = os.environ.get(compile.CACHE_ENV)
+    if directory:
+        os.environ[compile.CACHE_ENV] = directory
+    try:
+        yield
+    finally:
+        if directory:
+            os.environ.pop(compile.CACHE_ENV)
+            if before is not None:
+                os.environ[compile.CACHE_ENV] = before
 
-    def __init__(self):
-        self.datapath, self.capabilities = capabilities.probe_io()
-        self.mechanism = self.datapath.errno_mechanism
+
+def compile_without_node_headers(mechanism, cache_dir, headers_dir):
+    """iofault.c compiled into cache_dir where the node's headers are hidden; what it used."""
+    child = headerless.popen([sys.executable, "-m", "tests.io_process", "compile", mechanism or ""], headers_dir,
+                             cwd=ROOT, env={compile.CACHE_ENV: cache_dir}, stdout=subprocess.PIPE, text=True)
+    out, _ = child.communicate(timeout=1200)
+    if child.returncode != 0:
+        raise RuntimeError(f"the compile without the node's headers failed: {out[-500:]}")
+    return json.loads(out)["headers"]
+
+
+class Kfault:
+    """kfault's file I/O engine on this node, which (0) unloads for its loop; with cache_dir,
+    loaded from the programs compiled there (and nothing compiled here: checked)."""
+
+    def __init__(self, like=None, cache_dir=None):
+        self.cache_dir = cache_dir
+        if like:        # the same mechanism and capabilities as another's
+            self.mechanism, self.capabilities = like.mechanism, like.capabilities
+            self.datapath = self._load()
+        else:
+            self.datapath, self.capabilities = capabilities.probe_io()
+            self.mechanism = self.datapath.errno_mechanism
         self.file_hooks = self.datapath.file_hooks
         self.engine = iofault.IOFaultEngine(self.datapath, self.capabilities)
         # what the kernel calls kfault's I/O programs: another kfault on the node would show
@@ -120,8 +158,19 @@ class Kfault:
         try:
             yield
         finally:
-            self.datapath = loader.IODatapath(self.mechanism)
+            self.datapath = self._load()
             self.engine = iofault.IOFaultEngine(self.datapath, self.capabilities)
+
+    def _load(self):
+        if not self.cache_dir:
+            return loader.IODatapath(self.mechanism)
+        entries = sorted(os.listdir(self.cache_dir))
+        with compile_cache(self.cache_dir):
+            datapath = loader.IODatapath(self.mechanism)
+        if sorted(os.listdir(self.cache_dir)) != entries:
+            datapath.close()
+            raise RuntimeError("the datapath was compiled here, not taken from the compile without the node's headers")
+        return datapath
 
     def close(self):
         if self.engine:
@@ -132,26 +181,37 @@ class Kfault:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"interleaved rounds (default {ROUNDS})")
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--paired-headers", action="store_true",
+                        help="also (b') and (c'): compiled where the node's kernel headers are hidden")
+    args = parser.parse_args()
+    rounds = args.rounds
     root = topology.cgroup2_mount()
     prefix = os.path.join(root, "kft-bench-" + uuid.uuid4().hex[:6])
     loop_cgroup, other_cgroup = prefix + "-loop", prefix + "-other"
     for path in (loop_cgroup, other_cgroup):
         os.mkdir(path)
-    kfault = Kfault()
+    scratch = tempfile.mkdtemp(prefix="kft-bench-headers-")
+    kfault, headerless_kfault, hidden_headers = Kfault(), None, None
     here = topology.resolve_cgroup_target(f"cgroup:{loop_cgroup}")
     other = topology.resolve_cgroup_target(f"cgroup:{other_cgroup}")
     reads = ["read"]
-    keys = "0abcde"
+    keys = ["0", "a", "b", "b'", "c", "c'", "d", "e"]
     results = {key: [] for key in keys}
     fuse_reason, foreign_links = None, 0
     try:
+        if args.paired_headers:
+            cache_dir = os.path.join(scratch, "cache")
+            hidden_headers = compile_without_node_headers(kfault.mechanism, cache_dir, os.path.join(scratch, "headers"))
+            headerless_kfault = Kfault(like=kfault, cache_dir=cache_dir)
+        kfaults = [k for k in (kfault, headerless_kfault) if k]
         with tmpfs_directory() as directory, fuse_passthrough(directory) as (fuse, fuse_reason):
             data = os.path.join(directory, "data")
             with open(data, "wb") as handle:
                 handle.write(os.urandom(BYTES))
             configs = {"0": (None, None, data), "a": (None, None, data), "b": (reads, other, data),
                        "c": (reads, here, data), "e": (None, here, data)}
+            if headerless_kfault:
+                configs.update({"b'": (reads, other, data), "c'": (reads, here, data)})
             if fuse:
                 configs["d"] = (None, None, os.path.join(fuse, "data"))
             order = random.Random(1)
@@ -163,33 +223,44 @@ def main():
                 for key in order.sample(sorted(configs), len(configs)):
                     methods, target, path = configs[key]
                     if key == "0":
-                        with kfault.unloaded():
+                        with contextlib.ExitStack() as unloaded:
+                            for each in kfaults:
+                                unloaded.enter_context(each.unloaded())
                             read_loop_ns(loop_cgroup, path, WARM_UP_BYTES)
                             results[key].append(read_loop_ns(loop_cgroup, path))
                             foreign_links += bool(bpf_links.linked_program_names() & kfault.names)
                         continue
+                    for each in kfaults:
+                        if each.idle_links():
+                            raise RuntimeError(f"kfault is idle and still has {sorted(each.idle_links())} attached")
+                    armed = headerless_kfault if key.endswith("'") else kfault
                     if target:
-                        kfault.engine.apply(io_chaos("/nowhere/**", methods), target)
-                    elif kfault.idle_links():
-                        raise RuntimeError(f"kfault is idle and still has {sorted(kfault.idle_links())} attached")
+                        armed.engine.apply(io_chaos("/nowhere/**", methods), target)
                     read_loop_ns(loop_cgroup, path, WARM_UP_BYTES)
                     results[key].append(read_loop_ns(loop_cgroup, path))
-                    kfault.engine.revoke_all()
+                    armed.engine.revoke_all()
     finally:
-        kfault.close()
+        for each in (kfault, headerless_kfault):
+            if each:
+                each.close()
         for path in (loop_cgroup, other_cgroup):
             os.rmdir(path)
+        shutil.rmtree(scratch, ignore_errors=True)
     decided_by = ("file hooks (fmod_ret on security_file_permission)" if kfault.file_hooks
                   else "syscall tracepoints")
     labels = {"0": "no kfault program loaded", "a": "kfault loaded, no rule armed", "b": "armed on another cgroup",
-              "c": "armed here, non-matching path", "d": "FUSE passthrough (bindfs), no rule",
+              "b'": "as (b), without the node's headers", "c": "armed here, non-matching path",
+              "c'": "as (c), without the node's headers", "d": "FUSE passthrough (bindfs), no rule",
               "e": "as (c), rule on every method"}
     print(f"kernel {os.uname().release}; reads are decided at the {decided_by}")
+    if hidden_headers:
+        print(f"(b') and (c'): compiled where /usr/src and /lib/modules are empty, against {hidden_headers}")
     print(f"read loop (dd bs=1, {BYTES} bytes: one read + one write each), median of {rounds} rounds; "
           "ratio to (0) in the same round:")
     for key, label in labels.items():
         if not results[key]:
-            print(f"   ({key}) {label:<36} not measured: {fuse_reason}")
+            if key == "d":
+                print(f"   ({key}) {label:<36} not measured: {fuse_reason}")
             continue
         value = statistics.median(results[key])
         low, ratio, high = statistics.quantiles([x / z for x, z in zip(results[key], results["0"])], n=4)

@@ -1,5 +1,5 @@
 """The file I/O datapath in a process of its own, for tests that change what that process sees
-(tests/headerless.py): run as `python -m tests.io_process MODE ...`, it answers in JSON lines.
+(lab/kfault_lab/headerless.py): run as `python -m tests.io_process MODE ...`, it answers in JSON lines.
 
   compile MECHANISM         compile iofault.c as the loader would for that errno mechanism (into
                             $KFAULT_BPF_CACHE); print the headers used and the cache entry
@@ -23,7 +23,7 @@ def say(**what):
 
 def compile_io(mechanism):
     headers = loader.require_headers(loader.uapi_headers())
-    cflags = loader.io_cflags(mechanism)
+    cflags = loader.io_cflags(mechanism or None)     # "": the syscall tracepoints alone
     source = os.path.join(loader.BPF_DIR, "iofault.c")
     entry = compile.compiled(source, cflags, headers.path, loader.headers_identity(headers), loader.BPF_DIR)
     say(headers=headers.described, cflags=cflags, functions=entry["functions"])

@@ -19,7 +19,7 @@ from kfault_agent.engines import iofault
 from kfault_agent.kernel import btf, compile, holder, loader, topology
 from kfault_api import layout, spec
 from kfault_lab import bpf_links
-from tests import headerless
+from kfault_lab import headerless
 from tests.victims import CommandVictim, held, remove_cgroup, tracer, wait_until
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")

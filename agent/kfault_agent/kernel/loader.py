@@ -249,6 +249,8 @@ def io_uring_cflags():
         return btf.layout_cflags(IO_URING_LAYOUT) + ["-DKFAULT_IO_URING"], None
     except btf.LayoutMissing as err:
         return [], f"io_uring requests are out of reach: {err}"
+
+
 # attrOverride and mistake: they call bpf_probe_write_user, which a kernel in lockdown refuses;
 # the rest of the I/O engine works without them (capability io-write-user).
 IO_WRITE_USER_PROGRAMS = {"io_apply_attr": layout.IO_PROG_APPLY_ATTR, "io_corrupt": layout.IO_PROG_CORRUPT}
@@ -305,7 +307,7 @@ def io_cflags(errno_mechanism):
         cflags.append(ERRNO_MECHANISMS[errno_mechanism])
     if errno_mechanism == "file-hooks":
         cflags += file_hook_layout_cflags()     # part of the compile cache's key, with the other flags
-    return cflags
+    return cflags + io_uring_cflags()[0]       # none where BTF lacks its layouts: IODatapath says why
 
 
 
@@ -326,8 +328,7 @@ class IODatapath:
     def __init__(self, errno_mechanism=None):
         headers = require_headers(uapi_headers())
         cflags = io_cflags(errno_mechanism)
-        uring_cflags, self.io_uring_refusal = io_uring_cflags()
-        cflags += uring_cflags
+        self.io_uring_refusal = io_uring_cflags()[1]
         self.errno_mechanism = errno_mechanism
         self.file_hooks = errno_mechanism == "file-hooks"
         self.bpf = Programs(os.path.join(BPF_DIR, "iofault.c"), cflags, headers)
