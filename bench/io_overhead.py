@@ -260,11 +260,12 @@ def main():
     for key, label in labels.items():
         if not results[key]:
             if key == "d":
-                print(f"   ({key}) {label:<36} not measured: {fuse_reason}")
+                print(f"   {f'({key})':<4} {label:<36} not measured: {fuse_reason}")
             continue
         value = statistics.median(results[key])
         low, ratio, high = statistics.quantiles([x / z for x, z in zip(results[key], results["0"])], n=4)
-        print(f"   ({key}) {label:<36} {value:7.1f} ns/byte   {ratio:5.3f}   (quartiles {low:5.3f}-{high:5.3f})")
+        name = f"({key})"
+        print(f"   {name:<4} {label:<36} {value:7.1f} ns/byte   {ratio:5.3f}   (quartiles {low:5.3f}-{high:5.3f})")
     if foreign_links:
         print(f"   (0) is not a node without kfault: in {foreign_links} of {rounds} rounds another process had "
               "kfault's I/O programs attached")
