@@ -9,6 +9,12 @@ A tight loop (`dd bs=1`: one read(2) and one write(2) to /dev/null per byte) in 
       FUSE-based injector such as Chaos Mesh's, which serves every call of the volume
   (e) as (c), with the rule on every method (open, fsync and stat are decided at the syscall
       tracepoints even where the file hooks decide reads and writes)
+With --hook-costs, also what the attachment itself costs, apart from kfault's program: (f), (g),
+(h) a program that does nothing on security_file_permission as fentry, as fmod_ret, and as BPF
+LSM (on bpf_lsm_file_permission); (i) and (j) as (f) with 1,000 more register additions and
+with 100 helper calls, the yardsticks that turn nanoseconds under emulation into work; and
+(b*), (c*): (b) and (c) decided by the fmod_ret program, as kfault did before latency moved
+to fentry.
 With --paired-headers, also (b') and (c'): (b) and (c) by a datapath compiled in a mount
 namespace where the node's kernel headers are hidden, as on a managed node (only the agent
 image's own headers: lab/kfault_lab/headerless.py), loaded here from that compile.
@@ -30,13 +36,14 @@ import random
 import re
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import uuid
 
 from kfault_agent.engines import iofault
-from kfault_agent.kernel import capabilities, compile, loader, topology
+from kfault_agent.kernel import bpfcall, btf, capabilities, compile, loader, topology
 from kfault_api import spec
 from kfault_lab import bpf_links, headerless
 
@@ -47,6 +54,54 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 ROUNDS = 45
 BYTES = 60_000
 WARM_UP_BYTES = 10_000
+# With --block-size: reads of that size, this many a loop (and a file that long).
+BLOCK_READS = 5_000
+
+
+# Attach types of union bpf_attr (linux/bpf.h) for the bare hooks of --hook-costs.
+CALIBRATION_INSNS = 1000
+CALIBRATION_CALLS = 100
+HELPER_GET_CURRENT_PID_TGID = 14
+
+
+def bare_program(extra_adds=0, extra_calls=0):
+    """BPF instructions: `extra_adds` register additions (one x86 instruction each, once
+    JIT-compiled) and `extra_calls` calls of bpf_get_current_pid_tgid (a call, four loads and
+    shifts, a return), then return 0: with neither, the least a hook can run."""
+    def insn(code, dst=0, imm=0):
+        return struct.pack("<BBhi", code, dst, 0, imm)
+    body = insn(0xb7, dst=2) + insn(0x07, dst=2, imm=1) * extra_adds     # r2 = 0; r2 += 1 ...
+    body += insn(0x85, imm=HELPER_GET_CURRENT_PID_TGID) * extra_calls
+    return body + insn(0xb7) + insn(0x95)                                  # r0 = 0; exit
+
+
+class BareHook:
+    """A program that does nothing, attached on every read and write's permission check as
+    fentry, fmod_ret or BPF LSM: what the kernel's attachment itself costs a call, apart from
+    what kfault's program does."""
+
+    KINDS = {"fentry": (bpfcall.PROG_TRACING, bpfcall.ATTACH_TRACE_FENTRY, "security_file_permission"),
+             "fmod_ret": (bpfcall.PROG_TRACING, bpfcall.ATTACH_MODIFY_RETURN, "security_file_permission"),
+             "lsm": (bpfcall.PROG_LSM, bpfcall.ATTACH_LSM_MAC, "bpf_lsm_file_permission")}
+
+    def __init__(self, kind, extra_adds=0, extra_calls=0):
+        prog_type, attach_type, function = self.KINDS[kind]
+        btf_id = btf.function_ids({function})[function]
+        self.fd = bpfcall.prog_load(prog_type, bare_program(extra_adds, extra_calls), "GPL", f"kft_bare_{kind}"[:15],
+                                    expected_attach_type=attach_type, attach_btf_id=btf_id)
+        self.link = None
+
+    @contextlib.contextmanager
+    def attached(self):
+        self.link = bpfcall.raw_tracepoint_open(self.fd)
+        try:
+            yield
+        finally:
+            os.close(self.link)
+            self.link = None
+
+    def close(self):
+        os.close(self.fd)
 
 
 def io_chaos(path, methods):
@@ -57,12 +112,13 @@ def io_chaos(path, methods):
                                   "spec": fields})
 
 
-def read_loop_ns(cgroup, path, count=BYTES):
-    """ns per byte of `dd bs=1` over `path`, run inside `cgroup`, by dd's own clock: the loop
-    alone, not the start of sh and dd (under emulation a start costs as much as a tenth of the
-    loop, and a latency rule's holder stops an exec once: both would blur the ratios)."""
-    done = subprocess.run(["sh", "-c", f"echo $$ > {cgroup}/cgroup.procs && exec dd if={path} of=/dev/null bs=1 "
-                           f"count={count}"], check=False, capture_output=True, text=True,
+def read_loop_ns(cgroup, path, count=BYTES, block=1):
+    """ns per read (with block 1, per byte) of `dd bs=block` over `path`, run inside `cgroup`,
+    by dd's own clock: the loop alone, not the start of sh and dd (under emulation a start
+    costs as much as a tenth of the loop, and a latency rule's holder stops an exec once: both
+    would blur the ratios)."""
+    done = subprocess.run(["sh", "-c", f"echo $$ > {cgroup}/cgroup.procs && exec dd if={path} of=/dev/null "
+                           f"bs={block} count={count}"], check=False, capture_output=True, text=True,
                           env={**os.environ, "LC_ALL": "C"})
     # dd's last line: "N bytes (...) copied, S s, R MB/s"
     match = re.search(r"copied, ([0-9.e+-]+) s,", done.stderr)
@@ -183,8 +239,21 @@ def main():
     parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"interleaved rounds (default {ROUNDS})")
     parser.add_argument("--paired-headers", action="store_true",
                         help="also (b') and (c'): compiled where the node's kernel headers are hidden")
+    parser.add_argument("--block-size", type=int, default=1,
+                        help=f"bytes a read (default 1: the most calls a byte; larger reads {BLOCK_READS:,} a loop)")
+    parser.add_argument("--hook-costs", action="store_true",
+                        help="also (f)-(j): a program that does nothing on every read and write's permission "
+                             "check, as fentry, fmod_ret and BPF LSM, and fentry with (i) "
+                             f"{CALIBRATION_INSNS:,} more instructions, (j) {CALIBRATION_CALLS} helper calls; "
+                             "and (b*), (c*): (b), (c) decided by the fmod_ret program, as until now")
     args = parser.parse_args()
     rounds = args.rounds
+    loop_reads = BYTES if args.block_size == 1 else BLOCK_READS
+    warm_up = loop_reads * WARM_UP_BYTES // BYTES
+    unit = "ns/byte" if args.block_size == 1 else "ns/read"
+
+    def loop(path, count=loop_reads):
+        return read_loop_ns(loop_cgroup, path, count, args.block_size)
     root = topology.cgroup2_mount()
     prefix = os.path.join(root, "kft-bench-" + uuid.uuid4().hex[:6])
     loop_cgroup, other_cgroup = prefix + "-loop", prefix + "-other"
@@ -195,9 +264,10 @@ def main():
     here = topology.resolve_cgroup_target(f"cgroup:{loop_cgroup}")
     other = topology.resolve_cgroup_target(f"cgroup:{other_cgroup}")
     reads = ["read"]
-    keys = ["0", "a", "b", "b'", "c", "c'", "d", "e"]
+    keys = ["0", "a", "b", "b*", "b'", "c", "c*", "c'", "d", "e", "f", "g", "h", "i", "j"]
     results = {key: [] for key in keys}
     fuse_reason, foreign_links = None, 0
+    bare, bare_refused = {}, {}
     try:
         if args.paired_headers:
             cache_dir = os.path.join(scratch, "cache")
@@ -207,13 +277,24 @@ def main():
         with tmpfs_directory() as directory, fuse_passthrough(directory) as (fuse, fuse_reason):
             data = os.path.join(directory, "data")
             with open(data, "wb") as handle:
-                handle.write(os.urandom(BYTES))
+                handle.write(os.urandom(loop_reads * args.block_size))
             configs = {"0": (None, None, data), "a": (None, None, data), "b": (reads, other, data),
                        "c": (reads, here, data), "e": (None, here, data)}
             if headerless_kfault:
                 configs.update({"b'": (reads, other, data), "c'": (reads, here, data)})
             if fuse:
                 configs["d"] = (None, None, os.path.join(fuse, "data"))
+            if args.hook_costs:
+                for key, kind, adds, calls in (("f", "fentry", 0, 0), ("g", "fmod_ret", 0, 0), ("h", "lsm", 0, 0),
+                                               ("i", "fentry", CALIBRATION_INSNS, 0),
+                                               ("j", "fentry", 0, CALIBRATION_CALLS)):
+                    try:
+                        bare[key] = BareHook(kind, adds, calls)
+                        configs[key] = (None, None, data)
+                    except (OSError, KeyError) as err:
+                        bare_refused[key] = f"not measured: {err}"
+                if kfault.file_hooks:
+                    configs.update({"b*": (reads, other, data), "c*": (reads, here, data)})
             order = random.Random(1)
             for _ in range(rounds):
                 # A new order each round, and a loop untimed before each timed one: arming or
@@ -226,46 +307,62 @@ def main():
                         with contextlib.ExitStack() as unloaded:
                             for each in kfaults:
                                 unloaded.enter_context(each.unloaded())
-                            read_loop_ns(loop_cgroup, path, WARM_UP_BYTES)
-                            results[key].append(read_loop_ns(loop_cgroup, path))
+                            loop(path, warm_up)
+                            results[key].append(loop(path))
                             foreign_links += bool(bpf_links.linked_program_names() & kfault.names)
                         continue
                     for each in kfaults:
                         if each.idle_links():
                             raise RuntimeError(f"kfault is idle and still has {sorted(each.idle_links())} attached")
+                    if key in bare:
+                        with bare[key].attached():
+                            loop(path, warm_up)
+                            results[key].append(loop(path))
+                        continue
                     armed = headerless_kfault if key.endswith("'") else kfault
                     if target:
                         armed.engine.apply(io_chaos("/nowhere/**", methods), target)
-                    read_loop_ns(loop_cgroup, path, WARM_UP_BYTES)
-                    results[key].append(read_loop_ns(loop_cgroup, path))
+                    if key.endswith("*"):   # the same rule decided by the fmod_ret program, as until now
+                        armed.datapath.use_hooks({"file_permission"})
+                    loop(path, warm_up)
+                    results[key].append(loop(path))
                     armed.engine.revoke_all()
     finally:
         for each in (kfault, headerless_kfault):
             if each:
                 each.close()
+        for hook in bare.values():
+            hook.close()
         for path in (loop_cgroup, other_cgroup):
             os.rmdir(path)
         shutil.rmtree(scratch, ignore_errors=True)
-    decided_by = ("file hooks (fmod_ret on security_file_permission)" if kfault.file_hooks
+    decided_by = ("file hooks (fentry on security_file_permission for latency)" if kfault.file_hooks
                   else "syscall tracepoints")
     labels = {"0": "no kfault program loaded", "a": "kfault loaded, no rule armed", "b": "armed on another cgroup",
-              "b'": "as (b), without the node's headers", "c": "armed here, non-matching path",
+              "b*": "as (b), by fmod_ret (until now)", "b'": "as (b), without the node's headers",
+              "c": "armed here, non-matching path", "c*": "as (c), by fmod_ret (until now)",
               "c'": "as (c), without the node's headers", "d": "FUSE passthrough (bindfs), no rule",
-              "e": "as (c), rule on every method"}
+              "e": "as (c), rule on every method", "f": "bare fentry on file_permission",
+              "g": "bare fmod_ret on file_permission", "h": "bare BPF LSM on file_permission",
+              "i": f"as (f), {CALIBRATION_INSNS:,} more instructions",
+              "j": f"as (f), {CALIBRATION_CALLS} helper calls"}
     print(f"kernel {os.uname().release}; reads are decided at the {decided_by}")
     if hidden_headers:
         print(f"(b') and (c'): compiled where /usr/src and /lib/modules are empty, against {hidden_headers}")
-    print(f"read loop (dd bs=1, {BYTES} bytes: one read + one write each), median of {rounds} rounds; "
+    print(f"read loop (dd bs={args.block_size}, {loop_reads} reads, each followed by a write to /dev/null), "
+          f"median of {rounds} rounds; "
           "ratio to (0) in the same round:")
     for key, label in labels.items():
         if not results[key]:
             if key == "d":
                 print(f"   {f'({key})':<4} {label:<36} not measured: {fuse_reason}")
+            if key in bare_refused:
+                print(f"   {f'({key})':<4} {label:<36} {bare_refused[key]}")
             continue
         value = statistics.median(results[key])
         low, ratio, high = statistics.quantiles([x / z for x, z in zip(results[key], results["0"])], n=4)
         name = f"({key})"
-        print(f"   {name:<4} {label:<36} {value:7.1f} ns/byte   {ratio:5.3f}   (quartiles {low:5.3f}-{high:5.3f})")
+        print(f"   {name:<4} {label:<36} {value:7.1f} {unit}   {ratio:5.3f}   (quartiles {low:5.3f}-{high:5.3f})")
     if foreign_links:
         print(f"   (0) is not a node without kfault: in {foreign_links} of {rounds} rounds another process had "
               "kfault's I/O programs attached")

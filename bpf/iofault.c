@@ -15,6 +15,9 @@
  *   kmod_ret__security_file_permission, with KFAULT_IO_FILE_HOOKS:
  *                  fmod_ret                   decide latency and fault on read and write at
  *                                             the file itself, by its path (bpf_d_path)
+ *   kfunc__security_file_permission, with KFAULT_IO_FILE_HOOKS:
+ *                  fentry                     the same for latency alone, while no fault rule
+ *                                             needs the fmod_ret one: a cheaper trampoline
  *
  * With the file hooks (kernels with trampolines; struct file read at the offsets of the running
  * kernel's BTF) latency and fault on read and write need no syscall tracepoint: a file opened
@@ -961,6 +964,11 @@ struct io_file_match {
 BPF_TABLE("lru_hash", __u64, struct io_file_match, kfault_io_files, KFAULT_IO_MAX_FDS);
 /* Bumped by the agent each time it arms a rule: every file is walked again for it. */
 BPF_ARRAY(kfault_io_generation, __u32, 1);
+/* Which program on security_file_permission decides reads and writes (KFAULT_IO_FILE_DECIDER_*):
+ * written by the agent as it moves the decision between the fentry one (latency alone, the
+ * cheaper trampoline) and the fmod_ret one (a fault rule needs it), after attaching the new one
+ * and before detaching the old, so that while both are attached a call is decided once. */
+BPF_ARRAY(kfault_io_file_decider, __u32, 1);
 
 /* The armed rules whose glob accepts the file's path as its process sees it (bpf_d_path:
  * absolute, from the process's root), from the cache or walked now. */
@@ -1023,15 +1031,16 @@ static __always_inline __u32 io_uring_attempt_reach(void)
 #endif
 }
 
-/* Decide a call on `file` by a task of a target: its errno, or 0 (latency is the holder's). */
-static __always_inline int decide_at_file(struct file *file, __u32 method)
+/* Decide a call on `file` by a task of a target, if `decider` (KFAULT_IO_FILE_DECIDER_*) is the
+ * program that decides them now: its errno, or 0 (latency is the holder's). */
+static __always_inline int decide_at_file(struct file *file, __u32 method, __u32 decider)
 {
 	/* One array load, then one cgroup check per rule on this method: all that a read or a
 	 * write of a task no rule targets pays, on every node where a rule is armed. */
 	__u32 zero = 0, index = method, *rules = kfault_io_method_armed.lookup(&index), *armed, targets;
 	struct kfault_io_call call = {.method = method};
 	struct io_scratch *scratch;
-	__u32 reach;
+	__u32 reach, *decider_now;
 
 	if (!rules || !*rules)
 		return 0;
@@ -1050,6 +1059,9 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
 	targets &= file_matches(file, *armed); /* all armed rules: the match is cached for each */
 	if (!targets)
 		return 0;
+	decider_now = kfault_io_file_decider.lookup(&zero);
+	if (!decider_now || *decider_now != decider)
+		return 0;
 	scratch = kfault_io_scratch.lookup(&zero);
 	if (!scratch)
 		return 0;
@@ -1060,23 +1072,39 @@ static __always_inline int decide_at_file(struct file *file, __u32 method)
 	return call.error;
 }
 
+/* A read or a write of a regular file, decided by `decider`: its errno, or 0. Regular files
+ * only: a FIFO's or a device's read waits interruptibly, so a hold's signal would interrupt
+ * it, and with no syscall exit here to see that, its retry would be held again
+ * (retry_of_interrupted). Chaos Mesh's FUSE never serves them either. */
+static __always_inline int decide_read_write(struct file *file, int mask, __u16 mode, __u32 decider)
+{
+	if (!S_ISREG(mode))
+		return 0;
+	if (mask & IO_MAY_WRITE)
+		return decide_at_file(file, KFAULT_IO_METHOD_WRITE, decider);
+	if (mask & IO_MAY_READ)
+		return decide_at_file(file, KFAULT_IO_METHOD_READ, decider);
+	return 0;
+}
+
 /* Every read and write (plain, positional, vector, splice, sendfile, copy_file_range) before
- * any byte moves: rw_verify_area asks with MAY_READ or MAY_WRITE. */
+ * any byte moves: rw_verify_area asks with MAY_READ or MAY_WRITE. Attached while a fault rule
+ * needs it (it fails the call with the decided errno). */
 KMOD_RET(security_file_permission, struct file *file, int mask, int ret)
 {
 	__u16 mode = io_file_inode_mode(file);
 
 	if (S_ISDIR(mode))
 		return decided_error(); /* a readdir */
-	/* Regular files only. A FIFO's or a device's read waits interruptibly, so a hold's signal
-	 * would interrupt it, and with no syscall exit here to see that, its retry would be held
-	 * again (retry_of_interrupted). Chaos Mesh's FUSE never serves them either. */
-	if (!S_ISREG(mode))
-		return 0;
-	if (mask & IO_MAY_WRITE)
-		return decide_at_file(file, KFAULT_IO_METHOD_WRITE);
-	if (mask & IO_MAY_READ)
-		return decide_at_file(file, KFAULT_IO_METHOD_READ);
+	return decide_read_write(file, mask, mode, KFAULT_IO_FILE_DECIDER_FMOD_RET);
+}
+
+/* The same decision where only latency is armed: an fentry trampoline neither calls the
+ * function from itself nor keeps a frame for its result, so it costs every read and write of
+ * the node less (bench/README.md); it can't fail a call, and needn't. */
+KFUNC_PROBE(security_file_permission, struct file *file, int mask)
+{
+	decide_read_write(file, mask, io_file_inode_mode(file), KFAULT_IO_FILE_DECIDER_FENTRY);
 	return 0;
 }
 #endif /* KFAULT_IO_FILE_HOOKS */

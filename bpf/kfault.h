@@ -214,6 +214,11 @@ struct kfault_departures {
 #define KFAULT_IO_PROG_AIO_SUBMIT 3 /* io_aio_submit: one iocb of an io_submit (libaio) per run */
 #define KFAULT_IO_PROG_COUNT 4
 
+/* Which program on security_file_permission decides reads and writes (kfault_io_file_decider):
+ * the fentry one while only latency needs it, the fmod_ret one while a fault rule does. */
+#define KFAULT_IO_FILE_DECIDER_FENTRY 1
+#define KFAULT_IO_FILE_DECIDER_FMOD_RET 2
+
 /* libaio: the iocbs of one io_submit looked at, one tail call each (the kernel allows 33 in a
  * chain, io_sys_enter's included); those past it are not decided. */
 #define KFAULT_IO_AIO_MAX_IOCBS 32

@@ -294,20 +294,23 @@ def test_fault_is_refused_where_no_errno_hook_exists(victims, files, io_datapath
 def test_file_hooks_decide_reads_and_writes_with_no_syscall_tracepoint(victims, files, io_engine):
     """Where the kernel has trampolines, latency and fault on read and write are decided at
     security_file_permission by the file's own path: the syscall tracepoints, which slow every
-    syscall on the node, stay detached until a rule needs them, and detach again after it."""
+    syscall on the node, stay detached until a rule needs them, and detach again after it. The
+    latency rule, armed first, is decided by the fentry program, then by the fmod_ret one once
+    the fault rule needs it: each read delayed once."""
     target = victims.cgroup("target")
     cgroup = topology.resolve_cgroup_target(f"cgroup:{target}")
     victim = victims.start(target, [["read", str(files / "data.db"), 20], ["write", str(files / "notes.txt"), 20]],
                            ["--open-early"])
+    slow = io_engine.apply(io_chaos(name="slow", action="latency", delay="20ms", path=f"{files}/*.db",
+                                    methods=["read"]), cgroup)
     io_engine.apply(io_chaos(name="rw", action="fault", errno=5, path=f"{files}/*", methods=["read", "write"]),
-                    cgroup)
-    io_engine.apply(io_chaos(name="slow", action="latency", delay="20ms", path=f"{files}/*.db", methods=["read"]),
                     cgroup)
     assert not io_engine.datapath.attached, "the syscall tracepoints were attached for reads and writes"
     victims.go(victim)
     read, write = victims.result(victim)["calls"]
     assert read["errno"] == [5] * 20 and min(read["ms"]) >= 20, read
     assert write["errno"] == [5] * 20, write
+    assert io_engine.counters(slow)[0]["read"]["delayed"] == 20, "a read was delayed twice, or not at all"
     assert (files / "notes.txt").read_text() == "kfault", "a failed write wrote"
     opens = io_chaos(name="opens", action="fault", errno=5, path=f"{files}/*.db", methods=["open"])
     io_engine.apply(opens, cgroup)
@@ -399,7 +402,10 @@ def test_hooks_are_attached_only_while_a_rule_needs_them(victims, files, io_engi
     failed, and detach after the last such rule is disarmed; the syscall tracepoints likewise."""
     datapath = io_engine.datapath
     hooks = {name for name in datapath.bpf.programs if name.startswith(loader.NAME_PREFIXES)}
-    assert len(hooks) == len(loader.ERRNO_HOOKS)
+    # the errno hooks, and with file-hooks the fentry program that decides latency alone
+    latency_hook = {loader.LATENCY_FILE_HOOK_PROGRAM} if datapath.file_hooks else set()
+    assert len(hooks) == len(loader.ERRNO_HOOKS) + len(latency_hook)
+    hooks -= latency_hook
     assert not attached(datapath), "loaded and idle (after probe_io's probe), something stays attached"
     target = victims.cgroup("target")
     cgroup = topology.resolve_cgroup_target(f"cgroup:{target}")
@@ -417,11 +423,13 @@ def test_hooks_are_attached_only_while_a_rule_needs_them(victims, files, io_engi
     assert attached(datapath) >= hooks
     victims.go(victim)      # the first call after apply returns is failed
     assert victims.result(victim)["calls"][0]["errno"] == [5, 5, 5]
-    if datapath.file_hooks:     # latency on reads: the file hook alone, which decides them
+    if datapath.file_hooks:     # latency on reads: the fentry file hook alone, which decides them
         reads = io_chaos(name="reads", action="latency", delay="1ms", path=f"{files}/*.db", methods=["read"])
         io_engine.apply(reads, cgroup)
+        assert attached(datapath) >= hooks and latency_hook.isdisjoint(attached(datapath)), \
+            "with a fault rule armed, fmod_ret decides latency too: fentry is not attached beside it"
         io_engine.revoke(faults.key, cgroup.name)
-        assert attached(datapath) == {"io_sys_enter", "io_sys_exit", loader.FILE_HOOK_PROGRAM} | uring
+        assert attached(datapath) == {"io_sys_enter", "io_sys_exit"} | latency_hook | uring
         io_engine.revoke(reads.key, cgroup.name)
     else:
         io_engine.revoke(faults.key, cgroup.name)

@@ -91,11 +91,12 @@ def test_io_program_within_its_recorded_size(io_datapath, program):
     check_size(program, io_datapath.programs[program].fd)
 
 
-def test_file_hook_program_within_its_recorded_size(io_datapath):
+@pytest.mark.parametrize("program", (loader.FILE_HOOK_PROGRAM, loader.LATENCY_FILE_HOOK_PROGRAM))
+def test_file_hook_program_within_its_recorded_size(io_datapath, program):
     if not io_datapath.file_hooks:
         skip_for_lack_of("file-hooks", "the file hooks are not loaded here "
                          f"({io_datapath.errno_mechanism or 'syscall tracepoints'} is used)")
-    check_size(loader.FILE_HOOK_PROGRAM, io_datapath.programs[loader.FILE_HOOK_PROGRAM].fd)
+    check_size(program, io_datapath.programs[program].fd)
 
 
 def test_growth_message_says_how_much_and_how_to_record():

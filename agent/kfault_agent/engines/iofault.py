@@ -274,8 +274,7 @@ class IOFaultEngine(LeasedPlacements):
         action, methods = active.experiment.action, active.experiment.methods
         active.syscall_tracepoints = self.datapath.needs_syscall_tracepoints(action, methods)
         active.hooks = self.datapath.hooks_needed(action, methods)
-        if active.hooks:
-            self.datapath.attach_hooks(active.hooks)
+        self.datapath.use_hooks(active.hooks.union(*(other.hooks for other in self._active.values())))
         if active.syscall_tracepoints:
             if self._lost_dirs is None:
                 self._lost_dirs = LostDirectories(self.datapath, self._mark_again)
@@ -358,7 +357,7 @@ class IOFaultEngine(LeasedPlacements):
                 self._lost_dirs.stop()
                 self._lost_dirs = None
             self.datapath.lost.clear()
-        self.datapath.detach_hooks(keep=set().union(*(other.hooks for other in others)))
+        self.datapath.use_hooks(set().union(*(other.hooks for other in others)))
         if not others:
             self.datapath.detach_io_uring()
         if not armed:

@@ -56,7 +56,8 @@ def _kprobe_override_configured():
 
 
 MECHANISM_USES = {
-    "file-hooks": "latency and fault on read and write decided at fmod_ret on security_file_permission, by "
+    "file-hooks": "latency and fault on read and write decided at security_file_permission (fentry while "
+                  "latency alone needs it, fmod_ret while a fault does), by "
                   "the file's own path (bpf_d_path; struct file read at the offsets of struct-layouts), with "
                   "no syscall tracepoint; the other methods (open "
                   "is decided before an O_CREAT open creates the file), attrOverride and mistake at the "

@@ -27,7 +27,9 @@ BPF_DIR = os.path.normpath(os.environ.get("KFAULT_BPF_DIR")
 
 NET_PROGRAMS = ("egress_to", "ingress_from", "select_delayed", "egress_from")
 # bcc's name prefixes that say where a program attaches; the kernel's name of it drops them.
-NAME_PREFIXES = ("kmod_ret__", "lsm__")
+NAME_PREFIXES = ("kmod_ret__", "kfunc__", "lsm__")
+# The attach type of a TRACING program, by its bcc prefix: fentry (kfunc__) or fmod_ret.
+TRACING_ATTACH_TYPES = {"kfunc__": bpfcall.ATTACH_TRACE_FENTRY, "kmod_ret__": bpfcall.ATTACH_MODIFY_RETURN}
 
 
 def kernel_build_dir():
@@ -140,7 +142,8 @@ class Programs:
                 raise bpfcall.LoadError(errno.ENOENT, name, prog_type,
                                         f"{function.get('attach_to')} is not in this kernel's BTF "
                                         f"({btf.VMLINUX})")
-            expected = bpfcall.ATTACH_MODIFY_RETURN if prog_type == bpfcall.PROG_TRACING else bpfcall.ATTACH_LSM_MAC
+            expected = bpfcall.ATTACH_LSM_MAC if prog_type == bpfcall.PROG_LSM else next(
+                attach for prefix, attach in TRACING_ATTACH_TYPES.items() if name.startswith(prefix))
         kernel_name = next((name[len(p):] for p in NAME_PREFIXES if name.startswith(p)), name)
         fd = bpfcall.prog_load(prog_type, bytes(insns), self.entry["license"], kernel_name,
                                kern_version=0 if prog_type == bpfcall.PROG_TRACING else self.entry["kern_version"],
@@ -271,13 +274,19 @@ ERRNO_HOOKS = ("file_open", "file_permission", "path_mknod", "inode_create", "pa
                "path_unlink", "path_rename", "inode_getattr", "inode_setattr")   # LSM hook names
 # How calls are failed, best first: the -D flag that compiles it into iofault.c. All fail what
 # the syscall tracepoints decided at these hooks; file-hooks also decides latency and fault on
-# read and write itself, at fmod_ret on security_file_permission, by the file's own path.
+# read and write itself, at security_file_permission, by the file's own path (fmod_ret, or
+# fentry while only latency needs it: LATENCY_FILE_HOOK).
 ERRNO_MECHANISMS = {"file-hooks": "-DKFAULT_IO_FILE_HOOKS", "bpf-lsm": "-DKFAULT_IO_ERRNO_LSM",
                     "fmod_ret": "-DKFAULT_IO_ERRNO_FMOD_RET"}
 # What the file hooks decide (decided_at_file_hook in iofault.c); the rest of a rule's calls
 # are the syscall tracepoints'.
 FILE_HOOK_ACTIONS = {"latency", "fault"}
 FILE_HOOK_PROGRAM = "kmod_ret__security_file_permission"
+# With file-hooks, latency on read and write alone is decided by an fentry program on the same
+# function, a cheaper trampoline (it neither calls the function nor can fail it): attached as
+# this pseudo-hook while no fault rule needs file_permission's fmod_ret (use_hooks).
+LATENCY_FILE_HOOK = "file_permission (fentry)"
+LATENCY_FILE_HOOK_PROGRAM = "kfunc__security_file_permission"
 FILE_HOOK_METHODS = {"read", "write"}
 # The kernel's struct fields the file hooks read, as iofault.c's -D flag -> (struct, member,
 # bytes the program reads): iofault.c reads no member of struct file or struct inode by name,
@@ -320,7 +329,7 @@ class IODatapath:
     where kfault is installed and idle runs none of its programs. The syscall tracepoints attach
     while a rule they decide is armed (attach/detach: they slow every syscall on the node); the
     hooks (BPF LSM or fmod_ret on security_*: the errno hooks, and with file-hooks the
-    read/write decision) while a rule that needs them is armed (attach_hooks/detach_hooks: a
+    read/write decision) while a rule that needs them is armed (use_hooks: a
     trampoline taxes every call of its function, every read and write on the node for
     security_file_permission). Loading attaches them once and lets go, to learn that they
     attach here."""
@@ -336,7 +345,7 @@ class IODatapath:
             self.programs, self._hook_links, self._tracepoint_links, self._io_uring_link = {}, {}, [], None
             if errno_mechanism:     # first: they are small, and a kernel without them refuses them at once
                 self._load_errno_hooks()
-                self.attach_hooks()     # what the probe learns: the kernel lets them attach
+                self.attach_hooks(self._hook_names())   # what the probe learns: the kernel lets them attach
                 self.detach_hooks()
             self.programs.update(self.bpf.load_many(IO_PROGRAMS, bpfcall.PROG_RAW_TRACEPOINT))
             self._load_io_uring_program()
@@ -387,6 +396,7 @@ class IODatapath:
         self.holders = self.bpf.table("kfault_io_holders")
         self.counters = self.bpf.table("kfault_io_counters")
         self.generation = self.bpf.table("kfault_io_generation") if self.file_hooks else None
+        self.file_decider = self.bpf.table("kfault_io_file_decider") if self.file_hooks else None
 
     @property
     def attached(self):
@@ -395,7 +405,7 @@ class IODatapath:
 
     @property
     def hooks_attached(self):
-        """The hooks (ERRNO_HOOKS' names) attached."""
+        """The hooks (ERRNO_HOOKS' names, and LATENCY_FILE_HOOK) attached."""
         return set(self._hook_links)
 
     def needs_syscall_tracepoints(self, action, methods):
@@ -404,14 +414,14 @@ class IODatapath:
 
     def hooks_needed(self, action, methods):
         """The hooks (ERRNO_HOOKS' names) a rule needs attached: all for a fault, whose calls
-        are failed there whatever decided them; with file-hooks, file_permission for latency
+        are failed there whatever decided them; with file-hooks, LATENCY_FILE_HOOK for latency
         on read or write, which it decides. attrOverride and mistake need none."""
         if self.errno_mechanism is None:
             return frozenset()
         if action == "fault":
             return frozenset(ERRNO_HOOKS)
         if self.file_hooks and action in FILE_HOOK_ACTIONS and set(methods) & FILE_HOOK_METHODS:
-            return frozenset({"file_permission"})
+            return frozenset({LATENCY_FILE_HOOK})
         return frozenset()
 
     def new_generation(self):
@@ -434,17 +444,38 @@ class IODatapath:
         return None
 
     def _hook_names(self):
-        """{LSM hook: program}: lsm__<hook> as BPF LSM programs, or kmod_ret__security_<hook> as fmod_ret."""
+        """{LSM hook: program}: lsm__<hook> as BPF LSM programs, or kmod_ret__security_<hook> as
+        fmod_ret; with file-hooks, also LATENCY_FILE_HOOK's fentry program."""
         lsm = self.errno_mechanism == "bpf-lsm"
-        return {hook: f"lsm__{hook}" if lsm else f"kmod_ret__security_{hook}" for hook in ERRNO_HOOKS}
+        names = {hook: f"lsm__{hook}" if lsm else f"kmod_ret__security_{hook}" for hook in ERRNO_HOOKS}
+        if self.file_hooks:
+            names[LATENCY_FILE_HOOK] = LATENCY_FILE_HOOK_PROGRAM
+        return names
 
     def _load_errno_hooks(self):
         lsm = self.errno_mechanism == "bpf-lsm"
         programs = self.bpf.load_many(self._hook_names().values(), bpfcall.PROG_LSM if lsm else bpfcall.PROG_TRACING)
         if self.file_hooks:
-            self.programs[FILE_HOOK_PROGRAM] = programs[FILE_HOOK_PROGRAM]
+            for name in (FILE_HOOK_PROGRAM, LATENCY_FILE_HOOK_PROGRAM):
+                self.programs[name] = programs[name]
 
-    def attach_hooks(self, hooks=ERRNO_HOOKS):
+    def use_hooks(self, needed):
+        """Have exactly the hooks `needed` attached (the union of what the armed rules need),
+        or KernelUnsupported, nothing changed. The new ones attach first and the old ones go
+        last; in between, the decision on reads and writes moves to the fmod_ret program while a
+        fault rule needs file_permission, else to LATENCY_FILE_HOOK's fentry one: with both
+        attached for a moment, a call is decided once, and none goes undecided."""
+        wanted = set(needed)
+        if "file_permission" in wanted:
+            wanted.discard(LATENCY_FILE_HOOK)   # the fmod_ret program decides latency too
+        self.attach_hooks(wanted)
+        if self.file_hooks:
+            decider = (layout.IO_FILE_DECIDER_FMOD_RET if "file_permission" in wanted
+                       else layout.IO_FILE_DECIDER_FENTRY)
+            self.file_decider[self.file_decider.Key(0)] = self.file_decider.Leaf(decider)
+        self.detach_hooks(keep=wanted)
+
+    def attach_hooks(self, hooks):
         """Attach these hooks where they aren't yet (each stays attached while its link fd is
         open), or KernelUnsupported, those attached here let go again."""
         attached = []
@@ -456,8 +487,9 @@ class IODatapath:
                     self._hook_links[hook] = self.bpf.attach(self._hook_names()[hook])
                     attached.append(hook)
                 except OSError as err:
-                    how = "BPF LSM hook " if self.errno_mechanism == "bpf-lsm" else "fmod_ret on security_"
-                    raise KernelUnsupported(f"{how}{hook} did not attach ({err})") from err
+                    how = ("fentry on security_" if hook == LATENCY_FILE_HOOK
+                           else "BPF LSM hook " if self.errno_mechanism == "bpf-lsm" else "fmod_ret on security_")
+                    raise KernelUnsupported(f"{how}{hook.split()[0]} did not attach ({err})") from err
         except BaseException:
             for hook in attached:
                 self.bpf.detach(self._hook_links.pop(hook))
