@@ -13,7 +13,8 @@ reconcile sees the whole cluster.
 What the handlers share is in kopf's memo, made by the startup handlers below (kopf starts no
 watch before they ran, and gives each resource a copy of the operator's memo): memo.settings
 (from run), memo.agents (agents.AgentDirectory), memo.pods (cluster.PodCache), memo.renewals
-(renewals.Renewals, renewed by one loop) and memo.phases (metrics.Phases).
+(renewals.Renewals, renewed by one loop), memo.phases (metrics.Phases) and memo.workflow_pods
+(workflow.handlers.WorkflowPods, the Task pods the pods watch sees).
 """
 import asyncio
 import contextlib
@@ -27,6 +28,8 @@ import kubernetes
 from kfault_api import spec as api_spec
 from kfault_controller import cluster, handlers, metrics, renewals
 from kfault_controller.schedule import handlers as schedule_handlers
+from kfault_controller.statuscheck import handlers as statuscheck_handlers
+from kfault_controller.workflow import handlers as workflow_handlers
 from kfault_controller.agents import AgentDirectory, agent_of
 
 GROUP, VERSION = api_spec.API_VERSION.split("/")
@@ -53,6 +56,8 @@ def registry(settings):
     kopf.on.event("v1", "pods", registry=made)(pod_changed)
     handlers.register(made, settings)
     schedule_handlers.register(made, settings)
+    workflow_handlers.register(made, settings)
+    statuscheck_handlers.register(made, settings)
     return made
 
 
@@ -71,6 +76,7 @@ async def share(memo, **_):
     memo.pods = cluster.PodCache(functools.partial(agent_of, namespace=chosen.agent_namespace))
     memo.renewals = renewals.Renewals(stale_s=chosen.lease_s)   # what each experiment wants renewed, by node
     memo.phases = metrics.Phases()
+    memo.workflow_pods = workflow_handlers.WorkflowPods()     # Task pods, from the pods watch
 
 
 # Indexers are async: kopf runs a plain def in a thread pool, a thread hop per pod event (5,000
@@ -102,6 +108,7 @@ async def pod_changed(type, body, memo, **_):
         memo.pods.remove(body)
     else:
         memo.pods.put(body)
+    memo.workflow_pods.changed(type, body)
 
 
 async def start_renewing(memo, **_):
