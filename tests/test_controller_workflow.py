@@ -298,3 +298,19 @@ async def test_status_checks_request_a_real_server_and_complete_as_chaos_mesh_sa
     assert 2 <= check_status(kmock, "watching")["count"] <= 4
     metadata = check_status(kmock, "metadata")["records"][0]
     assert metadata["outcome"] == "Failure" and "--allow-metadata-status-checks" in metadata["message"]
+
+
+@pytest.mark.asyncio
+async def test_a_task_pod_refused_by_the_namespaces_pod_security_fails_its_node_saying_why(kmock, nodes):
+    populate_hello(kmock, nodes)
+    refusal = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+               "message": 'pods "x" is forbidden: violates PodSecurity "restricted:latest": runAsUser=0'}
+    kmock["post", f"/api/v1/namespaces/{NS}/pods"] << 403 << refusal
+    name = put_workflow(kmock, runnable(chaos_mesh_workflows()["try-workflow-custom-task"]))
+    async with controller(**TICK):
+        await wait_for(finished(kmock, name), timeout=15)
+    entry = node_of(kmock, name, "the-entry")
+    assert entry["phase"] == "Failed" and 'violates PodSecurity "restricted:latest"' in entry["message"], entry
+    status = workflow_status(kmock, name)
+    assert status["phase"] == "Failed" and "PodSecurity" in status["message"]
+    assert [n["template"] for n in status["nodes"]] == ["the-entry"], "no branch runs without the Task's result"
