@@ -314,3 +314,31 @@ async def test_a_task_pod_refused_by_the_namespaces_pod_security_fails_its_node_
     status = workflow_status(kmock, name)
     assert status["phase"] == "Failed" and "PodSecurity" in status["message"]
     assert [n["template"] for n in status["nodes"]] == ["the-entry"], "no branch runs without the Task's result"
+
+
+@pytest.mark.asyncio
+async def test_running_workflows_cost_no_api_requests_in_steady_state(kmock, nodes):
+    """20 workflows of 5 nodes each (a Parallel of an experiment, a Schedule, a StatusCheck's
+    wait and a pause) running: between their changes, their ticks write nothing."""
+    populate_hello(kmock, nodes)
+    net = chaos_mesh_workflows()["try-workflow-serial"]["spec"]["templates"][2]["networkChaos"]
+    for index in range(20):
+        put_workflow(kmock, {"apiVersion": api_spec.API_VERSION, "kind": "Workflow",
+                             "metadata": {"name": f"steady-{index}"},
+                             "spec": {"entry": "main", "templates": [
+                                 {"name": "main", "templateType": "Parallel", "children": ["net", "wait", "more"]},
+                                 {"name": "net", "templateType": "NetworkChaos", "deadline": "5m",
+                                  "networkChaos": net},
+                                 {"name": "wait", "templateType": "Suspend", "deadline": "5m"},
+                                 {"name": "more", "templateType": "Serial", "children": ["wait"]}]}})
+    async with controller(**TICK):
+        await wait_for(lambda: all(len(workflow_status(kmock, f"steady-{i}").get("nodes", [])) == 5
+                                   and (kmock.objects[CHAOS, NS, next(iter(exists(kmock, CHAOS, f"steady-{i}")))]
+                                        .get("status") or {}).get("phase") == "Running"
+                                   for i in range(20) if exists(kmock, CHAOS, f"steady-{i}")) and
+                       len([k for k in list(kmock.objects) if k[0] == CHAOS]) == 20, timeout=60)
+        await asyncio.sleep(2)
+        before = len(list(kmock))
+        await asyncio.sleep(3)     # twelve ticks of each workflow
+        during = [r for r in list(kmock)[before:] if r.resource and r.action and r.action.value != "WATCH"]
+    assert during == [], [(str(r.method), r.url.path) for r in during]

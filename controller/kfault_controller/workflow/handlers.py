@@ -101,7 +101,7 @@ def delete(namespace, child):
 
 
 def read_log(namespace, pod_name, container):
-    """A Task pod's log (its last STDOUT_READ_MAX bytes); "" if it has none any more."""
+    """A Task pod's log (its first STDOUT_READ_MAX bytes); "" if it has none any more."""
     try:
         return kubernetes.client.CoreV1Api().read_namespaced_pod_log(
             pod_name, namespace, container=container, limit_bytes=task.STDOUT_READ_MAX)

@@ -5,7 +5,7 @@ import copy
 
 NOBODY = 65534               # the conventional unprivileged user and group
 DEFAULT_LIMITS = {"cpu": "1", "memory": "256Mi"}
-STDOUT_READ_MAX = 64 * 1024  # bytes of a Task's log read (its tail)
+STDOUT_READ_MAX = 64 * 1024  # bytes of a Task's log read (its first)
 # Pod-level fields a Task container can't ask for (they would be the pod's, not the container's).
 REFUSED_VOLUMES = ("hostPath",)
 
