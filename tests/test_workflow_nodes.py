@@ -63,7 +63,8 @@ class World:
         return next(n for n in self.status["nodes"] if n["template"] == template)
 
     def template_of(self, name):
-        return next(t for t in self.model.templates if f"-{t}-" in name[len("wf"):])
+        """The template whose node made the object `name` (<workflow>-<template>-<6 hex digits>)."""
+        return name[len(self.body["metadata"]["name"]) + 1:].rsplit("-", 1)[0]
 
 
 def workflow(*templates, entry="main"):
@@ -232,3 +233,17 @@ def test_a_task_pod_runs_as_nobody_without_privileges_or_api_rights():
                        "seccompProfile": {"type": "RuntimeDefault"}}
     assert pod["spec"]["automountServiceAccountToken"] is False and pod["spec"]["restartPolicy"] == "Never"
     assert pod["spec"]["containers"][0]["command"] == ["echo", "branch-b"]
+
+
+def test_a_spec_changed_under_a_running_node_ends_it_and_goes_on_with_the_new_spec():
+    world = World(workflow({"name": "main", "templateType": "Serial", "children": ["a", "b"]},
+                           net("a", "60s"), net("b", "1s")))
+    world.tick()
+    changed = workflow({"name": "main", "templateType": "Serial", "children": ["c", "b"]},
+                       net("c", "60s"), net("b", "1s"))
+    world.model = spec.parse_experiment({**changed, "metadata": world.body["metadata"]}, for_node=False)
+    world.body = {**changed, "metadata": world.body["metadata"]}
+    world.run(5)
+    assert world.node("a")["phase"] == "Aborted" and "no longer in spec.templates" in world.node("a")["message"]
+    assert [world.template_of(n) for n in world.created] == ["a", "b"], "the next child, b, runs"
+    assert world.status["phase"] == "Accomplished"

@@ -196,6 +196,10 @@ class _Step:
         if node.get("deadline") and self.now >= parse_time(node["deadline"]):
             self.end(node, "DeadlineExceeded", "its deadline passed")
             return True
+        if node["template"] not in self.model.templates:
+            # The spec changed under a running node: end it (what it made is deleted next step).
+            self.end(node, "Aborted", f"its template {node['template']} is no longer in spec.templates")
+            return True
         template = self.template(node)
         if template.type == "Suspend":
             return False
