@@ -131,6 +131,10 @@ async def workflow_tick(body, meta, status, patch, memo, logger, **indexes):
             kopf.warn(body, reason="Invalid", message=message)
             patch.status.update(phase="Failed", message=message,
                                 conditions=[condition("Valid", "False", "Invalid", message)])
+        # A spec changed into one that can't run: what its nodes made is taken back.
+        for child in children_of(meta, memo, indexes):
+            if not child.deleting:
+                await asyncio.to_thread(delete, meta["namespace"], child)
         return
     children = children_of(meta, memo, indexes)
     moment = now()
