@@ -13,7 +13,7 @@ import kopf
 import kubernetes
 
 from kfault_api import spec as api_spec
-from kfault_controller.status import changes, condition, now
+from kfault_controller.status import changes, condition, now, observed_generation
 from kfault_controller.workflow import nodes, task
 
 GROUP, VERSION = api_spec.API_VERSION.split("/")
@@ -62,6 +62,18 @@ def read_workflow(body):
            "metadata": {"name": body["metadata"]["name"], "namespace": body["metadata"]["namespace"]},
            "spec": dict(body["spec"])}
     return api_spec.parse_experiment(doc, for_node=False)
+
+
+def parsed(body, meta, memo):
+    """The Workflow's model, parsed once per generation (memo: this Workflow's kopf memo): a
+    tick every second need not validate the whole spec again."""
+    generation = observed_generation(meta, body["spec"])
+    cached = memo.get("workflow_model")
+    if cached and cached[0] == generation:
+        return cached[1]
+    model = read_workflow(body)
+    memo["workflow_model"] = (generation, model)
+    return model
 
 
 # ---- the API calls (blocking: run in a thread) --------------------------------------------
@@ -124,7 +136,7 @@ def _api_message(err):
 async def workflow_tick(body, meta, status, patch, memo, logger, **indexes):
     """Each tick: step the workflow from what the API holds, make the calls, write what changed."""
     try:
-        model = read_workflow(body)
+        model = parsed(body, meta, memo)
     except api_spec.InvalidSpec as err:
         message = "; ".join(str(e) for e in err.errors)
         if status.get("phase") != "Failed":
