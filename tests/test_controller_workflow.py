@@ -5,10 +5,7 @@ takes seconds) run in the order and overlap their spec says, a Task's branch is 
 exit code and stdout, a failing StatusCheck aborts, a restarted controller resumes, deleting a
 Workflow takes its children back first. StatusChecks request a real local HTTP server."""
 import asyncio
-import contextlib
 import copy
-import http.server
-import threading
 import time
 
 import pytest
@@ -17,7 +14,7 @@ from kfault_api import spec as api_spec
 from tests.kube import NS, wait_for
 from tests.test_controller import CHAOS, controller, pod, populate
 from tests.test_controller_schedule import server_set_fields  # noqa: F401 (fixture)
-from tests.workflows import chaos_mesh_workflows, runnable
+from tests.workflows import chaos_mesh_workflows, http_server, runnable
 
 pytestmark = pytest.mark.usefixtures("kubeconfig", "server_set_fields")
 WORKFLOWS = "kfault.dev/v1alpha1/workflows"
@@ -84,30 +81,6 @@ def finished(kmock, name):
     """Ended, and what its nodes made is gone (deleted at the step after their end was written)."""
     return lambda: workflow_status(kmock, name).get("phase") in ("Accomplished", "Failed", "Aborted") and not any(
         exists(kmock, resource, name) for resource in (CHAOS, SCHEDULES, CHECKS, PODCHAOS, "v1/pods"))
-
-
-@contextlib.contextmanager
-def http_server(status_code=200):
-    """A real HTTP server on 127.0.0.1 answering every GET with `status_code` (changeable:
-    server.code); server.requests counts what it was asked."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.server.requests += 1
-            self.send_response(self.server.code)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.code, server.requests = status_code, 0
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.asyncio

@@ -1,9 +1,13 @@
 """Chaos Mesh's Workflow documents (tests/chaos_mesh/workflow.yaml) as the tests use them: three
 include a StressChaos, which kfault runs once StressChaos is a kind of spec.EXPERIMENTS. Until then
 `unregistered_kinds` names it (those documents are expected to be refused naming it), and
-`runnable` drops its templates so the rest of each document runs."""
+`runnable` drops its templates so the rest of each document runs. `http_server`: what a
+StatusCheck requests."""
+import contextlib
 import copy
+import http.server
 import os
+import threading
 
 from kfault_api import spec
 
@@ -36,3 +40,27 @@ def runnable(doc):
             template["conditionalBranches"] = [b for b in template["conditionalBranches"]
                                                if b["target"] not in dropped]
     return doc
+
+
+@contextlib.contextmanager
+def http_server(status_code=200):
+    """A real HTTP server on 127.0.0.1 answering every GET with `status_code` (changeable:
+    server.code); server.requests counts what it was asked."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.server.requests += 1
+            self.send_response(self.server.code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.code, server.requests = status_code, 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

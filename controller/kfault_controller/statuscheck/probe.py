@@ -10,6 +10,7 @@ import socket
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 REFUSED_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"))
 
@@ -50,7 +51,7 @@ class _CheckingResolver(AbstractResolver):
 
 async def request(http, timeout_s, allow_metadata=False):
     """(healthy, what happened) of one request of spec.HttpCheck `http`."""
-    host = aiohttp.client.URL(http.url).host or ""
+    host = URL(http.url).host or ""
     try:
         literal = ipaddress.ip_address(host.strip("[]"))
     except ValueError:

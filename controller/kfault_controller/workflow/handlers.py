@@ -8,6 +8,7 @@ through ../handlers.py like any other (blast radius, leases), a Schedule through
 Deleting the Workflow deletes them first and holds it (kopf's finalizer) until they are gone.
 """
 import asyncio
+import json
 
 import kopf
 import kubernetes
@@ -124,7 +125,6 @@ def read_log(namespace, pod_name, container):
 
 
 def _api_message(err):
-    import json
     try:
         return json.loads(err.body).get("message", "")
     except (TypeError, ValueError):

@@ -13,6 +13,7 @@ so a controller restarted mid-workflow resumes from the API:
 - deadlines are times in the status (`deadline`), not timers.
 """
 import copy
+import datetime
 import hashlib
 from dataclasses import dataclass, field
 from typing import Optional
@@ -364,5 +365,4 @@ class _Step:
 
 
 def _seconds(ns):
-    import datetime
     return datetime.timedelta(microseconds=ns // 1000)
