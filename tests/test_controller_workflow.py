@@ -11,6 +11,7 @@ import time
 import pytest
 
 from kfault_api import spec as api_spec
+from tests.doubles import RecordingNode
 from tests.kube import NS, wait_for
 from tests.test_controller import CHAOS, controller, pod, populate
 from tests.test_controller_schedule import server_set_fields  # noqa: F401 (fixture)
@@ -39,12 +40,34 @@ class Timed(list):
         return [t for (o, key, _), t in zip(self, self.times) if o == op and part in key]
 
 
+@pytest.fixture
+def nodes():
+    """Two nodes' agents recording every experiment kind kfault has (a StressChaos of Chaos Mesh's
+    examples is placed once the kind exists); node-b's refuses, as test_controller's."""
+    made = {"node-a": RecordingNode("node-a", kinds=tuple(api_spec.EXPERIMENTS)),
+            "node-b": RecordingNode("node-b", refuse="not here", kinds=tuple(api_spec.EXPERIMENTS))}
+    yield made
+    for node in made.values():
+        node.close()
+
+
 def populate_hello(kmock, nodes):
     """The cluster of test_controller, plus Chaos Mesh's examples' target: app=hello-kubernetes."""
     populate(kmock, nodes)
     for name, node in (("hello-1", "node-a"), ("hello-2", "node-a")):
         kmock.objects["v1/pods", NS, name] = pod(name, node, {"app": "hello-kubernetes"})
-    nodes["node-a"].engine.history = Timed()
+    nodes["node-a"].record_in(Timed())
+
+
+def placed_by_agents(doc):
+    """The templates of `doc` whose experiment an agent places (pod-kill is the API server's)."""
+    return [t["name"] for t in doc["spec"]["templates"] if t["templateType"] in api_spec.EXPERIMENTS
+            and t[api_spec.EXPERIMENTS[t["templateType"]].schedule_key].get("action") != "pod-kill"]
+
+
+def shortened(doc, seconds):
+    """Every experiment template's deadline set to `seconds` (Chaos Mesh's are 20 s)."""
+    return {t["name"]: seconds for t in doc["spec"]["templates"] if t["templateType"] in api_spec.EXPERIMENTS}
 
 
 def put_workflow(kmock, doc, deadlines=None):
@@ -86,22 +109,21 @@ def finished(kmock, name):
 @pytest.mark.asyncio
 async def test_chaos_meshs_serial_workflow_runs_its_children_in_order_each_until_its_deadline(kmock, nodes):
     populate_hello(kmock, nodes)
-    name = put_workflow(kmock, runnable(chaos_mesh_workflows()["try-workflow-serial"]), {
-        "prefix-suspending": "1s", "workflow-network-chaos": "2s", "suffix-suspending": "1s",
-        "workflow-pod-chaos": "3s"})
+    doc = runnable(chaos_mesh_workflows()["try-workflow-serial"])
+    name = put_workflow(kmock, doc, {**shortened(doc, "2s"), "prefix-suspending": "1s", "suffix-suspending": "1s",
+                                     "workflow-pod-chaos": "3s"})
     async with controller(**TICK):
-        await wait_for(finished(kmock, name), timeout=40)
+        await wait_for(finished(kmock, name), timeout=60)
         history = nodes["node-a"].engine.history
     status = workflow_status(kmock, name)
     assert status["phase"] == "Accomplished", status
-    assert [n["template"] for n in status["nodes"]] == [
-        "the-entry", "prefix-suspending", "workflow-network-chaos", "suffix-suspending", "workflow-pod-chaos"]
+    assert [n["template"] for n in status["nodes"]] == ["the-entry"] + doc["spec"]["templates"][0]["children"]
     # Each node starts when the one before ended: serial never overlaps.
     for before, after in zip(status["nodes"][1:], status["nodes"][2:]):
         assert before["endTime"] <= after["startTime"], (before, after)
-    # The NetworkChaos reached the agent once, and was taken back at its deadline (2 s), within a renewal.
+    # Each experiment reached the agent once, and was taken back at its deadline (2 s), within a renewal.
+    assert len({k for o, k, _ in history if o == "apply"}) == len(placed_by_agents(doc))
     applied, revoked = history.when("apply", "workflow-network-chaos"), history.when("revoke", "workflow-network-chaos")
-    assert len(set(k for o, k, _ in history if o == "apply")) == 1
     assert applied and revoked and 2.0 <= revoked[0] - applied[0] <= 2.0 + 0.5 + 1.0, (applied, revoked)
     # The Schedule ran pod-kill at @every 2s during its 3 s, after the network's end, then was deleted.
     assert len(made(kmock, SCHEDULES, name)) == 1 and exists(kmock, SCHEDULES, name) == set()
@@ -112,8 +134,8 @@ async def test_chaos_meshs_serial_workflow_runs_its_children_in_order_each_until
 @pytest.mark.asyncio
 async def test_chaos_meshs_parallel_workflow_overlaps_its_children(kmock, nodes):
     populate_hello(kmock, nodes)
-    name = put_workflow(kmock, runnable(chaos_mesh_workflows()["try-workflow-parallel"]), {
-        "workflow-network-chaos": "2s", "workflow-pod-chaos": "3s"})
+    doc = runnable(chaos_mesh_workflows()["try-workflow-parallel"])
+    name = put_workflow(kmock, doc, {**shortened(doc, "2s"), "workflow-pod-chaos": "3s"})
     async with controller(**TICK):
         await wait_for(lambda: len(exists(kmock, CHAOS, name)) == 1 and len(exists(kmock, SCHEDULES, name)) == 1,
                        timeout=10)
@@ -128,8 +150,8 @@ async def test_chaos_meshs_parallel_workflow_overlaps_its_children(kmock, nodes)
 @pytest.mark.asyncio
 async def test_chaos_meshs_custom_task_chooses_its_branch_by_exit_code_and_stdout(kmock, nodes):
     populate_hello(kmock, nodes)
-    name = put_workflow(kmock, runnable(chaos_mesh_workflows()["try-workflow-custom-task"]),
-                        {"workflow-network-chaos": "2s"})
+    doc = runnable(chaos_mesh_workflows()["try-workflow-custom-task"])
+    name = put_workflow(kmock, doc, shortened(doc, "2s"))
     async with controller(**TICK):
         await wait_for(lambda: exists(kmock, "v1/pods", name), timeout=10)
         task_pod = next(iter(exists(kmock, "v1/pods", name)))
@@ -207,8 +229,8 @@ async def test_a_controller_restarted_mid_serial_runs_each_template_exactly_once
 @pytest.mark.asyncio
 async def test_deleting_a_workflow_takes_its_running_children_back_first(kmock, nodes):
     populate_hello(kmock, nodes)
-    name = put_workflow(kmock, runnable(chaos_mesh_workflows()["try-workflow-parallel"]), {
-        "workflow-network-chaos": "60s", "workflow-pod-chaos": "60s"})
+    doc = runnable(chaos_mesh_workflows()["try-workflow-parallel"])
+    name = put_workflow(kmock, doc, {**shortened(doc, "60s"), "workflow-pod-chaos": "60s"})
     async with controller(**TICK):
         await wait_for(lambda: nodes["node-a"].targets(), timeout=10)
         await kmock.delete(f"/apis/kfault.dev/v1alpha1/namespaces/{NS}/workflows/{name}")

@@ -200,7 +200,10 @@ def test_a_failed_status_check_without_abort_fails_its_node_only():
 
 def test_a_schedule_node_deletes_its_schedule_and_its_runs_at_the_deadline():
     world = World(runnable(chaos_mesh_workflows()["try-workflow-serial"]))
-    world.run(40)
+    for _ in range(400):    # until the Schedule's turn comes (the templates before it run first)
+        if any("workflow-pod-chaos" in n for n in world.objects):
+            break
+        world.tick(0.5)
     schedule = world.named("workflow-pod-chaos")
     run = nodes.Child(kind="PodChaos", name="run-1", node=world.objects[schedule].node, uid="u")
     world.objects["run-1"] = run
