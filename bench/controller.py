@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import itertools
 import multiprocessing
 import os
 import statistics
@@ -217,13 +218,30 @@ async def wait_until(predicate, timeout, what):
         await asyncio.sleep(0.05)
 
 
-async def run_size(pods, experiments):
+def created_as_by_an_api_server(handle, create):
+    """kmock 0.8 stores a created object as sent; an API server gives it a uid, a resourceVersion
+    and a creationTimestamp (what a Workflow's nodes create), as here."""
+    made = itertools.count(1)
+
+    async def created(self, request):
+        if request.resource is not None and request.action == create and isinstance(request.data, dict):
+            number = next(made)
+            request.data.setdefault("metadata", {}).update(
+                uid=f"uid-created-{number}", resourceVersion=f"c{number}",
+                creationTimestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        return await handle(self, request)
+    return created
+
+
+async def run_size(pods, experiments, workflows=0):
     """One size: {'latencies', 'per_minute' (kind -> requests/min), 'rss_mib'}."""
     import kmock as kmock_lib
     from kmock._internal import parsing
 
     unpatched = parsing.parse_path
     parsing.parse_path = parse_path_with_namespaces(unpatched)     # kmock serves namespaces, as the tests'
+    handle = kmock_lib.KubernetesEmulator._handle
+    kmock_lib.KubernetesEmulator._handle = created_as_by_an_api_server(handle, kmock_lib.action.CREATE)
     agents = Agents([node_name(n) for n in range((pods + PODS_PER_NODE - 1) // PODS_PER_NODE)])
     try:
         async with kmock_lib.KubernetesEmulator() as kmock, kmock_lib.Server(kmock):
@@ -237,9 +255,10 @@ async def run_size(pods, experiments):
                 """)
                 config.flush()
                 with controller_process(config.name) as process:
-                    return await measure(kmock, agents, process, pods, experiments)
+                    return await measure(kmock, agents, process, pods, experiments, workflows)
     finally:
         parsing.parse_path = unpatched
+        kmock_lib.KubernetesEmulator._handle = handle
         agents.close()
 
 
@@ -279,16 +298,42 @@ async def wait_until_settled(pid, started):
     raise TimeoutError(f"the controller still busy after {READY_TIMEOUT_S} s")
 
 
-async def measure(kmock, agents, process, pods, experiments):
+def workflow(i):
+    """A Workflow of 5 nodes running for the whole measure: a Parallel of a NetworkChaos (on
+    1/APPS of the pods, as the experiments), a Suspend and a Serial of a Suspend."""
+    name = f"wf-{i:03d}"
+    net = experiment(i)["spec"]
+    return {"apiVersion": "kfault.dev/v1alpha1", "kind": "Workflow",
+            "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}", "resourceVersion": "1"},
+            "spec": {"entry": "main", "templates": [
+                {"name": "main", "templateType": "Parallel", "children": ["net", "wait", "more"]},
+                {"name": "net", "templateType": "NetworkChaos", "deadline": "1h", "networkChaos": net},
+                {"name": "wait", "templateType": "Suspend", "deadline": "1h"},
+                {"name": "more", "templateType": "Serial", "children": ["wait"]}]}}
+
+
+async def start_workflows(kmock, count):
+    """Create `count` workflows and wait until each runs its 5 nodes."""
+    for i in range(count):
+        kmock.objects["kfault.dev/v1alpha1/workflows", "default", f"wf-{i:03d}"] = workflow(i)
+
+    def running():
+        return all(len((kmock.objects["kfault.dev/v1alpha1/workflows", "default", f"wf-{i:03d}"].get("status") or {})
+                       .get("nodes", [])) == 5 for i in range(count))
+    await wait_until(running, PLACED_TIMEOUT_S, f"{count} workflows running")
+
+
+async def measure(kmock, agents, process, pods, experiments, workflows=0):
     ready_s = await wait_until_ready(kmock, agents, process.started)
     settled_s = await wait_until_settled(process.pid, process.started)
+    await start_workflows(kmock, workflows)
     selected = {f"default/exp-{i:03d}": sum(1 for p in range(pods) if p % APPS == i % APPS)
                 for i in range(experiments)}
     created = await create_experiments(kmock, experiments)
     latencies = await placement_latencies(agents, created, selected)
     await asyncio.sleep(SETTLE_S)
     per_minute = await steady_requests(kmock)
-    applies = sum(count for key, count in agents.apply_calls.items() if key != "default/canary")
+    applies = sum(count for key, count in agents.apply_calls.items() if key.startswith("default/exp-"))
     return {"ready_s": ready_s, "settled_s": settled_s, "latencies": latencies, "per_minute": per_minute,
             "rss_mib": rss_mib(process.pid),
             "apply_per_pod": applies / sum(selected.values())}
@@ -377,13 +422,16 @@ def main():
     parser.add_argument("--grid", action="store_true", help="every size, not only the corners and the diagonal")
     parser.add_argument("--size", action="append", default=[], metavar="PODSxEXPERIMENTS",
                         help="only these sizes, e.g. 5000x100")
+    parser.add_argument("--workflows", type=int, default=0,
+                        help="this many Workflows of 5 nodes running beside the experiments, started first")
     args = parser.parse_args()
     chosen = [tuple(int(n) for n in s.split("x")) for s in args.size] or sizes(args.grid)
     print(f"{PODS_PER_NODE} pods a node, an agent each; each experiment selects 1/{APPS} of the pods; "
-          f"{CREATE_PER_S} created a second; steady state: {WINDOW_S} s from {SETTLE_S} s after the last placement")
+          f"{CREATE_PER_S} created a second; steady state: {WINDOW_S} s from {SETTLE_S} s after the last placement; "
+          f"{args.workflows} workflow(s) of 5 nodes running beside them")
     rows = []
     for pods, experiments in chosen:
-        rows.append((pods, experiments, asyncio.run(run_size(pods, experiments))))
+        rows.append((pods, experiments, asyncio.run(run_size(pods, experiments, args.workflows))))
         report_size(*rows[-1])
     report_table(rows)
 

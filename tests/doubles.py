@@ -89,14 +89,22 @@ class RecordingEngine:
 
 
 class RecordingNode:
-    """A node's agent: the real gRPC server (kfault_agent.server) on a RecordingEngine."""
+    """A node's agent: the real gRPC server (kfault_agent.server) on a RecordingEngine (one per
+    kind of `kinds`, recording in one history; `engine` is the first's)."""
 
-    def __init__(self, name, refuse=""):
+    def __init__(self, name, refuse="", kinds=("NetworkChaos",)):
         self.name = name
-        self.engine = RecordingEngine(refuse=refuse)
-        self.service = server.AgentService([self.engine], {"tc-bpf": Capability("tc-bpf", True, "test")},
+        self.engines = [RecordingEngine(refuse=refuse, kind=spec.KINDS[kind]) for kind in kinds]
+        self.engine = self.engines[0]
+        self.record_in(self.engine.history)
+        self.service = server.AgentService(self.engines, {"tc-bpf": Capability("tc-bpf", True, "test")},
                                            node_name=name)
         self.grpc, self.port = server.serve(self.service, "127.0.0.1:0")
+
+    def record_in(self, history):
+        """Every engine's history in `history` (a list)."""
+        for engine in self.engines:
+            engine.history = history
 
     def targets(self, op="apply"):
         return sorted(t for (o, _, t) in self.engine.history if o == op)

@@ -35,6 +35,7 @@ class AgentService(pb_grpc.AgentServicer):
         self.node_name = node_name or platform.node()
         self.require_common_name = require_common_name
         self._stop = threading.Event()
+        self.stopped = ""          # the cluster-wide stop's reason while it holds (Stop), else ""
         self._housekeeper = threading.Thread(target=self._housekeeping, daemon=True, name="kfault-leases")
         self._housekeeper.start()
 
@@ -49,7 +50,8 @@ class AgentService(pb_grpc.AgentServicer):
             self._abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                         f"{request.kind} can't run on node {self.node_name}: its programs did not load here")
         lease_s = request.lease_seconds if request.lease_seconds > 0 else None
-        refused = self._failure(experiment, "this node", engine.check, experiment)
+        refused = f"stopped: {self.stopped}" if self.stopped else \
+            self._failure(experiment, "this node", engine.check, experiment)
         if refused:
             return pb.ApplyResponse(results=[pb.TargetResult(target=self._target_name(t), ok=False,
                                                              error=f"node {self.node_name}: {refused}")
@@ -107,6 +109,21 @@ class AgentService(pb_grpc.AgentServicer):
             pb.Counter(target=target, scope=scope, outcome=outcome, count=count)
             for engine in self.engines.values()
             for target, scope, outcome, count in engine.counter_rows(request.experiment)])
+
+    def Stop(self, request, context):
+        """The cluster-wide stop: take back everything placed here, and refuse placements until
+        lifted. The agent has no API access: the controller tells it, and tells it again at each
+        renewal while the stop holds (an agent restarted meanwhile starts with nothing placed)."""
+        self._authorize(context)
+        self.stopped = request_checks.bounded(request.reason or "the cluster-wide stop") if request.stopped else ""
+        results = []
+        if request.stopped:
+            for engine in self.engines.values():
+                for active in engine.active():
+                    error = self._failure(active.experiment, active.target.name, engine.revoke, *active.key)
+                    results.append(pb.TargetResult(target=active.target.name, ok=not error, error=error))
+            log.warning("stopped (%s): took back %d placement(s)", self.stopped, len(results))
+        return pb.StopResponse(results=results, stopped=bool(self.stopped))
 
     def Health(self, request, context):
         return pb.HealthResponse(serving=True, version=VERSION)

@@ -57,6 +57,59 @@ SCHEDULE_STATUS = {
                            "lastTransitionTime": {"type": "string", "format": "date-time"}}}},
     },
 }
+_CONDITIONS = {"type": "array", "items": {
+    "type": "object", "required": ["type", "status"],
+    "properties": {"type": {"type": "string"}, "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                   "reason": {"type": "string"}, "message": {"type": "string"},
+                   "lastProbeTime": {"type": "string", "format": "date-time"},
+                   "lastTransitionTime": {"type": "string", "format": "date-time"}}}}
+WORKFLOW_PHASES = ["Running", "Accomplished", "Failed", "Aborted"]
+NODE_PHASES = ["Running", "Accomplished", "Failed", "Aborted", "DeadlineExceeded"]
+# A Workflow's status: Chaos Mesh's fields (entryNode, startTime, endTime, conditions) and its
+# WorkflowNodes kept here, one entry per node (docs/design/controller.md says why).
+WORKFLOW_STATUS = {
+    "type": "object",
+    "properties": {
+        "phase": {"type": "string", "enum": WORKFLOW_PHASES},
+        "entryNode": {"type": "string"},
+        "startTime": {"type": "string", "format": "date-time"},
+        "endTime": {"type": "string", "format": "date-time"},
+        "message": {"type": "string", "description": "Why it failed or was aborted."},
+        "conditions": {**_CONDITIONS, "description": "Valid, Accomplished, Aborted."},
+        "nodes": {"type": "array", "description": "Every node started so far, parents first.", "items": {
+            "type": "object", "required": ["name", "template"],
+            "properties": {
+                "name": {"type": "string", "description": "The node's name: the path of templates from the entry."},
+                "template": {"type": "string"}, "templateType": {"type": "string"},
+                "parent": {"type": "string"},
+                "phase": {"type": "string", "enum": NODE_PHASES},
+                "startTime": {"type": "string", "format": "date-time"},
+                "endTime": {"type": "string", "format": "date-time"},
+                "deadline": {"type": "string", "format": "date-time"},
+                "children": {"type": "array", "items": {"type": "string"}, "description": "Its nodes' names."},
+                "object": {"type": "object", "description": "What it created (an experiment, a Schedule, a "
+                           "StatusCheck, a Pod).",
+                           "properties": {k: {"type": "string"} for k in ("kind", "name", "uid")}},
+                "exitCode": {"type": "integer", "description": "Task: its container's exit code."},
+                "stdout": {"type": "string", "description": "Task: its log, trimmed (at most 1024 characters)."},
+                "message": {"type": "string"},
+            }}},
+    },
+}
+STATUS_CHECK_STATUS = {
+    "type": "object",
+    "properties": {
+        "startTime": {"type": "string", "format": "date-time"},
+        "completionTime": {"type": "string", "format": "date-time"},
+        "count": {"type": "integer", "description": "Requests made."},
+        "conditions": {**_CONDITIONS, "description": "Completed, DurationExceed, FailureThresholdExceed, "
+                                                     "SuccessThresholdExceed (Chaos Mesh's)."},
+        "records": {"type": "array", "items": {
+            "type": "object", "properties": {"startTime": {"type": "string", "format": "date-time"},
+                                             "outcome": {"type": "string", "enum": ["Success", "Failure"]},
+                                             "message": {"type": "string"}}}},
+    },
+}
 EXPERIMENT_COLUMNS = [
     {"name": "Action", "type": "string", "jsonPath": ".spec.action"},
     {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
@@ -69,6 +122,24 @@ SCHEDULE_COLUMNS = [
     {"name": "Last Run", "type": "date", "jsonPath": ".status.time"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
+
+WORKFLOW_COLUMNS = [
+    {"name": "Entry", "type": "string", "jsonPath": ".spec.entry"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Started", "type": "date", "jsonPath": ".status.startTime"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+STATUS_CHECK_COLUMNS = [
+    {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+    {"name": "URL", "type": "string", "jsonPath": ".spec.http.url"},
+    {"name": "Completed", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Completed\")].status"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+# The kinds the controller runs alone: their status and printer columns (experiments share STATUS).
+STATUS_OF = {spec.SCHEDULE.name: SCHEDULE_STATUS, spec.WORKFLOW.name: WORKFLOW_STATUS,
+             spec.STATUS_CHECK.name: STATUS_CHECK_STATUS}
+COLUMNS_OF = {spec.SCHEDULE.name: SCHEDULE_COLUMNS, spec.WORKFLOW.name: WORKFLOW_COLUMNS,
+              spec.STATUS_CHECK.name: STATUS_CHECK_COLUMNS}
 
 
 def crd(name):
@@ -89,7 +160,7 @@ def crd(name):
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
-                "additionalPrinterColumns": EXPERIMENT_COLUMNS if kind.is_experiment else SCHEDULE_COLUMNS,
+                "additionalPrinterColumns": EXPERIMENT_COLUMNS if kind.is_experiment else COLUMNS_OF[name],
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
                     "required": ["spec"],
@@ -98,7 +169,7 @@ def crd(name):
                         "kind": {"type": "string"},
                         "metadata": {"type": "object"},
                         "spec": kind.schema,
-                        "status": STATUS if kind.is_experiment else SCHEDULE_STATUS,
+                        "status": STATUS if kind.is_experiment else STATUS_OF[name],
                     },
                 }},
             }],

@@ -274,6 +274,88 @@ def schedule_spec(embedded):
     return {"type": "object", "required": ["schedule", "type"], "properties": properties}
 
 
+# Chaos Mesh 2.x's StatusCheck (a kind of its own, and a Workflow node): the controller probes a
+# URL and says whether the service under test is healthy. Defaults are Chaos Mesh's CRD's.
+STATUS_CODE = {"type": "string", "pattern": r"^[1-5][0-9][0-9](-[1-5][0-9][0-9])?$",
+               "description": "An HTTP status code (\"200\") or an inclusive range (\"200-399\")."}
+STATUS_CHECK = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "enum": ["HTTP"], "default": "HTTP", "description": "What to check: HTTP."},
+        "mode": {"type": "string", "enum": ["Synchronous", "Continuous"],
+                 "description": "Synchronous (default): done at the success or failure threshold. Continuous: "
+                                "until its duration (or its workflow node's deadline), or the failure threshold."},
+        "duration": DURATION,
+        "timeoutSeconds": {"type": "integer", "minimum": 1, "default": 1,
+                           "description": "Each request's time limit."},
+        "intervalSeconds": {"type": "integer", "minimum": 1, "default": 10,
+                            "description": "Seconds between the starts of two requests."},
+        "failureThreshold": {"type": "integer", "minimum": 1, "default": 3,
+                             "description": "Consecutive failures that fail the check."},
+        "successThreshold": {"type": "integer", "minimum": 1, "default": 1,
+                             "description": "Consecutive successes that complete a Synchronous check."},
+        "recordsHistoryLimit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100,
+                                "description": "How many records status.records keeps."},
+        "http": {
+            "type": "object",
+            "required": ["url", "criteria"],
+            "properties": {
+                "url": {"type": "string", "pattern": "^https?://",
+                        "description": "An http:// or https:// URL, requested from the controller's network."},
+                "method": {"type": "string", "enum": ["GET", "POST"], "default": "GET"},
+                "headers": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                            "description": "Header name -> values (Go's http.Header)."},
+                "body": {"type": "string"},
+                "criteria": {"type": "object", "required": ["statusCode"], "properties": {"statusCode": STATUS_CODE}},
+            },
+        },
+    },
+}
+
+# Chaos Mesh 2.x's Workflow. Its template types that are not experiments, and what each holds.
+WORKFLOW_FLOW_TYPES = ("Serial", "Parallel", "Suspend", "Task", "Schedule", "StatusCheck")
+_OPEN_OBJECT = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+def workflow_spec(embedded, schedule):
+    """The Workflow spec's schema. embedded: each experiment's key (e.g. "networkChaos") -> its
+    kind's name and spec schema (as a Schedule embeds them); schedule: the Schedule spec's
+    schema, for templateType Schedule."""
+    template = {
+        "type": "object",
+        "required": ["name", "templateType"],
+        "properties": {
+            "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                     "description": "The template's name (lower case letters, digits and -): children, entry "
+                                    "and conditionalBranches name it."},
+            "templateType": {"type": "string", "enum": list(WORKFLOW_FLOW_TYPES) + [n for n, _ in embedded.values()],
+                             "description": "What the node does; an experiment's spec is under its key."},
+            "deadline": {**DURATION, "description": "The longest the node runs (Suspend: how long it waits)."},
+            "children": {"type": "array", "items": {"type": "string"},
+                         "description": "Serial and Parallel: the templates to run, in order or at once."},
+            "task": {"type": "object", "required": ["container"], "properties": {
+                "container": {**_OPEN_OBJECT, "description": "A Pod's container (core/v1 Container)."},
+                "volumes": {"type": "array", "items": _OPEN_OBJECT,
+                            "description": "The Pod's volumes (core/v1 Volume)."},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}}}},
+            "conditionalBranches": {"type": "array", "items": {
+                "type": "object", "required": ["target", "expression"],
+                "properties": {"target": {"type": "string"},
+                               "expression": {"type": "string", "description": "See docs/kinds/workflow.md."}}}},
+            "schedule": {**schedule, "description": "templateType Schedule: a Schedule's spec."},
+            "statusCheck": {**STATUS_CHECK, "description": "templateType StatusCheck: a StatusCheck's spec."},
+            "abortWithStatusCheck": {"type": "boolean",
+                                     "description": "A failed StatusCheck aborts the workflow."},
+        },
+    }
+    for key, (name, spec) in embedded.items():
+        template["properties"][key] = {**spec, "description": f"templateType {name}: its spec."}
+    return {"type": "object", "required": ["entry", "templates"],
+            "properties": {"entry": {"type": "string", "description": "The template the workflow starts with."},
+                           "templates": {"type": "array", "items": template}}}
+
+
 def validate_against_schema(value, schema, path):
     """Check `value` against an OpenAPI v3 subset; return a list of (path, value, allowed)."""
     errors = []
@@ -312,6 +394,8 @@ def validate_against_schema(value, schema, path):
         if "pattern" in schema and not re.search(schema["pattern"], value):
             return [(path, value, schema.get("description", f"a string matching {schema['pattern']}"))]
         return []
+    if kind == "boolean":
+        return [] if isinstance(value, bool) else [(path, value, "true or false")]
     if kind == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
             return [(path, value, "a whole number")]

@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 import yaml
 
-from kfault_api import glob_dfa, layout, schema, units
+from kfault_api import expression, glob_dfa, layout, schema, units
 from kfault_api.quoting import quoted
 
 API_VERSION = "kfault.dev/v1alpha1"
@@ -575,6 +575,259 @@ def _schedule(metadata, spec, doc, for_node):
 
 
 @dataclass(frozen=True)
+class HttpCheck:
+    """A StatusCheck's http: one request, and the status codes that mean healthy."""
+    url: str
+    method: str = "GET"
+    headers: tuple = ()                # (name, value) pairs, in order
+    body: str = ""
+    status_codes: tuple = (200, 200)   # inclusive range
+
+    def healthy(self, code):
+        return self.status_codes[0] <= code <= self.status_codes[1]
+
+
+@dataclass(frozen=True)
+class StatusCheck:
+    """Chaos Mesh 2.x's StatusCheck: the controller requests `http` every interval_s, each within
+    timeout_s; failure_threshold consecutive failures fail it; a Synchronous one completes at
+    success_threshold consecutive successes; duration_ns (or its workflow node's deadline) ends it."""
+    name: str
+    namespace: str
+    http: HttpCheck
+    mode: str = "Synchronous"
+    type: str = "HTTP"
+    duration_ns: Optional[int] = None
+    timeout_s: int = 1
+    interval_s: int = 10
+    failure_threshold: int = 3
+    success_threshold: int = 1
+    records_limit: int = 100
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+    notes: tuple = field(default=(), compare=False)
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def action(self):
+        return f"{self.mode} {self.type} {self.http.method} {self.http.url}"
+
+
+def _status_check(metadata, spec, doc, for_node):
+    """A StatusCheck's spec; the schema has checked the fields' types and ranges."""
+    problems = _Problems()
+    http = spec.get("http")
+    if http is None:
+        problems.add("spec.http", None, "an http block with url and criteria.statusCode: type HTTP needs it")
+    duration = _duration(spec, problems)
+    problems.raise_any()
+    low, _, high = http["criteria"]["statusCode"].partition("-")
+    codes = (int(low), int(high or low))
+    if codes[0] > codes[1]:
+        problems.add("spec.http.criteria.statusCode", http["criteria"]["statusCode"], "a range low first, such as "
+                     "\"200-399\"")
+    problems.raise_any()
+    headers = tuple((name, value) for name, values in (http.get("headers") or {}).items() for value in values)
+    mode = spec.get("mode", "Synchronous")
+    notes = ()
+    if mode == "Continuous" and "successThreshold" in spec:
+        notes = ("spec.successThreshold is for mode Synchronous: a Continuous check runs until its duration, its "
+                 "node's deadline or its failure threshold",)
+    return StatusCheck(
+        name=metadata["name"], namespace=metadata.get("namespace", "default"), mode=mode, type=spec["type"],
+        http=HttpCheck(http["url"], http.get("method", "GET"), headers, http.get("body", ""), codes),
+        duration_ns=duration, timeout_s=spec.get("timeoutSeconds", 1), interval_s=spec.get("intervalSeconds", 10),
+        failure_threshold=spec.get("failureThreshold", 3), success_threshold=spec.get("successThreshold", 1),
+        records_limit=spec.get("recordsHistoryLimit", 100), raw=doc, notes=notes)
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A Task's conditional branch: run `target` when `expression` holds."""
+    target: str
+    expression: expression.Expression
+
+
+@dataclass(frozen=True)
+class Template:
+    """One of a Workflow's spec.templates. `body` is what the node makes: an experiment's, a
+    Schedule's or a StatusCheck's spec (as its kind's parser read it), a Task's pod parts."""
+    name: str
+    type: str                          # templateType
+    deadline_ns: Optional[int] = None
+    children: tuple = ()               # Serial, Parallel: template names
+    body: object = None                # Experiment | Schedule | StatusCheck (the parsed model)
+    task: Optional[dict] = None        # Task: {"container": ..., "volumes": [...], "labels": {...}}
+    branches: tuple = ()               # Task: Branch
+    abort_with_status_check: bool = False
+
+    @property
+    def spec_key(self):
+        """Where the template holds what its node creates: networkChaos, schedule, statusCheck."""
+        kind = EXPERIMENTS.get(self.type)
+        return kind.schedule_key if kind else {"Schedule": "schedule", "StatusCheck": "statusCheck"}.get(self.type)
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """Chaos Mesh 2.x's Workflow: a tree of templates from `entry`, run by the controller."""
+    name: str
+    namespace: str
+    entry: str
+    templates: dict                    # name -> Template
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+    notes: tuple = field(default=(), compare=False)
+
+    @property
+    def key(self):
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def action(self):
+        return f"entry {self.entry}, {len(self.templates)} templates"
+
+
+# Which field belongs to which templateType (others are refused on it, naming the right type).
+_TEMPLATE_FIELDS = {"children": ("Serial", "Parallel"), "task": ("Task",), "conditionalBranches": ("Task",),
+                    "schedule": ("Schedule",), "statusCheck": ("StatusCheck",),
+                    "abortWithStatusCheck": ("StatusCheck",)}
+
+
+def _in_template(errors, where):
+    """A parser's errors about spec.X, renamed to where X is in the Workflow."""
+    return [SpecError(e.path.replace("spec.", f"{where}.", 1), e.value, e.allowed.replace("spec.", f"{where}."))
+            for e in errors]
+
+
+def _workflow(metadata, spec, doc, for_node):
+    problems = _Problems()
+    namespace = metadata.get("namespace", "default")
+    if len(metadata["name"]) > LABEL_VALUE_MAX:
+        problems.add("metadata.name", metadata["name"], f"a name of at most {LABEL_VALUE_MAX} characters: what "
+                     f"it creates carries it in the label {WORKFLOW_LABEL}")
+    templates, notes = {}, []
+    for index, raw in enumerate(spec["templates"]):
+        where = f"spec.templates[{index}]"
+        if raw["name"] in templates:
+            problems.add(f"{where}.name", raw["name"], "a name no other template has")
+            continue
+        template = _template(raw, where, metadata, namespace, problems, notes)
+        if template:
+            templates[raw["name"]] = template
+    if spec["entry"] not in templates and not problems.errors:
+        problems.add("spec.entry", spec["entry"], "the name of one of spec.templates: " + ", ".join(templates))
+    for index, raw in enumerate(spec["templates"]):
+        for field_name, names in (("children", raw.get("children") or ()),
+                                  ("conditionalBranches", [b["target"] for b in raw.get("conditionalBranches") or ()])):
+            for position, name in enumerate(names):
+                if name not in templates and not any(e.path.startswith(f"spec.templates[{index}]")
+                                                     for e in problems.errors):
+                    sub = "" if field_name == "children" else ".target"
+                    problems.add(f"spec.templates[{index}].{field_name}[{position}]{sub}", name,
+                                 "the name of one of spec.templates: " + ", ".join(templates))
+    problems.raise_any()
+    cycle = _cycle(templates)
+    if cycle:
+        problems.add("spec.templates", " -> ".join(cycle), "templates that do not contain themselves: a template "
+                     "may not be its own descendant")
+    problems.raise_any()
+    return Workflow(name=metadata["name"], namespace=namespace, entry=spec["entry"], templates=templates, raw=doc,
+                    notes=tuple(notes))
+
+
+def _template(raw, where, metadata, namespace, problems, notes):
+    """One spec.templates entry -> Template (None, with its problems noted)."""
+    kind = raw["templateType"]
+    before = len(problems.errors)
+    own_key = Template(raw["name"], kind).spec_key
+    for key, types in _TEMPLATE_FIELDS.items():
+        if key in raw and kind not in types and key != own_key:
+            problems.add(f"{where}.{key}", raw[key], f"no {key} with templateType {kind} (it is for templateType "
+                         f"{' or '.join(types)}): remove it, or change templateType")
+    for other in EXPERIMENTS.values():
+        if other.schedule_key in raw and other.schedule_key != own_key:
+            problems.add(f"{where}.{other.schedule_key}", raw[other.schedule_key],
+                         f"no {other.schedule_key} with templateType {kind} (it is for templateType {other.name}): "
+                         f"remove it, or change templateType")
+    if own_key and own_key not in raw:
+        problems.add(f"{where}.{own_key}", None, f"the spec of what the node makes: templateType {kind} needs "
+                     f"{own_key}")
+    if kind in ("Serial", "Parallel") and "children" not in raw:
+        problems.add(f"{where}.children", None, f"the templates to run: templateType {kind} needs children")
+    if len(raw["name"]) > LABEL_VALUE_MAX:
+        problems.add(f"{where}.name", raw["name"], f"a name of at most {LABEL_VALUE_MAX} characters (it is the "
+                     f"value of the label {TEMPLATE_LABEL})")
+    deadline = problems.parse(f"{where}.deadline", raw["deadline"], units.parse_duration_ns) \
+        if "deadline" in raw else None
+    if deadline == 0:
+        problems.add(f"{where}.deadline", raw["deadline"], "a duration above 0, such as \"30s\"")
+    if kind in ("Suspend", "Schedule") and "deadline" not in raw:
+        problems.add(f"{where}.deadline", None, f"a deadline such as \"30s\": templateType {kind} runs until it")
+    if len(problems.errors) > before:
+        return None
+    body, task, branches = None, None, ()
+    child_meta = {"name": metadata["name"], "namespace": namespace}
+    try:
+        if kind in EXPERIMENTS or kind in ("Schedule", "StatusCheck"):
+            made = KINDS[kind] if kind != "StatusCheck" else STATUS_CHECK
+            document = {"apiVersion": API_VERSION, "kind": made.name, "metadata": child_meta, "spec": raw[own_key]}
+            body = made.parse(child_meta, raw[own_key], document, False)
+            notes.extend(n.replace("spec.", f"{where}.{own_key}.", 1) for n in body.notes)
+    except InvalidSpec as err:
+        problems.errors.extend(_in_template(err.errors, f"{where}.{own_key}"))
+        return None
+    if kind in EXPERIMENTS and deadline is None and body.duration_ns is None:
+        notes.append(f"{where}: neither a deadline nor {own_key}.duration: the node runs until its experiment "
+                     "ends by itself (pod-kill does at once) or the workflow is deleted")
+    if kind == "StatusCheck" and deadline is None and body.duration_ns is None and body.mode == "Continuous":
+        problems.add(f"{where}.deadline", None, "a deadline (or statusCheck.duration): a Continuous check "
+                     "without one never ends while the service is healthy")
+    if kind == "Task":
+        task = {"container": dict(raw["task"]["container"]), "volumes": list(raw["task"].get("volumes") or ()),
+                "labels": dict(raw["task"].get("labels") or {})}
+        if not isinstance(task["container"].get("image"), str) or not task["container"]["image"]:
+            problems.add(f"{where}.task.container.image", task["container"].get("image"), "the image to run")
+        branches = []
+        for position, branch in enumerate(raw.get("conditionalBranches") or ()):
+            try:
+                branches.append(Branch(branch["target"], expression.parse(branch["expression"])))
+            except expression.ExpressionError as err:
+                problems.add(f"{where}.conditionalBranches[{position}].expression", branch["expression"],
+                             f"an expression of docs/kinds/workflow.md's grammar ({err})")
+    if len(problems.errors) > before:
+        return None
+    return Template(name=raw["name"], type=kind, deadline_ns=deadline, children=tuple(raw.get("children") or ()),
+                    body=body, task=task, branches=tuple(branches),
+                    abort_with_status_check=bool(raw.get("abortWithStatusCheck")))
+
+
+def _cycle(templates):
+    """A list of names from a template back to itself through children and branches, or None."""
+    state = {}
+
+    def visit(name, path):
+        state[name] = "open"
+        template = templates[name]
+        for child in template.children + tuple(b.target for b in template.branches):
+            if state.get(child) == "open":
+                return path + [name, child]
+            if child not in state:
+                found = visit(child, path + [name])
+                if found:
+                    return found
+        state[name] = "done"
+        return None
+    for name in templates:
+        if name not in state:
+            found = visit(name, [])
+            if found:
+                return found[found.index(found[-1]):]
+    return None
+
+
+@dataclass(frozen=True)
 class Kind:
     """One kind, as the CRDs, `kfault validate`, the controller and the agent know it. The one
     registry of kinds is KINDS below; nothing else dispatches on kind names."""
@@ -599,6 +852,9 @@ class Kind:
 # A Schedule's name is a label value on the experiments it creates (Chaos Mesh's label key).
 SCHEDULE_LABEL = "managed-by"
 LABEL_VALUE_MAX = 63
+# What a Workflow creates carries these labels: its name, and the template that made it.
+WORKFLOW_LABEL = "kfault.dev/workflow"
+TEMPLATE_LABEL = "kfault.dev/template"
 
 # The kinds agents run: each has an engine on the node and a row of the controller's PLACEMENT
 # (tests/test_kinds.py checks every layer has each kind).
@@ -610,4 +866,12 @@ EXPERIMENTS = {kind.name: kind for kind in (
 SCHEDULE = Kind("Schedule", "kfsched",
                 schema.schedule_spec({k.schedule_key: (k.name, k.schema) for k in EXPERIMENTS.values()}),
                 Schedule, _schedule, plural_form="schedules")
-KINDS = {**EXPERIMENTS, SCHEDULE.name: SCHEDULE}
+STATUS_CHECK = Kind("StatusCheck", "kfcheck", schema.STATUS_CHECK, StatusCheck, _status_check,
+                    plural_form="statuschecks")
+# A Workflow embeds every experiment's spec under its key, as a Schedule does: a kind added to
+# EXPERIMENTS is a templateType with nothing to add here.
+WORKFLOW = Kind("Workflow", "kfwf",
+                schema.workflow_spec({k.schedule_key: (k.name, k.schema) for k in EXPERIMENTS.values()},
+                                     SCHEDULE.schema),
+                Workflow, _workflow, plural_form="workflows")
+KINDS = {**EXPERIMENTS, SCHEDULE.name: SCHEDULE, WORKFLOW.name: WORKFLOW, STATUS_CHECK.name: STATUS_CHECK}

@@ -1,5 +1,5 @@
 """python -m kfault_controller [--tls-dir DIR | --insecure] [--metrics-port N] [--health-port N]
-                               [--allow-cross-namespace]
+                               [--allow-cross-namespace] [--allow-metadata-status-checks]
 
 The one place the controller's settings are decided: its flags, then the Deployment's
 environment (settings.Settings.with_environment)."""
@@ -22,13 +22,17 @@ def main(argv=None):
     parser.add_argument("--allow-cross-namespace", action="store_true",
                         help="experiments may select pods of any namespace without its consent "
                              "(kube-system and kfault-system still need theirs)")
+    parser.add_argument("--allow-metadata-status-checks", action="store_true",
+                        help="StatusChecks may request link-local and cloud metadata addresses "
+                             "(169.254.0.0/16, fe80::/10, fd00:ec2::254): refused by default")
     parser.add_argument("--health-port", type=int, default=0,
                         help="kopf's liveness endpoint, GET /healthz, for kubelet's probes")
     args = parser.parse_args(argv)
     if not args.tls_dir and not args.insecure:
         parser.error("--tls-dir DIR, or --insecure for a local test")
     settings = Settings(credentials=credentials_from_tls_dir(args.tls_dir) if args.tls_dir else None,
-                        allow_cross_namespace=args.allow_cross_namespace).with_environment()
+                        allow_cross_namespace=args.allow_cross_namespace,
+                        allow_metadata_status_checks=args.allow_metadata_status_checks).with_environment()
     if args.metrics_port:
         start_http_server(args.metrics_port)
     # kopf answers /healthz once its startup handlers ran, for as long as its event loop turns.

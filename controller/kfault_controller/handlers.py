@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import kopf
 
 from kfault_api import spec as api_spec
-from kfault_controller import cluster, placement, selection, windows
+from kfault_controller import cluster, placement, selection, stop, windows
 from kfault_controller import status as report
 from kfault_controller.cron import CronError
 from kfault_controller.metrics import RECONCILE
@@ -145,6 +145,13 @@ class Reconcile:
         self.write(new)
         return new["phase"], placed
 
+    def hold_stopped(self):
+        """The cluster-wide stop holds: the agents took everything back (stop.py); place nothing."""
+        self.memo.renewals.drop(self.key)
+        records = report.recovered(list(self.status.get("records") or []), {})
+        self.write(report.stopped(records, self.memo.stop.reason, stop.STOPPED_REASON))
+        self.record_phase("Paused")
+
     async def take_back(self, reason):
         """Revoke on every node in the records: ({node: why it has not confirmed}, the records stamped)."""
         self.memo.renewals.drop(self.key)
@@ -166,6 +173,9 @@ async def reconcile(it, reason, retry=0):
     it is placed there."""
     started = time.monotonic()
     status = it.status
+    if it.memo.stop.active:
+        it.hold_stopped()
+        return
     if not retry and it.done_already():
         return        # already done for this spec: handlers may be called again (idempotent)
     it.logger.info("reconcile (%s): phase %s, generation %s", reason, status.get("phase"),
@@ -213,6 +223,13 @@ async def keep_alive(**kwargs):
     if status.get("phase"):
         # The metrics follow the status: a restarted controller counts what it takes over.
         it.record_phase(status["phase"], status.get("records") or ())
+    if it.memo.stop.active:
+        if status.get("phase") not in ("Finished", "Failed") and not report.shows_stopped(status, stop.STOPPED_REASON):
+            it.hold_stopped()
+        return
+    if report.shows_stopped(status, stop.STOPPED_REASON):
+        await reconcile(it, "cluster-wide stop lifted", retry=1)
+        return
     if report.refused_namespace(status):
         if not selection.refusals(it.spec, it.scope):
             await reconcile(it, "namespace consent")

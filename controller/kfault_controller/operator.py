@@ -13,7 +13,9 @@ reconcile sees the whole cluster.
 What the handlers share is in kopf's memo, made by the startup handlers below (kopf starts no
 watch before they ran, and gives each resource a copy of the operator's memo): memo.settings
 (from run), memo.agents (agents.AgentDirectory), memo.pods (cluster.PodCache), memo.renewals
-(renewals.Renewals, renewed by one loop) and memo.phases (metrics.Phases).
+(renewals.Renewals, renewed by one loop), memo.phases (metrics.Phases) and memo.workflow_pods
+(workflow.handlers.WorkflowPods, the Task pods the pods watch sees) and memo.stop
+(stop.ClusterStop, the cluster-wide stop, read from the agents' namespace's annotation).
 """
 import asyncio
 import contextlib
@@ -25,8 +27,10 @@ import kopf
 import kubernetes
 
 from kfault_api import spec as api_spec
-from kfault_controller import cluster, handlers, metrics, renewals
+from kfault_controller import cluster, handlers, metrics, renewals, stop
 from kfault_controller.schedule import handlers as schedule_handlers
+from kfault_controller.statuscheck import handlers as statuscheck_handlers
+from kfault_controller.workflow import handlers as workflow_handlers
 from kfault_controller.agents import AgentDirectory, agent_of
 
 GROUP, VERSION = api_spec.API_VERSION.split("/")
@@ -51,8 +55,11 @@ def registry(settings):
     kopf.index("v1", "namespaces", registry=made)(namespace_annotations)
     kopf.index("v1", "nodes", registry=made)(node_labels)
     kopf.on.event("v1", "pods", registry=made)(pod_changed)
+    kopf.on.event("v1", "namespaces", registry=made)(stop_annotation)
     handlers.register(made, settings)
     schedule_handlers.register(made, settings)
+    workflow_handlers.register(made, settings)
+    statuscheck_handlers.register(made, settings)
     return made
 
 
@@ -71,6 +78,8 @@ async def share(memo, **_):
     memo.pods = cluster.PodCache(functools.partial(agent_of, namespace=chosen.agent_namespace))
     memo.renewals = renewals.Renewals(stale_s=chosen.lease_s)   # what each experiment wants renewed, by node
     memo.phases = metrics.Phases()
+    memo.workflow_pods = workflow_handlers.WorkflowPods()     # Task pods, from the pods watch
+    memo.stop = stop.ClusterStop()                            # the cluster-wide stop (stop.py)
 
 
 # Indexers are async: kopf runs a plain def in a thread pool, a thread hop per pod event (5,000
@@ -102,12 +111,29 @@ async def pod_changed(type, body, memo, **_):
         memo.pods.remove(body)
     else:
         memo.pods.put(body)
+    memo.workflow_pods.changed(type, body)
+
+
+async def stop_annotation(body, memo, logger, **_):
+    """The agents' namespace's stop annotation set or removed: tell every agent at once (the
+    renewal loop tells them again every renew_s while it holds)."""
+    name = body["metadata"]["name"]
+    if name != memo.settings.agent_namespace:
+        return
+    reason = stop.reason_of(name, body["metadata"].get("annotations"))
+    if reason == memo.stop.reason:
+        return
+    memo.stop.reason = reason
+    logger.warning("cluster-wide stop %s", f"holds: {reason}" if reason else "lifted")
+    failed = await stop.tell_agents(memo.agents, memo.pods.agents(), reason, timeout_s=memo.settings.renew_s)
+    for node, error in failed.items():
+        logger.warning("stop on %s: %s (told again at the next renewal)", node, error)
 
 
 async def start_renewing(memo, **_):
     """One renewal loop for the whole controller: each node's experiments in one call per renew_s."""
     memo.renewing = asyncio.create_task(renewals.renew_every(memo.renewals, memo.settings.renew_s, memo.agents,
-                                                             memo.pods.agents))
+                                                             memo.pods.agents, memo.stop))
 
 
 async def stop_renewing(memo, **_):

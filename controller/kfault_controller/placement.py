@@ -151,7 +151,7 @@ async def delete_pods(pods, grace_period_s):
 async def revoke(agents, key, nodes, view):
     """Revoke the experiment on these nodes: {node: error} for those that did not confirm. A node
     that is gone has nothing left to take back."""
-    errors = await asyncio.gather(*(_call_on(agents, node, view.agents, "Revoke", pb.RevokeRequest(experiment=key))
+    errors = await asyncio.gather(*(call_on(agents, node, view.agents, "Revoke", pb.RevokeRequest(experiment=key))
                                     for node in nodes if node in view.node_labels))
     return {node: error for node, error in errors if error}
 
@@ -162,13 +162,13 @@ async def renew_on_nodes(agents, experiments_by_node, addresses, timeout_s):
     host:port of its agent. timeout_s: a node that does not answer by then (the next renewal)
     holds up no other node's next renewal."""
     errors = await asyncio.gather(*(
-        _call_on(agents, node, addresses, "Renew", pb.RenewRequest(experiments=keys, lease_seconds=agents.lease_s),
+        call_on(agents, node, addresses, "Renew", pb.RenewRequest(experiments=keys, lease_seconds=agents.lease_s),
                  timeout_s)
         for node, keys in experiments_by_node.items()))
     return {node: error for node, error in errors if error}
 
 
-async def _call_on(agents, node, addresses, method, request, timeout_s=RPC_TIMEOUT_S):
+async def call_on(agents, node, addresses, method, request, timeout_s=RPC_TIMEOUT_S):
     """(node, None), or (node, why its agent did not answer): one node of a revoke or a renewal.
     addresses: node -> host:port of its agent."""
     try:

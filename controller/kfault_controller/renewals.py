@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 
-from kfault_controller import placement
+from kfault_controller import placement, stop
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,18 @@ class Renewals:
         return {node: sorted(keys) for node, keys in sorted(nodes.items())}
 
 
-async def renew_every(renewals, period_s, agents, agents_now):
+async def renew_every(renewals, period_s, agents, agents_now, cluster_stop):
     """Forever: every period_s, one Renew per node for all its experiments, through `agents`
     (agents.AgentDirectory). agents_now() -> node -> host:port of its agent, at this moment. A
-    node that fails is logged; its leases lapse on their own if it keeps failing."""
+    node that fails is logged; its leases lapse on their own if it keeps failing. While the
+    cluster-wide stop holds (stop.ClusterStop), every agent is told to stop instead."""
     while True:
         started = time.monotonic()
-        failed = await placement.renew_on_nodes(agents, renewals.by_node(started), agents_now(),
-                                                timeout_s=period_s)
+        if cluster_stop.active:
+            failed = await stop.tell_agents(agents, agents_now(), cluster_stop.reason, timeout_s=period_s)
+        else:
+            failed = await placement.renew_on_nodes(agents, renewals.by_node(started), agents_now(),
+                                                    timeout_s=period_s)
         for node, error in failed.items():
             log.warning("renew on %s: %s", node, error)
         await asyncio.sleep(max(0.0, period_s - (time.monotonic() - started)))

@@ -113,6 +113,19 @@ def paused(records, done, annotation):
                            condition("AllRecovered", "True" if done else "False", "Paused")]}
 
 
+def stopped(records, reason, stopped_reason):
+    """The cluster-wide stop holds (stop.py): the agents took everything back; nothing is placed."""
+    return {"records": records, "phase": "Paused",
+            "conditions": [condition("Paused", "True", stopped_reason, reason),
+                           condition("AllRecovered", "True", stopped_reason, reason)]}
+
+
+def shows_stopped(status, stopped_reason):
+    """Its status says the cluster-wide stop holds."""
+    return status.get("phase") == "Paused" and any(
+        c.get("type") == "Paused" and c.get("reason") == stopped_reason for c in status.get("conditions") or [])
+
+
 def waiting(next_start):
     """Between scheduled windows."""
     return {"phase": "Waiting", "nextStart": iso(next_start)}

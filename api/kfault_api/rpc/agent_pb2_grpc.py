@@ -5,7 +5,7 @@ import warnings
 
 from kfault_api.rpc import agent_pb2 as kfault__api_dot_rpc_dot_agent__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -69,6 +69,11 @@ class AgentStub:
                 request_serializer=kfault__api_dot_rpc_dot_agent__pb2.HealthRequest.SerializeToString,
                 response_deserializer=kfault__api_dot_rpc_dot_agent__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.Stop = channel.unary_unary(
+                '/kfault.agent.v1.Agent/Stop',
+                request_serializer=kfault__api_dot_rpc_dot_agent__pb2.StopRequest.SerializeToString,
+                response_deserializer=kfault__api_dot_rpc_dot_agent__pb2.StopResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -119,6 +124,14 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stop(self, request, context):
+        """The cluster-wide stop: with stopped, take back every placement of this agent at once and
+        refuse new ones until a Stop without it lifts the stop.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +169,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=kfault__api_dot_rpc_dot_agent__pb2.HealthRequest.FromString,
                     response_serializer=kfault__api_dot_rpc_dot_agent__pb2.HealthResponse.SerializeToString,
+            ),
+            'Stop': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stop,
+                    request_deserializer=kfault__api_dot_rpc_dot_agent__pb2.StopRequest.FromString,
+                    response_serializer=kfault__api_dot_rpc_dot_agent__pb2.StopResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -347,6 +365,33 @@ class Agent:
             '/kfault.agent.v1.Agent/Health',
             kfault__api_dot_rpc_dot_agent__pb2.HealthRequest.SerializeToString,
             kfault__api_dot_rpc_dot_agent__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kfault.agent.v1.Agent/Stop',
+            kfault__api_dot_rpc_dot_agent__pb2.StopRequest.SerializeToString,
+            kfault__api_dot_rpc_dot_agent__pb2.StopResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,6 +20,7 @@ from kfault_api import spec as api_spec
 from kfault_controller.status import iso
 
 FINISHED_PHASES = ("Finished", "Failed")   # an experiment in these phases holds no fault
+WORKFLOW_PREFIX = api_spec.WORKFLOW_LABEL.split("/")[0] + "/"     # kfault.dev/: what a Workflow labels
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,9 @@ def child_document(schedule_body, model, scheduled):
         "metadata": {
             "name": child_name(meta["name"], scheduled),
             "namespace": meta["namespace"],
-            "labels": {api_spec.SCHEDULE_LABEL: meta["name"]},
+            # A Workflow's Schedule passes its workflow's labels on: its runs are the workflow's too.
+            "labels": {**{k: v for k, v in (meta.get("labels") or {}).items() if k.startswith(WORKFLOW_PREFIX)},
+                       api_spec.SCHEDULE_LABEL: meta["name"]},
             "ownerReferences": [{"apiVersion": api_spec.API_VERSION, "kind": api_spec.SCHEDULE.name,
                                  "name": meta["name"], "uid": meta["uid"], "controller": True,
                                  "blockOwnerDeletion": True}],
