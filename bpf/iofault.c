@@ -8,8 +8,11 @@
  *   io_apply_attr  tail call of io_sys_exit   attrOverride: rewrite the stat a call returns
  *   io_corrupt     tail call of either        mistake: wrong bytes in a read's result or a write's data
  *   io_aio_submit  tail call of io_sys_enter  libaio: decide one iocb of an io_submit per run
- *   io_uring_submit raw tracepoint            io_uring: decide (or, with the file hooks, mark for
- *                  io_uring_submit_req         the hook) each request once, as it is submitted
+ *   io_uring_submit raw tracepoint            io_uring: decide each request once, as it is submitted
+ *                  io_uring_submit_req         (with the file hooks, by its struct file, or marked
+ *                                             for the hook of its first attempt)
+ *   kretfunc____x64_sys_io_uring_enter        with the file hooks: the hold a request's decision
+ *                  fexit                      owes its submitter, as io_uring_enter returns
  *   lsm__*         BPF LSM hooks              fail the decided call before it takes effect
  *   kmod_ret__*    fmod_ret on security_*     the same where BPF LSM is off but trampolines work
  *   kmod_ret__security_file_permission, with KFAULT_IO_FILE_HOOKS:

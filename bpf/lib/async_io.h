@@ -18,6 +18,8 @@
  * - io-wq workers and SQPOLL threads are PF_IO_WORKER threads of the process that block every
  *   signal but SIGKILL and SIGSTOP; a worker's worker_private is its struct io_worker, whose
  *   cur_work is the request it issues (&req->work);
+ * - io_file_get_normal takes a request's file from the submitter's fd table
+ *   (task->files->fdt->fd[fd]) at its first issue, in the submitter or in a worker sharing it;
  * - libaio's aio_read/aio_write call rw_verify_area in the io_submit caller, once per iocb,
  *   and a refusal is io_submit's own result (the iocbs before it are submitted).
  */
