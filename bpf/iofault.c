@@ -888,8 +888,10 @@ int io_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 
 	if (!call)
 		return 0;
+#ifndef KFAULT_IO_FILE_HOOKS /* with them, fexit on io_uring_enter gives it, first */
 	if (call->hold_owed)
 		give_owed_hold(id);
+#endif
 	if (call->held_nr && (ret == -IO_EINTR || (ret <= -IO_ERESTARTSYS && ret >= -IO_ERESTART_RESTARTBLOCK))) {
 		__u32 held_nr = call->held_nr;
 
