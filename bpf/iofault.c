@@ -8,8 +8,11 @@
  *   io_apply_attr  tail call of io_sys_exit   attrOverride: rewrite the stat a call returns
  *   io_corrupt     tail call of either        mistake: wrong bytes in a read's result or a write's data
  *   io_aio_submit  tail call of io_sys_enter  libaio: decide one iocb of an io_submit per run
- *   io_uring_submit raw tracepoint            io_uring: decide (or, with the file hooks, mark for
- *                  io_uring_submit_req         the hook) each request once, as it is submitted
+ *   io_uring_submit raw tracepoint            io_uring: decide each request once, as it is submitted
+ *                  io_uring_submit_req         (with the file hooks, by its struct file, or marked
+ *                                             for the hook of its first attempt)
+ *   kretfunc____x64_sys_io_uring_enter        with the file hooks: the hold a request's decision
+ *                  fexit                      owes its submitter, as io_uring_enter returns
  *   lsm__*         BPF LSM hooks              fail the decided call before it takes effect
  *   kmod_ret__*    fmod_ret on security_*     the same where BPF LSM is off but trampolines work
  *   kmod_ret__security_file_permission, with KFAULT_IO_FILE_HOOKS:
@@ -125,6 +128,22 @@ BPF_TABLE("lru_hash", __u64, struct kfault_io_dir_states, kfault_io_new_dirs, KF
  * the entry; the bell wakes it (what the ring carries is not read, as kfault_io_stop_bell's). */
 BPF_TABLE("lru_hash", __u32, __u32, kfault_io_lost, KFAULT_IO_MAX_TRACED);
 BPF_RINGBUF_OUTPUT(kfault_io_lost_bell, 1);
+#ifdef KFAULT_IO_FILE_HOOKS
+/* struct file * -> the armed rules whose glob its path matched. Walked once per file and
+ * generation by the file hooks (at a read or write, and at a targeted task's open for
+ * io_uring_submit, which can't walk a path); a struct file freed and reused for another path
+ * is told apart by its f_path. */
+struct io_file_match {
+	__u64 dentry;
+	__u64 mnt;
+	__u32 generation;
+	__u32 matched;
+};
+BPF_TABLE("lru_hash", __u64, struct io_file_match, kfault_io_files, KFAULT_IO_MAX_FDS);
+/* Bumped by the agent each time it arms a rule: every file is walked again for it. */
+BPF_ARRAY(kfault_io_generation, __u32, 1);
+
+#endif
 /* slot -> per-CPU counters. Written here, read by the agent at scrape time. */
 BPF_PERCPU_ARRAY(kfault_io_counters, struct kfault_io_counters, KFAULT_IO_MAX_RULES);
 
@@ -297,9 +316,13 @@ static __always_inline int decided_at_file_hook(__u32 action, __u32 method)
  * summed into kfault_io_holds and the thread gets the holder's signal; the first attrOverride
  * or mistake goes in call->apply (counted where it is written: a call that fails gets nothing
  * written). A rule whose action is not in `reach` is counted as out of reach: latency as
- * `latency_miss`, the others as `other_miss`. */
+ * `latency_miss`, the others as `other_miss`. With `at_uring_return` (an io_uring request, at
+ * its submission) the holder's signal is owed until io_uring_enter returns (give_owed_hold):
+ * pending in the submitter while it still submits, it makes io-wq's creation of a worker (a
+ * fork from the submitter) fail, and 6.1 cancels the request (docs/design/file-io.md). */
 static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_call *call, struct io_scratch *scratch,
-				   int at_file_hook, __u32 reach, __u32 latency_miss, __u32 other_miss)
+				   int at_file_hook, __u32 reach, __u32 latency_miss, __u32 other_miss,
+				   int at_uring_return)
 {
 	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
 	__u32 tgid = id >> 32, tid = (__u32)id;
@@ -361,7 +384,13 @@ static __always_inline void decide(__u32 mask, __u32 method, struct kfault_io_ca
 		__u64 hold = scratch->hold_ns;
 
 		kfault_io_holds.update(&tid, &hold);
-		signal_holder(tgid, signo);
+		if (at_uring_return) {
+			struct kfault_io_call owed = {.method = NO_METHOD, .hold_owed = 1};
+
+			kfault_io_calls.update(&id, &owed);
+		} else {
+			signal_holder(tgid, signo);
+		}
 	}
 }
 
@@ -461,7 +490,7 @@ static __always_inline void finish_enter(struct bpf_raw_tracepoint_args *ctx, __
 	if (mask && retry_of_interrupted(id, nr))
 		mask = 0;
 	if (mask) {
-		decide(mask, method, &call, scratch, 0, REACH_ALL, 0, 0);
+		decide(mask, method, &call, scratch, 0, REACH_ALL, 0, 0, 0);
 		if (scratch->hold_ns)
 			call.held_nr = nr + 1;
 	}
@@ -722,20 +751,79 @@ int io_aio_submit(struct bpf_raw_tracepoint_args *ctx)
 		matched = kfault_io_fds.lookup(&key);
 		if (method != NO_METHOD && matched && (*matched & rules_for(method, *armed) & scratch->aio_targets))
 			decide(*matched & rules_for(method, *armed) & scratch->aio_targets, method, &call, scratch, 0,
-			       REACH_LATENCY, 0, KFAULT_IO_OUTCOME_UNREACHED_ASYNC);
+			       REACH_LATENCY, 0, KFAULT_IO_OUTCOME_UNREACHED_ASYNC, 0);
 	}
 	if (scratch->iocb_index < scratch->iocb_count)
 		kfault_io_programs.call(ctx, KFAULT_IO_PROG_AIO_SUBMIT);
 	return 0;
 }
 
+#if defined(KFAULT_IO_FILE_HOOKS) && defined(KFAULT_IO_URING)
+/* The armed rules whose glob the file of fd matched, as the file hooks cached it for this
+ * generation (walked at its open, or at a read or write since the last arming), else as the
+ * agent marked the fd from /proc at arming (a file opened before, not read since): 1, or 0 if
+ * neither knows (a path can't be walked here: bpf_d_path is the file hooks'). Regular files
+ * only, as at the hooks. */
+static __always_inline int submitted_file_rules(__u64 id, __s32 fd, __u32 *matched)
+{
+	__u64 file = fd_file(fd), key = file;
+	__u32 zero = 0, *generation = kfault_io_generation.lookup(&zero), *marked;
+	struct kfault_io_fd_key fd_key = {.tgid = id >> 32, .fd = fd};
+	struct io_file_match *seen;
+	__u16 mode = 0;
+
+	if (!file || !generation)
+		return 0;
+	bpf_probe_read_kernel(&mode, sizeof(mode),
+			      (void *)(kernel_u64(file, KFAULT_OFF_FILE_F_INODE) + KFAULT_OFF_INODE_I_MODE));
+	if (!S_ISREG(mode))
+		return 0;
+	seen = kfault_io_files.lookup(&key);
+	if (seen && seen->generation == *generation &&
+	    seen->dentry == kernel_u64(file, KFAULT_OFF_FILE_F_PATH_DENTRY) &&
+	    seen->mnt == kernel_u64(file, KFAULT_OFF_FILE_F_PATH_MNT)) {
+		*matched = seen->matched;
+		return 1;
+	}
+	marked = kfault_io_fds.lookup(&fd_key);
+	if (!marked)
+		return 0;
+	*matched = *marked;
+	return 1;
+}
+
+/* With the file hooks, an io_uring read or write is decided here, in its submitter, where its
+ * file's match is known: latency holds the submitter at io_uring_enter's return, wherever the
+ * request is issued (an io-wq worker can't be held); an errno is given by the file hook at its
+ * first attempt, inline or in the worker (a worker's hook can fail it). One not known here
+ * (or an SQPOLL ring's) is decided by the hook of its first attempt. Either way, once
+ * (kfault_io_uring_pending). */
+static __always_inline void decide_uring_file(__u64 req, __u64 id, __u32 method, __u32 targets, __u64 flags, __s32 fd,
+					      struct io_scratch *scratch)
+{
+	struct kfault_io_call call = {};
+	__u32 tid = (__u32)id, matched = 0;
+	__s32 pending = IO_URING_UNDECIDED;
+
+	if (!(flags & IO_IOSQE_FIXED_FILE) && !in_io_thread() && submitted_file_rules(id, fd, &matched)) {
+		pending = 0;
+		if (matched & targets) {
+			decide(matched & targets, method, &call, scratch, 1, REACH_ALL, 0, 0, 1);
+			pending = call.error;
+		}
+	}
+	kfault_io_uring_pending.update(&req, &pending);
+	kfault_io_uring_submitted.update(&tid, &req);
+}
+#endif
+
 #ifdef KFAULT_IO_URING
 /* io_uring: each request as it is submitted, in the thread that submits it (the caller of
  * io_uring_enter, or the SQPOLL thread), before its first issue. Latency holds the submitter
  * at io_uring_enter's return: each request once, wherever it is issued later (inline, from
  * task work, in an io-wq worker), as the holder can't hold io_uring's kernel threads. With the
- * file hooks, reads and writes are decided at the hook of their first attempt (marked here);
- * the rest by the fd here. What can't be reached is counted so, by why. */
+ * file hooks, reads and writes are decided by their file (decide_uring_file); the rest by the
+ * fd here. What can't be reached is counted so, by why. */
 int io_uring_submit(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 req = ctx->args[0], id, flags = 0;
@@ -760,35 +848,40 @@ int io_uring_submit(struct bpf_raw_tracepoint_args *ctx)
 	if (!targets || !scratch)
 		return 0;
 	id = bpf_get_current_pid_tgid();
-#ifdef KFAULT_IO_FILE_HOOKS
-	if (method == KFAULT_IO_METHOD_READ || method == KFAULT_IO_METHOD_WRITE) {
-		__u32 one = 1, tid = (__u32)id;
-
-		kfault_io_uring_undecided.update(&req, &one);
-		kfault_io_uring_submitted.update(&tid, &req);
-	}
-#endif
 	bpf_probe_read_kernel(&flags, sizeof(flags), (void *)(req + KFAULT_OFF_IO_KIOCB_FLAGS));
 	bpf_probe_read_kernel(&fd, sizeof(fd), (void *)(req + KFAULT_OFF_IO_KIOCB_CQE_FD));
+#ifdef KFAULT_IO_FILE_HOOKS
+	if (method == KFAULT_IO_METHOD_READ || method == KFAULT_IO_METHOD_WRITE)
+		decide_uring_file(req, id, method, targets, flags, fd, scratch);
+#endif
 	if (method != KFAULT_IO_METHOD_READ && method != KFAULT_IO_METHOD_WRITE && method != KFAULT_IO_METHOD_FSYNC) {
 		/* by path: no fd to match, so every rule on the method counts it */
 		decide(targets, method, &call, scratch, 0, 0, KFAULT_IO_OUTCOME_UNREACHED_ASYNC,
-		       KFAULT_IO_OUTCOME_UNREACHED_ASYNC);
+		       KFAULT_IO_OUTCOME_UNREACHED_ASYNC, 0);
 		return 0;
 	}
 	if (flags & IO_IOSQE_FIXED_FILE) {
 		decide(targets, method, &call, scratch, 0, 0, KFAULT_IO_OUTCOME_UNREACHED_FIXED_FILE,
-		       KFAULT_IO_OUTCOME_UNREACHED_FIXED_FILE);
+		       KFAULT_IO_OUTCOME_UNREACHED_FIXED_FILE, 0);
 		return 0;
 	}
 	struct kfault_io_fd_key key = {.tgid = id >> 32, .fd = fd};
 	matched = kfault_io_fds.lookup(&key);
 	if (matched && (*matched & targets))
 		decide(*matched & targets, method, &call, scratch, 0, in_io_thread() ? 0 : REACH_LATENCY,
-		       KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, KFAULT_IO_OUTCOME_UNREACHED_ASYNC);
+		       KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, KFAULT_IO_OUTCOME_UNREACHED_ASYNC, 1);
 	return 0;
 }
 #endif
+
+/* The hold decide() owed an io_uring submitter (at_uring_return), given as io_uring_enter
+ * returns: its signal now, which the thread takes on its way to user space. */
+static __always_inline void give_owed_hold(__u64 id)
+{
+	__u32 tgid = id >> 32;
+
+	signal_holder(tgid, kfault_io_traced.lookup(&tgid));
+}
 
 int io_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -798,6 +891,10 @@ int io_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 
 	if (!call)
 		return 0;
+#ifndef KFAULT_IO_FILE_HOOKS /* with them, fexit on io_uring_enter gives it, first */
+	if (call->hold_owed)
+		give_owed_hold(id);
+#endif
 	if (call->held_nr && (ret == -IO_EINTR || (ret <= -IO_ERESTARTSYS && ret >= -IO_ERESTART_RESTARTBLOCK))) {
 		__u32 held_nr = call->held_nr;
 
@@ -953,17 +1050,6 @@ static __always_inline __u16 io_file_inode_mode(struct file *file)
 	return IO_FIELD(__u16, inode, KFAULT_OFF_INODE_I_MODE);
 }
 
-/* struct file * -> the armed rules whose glob its path matched. Walked once per file and
- * generation; a struct file freed and reused for another path is told apart by its f_path. */
-struct io_file_match {
-	__u64 dentry;
-	__u64 mnt;
-	__u32 generation;
-	__u32 matched;
-};
-BPF_TABLE("lru_hash", __u64, struct io_file_match, kfault_io_files, KFAULT_IO_MAX_FDS);
-/* Bumped by the agent each time it arms a rule: every file is walked again for it. */
-BPF_ARRAY(kfault_io_generation, __u32, 1);
 /* Which program on security_file_permission decides reads and writes (KFAULT_IO_FILE_DECIDER_*):
  * written by the agent as it moves the decision between the fentry one (latency alone, the
  * cheaper trampoline) and the fmod_ret one (a fault rule needs it), after attaching the new one
@@ -1003,17 +1089,19 @@ static __always_inline __u32 file_matches(struct file *file, __u32 armed)
 
 /* What the file hook may do to this read or write: everything to a plain syscall's (and
  * libaio's, whose iocbs pass here in io_submit); to an io_uring request's, only at its first
- * attempt (io_uring_submit marked it); 0 at a later attempt (a retry from task work, or in an
- * io-wq worker after a punt): a request is decided once. A first attempt in an io_uring kernel
- * thread (an io-wq worker for IOSQE_ASYNC, or for a request punted before it: a buffered write
- * where the file system has no async buffered writes; an SQPOLL thread) can't be held: its
- * latency is counted as out of reach. A retry from task work run at the return of another
- * syscall than io_uring_enter is taken for a plain call (docs/design/file-io.md). */
-static __always_inline __u32 io_uring_attempt_reach(void)
+ * attempt, and only if io_uring_submit left it undecided (kfault_io_uring_pending); nothing at a
+ * later attempt (a retry from task work, or in an io-wq worker after a punt): a request is
+ * decided once. A request decided at its submission gets here the errno decided there
+ * (*error), at its first attempt. A first attempt in an io_uring kernel thread (an io-wq
+ * worker, an SQPOLL thread) of a request left undecided can't be held: its latency is counted
+ * as out of reach. A retry from task work run at the return of another syscall than
+ * io_uring_enter is taken for a plain call (docs/design/file-io.md). */
+static __always_inline __u32 io_uring_attempt_reach(__s32 *error)
 {
 #ifdef KFAULT_IO_URING
 	__u64 req = 0, *submitted;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid(), worker = in_io_thread();
+	__s32 *pending, decided;
 
 	if (worker)
 		req = worker_request();
@@ -1023,8 +1111,15 @@ static __always_inline __u32 io_uring_attempt_reach(void)
 		submitted = kfault_io_uring_submitted.lookup(&tid);
 		req = submitted ? *submitted : 0;
 	}
-	if (!req || kfault_io_uring_undecided.delete(&req))
+	pending = req ? kfault_io_uring_pending.lookup(&req) : 0;
+	if (!pending)
 		return 0;
+	decided = *pending;
+	kfault_io_uring_pending.delete(&req);
+	if (decided != IO_URING_UNDECIDED) {
+		*error = decided;
+		return 0;
+	}
 	return worker ? REACH_ALL & ~REACH_LATENCY : REACH_ALL;
 #else
 	return REACH_ALL;
@@ -1041,6 +1136,7 @@ static __always_inline int decide_at_file(struct file *file, __u32 method, __u32
 	struct kfault_io_call call = {.method = method};
 	struct io_scratch *scratch;
 	__u32 reach, *decider_now;
+	__s32 error = 0;
 
 	if (!rules || !*rules)
 		return 0;
@@ -1065,10 +1161,10 @@ static __always_inline int decide_at_file(struct file *file, __u32 method, __u32
 	scratch = kfault_io_scratch.lookup(&zero);
 	if (!scratch)
 		return 0;
-	reach = io_uring_attempt_reach();
+	reach = io_uring_attempt_reach(&error);
 	if (!reach)
-		return 0;
-	decide(targets, method, &call, scratch, 1, reach, KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, 0);
+		return error;
+	decide(targets, method, &call, scratch, 1, reach, KFAULT_IO_OUTCOME_UNREACHED_IO_THREAD, 0, 0);
 	return call.error;
 }
 
@@ -1107,6 +1203,41 @@ KFUNC_PROBE(security_file_permission, struct file *file, int mask)
 	decide_read_write(file, mask, io_file_inode_mode(file), KFAULT_IO_FILE_DECIDER_FENTRY);
 	return 0;
 }
+#ifdef KFAULT_IO_URING
+/* A regular file a targeted task opens while a rule on read or write is armed: its path walked
+ * now (bpf_d_path may be called here, as at the read and write hook), so that io_uring_submit,
+ * which can't walk a path, finds its match cached (kfault_io_files) for the requests on it. */
+static __always_inline void match_opened_file(struct file *file)
+{
+	__u32 zero = 0, read = KFAULT_IO_METHOD_READ, write = KFAULT_IO_METHOD_WRITE, targets = 0, *mask, *armed;
+
+	mask = kfault_io_method_armed.lookup(&read);
+	targets |= mask ? *mask : 0;
+	mask = kfault_io_method_armed.lookup(&write);
+	targets |= mask ? *mask : 0;
+	if (!targets || !S_ISREG(io_file_inode_mode(file)) || (io_file_mode(file) & IO_FMODE_NOACCOUNT))
+		return;
+	if (!targeting_rules(targets))
+		return;
+	armed = kfault_io_armed.lookup(&zero);
+	if (armed)
+		file_matches(file, *armed);
+}
+
+/* io_uring_enter's return, with the file hooks (no sys_exit tracepoint then): the hold owed
+ * to its caller (give_owed_hold). x86_64's syscall entry, as syscalls.h's numbers. */
+KRETFUNC_PROBE(__x64_sys_io_uring_enter, struct pt_regs *regs, long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct kfault_io_call *call = kfault_io_calls.lookup(&id);
+
+	if (call && call->hold_owed) {
+		give_owed_hold(id);
+		kfault_io_calls.delete(&id);
+	}
+	return 0;
+}
+#endif
 #endif /* KFAULT_IO_FILE_HOOKS */
 
 /* Where the decided error is returned. An open that creates is refused at path_mknod /
@@ -1177,6 +1308,9 @@ LSM_PROBE(path_rename, const struct path *old_dir, struct dentry *old_dentry, co
 #if defined(KFAULT_IO_ERRNO_FMOD_RET) || defined(KFAULT_IO_FILE_HOOKS)
 KMOD_RET(security_file_open, struct file *file, int ret)
 {
+#if defined(KFAULT_IO_FILE_HOOKS) && defined(KFAULT_IO_URING)
+	match_opened_file(file);
+#endif
 	return decided_error();
 }
 

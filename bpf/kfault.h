@@ -296,6 +296,8 @@ struct kfault_io_call {
 	__u32 held_nr;     /* latency: 1 + the syscall held, whose signal may interrupt it */
 	__u32 dirs;        /* KFAULT_IO_DIRS_* */
 	__u32 fail_slot;   /* fault on fsync: 1 + the rule whose errno the holder gives after the call */
+	__u32 hold_owed;   /* io_uring_enter: a request it submitted was delayed; signalled at its return */
+	__u32 pad;
 };
 
 /* Value of kfault_io_fails, by tid: a call that ran and that the holder fails as it returns

@@ -18,6 +18,8 @@
  * - io-wq workers and SQPOLL threads are PF_IO_WORKER threads of the process that block every
  *   signal but SIGKILL and SIGSTOP; a worker's worker_private is its struct io_worker, whose
  *   cur_work is the request it issues (&req->work);
+ * - io_file_get_normal takes a request's file from the submitter's fd table
+ *   (task->files->fdt->fd[fd]) at its first issue, in the submitter or in a worker sharing it;
  * - libaio's aio_read/aio_write call rw_verify_area in the io_submit caller, once per iocb,
  *   and a refusal is io_submit's own result (the iocbs before it are submitted).
  */
@@ -148,9 +150,35 @@ static __always_inline __u64 current_syscall(void)
 	return nr;
 }
 
-/* req -> 1 while an io_uring read or write of a targeted task has not reached the file hook:
- * written at its submission, taken by its first attempt's hook; the others are not decided. */
-BPF_TABLE("lru_hash", __u64, __u32, kfault_io_uring_undecided, KFAULT_IO_MAX_CALLS);
+/* The struct file an fd names in the current task's fd table (files->fdt->fd[fd], bounded by
+ * max_fds), or 0: what io_uring's request will issue on, found in the submitter before its
+ * first attempt (io_file_get_normal takes it from the same table, in the same thread for an
+ * inline issue, a moment later for a punted one). */
+static __always_inline __u64 fd_file(__s32 fd)
+{
+	__u64 files = kernel_u64(bpf_get_current_task(), KFAULT_OFF_TASK_FILES), fdt, fds;
+	__u32 max_fds = 0;
+
+	if (!files || fd < 0)
+		return 0;
+	fdt = kernel_u64(files, KFAULT_OFF_FILES_STRUCT_FDT);
+	if (!fdt)
+		return 0;
+	bpf_probe_read_kernel(&max_fds, sizeof(max_fds), (void *)(fdt + KFAULT_OFF_FDTABLE_MAX_FDS));
+	if ((__u32)fd >= max_fds)
+		return 0;
+	fds = kernel_u64(fdt, KFAULT_OFF_FDTABLE_FD);
+	return fds ? kernel_u64(fds, (__u64)fd * sizeof(__u64)) : 0;
+}
+
+/* kfault_io_uring_pending's value for a request io_uring_submit could not decide (its file's
+ * match was not known there): its first attempt's file hook decides it. Any other value is the
+ * errno decided at its submission (0: none), given by that hook. Not an errno (those are <= 0). */
+#define IO_URING_UNDECIDED 1
+
+/* req -> what the file hook does at its first attempt (IO_URING_UNDECIDED, or the errno decided
+ * at submission): written at its submission, taken by that hook; later attempts get nothing. */
+BPF_TABLE("lru_hash", __u64, __s32, kfault_io_uring_pending, KFAULT_IO_MAX_CALLS);
 /* tid -> the last request it submitted: the one its inline attempt is issuing. */
 BPF_TABLE("lru_hash", __u32, __u64, kfault_io_uring_submitted, KFAULT_IO_MAX_CALLS);
 #endif

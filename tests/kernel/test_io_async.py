@@ -17,13 +17,6 @@ from tests.victims import fio_in_cgroup, remove_cgroup
 
 pytestmark = pytest.mark.skipif(not shutil.which("fio"), reason="no fio (scripts/setup-host test installs it)")
 
-ECANCELED = 125
-# A known limit, seen on 6.1 with fio's direct writes: the hold signal is pending in the
-# submitter from the decision to io_uring_enter's return, and io_uring creates an io-wq worker
-# from task work run in that thread first; the fork fails while a signal is pending, io-wq
-# retries 3 times (WORKER_INIT_LIMIT) and cancels the work: ECANCELED (docs/design/file-io.md).
-IO_WQ_CREATION_FAILS = ("io_uring could not create an io-wq worker while the hold signal was pending in the "
-                        "submitter: the request failed with ECANCELED")
 DELAY_MS = 20
 IOS = 20
 DEPTH = 4
@@ -107,56 +100,46 @@ def requests(job, method):
     return job["read" if method == "read" else "write"]
 
 
-def check_delayed_once(job, added, method, what, io_threads=False):
+def check_delayed_once(job, added, method, what):
     """Every request delayed, each once: fio's mean latency at least the delay, and as many
     delayed calls as fio made requests (a few more at most: fio may submit a batch past its
-    count), none out of reach; with `io_threads`, those an io_uring kernel thread issued first
-    may instead be counted as unreached-io-thread (never passed silently)."""
+    count), none out of reach. No request failed: not with ECANCELED either, which a hold
+    signal pending while io_uring forks an io-wq worker in the submitter would give on 6.1
+    (the signal is sent as io_uring_enter returns, docs/design/file-io.md)."""
     done = requests(job, method)
-    held, io_thread = added["delayed"], added["unreached-io-thread"] if io_threads else 0
     assert job["error"] == 0, (what, job["error"])
-    assert done["total_ios"] <= held + io_thread <= done["total_ios"] + DEPTH, (what, done["total_ios"], added)
-    assert not any(added[outcome] for outcome in UNREACHED if outcome != "unreached-io-thread" or not io_threads), \
-        (what, added)
-    if not io_thread:
-        assert done["lat_ns"]["mean"] >= DELAY_MS * 1e6, (what, done["lat_ns"]["mean"] / 1e6, added)
+    assert done["total_ios"] <= added["delayed"] <= done["total_ios"] + DEPTH, (what, done["total_ios"], added)
+    assert not any(added[outcome] for outcome in UNREACHED), (what, added)
+    assert done["lat_ns"]["mean"] >= DELAY_MS * 1e6, (what, done["lat_ns"]["mean"] / 1e6, added)
 
 
 @pytest.mark.stock_kernel("libaio and io_uring held at the file hooks, each request once")
 @pytest.mark.kernel("io-tracepoints", "ptrace", "io-uring")
 @pytest.mark.parametrize("method, rw", [("read", "randread"), ("write", "randwrite")])
-def test_latency_holds_every_engine_once_per_request(io_engine, target, block_fs, capabilities, method, rw):
-    """With the file hooks, an io_uring request a worker issues first (6.1's ext4 punts every
-    buffered write before trying it) is counted as unreached-io-thread instead."""
+def test_latency_holds_every_engine_once_per_request(io_engine, target, block_fs, method, rw):
+    """Buffered and direct: an io_uring request issued inline, punted after it, or (6.1's ext4
+    punts every buffered write before trying it) first issued by an io-wq worker, each held
+    once in its submitter."""
     io_engine.apply(io_chaos(action="latency", delay=f"{DELAY_MS}ms", path=f"{block_fs}/*.db", methods=[method]),
                     topology.resolve_cgroup_target(f"cgroup:{target}"), lease_s=600)
     for engine in ENGINES:
         for direct in (0, 1):
             job, added = run(io_engine, target, block_fs, method, engine, rw, direct)
-            if engine == "io_uring" and job["error"] == ECANCELED:
-                pytest.xfail(IO_WQ_CREATION_FAILS)
-            check_delayed_once(job, added, method, f"{engine} {rw} direct={direct}",
-                               io_threads=engine == "io_uring" and capabilities["file-hooks"].available)
+            check_delayed_once(job, added, method, f"{engine} {rw} direct={direct}")
 
 
-@pytest.mark.stock_kernel("an io_uring request a worker issues first: out of reach at the file hooks")
+@pytest.mark.stock_kernel("an io_uring request a worker issues first, decided at its submission by its file")
 @pytest.mark.kernel("io-tracepoints", "ptrace", "io-uring")
-def test_latency_on_requests_io_wq_issues_first(io_engine, target, block_fs, capabilities):
+@pytest.mark.parametrize("method, rw", [("read", "randread"), ("write", "randwrite")])
+def test_latency_on_requests_io_wq_issues_first(io_engine, target, block_fs, method, rw):
     """IOSQE_ASYNC (fio's --force_async): every request is first issued by an io-wq worker,
-    which the holder can't hold. At the syscall tracepoints each is decided as it is submitted
-    and its submitter held; with the file hooks, which see the request only in the worker,
-    each is counted as unreached-io-thread, never passed silently."""
-    io_engine.apply(io_chaos(action="latency", delay=f"{DELAY_MS}ms", path=f"{block_fs}/*.db", methods=["read"]),
+    which the holder can't hold. Each is decided as it is submitted (with the file hooks, by
+    its struct file, found in the submitter's fd table) and its submitter held."""
+    io_engine.apply(io_chaos(action="latency", delay=f"{DELAY_MS}ms", path=f"{block_fs}/*.db", methods=[method]),
                     topology.resolve_cgroup_target(f"cgroup:{target}"), lease_s=600)
     for direct in (0, 1):
-        job, added = run(io_engine, target, block_fs, "read", "io_uring", "randread", direct, ["--force_async=1"])
-        what = f"io_uring --force_async=1 direct={direct}"
-        if capabilities["file-hooks"].available:
-            done = requests(job, "read")
-            assert added["delayed"] == 0 and added["passed"] == 0, (what, added)
-            assert done["total_ios"] <= added["unreached-io-thread"] <= done["total_ios"] + DEPTH, (what, added)
-        else:
-            check_delayed_once(job, added, "read", what)
+        job, added = run(io_engine, target, block_fs, method, "io_uring", rw, direct, ["--force_async=1"])
+        check_delayed_once(job, added, method, f"io_uring {rw} --force_async=1 direct={direct}")
 
 
 @pytest.mark.kernel("io-tracepoints", "ptrace", "io-uring")
@@ -176,14 +159,17 @@ def test_an_sqpoll_ring_is_counted_out_of_reach(io_engine, target, block_fs):
 @pytest.mark.kernel("io-tracepoints", "io-errno", "io-uring")
 @pytest.mark.parametrize("method, rw", [("read", "randread"), ("write", "randwrite")])
 def test_errno_fails_every_engine(io_engine, target, block_fs, method, rw):
+    """Every engine, and io_uring's requests an io-wq worker issues first (--force_async):
+    decided at submission, failed by the worker's file hook."""
     before = (block_fs / "data.db").read_bytes()
     io_engine.apply(io_chaos(action="fault", errno=5, path=f"{block_fs}/*.db", methods=[method]),
                     topology.resolve_cgroup_target(f"cgroup:{target}"), lease_s=600)
-    for engine in ENGINES:
-        for direct in (0, 1):
-            job, added = run(io_engine, target, block_fs, method, engine, rw, direct)
-            assert job["error"] == 5, (engine, direct, job["error"], added)
-            assert added["failed"] >= 1 and not any(added[outcome] for outcome in UNREACHED), (engine, direct, added)
+    runs = [(engine, direct, ()) for engine in ENGINES for direct in (0, 1)]
+    runs += [("io_uring", direct, ("--force_async=1",)) for direct in (0, 1)]
+    for engine, direct, extra in runs:
+        job, added = run(io_engine, target, block_fs, method, engine, rw, direct, extra)
+        assert job["error"] == 5, (engine, direct, extra, job["error"], added)
+        assert added["failed"] >= 1 and not any(added[outcome] for outcome in UNREACHED), (engine, extra, added)
     assert (block_fs / "data.db").read_bytes() == before, "a failed write wrote"
 
 

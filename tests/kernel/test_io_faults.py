@@ -401,7 +401,10 @@ def test_hooks_are_attached_only_while_a_rule_needs_them(victims, files, io_engi
     read and write) attach before the first rule that needs them is armed, so its first call is
     failed, and detach after the last such rule is disarmed; the syscall tracepoints likewise."""
     datapath = io_engine.datapath
-    hooks = {name for name in datapath.bpf.programs if name.startswith(loader.NAME_PREFIXES)}
+    # io_uring's: its submission tracepoint, and with the file hooks fexit on io_uring_enter,
+    # while any rule is armed (they run for io_uring's requests only)
+    uring = {loader.IO_URING_PROGRAM, loader.IO_URING_RETURN_PROGRAM} & set(datapath.programs)
+    hooks = {name for name in datapath.bpf.programs if name.startswith(loader.NAME_PREFIXES)} - uring
     # the errno hooks, and with file-hooks the fentry program that decides latency alone
     latency_hook = {loader.LATENCY_FILE_HOOK_PROGRAM} if datapath.file_hooks else set()
     assert len(hooks) == len(loader.ERRNO_HOOKS) + len(latency_hook)
@@ -410,8 +413,6 @@ def test_hooks_are_attached_only_while_a_rule_needs_them(victims, files, io_engi
     target = victims.cgroup("target")
     cgroup = topology.resolve_cgroup_target(f"cgroup:{target}")
     victim = victims.start(target, [["read", str(files / "data.db"), 3]])
-    # io_uring's submission tracepoint, while any rule is armed (it runs for io_uring's requests only)
-    uring = {loader.IO_URING_PROGRAM} if loader.IO_URING_PROGRAM in datapath.programs else set()
     # latency on open: the syscall tracepoints, no hook
     opens = io_chaos(name="opens", action="latency", delay="1ms", path=f"{files}/*.txt", methods=["open"])
     io_engine.apply(opens, cgroup)
@@ -423,13 +424,15 @@ def test_hooks_are_attached_only_while_a_rule_needs_them(victims, files, io_engi
     assert attached(datapath) >= hooks
     victims.go(victim)      # the first call after apply returns is failed
     assert victims.result(victim)["calls"][0]["errno"] == [5, 5, 5]
-    if datapath.file_hooks:     # latency on reads: the fentry file hook alone, which decides them
+    if datapath.file_hooks:     # latency on reads: the fentry file hook alone, which decides them (and
+        # the open hook that walks a file as it is opened, for io_uring_submit)
         reads = io_chaos(name="reads", action="latency", delay="1ms", path=f"{files}/*.db", methods=["read"])
         io_engine.apply(reads, cgroup)
         assert attached(datapath) >= hooks and latency_hook.isdisjoint(attached(datapath)), \
             "with a fault rule armed, fmod_ret decides latency too: fentry is not attached beside it"
         io_engine.revoke(faults.key, cgroup.name)
-        assert attached(datapath) == {"io_sys_enter", "io_sys_exit"} | latency_hook | uring
+        file_open = {"kmod_ret__security_file_open"} if uring else set()
+        assert attached(datapath) == {"io_sys_enter", "io_sys_exit"} | latency_hook | file_open | uring
         io_engine.revoke(reads.key, cgroup.name)
     else:
         io_engine.revoke(faults.key, cgroup.name)

@@ -36,9 +36,9 @@ class NetCounts:
 # agent's status show them, and kfault_syscalls counts them by outcome.
 UNREACHED = {
     "unreached-io-thread": (layout.IO_OUTCOME_UNREACHED_IO_THREAD,
-                            "io_uring requests issued by a kernel thread (an io-wq worker, as IOSQE_ASYNC or a "
-                            "punt makes, or an SQPOLL ring's thread): latency holds the submitting thread, and "
-                            "these have none to hold"),
+                            "io_uring requests issued by a kernel thread (an SQPOLL ring's thread; with the file "
+                            "hooks, an io-wq worker's request whose file kfault could not match at its "
+                            "submission): latency holds the submitting thread, and these have none to hold"),
     "unreached-async": (layout.IO_OUTCOME_UNREACHED_ASYNC,
                         "asynchronous requests (libaio, io_uring) this action can't reach on this kernel: errno "
                         "needs the file hooks, attrOverride and mistake rewrite a syscall's buffer at its return, "

@@ -181,10 +181,9 @@ def io_reach(capabilities, action):
         rows.append(("io_uring", no_uring is None, no_uring or "the submitter is held at io_uring_enter's "
                      "return, once per request"))
         rows.append(("io_uring io-wq", no_uring is None, no_uring or (
-            "punted after its first attempt: its submitter was held then; first issued by a worker "
-            "(IOSQE_ASYNC; a buffered write where the file system has no async buffered writes, as ext4 "
-            "on 6.1): counted as unreached-io-thread" if hooks
-            else "decided as it is submitted, in the submitter, which is held")))
+            "decided as it is submitted, in the submitter, which is held" + (
+                ", by its file (from the submitter's fd table; a registered file, or one whose path "
+                "was not matched yet, at its first attempt: in a worker, unreached-io-thread)" if hooks else ""))))
         rows.append(("io_uring SQPOLL", False, no_uring or "no user thread submits its requests: counted as "
                      "unreached-io-thread" + ("" if hooks else " (unreached-fixed-file on registered files)")))
     elif action == "fault":

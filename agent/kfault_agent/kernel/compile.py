@@ -33,7 +33,7 @@ CACHE_ENV = "KFAULT_BPF_CACHE"
 DEFAULT_CACHE = "/var/cache/kfault/bpf"
 FORMAT = 1                      # of an entry; part of its key
 # Function name prefixes bcc gives TRACING and LSM programs, and where in vmlinux BTF each attaches.
-ATTACH_PREFIXES = {"kmod_ret__": "", "kfunc__": "", "lsm__": "bpf_lsm_"}
+ATTACH_PREFIXES = {"kmod_ret__": "", "kfunc__": "", "kretfunc__": "", "lsm__": "bpf_lsm_"}
 
 
 class CompileError(Exception):

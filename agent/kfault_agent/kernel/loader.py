@@ -27,9 +27,10 @@ BPF_DIR = os.path.normpath(os.environ.get("KFAULT_BPF_DIR")
 
 NET_PROGRAMS = ("egress_to", "ingress_from", "select_delayed", "egress_from")
 # bcc's name prefixes that say where a program attaches; the kernel's name of it drops them.
-NAME_PREFIXES = ("kmod_ret__", "kfunc__", "lsm__")
-# The attach type of a TRACING program, by its bcc prefix: fentry (kfunc__) or fmod_ret.
-TRACING_ATTACH_TYPES = {"kfunc__": bpfcall.ATTACH_TRACE_FENTRY, "kmod_ret__": bpfcall.ATTACH_MODIFY_RETURN}
+NAME_PREFIXES = ("kmod_ret__", "kfunc__", "kretfunc__", "lsm__")
+# The attach type of a TRACING program, by its bcc prefix: fentry (kfunc__), fexit (kretfunc__) or fmod_ret.
+TRACING_ATTACH_TYPES = {"kfunc__": bpfcall.ATTACH_TRACE_FENTRY, "kretfunc__": bpfcall.ATTACH_TRACE_FEXIT,
+                        "kmod_ret__": bpfcall.ATTACH_MODIFY_RETURN}
 
 
 def kernel_build_dir():
@@ -241,7 +242,17 @@ IO_URING_LAYOUT = {
     "KFAULT_OFF_TASK_FLAGS": ("task_struct", "flags", 4),
     "KFAULT_OFF_TASK_WORKER_PRIVATE": ("task_struct", "worker_private", 8),
     "KFAULT_OFF_IO_WORKER_CUR_WORK": ("io_worker", "cur_work", 8),
+    # the submitter's fd table (task->files->fdt->fd[fd]), where the file hooks' decision at
+    # submission finds a request's struct file
+    "KFAULT_OFF_TASK_FILES": ("task_struct", "files", 8),
+    "KFAULT_OFF_FILES_STRUCT_FDT": ("files_struct", "fdt", 8),
+    "KFAULT_OFF_FDTABLE_MAX_FDS": ("fdtable", "max_fds", 4),
+    "KFAULT_OFF_FDTABLE_FD": ("fdtable", "fd", 8),
 }
+# With the file hooks (no sys_exit tracepoint attached for their rules), fexit on io_uring_enter
+# gives the hold a request's decision at submission owes its submitter (iofault.c's
+# give_owed_hold); at the syscall tracepoints, io_sys_exit does.
+IO_URING_RETURN_PROGRAM = "kretfunc____x64_sys_io_uring_enter"
 # Where io_submit_sqe traces each request: renamed in 6.5 (it was io_uring_submit_sqe).
 IO_URING_TRACEPOINTS = ("io_uring_submit_req", "io_uring_submit_sqe")
 
@@ -342,7 +353,7 @@ class IODatapath:
         self.file_hooks = errno_mechanism == "file-hooks"
         self.bpf = Programs(os.path.join(BPF_DIR, "iofault.c"), cflags, headers)
         try:
-            self.programs, self._hook_links, self._tracepoint_links, self._io_uring_link = {}, {}, [], None
+            self.programs, self._hook_links, self._tracepoint_links, self._io_uring_links = {}, {}, [], []
             if errno_mechanism:     # first: they are small, and a kernel without them refuses them at once
                 self._load_errno_hooks()
                 self.attach_hooks(self._hook_names())   # what the probe learns: the kernel lets them attach
@@ -369,6 +380,9 @@ class IODatapath:
             return
         try:
             self.programs[IO_URING_PROGRAM] = self.bpf.load(IO_URING_PROGRAM, bpfcall.PROG_RAW_TRACEPOINT)
+            if self.file_hooks:
+                self.programs[IO_URING_RETURN_PROGRAM] = self.bpf.load(IO_URING_RETURN_PROGRAM,
+                                                                       bpfcall.PROG_TRACING)
         except OSError as err:
             self.io_uring_refusal = (f"io_uring requests are out of reach: the kernel refused {IO_URING_PROGRAM} "
                                      f"({str(err).splitlines()[0][:300]})")
@@ -421,7 +435,8 @@ class IODatapath:
         if action == "fault":
             return frozenset(ERRNO_HOOKS)
         if self.file_hooks and action in FILE_HOOK_ACTIONS and set(methods) & FILE_HOOK_METHODS:
-            return frozenset({LATENCY_FILE_HOOK})
+            # file_open walks a targeted task's file as it is opened, for io_uring_submit
+            return frozenset({LATENCY_FILE_HOOK} | (set() if self.io_uring_refusal else {"file_open"}))
         return frozenset()
 
     def new_generation(self):
@@ -512,27 +527,34 @@ class IODatapath:
 
     @property
     def io_uring_attached(self):
-        return self._io_uring_link is not None
+        return bool(self._io_uring_links)
 
     def attach_io_uring(self):
         """io_uring's submission tracepoint, while a rule is armed (it costs only io_uring's
         users: one run per request). Its name is the kernel's release's; a kernel with io_uring
         has one of them (else io_uring_refusal says why not)."""
-        if self._io_uring_link is not None or self.io_uring_refusal:
+        if self._io_uring_links or self.io_uring_refusal:
             return
+        if IO_URING_RETURN_PROGRAM in self.programs:     # first: a hold is owed only once it runs
+            try:
+                self._io_uring_links.append(self.bpf.attach(IO_URING_RETURN_PROGRAM))
+            except OSError as err:
+                self.io_uring_refusal = f"io_uring requests are out of reach: fexit on io_uring_enter: {err}"
+                return
         errors = []
         for name in IO_URING_TRACEPOINTS:
             try:
-                self._io_uring_link = self.bpf.attach(IO_URING_PROGRAM, name)
+                self._io_uring_links.append(self.bpf.attach(IO_URING_PROGRAM, name))
                 return
             except OSError as err:
                 errors.append(f"{name}: {err}")
+        self.detach_io_uring()
         self.io_uring_refusal = f"io_uring requests are out of reach: no tracepoint to attach to ({'; '.join(errors)})"
 
     def detach_io_uring(self):
-        if self._io_uring_link is not None:
-            self.bpf.detach(self._io_uring_link)
-            self._io_uring_link = None
+        for fd in self._io_uring_links:
+            self.bpf.detach(fd)
+        self._io_uring_links = []
 
     def close(self):
         self.detach()
