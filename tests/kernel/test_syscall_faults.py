@@ -13,9 +13,11 @@ import pytest
 
 from kfault_agent.kernel import topology
 from kfault_api import spec
+from kfault_lab import headerless
 from tests.features import skip_for_lack_of
 from tests.victims import remove_cgroup
 
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 ECONNREFUSED, EAGAIN, ENOMEM = 111, 11, 12
 CURL_COULDNT_CONNECT = 7
 
@@ -198,6 +200,7 @@ def test_a_program_execd_after_arming_is_reached(syscall_engine, cgroups, server
         shell.wait()
 
 
+@pytest.mark.stock_kernel("BPF LSM hooks")
 def test_hooks_are_attached_only_while_a_rule_names_their_syscalls(syscall_engine, cgroups, placed):
     needs(syscall_engine, "syscall-fault")
     datapath = syscall_engine.datapath
@@ -243,31 +246,44 @@ def test_latency_holds_getrandom_and_connect_in_the_target_only(syscall_engine, 
     assert counted[("getrandom", "delayed")] >= 3 and counted[("connect", "delayed")] == 3, counted
 
 
-KILLED_DOC = """apiVersion: kfault.dev/v1alpha1
+KILLED_DOCS = """apiVersion: kfault.dev/v1alpha1
 kind: SyscallChaos
 metadata: {name: refused-until-killed}
 spec: {action: fault, syscalls: [connect], errno: 111}
+---
+apiVersion: kfault.dev/v1alpha1
+kind: SyscallChaos
+metadata: {name: slow-until-killed}
+spec: {action: latency, syscalls: [getrandom], delay: 100ms}
 """
+GETRANDOM_MS = "import os, time; start = time.monotonic(); os.getrandom(16); print((time.monotonic() - start) * 1000)"
 
 
-@pytest.mark.stock_kernel("BPF LSM hooks")
-def test_nothing_stays_after_the_agent_is_killed(syscall_engine, cgroups, server, tmp_path):
-    """kfault run with a 2 s lease, SIGKILLed: its hooks go with it, and the target connects again."""
+@pytest.mark.stock_kernel("BPF LSM hooks, compiled where the node's headers are hidden")
+def test_kfault_run_without_the_nodes_headers_then_killed_leaves_nothing(syscall_engine, cgroups, server,
+                                                                          tmp_path):
+    """`kfault run` where only the image's headers are (headerless.py): a fault and a latency
+    rule act on the target; SIGKILLed with a 2 s lease, its hooks, tracepoint and holder go
+    with it, and the target connects and draws random bytes at once again."""
     needs(syscall_engine, "syscall-fault")
-    doc = tmp_path / "refused.yaml"
-    doc.write_text(KILLED_DOC)
-    runner = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
+    needs(syscall_engine, "syscall-latency")
+    doc = tmp_path / "until-killed.yaml"
+    doc.write_text(KILLED_DOCS)
+    runner = headerless.popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
                                "--target", f"cgroup:{cgroups['target']}", "--lease", "2"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                              tmp_path / "headers", cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
     try:
-        deadline = time.monotonic() + 300      # it compiles first: minutes under the VM's emulation
-        while "injecting" not in runner.stdout.readline():
-            assert runner.poll() is None and time.monotonic() < deadline, "kfault run did not inject"
+        deadline = time.monotonic() + 300      # it may compile first: minutes under the VM's emulation
+        while "injecting" not in (line := runner.stdout.readline()):      # after placing both
+            assert line and time.monotonic() < deadline, "kfault run did not inject"
         assert curl_statuses(cgroups["target"], server, 1) == [CURL_COULDNT_CONNECT]
+        assert elapsed_ms(cgroups["target"], GETRANDOM_MS)[0] >= 100
         runner.kill()
         runner.wait()
         time.sleep(2.5)       # past the lease, were anything left
         assert curl_statuses(cgroups["target"], server, 3) == [0] * 3
+        assert elapsed_ms(cgroups["target"], GETRANDOM_MS)[0] < 100
     finally:
         runner.kill()
         runner.wait()
