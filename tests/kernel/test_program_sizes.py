@@ -17,6 +17,7 @@ import platform
 import pytest
 
 from kfault_agent.kernel import loader
+from kfault_api import syscalls
 from tests.features import skip_for_lack_of, skip_unless_required
 
 pytestmark = pytest.mark.stock_kernel("what 6.1's verifier makes of every program")
@@ -96,6 +97,15 @@ def test_file_hook_program_within_its_recorded_size(io_datapath):
         skip_for_lack_of("file-hooks", "the file hooks are not loaded here "
                          f"({io_datapath.errno_mechanism or 'syscall tracepoints'} is used)")
     check_size(loader.FILE_HOOK_PROGRAM, io_datapath.programs[loader.FILE_HOOK_PROGRAM].fd)
+
+
+@pytest.mark.parametrize("program", (loader.SYSCALL_LATENCY_PROGRAM,) + tuple(f"lsm__{hook}" for hook in syscalls.HOOKS))
+def test_syscall_program_within_its_recorded_size(syscall_engine, program):
+    datapath = syscall_engine.datapath
+    if program not in datapath.programs:
+        refusal = datapath.latency_refusal if program == loader.SYSCALL_LATENCY_PROGRAM else datapath.fault_refusal
+        skip_for_lack_of("syscall-latency" if program == loader.SYSCALL_LATENCY_PROGRAM else "syscall-fault", refusal)
+    check_size(program, datapath.programs[program].fd)
 
 
 def test_growth_message_says_how_much_and_how_to_record():
