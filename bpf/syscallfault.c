@@ -172,7 +172,12 @@ static __always_inline int decide_fault(__u32 targets, __u64 nr, __u32 fork_rule
 		if (!(targets & (1u << i)))
 			continue;
 		struct kfault_sc_rule *rule = kfault_sc_rules.lookup(&slot);
-		__u64 counted = (fork_rules & (1u << i)) ? KFAULT_NR_fork : nr;
+		/* fork's number for a rule on fork, else nr: without a branch (each would double
+		 * the states the verifier walks) */
+		__u64 on_fork = -(__u64)((fork_rules >> i) & 1);
+
+		asm volatile("" : "+r"(on_fork));
+		__u64 counted = nr ^ ((nr ^ KFAULT_NR_fork) & on_fork);
 
 		if (!rule || rule->action != KFAULT_SC_ACT_FAULT || !live(rule, now))
 			continue;
