@@ -99,7 +99,8 @@ def test_file_hook_program_within_its_recorded_size(io_datapath):
     check_size(loader.FILE_HOOK_PROGRAM, io_datapath.programs[loader.FILE_HOOK_PROGRAM].fd)
 
 
-@pytest.mark.parametrize("program", (loader.SYSCALL_LATENCY_PROGRAM,) + tuple(f"lsm__{hook}" for hook in syscalls.HOOKS))
+@pytest.mark.parametrize("program", (loader.SYSCALL_LATENCY_PROGRAM,)
+                         + tuple(f"lsm__{hook}" for hook in syscalls.HOOKS))
 def test_syscall_program_within_its_recorded_size(syscall_engine, program):
     datapath = syscall_engine.datapath
     if program not in datapath.programs:
