@@ -69,7 +69,7 @@ X86_64 = {
     "close_range": 436, "openat2": 437, "pidfd_getfd": 438, "faccessat2": 439, "process_madvise": 440,
     "epoll_pwait2": 441, "mount_setattr": 442, "quotactl_fd": 443, "landlock_create_ruleset": 444,
     "landlock_add_rule": 445, "landlock_restrict_self": 446, "memfd_secret": 447, "process_mrelease": 448,
-    "futex_waitv": 449, "set_mempolicy_home_node": 450, "syscalls": 451
+    "futex_waitv": 449, "set_mempolicy_home_node": 450
 }
 
 # syscall -> the LSM hook that decides its fault (bpf/syscalls.h's KFAULT_SC_FAULT_SYSCALLS). Each
