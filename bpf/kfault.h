@@ -315,7 +315,7 @@ struct kfault_io_counters {
 
 /* Syscall faults (syscallfault.c): SyscallChaos rules, each on one cgroup, naming syscalls. */
 #define KFAULT_SC_MAX_RULES 16       /* a bit per rule in __u32 masks; kfault_sc_rules, _cgroups */
-#define KFAULT_SC_MAX_NR 512         /* syscall numbers below this (x86_64's end at 462); kfault_sc_syscalls */
+#define KFAULT_SC_MAX_NR 512         /* syscall numbers below this (x86_64's stay below 470); kfault_sc_syscalls */
 #define KFAULT_SC_COUNTER_SLOTS 8192 /* KFAULT_SC_MAX_RULES * KFAULT_SC_MAX_NR: kfault_sc_counters */
 #define KFAULT_SC_MAX_TRACED 4096    /* kfault_sc_traced, kfault_sc_stopped: processes a holder is attached to */
 #define KFAULT_SC_MAX_HOLDS 16384    /* kfault_sc_holds: threads waiting to be held */
