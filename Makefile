@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo lint test kernel-test bench bench-io bench-agent bench-controller kernel-bench proto crds images clean
+.PHONY: setup demo lint test kernel-test bench bench-io bench-syscall bench-agent bench-controller kernel-bench proto crds images clean
 
 setup:
 	scripts/setup-host
@@ -32,6 +32,10 @@ bench: setup
 bench-io: setup
 	$(PY) bench/io_overhead.py
 
+# SyscallChaos's faults: needs BPF LSM (kernel-bench runs it on the stock kernel).
+bench-syscall: setup
+	$(PY) bench/syscall_overhead.py
+
 # The agent's time to ready and memory (PSS over its processes), first start and restart.
 bench-agent: setup
 	$(PY) bench/agent_footprint.py
@@ -42,10 +46,10 @@ bench-controller:
 	$(PY) bench/controller.py $(ARGS)
 
 # Benchmarks on the stock kernel, in the VM: kfault beside netem (sch_fq, sch_netem), and the
-# file I/O loop with the file hooks beside a FUSE passthrough (bindfs).
+# file I/O loop with the file hooks beside a FUSE passthrough (bindfs), and SyscallChaos's hooks.
 kernel-bench: setup
 	dpkg -s bindfs >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bindfs >/dev/null
-	scripts/vm-run sh -c '$(PY) bench/edt_vs_netem.py && $(PY) bench/io_overhead.py'
+	scripts/vm-run sh -c '$(PY) bench/edt_vs_netem.py && $(PY) bench/io_overhead.py && $(PY) bench/syscall_overhead.py'
 
 # Regenerate what is rendered from one source (tests fail while these are stale).
 proto: setup

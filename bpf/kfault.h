@@ -320,4 +320,38 @@ struct kfault_io_counters {
 	__u64 delay_ns; /* delay asked of the holder, summed */
 };
 
+/* Syscall faults (syscallfault.c): SyscallChaos rules, each on one cgroup, naming syscalls. */
+#define KFAULT_SC_MAX_RULES 16       /* a bit per rule in __u32 masks; kfault_sc_rules, _cgroups */
+#define KFAULT_SC_MAX_NR 512         /* syscall numbers below this (x86_64's stay below 470); kfault_sc_syscalls */
+#define KFAULT_SC_COUNTER_SLOTS 8192 /* KFAULT_SC_MAX_RULES * KFAULT_SC_MAX_NR: kfault_sc_counters */
+#define KFAULT_SC_MAX_TRACED 4096    /* kfault_sc_traced, kfault_sc_stopped: processes a holder is attached to */
+#define KFAULT_SC_MAX_HOLDS 16384    /* kfault_sc_holds: threads waiting to be held */
+
+#define KFAULT_SC_ACT_FAULT 1   /* fail the call with errno at its LSM hook, before it takes effect */
+#define KFAULT_SC_ACT_LATENCY 2 /* hold the calling thread for delay_ns as the call returns */
+#define KFAULT_SC_ACT_SLOTS 3   /* kfault_sc_armed: a mask of armed slots per action */
+
+/* Outcomes counted per rule and syscall: index into kfault_sc_counters' calls. */
+#define KFAULT_SC_OUTCOME_PASSED 0
+#define KFAULT_SC_OUTCOME_FAILED 1
+#define KFAULT_SC_OUTCOME_DELAYED 2
+#define KFAULT_SC_OUTCOME_COUNT 4 /* a power of two */
+
+/* Value of kfault_sc_rules. Slot i's target cgroup is slot i of kfault_sc_cgroups; the
+ * syscalls it names have bit i in kfault_sc_syscalls. */
+struct kfault_sc_rule {
+	__u64 deadline_ns; /* CLOCK_MONOTONIC; the rule does nothing from then on (0: expired) */
+	__u64 delay_ns;    /* latency */
+	__u64 threshold;   /* percent of 2^32: a roll (a u32) below it hits; 2^32 always does */
+	__u32 action;      /* KFAULT_SC_ACT_* */
+	__s32 error;       /* fault: errno, positive */
+};
+
+/* Value of kfault_sc_counters (per CPU), by rule slot * KFAULT_SC_MAX_NR + syscall number (the
+ * number the rule names: a process-making clone counts under fork for a rule on fork). */
+struct kfault_sc_counters {
+	__u64 calls[KFAULT_SC_OUTCOME_COUNT];
+	__u64 delay_ns; /* delay asked of the holder, summed */
+};
+
 #endif /* KFAULT_H */

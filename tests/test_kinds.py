@@ -139,7 +139,9 @@ def test_every_kind_has_an_example():
 
 
 def test_every_kind_has_chaos_mesh_documents():
-    assert kinds_in(glob.glob(os.path.join(ROOT, "tests", "chaos_mesh", "*.yaml"))) == set(spec.KINDS)
+    """Every kind Chaos Mesh has (SyscallChaos is kfault's own: Chaos Mesh has no such kind)."""
+    assert kinds_in(glob.glob(os.path.join(ROOT, "tests", "chaos_mesh", "*.yaml"))) == \
+        {name for name, kind in spec.KINDS.items() if kind.chaos_mesh}
 
 
 # ---- docs ----------------------------------------------------------------------------------

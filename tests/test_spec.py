@@ -336,3 +336,38 @@ def test_chaos_mesh_etcd_fault_shape_fails_write_and_fsync():
     assert experiment.methods == ("write", "fsync") and experiment.errno == 5
     assert [note for note in experiment.notes if "fsync" in note]
     assert not spec.parse_experiment(io_doc(methods=["write"])).notes
+
+
+def syscall_doc(**spec_fields):
+    return {"apiVersion": spec.API_VERSION, "kind": "SyscallChaos", "metadata": {"name": "x"},
+            "spec": {"action": "fault", "errno": 111, "syscalls": ["connect"], **spec_fields}}
+
+
+@pytest.mark.parametrize("document, path, words", [
+    (syscall_doc(syscalls=["conect"]), "spec.syscalls[0]", "a system call name of x86_64"),
+    (syscall_doc(syscalls=["brk"]), "spec.syscalls[0]", "brk: no LSM hook runs before it takes effect"),
+    (syscall_doc(syscalls=["getpid"]), "spec.syscalls[0]", "getpid: no LSM hook: it can't fail"),
+    (syscall_doc(syscalls=["sendmmsg"]), "spec.syscalls[0]", "once per message"),
+    (syscall_doc(syscalls=["read"]), "spec.syscalls[0]", "use an IOChaos"),
+    (syscall_doc(syscalls=["futex"]), "spec.syscalls[0]", "no LSM hook runs before it takes effect"),
+    (syscall_doc(syscalls=[]), "spec.syscalls", "at least one system call name"),
+    ({**syscall_doc(), "spec": {"action": "fault", "syscalls": ["connect"]}}, "spec.errno", "needs it"),
+    ({**syscall_doc(), "spec": {"action": "latency", "syscalls": ["connect"]}}, "spec.delay", "needs it"),
+    ({**syscall_doc(), "spec": {"action": "latency", "delay": "1s", "syscalls": ["clock_gettime"]}},
+     "spec.syscalls[0]", "answered by the vDSO"),
+    ({**syscall_doc(), "spec": {"action": "latency", "delay": "1s", "syscalls": ["exit_group"]}},
+     "spec.syscalls[0]", "never returns"),
+    (syscall_doc(delay="1s"), "spec.delay", "remove it"),
+    (syscall_doc(errno=0), "spec.errno", "from 1 to 133"),
+])
+def test_syscall_chaos_refusals_name_the_field_and_what_to_use(document, path, words):
+    errors = errors_of(document)
+    assert any(e.startswith(f"{path}:") and words in e for e in errors), errors
+
+
+def test_syscall_chaos_fault_and_latency_parse():
+    fault = spec.parse_experiment(syscall_doc(syscalls=["connect", "fork", "mmap", "connect"], percent=30))
+    assert (fault.action, fault.syscalls, fault.errno, fault.percent) == ("fault", ("connect", "fork", "mmap"), 111, 30)
+    latency = spec.parse_experiment({**syscall_doc(), "spec": {"action": "latency", "delay": "100ms",
+                                                               "syscalls": ["getrandom", "futex"]}})
+    assert (latency.syscalls, latency.delay_ns) == (("getrandom", "futex"), 100_000_000)

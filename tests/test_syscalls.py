@@ -1,5 +1,6 @@
 """The syscall table is defined once for the kernel (bpf/syscalls.h) and listed again for the
-schema (kfault_api.schema.IO_METHODS): the two must agree, and the numbers must be the kernel's."""
+schema (kfault_api.schema.IO_METHODS) and for SyscallChaos (kfault_api.syscalls): they must
+agree, and the numbers must be the kernel's."""
 import os
 import re
 import shutil
@@ -7,7 +8,7 @@ import subprocess
 
 import pytest
 
-from kfault_api import layout, schema
+from kfault_api import layout, schema, syscalls
 
 SYSCALLS_H = os.path.join(os.path.dirname(__file__), "..", "bpf", "syscalls.h")
 UNISTD_64 = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"
@@ -18,10 +19,17 @@ def header_text():
         return handle.read()
 
 
+def macro_body(name):
+    """The lines of one of the header's X-macro tables."""
+    text = header_text()
+    start = text.index(f"#define {name}(")
+    return text[start:text.index("\n\n", start)]
+
+
 def header_methods():
     """{method: syscalls} from the X(METHOD, syscall) lines of KFAULT_IO_SYSCALLS."""
     methods = {}
-    for method, syscall in re.findall(r"^\s*X\((\w+),\s*(\w+)\)", header_text(), re.MULTILINE):
+    for method, syscall in re.findall(r"^\s*X\((\w+),\s*(\w+)\)", macro_body("KFAULT_IO_SYSCALLS"), re.MULTILINE):
         methods.setdefault(method.lower(), []).append(syscall)
     return {method: tuple(syscalls) for method, syscalls in methods.items()}
 
@@ -55,8 +63,28 @@ def test_every_method_is_a_header_method_bit():
 
 
 def test_every_syscall_has_an_x86_64_number():
-    needed = {s for syscalls in header_methods().values() for s in syscalls} | {"close"} | set(header_stat_syscalls())
-    assert needed - set(x86_64_numbers()) == set()
+    needed = {s for names in header_methods().values() for s in names} | {"close"} | set(header_stat_syscalls())
+    assert (needed | set(syscalls.FAULT_HOOKS)) - set(x86_64_numbers()) == set()
+
+
+def header_fault_hooks():
+    """{syscall: hook} from the X(hook, syscall) lines of KFAULT_SC_FAULT_SYSCALLS."""
+    return {syscall: hook for hook, syscall in
+            re.findall(r"^\s*X\((\w+),\s*(\w+)\)", macro_body("KFAULT_SC_FAULT_SYSCALLS"), re.MULTILINE)}
+
+
+def test_syscall_chaos_fails_each_syscall_at_the_hook_the_header_does():
+    assert header_fault_hooks() == syscalls.FAULT_HOOKS
+
+
+def test_the_header_numbers_each_fault_hook_once():
+    hooks = re.findall(r"^\s*H\((\w+)\)", macro_body("KFAULT_SC_HOOKS"), re.MULTILINE)
+    assert hooks == list(syscalls.HOOKS)
+
+
+def test_the_header_numbers_are_syscall_chaos_numbers():
+    assert {name: syscalls.X86_64[name] for name in x86_64_numbers()} == x86_64_numbers()
+    assert max(syscalls.X86_64.values()) < layout.SC_MAX_NR
 
 
 @pytest.mark.skipif(not os.path.exists(UNISTD_64), reason=f"no {UNISTD_64} (linux-libc-dev) to compare with")
@@ -65,6 +93,7 @@ def test_x86_64_numbers_are_the_kernels():
         kernel = {name: int(nr) for name, nr in re.findall(r"#define __NR_(\w+) (\d+)", handle.read())}
     ours = x86_64_numbers()
     assert {name: kernel.get(name) for name in ours} == ours
+    assert {name: kernel.get(name) for name in syscalls.X86_64} == syscalls.X86_64
 
 
 @pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler to preprocess bpf/syscalls.h with")

@@ -18,7 +18,8 @@ import os
 
 # Features Debian's stock kernel has and the host kernel lacks (6.18 without sch_fq, netem, BPF
 # LSM or trampolines, and refusing bpf_probe_write_user).
-STOCK_KERNEL_FEATURES = {"sch_fq", "sch_netem", "file-hooks", "io-errno", "bpf-lsm", "fmod_ret", "io-write-user"}
+STOCK_KERNEL_FEATURES = {"sch_fq", "sch_netem", "file-hooks", "io-errno", "bpf-lsm", "fmod_ret", "io-write-user",
+                         "syscall-fault"}
 # Features the stock kernel (6.1) lacks: such tests run in the host tier only.
 STOCK_KERNEL_LACKS = {"tcx"}
 TIERS = ("host", "stock-kernel")

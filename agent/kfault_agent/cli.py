@@ -8,7 +8,8 @@ import signal
 import sys
 import time
 
-from kfault_agent.engines.counts import UNREACHED, IOPlacementCounts, NetPlacementCounts, PodPlacementCounts
+from kfault_agent.engines.counts import (UNREACHED, IOPlacementCounts, NetPlacementCounts, PodPlacementCounts,
+                                        SyscallPlacementCounts)
 from kfault_agent.errors import Refusal
 from kfault_agent.stop import Stopped, StopSignal
 from kfault_api import schema, spec, units
@@ -138,8 +139,17 @@ def _pod_lines(counted):
     return [f"{counted.path} {({True: 'frozen', False: 'freezing', None: 'gone'})[counted.frozen]}"]
 
 
+def _syscall_lines(counted):
+    """Calls per syscall and what was done to them; the latency injected so far."""
+    parts = [f"{name} {sum(calls.values())} (" + ", ".join(f"{outcome} {count}" for outcome, count in calls.items()
+                                                          if outcome != "passed") + ")"
+             for name, calls in counted.calls.items()]
+    return ["  ".join(parts) + (f"  injected delay {counted.delay_ns / 1e9:.1f}s" if counted.delay_ns else "")]
+
+
 # A placement's counts (engines/counts.py) -> its live lines, one short line per scope.
-LIVE_LINES = {NetPlacementCounts: _net_lines, IOPlacementCounts: _io_lines, PodPlacementCounts: _pod_lines}
+LIVE_LINES = {NetPlacementCounts: _net_lines, IOPlacementCounts: _io_lines, PodPlacementCounts: _pod_lines,
+              SyscallPlacementCounts: _syscall_lines}
 
 
 def live_lines(counted):
@@ -246,7 +256,8 @@ def build_parser():
     p = sub.add_parser("run", help="inject an experiment on a local target until it ends")
     p.add_argument("-f", "--file", required=True)
     p.add_argument("--target", required=True,
-                   help="NetworkChaos: netns:NAME, netns:/path or pid:PID; IOChaos, PodChaos: cgroup:/dir or pid:PID")
+                   help="NetworkChaos: netns:NAME, netns:/path or pid:PID; IOChaos, PodChaos, "
+                        "SyscallChaos: cgroup:/dir or pid:PID")
     p.add_argument("--duration", help="overrides spec.duration, e.g. 30s")
     p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
     p.add_argument("--lease", type=float, default=10.0,

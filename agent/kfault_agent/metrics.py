@@ -3,7 +3,7 @@ scrape time, no polling thread, formatted here as metric families. Their names a
 what the dashboard and the alert rules (manifests/) query: keep them."""
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kfault_agent.engines.counts import IOCounts, NetCounts, PodCounts
+from kfault_agent.engines.counts import IOCounts, NetCounts, PodCounts, SyscallCounts
 
 PACKET_LABELS = ["experiment", "target", "action", "direction", "outcome"]
 SYSCALL_LABELS = ["experiment", "target", "method", "outcome"]
@@ -44,6 +44,20 @@ def io_families(counts):
     return [calls, delay]
 
 
+def syscall_families(counts):
+    calls = CounterMetricFamily("kfault_syscall_chaos_calls", "System calls a SyscallChaos rule decided, by "
+                                "syscall and outcome (passed, failed, delayed).",
+                                labels=["experiment", "target", "action", "syscall", "outcome"])
+    delay = CounterMetricFamily("kfault_syscall_chaos_delay_seconds", "Latency injected into system calls by "
+                                "SyscallChaos.", labels=["experiment", "target"])
+    for placement in counts.placements:
+        for name, outcomes in placement.calls.items():
+            for outcome, count in outcomes.items():
+                calls.add_metric([placement.experiment, placement.target, placement.action, name, outcome], count)
+        delay.add_metric([placement.experiment, placement.target], placement.delay_ns / 1e9)
+    return [calls, delay]
+
+
 def pod_families(counts):
     faults = CounterMetricFamily("kfault_pod_faults", "PodChaos faults injected: cgroups frozen, containers killed.",
                                  labels=POD_LABELS)
@@ -56,7 +70,8 @@ def pod_families(counts):
 
 
 # Each engine's counts -> its families.
-FAMILIES = {NetCounts: net_families, IOCounts: io_families, PodCounts: pod_families}
+FAMILIES = {NetCounts: net_families, IOCounts: io_families, PodCounts: pod_families,
+            SyscallCounts: syscall_families}
 
 
 def families(counts):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from kfault_agent.errors import RuleConflict
-from kfault_api import layout, schema
+from kfault_api import layout, schema, syscalls
 
 ALL_PEERS = ipaddress.ip_network("::/0")
 
@@ -272,3 +272,29 @@ def walk(dfa, text, state=0):
         if state is None:
             return layout.IO_DEAD_STATE
     return state
+
+
+SYSCALL_ACTIONS = {"fault": layout.SC_ACT_FAULT, "latency": layout.SC_ACT_LATENCY}
+
+
+def syscall_rule_fields(experiment):
+    """The kfault_sc_rule fields (all but the deadline) for a SyscallChaos experiment. The
+    threshold is a fraction of 2^32 (2^32: always), which syscallfault.c compares without a branch."""
+    return {
+        "action": SYSCALL_ACTIONS[experiment.action],
+        "threshold": round(experiment.percent / 100 * (1 << 32)),
+        "delay_ns": experiment.delay_ns,
+        "error": experiment.errno,
+    }
+
+
+def syscall_numbers(experiment):
+    """The numbers a SyscallChaos rule is armed on (x86_64)."""
+    return sorted(syscalls.X86_64[name] for name in experiment.syscalls)
+
+
+def syscall_hooks(experiment):
+    """The LSM hooks a fault rule needs attached (none for latency)."""
+    if experiment.action != "fault":
+        return frozenset()
+    return frozenset(syscalls.FAULT_HOOKS[name] for name in experiment.syscalls)

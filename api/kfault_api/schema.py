@@ -5,7 +5,7 @@ them, and `kfault validate` checks documents against them with `validate_against
 """
 import re
 
-from kfault_api import layout
+from kfault_api import layout, syscalls
 
 PERCENT = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
            "description": "A percent from 0 to 100, such as \"25\" or \"0.5\"."}
@@ -152,6 +152,8 @@ IO_METHODS = {
     "create": ("open", "openat", "openat2", "creat"),
     ATTR_METHOD: IO_STAT_SYSCALLS,
 }
+# Every syscall IOChaos's methods stand for (SyscallChaos sends a fault on them to IOChaos).
+IO_METHODS_SYSCALLS = frozenset(s for syscalls_of in IO_METHODS.values() for s in syscalls_of)
 # The methods a mistake can act on: the calls that carry data.
 MISTAKE_METHODS = ("read", "write")
 # Methods a fault fails after the call ran, and why: no security hook runs before they take
@@ -221,6 +223,32 @@ IO_CHAOS_SPEC = {
                   "description": "A Linux errno such as 5 (EIO) or 28 (ENOSPC)."},
         "attr": ATTR_OVERRIDE,
         "mistake": MISTAKE,
+        "duration": DURATION,
+        "scheduler": SCHEDULER,
+        "remoteCluster": REMOTE_CLUSTER,
+    },
+}
+
+SYSCALL_CHAOS_SPEC = {
+    "type": "object",
+    "required": ["action", "syscalls"],
+    "properties": {
+        "action": {"type": "string", "enum": ["fault", "latency"],
+                   "description": "fault: the calls fail with errno before they take effect (at the kernel's "
+                                  "LSM hooks); latency: the calling thread is held for delay as each call returns."},
+        "mode": MODE,
+        "value": {"type": "string"},
+        "selector": POD_SELECTOR,
+        "containerNames": {"type": "array", "items": {"type": "string"}},
+        "syscalls": {"type": "array", "items": {"type": "string", "pattern": "^[a-z0-9_]+$"},
+                     "description": "System call names as the kernel has them (connect, clone3, mmap). fault: "
+                                    "those with an LSM hook before they take effect ("
+                                    + ", ".join(syscalls.FAULT_HOOKS) + "); fork also fails clone and "
+                                    "clone3 that make a process. latency: any syscall but the vDSO's."},
+        "percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 100},
+        "delay": DURATION,
+        "errno": {"type": "integer", "minimum": 1, "maximum": 133,
+                  "description": "A Linux errno such as 111 (ECONNREFUSED), 11 (EAGAIN) or 12 (ENOMEM)."},
         "duration": DURATION,
         "scheduler": SCHEDULER,
         "remoteCluster": REMOTE_CLUSTER,

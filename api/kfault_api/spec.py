@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 import yaml
 
-from kfault_api import expression, glob_dfa, layout, schema, units
+from kfault_api import expression, glob_dfa, layout, schema, syscalls, units
 from kfault_api.quoting import quoted
 
 API_VERSION = "kfault.dev/v1alpha1"
@@ -161,6 +161,16 @@ class IOChaos(Experiment):
     container_names: tuple = ()
     attr: Optional[AttrOverride] = None
     mistake: Optional[Mistake] = None
+
+
+@dataclass(frozen=True)
+class SyscallChaos(Experiment):
+    # action: fault | latency
+    syscalls: tuple                # names of kfault_api.syscalls.X86_64
+    percent: int = 100
+    delay_ns: int = 0
+    errno: int = 0
+    container_names: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -384,6 +394,59 @@ def _mistake(spec, problems):
                      "action mistake needs it")
         return None
     return Mistake(mistake.get("filling", "zero"), mistake["maxOccurrences"], mistake["maxLength"])
+
+
+def _syscall_chaos(metadata, spec, doc, for_node):
+    problems = _Problems()
+    action = spec["action"]
+    delay = 0
+    if action == "latency":
+        if "delay" not in spec:
+            problems.add("spec.delay", None, "a delay such as \"100ms\": action latency needs it")
+        else:
+            delay = problems.parse("spec.delay", spec["delay"], units.parse_duration_ns)
+            if delay == 0:
+                problems.add("spec.delay", spec["delay"], "a delay above 0")
+    if action == "fault" and "errno" not in spec:
+        problems.add("spec.errno", None, "an errno such as 111 (ECONNREFUSED): action fault needs it")
+    for other, needs in (("delay", "latency"), ("errno", "fault")):
+        if other in spec and action != needs:
+            problems.add(f"spec.{other}", spec[other], f"no {other} for action {action} (it is for "
+                         f"action {needs}): remove it")
+    names = tuple(dict.fromkeys(spec["syscalls"]))
+    if not names:
+        problems.add("spec.syscalls", spec["syscalls"], "at least one system call name, such as [connect]")
+    for index, name in enumerate(spec["syscalls"]):
+        why = _syscall_refusal(action, name)
+        if why:
+            problems.add(f"spec.syscalls[{index}]", name, why)
+    duration = _duration(spec, problems)
+    problems.raise_any()
+    return SyscallChaos(name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
+                        syscalls=names, percent=spec.get("percent", 100), delay_ns=delay or 0,
+                        errno=spec.get("errno", 0), container_names=tuple(spec.get("containerNames", ())),
+                        duration_ns=duration, raw=doc)
+
+
+def _syscall_refusal(action, name):
+    """Why SyscallChaos's `action` can't act on syscall `name` (what to use instead), or None."""
+    if name not in syscalls.X86_64:
+        return "a system call name of x86_64 as the kernel has it (e.g. connect, clone3, mmap, getrandom)"
+    if action == "latency":
+        if name in syscalls.VDSO:
+            return (f"a syscall; {name} is answered by the vDSO in user space on x86_64, with no system call "
+                    "to hold")
+        if name in syscalls.NEVER_RETURN:
+            return f"a syscall that returns; {name} never returns, so there is no return to hold"
+        return None
+    if name in syscalls.FAULT_HOOKS:
+        return None
+    if name in schema.IO_METHODS_SYSCALLS:
+        why = syscalls.FILE_IO_HINT
+    else:
+        why = syscalls.FAULT_REFUSED.get(name, syscalls.NO_HOOK)
+    return (f"a syscall that can fail before it takes effect ({', '.join(syscalls.FAULT_HOOKS)}); "
+            f"{name}: {why}")
 
 
 # The action blocks of NetworkChaos, and which of them each action takes.
@@ -838,6 +901,7 @@ class Kind:
     parse: Callable = field(repr=False)   # (metadata, spec, doc, for_node) -> model
     schedule_key: Optional[str] = None    # an experiment's: its spec's key in a Schedule (Chaos Mesh's)
     plural_form: str = ""                 # the resource's plural, where it is not the name in lower case
+    chaos_mesh: bool = True               # Chaos Mesh has this kind (SyscallChaos is kfault's own)
 
     @property
     def plural(self):
@@ -862,6 +926,8 @@ EXPERIMENTS = {kind.name: kind for kind in (
     Kind("NetworkChaos", "kfnet", schema.NETWORK_CHAOS_SPEC, NetworkChaos, _network_chaos, "networkChaos"),
     Kind("IOChaos", "kfio", schema.IO_CHAOS_SPEC, IOChaos, _io_chaos, "ioChaos"),
     Kind("PodChaos", "kfpod", schema.POD_CHAOS_SPEC, PodChaos, _pod_chaos, "podChaos"),
+    Kind("SyscallChaos", "kfsys", schema.SYSCALL_CHAOS_SPEC, SyscallChaos, _syscall_chaos, "syscallChaos",
+         chaos_mesh=False),
 )}
 SCHEDULE = Kind("Schedule", "kfsched",
                 schema.schedule_spec({k.schedule_key: (k.name, k.schema) for k in EXPERIMENTS.values()}),

@@ -29,6 +29,7 @@
 #include <linux/aio_abi.h> /* struct iocb, IOCB_CMD_* (UAPI) */
 
 #include "kfault.h"
+#include "current_syscall.h"
 #include "syscall_args.h"
 
 #define IO_PF_IO_WORKER 0x10   /* task_struct.flags: an io_uring kernel thread (linux/sched.h) */
@@ -138,16 +139,6 @@ static __always_inline __u64 worker_request(void)
 		return 0;
 	work = kernel_u64(worker, KFAULT_OFF_IO_WORKER_CUR_WORK);
 	return work ? work - KFAULT_OFF_IO_KIOCB_WORK : 0;
-}
-
-/* The syscall the current task is in (bpf_task_pt_regs, 5.15+). */
-static __always_inline __u64 current_syscall(void)
-{
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	__u64 nr = -1;
-
-	bpf_probe_read_kernel(&nr, sizeof(nr), KFAULT_SYSCALL_NR(regs));
-	return nr;
 }
 
 /* The struct file an fd names in the current task's fd table (files->fdt->fd[fd], bounded by

@@ -83,3 +83,18 @@ def io_engine(io_datapath, capabilities):
     eng = iofault.IOFaultEngine(io_datapath, capabilities, lease_s=600)
     yield eng
     eng.revoke_all()
+
+
+@pytest.fixture(scope="module")
+def syscall_engine():
+    """SyscallChaos's engine on its own datapath, loaded once per module (its tests share it)."""
+    if os.geteuid() != 0:
+        skip_unless_required("needs root: tests load BPF programs and make cgroups")
+    from kfault_agent.engines import syscallfault
+    from kfault_agent.kernel import capabilities
+    datapath, caps = capabilities.probe_syscall()
+    if datapath is None:
+        skip_for_lack_of("syscall-fault", caps["syscall-fault"].reason)
+    eng = syscallfault.SyscallFaultEngine(datapath, caps, lease_s=600)
+    yield eng
+    eng.close()

@@ -17,6 +17,7 @@ import platform
 import pytest
 
 from kfault_agent.kernel import loader
+from kfault_api import syscalls
 from tests.features import skip_for_lack_of, skip_unless_required
 
 pytestmark = pytest.mark.stock_kernel("what 6.1's verifier makes of every program")
@@ -97,6 +98,16 @@ def test_file_hook_program_within_its_recorded_size(io_datapath, program):
         skip_for_lack_of("file-hooks", "the file hooks are not loaded here "
                          f"({io_datapath.errno_mechanism or 'syscall tracepoints'} is used)")
     check_size(program, io_datapath.programs[program].fd)
+
+
+@pytest.mark.parametrize("program", (loader.SYSCALL_LATENCY_PROGRAM,)
+                         + tuple(f"lsm__{hook}" for hook in syscalls.HOOKS))
+def test_syscall_program_within_its_recorded_size(syscall_engine, program):
+    datapath = syscall_engine.datapath
+    if program not in datapath.programs:
+        refusal = datapath.latency_refusal if program == loader.SYSCALL_LATENCY_PROGRAM else datapath.fault_refusal
+        skip_for_lack_of("syscall-latency" if program == loader.SYSCALL_LATENCY_PROGRAM else "syscall-fault", refusal)
+    check_size(program, datapath.programs[program].fd)
 
 
 def test_growth_message_says_how_much_and_how_to_record():

@@ -72,6 +72,21 @@ class IOCounts:
 
 
 @dataclass(frozen=True)
+class SyscallPlacementCounts:
+    """One SyscallChaos placement: calls per syscall and outcome, and the latency injected."""
+    experiment: str
+    target: str
+    action: str
+    calls: dict           # syscall -> {outcome: calls}: passed, then failed (fault) or delayed (latency)
+    delay_ns: int
+
+
+@dataclass(frozen=True)
+class SyscallCounts:
+    placements: list      # SyscallPlacementCounts
+
+
+@dataclass(frozen=True)
 class PodPlacementCounts:
     """One pod-failure freeze in force."""
     experiment: str

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from kfault_agent.errors import KernelUnsupported
 from kfault_agent.kernel import btf, tcx, topology
 from kfault_agent.kernel.loader import (ERRNO_HOOKS, ERRNO_MECHANISMS, FILE_HOOK_LAYOUT, IODatapath, NetDatapath,
-                                        file_hook_layout_cflags, io_arch_cflag, no_headers_reason, uapi_headers)
+                                        SyscallDatapath, file_hook_layout_cflags, io_arch_cflag, no_headers_reason,
+                                        uapi_headers)
 from kfault_api import schema
 
 
@@ -121,6 +122,38 @@ def probe_io():
                            f"calls fail before they take effect, by {errno_ways[0].name}" if errno_ways else
                            f"no way to fail a call before it takes effect: {needs}"))
     return datapath, {c.name: c for c in caps}
+
+
+def probe_syscall():
+    """(SyscallDatapath or None, capabilities): SyscallChaos's programs, and what of it this node
+    can do: syscall-fault (BPF LSM hooks), syscall-latency (the sys_exit tracepoint and ptrace)."""
+    ptrace = _probe_ptrace()
+    try:
+        io_arch_cflag()
+        datapath = SyscallDatapath(_bpf_lsm_active())
+    except KernelUnsupported as err:
+        why = str(err).splitlines()[0][:400]
+        return None, {"syscall-fault": Capability("syscall-fault", False, why),
+                      "syscall-latency": Capability("syscall-latency", False, why), "ptrace": ptrace}
+    fault = Capability("syscall-fault", not datapath.fault_refusal, datapath.fault_refusal or
+                       "calls fail before they take effect, at BPF LSM hooks attached while a rule names their "
+                       "syscalls")
+    latency_why = datapath.latency_refusal or (None if ptrace.available else ptrace.reason)
+    latency = Capability("syscall-latency", not latency_why, latency_why or
+                         "threads are held as their calls return (sys_exit tracepoint while a rule is armed, "
+                         "and the holder)")
+    return datapath, {"syscall-fault": fault, "syscall-latency": latency, "ptrace": ptrace}
+
+
+SYSCALL_NEEDS = {"fault": "syscall-fault", "latency": "syscall-latency"}
+
+
+def syscall_support(capabilities, action):
+    """(supported, reason) for one SyscallChaos action on this node."""
+    cap = capabilities.get(SYSCALL_NEEDS[action])
+    if cap is None:
+        return False, f"{SYSCALL_NEEDS[action]} not probed"
+    return cap.available, cap.reason if not cap.available else "supported"
 
 
 def _probe_ptrace():
@@ -298,7 +331,10 @@ def node_capabilities():
     io_datapath, io_caps = probe_io()
     if io_datapath:
         io_datapath.close()
-    return {**caps, **io_caps}
+    syscall_datapath, syscall_caps = probe_syscall()
+    if syscall_datapath:
+        syscall_datapath.close()
+    return {**caps, **io_caps, **syscall_caps}
 
 
 def action_support(capabilities, action):

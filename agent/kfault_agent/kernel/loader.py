@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from kfault_agent.errors import KernelUnsupported
 from kfault_agent.kernel import bpfcall, btf, children, compile, maps
-from kfault_api import layout
+from kfault_api import layout, syscalls
 
 # The BPF sources: the checkout's bpf/ folder, or where an image put them.
 BPF_DIR = os.path.normpath(os.environ.get("KFAULT_BPF_DIR")
@@ -596,3 +596,101 @@ def program_size(fd):
     length = bpfcall.obj_info(fd, info)
     has_verified = length >= _ProgInfo.verified_insns.offset + _ProgInfo.verified_insns.size
     return ProgramSize(info.xlated_prog_len // 8, info.verified_insns if has_verified else None)
+
+
+SYSCALL_LATENCY_PROGRAM = "sc_sys_exit"
+
+
+class SyscallDatapath:
+    """syscallfault.c, compiled and loaded: SyscallChaos's programs. Nothing of it is attached
+    while no rule needs it: a fault rule's hooks (BPF LSM, syscalls.FAULT_HOOKS) while it is
+    armed (each taxes only the calls of its function), the sys_exit tracepoint while a latency
+    rule is (it puts every task on the node on the slower syscall path). `fault_refusal` says
+    why faults can't be had here (no BPF LSM), `latency_refusal` why latency can't; the
+    datapath loads if either can."""
+
+    def __init__(self, lsm_active):
+        headers = require_headers(uapi_headers())
+        cflags = [f"-I{BPF_DIR}", "-Wno-macro-redefined", io_arch_cflag()]
+        self.bpf = Programs(os.path.join(BPF_DIR, "syscallfault.c"), cflags, headers)
+        self.programs, self._hook_links, self._tracepoint_link = {}, {}, None
+        self.fault_refusal = self._load_hooks() if lsm_active else (
+            "bpf is not an active LSM (/sys/kernel/security/lsm): boot with lsm=...,bpf and CONFIG_BPF_LSM=y")
+        try:
+            self.programs[SYSCALL_LATENCY_PROGRAM] = self.bpf.load(SYSCALL_LATENCY_PROGRAM,
+                                                                   bpfcall.PROG_RAW_TRACEPOINT)
+            self.latency_refusal = None
+        except OSError as err:
+            self.latency_refusal = f"the kernel refused {SYSCALL_LATENCY_PROGRAM} ({str(err).splitlines()[0][:300]})"
+        if self.fault_refusal and self.latency_refusal:
+            self.bpf.close()
+            raise KernelUnsupported(f"no syscall faults: {self.fault_refusal}; no syscall latency: "
+                                    f"{self.latency_refusal}")
+        self.rules = self.bpf.table("kfault_sc_rules")
+        self.cgroups = self.bpf.table("kfault_sc_cgroups")
+        self.armed = self.bpf.table("kfault_sc_armed")
+        self.syscalls = self.bpf.table("kfault_sc_syscalls")
+        self.counters = self.bpf.table("kfault_sc_counters")
+        self.traced = self.bpf.table("kfault_sc_traced")
+        self.stopped = self.bpf.table("kfault_sc_stopped")
+        self.stop_bell_fd = self.bpf.table("kfault_sc_stop_bell").map_fd
+        self.holders = self.bpf.table("kfault_sc_holders")
+        self.holds = self.bpf.table("kfault_sc_holds")
+
+    def _load_hooks(self):
+        """Load every LSM hook of the table, attach each once and let go (what the probe learns:
+        the kernel lets them attach); None, or why not."""
+        names = [f"lsm__{hook}" for hook in syscalls.HOOKS]
+        try:
+            self.programs.update(self.bpf.load_many(names, bpfcall.PROG_LSM))
+            for hook in syscalls.HOOKS:
+                self.attach_hook(hook)
+        except OSError as err:
+            return f"the kernel refused a BPF LSM hook ({str(err).splitlines()[0][:300]})"
+        finally:
+            self.detach_hooks()
+        return None
+
+    @property
+    def hooks_attached(self):
+        return set(self._hook_links)
+
+    @property
+    def tracepoint_attached(self):
+        return self._tracepoint_link is not None
+
+    def attach_hook(self, hook):
+        if hook not in self._hook_links:
+            self._hook_links[hook] = self.bpf.attach(f"lsm__{hook}")
+
+    def attach_hooks(self, hooks):
+        """Attach these hooks where they aren't yet, or OSError, those attached here let go again."""
+        attached = []
+        try:
+            for hook in hooks:
+                if hook not in self._hook_links:
+                    self.attach_hook(hook)
+                    attached.append(hook)
+        except BaseException:
+            for hook in attached:
+                self.bpf.detach(self._hook_links.pop(hook))
+            raise
+
+    def detach_hooks(self, keep=()):
+        """Detach every hook but those in `keep`."""
+        for hook in [hook for hook in self._hook_links if hook not in keep]:
+            self.bpf.detach(self._hook_links.pop(hook))
+
+    def attach_tracepoint(self):
+        if self._tracepoint_link is None:
+            self._tracepoint_link = self.bpf.attach(SYSCALL_LATENCY_PROGRAM, "sys_exit")
+
+    def detach_tracepoint(self):
+        if self._tracepoint_link is not None:
+            self.bpf.detach(self._tracepoint_link)
+            self._tracepoint_link = None
+
+    def close(self):
+        self.detach_tracepoint()
+        self.detach_hooks()
+        self.bpf.close()

@@ -1,0 +1,156 @@
+"""Syscall fault benchmark: what SyscallChaos's faults cost the calls they don't fail.
+
+A loop in C (compiled here with cc: a Python loop's own cost would hide the hooks'), in a cgroup:
+  (0) no rule: none of kfault's syscall programs attached (loaded and unattached, they cost
+      nothing; checked by the kernel's own list of BPF links)
+  (b) a fault on connect armed on another cgroup; this loop's UDP connect(2)s pass the
+      socket_connect hook, untargeted: the cost every other process of the node pays
+  (c) a fault on sendmsg armed on this cgroup; this loop's write(2)s on a UDP socket pass the
+      socket_sendmsg hook, targeted, but are not the syscall named: a non-matching call
+  (d) a fault on connect at percent 0 on this cgroup: every connect is decided (rolled, passed)
+(b) and (d) against (0)'s connect loop, (c) against (0)'s write loop. Nanoseconds per call by
+the loop's own clock, median of interleaved rounds (each in its own order, each loop after an
+untimed one); each ratio is the median of every round's own ratio.
+Run as root where BPF LSM is active: make bench-syscall (here), or in the VM (Debian's 6.1):
+    scripts/vm-run .venv/bin/python bench/syscall_overhead.py
+"""
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+
+from kfault_agent.engines import syscallfault
+from kfault_agent.kernel import capabilities, topology
+from kfault_api import spec
+from kfault_lab import bpf_links
+
+ROUNDS = 15
+CALLS = 50_000
+
+LOOP_C = r"""
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* loop connect|write CALLS: ns per call of the loop (after an untimed tenth) */
+int main(int argc, char **argv)
+{
+	long calls = atol(argv[2]);
+	int do_connect = !strcmp(argv[1], "connect");
+	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(9)};
+	struct timespec start, end;
+	char byte = 0;
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+	peer.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&peer, sizeof(peer)))
+		return 1;
+	for (int timed = 0; timed < 2; timed++) {
+		long n = timed ? calls : calls / 10;
+		clock_gettime(CLOCK_MONOTONIC, &start);
+		for (long i = 0; i < n; i++) {
+			if (do_connect)
+				connect(fd, (struct sockaddr *)&peer, sizeof(peer));
+			else
+				write(fd, &byte, 1);
+		}
+		clock_gettime(CLOCK_MONOTONIC, &end);
+	}
+	printf("%.2f\n", ((end.tv_sec - start.tv_sec) * 1e9 + (end.tv_nsec - start.tv_nsec)) / calls);
+	return 0;
+}
+"""
+
+
+def build_loop(directory):
+    source, binary = os.path.join(directory, "loop.c"), os.path.join(directory, "loop")
+    with open(source, "w", encoding="ascii") as handle:
+        handle.write(LOOP_C)
+    subprocess.run(["cc", "-O2", "-o", binary, source], check=True)
+    return binary
+
+
+def loop_ns(binary, cgroup, call, calls):
+    done = subprocess.run(["sh", "-c", f'echo $$ > "{cgroup}/cgroup.procs" && exec "$@"', "loop", binary, call,
+                           str(calls)], capture_output=True, text=True, check=True)
+    return float(done.stdout)
+
+
+def fault(name, syscalls, percent=100):
+    return spec.parse_experiment({"apiVersion": spec.API_VERSION, "kind": "SyscallChaos", "metadata": {"name": name},
+                                  "spec": {"action": "fault", "syscalls": syscalls, "errno": 111,
+                                           "percent": percent}})
+
+
+# configuration -> (the rule and where it is armed, the loop's call, the baseline it is held to)
+CONFIGS = {
+    "0": (None, None, "connect", None),
+    "0w": (None, None, "write", None),
+    "b": (fault("other-connect", ["connect"]), "other", "connect", "0"),
+    "c": (fault("this-sendmsg", ["sendmsg"]), "loop", "write", "0w"),
+    "d": (fault("this-connect-0", ["connect"], percent=0), "loop", "connect", "0"),
+}
+WHAT = {"0": "no rule (connect loop)", "0w": "no rule (write loop)",
+        "b": "fault on connect armed on another cgroup",
+        "c": "fault on sendmsg on this cgroup; write() passes its hook",
+        "d": "fault on connect at 0% on this cgroup: each call decided"}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--calls", type=int, default=CALLS)
+    args = parser.parse_args()
+    datapath, caps = capabilities.probe_syscall()
+    if datapath is None or not caps["syscall-fault"].available:
+        sys.exit(f"no syscall faults here: {caps['syscall-fault'].reason}")
+    engine = syscallfault.SyscallFaultEngine(datapath, caps, lease_s=3600)
+    root = topology.cgroup2_mount()
+    cgroups = {name: os.path.join(root, f"kft-bench-sc-{uuid.uuid4().hex[:6]}-{name}") for name in ("loop", "other")}
+    figures = {name: [] for name in CONFIGS}
+    try:
+        for path in cgroups.values():
+            os.mkdir(path)
+        with tempfile.TemporaryDirectory() as directory:
+            binary = build_loop(directory)
+            for _ in range(args.rounds):
+                order = list(CONFIGS)
+                random.shuffle(order)
+                for name in order:
+                    experiment, where, call, _base = CONFIGS[name]
+                    target = None
+                    if experiment:
+                        target = engine.resolve(f"cgroup:{cgroups[where]}", experiment)[0]
+                        engine.apply(experiment, target)
+                    elif bpf_links.attached_names(datapath.bpf.programs):
+                        sys.exit("a syscall program stayed attached with no rule armed")
+                    try:
+                        loop_ns(binary, cgroups["loop"], call, args.calls // 10)      # untimed
+                        figures[name].append(loop_ns(binary, cgroups["loop"], call, args.calls))
+                    finally:
+                        if target:
+                            engine.revoke(experiment.key, target.name)
+    finally:
+        engine.close()
+        for path in cgroups.values():
+            if os.path.isdir(path):
+                os.rmdir(path)      # the loops have exited
+    print(f"syscall loop, {args.calls} calls, median of {args.rounds} rounds, kernel {os.uname().release}")
+    for name, (_e, _w, _call, base) in CONFIGS.items():
+        line = f"({name}) {WHAT[name]:<58} {statistics.median(figures[name]):8.1f} ns/call"
+        if base:
+            ratio = statistics.median(a / b for a, b in zip(figures[name], figures[base]))
+            line += f"   ratio to ({base}) {ratio:.3f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
