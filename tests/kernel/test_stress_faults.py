@@ -1,0 +1,227 @@
+"""StressChaos in the kernel: stressors in a child cgroup of a container's hold the CPU and the
+memory asked, against the container's own limits, and never outlive their experiment. They
+need cgroup v2's cpu and memory controllers: the VM tier (this host has them on cgroup v1)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+import tempfile
+import uuid
+
+import pytest
+import yaml
+
+from kfault_agent.engines import stressfault
+from kfault_agent.errors import KernelUnsupported
+from kfault_agent.kernel import stress, topology
+from kfault_api import spec
+from tests.features import skip_unless_required
+from tests.victims import remove_cgroup, wait_until
+
+WARM_UP_S = 5
+HOLD_S = 30
+CHAOS_MESH = os.path.join(os.path.dirname(__file__), "..", "chaos_mesh", "stress.yaml")
+
+
+def stress_chaos(name, **fields):
+    return spec.parse_experiment({"apiVersion": spec.API_VERSION, "kind": "StressChaos",
+                                  "metadata": {"name": name}, "spec": fields})
+
+
+def has_v2_controllers():
+    try:
+        stress.require_cgroup2_controllers()
+        return True
+    except KernelUnsupported:
+        return False
+
+
+@pytest.fixture
+def containers():
+    """make(cpu_max=None, memory_max=None) -> a cgroup v2 "container" holding a sleeping process
+    in a mount namespace of its own with a small tmpfs on /tmp (where --hdd writes)."""
+    if not has_v2_controllers():
+        skip_unless_required("cgroup v2's cpu and memory controllers (this host has them on cgroup v1)")
+    root = topology.cgroup2_mount()
+    control = os.path.join(root, "cgroup.subtree_control")
+    enabled = open(control, encoding="ascii").read().split()
+    added = [c for c in ("cpu", "memory") if c not in enabled]
+    if added:       # a VM without systemd: the root distributes nothing until asked
+        with open(control, "w", encoding="ascii") as handle:
+            handle.write(" ".join("+" + c for c in added))
+    made = []
+
+    def make(cpu_max=None, memory_max=None):
+        path = os.path.join(root, "kft-stress-" + uuid.uuid4().hex[:6])
+        os.mkdir(path)
+        if cpu_max:
+            open(os.path.join(path, "cpu.max"), "w", encoding="ascii").write(cpu_max)
+        if memory_max:
+            open(os.path.join(path, "memory.max"), "w", encoding="ascii").write(str(memory_max))
+        proc = subprocess.Popen(["unshare", "-m", "sh", "-c", f"echo $$ > {path}/cgroup.procs && "
+                                 "mount -t tmpfs -o size=16m tmpfs /tmp && echo in && exec sleep 600"],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "in\n"
+        made.append((path, proc))
+        return path, proc
+
+    yield make
+    for path, proc in made:
+        proc.kill()
+        proc.wait()
+        for name in os.listdir(path):
+            if name.startswith(stress.PREFIX):
+                stress.remove_cgroup(os.path.join(path, name))
+        remove_cgroup(path)
+    if added:
+        with open(control, "w", encoding="ascii") as handle:
+            handle.write(" ".join("-" + c for c in added))
+
+
+def cpu_fraction(cgroups, seconds):
+    """{cgroup: CPUs its tasks got over `seconds` of wall time}, from cpu.stat."""
+    before = {path: stress.cpu_usage_s(path) for path in cgroups}
+    start = time.monotonic()
+    time.sleep(seconds)
+    wall = time.monotonic() - start
+    return {path: (stress.cpu_usage_s(path) - before[path]) / wall for path in cgroups}
+
+
+def task_cpu_s(pid):
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.stock_kernel("cgroup v2's cpu and memory controllers: the host has them on cgroup v1")
+def test_cpu_and_memory_held_against_the_containers_limits(containers):
+    """All three at once (one 30 s window): 50% of cpu.max 50000/100000 by one worker holds
+    0.25 CPU; 50% by two workers without a limit holds one CPU; 256MB is held resident using
+    no CPU once held."""
+    limited, _ = containers(cpu_max="50000 100000")
+    unlimited, _ = containers()
+    memory, _ = containers(memory_max=1 << 30)
+    engine = stressfault.StressEngine(lease_s=120)
+    try:
+        a = engine.apply(stress_chaos("quarter", stressors={"cpu": {"workers": 1, "load": 50}}),
+                         topology.CgroupTarget("limited", limited))
+        b = engine.apply(stress_chaos("one", stressors={"cpu": {"workers": 2, "load": 50}}),
+                         topology.CgroupTarget("unlimited", unlimited))
+        c = engine.apply(stress_chaos("held", stressors={"memory": {"workers": 1, "size": "256MB"}}),
+                         topology.CgroupTarget("memory", memory))
+        assert (a.cpus, b.cpus, c.memory_bytes) == (0.25, 1.0, 256_000_000)
+
+        def held():
+            return next(p for p in engine.counts().placements if p.target == "memory").memory_bytes
+        wait_until(lambda: held() >= 0.98 * 256e6, "the memory worker to hold 256MB", timeout=60)
+        time.sleep(WARM_UP_S)
+        (worker,) = stress.stressors(c.cgroup)["memory"]
+        worker_cpu = task_cpu_s(worker)
+        got = cpu_fraction([a.cgroup, b.cgroup], HOLD_S)
+        worker_cpu = (task_cpu_s(worker) - worker_cpu) / HOLD_S
+        resident = held()
+        print(f"cpu.max 50000/100000, workers 1, load 50: {got[a.cgroup]:.4f} CPU (0.25 asked); "
+              f"no limit, workers 2, load 50: {got[b.cgroup]:.4f} CPU (1.0 asked); memory 256MB: {resident} bytes "
+              f"resident ({resident / 256e6 - 1:+.2%}), its worker using {worker_cpu:.4f} CPU")
+        # Within 2 points as asked; the VM runs under TCG on a loaded host, where a 30 s window
+        # can lose more to the host: the precise figure is bench/stress_accuracy.py's.
+        assert abs(got[a.cgroup] - 0.25) < 0.05
+        assert abs(got[b.cgroup] - 1.0) < 0.10
+        assert abs(resident / 256e6 - 1) < 0.02
+        assert worker_cpu < 0.01
+    finally:
+        engine.close()
+    for placement in (a, b, c):
+        assert not os.path.exists(placement.cgroup)
+
+
+@pytest.mark.stock_kernel("cgroup v2's memory controller: the host has it on cgroup v1")
+def test_memory_above_memory_max_is_the_containers_own_oom_kill(containers):
+    small, app = containers(memory_max=64 << 20)
+    outside, bystander = containers()
+    engine = stressfault.StressEngine(lease_s=60)
+    try:
+        placed = engine.apply(stress_chaos("oom", stressors={"memory": {"workers": 1, "size": "128MB"}}),
+                              topology.CgroupTarget("small", small))
+
+        def oom_kills(path):
+            events = dict(line.split() for line in open(os.path.join(path, "memory.events"), encoding="ascii"))
+            return int(events["oom_kill"])
+        wait_until(lambda: oom_kills(small) >= 1, "the container's OOM killer", timeout=60)
+        wait_until(lambda: "memory" not in stress.stressors(placed.cgroup), "the memory worker to be gone")
+        assert oom_kills(outside) == 0 and bystander.poll() is None
+        print(f"memory.max 64MiB, size 128MB: {oom_kills(small)} OOM kill(s) inside the container, "
+              f"application {'alive' if app.poll() is None else 'killed'}, nothing outside")
+    finally:
+        engine.close()
+
+
+def test_cgroup_v1_is_refused_by_name():
+    if has_v2_controllers():
+        pytest.skip("this node has cgroup v2's cpu and memory controllers: nothing to refuse")
+    with pytest.raises(KernelUnsupported, match="cgroup v1"):
+        stressfault.StressEngine.load({})
+
+
+AGENT = """
+import sys, time
+from kfault_agent.engines import stressfault
+from kfault_agent.kernel import topology
+from kfault_api import spec
+engine = stressfault.StressEngine(lease_s=float(sys.argv[2]))
+doc = {"apiVersion": spec.API_VERSION, "kind": "StressChaos", "metadata": {"name": "orphan"},
+       "spec": {"stressors": {"cpu": {"workers": 2, "load": 20}, "memory": {"workers": 1, "size": "16MB"}}}}
+placed = engine.apply(spec.parse_experiment(doc), topology.CgroupTarget("c", sys.argv[1]))
+print(placed.cgroup, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.stock_kernel("cgroup v2's cpu and memory controllers: the host has them on cgroup v1")
+def test_a_killed_agent_leaves_no_stressor(containers):
+    path, _ = containers()
+    lease_s = 3.0
+    agent = subprocess.Popen([sys.executable, "-c", AGENT, path, str(lease_s)], stdout=subprocess.PIPE, text=True)
+    try:
+        cgroup = agent.stdout.readline().strip()
+        wait_until(lambda: sum(map(len, stress.stressors(cgroup).values())) == 4, "the stressors to start")
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        killed_at = time.monotonic()
+        wait_until(lambda: not stress.stressors(cgroup), "the stressors to die with the agent", timeout=lease_s)
+        print(f"SIGKILL of the agent: its stressors gone {time.monotonic() - killed_at:.2f} s later "
+              f"(lease {lease_s} s)")
+        assert stress.remove_leftovers() >= 1 and not os.path.exists(cgroup)
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+@pytest.mark.stock_kernel("cgroup v2's cpu and memory controllers: the host has them on cgroup v1")
+def test_chaos_meshs_documents_run_with_kfault_run(containers):
+    """burn-cpu.yaml (two workers, --hdd 1 writing in the container's /tmp) and cause-pod-oom.yaml,
+    only their apiVersion changed, run until a signal ends them, and nothing is left."""
+    path, _ = containers(memory_max=256 << 20)
+    docs = spec.load_documents(CHAOS_MESH)
+    for name in ("burn-cpu", "pod-oom"):
+        doc = next(d for d in docs if d["metadata"]["name"] == name)
+        kfault = os.path.join(os.path.dirname(sys.executable), "kfault")
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+            yaml.safe_dump(doc, handle)
+            run_file = handle.name
+        run = subprocess.Popen([kfault, "run", "-f", run_file, "--target", f"cgroup:{path}", "--interval", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            lines = []
+            for line in run.stdout:
+                lines.append(line)
+                if "stressors" in line and "s  default/" in line:
+                    break
+            run.send_signal(signal.SIGINT)
+            rest = run.communicate(timeout=60)[0]
+        finally:
+            os.unlink(run_file)
+        print(name, "".join(lines[-2:]).strip())
+        assert run.returncode == 0, "".join(lines) + rest
+        assert not [n for n in os.listdir(path) if n.startswith(stress.PREFIX)]
