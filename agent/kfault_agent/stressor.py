@@ -135,7 +135,8 @@ def start_workers(config):
         pids += [_worker("cpu", burn_cpu, cpu["share"]) for _ in range(cpu["workers"])]
     memory = config.get("memory")
     if memory:
-        pids += [_worker("memory", hold_memory, memory["bytes"], memory["oom_score_adj"]) for _ in range(memory["workers"])]
+        pids += [_worker("memory", hold_memory, memory["bytes"], memory["oom_score_adj"])
+                 for _ in range(memory["workers"])]
     hdd = config.get("hdd")
     if hdd:
         pids += [_worker("hdd", write_disk, hdd["dir"], hdd["bytes"]) for _ in range(hdd["workers"])]

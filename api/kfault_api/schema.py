@@ -250,6 +250,8 @@ STRESS_OPTIONS = {"type": "array", "items": {"type": "string"},
                   "description": "stress-ng's arguments, such as \"--cpu 2\" or \"--timeout 600\": those with a "
                                  "meaning in a container are taken, the others refused by name "
                                  "(docs/kinds/stresschaos.md)."}
+# A size as memStress (go-humanize) or stress-ng writes it, or a percent.
+STRESS_SIZE = r"^\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*[a-zA-Z]*$|^[0-9]+(\.[0-9]+)?%$"
 STRESS_WORKERS = {"type": "integer", "minimum": 1, "maximum": 8192, "description": "How many workers."}
 
 STRESS_CHAOS_SPEC = {
@@ -273,7 +275,7 @@ STRESS_CHAOS_SPEC = {
                     "options": STRESS_OPTIONS}},
                 "memory": {"type": "object", "required": ["workers"], "properties": {
                     "workers": STRESS_WORKERS,
-                    "size": {"type": "string", "pattern": r"^\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*[a-zA-Z]*$|^[0-9]+(\.[0-9]+)?%$",
+                    "size": {"type": "string", "pattern": STRESS_SIZE,
                              "description": "Memory held, split over the workers: \"256MB\" (10^6 bytes "
                                             "each, as Chaos Mesh reads it), \"1GiB\", or \"50%\" of the "
                                             "container's memory.max (of the node's memory without one)."},

@@ -5,9 +5,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import tempfile
-import uuid
+import time
 
 import pytest
 import yaml
@@ -16,8 +15,9 @@ from kfault_agent.engines import stressfault
 from kfault_agent.errors import KernelUnsupported
 from kfault_agent.kernel import stress, topology
 from kfault_api import spec
+from kfault_lab.containers import Containers, cpu_held, task_cpu_s
 from tests.features import skip_unless_required
-from tests.victims import remove_cgroup, wait_until
+from tests.victims import wait_until
 
 WARM_UP_S = 5
 HOLD_S = 30
@@ -29,69 +29,14 @@ def stress_chaos(name, **fields):
                                   "metadata": {"name": name}, "spec": fields})
 
 
-def has_v2_controllers():
-    try:
-        stress.require_cgroup2_controllers()
-        return True
-    except KernelUnsupported:
-        return False
-
-
 @pytest.fixture
 def containers():
-    """make(cpu_max=None, memory_max=None) -> a cgroup v2 "container" holding a sleeping process
-    in a mount namespace of its own with a small tmpfs on /tmp (where --hdd writes)."""
-    if not has_v2_controllers():
+    """make(cpu_max=None, memory_max=None) -> (cgroup, process): kfault_lab.containers."""
+    if stress.missing_controllers():
         skip_unless_required("cgroup v2's cpu and memory controllers (this host has them on cgroup v1)")
-    root = topology.cgroup2_mount()
-    control = os.path.join(root, "cgroup.subtree_control")
-    enabled = open(control, encoding="ascii").read().split()
-    added = [c for c in ("cpu", "memory") if c not in enabled]
-    if added:       # a VM without systemd: the root distributes nothing until asked
-        with open(control, "w", encoding="ascii") as handle:
-            handle.write(" ".join("+" + c for c in added))
-    made = []
-
-    def make(cpu_max=None, memory_max=None):
-        path = os.path.join(root, "kft-stress-" + uuid.uuid4().hex[:6])
-        os.mkdir(path)
-        if cpu_max:
-            open(os.path.join(path, "cpu.max"), "w", encoding="ascii").write(cpu_max)
-        if memory_max:
-            open(os.path.join(path, "memory.max"), "w", encoding="ascii").write(str(memory_max))
-        proc = subprocess.Popen(["unshare", "-m", "sh", "-c", f"echo $$ > {path}/cgroup.procs && "
-                                 "mount -t tmpfs -o size=16m tmpfs /tmp && echo in && exec sleep 600"],
-                                stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline() == "in\n"
-        made.append((path, proc))
-        return path, proc
-
-    yield make
-    for path, proc in made:
-        proc.kill()
-        proc.wait()
-        for name in os.listdir(path):
-            if name.startswith(stress.PREFIX):
-                stress.remove_cgroup(os.path.join(path, name))
-        remove_cgroup(path)
-    if added:
-        with open(control, "w", encoding="ascii") as handle:
-            handle.write(" ".join("-" + c for c in added))
-
-
-def cpu_fraction(cgroups, seconds):
-    """{cgroup: CPUs its tasks got over `seconds` of wall time}, from cpu.stat."""
-    before = {path: stress.cpu_usage_s(path) for path in cgroups}
-    start = time.monotonic()
-    time.sleep(seconds)
-    wall = time.monotonic() - start
-    return {path: (stress.cpu_usage_s(path) - before[path]) / wall for path in cgroups}
-
-
-def task_cpu_s(pid):
-    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-        fields = handle.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    made = Containers()
+    yield made.make
+    made.close()
 
 
 @pytest.mark.stock_kernel("cgroup v2's cpu and memory controllers: the host has them on cgroup v1")
@@ -118,7 +63,7 @@ def test_cpu_and_memory_held_against_the_containers_limits(containers):
         time.sleep(WARM_UP_S)
         (worker,) = stress.stressors(c.cgroup)["memory"]
         worker_cpu = task_cpu_s(worker)
-        got = cpu_fraction([a.cgroup, b.cgroup], HOLD_S)
+        got = cpu_held([a.cgroup, b.cgroup], HOLD_S)
         worker_cpu = (task_cpu_s(worker) - worker_cpu) / HOLD_S
         resident = held()
         print(f"cpu.max 50000/100000, workers 1, load 50: {got[a.cgroup]:.4f} CPU (0.25 asked); "
@@ -158,7 +103,7 @@ def test_memory_above_memory_max_is_the_containers_own_oom_kill(containers):
 
 
 def test_cgroup_v1_is_refused_by_name():
-    if has_v2_controllers():
+    if not stress.missing_controllers():
         pytest.skip("this node has cgroup v2's cpu and memory controllers: nothing to refuse")
     with pytest.raises(KernelUnsupported, match="cgroup v1"):
         stressfault.StressEngine.load({})

@@ -14,10 +14,7 @@ PREFIX = "kfault-stress-"      # kfault-stress-<owner tag>-<n>: the stressors' c
 def require_cgroup2_controllers(root=None):
     """StressChaos reads and counts against cpu.max and memory.max: cgroup v2's. Raises
     KernelUnsupported naming cgroup v1 where the controllers are there."""
-    root = root or cgroup2_mount()
-    with open(os.path.join(root, "cgroup.controllers"), encoding="ascii") as handle:
-        available = set(handle.read().split())
-    missing = [c for c in ("cpu", "memory") if c not in available]
+    missing = missing_controllers(root)
     if missing:
         on_v1 = [c for c in missing if c in _v1_controllers()]
         where = f"on cgroup v1 here ({', '.join(on_v1)})" if on_v1 else "not enabled in cgroup v2 here"
@@ -25,6 +22,13 @@ def require_cgroup2_controllers(root=None):
                                 "it counts stressors against a container's cpu.max and memory.max; boot the node "
                                 "with cgroup v2 only (systemd.unified_cgroup_hierarchy=1), as current "
                                 "Kubernetes requires")
+
+
+def missing_controllers(root=None):
+    """Which of cpu and memory cgroup v2 lacks here."""
+    with open(os.path.join(root or cgroup2_mount(), "cgroup.controllers"), encoding="ascii") as handle:
+        available = set(handle.read().split())
+    return [c for c in ("cpu", "memory") if c not in available]
 
 
 def _v1_controllers():
