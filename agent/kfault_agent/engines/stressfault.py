@@ -128,6 +128,13 @@ class StressEngine(LeasedPlacements):
             self._active[active.key] = active
             return active
 
+    def lapsed(self):
+        """Leases run out, and placements whose stressors are gone (the container ended: its
+        runtime killed its whole subtree): the runtime can remove the container's cgroup only
+        once the stressors' cgroup inside it is gone, which their revoke does."""
+        lapsed = super().lapsed()
+        return lapsed + [a.key for a in self.active() if a.key not in lapsed and stress.has_exited(a.pid)]
+
     def _write_deadline(self, active):
         try:
             os.write(active.write_fd, f"{active.deadline_ns}\n".encode())

@@ -179,6 +179,15 @@ def stressors(path):
     return found
 
 
+def has_exited(pid):
+    """A child of ours has exited (a zombie until it is reaped), or is gone."""
+    try:
+        stat = _read(f"/proc/{pid}", "stat")
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] in "ZX"
+
+
 def held_memory(pid, size):
     """Bytes resident of a memory worker's buffer: its anonymous mapping of `size` bytes."""
     wanted_kb = -(-size // os.sysconf("SC_PAGE_SIZE")) * os.sysconf("SC_PAGE_SIZE") // 1024
