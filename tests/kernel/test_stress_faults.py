@@ -5,11 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
-import yaml
 
 from kfault_agent.engines import stressfault
 from kfault_agent.errors import KernelUnsupported
@@ -81,23 +79,31 @@ def test_cpu_and_memory_held_against_the_containers_limits(containers):
         assert not os.path.exists(placement.cgroup)
 
 
+def oom_kills(path):
+    with open(os.path.join(path, "memory.events"), encoding="ascii") as handle:
+        return int(dict(line.split() for line in handle)["oom_kill"])
+
+
+def node_oom_kills():
+    with open("/proc/vmstat", encoding="ascii") as handle:
+        return int(dict(line.split() for line in handle)["oom_kill"])
+
+
 @pytest.mark.stock_kernel("cgroup v2's memory controller: the host has it on cgroup v1")
 def test_memory_above_memory_max_is_the_containers_own_oom_kill(containers):
     small, app = containers(memory_max=64 << 20)
     outside, bystander = containers()
     engine = stressfault.StressEngine(lease_s=60)
+    node_kills = node_oom_kills()
     try:
         placed = engine.apply(stress_chaos("oom", stressors={"memory": {"workers": 1, "size": "128MB"}}),
                               topology.CgroupTarget("small", small))
-
-        def oom_kills(path):
-            events = dict(line.split() for line in open(os.path.join(path, "memory.events"), encoding="ascii"))
-            return int(events["oom_kill"])
         wait_until(lambda: oom_kills(small) >= 1, "the container's OOM killer", timeout=60)
         wait_until(lambda: "memory" not in stress.stressors(placed.cgroup), "the memory worker to be gone")
-        assert oom_kills(outside) == 0 and bystander.poll() is None
         print(f"memory.max 64MiB, size 128MB: {oom_kills(small)} OOM kill(s) inside the container, "
-              f"application {'alive' if app.poll() is None else 'killed'}, nothing outside")
+              f"{node_oom_kills() - node_kills} on the node; application {'alive' if app.poll() is None else 'killed'}")
+        assert oom_kills(outside) == 0 and bystander.poll() is None
+        assert node_oom_kills() - node_kills == oom_kills(small)     # every OOM kill of the node was the container's
     finally:
         engine.close()
 
@@ -145,28 +151,15 @@ def test_a_killed_agent_leaves_no_stressor(containers):
 
 @pytest.mark.stock_kernel("cgroup v2's cpu and memory controllers: the host has them on cgroup v1")
 def test_chaos_meshs_documents_run_with_kfault_run(containers):
-    """burn-cpu.yaml (two workers, --hdd 1 writing in the container's /tmp) and cause-pod-oom.yaml,
-    only their apiVersion changed, run until a signal ends them, and nothing is left."""
+    """burn-cpu.yaml (two workers, --hdd 1 writing in the container's /tmp) and cause-pod-oom.yaml
+    (10GB past a memory.max of 256 MiB: the container's own OOM killer), only their apiVersion
+    changed, run side by side in one container until their duration ends, and nothing is left."""
     path, _ = containers(memory_max=256 << 20)
-    docs = spec.load_documents(CHAOS_MESH)
-    for name in ("burn-cpu", "pod-oom"):
-        doc = next(d for d in docs if d["metadata"]["name"] == name)
-        kfault = os.path.join(os.path.dirname(sys.executable), "kfault")
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-            yaml.safe_dump(doc, handle)
-            run_file = handle.name
-        run = subprocess.Popen([kfault, "run", "-f", run_file, "--target", f"cgroup:{path}", "--interval", "1"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            lines = []
-            for line in run.stdout:
-                lines.append(line)
-                if "stressors" in line and "s  default/" in line:
-                    break
-            run.send_signal(signal.SIGINT)
-            rest = run.communicate(timeout=60)[0]
-        finally:
-            os.unlink(run_file)
-        print(name, "".join(lines[-2:]).strip())
-        assert run.returncode == 0, "".join(lines) + rest
-        assert not [n for n in os.listdir(path) if n.startswith(stress.PREFIX)]
+    kfault = os.path.join(os.path.dirname(sys.executable), "kfault")
+    run = subprocess.run([kfault, "run", "-f", CHAOS_MESH, "--target", f"cgroup:{path}", "--duration", "8s"],
+                         capture_output=True, text=True, timeout=120)
+    print(run.stdout)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "default/burn-cpu cpu+hdd stressors" in run.stdout and "default/pod-oom memory stressors" in run.stdout
+    assert oom_kills(path) >= 1
+    assert not [name for name in os.listdir(path) if name.startswith(stress.PREFIX)]
