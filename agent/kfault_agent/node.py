@@ -134,10 +134,11 @@ def renew_local(engine):
 
 # ---- kfault agent: every kind this kernel can run, over gRPC ------------------------------
 
-def load_engines(lease_s, notice, stop=None):
+def load_engines(lease_s, notice, stop=None, unloaded=None):
     """(engines, capabilities): every engine whose datapath loads here, and what this node's
-    kernel can do; notice(text) hears of each engine that can't load. A signal on `stop`
-    between two loads: those loaded are closed, Stopped raised."""
+    kernel can do; notice(text) hears of each engine that can't load, and `unloaded` (a dict)
+    gets kind -> why. A signal on `stop` between two loads: those loaded are closed, Stopped
+    raised."""
     engines, capabilities = [], {}     # one dict, shared: each engine adds what it probed
     for engine_type in ENGINE_TYPES:
         _check(stop, *engines)
@@ -147,6 +148,8 @@ def load_engines(lease_s, notice, stop=None):
         except KernelUnsupported as err:
             _check(stop, *engines)
             notice(f"no {engine_type.what} on this node: {err}")
+            if unloaded is not None:
+                unloaded[engine_type.kind.name] = str(err)
     _check(stop, *engines)
     return engines, capabilities
 
@@ -210,9 +213,11 @@ def _start_serving(listen, lease_s, notice, node_name, tls_dir, metrics_port, st
     stale = tc.remove_stale_filters()
     if stale:
         notice(f"removed {stale} filter(s) an agent that died had left")
-    engines, capabilities = load_engines(lease_s, notice, stop)
+    unloaded = {}
+    engines, capabilities = load_engines(lease_s, notice, stop, unloaded)
     credentials, common_name = tls_from(tls_dir) if tls_dir else (None, None)
-    service = server.AgentService(engines, capabilities, node_name=node_name, require_common_name=common_name)
+    service = server.AgentService(engines, capabilities, node_name=node_name, require_common_name=common_name,
+                                  unloaded=unloaded)
     grpc_server, port = server.serve(service, listen, credentials)
     agent = Agent(engines, service, grpc_server, port)
     if stop is not None and stop.wait(0):
