@@ -25,6 +25,9 @@ import time
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 MADV_POPULATE_WRITE = 23        # Linux 5.14: fails with ENOMEM instead of looping in the fault handler
+# Unaccounted: the kernel's heuristic overcommit refuses one mapping above RAM + swap, and a size
+# above what the node has is the container's memory.max's to judge (Python's mmap lacks the name).
+MAP_NORESERVE = 0x4000
 POPULATE_CHUNK = 16 << 20
 CPU_SLICE_S = 0.005             # longest burn or sleep between two looks at the clocks
 CPU_DEBT_S = 0.5                # CPU time owed beyond this (the worker was starved) is forgiven, not burst
@@ -71,7 +74,7 @@ def hold_memory(size, oom_score_adj=0):
     if size > 0:
         # Between two PROT_NONE pages, so that no neighbour merges with it: the agent finds the
         # buffer in /proc/PID/smaps by its size (kernel/stress.py's held_memory).
-        buffer = mmap.mmap(-1, size + 2 * page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        buffer = mmap.mmap(-1, size + 2 * page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
         start = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
         for guard in (start, start + page + size):
             _libc.mprotect(ctypes.c_void_p(guard), ctypes.c_size_t(page), 0)
