@@ -42,6 +42,11 @@ def _name(kind):
     _libc.prctl(PR_SET_NAME, ctypes.c_char_p(COMM[kind].encode()), 0, 0, 0)
 
 
+def _oom_score_adj(value):
+    with open("/proc/self/oom_score_adj", "w", encoding="ascii") as handle:
+        handle.write(str(value))
+
+
 def burn_cpu(share):
     """Hold `share` of one CPU: burn while the CPU time got lags share x wall time, sleep while
     it leads. Both clocks are the kernel's (CLOCK_MONOTONIC, this process's CPU clock)."""
@@ -67,8 +72,7 @@ def hold_memory(size, oom_score_adj=0):
     """Map `size` bytes and make them resident; then hold them, using no CPU. A charge the
     container's memory.max refuses ends in its OOM killer (this worker, or another process of
     the container); were none killable, the populate fails with ENOMEM and what is held stays."""
-    with open("/proc/self/oom_score_adj", "w", encoding="ascii") as handle:
-        handle.write(str(oom_score_adj))
+    _oom_score_adj(oom_score_adj)
     page = mmap.PAGESIZE
     size = -(-size // page) * page
     if size > 0:
@@ -125,6 +129,8 @@ def _worker(kind, run, *args):
             os._exit(0)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _name(kind)
+        if kind != "memory":
+            _oom_score_adj(0)       # this process's may be lower (main): only the memory workers' is asked
         run(*args)
     except BaseException:  # noqa: BLE001 - a forked worker must never return
         code = 1
@@ -169,6 +175,10 @@ def main(argv):
     config, fd = json.loads(argv[0]), int(argv[1])
     _name("main")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if config.get("memory"):
+        # Never a likelier OOM victim than the memory workers: its death ends them (PDEATHSIG),
+        # which would defeat an oomScoreAdj of -1000 (keep the stressor, kill the application).
+        _oom_score_adj(min(0, config["memory"]["oom_score_adj"]))
     pids = []
     try:
         pids = start_workers(config)

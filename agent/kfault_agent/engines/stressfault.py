@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from kfault_agent.engines.counts import StressCounts, StressPlacementCounts
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
-from kfault_agent.errors import TargetUnsuitable
+from kfault_agent.errors import KernelUnsupported, TargetUnsuitable
 from kfault_agent.kernel import children, stress
 from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
 from kfault_agent.kernel.topology import resolve_cgroup_target
@@ -108,6 +108,10 @@ class StressEngine(LeasedPlacements):
             existing = self._replacing(experiment, target)
             if existing:
                 return existing
+            if experiment.memory and experiment.memory.oom_score_adj < 0 and not stress.can_lower_oom_score_adj():
+                raise KernelUnsupported(f"spec.stressors.memory.oomScoreAdj: {experiment.memory.oom_score_adj} needs "
+                                        "CAP_SYS_RESOURCE, which this agent lacks: run it privileged (as the "
+                                        "DaemonSet does), or use 0 or more")
             config, cpus, memory = plan(experiment, stress.cpu_limit(target.path), stress.memory_limit(target.path),
                                         stress.meminfo("MemTotal"), stress.meminfo("MemAvailable"))
             if experiment.hdd:

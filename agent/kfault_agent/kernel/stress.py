@@ -179,6 +179,16 @@ def stressors(path):
     return found
 
 
+CAP_SYS_RESOURCE = 24
+
+
+def can_lower_oom_score_adj():
+    """Setting an oom_score_adj below 0 needs CAP_SYS_RESOURCE (the DaemonSet is privileged)."""
+    with open("/proc/self/status", encoding="ascii") as handle:
+        caps = next(line.split()[1] for line in handle if line.startswith("CapEff:"))
+    return bool(int(caps, 16) >> CAP_SYS_RESOURCE & 1)
+
+
 def has_exited(pid):
     """A child of ours has exited (a zombie until it is reaped), or is gone."""
     try:
