@@ -67,10 +67,10 @@ def test_cpu_and_memory_held_against_the_containers_limits(containers):
         print(f"cpu.max 50000/100000, workers 1, load 50: {got[a.cgroup]:.4f} CPU (0.25 asked); "
               f"no limit, workers 2, load 50: {got[b.cgroup]:.4f} CPU (1.0 asked); memory 256MB: {resident} bytes "
               f"resident ({resident / 256e6 - 1:+.2%}), its worker using {worker_cpu:.4f} CPU")
-        # Within 2 points as asked; the VM runs under TCG on a loaded host, where a 30 s window
-        # can lose more to the host: the precise figure is bench/stress_accuracy.py's.
-        assert abs(got[a.cgroup] - 0.25) < 0.05
-        assert abs(got[b.cgroup] - 1.0) < 0.10
+        # Within 2 points, as asked: the loop holds CPU time got, so the host's load (TCG on a
+        # shared machine) slows the work done, not the share (bench/stress_accuracy.py: +0.04).
+        assert abs(got[a.cgroup] - 0.25) <= 0.02
+        assert abs(got[b.cgroup] - 1.0) <= 0.02
         assert abs(resident / 256e6 - 1) < 0.02
         assert worker_cpu < 0.01
     finally:
