@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo lint test kernel-test bench bench-io bench-syscall bench-agent bench-controller kernel-bench proto crds images clean
+.PHONY: setup demo lint test kernel-test bench bench-io bench-syscall bench-agent bench-controller kernel-bench bench-stress proto crds images clean
 
 setup:
 	scripts/setup-host
@@ -50,6 +50,11 @@ bench-controller:
 kernel-bench: setup
 	dpkg -s bindfs >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bindfs >/dev/null
 	scripts/vm-run sh -c '$(PY) bench/edt_vs_netem.py && $(PY) bench/io_overhead.py && $(PY) bench/syscall_overhead.py'
+
+# StressChaos's accuracy (CPU held against cpu.max, memory held), in the VM: this host has cgroup
+# v2's cpu and memory controllers on cgroup v1.
+bench-stress: setup
+	scripts/vm-run $(PY) bench/stress_accuracy.py
 
 # Regenerate what is rendered from one source (tests fail while these are stale).
 proto: setup

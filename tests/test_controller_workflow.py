@@ -244,11 +244,12 @@ async def test_an_invalid_workflow_fails_naming_the_field(kmock, nodes):
     populate_hello(kmock, nodes)
     doc = runnable(chaos_mesh_workflows()["try-workflow-serial"])
     doc["spec"]["templates"][0]["children"].append("nowhere")
+    index = len(doc["spec"]["templates"][0]["children"]) - 1
     name = put_workflow(kmock, doc)
     async with controller(**TICK):
         await wait_for(finished(kmock, name), timeout=10)
     status = workflow_status(kmock, name)
-    assert status["phase"] == "Failed" and "spec.templates[0].children[4]: 'nowhere'" in status["message"]
+    assert status["phase"] == "Failed" and f"spec.templates[0].children[{index}]: 'nowhere'" in status["message"]
     assert made(kmock, CHAOS, name) == {}
 
 

@@ -2,6 +2,7 @@
 from typed counts alone. No kernel."""
 from kfault_agent import cli, metrics
 from kfault_agent.engines.counts import (IOCounts, IOPlacementCounts, NetCounts, NetPlacementCounts, PodCounts,
+                                         StressCounts, StressPlacementCounts,
                                          PodPlacementCounts, Traffic)
 from kfault_api import layout
 
@@ -52,11 +53,25 @@ def test_pod_counts_show_freezes_and_every_fault_injected():
                                        ("target", "pod")))] == 1
 
 
+def test_stress_counts_show_the_stressors_and_what_they_hold():
+    counted = StressPlacementCounts("default/burn", "c", "cpu+memory", "/sys/fs/cgroup/c/kfault-stress-1.2-0",
+                                    {"cpu": 2, "memory": 1, "hdd": 0}, 12.5, 1.0, 255_000_000, 256_000_000)
+    assert cli.live_lines(counted) == ["stressors cpu 2, memory 1; cpu 12.5s (holding 1.00 CPUs); "
+                                       "memory 255000000 of 256000000 bytes"]
+    got = samples(metrics.families(StressCounts([counted])))
+    labels = (("action", "cpu+memory"), ("experiment", "default/burn"), ("target", "c"))
+    assert got[("kfault_stressors", labels[:1] + labels[1:2] + (("stressor", "cpu"),) + labels[2:])] == 2
+    assert got[("kfault_stress_cpu_seconds_total", labels)] == 12.5
+    assert got[("kfault_stress_cpus", labels)] == 1.0
+    assert got[("kfault_stress_memory_bytes", labels)] == 255_000_000
+
+
 def test_no_placement_still_declares_every_family():
-    names = {family.name for counts in (NetCounts([], {}), IOCounts([]), PodCounts([], {}))
+    names = {family.name for counts in (NetCounts([], {}), IOCounts([]), PodCounts([], {}), StressCounts([]))
              for family in metrics.families(counts)}
     assert names == {"kfault_packets", "kfault_bytes", "kfault_rules_active", "kfault_capability", "kfault_syscalls",
-                     "kfault_syscall_delay_seconds", "kfault_pod_faults", "kfault_pods_frozen"}
+                     "kfault_syscall_delay_seconds", "kfault_pod_faults", "kfault_pods_frozen", "kfault_stressors",
+                     "kfault_stress_cpu_seconds", "kfault_stress_cpus", "kfault_stress_memory_bytes"}
 
 
 def test_calls_out_of_reach_are_said_with_why_never_passed_silently():

@@ -7,6 +7,7 @@ import pytest
 from kfault_agent import node
 from kfault_agent.engines.base import Engine, missing_members
 from kfault_agent.engines.podfault import PodFaultEngine
+from kfault_agent.engines.stressfault import StressEngine
 from kfault_agent.errors import InterfaceGone
 from kfault_agent.kernel.tc import SharedPerLink
 from kfault_api import spec
@@ -17,6 +18,8 @@ def unloaded(engine_type):
     """An engine with nothing loaded behind it: enough to see its interface."""
     if engine_type is PodFaultEngine:
         return PodFaultEngine(guard=object())
+    if engine_type is StressEngine:
+        return StressEngine()
     return engine_type(None, {})
 
 

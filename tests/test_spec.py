@@ -99,7 +99,7 @@ def io_doc(**spec_fields):
     (doc(action="bandwidth", bandwidth={"rate": "10 apples"}), "spec.bandwidth.rate", "rate"),
     (doc(action="bandwidth", bandwidth={"rate": "10furlongs"}), "spec.bandwidth.rate", "mbit"),
     ({**doc(), "apiVersion": "chaos-mesh.org/v1alpha1"}, "apiVersion", "kfault.dev/v1alpha1"),
-    ({**doc(), "kind": "StressChaos"}, "kind", "NetworkChaos"),
+    ({**doc(), "kind": "TimeChaos"}, "kind", "NetworkChaos"),
     ({**doc(), "metadata": {}}, "metadata.name", "name"),
 ])
 def test_each_bad_field_is_named_with_its_fix(document, path, words):
@@ -269,7 +269,7 @@ def schedule_errors(document):
 @pytest.mark.parametrize("document, path, words", [
     (schedule_doc(type="IOChaos"), "spec.networkChaos", "set type: NetworkChaos"),
     (schedule_doc(type="IOChaos"), "spec.ioChaos", "type IOChaos needs spec.ioChaos"),
-    (schedule_doc(type="StressChaos"), "spec.type", "one of NetworkChaos, IOChaos, PodChaos"),
+    (schedule_doc(type="TimeChaos"), "spec.type", "one of NetworkChaos, IOChaos, PodChaos"),
     (schedule_doc(podChaos={"action": "pod-kill"}), "spec.podChaos", "it is for type PodChaos"),
     (schedule_doc(concurrencyPolicy="Replace"), "spec.concurrencyPolicy", "one of Forbid, Allow"),
     (schedule_doc(historyLimit=0), "spec.historyLimit", "at least 1"),

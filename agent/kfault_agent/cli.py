@@ -9,7 +9,7 @@ import sys
 import time
 
 from kfault_agent.engines.counts import (UNREACHED, IOPlacementCounts, NetPlacementCounts, PodPlacementCounts,
-                                        SyscallPlacementCounts)
+                                        StressPlacementCounts, SyscallPlacementCounts)
 from kfault_agent.errors import Refusal
 from kfault_agent.stop import Stopped, StopSignal
 from kfault_api import schema, spec, units
@@ -147,9 +147,15 @@ def _syscall_lines(counted):
     return ["  ".join(parts) + (f"  injected delay {counted.delay_ns / 1e9:.1f}s" if counted.delay_ns else "")]
 
 
+def _stress_lines(counted):
+    running = ", ".join(f"{kind} {count}" for kind, count in counted.stressors.items() if count) or "none"
+    return [f"stressors {running}; cpu {counted.cpu_seconds:.1f}s (holding {counted.cpus:.2f} CPUs); "
+            f"memory {counted.memory_bytes} of {counted.memory_target_bytes} bytes"]
+
+
 # A placement's counts (engines/counts.py) -> its live lines, one short line per scope.
 LIVE_LINES = {NetPlacementCounts: _net_lines, IOPlacementCounts: _io_lines, PodPlacementCounts: _pod_lines,
-              SyscallPlacementCounts: _syscall_lines}
+              StressPlacementCounts: _stress_lines, SyscallPlacementCounts: _syscall_lines}
 
 
 def live_lines(counted):
@@ -256,7 +262,7 @@ def build_parser():
     p = sub.add_parser("run", help="inject an experiment on a local target until it ends")
     p.add_argument("-f", "--file", required=True)
     p.add_argument("--target", required=True,
-                   help="NetworkChaos: netns:NAME, netns:/path or pid:PID; IOChaos, PodChaos, "
+                   help="NetworkChaos: netns:NAME, netns:/path or pid:PID; IOChaos, PodChaos, StressChaos, "
                         "SyscallChaos: cgroup:/dir or pid:PID")
     p.add_argument("--duration", help="overrides spec.duration, e.g. 30s")
     p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")

@@ -3,7 +3,7 @@ scrape time, no polling thread, formatted here as metric families. Their names a
 what the dashboard and the alert rules (manifests/) query: keep them."""
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kfault_agent.engines.counts import IOCounts, NetCounts, PodCounts, SyscallCounts
+from kfault_agent.engines.counts import IOCounts, NetCounts, PodCounts, StressCounts, SyscallCounts
 
 PACKET_LABELS = ["experiment", "target", "action", "direction", "outcome"]
 SYSCALL_LABELS = ["experiment", "target", "method", "outcome"]
@@ -69,8 +69,26 @@ def pod_families(counts):
     return [faults, frozen]
 
 
+def stress_families(counts):
+    running = GaugeMetricFamily("kfault_stressors", "StressChaos stressor processes running, by kind.",
+                                labels=POD_LABELS + ["stressor"])
+    cpu = CounterMetricFamily("kfault_stress_cpu_seconds", "CPU time StressChaos stressors got (their cgroup's "
+                              "cpu.stat); its rate is the CPUs they hold.", labels=POD_LABELS)
+    cpu_target = GaugeMetricFamily("kfault_stress_cpus", "CPUs StressChaos stressors are to hold.", labels=POD_LABELS)
+    memory = GaugeMetricFamily("kfault_stress_memory_bytes", "Memory StressChaos stressors hold resident.",
+                               labels=POD_LABELS)
+    for placement in counts.placements:
+        labels = [placement.experiment, placement.target, placement.action]
+        for kind, count in placement.stressors.items():
+            running.add_metric(labels + [kind], count)
+        cpu.add_metric(labels, placement.cpu_seconds)
+        cpu_target.add_metric(labels, placement.cpus)
+        memory.add_metric(labels, placement.memory_bytes)
+    return [running, cpu, cpu_target, memory]
+
+
 # Each engine's counts -> its families.
-FAMILIES = {NetCounts: net_families, IOCounts: io_families, PodCounts: pod_families,
+FAMILIES = {NetCounts: net_families, IOCounts: io_families, PodCounts: pod_families, StressCounts: stress_families,
             SyscallCounts: syscall_families}
 
 

@@ -14,6 +14,7 @@ from kfault_agent import health, metrics, server
 from kfault_agent.engines.iofault import IOFaultEngine
 from kfault_agent.engines.netfault import NetFaultEngine
 from kfault_agent.engines.podfault import PodFaultEngine
+from kfault_agent.engines.stressfault import StressEngine
 from kfault_agent.engines.syscallfault import SyscallFaultEngine
 from kfault_agent.errors import KernelUnsupported
 from kfault_agent.kernel import tc
@@ -21,7 +22,7 @@ from kfault_agent.stop import Stopped
 from kfault_api import spec
 
 # The engine of each kind, in the order the agent loads them.
-ENGINE_TYPES = (NetFaultEngine, IOFaultEngine, PodFaultEngine, SyscallFaultEngine)
+ENGINE_TYPES = (NetFaultEngine, IOFaultEngine, PodFaultEngine, StressEngine, SyscallFaultEngine)
 ENGINE_OF_KIND = {engine_type.kind.name: engine_type for engine_type in ENGINE_TYPES}
 
 
@@ -134,10 +135,11 @@ def renew_local(engine):
 
 # ---- kfault agent: every kind this kernel can run, over gRPC ------------------------------
 
-def load_engines(lease_s, notice, stop=None):
+def load_engines(lease_s, notice, stop=None, unloaded=None):
     """(engines, capabilities): every engine whose datapath loads here, and what this node's
-    kernel can do; notice(text) hears of each engine that can't load. A signal on `stop`
-    between two loads: those loaded are closed, Stopped raised."""
+    kernel can do; notice(text) hears of each engine that can't load, and `unloaded` (a dict)
+    gets kind -> why. A signal on `stop` between two loads: those loaded are closed, Stopped
+    raised."""
     engines, capabilities = [], {}     # one dict, shared: each engine adds what it probed
     for engine_type in ENGINE_TYPES:
         _check(stop, *engines)
@@ -147,6 +149,8 @@ def load_engines(lease_s, notice, stop=None):
         except KernelUnsupported as err:
             _check(stop, *engines)
             notice(f"no {engine_type.what} on this node: {err}")
+            if unloaded is not None:
+                unloaded[engine_type.kind.name] = str(err)
     _check(stop, *engines)
     return engines, capabilities
 
@@ -210,9 +214,11 @@ def _start_serving(listen, lease_s, notice, node_name, tls_dir, metrics_port, st
     stale = tc.remove_stale_filters()
     if stale:
         notice(f"removed {stale} filter(s) an agent that died had left")
-    engines, capabilities = load_engines(lease_s, notice, stop)
+    unloaded = {}
+    engines, capabilities = load_engines(lease_s, notice, stop, unloaded)
     credentials, common_name = tls_from(tls_dir) if tls_dir else (None, None)
-    service = server.AgentService(engines, capabilities, node_name=node_name, require_common_name=common_name)
+    service = server.AgentService(engines, capabilities, node_name=node_name, require_common_name=common_name,
+                                  unloaded=unloaded)
     grpc_server, port = server.serve(service, listen, credentials)
     agent = Agent(engines, service, grpc_server, port)
     if stop is not None and stop.wait(0):

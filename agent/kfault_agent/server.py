@@ -27,10 +27,11 @@ HOUSEKEEPING_S = 0.5
 
 
 class AgentService(pb_grpc.AgentServicer):
-    def __init__(self, engines, capabilities, node_name=None, require_common_name=None):
+    def __init__(self, engines, capabilities, node_name=None, require_common_name=None, unloaded=None):
         """engines: the Engines (engines/base.py) whose datapaths loaded on this node, one per
-        kind at most; a kind with none is refused."""
+        kind at most; a kind with none is refused, with why where `unloaded` (kind -> why) says."""
         self.engines = {engine.kind.name: engine for engine in engines}
+        self.unloaded = unloaded or {}
         self.capabilities = capabilities
         self.node_name = node_name or platform.node()
         self.require_common_name = require_common_name
@@ -47,8 +48,9 @@ class AgentService(pb_grpc.AgentServicer):
         experiment = self._checked(request_checks.apply_request, request, context)
         engine = self.engines.get(request.kind)
         if engine is None:
+            why = self.unloaded.get(request.kind, "its programs did not load here")
             self._abort(context, grpc.StatusCode.FAILED_PRECONDITION,
-                        f"{request.kind} can't run on node {self.node_name}: its programs did not load here")
+                        f"{request.kind} can't run on node {self.node_name}: {why}")
         lease_s = request.lease_seconds if request.lease_seconds > 0 else None
         refused = f"stopped: {self.stopped}" if self.stopped else \
             self._failure(experiment, "this node", engine.check, experiment)

@@ -274,6 +274,55 @@ POD_CHAOS_SPEC = {
 }
 
 
+STRESS_OPTIONS = {"type": "array", "items": {"type": "string"},
+                  "description": "stress-ng's arguments, such as \"--cpu 2\" or \"--timeout 600\": those with a "
+                                 "meaning in a container are taken, the others refused by name "
+                                 "(docs/kinds/stresschaos.md)."}
+# A size as memStress (go-humanize) or stress-ng writes it, or a percent.
+STRESS_SIZE = r"^\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*[a-zA-Z]*$|^[0-9]+(\.[0-9]+)?%$"
+STRESS_WORKERS = {"type": "integer", "minimum": 1, "maximum": 8192, "description": "How many workers."}
+
+STRESS_CHAOS_SPEC = {
+    "type": "object",
+    "properties": {
+        "mode": MODE,
+        "value": {"type": "string"},
+        "selector": POD_SELECTOR,
+        "containerNames": {"type": "array", "items": {"type": "string"},
+                           "description": "The containers to stress (default: every container of the pod)."},
+        "stressors": {
+            "type": "object",
+            "description": "At least one of cpu and memory.",
+            "properties": {
+                "cpu": {"type": "object", "required": ["workers"], "properties": {
+                    "workers": STRESS_WORKERS,
+                    "load": {"type": "integer", "minimum": 0, "maximum": 100,
+                             "description": "Percent of the CPU the container may use (cpu.max), spread over "
+                                            "the workers; without a limit, percent of one CPU per worker. "
+                                            "Default 100."},
+                    "options": STRESS_OPTIONS}},
+                "memory": {"type": "object", "required": ["workers"], "properties": {
+                    "workers": STRESS_WORKERS,
+                    "size": {"type": "string", "pattern": STRESS_SIZE,
+                             "description": "Memory held, split over the workers: \"256MB\" (10^6 bytes "
+                                            "each, as Chaos Mesh reads it), \"1GiB\", or \"50%\" of the "
+                                            "container's memory.max (of the node's memory without one)."},
+                    "oomScoreAdj": {"type": "integer", "minimum": -1000, "maximum": 1000,
+                                    "description": "The stressors' oom_score_adj (default 0)."},
+                    "options": {**STRESS_OPTIONS, "description": "memStress's arguments: none is taken "
+                                                                 "(docs/kinds/stresschaos.md says why)."}}},
+            },
+        },
+        "stressngStressors": {"type": "string",
+                              "description": "stress-ng's command line, such as \"--cpu 2 --cpu-load 50\"; when "
+                                             "set, spec.stressors is ignored (as in Chaos Mesh)."},
+        "duration": DURATION,
+        "scheduler": SCHEDULER,
+        "remoteCluster": REMOTE_CLUSTER,
+    },
+}
+
+
 # Chaos Mesh 2.x's Schedule: the controller creates an experiment of `type` from the embedded spec
 # at each time of `schedule`. The kinds a Schedule can make, and their keys, come from spec.EXPERIMENTS.
 CONCURRENCY_POLICIES = ["Forbid", "Allow"]

@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 import yaml
 
-from kfault_api import expression, glob_dfa, layout, schema, syscalls, units
+from kfault_api import expression, glob_dfa, layout, schema, stress_args, syscalls, units
 from kfault_api.quoting import quoted
 
 API_VERSION = "kfault.dev/v1alpha1"
@@ -181,6 +181,41 @@ class PodChaos(Experiment):
 
 
 @dataclass(frozen=True)
+class CPUStress:
+    """CPU workers holding `load` percent: of the container's cpu.max over them all, or of one
+    CPU each where the container has no limit."""
+    workers: int
+    load: int = 100
+
+
+@dataclass(frozen=True)
+class MemoryStress:
+    """Memory held resident, split over the workers: bytes, or a percent of the container's
+    memory.max (of the node's memory without one), which the agent turns into bytes."""
+    workers: int
+    size_bytes: Optional[int] = None
+    size_percent: Optional[float] = None
+    oom_score_adj: int = 0
+
+
+@dataclass(frozen=True)
+class DiskStress:
+    """Workers writing (and syncing) a file inside the container, `bytes` each before they
+    start over."""
+    workers: int
+    bytes: int = 1 << 30          # stress-ng's --hdd-bytes default
+
+
+@dataclass(frozen=True)
+class StressChaos(Experiment):
+    # action: the stressors it runs, e.g. "cpu", "memory", "cpu+memory", "cpu+hdd"
+    container_names: tuple = ()
+    cpu: Optional[CPUStress] = None
+    memory: Optional[MemoryStress] = None
+    hdd: Optional[DiskStress] = None
+
+
+@dataclass(frozen=True)
 class Schedule:
     """Chaos Mesh 2.x's Schedule: at each time of `schedule`, the controller creates `template`
     (an experiment of `type`) as a resource the Schedule owns."""
@@ -313,6 +348,82 @@ def _pod_chaos(metadata, spec, doc, for_node):
     return PodChaos(name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
                     container_names=tuple(spec.get("containerNames", ())), grace_period_s=spec.get("gracePeriod"),
                     duration_ns=duration, raw=doc)
+
+
+def _stress_chaos(metadata, spec, doc, for_node):
+    """StressChaos: spec.stressors, or spec.stressngStressors (which wins, as in Chaos Mesh)."""
+    problems, notes = _Problems(), []
+    stressors = spec.get("stressors") or {}
+    if "stressngStressors" in spec:
+        if stressors:
+            notes.append("spec.stressors is ignored: spec.stressngStressors wins (as in Chaos Mesh)")
+        stressors = {}
+        argv = spec["stressngStressors"].split()
+        args = _stress_ng(argv, "spec.stressngStressors", problems, notes)
+        if not (args.cpu_workers or args.vm_workers or args.hdd_workers):
+            problems.add("spec.stressngStressors", spec["stressngStressors"],
+                         "at least one of --cpu N, --vm N, --hdd N")
+    elif not (stressors.get("cpu") or stressors.get("memory")):
+        problems.add("spec.stressors", spec.get("stressors"), "at least one of spec.stressors.cpu and "
+                     "spec.stressors.memory, e.g. {cpu: {workers: 1, load: 50}} (or spec.stressngStressors)")
+        problems.raise_any()
+    cpu_spec, memory_spec = stressors.get("cpu"), stressors.get("memory")
+    if cpu_spec:
+        args = _stress_ng(stress_args.tokens(cpu_spec.get("options", ())), "spec.stressors.cpu.options",
+                          problems, notes)
+        cpu_workers, cpu_load = args.cpu_workers or cpu_spec["workers"], cpu_spec.get("load", 100)
+        if args.cpu_load is not None:
+            cpu_load = args.cpu_load
+    elif "stressngStressors" in spec:
+        cpu_workers, cpu_load = args.cpu_workers, 100 if args.cpu_load is None else args.cpu_load
+    else:
+        args, cpu_workers, cpu_load = stress_args.StressArgs(), None, 100
+    memory = None
+    if memory_spec:
+        for option in memory_spec.get("options", ()):
+            problems.add("spec.stressors.memory.options", option, "no options: Chaos Mesh passes them to memStress, "
+                         "whose --time grows the memory gradually; kfault holds the size at once. Remove it")
+        memory = _memory_size(memory_spec.get("size"), "spec.stressors.memory.size", memory_spec["workers"],
+                              memory_spec.get("oomScoreAdj", 0), problems)
+    elif args.vm_workers:
+        memory = _memory_size(args.vm_bytes, "spec.stressngStressors", args.vm_workers, 0, problems)
+    duration = _duration(spec, problems)
+    if args.timeout_ns and duration:
+        notes.append("--timeout is overridden by spec.duration")
+    problems.raise_any()
+    cpu = CPUStress(cpu_workers, cpu_load) if cpu_workers else None
+    hdd = DiskStress(args.hdd_workers, args.hdd_bytes or DiskStress.bytes) if args.hdd_workers else None
+    action = "+".join(name for name, part in (("cpu", cpu), ("memory", memory), ("hdd", hdd)) if part)
+    return StressChaos(name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
+                       container_names=tuple(spec.get("containerNames", ())), cpu=cpu, memory=memory, hdd=hdd,
+                       duration_ns=duration or args.timeout_ns, raw=doc, notes=tuple(notes))
+
+
+def _stress_ng(argv, path, problems, notes):
+    """stress-ng's arguments -> StressArgs; each refused one is a problem naming it."""
+    args, refused = stress_args.parse(argv)
+    for option, value, allowed in refused:
+        problems.add(path, value if value is not None else option, allowed)
+    notes.extend(f"{path}: {option} is ignored: {why}" for option, why in args.ignored)
+    return args
+
+
+def _memory_size(size, path, workers, oom_score_adj, problems):
+    """A memory size as memStress ("256MB", "1GiB", "50%") or stress-ng ("256m") writes it."""
+    if not size:
+        problems.add(path, size, "a size such as \"256MB\", \"1GiB\" or \"50%\" (of the container's memory.max): "
+                     "without one Chaos Mesh fills all memory, which kfault does not guess")
+        return None
+    if size.endswith("%"):
+        percent = problems.parse(path, size, lambda text: units.parse_percent(text[:-1]))
+        if percent == 0:
+            problems.add(path, size, "a percent above 0")
+        return MemoryStress(workers, size_percent=percent, oom_score_adj=oom_score_adj)
+    parse = units.parse_stress_ng_size if path == "spec.stressngStressors" else units.parse_size_bytes
+    size_bytes = problems.parse(path, size, parse)
+    if size_bytes == 0:
+        problems.add(path, size, "a size above 0")
+    return MemoryStress(workers, size_bytes=size_bytes, oom_score_adj=oom_score_adj)
 
 
 def _io_chaos(metadata, spec, doc, for_node):
@@ -926,6 +1037,7 @@ EXPERIMENTS = {kind.name: kind for kind in (
     Kind("NetworkChaos", "kfnet", schema.NETWORK_CHAOS_SPEC, NetworkChaos, _network_chaos, "networkChaos"),
     Kind("IOChaos", "kfio", schema.IO_CHAOS_SPEC, IOChaos, _io_chaos, "ioChaos"),
     Kind("PodChaos", "kfpod", schema.POD_CHAOS_SPEC, PodChaos, _pod_chaos, "podChaos"),
+    Kind("StressChaos", "kfstress", schema.STRESS_CHAOS_SPEC, StressChaos, _stress_chaos, "stressChaos"),
     Kind("SyscallChaos", "kfsys", schema.SYSCALL_CHAOS_SPEC, SyscallChaos, _syscall_chaos, "syscallChaos",
          chaos_mesh=False),
 )}

@@ -52,3 +52,44 @@ def parse_percent(text):
     if not 0 <= value <= 100:
         raise ValueError("a percent from 0 to 100")
     return value
+
+
+# go-humanize's ParseBytes, which Chaos Mesh's memStress reads spec.stressors.memory.size with:
+# SI units (kB, MB, GB: powers of 1000) and IEC units (KiB, MiB, GiB: powers of 1024), any case,
+# the trailing B optional ("256M" is 256MB); a plain number is bytes.
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+               "t": 10**12, "tb": 10**12, "p": 10**15, "pb": 10**15, "e": 10**18, "eb": 10**18,
+               "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20, "gi": 2**30, "gib": 2**30,
+               "ti": 2**40, "tib": 2**40, "pi": 2**50, "pib": 2**50, "ei": 2**60, "eib": 2**60}
+_SIZE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)$")
+# stress-ng's sizes (--vm-bytes, --hdd-bytes): b, k, m, g as powers of 1024.
+_STRESS_NG_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size_bytes(text):
+    """"256MB" (256 x 10^6 bytes), "1GiB" (2^30), "512Mi", "4096" -> bytes, as memStress reads
+    them. Raises ValueError saying what is allowed."""
+    match = _SIZE.match(str(text).strip().lower())
+    if not match or match.group(2) not in _SIZE_UNITS:
+        raise ValueError("a size such as \"256MB\" (10^6 bytes each), \"1GiB\" (2^30 bytes) or \"50%\"")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def parse_stress_ng_size(text):
+    """stress-ng's size syntax: "256m", "1g" (powers of 1024), a plain number is bytes."""
+    match = _SIZE.match(str(text).strip().lower())
+    if not match or match.group(2) not in _STRESS_NG_UNITS:
+        raise ValueError("a size as stress-ng writes it: a number with b, k, m or g (powers of 1024), "
+                         "such as \"256m\"")
+    return int(float(match.group(1)) * _STRESS_NG_UNITS[match.group(2)])
+
+
+# stress-ng's --timeout: seconds, or a number with s, m, h, d, y.
+_STRESS_NG_TIME_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "y": 31536000}
+
+
+def parse_stress_ng_time_ns(text):
+    match = _SIZE.match(str(text).strip().lower())
+    if not match or match.group(2) not in _STRESS_NG_TIME_S:
+        raise ValueError("a time as stress-ng writes it: seconds, or a number with s, m, h, d or y, such as \"600\"")
+    return int(float(match.group(1)) * _STRESS_NG_TIME_S[match.group(2)] * 10**9)

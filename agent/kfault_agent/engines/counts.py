@@ -100,3 +100,22 @@ class PodPlacementCounts:
 class PodCounts:
     placements: list      # PodPlacementCounts
     injected: dict        # (experiment, target, action) -> faults injected: freezes and kills, which outlive them
+
+
+@dataclass(frozen=True)
+class StressPlacementCounts:
+    """One StressChaos placement: its stressors running and what they hold."""
+    experiment: str
+    target: str
+    action: str
+    cgroup: str           # the stressors' cgroup, a child of the container's
+    stressors: dict       # kind (cpu, memory, hdd) -> processes running
+    cpu_seconds: float    # CPU time the stressors got (their cgroup's cpu.stat)
+    cpus: float           # the CPUs they are to hold
+    memory_bytes: int     # memory their buffers hold resident now
+    memory_target_bytes: int   # the memory they are to hold
+
+
+@dataclass(frozen=True)
+class StressCounts:
+    placements: list      # StressPlacementCounts
