@@ -8,7 +8,8 @@ import signal
 import sys
 import time
 
-from kfault_agent.engines.counts import UNREACHED, IOPlacementCounts, NetPlacementCounts, PodPlacementCounts
+from kfault_agent.engines.counts import (UNREACHED, DnsPlacementCounts, IOPlacementCounts, NetPlacementCounts,
+                                         PodPlacementCounts)
 from kfault_agent.errors import Refusal
 from kfault_agent.stop import Stopped, StopSignal
 from kfault_api import schema, spec, units
@@ -138,8 +139,13 @@ def _pod_lines(counted):
     return [f"{counted.path} {({True: 'frozen', False: 'freezing', None: 'gone'})[counted.frozen]}"]
 
 
+def _dns_lines(counted):
+    return ["dns  " + "  ".join(f"{outcome} {count}" for outcome, count in counted.messages.items() if count)]
+
+
 # A placement's counts (engines/counts.py) -> its live lines, one short line per scope.
-LIVE_LINES = {NetPlacementCounts: _net_lines, IOPlacementCounts: _io_lines, PodPlacementCounts: _pod_lines}
+LIVE_LINES = {NetPlacementCounts: _net_lines, IOPlacementCounts: _io_lines, PodPlacementCounts: _pod_lines,
+              DnsPlacementCounts: _dns_lines}
 
 
 def live_lines(counted):
@@ -246,7 +252,8 @@ def build_parser():
     p = sub.add_parser("run", help="inject an experiment on a local target until it ends")
     p.add_argument("-f", "--file", required=True)
     p.add_argument("--target", required=True,
-                   help="NetworkChaos: netns:NAME, netns:/path or pid:PID; IOChaos, PodChaos: cgroup:/dir or pid:PID")
+                   help="NetworkChaos, DNSChaos: netns:NAME, netns:/path or pid:PID; "
+                        "IOChaos, PodChaos: cgroup:/dir or pid:PID")
     p.add_argument("--duration", help="overrides spec.duration, e.g. 30s")
     p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
     p.add_argument("--lease", type=float, default=10.0,

@@ -246,6 +246,33 @@ POD_CHAOS_SPEC = {
 }
 
 
+DNS_ERROR_RESPONSES = ("SERVFAIL", "NXDOMAIN", "REFUSED", "drop")
+DNS_CHAOS_SPEC = {
+    "type": "object",
+    "required": ["action"],
+    "properties": {
+        "action": {"type": "string", "enum": ["error", "random"],
+                   "description": "error: a matching query is answered at once, in the pod's own datapath, with "
+                                  "an error (errorResponse); random: the A and AAAA records of matching answers "
+                                  "are rewritten to random addresses of the same family."},
+        "patterns": {"type": "array", "items": {"type": "string"},
+                     "description": "Names to affect, matched case-insensitively: `?` one character, `*` any "
+                                    "run of characters (Chaos Mesh: only at the end). None: every name."},
+        "errorResponse": {"type": "string", "enum": list(DNS_ERROR_RESPONSES),
+                          "description": "kfault's: error's answer, SERVFAIL (Chaos Mesh's, the default), "
+                                         "NXDOMAIN, REFUSED, or drop (no answer: the client times out)."},
+        "mode": MODE,
+        "value": {"type": "string"},
+        "selector": POD_SELECTOR,
+        "containerNames": {"type": "array", "items": {"type": "string"},
+                           "description": "Accepted for Chaos Mesh's sake: a pod's containers share its "
+                                          "network namespace, so every container of the pod is affected."},
+        "duration": DURATION,
+        "scheduler": SCHEDULER,
+        "remoteCluster": REMOTE_CLUSTER,
+    },
+}
+
 # Chaos Mesh 2.x's Schedule: the controller creates an experiment of `type` from the embedded spec
 # at each time of `schedule`. The kinds a Schedule can make, and their keys, come from spec.EXPERIMENTS.
 CONCURRENCY_POLICIES = ["Forbid", "Allow"]

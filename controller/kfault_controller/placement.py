@@ -29,6 +29,7 @@ PLACEMENT = {
     "NetworkChaos": KindPlacement(peers_from_target=True),
     "IOChaos": KindPlacement(per_pod_fields=("containerNames",)),
     "PodChaos": KindPlacement(api_actions=frozenset({"pod-kill"})),
+    "DNSChaos": KindPlacement(),     # the pod's own interface, found by the agent
 }
 
 

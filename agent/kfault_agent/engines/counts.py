@@ -85,3 +85,17 @@ class PodPlacementCounts:
 class PodCounts:
     placements: list      # PodPlacementCounts
     injected: dict        # (experiment, target, action) -> faults injected: freezes and kills, which outlive them
+
+
+@dataclass(frozen=True)
+class DnsPlacementCounts:
+    """One DNSChaos placement: DNS messages whose name matched, by outcome (layout.DNS_OUTCOMES)."""
+    experiment: str
+    target: str
+    action: str
+    messages: dict        # outcome -> count
+
+
+@dataclass(frozen=True)
+class DnsCounts:
+    placements: list      # DnsPlacementCounts
