@@ -87,18 +87,6 @@ def zone_options():
 
 
 @pytest.fixture
-def dns_engine(capabilities):
-    from kfault_agent.engines import dnsfault
-    from kfault_agent.errors import KernelUnsupported
-    try:
-        eng = dnsfault.DnsFaultEngine.load(dict(capabilities), lease_s=600)
-    except KernelUnsupported as err:
-        pytest.fail(f"dnsfault.c did not load: {err}")
-    yield eng
-    eng.close()
-
-
-@pytest.fixture
 def zone(lab):
     """The pod ("pod") linked to the zone's server ("zone"), dnsmasq there: the server's address."""
     lab.link("pod", "zone", ZONE_SUBNET)
@@ -232,9 +220,10 @@ def test_killed_runner_leaves_no_fault_after_its_lease(lab, zone, tmp_path):
                    "spec: {action: error, patterns: ['*.example.test']}\n")
     runner = subprocess.Popen([sys.executable, "-m", "kfault_agent.cli", "run", "-f", str(doc),
                                "--target", f"netns:{lab.ns('pod')}", "--lease", "2"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert "injecting" in runner.stdout.readline()
+        line = runner.stdout.readline()
+        assert "injecting" in line, runner.stderr.read() if not line else line
         assert dig(lab, zone, "www.example.test")[0] == "SERVFAIL"
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait()

@@ -9,7 +9,6 @@ their verifier budget stay as they are. Targets, hooks and leases work as the ne
 import ctypes
 import ipaddress
 import logging
-import os
 from dataclasses import dataclass, field
 
 from kfault_agent.engines.counts import DnsCounts, DnsPlacementCounts
@@ -27,7 +26,6 @@ from kfault_api import glob_dfa, layout, spec
 log = logging.getLogger(__name__)
 # A hook of the pod's own interface -> the program attached there (bpf/dnsfault.c).
 TARGET_PROGRAMS = {"egress": "dns_query_out", "ingress": "dns_answer_in"}
-HOST_NETNS = "/proc/1/ns/net"     # the node's (the agent runs with the host's PID namespace)
 RCODES = {"SERVFAIL": 2, "NXDOMAIN": 3, "REFUSED": 5, "drop": layout.DNS_RCODE_DROP}
 
 
@@ -76,12 +74,10 @@ class DnsFaultEngine(LeasedPlacements):
 
     @staticmethod
     def resolve(target, experiment):
-        resolved = resolve_pod_network(target) if isinstance(target, PodRef) else resolve_net_target(target, None)
-        if resolved.netns.inode == os.stat(HOST_NETNS).st_ino:
-            # a hostNetwork pod: the node's veths are other pods' host ends, not its own
-            raise TargetUnsuitable(f"{resolved.name}: it is in the node's network namespace (a hostNetwork pod?): "
-                                   "DNSChaos acts on a pod's own interface, which it has none of")
-        return [resolved]
+        """A hostNetwork pod's namespace is the node's, which topology.netns_of refuses."""
+        if isinstance(target, PodRef):
+            return [resolve_pod_network(target)]
+        return [resolve_net_target(target, None)]
 
     @staticmethod
     def describe(target):
