@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo lint test kernel-test bench bench-io bench-agent bench-controller kernel-bench proto crds images clean
+.PHONY: setup demo lint test kernel-test bench bench-io bench-dns bench-agent bench-controller kernel-bench proto crds images clean
 
 setup:
 	scripts/setup-host
@@ -31,6 +31,9 @@ bench: setup
 
 bench-io: setup
 	$(PY) bench/io_overhead.py
+
+bench-dns: setup
+	$(PY) bench/dns_overhead.py
 
 # The agent's time to ready and memory (PSS over its processes), first start and restart.
 bench-agent: setup

@@ -9,7 +9,8 @@
  *   dns_answer_in  T ingress  an answer from port 53 whose question matches a random rule: its
  *                             A and AAAA records rewritten to random addresses, in place; for
  *                             another type, SERVFAIL (Chaos Mesh's random answers those so).
- * Each: locate (a port check first: every other packet pays two loads) -> the pod's rules ->
+ * Each: locate (a port check first, in the packet's linear data: every other packet pays a few
+ * loads and compares) -> the pod's rules ->
  * read the name -> walk each rule's DFA -> act -> count. Parsing and rewriting are
  * lib/dns.h's; every map call is here (tests/test_layout.py).
  */
@@ -66,6 +67,8 @@ static __always_inline int match_message(struct __sk_buff *skb, __u32 direction,
 	struct dns_packet *dp;
 	struct dnshdr hdr;
 
+	if (!dns_may_be(skb, direction))
+		return -1;
 	*scratch = kfault_dns_scratch.lookup(&zero);
 	if (!*scratch)
 		return -1;

@@ -83,6 +83,41 @@ BPF_ARRAY(kfault_dns_dfa, struct kfault_io_dfa, KFAULT_DNS_MAX_RULES);
 /* slot -> per-CPU counts of outcomes. Written by dnsfault.c, read by the agent at scrape time. */
 BPF_PERCPU_ARRAY(kfault_dns_counters, struct kfault_dns_counters, KFAULT_DNS_MAX_RULES);
 
+/* Can this packet be DNS to (direction KFAULT_DIR_TO) or from port 53? 0 when it surely
+ * isn't: read in place from the packet's linear data (a few loads, no helper call), so every
+ * other packet passes at the cost of a compare. 1 when it may be (or its headers are not where
+ * a plain IPv4 or IPv6 header puts them): dns_locate decides. */
+static __always_inline int dns_may_be(struct __sk_buff *skb, __u32 direction)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	__u32 port_at = direction == KFAULT_DIR_TO ? 2 : 0; /* the port 53 would be: dest or source */
+	__u8 protocol;
+	__u16 *port;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + ETH_HLEN;
+
+		if ((void *)(ip + 1) + 4 > end || ip->ihl != sizeof(*ip) / 4)
+			return 1;
+		protocol = ip->protocol;
+		port = (void *)(ip + 1) + port_at;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+		if ((void *)(ip6 + 1) + 4 > end)
+			return 1;
+		protocol = ip6->nexthdr;
+		if (protocol != IPPROTO_UDP && protocol != IPPROTO_TCP)
+			return 1; /* an extension header, or not TCP or UDP: dns_locate walks it */
+		port = (void *)(ip6 + 1) + port_at;
+	} else {
+		return 0;
+	}
+	if (protocol != IPPROTO_UDP && protocol != IPPROTO_TCP)
+		return 0;
+	return *port == bpf_htons(KFAULT_DNS_PORT);
+}
+
 /* Is this a DNS message to (direction KFAULT_DIR_TO, from the pod) or from (KFAULT_DIR_FROM)
  * port 53? Fills `dp` and returns 0 if so. The port is checked before anything else is read:
  * every other packet pays two loads. */
