@@ -141,6 +141,8 @@ static __always_inline int dns_locate(struct __sk_buff *skb, __u32 direction, st
 		if (bpf_skb_load_bytes(skb, l4_offset, ports, sizeof(ports)) < 0 ||
 		    ports[direction == KFAULT_DIR_TO ? 1 : 0] != bpf_htons(KFAULT_DNS_PORT))
 			return -1;
+		/* dp is the scratch space's: clear what an IPv6 packet left before mapping */
+		__builtin_memset(dp->pod.addr, 0, sizeof(dp->pod.addr));
 		ipv4_mapped(dp->pod.addr, direction == KFAULT_DIR_TO ? ip.saddr : ip.daddr);
 		dp->pkt.is_ipv4 = 1;
 		dp->pkt.protocol = ip.protocol;
@@ -161,6 +163,7 @@ static __always_inline int dns_locate(struct __sk_buff *skb, __u32 direction, st
 		    ports[direction == KFAULT_DIR_TO ? 1 : 0] != bpf_htons(KFAULT_DNS_PORT))
 			return -1;
 		__builtin_memcpy(dp->pod.addr, direction == KFAULT_DIR_TO ? &ip6.saddr : &ip6.daddr, 16);
+		dp->pkt.is_ipv4 = 0; /* as above: not what the last packet left */
 		dp->pkt.protocol = protocol;
 		dp->plain = l4_offset == ETH_HLEN + sizeof(ip6);
 	} else {

@@ -16,6 +16,7 @@ import pytest
 
 from kfault_agent.kernel import topology
 from kfault_api import spec
+from kfault_lab.hosts import Lab
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
 ZONE_SUBNET = "10.250.53"      # pod .1 -- zone server .2
@@ -88,9 +89,11 @@ def zone_options():
 
 @pytest.fixture
 def zone(lab):
-    """The pod ("pod") linked to the zone's server ("zone"), dnsmasq there: the server's address."""
+    """The pod ("pod") linked to the zone's server ("zone"), dnsmasq there on both families:
+    the server's IPv4 address (its IPv6 one is Lab.ipv6(ZONE_SUBNET, 2))."""
     lab.link("pod", "zone", ZONE_SUBNET)
-    server = dnsmasq(lab, "zone", f"{ZONE_SUBNET}.2", *zone_options())
+    server = dnsmasq(lab, "zone", f"{ZONE_SUBNET}.2", *zone_options(),
+                     f"--listen-address={Lab.ipv6(ZONE_SUBNET, 2)}")
     yield f"{ZONE_SUBNET}.2"
     server.kill()
     server.wait()
@@ -160,6 +163,25 @@ def test_error_answers_matching_names_at_once_over_udp_and_tcp(lab, dns_engine, 
     dns_engine.revoke_all()
     assert dig(lab, zone, "www.example.test")[:2] == ("NOERROR", ["10.9.9.9"])
     assert lab.tc_state() == before
+
+
+def test_error_and_random_over_ipv6(lab, dns_engine, zone):
+    """Queries to the server's IPv6 address: the answer made in place carries a UDP checksum
+    over IPv6's pseudo-header (mandatory there), and the rewritten one keeps it right. (dig and
+    the test's processes may run on any CPU: taskset pins none, so the scratch check is a best
+    effort on two cores.)"""
+    server = Lab.ipv6(ZONE_SUBNET, 2)
+    dns_engine.apply(chaos("error", name="e", patterns=["www.example.test"]), pod(lab))
+    dns_engine.apply(chaos("random", name="r", patterns=["api.example.test"]), pod(lab))
+    status, _, took = dig(lab, server, "www.example.test", "AAAA")
+    assert status == "SERVFAIL" and took < FAST_S
+    assert dig(lab, server, "www.example.test", tcp=True)[0] == "reset"
+    status, answers, _ = dig(lab, server, "api.example.test", "AAAA")
+    assert status == "NOERROR" and answers and ipaddress.ip_address(answers[0]).version == 6
+    assert ipaddress.ip_address(answers[0]) != ipaddress.ip_address(ZONE["api.example.test"][1])
+    assert dig(lab, server, "ok.other.test", "AAAA")[:2] == ("NOERROR", [ZONE["ok.other.test"][1]])
+    # and IPv4 again after IPv6: what an IPv6 packet left in the per-CPU scratch space is not reused
+    assert dig(lab, zone, "www.example.test")[0] == "SERVFAIL"
 
 
 @pytest.mark.parametrize("response, status", [("NXDOMAIN", "NXDOMAIN"), ("REFUSED", "REFUSED")])
