@@ -204,7 +204,9 @@ async def test_every_panel_shows_data_while_faults_are_injected(cluster, lab, pr
                        "action": "latency", "delay": "5ms", "volumePath": str(tmp_path), "path": f"{tmp_path}/*.db",
                        "methods": ["read"], "selector": {"labelSelectors": {"app": "io"}}}),
                    ("podchaos", "freeze"): ("PodChaos", {"action": "pod-failure",
-                                                         "selector": {"labelSelectors": {"app": "frozen"}}})}
+                                                         "selector": {"labelSelectors": {"app": "frozen"}}}),
+                   ("dnschaos", "dns-errors"): ("DNSChaos", {"action": "error", "patterns": ["*.example.test"],
+                                                             "selector": {"labelSelectors": {"app": "web"}}})}
     try:
         assert victim.stdout.readline().startswith("ready")
         # Scraped once before anything happens, as a running cluster is: a counter's first
