@@ -206,7 +206,7 @@ async def test_every_panel_shows_data_while_faults_are_injected(cluster, lab, pr
                    ("podchaos", "freeze"): ("PodChaos", {"action": "pod-failure",
                                                          "selector": {"labelSelectors": {"app": "frozen"}}}),
                    ("dnschaos", "dns-errors"): ("DNSChaos", {"action": "error", "patterns": ["*.example.test"],
-                                                             "selector": {"labelSelectors": {"app": "web"}}})}
+                                                             "selector": {"pods": {NS: ["web-1"]}}})}
     try:
         assert victim.stdout.readline().startswith("ready")
         # Scraped once before anything happens, as a running cluster is: a counter's first
