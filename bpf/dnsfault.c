@@ -4,8 +4,8 @@
  *                             rule: over UDP, answered at once by this program (the query
  *                             turned into its answer and redirected into T's own ingress, so it
  *                             never leaves the pod), or dropped (errorResponse drop); over TCP,
- *                             the connection reset (lib/reset.h): answering in-kernel would
- *                             need the connection's sequence numbers from both sides.
+ *                             the connection reset at both ends (lib/reset.h): answering
+ *                             in-kernel would need the connection's sequence numbers both ways.
  *   dns_answer_in  T ingress  an answer from port 53 whose question matches a random rule: its
  *                             A and AAAA records rewritten to random addresses, in place; for
  *                             another type, SERVFAIL (Chaos Mesh's random answers those so).
@@ -116,6 +116,13 @@ int dns_query_out(struct __sk_buff *skb)
 			return silent_drop();
 		}
 		count(slot, KFAULT_DNS_OUTCOME_RESET);
+		/* the server's end first, or it would wait for a query that never comes: a copy
+		 * of the query, made the reset the pod would send, goes on its way */
+		if (make_reset(skb, &dp->pkt, offset, &seg, RESET_ONWARD) == 0)
+			bpf_clone_redirect(skb, skb->ifindex, 0);
+		/* then the pod's end; the copy's IP header has no options left */
+		if (tcp_offset(skb, &dp->pkt, &offset) < 0)
+			return silent_drop();
 		slot = send_reset(skb, &dp->pkt, offset, &seg, BPF_F_INGRESS);
 		return slot < 0 ? silent_drop() : slot;
 	}

@@ -114,6 +114,18 @@ def dig(lab, server, name, qtype="A", tcp=False):
     return status, answers, None if msec is None else msec / 1000
 
 
+def server_connections(lab, within_s=2.0):
+    """The zone server's TCP connections on port 53 not yet closed, once they are none or
+    `within_s` has passed (a reset reaches it a moment after the client's)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        out = lab.run("zone", "ss -Htn state established '( sport = :53 )'").stdout.split("\n")
+        open_ = [line for line in out if line.strip()]
+        if not open_ or time.monotonic() > deadline:
+            return open_
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def resolv_conf(lab):
     """Point the pod's getaddrinfo at a server: /etc/netns/<pod's ns>/resolv.conf."""
@@ -153,6 +165,7 @@ def test_error_answers_matching_names_at_once_over_udp_and_tcp(lab, dns_engine, 
     assert dig(lab, zone, "api.example.test", "AAAA")[0] == "SERVFAIL"
     assert dig(lab, zone, "ok.other.test")[:2] == ("NOERROR", ["10.9.9.11"])
     assert dig(lab, zone, "www.example.test", tcp=True)[0] == "reset"
+    assert server_connections(lab) == [], "the server's end of a reset query's connection stays open"
     assert dig(lab, zone, "ok.other.test", tcp=True)[:2] == ("NOERROR", ["10.9.9.11"])
     resolv_conf(zone)
     got, took = getaddrinfo(lab, "www.example.test")
