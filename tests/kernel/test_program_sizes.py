@@ -81,11 +81,6 @@ def test_tc_program_within_its_recorded_size(datapath, program):
     check_size(program, datapath.fd(program))
 
 
-@pytest.mark.parametrize("program", loader.DNS_PROGRAMS)
-def test_dns_program_within_its_recorded_size(dns_datapath, program):
-    check_size(program, dns_datapath.fd(program))
-
-
 @pytest.mark.parametrize("program", loader.IO_PROGRAMS + (loader.IO_URING_PROGRAM,)
                          + tuple(loader.IO_WRITE_USER_PROGRAMS))
 def test_io_program_within_its_recorded_size(io_datapath, program):
