@@ -236,19 +236,29 @@ static __always_inline int dns_name_matches(const struct kfault_io_dfa *dfa, con
 static __always_inline int dns_sum_of(struct __sk_buff *skb, __u32 offset, __u32 len, struct dns_scratch *scratch,
 				      __u32 *sum)
 {
-	__u64 words = len & 0x1fc; /* 64 bits: the bounds checked are the helper argument's */
-	__u32 rest = len & 3, tail = 0;
+	__u64 words, rest, tail = 0;
 
-	if (len > DNS_SUM_BUFFER || words < 4)
+	if (len < 4 || len > DNS_SUM_BUFFER)
 		return -1;
-	asm volatile("" : "+r"(words)); /* checked in the register the helper gets */
+	/* Each size is made as "at least one + a masked rest", behind a barrier: 6.1's verifier
+	 * learns no lower bound from the `!= 0` clang turns a `>= 4` into, and a helper's size
+	 * must not be 0. words: [4, DNS_SUM_BUFFER]; rest: [1, 4], 4 only where len & 3 is 0. */
+	words = len - 4;
+	asm volatile("" : "+r"(words));
+	words = (words & 0x1fc) + 4;
 	if (words > DNS_SUM_BUFFER)
 		return -1;
 	if (bpf_skb_load_bytes(skb, offset, scratch->sum, words) < 0)
 		return -1;
-	if (rest && bpf_skb_load_bytes(skb, offset + words, &tail, rest) < 0)
-		return -1;
-	*sum = csum_add32(bpf_csum_diff(NULL, 0, (void *)scratch->sum, words, 0), tail);
+	*sum = bpf_csum_diff(NULL, 0, (void *)scratch->sum, words, 0);
+	if (len & 3) {
+		rest = (len & 3) - 1;
+		asm volatile("" : "+r"(rest));
+		rest = (rest & 3) + 1;
+		if (bpf_skb_load_bytes(skb, offset + (len & ~3), &tail, rest) < 0)
+			return -1;
+		*sum = csum_add32(*sum, (__u32)tail);
+	}
 	return 0;
 }
 
