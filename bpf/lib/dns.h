@@ -194,7 +194,13 @@ static __always_inline int dns_read_name(struct __sk_buff *skb, __u32 offset, st
 
 	if (avail > KFAULT_DNS_NAME_MAX)
 		avail = KFAULT_DNS_NAME_MAX;
-	if (avail < 1 || bpf_skb_load_bytes(skb, offset, scratch->name, avail) < 0)
+	if (avail < 1)
+		return -1;
+	/* [1, KFAULT_DNS_NAME_MAX] as 6.1's verifier can see it (dns_sum_of says why) */
+	avail -= 1;
+	asm volatile("" : "+r"(avail));
+	avail = (avail & (KFAULT_DNS_NAME_MAX - 1)) + 1;
+	if (bpf_skb_load_bytes(skb, offset, scratch->name, avail) < 0)
 		return -1;
 	scratch->next_label = 0;
 #pragma clang loop unroll(disable)
