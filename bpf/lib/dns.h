@@ -202,6 +202,9 @@ static __always_inline int dns_read_name(struct __sk_buff *skb, __u32 offset, st
 	avail = (avail & (KFAULT_DNS_NAME_MAX - 1)) + 1;
 	if (bpf_skb_load_bytes(skb, offset, scratch->name, avail) < 0)
 		return -1;
+	/* and clang must not learn avail <= 256 either: it would drop the loop's own bound for
+	 * `i == avail`, which 6.1's verifier can't see end ("sequence of 8193 jumps") */
+	asm volatile("" : "+r"(avail));
 	scratch->next_label = 0;
 #pragma clang loop unroll(disable)
 	for (__u32 i = 0; i < KFAULT_DNS_NAME_MAX; i++) {
