@@ -69,7 +69,7 @@ struct dns_scratch {
 	volatile __u32 name_len;        /* dns_read_name's answer: one state after the loop, not one per length */
 	volatile __u32 at;              /* random: where the next answer record starts */
 	volatile __u32 rewritten;       /* random: records rewritten so far */
-	__u32 pad;
+	volatile __u32 avail;           /* the name's bytes read: the loop's exit, which clang can't fold */
 };
 
 /* 0 -> this CPU's scratch space: written and read by dnsfault.c only. */
@@ -202,15 +202,16 @@ static __always_inline int dns_read_name(struct __sk_buff *skb, __u32 offset, st
 	avail = (avail & (KFAULT_DNS_NAME_MAX - 1)) + 1;
 	if (bpf_skb_load_bytes(skb, offset, scratch->name, avail) < 0)
 		return -1;
-	/* and clang must not learn avail <= 256 either: it would drop the loop's own bound for
-	 * `i == avail`, which 6.1's verifier can't see end ("sequence of 8193 jumps") */
-	asm volatile("" : "+r"(avail));
+	/* read back from map memory at each step: in a register, clang turns the exit into
+	 * `i == avail` and drops the loop's own bound, an end 6.1's verifier can't see ("sequence
+	 * of 8193 jumps") */
+	scratch->avail = avail;
 	scratch->next_label = 0;
 #pragma clang loop unroll(disable)
 	for (__u32 i = 0; i < KFAULT_DNS_NAME_MAX; i++) {
 		__u8 c;
 
-		if (i >= avail)
+		if (i >= scratch->avail)
 			return -1;
 		if (i != scratch->next_label)
 			continue;
