@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo lint test kernel-test bench bench-io bench-syscall bench-agent bench-controller kernel-bench bench-stress proto crds images clean
+.PHONY: setup demo lint test kernel-test bench bench-io bench-dns bench-syscall bench-agent bench-controller kernel-bench bench-stress proto crds images clean
 
 setup:
 	scripts/setup-host
@@ -31,6 +31,9 @@ bench: setup
 
 bench-io: setup
 	$(PY) bench/io_overhead.py
+
+bench-dns: setup
+	$(PY) bench/dns_overhead.py
 
 # SyscallChaos's faults: needs BPF LSM (kernel-bench runs it on the stock kernel).
 bench-syscall: setup

@@ -354,4 +354,46 @@ struct kfault_sc_counters {
 	__u64 delay_ns; /* delay asked of the holder, summed */
 };
 
+/* ---- DNS faults (dnsfault.c) ------------------------------------------------------------ */
+
+#define KFAULT_DNS_MAX_RULES 8      /* a bit per rule in kfault_dns_targets' masks; kfault_dns_rules, _dfa, _counters */
+#define KFAULT_DNS_MAX_TARGETS 4096 /* kfault_dns_targets: pod addresses with DNS rules */
+#define KFAULT_DNS_PORT 53
+#define KFAULT_DNS_NAME_MAX 256   /* bytes of a query name we read: RFC 1035's 255 and its end */
+#define KFAULT_DNS_MAX_ANSWERS 16 /* records of an answer section random walks; later ones pass */
+
+/* kfault_dns_rule.action */
+#define KFAULT_DNS_ERROR 1  /* answer a matching query with an error, at the pod's egress */
+#define KFAULT_DNS_RANDOM 2 /* rewrite a matching answer's addresses, at the pod's ingress */
+/* kfault_dns_rule.rcode for error: an RCODE, or this for "drop the query" */
+#define KFAULT_DNS_RCODE_DROP 0xff
+
+/* Outcomes counted per DNS rule: index into kfault_dns_counters.queries. */
+#define KFAULT_DNS_OUTCOME_MATCHED 0   /* a query (error) or an answer (random) whose name matched */
+#define KFAULT_DNS_OUTCOME_ANSWERED 1  /* error: answered with the rule's RCODE */
+#define KFAULT_DNS_OUTCOME_DROPPED 2   /* error: dropped (errorResponse drop, or one we could not rewrite) */
+#define KFAULT_DNS_OUTCOME_RESET 3     /* error over TCP: the connection reset */
+#define KFAULT_DNS_OUTCOME_REWRITTEN 4 /* random: A or AAAA records rewritten */
+#define KFAULT_DNS_OUTCOME_FAILED 5    /* random: another record type, answered SERVFAIL (Chaos Mesh's) */
+#define KFAULT_DNS_OUTCOME_COUNT 6
+
+/* Value of kfault_dns_rules: one DNSChaos placement. Its name patterns are its DFA in
+ * kfault_dns_dfa (struct kfault_io_dfa: the same walk as file paths, over the name read with a
+ * dot for each label length). */
+struct kfault_dns_rule {
+	__u64 deadline_ns;
+	__u32 action; /* KFAULT_DNS_ERROR or KFAULT_DNS_RANDOM */
+	__u32 rcode;  /* error: the RCODE answered, or KFAULT_DNS_RCODE_DROP */
+};
+
+/* Key of kfault_dns_targets: a pod's address (IPv4 mapped into IPv6). Value: a mask of the
+ * rules placed on it. */
+struct kfault_dns_target_key {
+	__u8 addr[16];
+};
+
+struct kfault_dns_counters {
+	__u64 queries[KFAULT_DNS_OUTCOME_COUNT];
+};
+
 #endif /* KFAULT_H */

@@ -13,7 +13,7 @@
  * they may redirect a packet past any hook of ours there (bpf_redirect_peer) or end the chain.
  * A drop at T's egress must be silent to the sender's socket, like a loss in the network:
  * TC_ACT_SHOT there reaches it as NET_XMIT_DROP (ENOBUFS: ping retries, TCP sees local
- * congestion), and tcx reads TC_ACT_STOLEN as "next". So silent_drop() below.
+ * congestion), and tcx reads TC_ACT_STOLEN as "next". So silent_drop() (lib/packet.h).
  * A partition with partitionBehavior reject answers a TCP packet with a reset instead, made in
  * place of the packet and sent where the packet came from: at egress_to back into T's own
  * ingress (T's connect fails with ECONNREFUSED, its connection with ECONNRESET), at
@@ -36,8 +36,6 @@
 #include "lib/reset.h"
 #include "lib/rules.h"
 #include "lib/tamper.h"
-
-#define KFAULT_NO_IFINDEX 0 /* no interface has index 0 */
 
 /* What fault_packet decided for a packet. */
 #define FAULT_PASS 0
@@ -92,14 +90,6 @@ static __always_inline int rule_at(const struct kfault_peer_rules *rules, int i,
 	_Pragma("unroll") for (int rule_i_ = 0; rule_i_ < KFAULT_MAX_RULES_PER_PEER; rule_i_++) \
 		if (((slot) = rule_at(rules, rule_i_, pkt, now, &(rule), &(state))) >= 0)
 /* clang-format on */
-
-/* A drop at egress that the sender does not see: a redirect to no interface. The kernel frees
- * the packet and, as for every redirect at egress, reports it sent (NET_XMIT_SUCCESS); with
- * both classic tc and tcx, where TC_ACT_STOLEN would be taken for TCX_NEXT. */
-static __always_inline int silent_drop(void)
-{
-	return bpf_redirect(KFAULT_NO_IFINDEX, 0);
-}
 
 /* Answer a partition under reject with a TCP reset (lib/reset.h), counted for rule `slot`:
  * returns the redirect, or -1 for a packet the caller must drop. */

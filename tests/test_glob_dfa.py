@@ -68,3 +68,21 @@ def test_the_literal_folder_of_a_glob_is_the_part_before_any_wildcard(glob, fold
 def test_an_escaped_folder_matches_only_itself():
     dfa = glob_dfa.compile_glob(glob_dfa.escape("/odd[1]/*?") + "/x", layout.IO_ACCEPT_STATE)
     assert dfa.matches("/odd[1]/*?/x") and not dfa.matches("/odd1/ab/x")
+
+
+@pytest.mark.parametrize("patterns, name, expected", [
+    (["*.example.test"], ".www.example.test", True),
+    (["*.example.test"], ".WWW.Example.TEST", True),           # DNS compares names case-insensitively
+    (["*.example.test"], ".a.b.example.test", True),           # `*` takes dots too
+    (["*.example.test"], ".example.test", False),
+    (["chaos-mesh.*"], ".chaos-mesh.org", True),               # Chaos Mesh's trailing `*`
+    (["chaos-mesh.*"], ".chaos-mesh", False),
+    (["github.?om"], ".github.com", True),
+    (["github.?om"], ".github.om", False),
+    (["google.com."], ".google.com", True),                    # a trailing dot is the root's
+    ([], ".anything.at.all", True),                            # no pattern: every name
+    (["a.test", "b.test"], ".b.test", True),                   # one DFA for every pattern
+    (["a.test"], ".xa.test", False),
+])
+def test_name_glob_semantics(patterns, name, expected):
+    assert glob_dfa.compile_name_globs(patterns, layout.IO_ACCEPT_STATE).matches(name) is expected

@@ -371,3 +371,29 @@ def test_syscall_chaos_fault_and_latency_parse():
     latency = spec.parse_experiment({**syscall_doc(), "spec": {"action": "latency", "delay": "100ms",
                                                                "syscalls": ["getrandom", "futex"]}})
     assert (latency.syscalls, latency.delay_ns) == (("getrandom", "futex"), 100_000_000)
+
+
+# ---- DNSChaos ------------------------------------------------------------------------------
+
+def dns_doc(**spec_fields):
+    return {"apiVersion": spec.API_VERSION, "kind": "DNSChaos", "metadata": {"name": "x"},
+            "spec": {"action": "error", **spec_fields}}
+
+
+def test_dns_chaos_defaults_to_servfail_and_every_name():
+    experiment = spec.parse_experiment(dns_doc())
+    assert (experiment.patterns, experiment.error_response) == ((), "SERVFAIL")
+    assert spec.parse_experiment(dns_doc(errorResponse="drop", patterns=["*.example.test"])).error_response == "drop"
+
+
+@pytest.mark.parametrize("document, path, words", [
+    (dns_doc(patterns=["bad name!"]), "spec.patterns[0]", "letters, digits"),
+    (dns_doc(patterns=["a" * 254]), "spec.patterns[0]", "253"),
+    (dns_doc(patterns=[""]), "spec.patterns[0]", "DNS name"),
+    (dns_doc(action="random", errorResponse="NXDOMAIN"), "spec.errorResponse", "only with action error"),
+    (dns_doc(errorResponse="NOTIMP"), "spec.errorResponse", "one of"),
+    (dns_doc(action="delay"), "spec.action", "one of"),
+])
+def test_dns_chaos_bad_fields_are_named_with_their_fix(document, path, words):
+    messages = errors_of(document)
+    assert any(m.startswith(path + ":") and words in m for m in messages), messages

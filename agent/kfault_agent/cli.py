@@ -8,8 +8,8 @@ import signal
 import sys
 import time
 
-from kfault_agent.engines.counts import (UNREACHED, IOPlacementCounts, NetPlacementCounts, PodPlacementCounts,
-                                        StressPlacementCounts, SyscallPlacementCounts)
+from kfault_agent.engines.counts import (UNREACHED, DnsPlacementCounts, IOPlacementCounts, NetPlacementCounts,
+                                         PodPlacementCounts, StressPlacementCounts, SyscallPlacementCounts)
 from kfault_agent.errors import Refusal
 from kfault_agent.stop import Stopped, StopSignal
 from kfault_api import schema, spec, units
@@ -153,9 +153,14 @@ def _stress_lines(counted):
             f"memory {counted.memory_bytes} of {counted.memory_target_bytes} bytes"]
 
 
+def _dns_lines(counted):
+    return ["dns  " + "  ".join(f"{outcome} {count}" for outcome, count in counted.messages.items() if count)]
+
+
 # A placement's counts (engines/counts.py) -> its live lines, one short line per scope.
 LIVE_LINES = {NetPlacementCounts: _net_lines, IOPlacementCounts: _io_lines, PodPlacementCounts: _pod_lines,
-              StressPlacementCounts: _stress_lines, SyscallPlacementCounts: _syscall_lines}
+              StressPlacementCounts: _stress_lines, SyscallPlacementCounts: _syscall_lines,
+              DnsPlacementCounts: _dns_lines}
 
 
 def live_lines(counted):
@@ -262,7 +267,7 @@ def build_parser():
     p = sub.add_parser("run", help="inject an experiment on a local target until it ends")
     p.add_argument("-f", "--file", required=True)
     p.add_argument("--target", required=True,
-                   help="NetworkChaos: netns:NAME, netns:/path or pid:PID; IOChaos, PodChaos, StressChaos, "
+                   help="NetworkChaos, DNSChaos: netns:NAME, netns:/path or pid:PID; IOChaos, PodChaos, StressChaos, "
                         "SyscallChaos: cgroup:/dir or pid:PID")
     p.add_argument("--duration", help="overrides spec.duration, e.g. 30s")
     p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")

@@ -3,11 +3,12 @@ scrape time, no polling thread, formatted here as metric families. Their names a
 what the dashboard and the alert rules (manifests/) query: keep them."""
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kfault_agent.engines.counts import IOCounts, NetCounts, PodCounts, StressCounts, SyscallCounts
+from kfault_agent.engines.counts import DnsCounts, IOCounts, NetCounts, PodCounts, StressCounts, SyscallCounts
 
 PACKET_LABELS = ["experiment", "target", "action", "direction", "outcome"]
 SYSCALL_LABELS = ["experiment", "target", "method", "outcome"]
 POD_LABELS = ["experiment", "target", "action"]
+DNS_LABELS = ["experiment", "target", "action", "outcome"]
 
 
 def net_families(counts):
@@ -87,9 +88,23 @@ def stress_families(counts):
     return [running, cpu, cpu_target, memory]
 
 
+
+def dns_families(counts):
+    messages = CounterMetricFamily("kfault_dns_messages", "DNS queries and answers whose name a DNSChaos rule "
+                                   "matched, by what was done to them.", labels=DNS_LABELS)
+    rules = GaugeMetricFamily("kfault_dns_rules_active", "DNSChaos placements in force, by experiment and target.",
+                              labels=["experiment", "target"])
+    for placement in counts.placements:
+        rules.add_metric([placement.experiment, placement.target], 1)
+        for outcome, count in placement.messages.items():
+            messages.add_metric([placement.experiment, placement.target, placement.action, outcome], count)
+    return [messages, rules]
+
+
+
 # Each engine's counts -> its families.
 FAMILIES = {NetCounts: net_families, IOCounts: io_families, PodCounts: pod_families, StressCounts: stress_families,
-            SyscallCounts: syscall_families}
+            SyscallCounts: syscall_families, DnsCounts: dns_families}
 
 
 def families(counts):

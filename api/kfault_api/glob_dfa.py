@@ -116,7 +116,11 @@ def compile_glob(glob, max_states, *alternatives):
             raise GlobError("an absolute path glob, starting with /")
         if "\0" in each:
             raise GlobError("a path without NUL bytes")
-    tokens = [_tokens(each) for each in (glob,) + alternatives]
+    return _compile([_tokens(each) for each in (glob,) + alternatives], max_states)
+
+
+def _compile(tokens, max_states):
+    """The DFA of the token lists (any of them matching); GlobError if it is too big."""
     start = _closure({(which, 0, False) for which in range(len(tokens))}, tokens)
     index, order = {start: 0}, [start]
     table = []
@@ -152,3 +156,32 @@ def literal_folder(glob):
 def escape(path):
     """`path` as a glob that matches only itself."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+# ---- DNS names (DNSChaos patterns) ------------------------------------------------------
+
+NAME_MAX = 253            # a name's text, without the final dot (RFC 1035's 255 octets on the wire)
+_NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.?*")
+
+
+def _either_case(byte):
+    return frozenset({byte, ord(chr(byte).upper())}) if chr(byte).isalpha() else frozenset({byte})
+
+
+def compile_name_globs(patterns, max_states):
+    """One DFA matching a query name that any of `patterns` matches, case-insensitively, as the
+    kernel spells it: the wire's label lengths each read as a dot, so "www.example.test" is
+    walked as ".www.example.test". `?` is one character, `*` any run (dots too: Chaos Mesh's
+    trailing `*` takes every name under it); no pattern means every name."""
+    globs = []
+    for pattern in patterns or ("*",):
+        text = pattern.lower().rstrip(".")
+        if not text or len(text) > NAME_MAX or not set(text.encode()) <= _NAME_BYTES:
+            raise GlobError(f"a DNS name of letters, digits, '-', '_' and dots, up to {NAME_MAX} characters, "
+                            "with `?` and `*` as wildcards")
+        globs.append("." + text)
+    tokens = []
+    for glob in globs:
+        tokens.append([("globstar",) if c == "*" else ("set", ANY_BYTE) if c == "?" else ("set", _either_case(ord(c)))
+                       for c in glob])
+    return _compile(tokens, max_states)

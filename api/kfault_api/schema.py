@@ -274,6 +274,33 @@ POD_CHAOS_SPEC = {
 }
 
 
+DNS_ERROR_RESPONSES = ("SERVFAIL", "NXDOMAIN", "REFUSED", "drop")
+DNS_CHAOS_SPEC = {
+    "type": "object",
+    "required": ["action"],
+    "properties": {
+        "action": {"type": "string", "enum": ["error", "random"],
+                   "description": "error: a matching query is answered at once, in the pod's own datapath, with "
+                                  "an error (errorResponse); random: the A and AAAA records of matching answers "
+                                  "are rewritten to random addresses of the same family."},
+        "patterns": {"type": "array", "items": {"type": "string"},
+                     "description": "Names to affect, matched case-insensitively: `?` one character, `*` any "
+                                    "run of characters (Chaos Mesh: only at the end). None: every name."},
+        "errorResponse": {"type": "string", "enum": list(DNS_ERROR_RESPONSES),
+                          "description": "kfault's: error's answer, SERVFAIL (Chaos Mesh's, the default), "
+                                         "NXDOMAIN, REFUSED, or drop (no answer: the client times out)."},
+        "mode": MODE,
+        "value": {"type": "string"},
+        "selector": POD_SELECTOR,
+        "containerNames": {"type": "array", "items": {"type": "string"},
+                           "description": "Accepted for Chaos Mesh's sake: a pod's containers share its "
+                                          "network namespace, so every container of the pod is affected."},
+        "duration": DURATION,
+        "scheduler": SCHEDULER,
+        "remoteCluster": REMOTE_CLUSTER,
+    },
+}
+
 STRESS_OPTIONS = {"type": "array", "items": {"type": "string"},
                   "description": "stress-ng's arguments, such as \"--cpu 2\" or \"--timeout 600\": those with a "
                                  "meaning in a container are taken, the others refused by name "

@@ -216,6 +216,14 @@ class StressChaos(Experiment):
 
 
 @dataclass(frozen=True)
+class DNSChaos(Experiment):
+    # action: error | random
+    patterns: tuple = ()               # name globs; empty = every name
+    error_response: str = "SERVFAIL"   # error: schema.DNS_ERROR_RESPONSES
+    container_names: tuple = ()
+
+
+@dataclass(frozen=True)
 class Schedule:
     """Chaos Mesh 2.x's Schedule: at each time of `schedule`, the controller creates `template`
     (an experiment of `type`) as a resource the Schedule owns."""
@@ -424,6 +432,26 @@ def _memory_size(size, path, workers, oom_score_adj, problems):
     if size_bytes == 0:
         problems.add(path, size, "a size above 0")
     return MemoryStress(workers, size_bytes=size_bytes, oom_score_adj=oom_score_adj)
+
+
+def _dns_chaos(metadata, spec, doc, for_node):
+    problems = _Problems()
+    action = spec["action"]
+    patterns = tuple(spec.get("patterns") or ())
+    for index, pattern in enumerate(patterns):
+        problems.parse(f"spec.patterns[{index}]", pattern,
+                       lambda p: glob_dfa.compile_name_globs([p], layout.IO_ACCEPT_STATE))
+    if patterns:
+        problems.parse("spec.patterns", list(patterns),
+                       lambda p: glob_dfa.compile_name_globs(p, layout.IO_ACCEPT_STATE))
+    response = spec.get("errorResponse")
+    if response and action != "error":
+        problems.add("spec.errorResponse", response, "only with action error: random rewrites answers instead")
+    duration = _duration(spec, problems)
+    problems.raise_any()
+    return DNSChaos(name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
+                    patterns=patterns, error_response=response or "SERVFAIL",
+                    container_names=tuple(spec.get("containerNames", ())), duration_ns=duration, raw=doc)
 
 
 def _io_chaos(metadata, spec, doc, for_node):
@@ -1040,6 +1068,7 @@ EXPERIMENTS = {kind.name: kind for kind in (
     Kind("StressChaos", "kfstress", schema.STRESS_CHAOS_SPEC, StressChaos, _stress_chaos, "stressChaos"),
     Kind("SyscallChaos", "kfsys", schema.SYSCALL_CHAOS_SPEC, SyscallChaos, _syscall_chaos, "syscallChaos",
          chaos_mesh=False),
+    Kind("DNSChaos", "kfdns", schema.DNS_CHAOS_SPEC, DNSChaos, _dns_chaos, "dnsChaos"),
 )}
 SCHEDULE = Kind("Schedule", "kfsched",
                 schema.schedule_spec({k.schedule_key: (k.name, k.schema) for k in EXPERIMENTS.values()}),

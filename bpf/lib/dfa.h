@@ -5,20 +5,11 @@
 #define KFAULT_LIB_DFA_H
 
 #include "kfault.h"
+#include "dfa_index.h"
 #include "scratch.h"
 
 /* slot -> the DFA of rule slot's path glob. Written by the agent, read by iofault.c. */
 BPF_ARRAY(kfault_io_dfa, struct kfault_io_dfa, KFAULT_IO_MAX_RULES);
-
-/* Where next[state][c] is in kfault_io_dfa's flat table. The barrier keeps clang from
- * turning the add into an or (the bits don't overlap): 6.1's verifier loses an or's bounds. */
-static __always_inline __u32 dfa_index(__u32 state, __u8 c)
-{
-	__u32 row = (state & 0xff) << 8;
-
-	asm volatile("" : "+r"(row));
-	return row + c;
-}
 
 /* Walk rule r's DFA (`dfa`, or NULL) over scratch->path from the state scratch->start gives it:
  * scratch->state is then the state after the path (KFAULT_IO_DEAD_STATE when no path that

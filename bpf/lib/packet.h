@@ -145,4 +145,14 @@ static __always_inline int parse_packet(struct __sk_buff *skb, __u32 direction, 
 	return 0;
 }
 
+#define KFAULT_NO_IFINDEX 0 /* no interface has index 0 */
+
+/* A drop at egress that the sender does not see: a redirect to no interface. The kernel frees
+ * the packet and, as for every redirect at egress, reports it sent (NET_XMIT_SUCCESS); with
+ * both classic tc and tcx, where TC_ACT_STOLEN would be taken for TCX_NEXT. */
+static __always_inline int silent_drop(void)
+{
+	return bpf_redirect(KFAULT_NO_IFINDEX, 0);
+}
+
 #endif /* KFAULT_LIB_PACKET_H */

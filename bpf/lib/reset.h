@@ -38,16 +38,29 @@ static __always_inline __u32 csum_of(void *data, __u32 size)
 	return bpf_csum_diff(NULL, 0, data, size, 0);
 }
 
+/* Which way a reset made of a segment goes. */
+#define RESET_BACK 0   /* back to the segment's sender, answering it */
+#define RESET_ONWARD 1 /* on to its receiver, in the sender's name: the sender's end went away */
+
 /* The reset the kernel sends for a segment no socket wants (tcp_v4_send_reset): to a segment
  * with ACK, seq = its ack and RST alone; to one without (a SYN), seq 0 and RST+ACK acking
- * everything it carried, which is what a connecting socket accepts. */
-static __always_inline void reset_for(const struct tcphdr *seg, __u32 payload, struct tcphdr *rst)
+ * everything it carried, which is what a connecting socket accepts. Onward, the reset the
+ * sender would send in its place: its seq (the receiver's next expected), RST+ACK. */
+static __always_inline void reset_for(const struct tcphdr *seg, __u32 payload, struct tcphdr *rst, int way)
 {
 	__builtin_memset(rst, 0, sizeof(*rst));
-	rst->source = seg->dest;
-	rst->dest = seg->source;
 	rst->doff = sizeof(*rst) / 4;
 	rst->rst = 1;
+	if (way == RESET_ONWARD) {
+		rst->source = seg->source;
+		rst->dest = seg->dest;
+		rst->seq = seg->seq;
+		rst->ack = 1;
+		rst->ack_seq = seg->ack_seq;
+		return;
+	}
+	rst->source = seg->dest;
+	rst->dest = seg->source;
 	if (seg->ack) {
 		rst->seq = seg->ack_seq;
 	} else {
@@ -108,7 +121,7 @@ static __always_inline int swap_macs(struct __sk_buff *skb)
 }
 
 static __always_inline int make_ipv4_reset(struct __sk_buff *skb, const struct packet *pkt, __u32 l4_offset,
-					   const struct tcphdr *seg)
+					   const struct tcphdr *seg, int way)
 {
 	struct {
 		__be32 saddr, daddr;
@@ -122,12 +135,12 @@ static __always_inline int make_ipv4_reset(struct __sk_buff *skb, const struct p
 	if (bpf_skb_load_bytes(skb, pkt->l3_offset, &ip, sizeof(ip)) < 0)
 		return -1;
 	payload = bpf_ntohs(ip.tot_len) - (__s32)(l4_offset - pkt->l3_offset) - seg->doff * 4;
-	reset_for(seg, payload > 0 ? payload : 0, &rst);
+	reset_for(seg, payload > 0 ? payload : 0, &rst, way);
 	if (cut_to_reset(skb, pkt, l4_offset, sizeof(ip)) < 0)
 		return -1;
 
-	pseudo.saddr = ip.daddr;
-	pseudo.daddr = ip.saddr;
+	pseudo.saddr = way == RESET_ONWARD ? ip.saddr : ip.daddr;
+	pseudo.daddr = way == RESET_ONWARD ? ip.daddr : ip.saddr;
 	pseudo.protocol = IPPROTO_TCP;
 	pseudo.len = bpf_htons(sizeof(rst));
 	ip.saddr = pseudo.saddr;
@@ -147,7 +160,7 @@ static __always_inline int make_ipv4_reset(struct __sk_buff *skb, const struct p
 }
 
 static __always_inline int make_ipv6_reset(struct __sk_buff *skb, const struct packet *pkt, __u32 l4_offset,
-					   const struct tcphdr *seg)
+					   const struct tcphdr *seg, int way)
 {
 	struct {
 		struct in6_addr saddr, daddr;
@@ -161,12 +174,12 @@ static __always_inline int make_ipv6_reset(struct __sk_buff *skb, const struct p
 	if (bpf_skb_load_bytes(skb, pkt->l3_offset, &ip6, sizeof(ip6)) < 0)
 		return -1;
 	payload = bpf_ntohs(ip6.payload_len) - (__s32)(l4_offset - pkt->l3_offset - sizeof(ip6)) - seg->doff * 4;
-	reset_for(seg, payload > 0 ? payload : 0, &rst);
+	reset_for(seg, payload > 0 ? payload : 0, &rst, way);
 	if (cut_to_reset(skb, pkt, l4_offset, sizeof(ip6)) < 0)
 		return -1;
 
-	pseudo.saddr = ip6.daddr;
-	pseudo.daddr = ip6.saddr;
+	pseudo.saddr = way == RESET_ONWARD ? ip6.saddr : ip6.daddr;
+	pseudo.daddr = way == RESET_ONWARD ? ip6.daddr : ip6.saddr;
 	pseudo.len = bpf_htonl(sizeof(rst));
 	pseudo.nexthdr = IPPROTO_TCP;
 	ip6.saddr = pseudo.saddr;
@@ -210,6 +223,14 @@ static __always_inline int answerable_segment(struct __sk_buff *skb, const struc
 	return 0;
 }
 
+/* Turn the packet, in place, into a reset made of `seg` (`way`: RESET_BACK or RESET_ONWARD),
+ * its MACs as they were: 0, or -1 when a helper refused. */
+static __always_inline int make_reset(struct __sk_buff *skb, const struct packet *pkt, __u32 offset,
+				      const struct tcphdr *seg, int way)
+{
+	return pkt->is_ipv4 ? make_ipv4_reset(skb, pkt, offset, seg, way) : make_ipv6_reset(skb, pkt, offset, seg, way);
+}
+
 /* Turn the packet, in place, into the reset that answers `seg`: from its destination to its
  * source (MACs, addresses and ports swapped), then mark it as ours and send it on its way
  * (`redirect_flags`: BPF_F_INGRESS back into the target, 0 out to the peer). Returns the
@@ -217,7 +238,7 @@ static __always_inline int answerable_segment(struct __sk_buff *skb, const struc
 static __always_inline int send_reset(struct __sk_buff *skb, const struct packet *pkt, __u32 offset,
 				      const struct tcphdr *seg, __u64 redirect_flags)
 {
-	int err = pkt->is_ipv4 ? make_ipv4_reset(skb, pkt, offset, seg) : make_ipv6_reset(skb, pkt, offset, seg);
+	int err = make_reset(skb, pkt, offset, seg, RESET_BACK);
 
 	if (err < 0 || swap_macs(skb) < 0)
 		return -1;

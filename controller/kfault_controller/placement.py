@@ -31,6 +31,7 @@ PLACEMENT = {
     "PodChaos": KindPlacement(api_actions=frozenset({"pod-kill"})),
     "StressChaos": KindPlacement(per_pod_fields=("containerNames",)),
     "SyscallChaos": KindPlacement(per_pod_fields=("containerNames",)),
+    "DNSChaos": KindPlacement(),     # the pod's own interface, found by the agent
 }
 
 

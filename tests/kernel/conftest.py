@@ -57,6 +57,19 @@ def io_datapath(_node):
     return _node[1]
 
 
+@pytest.fixture(scope="session")
+def dns_datapath(_node):
+    """dnsfault.c, compiled and loaded once per run (the first test that asks)."""
+    from kfault_agent.errors import KernelUnsupported
+    from kfault_agent.kernel import loader
+    try:
+        dns = loader.DnsDatapath()
+    except KernelUnsupported as err:
+        skip_for_lack_of("tc-bpf", str(err))
+    yield dns
+    dns.close()
+
+
 @pytest.fixture
 def lab():
     lab = Lab()
@@ -71,6 +84,15 @@ def engine(datapath, capabilities):
     # A lease longer than any test runs under emulation: nothing renews it, and the fixture
     # revokes everything at the end (tests of lapsing leases set their own).
     eng = netfault.NetFaultEngine(datapath, capabilities, lease_s=600)
+    yield eng
+    eng.revoke_all()
+
+
+@pytest.fixture
+def dns_engine(dns_datapath, capabilities):
+    from kfault_agent.engines import dnsfault
+
+    eng = dnsfault.DnsFaultEngine(dns_datapath, capabilities, lease_s=600)
     yield eng
     eng.revoke_all()
 

@@ -207,7 +207,9 @@ async def test_every_panel_shows_data_while_faults_are_injected(cluster, lab, pr
                        "action": "latency", "delay": "5ms", "volumePath": str(tmp_path), "path": f"{tmp_path}/*.db",
                        "methods": ["read"], "selector": {"labelSelectors": {"app": "io"}}}),
                    ("podchaos", "freeze"): ("PodChaos", {"action": "pod-failure",
-                                                         "selector": {"labelSelectors": {"app": "frozen"}}})}
+                                                         "selector": {"labelSelectors": {"app": "frozen"}}}),
+                   ("dnschaos", "dns-errors"): ("DNSChaos", {"action": "error", "patterns": ["*.example.test"],
+                                                             "selector": {"pods": {NS: ["web-1"]}}})}
     # StressChaos needs cgroup v2's cpu and memory controllers; where the node has them on
     # cgroup v1 (this development host) its agent refuses it, and its panels can have no data.
     stress_here = not stress.missing_controllers()

@@ -119,3 +119,17 @@ class StressPlacementCounts:
 @dataclass(frozen=True)
 class StressCounts:
     placements: list      # StressPlacementCounts
+
+
+@dataclass(frozen=True)
+class DnsPlacementCounts:
+    """One DNSChaos placement: DNS messages whose name matched, by outcome (layout.DNS_OUTCOMES)."""
+    experiment: str
+    target: str
+    action: str
+    messages: dict        # outcome -> count
+
+
+@dataclass(frozen=True)
+class DnsCounts:
+    placements: list      # DnsPlacementCounts

@@ -26,6 +26,7 @@ BPF_DIR = os.path.normpath(os.environ.get("KFAULT_BPF_DIR")
                            or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "bpf"))
 
 NET_PROGRAMS = ("egress_to", "ingress_from", "select_delayed", "egress_from")
+DNS_PROGRAMS = ("dns_query_out", "dns_answer_in")
 # bcc's name prefixes that say where a program attaches; the kernel's name of it drops them.
 NAME_PREFIXES = ("kmod_ret__", "kfunc__", "kretfunc__", "lsm__")
 # The attach type of a TRACING program, by its bcc prefix: fentry (kfunc__), fexit (kretfunc__) or fmod_ret.
@@ -228,6 +229,24 @@ class NetDatapath(TcPrograms):
         self.counters = self.table("kfault_counters")
         self.rule_state = self.table("kfault_rule_state")
         self.departures = self.table("kfault_departures")
+
+
+class DnsDatapath(TcPrograms):
+    """dnsfault.c, compiled and loaded: its programs' fds and its maps."""
+
+    def __init__(self):
+        try:
+            super().__init__(os.path.join(BPF_DIR, "dnsfault.c"), DNS_PROGRAMS,
+                             cflags=[f"-I{BPF_DIR}", "-Wno-macro-redefined"])
+        except KernelUnsupported:
+            raise
+        except Exception as err:
+            raise KernelUnsupported(
+                f"the kernel refused kfault's DNS tc programs (BPF_PROG_TYPE_SCHED_CLS): {err}") from err
+        self.targets = self.table("kfault_dns_targets")
+        self.rules = self.table("kfault_dns_rules")
+        self.dfa = self.table("kfault_dns_dfa")
+        self.counters = self.table("kfault_dns_counters")
 
 
 IO_PROGRAMS = ("io_sys_enter", "io_sys_exit", "io_match_path", "io_aio_submit")
