@@ -26,7 +26,10 @@ UPSTREAM_SUBNET = "10.250.55"  # resolver .1 -- zone server .2
 # The zone: names and their addresses; nothing else answers.
 ZONE = {"www.example.test": ("10.9.9.9", "fd00:9::9"), "api.example.test": ("10.9.9.10", "fd00:9::10"),
         "ok.other.test": ("10.9.9.11", "fd00:9::11")}
-FAST_S = 0.005                 # "at once": the acceptance's 5 ms
+# "At once": the acceptance's 5 ms, against the 2 s a query the program missed would wait. In the
+# stock-kernel tier the kernel runs under TCG, about ten times slower (dig itself measured 8 ms
+# there): the bound is that tier's 50 ms, still forty times under the timeout.
+FAST_S = 0.05 if os.environ.get("KFAULT_TIER") == "stock-kernel" else 0.005
 # getaddrinfo in the pod, timed in the process itself, the best of three (one lookup delayed by
 # the busy machine's scheduler says nothing of the datapath); the resolver is /etc/resolv.conf's
 # (ip netns exec mounts /etc/netns/<ns>/resolv.conf over it). No shell: exec'd with its arguments.
@@ -169,6 +172,7 @@ def outcomes(engine, experiment):
     return {outcome: count for _, _, outcome, count in engine.counter_rows(experiment.key)}
 
 
+@pytest.mark.stock_kernel("dnsfault.c on classic tc filters and 6.1's verifier: error, answered in the pod")
 def test_error_answers_matching_names_at_once_over_udp_and_tcp(lab, dns_engine, zone, resolv_conf):
     assert dig(lab, zone, "www.example.test")[:2] == ("NOERROR", ["10.9.9.9"])
     before = lab.tc_state()
@@ -245,6 +249,7 @@ def test_error_through_a_resolver_on_another_host_and_a_read_only_root(lab, dns_
             server.wait()
 
 
+@pytest.mark.stock_kernel("dnsfault.c on classic tc filters and 6.1's verifier: random, rewritten in place")
 def test_random_rewrites_a_and_aaaa_to_addresses_outside_the_zone(lab, dns_engine, zone):
     experiment = chaos("random", patterns=["*.example.test"])
     dns_engine.apply(experiment, pod(lab))
@@ -287,7 +292,7 @@ def test_killed_runner_leaves_no_fault_after_its_lease(lab, zone, tmp_path):
         cleanup()
 
 
-# Host tier for now (6.1's sizes were recorded by loading dnsfault.c in the VM: docs/kinds/dnschaos.md).
+@pytest.mark.stock_kernel("what 6.1's verifier makes of dnsfault.c's programs")
 @pytest.mark.parametrize("program", loader.DNS_PROGRAMS)
 def test_dns_program_within_its_recorded_size(dns_datapath, program):
     check_size(program, dns_datapath.fd(program))
