@@ -194,7 +194,7 @@ async def test_every_panel_shows_data_while_faults_are_injected(cluster, lab, pr
     _, b_ip = lab.link("a", "b", "10.250.1")
     containers = {}
     for name, labels in (("web-1", {"app": "web"}), ("io-1", {"app": "io"}), ("frozen-1", {"app": "frozen"}),
-                         ("stressed-1", {"app": "stressed"})):
+                         ("stressed-1", {"app": "stressed"}), ("sys-1", {"app": "sys"})):
         kmock.objects["v1/pods", NS, name], containers[name] = pods.add(name, "a", labels)
     kmock.objects["v1/pods", NS, "web-2"] = ghost_pod("web-2", {"app": "web"})
     (tmp_path / "data.db").write_text("kfault")
@@ -202,12 +202,20 @@ async def test_every_panel_shows_data_while_faults_are_injected(cluster, lab, pr
                                json.dumps([["read", str(tmp_path / "data.db"), 1_000_000]])],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     traffic = lab.popen("a", f"ping -q -i 0.01 {b_ip}")
+    # sys-1's application: a getrandom every 10 ms, which SyscallChaos's latency holds (latency,
+    # not fault: this host has no BPF LSM, and the panels need only a delayed call).
+    random_calls = subprocess.Popen(["sh", "-c", f'echo $$ > {containers["sys-1"]}/cgroup.procs && exec "$@"', "sh",
+                                     sys.executable, "-c", "import os, time\nwhile True:\n"
+                                     "    os.getrandom(1)\n    time.sleep(0.01)"])
     experiments = {("networkchaos", "lossy"): ("NetworkChaos", {"action": "loss", "loss": {"loss": "30"}}),
                    ("iochaos", "slow-io"): ("IOChaos", {
                        "action": "latency", "delay": "5ms", "volumePath": str(tmp_path), "path": f"{tmp_path}/*.db",
                        "methods": ["read"], "selector": {"labelSelectors": {"app": "io"}}}),
                    ("podchaos", "freeze"): ("PodChaos", {"action": "pod-failure",
                                                          "selector": {"labelSelectors": {"app": "frozen"}}}),
+                   ("syscallchaos", "slow-random"): ("SyscallChaos", {
+                       "action": "latency", "delay": "1ms", "syscalls": ["getrandom"],
+                       "selector": {"labelSelectors": {"app": "sys"}}}),
                    ("dnschaos", "dns-errors"): ("DNSChaos", {"action": "error", "patterns": ["*.example.test"],
                                                              "selector": {"pods": {NS: ["web-1"]}}})}
     # StressChaos needs cgroup v2's cpu and memory controllers; where the node has them on
@@ -262,5 +270,7 @@ async def test_every_panel_shows_data_while_faults_are_injected(cluster, lab, pr
     finally:
         traffic.kill()
         traffic.wait()
+        random_calls.kill()
+        random_calls.wait()
         victim.kill()
         victim.wait()
