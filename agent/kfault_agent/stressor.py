@@ -118,14 +118,17 @@ def write_disk(directory, size):
 
 
 def _worker(kind, run, *args):
+    # Taken before the fork: read in the child, a parent that died before the child first ran
+    # (under TCG, a SIGKILLed agent's stressor can die before its last workers are scheduled)
+    # would already be init, and the check below would pass a worker no death signal will end.
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     code = 0
     try:
-        parent = os.getppid()
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
+        if os.getppid() != parent:      # this process died before the prctl
             os._exit(0)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _name(kind)
