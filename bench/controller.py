@@ -21,11 +21,15 @@ that process, not the controller, set the placement latency. For each size (pods
     experiments; status is written only when it changes); watch streams re-opened are counted
     apart (kmock sends no bookmarks: kopf re-opens a quiet stream every 70 s, which an API
     server's bookmarks prevent);
-  - the controller's resident memory (VmRSS) at the end.
+  - the controller's resident memory (VmRSS) at the end;
+  - the CPU seconds the controller, kmock (the bench's own process) and the agents used while
+    the experiments were placed: which of them the latency is waiting for.
 Pods are spread PODS_PER_NODE to a node; experiment i selects the pods labelled app=app-(i mod
 APPS) (mode all): 1/APPS of the cluster each. Production timings (renewal every 5 s, lease 15 s).
 Run: make bench-controller [ARGS="--grid"] (the corners and the diagonal unless --grid; one
-size: ARGS="--size 5000x100"). BENCH_WINDOW_S, BENCH_SETTLE_S shorten a trial run.
+size: ARGS="--size 5000x100"). BENCH_WINDOW_S, BENCH_SETTLE_S shorten a trial run. BENCH_PROFILE=path
+runs the controller under cProfile (stats written there when it stops; each size overwrites
+them), keeps its log and prints when each experiment was created and placed.
 """
 import argparse
 import asyncio
@@ -34,6 +38,7 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import queue
 import statistics
 import subprocess
 import sys
@@ -59,6 +64,7 @@ PLACED_TIMEOUT_S = 120
 READY_TIMEOUT_S = 900
 SETTLED_CPU = 0.25          # of one core, over SETTLED_SAMPLE_S: the controller is idle but for timers
 SETTLED_SAMPLE_S = 1.0
+PROFILE = os.environ.get("BENCH_PROFILE")   # a path: the controller runs under cProfile, its stats written there
 
 
 class TimedEngine(RecordingEngine):
@@ -88,9 +94,25 @@ class Agent:
         self.service.close()
 
 
+def forward(local, applies, stop):
+    """What the agents applied, to the bench in batches: a pickled message per pod applied cost
+    the agents' process and the bench's more CPU than the controller at 20,000 pods."""
+    while not stop.is_set():
+        try:
+            batch = [local.get(timeout=0.1)]
+        except queue.Empty:
+            continue
+        with contextlib.suppress(queue.Empty):
+            while len(batch) < 10000:
+                batch.append(local.get_nowait())
+        applies.put(batch)
+
+
 def serve_agents(nodes, ports, applies, stop):
     """The child process: every node's agent, until `stop` is set; their ports go to `ports`."""
-    agents = {node: Agent(node, applies) for node in nodes}
+    local = queue.SimpleQueue()
+    threading.Thread(target=forward, args=(local, applies, stop), daemon=True).start()
+    agents = {node: Agent(node, local) for node in nodes}
     ports.send({node: agent.port for node, agent in agents.items()})
     stop.wait()
     for agent in agents.values():
@@ -114,9 +136,10 @@ class Agents:
         self.reader.start()
 
     def read(self):
-        for key, pod_name, at in iter(self.applied.get, None):
-            self.applied_at[key].setdefault(pod_name, at)
-            self.apply_calls[key] += 1
+        for batch in iter(self.applied.get, None):
+            for key, pod_name, at in batch:
+                self.applied_at[key].setdefault(pod_name, at)
+                self.apply_calls[key] += 1
 
     def placed(self, key):
         return list(self.applied_at.get(key, {}).values())
@@ -190,7 +213,10 @@ def controller_process(kubeconfig):
     """python -m kfault_controller, as its Deployment runs it (plaintext to the local agents)."""
     env = {**os.environ, "KUBECONFIG": kubeconfig}
     log = tempfile.NamedTemporaryFile(prefix="kfault-bench-controller-", suffix=".log", delete=False)
-    process = subprocess.Popen([sys.executable, "-m", "kfault_controller", "--insecure"], env=env,
+    profile = ["-m", "cProfile", "-o", PROFILE] if PROFILE else []     # written when kopf stops (SIGTERM)
+    if PROFILE:
+        print(f"the controller's log: {log.name}", flush=True)
+    process = subprocess.Popen([sys.executable, *profile, "-m", "kfault_controller", "--insecure"], env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     process.started = time.monotonic()
     try:
@@ -199,7 +225,8 @@ def controller_process(kubeconfig):
         print(f"the controller's log: {log.name}", file=sys.stderr)
         raise
     else:
-        os.unlink(log.name)
+        if not PROFILE:
+            os.unlink(log.name)
     finally:
         process.terminate()
         try:
@@ -218,19 +245,27 @@ async def wait_until(predicate, timeout, what):
         await asyncio.sleep(0.05)
 
 
-def created_as_by_an_api_server(handle, create):
+def as_by_an_api_server(handle, create, served):
     """kmock 0.8 stores a created object as sent; an API server gives it a uid, a resourceVersion
-    and a creationTimestamp (what a Workflow's nodes create), as here."""
+    and a creationTimestamp (what a Workflow's nodes create), as here. And kmock keeps every
+    request it served, matching each new one against them all (its reactions' `request in
+    view` walks the whole log): a cost per request growing with the run, which an API server
+    has not, and which made kmock, not the controller, the bench's bottleneck (at 1,000 pods x
+    100 experiments it used 25 CPU seconds while placing, the controller 4). So the bench
+    counts requests itself (`served`: their kinds, request_kind) and kmock's log keeps only the
+    request being served."""
     made = itertools.count(1)
 
-    async def created(self, request):
+    async def handled(self, request):
+        served.append(request_kind(request))
+        del self._requests[:-1]
         if request.resource is not None and request.action == create and isinstance(request.data, dict):
             number = next(made)
             request.data.setdefault("metadata", {}).update(
                 uid=f"uid-created-{number}", resourceVersion=f"c{number}",
                 creationTimestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         return await handle(self, request)
-    return created
+    return handled
 
 
 async def run_size(pods, experiments, workflows=0):
@@ -241,7 +276,8 @@ async def run_size(pods, experiments, workflows=0):
     unpatched = parsing.parse_path
     parsing.parse_path = parse_path_with_namespaces(unpatched)     # kmock serves namespaces, as the tests'
     handle = kmock_lib.KubernetesEmulator._handle
-    kmock_lib.KubernetesEmulator._handle = created_as_by_an_api_server(handle, kmock_lib.action.CREATE)
+    served = []         # the kind of each request kmock served, in order
+    kmock_lib.KubernetesEmulator._handle = as_by_an_api_server(handle, kmock_lib.action.CREATE, served)
     agents = Agents([node_name(n) for n in range((pods + PODS_PER_NODE - 1) // PODS_PER_NODE)])
     try:
         async with kmock_lib.KubernetesEmulator() as kmock, kmock_lib.Server(kmock):
@@ -255,7 +291,7 @@ async def run_size(pods, experiments, workflows=0):
                 """)
                 config.flush()
                 with controller_process(config.name) as process:
-                    return await measure(kmock, agents, process, pods, experiments, workflows)
+                    return await measure(kmock, served, agents, process, pods, experiments, workflows)
     finally:
         parsing.parse_path = unpatched
         kmock_lib.KubernetesEmulator._handle = handle
@@ -278,6 +314,11 @@ async def wait_until_ready(kmock, agents, started):
     await wait_until(lambda: kmock.objects["kfault.dev/v1alpha1/networkchaos", "default", "canary"].deleted,
                      PLACED_TIMEOUT_S, "the canary deleted")
     return ready_s
+
+
+def processes_cpu(controller, agents):
+    """CPU seconds used so far by the controller, kmock (this process: the bench's own cost) and the agents."""
+    return {"controller": cpu_seconds(controller), "kmock": cpu_seconds(os.getpid()), "agents": cpu_seconds(agents)}
 
 
 def cpu_seconds(pid):
@@ -323,19 +364,22 @@ async def start_workflows(kmock, count):
     await wait_until(running, PLACED_TIMEOUT_S, f"{count} workflows running")
 
 
-async def measure(kmock, agents, process, pods, experiments, workflows=0):
+async def measure(kmock, served, agents, process, pods, experiments, workflows=0):
     ready_s = await wait_until_ready(kmock, agents, process.started)
     settled_s = await wait_until_settled(process.pid, process.started)
     await start_workflows(kmock, workflows)
     selected = {f"default/exp-{i:03d}": sum(1 for p in range(pods) if p % APPS == i % APPS)
                 for i in range(experiments)}
+    cpu_before = processes_cpu(process.pid, agents.process.pid)
     created = await create_experiments(kmock, experiments)
     latencies = await placement_latencies(agents, created, selected)
+    placing_cpu = {name: used - cpu_before[name]
+                   for name, used in processes_cpu(process.pid, agents.process.pid).items()}
     await asyncio.sleep(SETTLE_S)
-    per_minute = await steady_requests(kmock)
+    per_minute = await steady_requests(served)
     applies = sum(count for key, count in agents.apply_calls.items() if key.startswith("default/exp-"))
     return {"ready_s": ready_s, "settled_s": settled_s, "latencies": latencies, "per_minute": per_minute,
-            "rss_mib": rss_mib(process.pid),
+            "rss_mib": rss_mib(process.pid), "placing_cpu": placing_cpu,
             "apply_per_pod": applies / sum(selected.values())}
 
 
@@ -345,6 +389,8 @@ async def create_experiments(kmock, count):
     for i in range(count):
         body = experiment(i)
         created[f"default/{body['metadata']['name']}"] = time.monotonic()
+        if PROFILE:
+            print(f"created {body['metadata']['name']} at {time.time():.3f}", flush=True)
         response = await kmock.post("/apis/kfault.dev/v1alpha1/namespaces/default/networkchaos", json=body)
         assert response.status in (200, 201), await response.text()
         await asyncio.sleep(1 / CREATE_PER_S)
@@ -362,16 +408,19 @@ async def placement_latencies(agents, created, selected):
             if len(times) < selected[key]:
                 return False
             latencies[key] = max(times) - created[key]
+            if PROFILE:
+                print(f"placed {key} first {min(times) - created[key]:.3f} last {latencies[key]:.3f} s", flush=True)
         return True
     await wait_until(every_pod_applied, PLACED_TIMEOUT_S, lambda: f"{len(latencies)} of {len(created)} placed")
     return sorted(latencies.values())
 
 
-async def steady_requests(kmock):
-    """The API requests kmock receives in WINDOW_S, per minute, by verb and resource."""
-    start = len(list(kmock))
+async def steady_requests(served):
+    """The API requests kmock receives in WINDOW_S, per minute, by verb and resource (served:
+    the kind of each request so far, as_by_an_api_server)."""
+    start = len(served)
     await asyncio.sleep(WINDOW_S)
-    counts = collections.Counter(request_kind(r) for r in list(kmock)[start:])
+    counts = collections.Counter(served[start:])
     return {kind: count * 60 / WINDOW_S for kind, count in counts.items()}
 
 
@@ -399,7 +448,9 @@ def report_size(pods, experiments, result):
           f"settled {result['settled_s']:.1f} s; "
           f"in steady state {others:.0f} API requests/min (+{reopened_watches(per_minute):.0f} watches re-opened); "
           f"placed p50 {statistics.median(lat) * 1000:.0f} ms, p99 {percentile(lat, 0.99) * 1000:.0f} ms; "
-          f"controller RSS {result['rss_mib']:.0f} MiB; Apply calls per selected pod {result['apply_per_pod']:.2f}",
+          f"controller RSS {result['rss_mib']:.0f} MiB; Apply calls per selected pod {result['apply_per_pod']:.2f}; "
+          "CPU seconds while placing: "
+          + ", ".join(f"{name} {used:.1f}" for name, used in result["placing_cpu"].items()),
           flush=True)
     for kind, rate in sorted(per_minute.items(), key=lambda item: -item[1]):
         print(f"    {rate:8.1f}/min  {kind}")

@@ -56,3 +56,21 @@ def test_a_view_is_a_snapshot_later_events_do_not_change():
     cache.put(pod("web-2"))
     assert [p["metadata"]["name"] for p in view.pods] == ["web-1"]
     assert view.node_labels == {"node-a": {"zone": "a"}}
+
+
+def test_a_selector_with_labels_looks_only_at_the_pods_carrying_them():
+    cache = cluster.PodCache(AGENT_OF)
+    cache.put(pod("web-1", labels={"app": "web", "tier": "front"}))
+    cache.put(pod("web-2", labels={"app": "web"}))
+    cache.put(pod("db-1", labels={"app": "db"}))
+    cache.put(pod("web-2", labels={"app": "db"}))          # relabelled: indexed under its new labels only
+    cache.remove(pod("db-1"))
+    view = cluster.view_of(cache, {})
+    names = lambda selector: sorted(p["metadata"]["name"] for p in view.candidates(selector))  # noqa: E731
+    assert names({"labelSelectors": {"app": "web", "tier": "front"}}) == ["web-1"]
+    assert names({"labelSelectors": {"app": "db"}}) == ["web-2"]
+    assert names({"labelSelectors": {"app": "none"}}) == []
+    assert names({"namespaces": ["default"]}) == ["web-1", "web-2"]       # no labels: every pod
+    assert cache.by_label == {("app", "web"): {("default", "web-1"): cache.pods["default", "web-1"]},
+                              ("tier", "front"): {("default", "web-1"): cache.pods["default", "web-1"]},
+                              ("app", "db"): {("default", "web-2"): cache.pods["default", "web-2"]}}

@@ -17,6 +17,19 @@ class ClusterView:
     pods: list                  # every pod, as pod_summary keeps it
     agents: dict                # node name -> host:port of its kfault agent
     node_labels: dict           # node name -> labels
+    by_label: dict = None       # (label, value) -> {pod key: summary}, PodCache's; None: look at every pod
+
+    def candidates(self, selector):
+        """The pods a selector may pick, for selection.select to match: those carrying the
+        rarest of its labelSelectors' pairs, or every pod. Matching all 20,000 pods of a
+        cluster took 19 ms of the event loop per experiment, its index a fraction of that.
+        The index is the cache's as it is at this call, not a snapshot (copying it per view
+        would cost what it saves): a pod the watch added since the view was taken may be
+        selected, as it would be a moment later."""
+        wanted = (selector or {}).get("labelSelectors") or {}
+        if self.by_label is None or not wanted:
+            return self.pods
+        return list(min((self.by_label.get(pair, {}) for pair in wanted.items()), key=len).values())
 
 
 def pod_summary(body):
@@ -45,16 +58,21 @@ class PodCache:
         self.agent_of = agent_of        # pod body -> host:port if it is a ready kfault agent, else None
         self.pods = {}                  # (namespace, name) -> summary
         self.agent_pods = {}            # (namespace, name) -> (node, host:port)
+        self.by_label = {}              # (label, value) -> {(namespace, name): summary}: ClusterView.candidates
 
     def clear(self):
         self.pods.clear()
         self.agent_pods.clear()
+        self.by_label.clear()
 
     def put(self, body):
         """A pod as it is now (added or changed)."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
-        self.pods[key] = pod_summary(body)
+        self._unindex(key)
+        summary = self.pods[key] = pod_summary(body)
+        for pair in summary["metadata"]["labels"].items():
+            self.by_label.setdefault(pair, {})[key] = summary
         node, address = (body.get("spec") or {}).get("nodeName"), self.agent_of(body)
         if node and address:
             self.agent_pods[key] = (node, address)
@@ -63,8 +81,18 @@ class PodCache:
 
     def remove(self, body):
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        self._unindex(key)
         self.pods.pop(key, None)
         self.agent_pods.pop(key, None)
+
+    def _unindex(self, key):
+        """Take the pod's labels as last put out of by_label."""
+        old = self.pods.get(key)
+        for pair in (old["metadata"]["labels"].items() if old else ()):
+            holders = self.by_label.get(pair, {})
+            holders.pop(key, None)
+            if not holders:
+                self.by_label.pop(pair, None)
 
     def agents(self):
         """node name -> host:port of its agent (the newest pod's, while a rollout runs two)."""
@@ -74,7 +102,8 @@ class PodCache:
 def view_of(pods, node_labels):
     """A snapshot of the pod cache and the node index (kopf's: key -> a store of values)."""
     return ClusterView(pods=list(pods.pods.values()), agents=pods.agents(),
-                       node_labels={node: next(iter(store)) for node, store in node_labels.items() if store})
+                       node_labels={node: next(iter(store)) for node, store in node_labels.items() if store},
+                       by_label=pods.by_label)
 
 
 def list_pods(page_size=500):

@@ -55,7 +55,8 @@ def agent_spec(kind, spec, view, scope):
     rules = PLACEMENT[kind.name]
     body = {k: v for k, v in spec.items() if k not in RESOLVED_HERE + rules.per_pod_fields}
     if rules.peers_from_target and spec.get("target"):
-        peers = selection.select(spec["target"], view.pods, scope, view.node_labels, where="spec.target")
+        peers = selection.select(spec["target"], view.candidates(spec["target"].get("selector")), scope,
+                                 view.node_labels, where="spec.target")
         body["externalTargets"] = list(spec.get("externalTargets", [])) + [
             address for p in peers for address in pod_addresses(p)]
     return body
@@ -85,12 +86,13 @@ def by_node(pods):
     return dict(sorted(groups.items(), key=lambda item: item[0] or ""))
 
 
-def _record(pod, node, errors):
-    record = {"pod": pod_name(pod), "node": node or ""}
-    if pod_name(pod) in errors:
-        record["error"] = errors[pod_name(pod)]
+def _record(pod, node, errors, injected_at):
+    name = pod_name(pod)
+    record = {"pod": name, "node": node or ""}
+    if name in errors:
+        record["error"] = errors[name]
     else:
-        record["injectedAt"] = now_iso()
+        record["injectedAt"] = injected_at
     return record
 
 
@@ -107,7 +109,7 @@ async def place(agents, kind, resource, spec, scope, view):
     if refused:
         raise selection.NamespaceNotPermitted("; ".join(refused))
     metadata = resource["metadata"]
-    chosen = selection.select(spec, view.pods, scope, view.node_labels)
+    chosen = selection.select(spec, view.candidates(spec.get("selector")), scope, view.node_labels)
     body = agent_spec(kind, spec, view, scope)
     # The agents check it too; checking here reports it once, in the status, before any call.
     api_spec.parse_experiment({"apiVersion": api_spec.API_VERSION, "kind": kind.name, "metadata": metadata,
@@ -136,7 +138,8 @@ async def apply_on_node(agents, key, kind, body, node, pods, address, container_
         AGENT_ERRORS.labels(node or "none").inc()
         message = err.details() if hasattr(err, "details") else str(err)
         errors = {pod_name(p): message for p in pods}
-    return [_record(p, node, errors) for p in pods]
+    injected_at = now_iso()       # once per node's answer: the same second for all its pods
+    return [_record(p, node, errors, injected_at) for p in pods]
 
 
 async def delete_pods(pods, grace_period_s):
