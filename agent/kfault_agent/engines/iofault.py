@@ -19,8 +19,7 @@ from kfault_agent.kernel.holder import HolderProcess, StopBell, cgroup_processes
 from kfault_agent.kernel.capabilities import io_reach, io_support, probe_io
 from kfault_agent.kernel.maps import rule_deadline, update_slot, write_slot
 from kfault_agent.kernel.paths import folder_names, open_paths
-from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
-from kfault_agent.kernel.topology import resolve_cgroup_target
+from kfault_agent.kernel.pods import resolve_cgroups
 from kfault_agent.policy import METHOD_BITS, io_rule_fields, walk
 from kfault_api import glob_dfa, layout, schema, spec
 
@@ -162,9 +161,7 @@ class IOFaultEngine(LeasedPlacements):
     @staticmethod
     def resolve(target, experiment):
         """A pod's named containers (all of them when none is named), or one local cgroup."""
-        if isinstance(target, PodRef):
-            return resolve_pod_cgroups(target, target.container_ids)
-        return [resolve_cgroup_target(target)]
+        return resolve_cgroups(target)
 
     @staticmethod
     def describe(target):

@@ -20,8 +20,7 @@ from kfault_agent.engines.counts import StressCounts, StressPlacementCounts
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
 from kfault_agent.errors import KernelUnsupported, TargetUnsuitable
 from kfault_agent.kernel import children, stress
-from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
-from kfault_agent.kernel.topology import resolve_cgroup_target
+from kfault_agent.kernel.pods import resolve_cgroups
 from kfault_api import spec
 
 log = logging.getLogger(__name__)
@@ -90,9 +89,7 @@ class StressEngine(LeasedPlacements):
     def resolve(target, experiment):
         """A pod: its (named, else every) container's cgroup, whose limits the stressors count
         against. A local target is one cgroup."""
-        if isinstance(target, PodRef):
-            return resolve_pod_cgroups(target, target.container_ids)
-        return [resolve_cgroup_target(target)]
+        return resolve_cgroups(target)
 
     @staticmethod
     def describe(target):

@@ -14,8 +14,7 @@ from kfault_agent.errors import CapacityExhausted, KernelUnsupported
 from kfault_agent.kernel.capabilities import probe_syscall, syscall_support
 from kfault_agent.kernel.holder import HolderProcess
 from kfault_agent.kernel.maps import rule_deadline, update_slot, write_slot
-from kfault_agent.kernel.pods import PodRef, resolve_pod_cgroups
-from kfault_agent.kernel.topology import resolve_cgroup_target
+from kfault_agent.kernel.pods import resolve_cgroups
 from kfault_agent.policy import SYSCALL_ACTIONS, syscall_hooks, syscall_numbers, syscall_rule_fields
 from kfault_api import layout, spec, syscalls
 
@@ -60,9 +59,7 @@ class SyscallFaultEngine(LeasedPlacements):
     @staticmethod
     def resolve(target, experiment):
         """A pod's named containers (all of them when none is named), or one local cgroup."""
-        if isinstance(target, PodRef):
-            return resolve_pod_cgroups(target, target.container_ids)
-        return [resolve_cgroup_target(target)]
+        return resolve_cgroups(target)
 
     @staticmethod
     def describe(target):

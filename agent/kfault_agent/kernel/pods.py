@@ -4,7 +4,7 @@ import os
 from dataclasses import dataclass
 
 from kfault_agent.errors import TargetNotFound
-from kfault_agent.kernel.topology import CgroupTarget, cgroup2_mount, resolve_net_target
+from kfault_agent.kernel.topology import CgroupTarget, cgroup2_mount, resolve_cgroup_target, resolve_net_target
 from kfault_api.quoting import quoted
 
 # kubelet's top cgroups: the systemd driver's slices and the cgroupfs driver's directories.
@@ -89,3 +89,11 @@ def resolve_pod_network(pod):
         raise TargetNotFound(f"pod {pod.key}: no process in {pod_dir} to find its network namespace by")
     target = resolve_net_target(f"pid:{pid}")
     return type(target)(name=pod.key, netns=target.netns, interfaces=target.interfaces)
+
+
+def resolve_cgroups(target):
+    """The cgroups a cgroup-scoped kind (IOChaos, SyscallChaos, StressChaos) acts on: a pod's
+    named containers' (all of them when none is named), or one local cgroup target."""
+    if isinstance(target, PodRef):
+        return resolve_pod_cgroups(target, target.container_ids)
+    return [resolve_cgroup_target(target)]
