@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from kfault_agent.kernel import topology
-from kfault_api import spec
+from kfault_api import spec, syscalls
 from kfault_lab import headerless
 from tests.features import skip_for_lack_of
 from tests.victims import remove_cgroup
@@ -213,6 +213,48 @@ def test_hooks_are_attached_only_while_a_rule_names_their_syscalls(syscall_engin
     assert datapath.hooks_attached == {"socket_connect", "task_alloc"}
     syscall_engine.revoke(experiment.key, target.name)
     assert datapath.hooks_attached == set()
+
+
+HOOKED_CALLS_C = os.path.join(ROOT, "tests", "hooked_calls.c")
+# The calls hooked_calls.c makes once each, the hooks they reach, and the errno every one fails with.
+HOOKED_CALLS = ["bind", "listen", "accept", "sendmsg", "recvmsg", "ioctl", "kill", "clock_settime", "execve"]
+EIO = 5
+
+
+@pytest.fixture(scope="module")
+def hooked_calls(tmp_path_factory):
+    """hooked_calls.c built with cc, once for the module."""
+    binary = tmp_path_factory.mktemp("hooked-calls") / "hooked_calls"
+    subprocess.run(["cc", "-O2", "-o", str(binary), HOOKED_CALLS_C], check=True)
+    return str(binary)
+
+
+@pytest.mark.stock_kernel("BPF LSM hooks")
+def test_each_other_hook_fails_its_call_in_the_target_only(syscall_engine, cgroups, placed, hooked_calls):
+    """accept, bind, listen, sendmsg, recvmsg, execve, kill, ioctl and clock_settime, one rule
+    naming them all (nine hooks, one arming): a program in the target gets EIO from each, one
+    outside gets through every one; each failure counted once under its syscall."""
+    needs(syscall_engine, "syscall-fault")
+    procs = {name: start_in(cgroups[name], [hooked_calls]) for name in ("target", "outside")}
+    try:
+        for proc in procs.values():
+            assert proc.stdout.readline().strip() == "ready"
+        failing = syscall_chaos("each-hook", action="fault", syscalls=HOOKED_CALLS, errno=EIO)
+        placed(failing, cgroups["target"])
+        assert syscall_engine.datapath.hooks_attached == {syscalls.FAULT_HOOKS[name] for name in HOOKED_CALLS}
+        errnos = {}
+        for name, proc in procs.items():
+            out, _ = proc.communicate("go\n", timeout=60)
+            assert proc.returncode == 0, out
+            errnos[name] = dict(line.split() for line in out.splitlines())
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+    assert errnos["target"] == {name: str(EIO) for name in HOOKED_CALLS}, errnos
+    assert errnos["outside"] == {name: "0" for name in HOOKED_CALLS}, errnos
+    counted = calls(syscall_engine, failing)
+    assert {name: counted[(name, "failed")] for name in HOOKED_CALLS} == {name: 1 for name in HOOKED_CALLS}, counted
 
 
 def elapsed_ms(cgroup, program):
