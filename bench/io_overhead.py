@@ -36,16 +36,16 @@ import random
 import re
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import uuid
 
 from kfault_agent.engines import iofault
-from kfault_agent.kernel import bpfcall, btf, capabilities, compile, loader, topology
+from kfault_agent.kernel import capabilities, compile, loader, topology
 from kfault_api import spec
 from kfault_lab import bpf_links, headerless
+from kfault_lab.bare_hooks import BareHook
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -58,50 +58,9 @@ WARM_UP_BYTES = 10_000
 BLOCK_READS = 5_000
 
 
-# Attach types of union bpf_attr (linux/bpf.h) for the bare hooks of --hook-costs.
+# The yardsticks of --hook-costs (bare_hooks.py).
 CALIBRATION_INSNS = 1000
 CALIBRATION_CALLS = 100
-HELPER_GET_CURRENT_PID_TGID = 14
-
-
-def bare_program(extra_adds=0, extra_calls=0):
-    """BPF instructions: `extra_adds` register additions (one x86 instruction each, once
-    JIT-compiled) and `extra_calls` calls of bpf_get_current_pid_tgid (a call, four loads and
-    shifts, a return), then return 0: with neither, the least a hook can run."""
-    def insn(code, dst=0, imm=0):
-        return struct.pack("<BBhi", code, dst, 0, imm)
-    body = insn(0xb7, dst=2) + insn(0x07, dst=2, imm=1) * extra_adds     # r2 = 0; r2 += 1 ...
-    body += insn(0x85, imm=HELPER_GET_CURRENT_PID_TGID) * extra_calls
-    return body + insn(0xb7) + insn(0x95)                                  # r0 = 0; exit
-
-
-class BareHook:
-    """A program that does nothing, attached on every read and write's permission check as
-    fentry, fmod_ret or BPF LSM: what the kernel's attachment itself costs a call, apart from
-    what kfault's program does."""
-
-    KINDS = {"fentry": (bpfcall.PROG_TRACING, bpfcall.ATTACH_TRACE_FENTRY, "security_file_permission"),
-             "fmod_ret": (bpfcall.PROG_TRACING, bpfcall.ATTACH_MODIFY_RETURN, "security_file_permission"),
-             "lsm": (bpfcall.PROG_LSM, bpfcall.ATTACH_LSM_MAC, "bpf_lsm_file_permission")}
-
-    def __init__(self, kind, extra_adds=0, extra_calls=0):
-        prog_type, attach_type, function = self.KINDS[kind]
-        btf_id = btf.function_ids({function})[function]
-        self.fd = bpfcall.prog_load(prog_type, bare_program(extra_adds, extra_calls), "GPL", f"kft_bare_{kind}"[:15],
-                                    expected_attach_type=attach_type, attach_btf_id=btf_id)
-        self.link = None
-
-    @contextlib.contextmanager
-    def attached(self):
-        self.link = bpfcall.raw_tracepoint_open(self.fd)
-        try:
-            yield
-        finally:
-            os.close(self.link)
-            self.link = None
-
-    def close(self):
-        os.close(self.fd)
 
 
 def io_chaos(path, methods):
@@ -289,7 +248,7 @@ def main():
                                                ("i", "fentry", CALIBRATION_INSNS, 0),
                                                ("j", "fentry", 0, CALIBRATION_CALLS)):
                     try:
-                        bare[key] = BareHook(kind, adds, calls)
+                        bare[key] = BareHook(kind, "file_permission", adds, calls)
                         configs[key] = (None, None, data)
                     except (OSError, KeyError) as err:
                         bare_refused[key] = f"not measured: {err}"

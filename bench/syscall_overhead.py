@@ -8,7 +8,11 @@ A loop in C (compiled here with cc: a Python loop's own cost would hide the hook
   (c) a fault on sendmsg armed on this cgroup; this loop's write(2)s on a UDP socket pass the
       socket_sendmsg hook, targeted, but are not the syscall named: a non-matching call
   (d) a fault on connect at percent 0 on this cgroup: every connect is decided (rolled, passed)
-(b) and (d) against (0)'s connect loop, (c) against (0)'s write loop. Nanoseconds per call by
+With --hook-costs, also the floor under (b), in the same rounds: a program that does nothing
+(bare_hooks.py) on security_socket_connect as (f) fentry, (g) fmod_ret, (h) BPF LSM, and as BPF LSM
+per cgroup (lsm_cgroup), (l) attached to the other cgroup (what the kernel's shim costs a task
+outside it) and (m) to the loop's.
+(b), (d), (f)-(m) against (0)'s connect loop, (c) against (0)'s write loop. Nanoseconds per call by
 the loop's own clock, median of interleaved rounds (each in its own order, each loop after an
 untimed one); each ratio is the median of every round's own ratio.
 Run as root where BPF LSM is active: make bench-syscall (here), or in the VM (Debian's 6.1):
@@ -27,6 +31,7 @@ from kfault_agent.engines import syscallfault
 from kfault_agent.kernel import capabilities, topology
 from kfault_api import spec
 from kfault_lab import bpf_links
+from kfault_lab.bare_hooks import BareHook
 
 ROUNDS = 15
 CALLS = 50_000
@@ -102,12 +107,20 @@ WHAT = {"0": "no rule (connect loop)", "0w": "no rule (write loop)",
         "b": "fault on connect armed on another cgroup",
         "c": "fault on sendmsg on this cgroup; write() passes its hook",
         "d": "fault on connect at 0% on this cgroup: each call decided"}
+# --hook-costs: configuration -> (kind of bare program on socket_connect, where an lsm_cgroup one is attached)
+BARE = {"f": ("fentry", None), "g": ("fmod_ret", None), "h": ("lsm", None), "l": ("lsm_cgroup", "other"),
+        "m": ("lsm_cgroup", "loop")}
+WHAT.update({"f": "bare fentry on socket_connect", "g": "bare fmod_ret on socket_connect",
+             "h": "bare BPF LSM on socket_connect", "l": "bare lsm_cgroup on socket_connect, other cgroup",
+             "m": "bare lsm_cgroup on socket_connect, this cgroup"})
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--calls", type=int, default=CALLS)
+    parser.add_argument("--hook-costs", action="store_true",
+                        help="also (f)-(m): a program that does nothing on socket_connect, by each way to attach one")
     args = parser.parse_args()
     datapath, caps = capabilities.probe_syscall()
     if datapath is None or not caps["syscall-fault"].available:
@@ -115,17 +128,30 @@ def main():
     engine = syscallfault.SyscallFaultEngine(datapath, caps, lease_s=3600)
     root = topology.cgroup2_mount()
     cgroups = {name: os.path.join(root, f"kft-bench-sc-{uuid.uuid4().hex[:6]}-{name}") for name in ("loop", "other")}
-    figures = {name: [] for name in CONFIGS}
+    configs, bare, refused = dict(CONFIGS), {}, {}
     try:
         for path in cgroups.values():
             os.mkdir(path)
+        if args.hook_costs:
+            for name, (kind, where) in BARE.items():
+                try:
+                    bare[name] = BareHook(kind, "socket_connect", cgroup=cgroups.get(where))
+                    configs[name] = (None, None, "connect", "0")
+                except (OSError, KeyError) as err:
+                    refused[name] = f"not measured: {err}"
+        figures = {name: [] for name in configs}
         with tempfile.TemporaryDirectory() as directory:
             binary = build_loop(directory)
             for _ in range(args.rounds):
-                order = list(CONFIGS)
+                order = list(configs)
                 random.shuffle(order)
                 for name in order:
-                    experiment, where, call, _base = CONFIGS[name]
+                    experiment, where, call, _base = configs[name]
+                    if name in bare:
+                        with bare[name].attached():
+                            loop_ns(binary, cgroups["loop"], call, args.calls // 10)      # untimed
+                            figures[name].append(loop_ns(binary, cgroups["loop"], call, args.calls))
+                        continue
                     target = None
                     if experiment:
                         target = engine.resolve(f"cgroup:{cgroups[where]}", experiment)[0]
@@ -140,11 +166,15 @@ def main():
                             engine.revoke(experiment.key, target.name)
     finally:
         engine.close()
+        for hook in bare.values():
+            hook.close()
         for path in cgroups.values():
             if os.path.isdir(path):
                 os.rmdir(path)      # the loops have exited
     print(f"syscall loop, {args.calls} calls, median of {args.rounds} rounds, kernel {os.uname().release}")
-    for name, (_e, _w, _call, base) in CONFIGS.items():
+    for name, reason in refused.items():
+        print(f"({name}) {WHAT[name]:<58} {reason}")
+    for name, (_e, _w, _call, base) in configs.items():
         line = f"({name}) {WHAT[name]:<58} {statistics.median(figures[name]):8.1f} ns/call"
         if base:
             ratio = statistics.median(a / b for a, b in zip(figures[name], figures[base]))

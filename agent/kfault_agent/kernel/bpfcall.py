@@ -20,6 +20,7 @@ MAP_GET_NEXT_KEY = 4
 PROG_LOAD = 5
 OBJ_GET_INFO_BY_FD = 15
 RAW_TRACEPOINT_OPEN = 17
+LINK_CREATE = 28
 
 # enum bpf_prog_type
 PROG_SCHED_CLS = 3
@@ -33,6 +34,7 @@ ATTACH_TRACE_FENTRY = 24
 ATTACH_TRACE_FEXIT = 25
 ATTACH_MODIFY_RETURN = 26
 ATTACH_LSM_MAC = 27
+ATTACH_LSM_CGROUP = 43
 
 # enum bpf_map_type
 MAP_HASH = 1
@@ -73,6 +75,11 @@ class ProgLoadAttr(ctypes.Structure):
 
 class RawTracepointAttr(ctypes.Structure):
     _fields_ = [("name", _u64), ("prog_fd", _u32), ("_pad", _u32), ("cookie", _u64), ("_spare", ctypes.c_uint8 * 32)]
+
+
+class LinkCreateAttr(ctypes.Structure):
+    _fields_ = [("prog_fd", _u32), ("target_fd", _u32), ("attach_type", _u32), ("flags", _u32),
+                ("_spare", ctypes.c_uint8 * 48)]
 
 
 class InfoAttr(ctypes.Structure):
@@ -174,6 +181,12 @@ def raw_tracepoint_open(prog_fd, name=None):
     the function its attach_btf_id names. The attachment lives as long as the returned fd."""
     name_buf = ctypes.create_string_buffer(name.encode()) if name else None
     return bpf(RAW_TRACEPOINT_OPEN, RawTracepointAttr(name=_address(name_buf), prog_fd=prog_fd))
+
+
+def link_create(prog_fd, target_fd, attach_type):
+    """Attach a program to an object by its fd (a cgroup's directory for lsm_cgroup). The
+    attachment lives as long as the returned fd."""
+    return bpf(LINK_CREATE, LinkCreateAttr(prog_fd=prog_fd, target_fd=target_fd, attach_type=attach_type))
 
 
 def obj_info(fd, info):
