@@ -326,6 +326,7 @@ struct kfault_io_counters {
 #define KFAULT_SC_COUNTER_SLOTS 8192 /* KFAULT_SC_MAX_RULES * KFAULT_SC_MAX_NR: kfault_sc_counters */
 #define KFAULT_SC_MAX_TRACED 4096    /* kfault_sc_traced, kfault_sc_stopped: processes a holder is attached to */
 #define KFAULT_SC_MAX_HOLDS 16384    /* kfault_sc_holds: threads waiting to be held */
+#define KFAULT_SC_HOOK_SLOTS 16      /* kfault_sc_hook_rules: syscalls.h's hooks, numbered from 1 */
 
 #define KFAULT_SC_ACT_FAULT 1   /* fail the call with errno at its LSM hook, before it takes effect */
 #define KFAULT_SC_ACT_LATENCY 2 /* hold the calling thread for delay_ns as the call returns */

@@ -13,7 +13,8 @@
  *
  * The agent attaches a hook only while an armed fault rule names one of its syscalls, and the
  * sys_exit tracepoint only while a latency rule is armed: with faults alone, a task outside the
- * targets pays one array load at the hooks of the named syscalls, and nothing at other calls.
+ * targets pays, at the hooks of the named syscalls, one array load and one cgroup test per rule
+ * on that hook, and nothing at other calls.
  *
  * Latency at the exit, not the entry: a call that waits interruptibly (connect, a read on a
  * socket) would be interrupted by the holder's signal sent at its entry; at its exit the call
@@ -31,6 +32,14 @@
 #define SC_SIGSTOP 19           /* x86_64's, like syscalls.h: stops any process; it can't catch it */
 #define SC_CLONE_THREAD 0x10000 /* linux/sched.h: the new task is a thread of the caller's process */
 
+/* The hooks, numbered in syscalls.h's order (the agent's syscalls.HOOKS, from 1): hook_of says
+ * which one stands for a syscall. */
+#define SC_HOOK_ENUM(hook) SC_HOOK_##hook,
+enum sc_hook {
+	SC_HOOK_NONE = 0,
+	KFAULT_SC_HOOKS(SC_HOOK_ENUM) SC_HOOK_COUNT
+};
+
 /* slot -> rule. Written by the agent (whole value), read here. */
 BPF_ARRAY(kfault_sc_rules, struct kfault_sc_rule, KFAULT_SC_MAX_RULES);
 /* Slot i: the target cgroup (v2) of rule i; bpf_current_task_under_cgroup covers its subtree. */
@@ -38,6 +47,11 @@ BPF_CGROUP_ARRAY(kfault_sc_cgroups, KFAULT_SC_MAX_RULES);
 /* KFAULT_SC_ACT_* -> mask of the armed slots of that action, written by the agent: a hook or
  * the tracepoint with nothing armed for it costs one array load. */
 BPF_ARRAY(kfault_sc_armed, __u32, KFAULT_SC_ACT_SLOTS);
+/* SC_HOOK_* -> mask of the armed fault slots whose rule names a syscall of that hook, written by
+ * the agent (set after the slot is armed, cleared before it is disarmed): a hook's first test,
+ * one array load, which leaves a task outside the targets one cgroup test per such rule. */
+BPF_ARRAY(kfault_sc_hook_rules, __u32, KFAULT_SC_HOOK_SLOTS);
+_Static_assert(SC_HOOK_COUNT <= KFAULT_SC_HOOK_SLOTS, "a hook without a slot in kfault_sc_hook_rules");
 /* Syscall number -> mask of the slots whose rule names it, written by the agent (set after the
  * slot is armed, cleared before it is disarmed). */
 BPF_ARRAY(kfault_sc_syscalls, __u32, KFAULT_SC_MAX_NR);
@@ -57,13 +71,6 @@ BPF_RINGBUF_OUTPUT(kfault_sc_stop_bell, 1);
 BPF_ARRAY(kfault_sc_holders, __u32, KFAULT_SC_MAX_RULES);
 /* tid -> nanoseconds to hold it: written here before the signal, read by the holder. */
 BPF_HASH(kfault_sc_holds, __u32, __u64, KFAULT_SC_MAX_HOLDS);
-
-/* The hooks, numbered: hook_of says which one stands for a syscall. */
-#define SC_HOOK_ENUM(hook) SC_HOOK_##hook,
-enum sc_hook {
-	SC_HOOK_NONE = 0,
-	KFAULT_SC_HOOKS(SC_HOOK_ENUM)
-};
 
 /* clang-format off */
 #define SC_HOOK_CASE(hook, syscall) case KFAULT_NR_##syscall: return SC_HOOK_##hook;
@@ -191,26 +198,29 @@ static __always_inline int decide_fault(__u32 targets, __u64 nr, __u32 fork_rule
 }
 
 /* A fault hook's decision: 0 (the call goes on) or -errno. `makes_process`: task_alloc for a
- * new process (not a thread), which rules on fork fail whichever call made it. */
+ * new process (not a thread), which rules on fork fail whichever call made it.
+ * Cheapest test first, for the task outside the targets: the rules on this hook (an array
+ * load), then whether the task is in one's cgroup (a helper call each), and only then the
+ * syscall it is in (three helper calls: its registers, read). */
 static __always_inline int fault_at(__u32 hook, int makes_process)
 {
-	__u32 armed = armed_for(KFAULT_SC_ACT_FAULT), named, fork_rules = 0, targets;
+	__u32 key = hook, *on_hook = kfault_sc_hook_rules.lookup(&key), named, fork_rules = 0, targets;
 	__u64 nr;
 
-	if (!armed)
+	if (!on_hook || !*on_hook)
+		return 0;
+	targets = targeting_rules(*on_hook);
+	if (!targets)
 		return 0;
 	nr = current_syscall();
 	if (hook_of(nr) != hook)
 		return 0;
-	named = rules_naming(nr) & armed;
+	named = rules_naming(nr) & targets;
 	if (makes_process)
-		fork_rules = rules_naming(KFAULT_NR_fork) & armed & ~named;
+		fork_rules = rules_naming(KFAULT_NR_fork) & targets & ~named;
 	if (!(named | fork_rules))
 		return 0;
-	targets = targeting_rules(named | fork_rules);
-	if (!targets)
-		return 0;
-	return decide_fault(targets, nr, fork_rules & targets);
+	return decide_fault(named | fork_rules, nr, fork_rules);
 }
 
 struct socket;

@@ -128,14 +128,24 @@ class SyscallFaultEngine(LeasedPlacements):
             self.datapath.attach_tracepoint()
 
     def _arm(self, active, on):
-        """Armed, then its syscalls; released in the other order (the programs read a syscall's
-        mask with the action's armed mask, so neither may name a slot the other has not)."""
+        """Armed, then its syscalls, then (a fault) its hooks; released in the other order (the
+        programs read a hook's mask first, then a syscall's with it or with the action's armed
+        mask, so none may name a slot the one read after it has not)."""
         if on:
             self._set_bit(self.datapath.armed, SYSCALL_ACTIONS[active.experiment.action], active.slot, True)
+        else:
+            self._set_hook_bits(active, False)
         for nr in active.numbers:
             self._set_bit(self.datapath.syscalls, nr, active.slot, on)
-        if not on:
+        if on:
+            self._set_hook_bits(active, True)
+        else:
             self._set_bit(self.datapath.armed, SYSCALL_ACTIONS[active.experiment.action], active.slot, False)
+
+    def _set_hook_bits(self, active, on):
+        """The rule's bit in the masks of its hooks (a fault's; syscallfault.c numbers them from 1)."""
+        for hook in active.hooks:
+            self._set_bit(self.datapath.hook_rules, syscalls.HOOKS.index(hook) + 1, active.slot, on)
 
     @staticmethod
     def _set_bit(mask_map, index, slot, on):

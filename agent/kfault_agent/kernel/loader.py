@@ -649,6 +649,7 @@ class SyscallDatapath:
         self.cgroups = self.bpf.table("kfault_sc_cgroups")
         self.armed = self.bpf.table("kfault_sc_armed")
         self.syscalls = self.bpf.table("kfault_sc_syscalls")
+        self.hook_rules = self.bpf.table("kfault_sc_hook_rules")
         self.counters = self.bpf.table("kfault_sc_counters")
         self.traced = self.bpf.table("kfault_sc_traced")
         self.stopped = self.bpf.table("kfault_sc_stopped")
