@@ -14,7 +14,7 @@ per cgroup (lsm_cgroup), (l) attached to the other cgroup (what the kernel's shi
 outside it) and (m) to the loop's.
 (b), (d), (f)-(m) against (0)'s connect loop, (c) against (0)'s write loop. Nanoseconds per call by
 the loop's own clock, median of interleaved rounds (each in its own order, each loop after an
-untimed one); each ratio is the median of every round's own ratio.
+untimed one); each ratio is the median of every round's own ratio, with its quartiles.
 Run as root where BPF LSM is active: make bench-syscall (here), or in the VM (Debian's 6.1):
     scripts/vm-run .venv/bin/python bench/syscall_overhead.py
 """
@@ -177,9 +177,19 @@ def main():
     for name, (_e, _w, _call, base) in configs.items():
         line = f"({name}) {WHAT[name]:<58} {statistics.median(figures[name]):8.1f} ns/call"
         if base:
-            ratio = statistics.median(a / b for a, b in zip(figures[name], figures[base]))
-            line += f"   ratio to ({base}) {ratio:.3f}"
+            line += f"   ratio to ({base}) {ratio_text(figures[name], figures[base])}"
         print(line)
+    if "h" in figures:
+        # what kfault's program adds to the least a BPF LSM program costs, round by round
+        print(f"(b) to (h), kfault's program above an empty one: {ratio_text(figures['b'], figures['h'])}")
+
+
+def ratio_text(figures, base):
+    """The median of each round's own ratio, and its quartiles: a slow spell of the machine (a
+    neighbour, under emulation) is charged to every configuration of its round alike."""
+    ratios = sorted(a / b for a, b in zip(figures, base))
+    quartiles = statistics.quantiles(ratios, n=4)
+    return f"{statistics.median(ratios):.3f} (quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f})"
 
 
 if __name__ == "__main__":
