@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-CGROUP_FILES = ("cgroup.procs", "cgroup.events", "memory.current", "memory.max", "memory.events", "cpu.max")
+CGROUP_FILES = ("cgroup.procs", "cgroup.events", "memory.current", "memory.max", "memory.events", "cpu.max", "cpu.stat")
 
 
 def _read(path, limit=4000):
