@@ -1,6 +1,7 @@
 """StressChaos in the kernel: stressors in a child cgroup of a container's hold the CPU and the
-memory asked, against the container's own limits, and never outlive their experiment. They
-need cgroup v2's cpu and memory controllers: the VM tier (this host has them on cgroup v1)."""
+memory asked, against the container's own limits, and never outlive their experiment. Most
+need cgroup v2's cpu and memory controllers: the VM tier (this host has them on cgroup v1);
+those with stressors that can't act need only cgroup v2, and run on the host."""
 import os
 import signal
 import subprocess
