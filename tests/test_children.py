@@ -5,6 +5,7 @@ import os
 import select
 import signal
 import threading
+import time
 
 from kfault_agent.kernel import children
 
@@ -57,3 +58,18 @@ def test_a_child_keeps_no_fd_held_back():
     finally:
         os.close(read_end)
         assert finished_within(*child, 10)
+
+
+def deaf_to_its_pipe(read_fd):
+    while True:
+        signal.pause()
+
+
+def test_a_bounded_finish_kills_a_child_that_does_not_finish():
+    """A revoke must not wait on a child that can't act (a stressor looping in the page-fault
+    handler of a full memory.max): past the bound it is SIGKILLed and reaped."""
+    pid, write_fd = children.spawn(deaf_to_its_pipe, signal.SIGTERM, "deaf")
+    started = time.monotonic()
+    assert children.finish(pid, write_fd, timeout_s=0.5)
+    assert 0.5 <= time.monotonic() - started < 5
+    assert not os.path.exists(f"/proc/{pid}")

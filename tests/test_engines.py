@@ -1,11 +1,13 @@
 """One Engine protocol: every engine the agent can load, and the tests' recording engine,
 implement it; the agent finds each kind's engine by the shared registry of kinds. No kernel."""
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 
 from kfault_agent import node
 from kfault_agent.engines.base import Engine, missing_members
+from kfault_agent.engines.leases import LeasedPlacements, Placement
 from kfault_agent.engines.podfault import PodFaultEngine
 from kfault_agent.engines.stressfault import StressEngine
 from kfault_agent.errors import InterfaceGone
@@ -116,3 +118,28 @@ def test_an_interface_deleted_under_us_has_nothing_left_to_undo():
     shared.let_go([key])
     shared.hold(Link(Netns(1), 2), "x")
     assert len(kernel.made) == 2, "the gone interface's entry was forgotten"
+
+
+class FailingOnce(LeasedPlacements):
+    """Placements whose release fails for one target (a cgroup still busy)."""
+
+    def __init__(self, failing):
+        super().__init__()
+        self.failing, self.released = failing, []
+
+    def place(self, experiment, target):
+        self._active[(experiment.key, target.name)] = Placement(experiment, target)
+
+    def _release(self, active):
+        if active.target.name == self.failing:
+            raise OSError(16, "Device or resource busy")
+        self.released.append(active.target.name)
+
+
+def test_revoke_all_undoes_the_others_when_one_fails():
+    engine = FailingOnce("b")
+    for name in "abc":
+        engine.place(SimpleNamespace(key="default/x"), SimpleNamespace(name=name))
+    with pytest.raises(OSError, match="busy"):
+        engine.revoke_all()
+    assert engine.released == ["a", "c"] and not engine.active()

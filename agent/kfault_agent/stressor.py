@@ -10,7 +10,9 @@ once (MADV_POPULATE_WRITE) and then only held: no CPU once held.
 Lifetime: the agent forks this with PR_SET_PDEATHSIG (kernel/children.py), which survives the
 exec; each worker has its own against this process. The pipe on FD carries the lease: a
 CLOCK_MONOTONIC deadline a line, pushed at every renewal; past it, or at the pipe's end (the
-agent finished it or died), every worker is killed and this process exits.
+agent finished it or died), every worker is killed and this process exits. The kernel holds
+the lease too (an interval timer, LEASE_BACKSTOP_S later): a memory worker the OOM killer must
+spare can leave this process no page to fault in, and it then never runs its own check.
 """
 import ctypes
 import errno
@@ -32,6 +34,7 @@ POPULATE_CHUNK = 16 << 20
 CPU_SLICE_S = 0.005             # longest burn or sleep between two looks at the clocks
 CPU_DEBT_S = 0.5                # CPU time owed beyond this (the worker was starved) is forgiven, not burst
 HDD_BLOCK = 1 << 20
+LEASE_BACKSTOP_S = 1.0          # the kernel ends this process this long past the lease (_arm_backstop)
 # What each process calls itself (/proc/PID/comm): the agent counts stressors by it.
 COMM = {"main": "kfault-stress", "cpu": "kfault-cpu", "memory": "kfault-memory", "hdd": "kfault-hdd"}
 
@@ -155,6 +158,15 @@ def start_workers(config):
     return pids
 
 
+def _arm_backstop(deadline_ns):
+    """SIGALRM LEASE_BACKSTOP_S past the deadline. Left at its default action, it is fatal,
+    which the kernel turns into a SIGKILL of this process (then of its workers: their
+    PR_SET_PDEATHSIG): it ends even a process whose page faults are retried for ever (a full
+    memory.max where the OOM killer has nothing left it may kill), which the select below can't."""
+    left_s = (deadline_ns - time.monotonic_ns()) / 1e9 + LEASE_BACKSTOP_S
+    signal.setitimer(signal.ITIMER_REAL, max(left_s, 0.001))
+
+
 def wait_for_the_end(fd, deadline_ns):
     """Read deadlines from the pipe until the last one passes or the pipe ends."""
     buffer = b""
@@ -172,10 +184,12 @@ def wait_for_the_end(fd, deadline_ns):
         *lines, buffer = buffer.split(b"\n")
         if lines:
             deadline_ns = int(lines[-1])
+            _arm_backstop(deadline_ns)
 
 
 def main(argv):
     config, fd = json.loads(argv[0]), int(argv[1])
+    _arm_backstop(config["deadline_ns"])
     _name("main")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if config.get("memory"):

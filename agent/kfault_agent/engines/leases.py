@@ -82,9 +82,17 @@ class LeasedPlacements:
             return True
 
     def revoke_all(self):
+        """Revoke every placement; one that fails to undo (a cgroup still busy) doesn't keep the
+        others in place: the first error is raised once all were tried."""
+        failed = None
         with self._lock:
             for key in list(self._active):
-                self.revoke(*key)
+                try:
+                    self.revoke(*key)
+                except Exception as err:  # noqa: BLE001 - raised below, after the others
+                    failed = failed or err
+        if failed:
+            raise failed
 
     def renew(self, keys=None):
         """Push the deadlines of `keys` (default: every placement) one lease ahead, never past

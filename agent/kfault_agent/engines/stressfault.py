@@ -5,7 +5,9 @@ application's; the processes are stressor.py's.
 Fail-safe: a stressor never outlives its experiment. Each placement's stressors are a child of
 the agent with PR_SET_PDEATHSIG (kernel/children.py: they die with the agent, SIGKILL
 included) holding a lease of their own: the agent pushes its deadline down a pipe at each
-renewal, and past it they end themselves even if the agent lives on, hung.
+renewal, and past it they end themselves even if the agent lives on, hung (the kernel ends
+them, an interval timer of stressor.py's, if they can't). A revoke kills them by their cgroup
+and bounds each wait: it never waits on a stressor to act.
 """
 import itertools
 import json
@@ -24,6 +26,9 @@ from kfault_agent.kernel.pods import resolve_cgroups
 from kfault_api import spec
 
 log = logging.getLogger(__name__)
+# How long a revoke waits for the stressors' main process to be gone once killed, then again
+# after a SIGKILL of its own (it was not yet in the cgroup): every wait of a revoke is bounded.
+FINISH_S = 5.0
 
 
 @dataclass
@@ -143,8 +148,15 @@ class StressEngine(LeasedPlacements):
             pass        # the stressors ended (killed inside the container): _release cleans up
 
     def _release(self, active):
-        children.finish(active.pid, active.write_fd)
-        stress.remove_cgroup(active.cgroup)
+        """Kill the stressors by their cgroup, main process included, then reap it: never wait
+        for the main to end them. With a memory worker the OOM killer must spare (oomScoreAdj
+        -1000) holding all of memory.max, the main's next page fault finds nothing to kill and
+        is retried for ever (Linux 5.16 on: no OOM kill from the page-fault handler), so it would
+        never read its pipe's end; SIGKILL ends the retries."""
+        try:
+            stress.remove_cgroup(active.cgroup)
+        finally:
+            children.finish(active.pid, active.write_fd, timeout_s=FINISH_S)
 
     def counter_rows(self, experiment_key):
         return [(c.target, c.action, kind, count) for c in self.counts().placements if c.experiment == experiment_key

@@ -13,6 +13,7 @@ import ctypes
 import logging
 import os
 import queue
+import select
 import signal
 import threading
 
@@ -71,12 +72,34 @@ def close_held_back(fd):
         os.close(fd)
 
 
-def finish(pid, write_fd):
-    """Close a child's pipe, its cue to finish, and reap it."""
+def finish(pid, write_fd, timeout_s=None):
+    """Close a child's pipe, its cue to finish, and reap it. With `timeout_s`, a child still
+    there after it is SIGKILLed, and one still there after as long again is left (logged):
+    the caller goes on. Returns whether the child was reaped."""
     with _parent_ends_lock:
         _parent_ends.discard(write_fd)
         os.close(write_fd)
-    os.waitpid(pid, 0)
+    if timeout_s is None:
+        os.waitpid(pid, 0)
+        return True
+    if _reaped(pid, timeout_s):
+        return True
+    log.warning("child %d did not finish within %g s of its pipe's end: killing it", pid, timeout_s)
+    os.kill(pid, signal.SIGKILL)     # an unreaped child's pid is still ours: it can't name another
+    if _reaped(pid, timeout_s):
+        return True
+    log.error("child %d still not gone %g s after SIGKILL (uninterruptible in the kernel): left", pid, timeout_s)
+    return False
+
+
+def _reaped(pid, timeout_s):
+    """Reap `pid` if it exits within `timeout_s` (its pidfd is readable once it has)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        select.select([pidfd], [], [], timeout_s)
+    finally:
+        os.close(pidfd)
+    return os.waitpid(pid, os.WNOHANG)[0] == pid
 
 
 def _fork(child_main, death_signal, what):

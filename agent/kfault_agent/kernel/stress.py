@@ -113,15 +113,15 @@ def make_cgroup(container, serial):
 
 
 def remove_cgroup(path, settle_s=5.0):
-    """Kill what is left in the stressors' cgroup and remove it (its tasks exit first)."""
-    try:
-        with open(os.path.join(path, "cgroup.kill"), "w", encoding="ascii") as handle:
-            handle.write("1")
-    except FileNotFoundError:
-        return
+    """Kill every task in the stressors' cgroup (cgroup.kill: SIGKILL, which also ends a task
+    looping in the page-fault handler of a full memory.max) and remove it once they have
+    exited. Killed again at each try: a task that joined after a kill (a stressor forked by
+    the agent joins its cgroup itself) would keep it busy for ever."""
     deadline = time.monotonic() + settle_s
     while True:
         try:
+            with open(os.path.join(path, "cgroup.kill"), "w", encoding="ascii") as handle:
+                handle.write("1")
             os.rmdir(path)
             return
         except FileNotFoundError:
