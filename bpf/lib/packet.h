@@ -23,10 +23,18 @@ struct packet {
 	__u32 l3_offset;
 	__u32 len;
 	__u16 peer_port;
+	__u16 local_port;
 	__u8 protocol;
 	__u8 is_ipv4;
 	__u8 has_ports; /* a TCP or UDP header we could read (not a later fragment) */
+	__u8 tcp_flags; /* TCP: the flags byte (TCP_FLAG_SYN...), as on the wire; else 0 */
+	__be32 tcp_seq; /* TCP: the sequence number, as on the wire */
 };
+
+/* Bits of struct packet's tcp_flags (the 14th byte of the TCP header). */
+#define TCP_FLAGS_OFFSET 13
+#define TCP_FLAG_BIT_RST 0x04
+#define TCP_FLAG_BIT_SYN 0x02
 
 /* The fixed part every IPv6 extension header we walk starts with (the fragment header's
  * second byte is reserved, not a length). */
@@ -133,7 +141,13 @@ static __always_inline int parse_packet(struct __sk_buff *skb, __u32 direction, 
 	if (pkt->protocol == IPPROTO_TCP || pkt->protocol == IPPROTO_UDP) {
 		if (bpf_skb_load_bytes(skb, l4_offset, ports, sizeof(ports)) == 0) {
 			pkt->peer_port = bpf_ntohs(direction == KFAULT_DIR_TO ? ports[1] : ports[0]);
+			pkt->local_port = bpf_ntohs(direction == KFAULT_DIR_TO ? ports[0] : ports[1]);
 			pkt->has_ports = 1;
+		}
+		/* what a delay per connection needs to know a SYN and its retransmission (lib/flows.h) */
+		if (pkt->protocol == IPPROTO_TCP) {
+			bpf_skb_load_bytes(skb, l4_offset + 4, &pkt->tcp_seq, sizeof(pkt->tcp_seq));
+			bpf_skb_load_bytes(skb, l4_offset + TCP_FLAGS_OFFSET, &pkt->tcp_flags, 1);
 		}
 	} else if (pkt->protocol == IPPROTO_ICMPV6) {
 		__u8 type;
