@@ -26,10 +26,10 @@ struct packet {
 	__u16 local_port;
 	__u8 protocol;
 	__u8 is_ipv4;
-	__u8 has_ports; /* a TCP or UDP header we could read (not a later fragment) */
-	__u8 tcp_flags; /* TCP: the flags byte (TCP_FLAG_SYN...), as on the wire; else 0 */
-	__be32 tcp_seq; /* TCP: the sequence number, as on the wire */
-};
+	__u8 has_ports;        /* a TCP or UDP header we could read (not a later fragment) */
+	__u8 tcp_flags;        /* TCP: the flags byte (TCP_FLAG_BIT_*); else 0 */
+	__be32 tcp_seq;        /* TCP: the sequence number, as on the wire */
+} __attribute__((aligned(8))); /* a per-CPU map value holding one (dns.h's scratch) stays 8-byte sized */
 
 /* Bits of struct packet's tcp_flags (the 14th byte of the TCP header). */
 #define TCP_FLAGS_OFFSET 13
