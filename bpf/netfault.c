@@ -238,7 +238,7 @@ static __always_inline int edt_packet(struct __sk_buff *skb, const struct kfault
 		}
 		count(slot, KFAULT_OUTCOME_DELAYED, pkt->len);
 	}
-	/* after the loop, from the slot alone: the verifier walks this once, not once per rule */
+	/* after the loop, from the slot alone: inlined once, not once per rule */
 	if (longest_slot >= 0) {
 		__u32 slot_key = longest_slot;
 		struct kfault_departures *dep = kfault_departures.lookup(&slot_key);
