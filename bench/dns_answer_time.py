@@ -120,7 +120,8 @@ def main():
             cells = []
             for label in ("udp", "tcp", "getaddrinfo"):
                 ms = [s * 1e3 for s in got[label]]
-                cells.append(f"{label} {statistics.median(ms):6.3f} / {statistics.quantiles(ms, n=20)[-1]:6.3f} / {max(ms):7.1f} "
+                p95 = statistics.quantiles(ms, n=20)[-1]
+                cells.append(f"{label} {statistics.median(ms):6.3f} / {p95:6.3f} / {max(ms):7.1f} "
                              f"[{sum(1 for m in ms if m > 5)}] ({got[label + '_got']})")
             print(f"   {row:<28} " + "   ".join(cells))
     finally:
