@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo lint test kernel-test bench bench-io bench-dns bench-syscall bench-agent bench-controller kernel-bench bench-stress proto crds images clean
+.PHONY: setup demo lint test kernel-test bench bench-io bench-dns bench-syscall bench-agent bench-controller kernel-bench bench-stress bench-conndelay bench-dns-answer proto crds images clean
 
 setup:
 	scripts/setup-host
@@ -58,6 +58,14 @@ kernel-bench: setup
 # v2's cpu and memory controllers on cgroup v1.
 bench-stress: setup
 	scripts/vm-run $(PY) bench/stress_accuracy.py
+
+# DNSChaos error as a client in the pod sees it: UDP, TCP and getaddrinfo against a real server.
+bench-dns-answer: setup
+	$(PY) bench/dns_answer_time.py
+
+# NetworkChaos delay.per: connection beside no fault and a delay per packet (sch_fq), in the VM.
+bench-conndelay: setup
+	scripts/vm-run $(PY) bench/connection_delay.py
 
 # Regenerate what is rendered from one source (tests fail while these are stale).
 proto: setup

@@ -9,7 +9,6 @@
   3. Per-packet cost of the tc program as rules grow from 1 to 10,000 (BPF_PROG_TEST_RUN).
 Run as root: make bench.
 """
-import ctypes
 import dataclasses
 import ipaddress
 import json
@@ -22,6 +21,7 @@ import time
 from kfault_agent.engines import netfault
 from kfault_agent.kernel import capabilities, loader, topology
 from kfault_api import spec
+from kfault_lab import prog_run
 from kfault_lab.hosts import EmulatedCni, Lab
 
 ROUNDS = 5
@@ -144,24 +144,9 @@ def update_latency(lab, engine, target, b_ip):
           f"{statistics.median(f[2] for f in figures):.3f} ms apart, median)")
 
 
-class TestRunAttr(ctypes.Structure):
-    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
-                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
-                ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
-                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
-                ("pad", ctypes.c_uint8 * 64)]
-
-
 def prog_ns_per_packet(prog_fd, packet, repeat=2_000_000):
     """BPF_PROG_TEST_RUN: the kernel runs the program `repeat` times on `packet`, reports ns/run."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    buf = ctypes.create_string_buffer(packet)
-    out = ctypes.create_string_buffer(len(packet) + 256)
-    attr = TestRunAttr(prog_fd=prog_fd, data_size_in=len(packet), data_size_out=len(out),
-                       data_in=ctypes.addressof(buf), data_out=ctypes.addressof(out), repeat=repeat)
-    if libc.syscall(321, 10, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:   # bpf(BPF_PROG_TEST_RUN)
-        raise OSError(ctypes.get_errno(), "BPF_PROG_TEST_RUN")
-    return attr.duration
+    return prog_run.run(prog_fd, packet, repeat)[1]
 
 
 def udp_packet(src, dst):

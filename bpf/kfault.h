@@ -31,6 +31,7 @@
 #define KFAULT_MAX_RULES 16384         /* kfault_rules, kfault_counters, kfault_rule_state, kfault_departures */
 #define KFAULT_MAX_PEER_PREFIXES 65536 /* kfault_peers */
 #define KFAULT_MAX_RULES_PER_PEER 8
+#define KFAULT_MAX_FLOWS 65536 /* kfault_flows: connections and flows a per-connection delay remembers */
 
 /* Which way a packet goes, seen from the target. Chaos Mesh: `to` = the target sends,
  * `from` = the target receives. */
@@ -46,6 +47,13 @@
 #define KFAULT_ACT_BANDWIDTH (1 << 5)
 #define KFAULT_ACT_REORDER (1 << 6) /* with DELAY: some packets skip the delay (netem's reorder) */
 #define KFAULT_ACT_REJECT (1 << 7)  /* with PARTITION: answer TCP with a reset (partitionBehavior reject) */
+/* with DELAY: only a connection's opening packet, the SYN or a UDP flow's first datagram, is
+ * delayed (delay.per: connection; lib/flows.h) */
+#define KFAULT_ACT_PER_CONNECTION (1 << 8)
+
+/* A UDP flow not seen for this long is new again: its next datagram opens it (conntrack's
+ * default UDP timeout, nf_conntrack_udp_timeout). */
+#define KFAULT_FLOW_IDLE_NS 30000000000 /* a long: no suffix, so tests/test_layout.py can read it */
 
 /* Bits of kfault_rule_state.last_hit: did the previous roll of this action hit?
  * They are the action bits, so one mask serves both. */
@@ -136,6 +144,27 @@ struct kfault_departures {
 	__u64 next_paced_ns;   /* bandwidth: when the rule's next byte may leave */
 	__u64 last_delayed_ns; /* delay: the latest departure given, so jitter never reorders */
 	__s64 last_jitter_ns;  /* delay: the last jitter sample, for correlation */
+};
+
+/* Key of kfault_flows: one flow as the target sees it, under one rule (so that two
+ * per-connection rules on the same packets each hold its opening packet once). */
+struct kfault_flow_key {
+	__u32 slot;
+	__u32 direction;
+	__u8 local[16]; /* as in kfault_peer_key */
+	__u8 remote[16];
+	__u16 local_port;
+	__u16 remote_port;
+	__u8 protocol;
+	__u8 pad[3];
+};
+
+/* Value of kfault_flows. */
+struct kfault_flow {
+	__u64 departure_ns; /* when its opening packet departs: no later packet departs before it */
+	__u64 last_seen_ns; /* UDP: its last packet, for KFAULT_FLOW_IDLE_NS */
+	__u32 opening_seq;  /* TCP: its SYN's sequence number; a SYN with the same one is a retransmission */
+	__u32 pad;
 };
 
 /* ---- file I/O faults (iofault.c) ------------------------------------------------------ */

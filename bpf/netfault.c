@@ -21,8 +21,8 @@
  *
  * Each program: parse -> look up the rules for (direction, target address, peer) -> for each
  * live rule: roll -> act -> count. Parsing is lib/packet.h's, the rules' maps and decisions
- * lib/rules.h's, EDT lib/edt.h's, the reset lib/reset.h's, duplicate and corrupt
- * lib/tamper.h's. Every map call is in this file: bcc rewrites `map.lookup()` and its kind only
+ * lib/rules.h's, EDT lib/edt.h's, which packet opens a connection (a delay per connection)
+ * lib/flows.h's, the reset lib/reset.h's, duplicate and corrupt lib/tamper.h's. Every map call is in this file: bcc rewrites `map.lookup()` and its kind only
  * in the file it compiles (tests/test_layout.py).
  */
 #include <linux/bpf.h>
@@ -32,6 +32,7 @@
 
 #include "kfault.h"
 #include "lib/edt.h"
+#include "lib/flows.h"
 #include "lib/packet.h"
 #include "lib/reset.h"
 #include "lib/rules.h"
@@ -42,17 +43,15 @@
 #define FAULT_DROP 1
 #define FAULT_RESET 2 /* drop it, and answer it with a TCP reset */
 
-/* The maps are lib/rules.h's and lib/edt.h's; their lookups are here (see rules.h). */
+/* The maps are lib/rules.h's, lib/edt.h's and lib/flows.h's; their lookups are here (see rules.h). */
 
 static __always_inline struct kfault_peer_rules *lookup_rules(struct __sk_buff *skb, __u32 direction,
-							      struct packet *pkt)
+							      struct kfault_peer_key *key, struct packet *pkt)
 {
-	struct kfault_peer_key key;
-
-	__builtin_memset(&key, 0, sizeof(key));
-	if (parse_packet(skb, direction, &key, pkt) < 0)
+	__builtin_memset(key, 0, sizeof(*key));
+	if (parse_packet(skb, direction, key, pkt) < 0)
 		return NULL;
-	return kfault_peers.lookup(&key);
+	return kfault_peers.lookup(key);
 }
 
 static __always_inline void count(__u32 slot, __u32 outcome, __u32 len)
@@ -161,20 +160,51 @@ static __always_inline int edt_applies(const struct kfault_peer_rules *rules, co
 	return 0;
 }
 
-/* EDT: give the packet its departure time under every live delay and bandwidth rule. */
+/* A delay per connection (lib/flows.h): the departure of a packet that opens its connection or
+ * flow under rule `slot`; for a later packet, its held opening packet's while that one waits;
+ * else `now`. */
+static __always_inline __u64 delay_connection(struct __sk_buff *skb, const struct kfault_rule *rule,
+					      struct kfault_departures *dep, const struct kfault_peer_key *key,
+					      const struct packet *pkt, __u32 slot, __u64 now)
+{
+	struct kfault_flow_key flow_key;
+	struct kfault_flow opened = {};
+	struct kfault_flow *flow;
+	__u64 at;
+	int opens;
+
+	flow_key_of(&flow_key, slot, key, pkt);
+	flow = kfault_flows.lookup(&flow_key);
+	opens = opens_flow(pkt, flow, now, &opened.opening_seq);
+	if (opens == FLOW_NONE || (opens == FLOW_CONTINUES && !flow))
+		return now;
+	if (opens == FLOW_CONTINUES) {
+		if (pkt->protocol == IPPROTO_UDP)
+			WRITE_ONCE(flow->last_seen_ns, now);
+		at = READ_ONCE(flow->departure_ns);
+		return at > now ? at : now;
+	}
+	opened.departure_ns = delayed_from(rule, dep, now);
+	opened.last_seen_ns = now;
+	kfault_flows.update(&flow_key, &opened);
+	return opened.departure_ns;
+}
+
+/* EDT: give the packet its departure time under every live delay and bandwidth rule. Rules
+ * combine by the latest departure; of the per-connection delays, the longest decides, so the
+ * flow work (a lookup, a TCP header) is done once, not once per rule. */
 static __always_inline int edt_packet(struct __sk_buff *skb, const struct kfault_peer_rules *rules,
-				      const struct packet *pkt, __u64 now)
+				      const struct kfault_peer_key *key, const struct packet *pkt, __u64 now)
 {
 	struct kfault_rule_state *state;
 	struct kfault_rule *rule;
-	__u64 departure;
-	int slot;
+	__u64 departure, at, longest = 0;
+	int slot, longest_slot = -1;
 
 	departure = skb->tstamp > now ? skb->tstamp : now;
 	for_each_rule(rules, pkt, now, slot, rule, state) {
 		struct kfault_departures *dep;
 		__u32 slot_key;
-		__u64 at;
 
 		if (!(rule->actions & (KFAULT_ACT_DELAY | KFAULT_ACT_BANDWIDTH)))
 			continue;
@@ -184,6 +214,14 @@ static __always_inline int edt_packet(struct __sk_buff *skb, const struct kfault
 			continue;
 
 		count(slot, KFAULT_OUTCOME_MATCHED, pkt->len);
+		count(slot, KFAULT_OUTCOME_PASSED, pkt->len);
+		if (rule->actions & KFAULT_ACT_PER_CONNECTION) {
+			if (longest_slot < 0 || rule->delay_ns > longest) {
+				longest = rule->delay_ns;
+				longest_slot = slot;
+			}
+			continue;
+		}
 		if ((rule->actions & KFAULT_ACT_BANDWIDTH) && rule->rate_bytes_per_sec) {
 			at = pace_packet(rule, dep, now, pkt->len);
 			if (!at) {
@@ -199,7 +237,20 @@ static __always_inline int edt_packet(struct __sk_buff *skb, const struct kfault
 				departure = at;
 		}
 		count(slot, KFAULT_OUTCOME_DELAYED, pkt->len);
-		count(slot, KFAULT_OUTCOME_PASSED, pkt->len);
+	}
+	/* after the loop, from the slot alone: inlined once, not once per rule */
+	if (longest_slot >= 0) {
+		__u32 slot_key = longest_slot;
+		struct kfault_departures *dep = kfault_departures.lookup(&slot_key);
+
+		rule = kfault_rules.lookup(&slot_key);
+		if (rule && dep) {
+			at = delay_connection(skb, rule, dep, key, pkt, slot_key, now);
+			if (at > departure)
+				departure = at;
+			if (at > now) /* counted delayed only when held: opening packets, what queues behind */
+				count(slot_key, KFAULT_OUTCOME_DELAYED, pkt->len);
+		}
 	}
 	if (departure > now)
 		skb->tstamp = departure;
@@ -212,12 +263,13 @@ int egress_to(struct __sk_buff *skb)
 {
 	int duplicate = is_duplicate(skb);
 	struct kfault_peer_rules *rules;
+	struct kfault_peer_key key;
 	struct packet pkt = {};
 	__u32 reset_slot = 0;
 	__u64 now;
 	int fault;
 
-	rules = lookup_rules(skb, KFAULT_DIR_TO, &pkt);
+	rules = lookup_rules(skb, KFAULT_DIR_TO, &key, &pkt);
 	if (!rules)
 		return TC_ACT_UNSPEC; /* pass, and let later programs see it */
 	now = bpf_ktime_get_ns();
@@ -229,7 +281,7 @@ int egress_to(struct __sk_buff *skb)
 	}
 	if (fault == FAULT_DROP)
 		return silent_drop();
-	return edt_packet(skb, rules, &pkt, now);
+	return edt_packet(skb, rules, &key, &pkt, now);
 }
 
 /* T ingress, what the target receives. */
@@ -237,11 +289,12 @@ int ingress_from(struct __sk_buff *skb)
 {
 	int duplicate = is_duplicate(skb);
 	struct kfault_peer_rules *rules;
+	struct kfault_peer_key key;
 	struct packet pkt = {};
 	__u32 reset_slot = 0;
 	int fault;
 
-	rules = lookup_rules(skb, KFAULT_DIR_FROM, &pkt);
+	rules = lookup_rules(skb, KFAULT_DIR_FROM, &key, &pkt);
 	if (!rules)
 		return TC_ACT_UNSPEC;
 	fault = duplicate ? FAULT_PASS : fault_packet(skb, rules, &pkt, bpf_ktime_get_ns(), BPF_F_INGRESS, &reset_slot);
@@ -261,9 +314,10 @@ int ingress_from(struct __sk_buff *skb)
 int select_delayed(struct __sk_buff *skb)
 {
 	struct kfault_peer_rules *rules;
+	struct kfault_peer_key key;
 	struct packet pkt = {};
 
-	rules = lookup_rules(skb, KFAULT_DIR_FROM, &pkt);
+	rules = lookup_rules(skb, KFAULT_DIR_FROM, &key, &pkt);
 	if (!rules || !edt_applies(rules, &pkt, bpf_ktime_get_ns()))
 		return 0; /* no match: on to the next filter */
 	return -1;        /* a match (the filter's own class): its action runs */
@@ -273,10 +327,11 @@ int select_delayed(struct __sk_buff *skb)
 int egress_from(struct __sk_buff *skb)
 {
 	struct kfault_peer_rules *rules;
+	struct kfault_peer_key key;
 	struct packet pkt = {};
 
-	rules = lookup_rules(skb, KFAULT_DIR_FROM, &pkt);
+	rules = lookup_rules(skb, KFAULT_DIR_FROM, &key, &pkt);
 	if (!rules)
 		return TC_ACT_UNSPEC;
-	return edt_packet(skb, rules, &pkt, bpf_ktime_get_ns());
+	return edt_packet(skb, rules, &key, &pkt, bpf_ktime_get_ns());
 }

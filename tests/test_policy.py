@@ -96,6 +96,13 @@ def test_reorder_sets_its_bit_chance_and_gap():
     assert not plain["actions"] & layout.ACT_REORDER
 
 
+def test_a_delay_per_connection_sets_its_bit_beside_the_delay():
+    fields = policy.rule_fields(chaos("delay", delay={"latency": "200ms", "per": "connection"}))
+    assert fields["actions"] & layout.ACT_DELAY and fields["actions"] & layout.ACT_PER_CONNECTION
+    assert fields["delay_ns"] == 200_000_000
+    assert not policy.rule_fields(chaos("delay", delay={"latency": "1ms"}))["actions"] & layout.ACT_PER_CONNECTION
+
+
 def test_a_target_with_a_port_gets_its_own_rule_and_peer_ports_stay_for_the_rest():
     experiment = chaos("partition", protocol="tcp", peerPorts="8000-8080",
                        externalTargets=["10.0.0.0/24", "db.example:8080", "10.0.1.7:8080", "[2001:db8::5]:8000",

@@ -96,6 +96,11 @@ def io_doc(**spec_fields):
      "0 to 100"),
     (doc(action="delay", delay={"latency": "9ms", "reorder": {"reorder": "5", "gap": -1}}), "spec.delay.reorder.gap",
      "at least 0"),
+    (doc(action="delay", delay={"latency": "9ms", "per": "request"}), "spec.delay.per", "packet, connection"),
+    (doc(action="delay", delay={"latency": "9ms", "per": "connection", "reorder": {"reorder": "5"}}),
+     "spec.delay.reorder", "nothing to overtake"),
+    (doc(action="delay", protocol="icmp", delay={"latency": "9ms", "per": "connection"}), "spec.protocol",
+     "ICMP has no connections"),
     (doc(action="bandwidth", bandwidth={"rate": "10 apples"}), "spec.bandwidth.rate", "rate"),
     (doc(action="bandwidth", bandwidth={"rate": "10furlongs"}), "spec.bandwidth.rate", "mbit"),
     ({**doc(), "apiVersion": "chaos-mesh.org/v1alpha1"}, "apiVersion", "kfault.dev/v1alpha1"),
@@ -105,6 +110,16 @@ def io_doc(**spec_fields):
 def test_each_bad_field_is_named_with_its_fix(document, path, words):
     messages = errors_of(document)
     assert any(m.startswith(path + ":") and words in m for m in messages), messages
+
+
+def test_a_delay_per_connection_is_read_and_noted_where_it_surprises():
+    def delay(**fields):
+        return spec.parse_experiment({**doc(), "spec": {"action": "delay", **fields}})
+
+    experiment = delay(direction="both", protocol="tcp", delay={"latency": "200ms", "per": "connection"})
+    assert experiment.delay.per == "connection" and experiment.delay.latency_ns == 200_000_000
+    assert any("twice spec.delay.latency" in note for note in experiment.notes), experiment.notes
+    assert delay(delay={"latency": "1ms"}).delay.per == "packet"
 
 
 def test_every_error_is_reported_at_once():

@@ -137,6 +137,8 @@ def rule_fields(experiment, peer_ports=None):
         actions |= layout.ACT_DELAY
         if experiment.delay.reorder:
             actions |= layout.ACT_REORDER
+        if experiment.delay.per == "connection":
+            actions |= layout.ACT_PER_CONNECTION
     if experiment.bandwidth:
         actions |= layout.ACT_BANDWIDTH
     fields = {"actions": actions, "protocol": experiment.protocol}

@@ -10,6 +10,7 @@ A rule's deadline_ns is CLOCK_MONOTONIC and 0 means expired: the agent always wr
 MAX_RULES = 16384
 MAX_PEER_PREFIXES = 65536
 MAX_RULES_PER_PEER = 8
+MAX_FLOWS = 65536
 
 # Which way a packet goes, seen from the target (Chaos Mesh's `to` and `from`).
 DIR_TO = 1
@@ -24,6 +25,10 @@ ACT_DELAY = 1 << 4
 ACT_BANDWIDTH = 1 << 5
 ACT_REORDER = 1 << 6
 ACT_REJECT = 1 << 7
+ACT_PER_CONNECTION = 1 << 8
+
+# A UDP flow not seen for this long is new again (delay.per: connection).
+FLOW_IDLE_NS = 30000000000
 
 # Outcomes counted per rule: index into kfault_counters.packets / .bytes.
 OUTCOME_MATCHED = 0

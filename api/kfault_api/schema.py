@@ -97,6 +97,11 @@ NETWORK_CHAOS_SPEC = {
                 "correlation": PERCENT,
                 "reorder": {"type": "object", "required": ["reorder"], "properties": {
                     "reorder": PERCENT, "correlation": PERCENT, "gap": {"type": "integer", "minimum": 0}}},
+                "per": {"type": "string", "enum": ["packet", "connection"],
+                        "description": "kfault's, not Chaos Mesh's. packet (the default): every packet is "
+                                       "delayed, as netem does. connection: only a connection's opening "
+                                       "packet (a TCP SYN or SYN-ACK, a UDP flow's first datagram), so "
+                                       "connecting takes `latency` longer and its requests do not."},
             },
         },
         "loss": _chance("loss"),

@@ -53,6 +53,7 @@ class Delay:
     jitter_ns: int = 0
     correlation: float = 0.0
     reorder: Optional[Reorder] = None
+    per: str = "packet"    # kfault's delay.per: "packet" (netem's), or "connection": only its opening packet
 
 
 @dataclass(frozen=True)
@@ -599,8 +600,8 @@ def _network_chaos(metadata, spec, doc, for_node):
     _check_action_blocks(action, spec, problems)
     _check_partition_behavior(action, spec, problems)
     chances = {name: _chance(spec, name, problems) for name in ("loss", "duplicate", "corrupt")}
-    delay = _delay(spec, problems)
     notes = []
+    delay = _delay(spec, problems, notes)
     bandwidth = _bandwidth(spec, problems, notes)
     peer_ports = _peer_ports(spec, problems)
     peers = _peers(spec, for_node, peer_ports, problems)
@@ -646,10 +647,17 @@ def _chance(spec, block, problems):
     return Chance(percent or 0.0, correlation or 0.0)
 
 
-def _delay(spec, problems):
+# What kfault's spec.delay.per: connection delays, for messages and the docs.
+PER_CONNECTION = "a connection's opening packet: a TCP SYN (or SYN-ACK), a UDP flow's first datagram"
+
+
+def _delay(spec, problems, notes):
     if "delay" not in spec:
         return None
     body = spec["delay"]
+    per = body.get("per", "packet")
+    if per == "connection":
+        _check_per_connection(spec, body, problems, notes)
     latency = problems.parse("spec.delay.latency", body["latency"], units.parse_duration_ns)
     jitter = problems.parse("spec.delay.jitter", body.get("jitter", "0"), units.parse_duration_ns)
     correlation = problems.parse("spec.delay.correlation", body.get("correlation", "0"), units.parse_percent)
@@ -661,7 +669,24 @@ def _delay(spec, problems):
         if percent:
             # tc: a reorder without a gap reorders with gap 1 (any packet may skip).
             reorder = Reorder(Chance(percent, reorder_correlation or 0.0), body["reorder"].get("gap") or 1)
-    return Delay(latency or 0, jitter or 0, correlation or 0.0, reorder)
+    return Delay(latency or 0, jitter or 0, correlation or 0.0, reorder, per)
+
+
+def _check_per_connection(spec, body, problems, notes):
+    """spec.delay.per: connection holds only a connection's opening packet: what needs every packet, or
+    packets without connections, can't go with it."""
+    if "reorder" in body:
+        problems.add("spec.delay.reorder", body["reorder"], "no spec.delay.reorder with spec.delay.per connection "
+                     "(only a connection's opening packet is held: there is nothing to overtake)")
+    if spec.get("protocol") in ("icmp", "icmpv6"):
+        problems.add("spec.protocol", spec["protocol"], "tcp, udp or none with spec.delay.per connection "
+                     f"(it delays {PER_CONNECTION}; ICMP has no connections)")
+    if spec.get("action") == "netem" and (NETEM_BLOCKS - {"delay"}) & spec.keys():
+        notes.append("spec.delay.per connection delays only a connection's opening packet; the other netem "
+                     "faults still act on every packet")
+    if spec.get("direction") == "both":
+        notes.append("spec.delay.per connection with direction both delays the opening packet each way: a TCP "
+                     "handshake (SYN in, SYN-ACK out, or the reverse) takes twice spec.delay.latency longer")
 
 
 def _bandwidth(spec, problems, notes):

@@ -55,18 +55,25 @@ static __always_inline int skips_delay(const struct kfault_rule *rule, struct kf
 	return 1;
 }
 
+/* `now` plus the rule's delay, with this packet's jitter. */
+static __always_inline __u64 delayed_from(const struct kfault_rule *rule, struct kfault_departures *dep, __u64 now)
+{
+	__s64 delay = rule->delay_ns;
+
+	if (rule->jitter_ns)
+		delay += jitter_for_packet(rule, dep);
+	return delay > 0 ? now + delay : now;
+}
+
 /* EDT: the departure time of a packet under the rule's delay, or `now` when it skips it. */
 static __always_inline __u64 delay_packet(const struct kfault_rule *rule, struct kfault_rule_state *state,
 					  struct kfault_departures *dep, __u64 now)
 {
-	__s64 delay = rule->delay_ns;
 	__u64 at;
 
 	if (skips_delay(rule, state))
 		return now;
-	if (rule->jitter_ns)
-		delay += jitter_for_packet(rule, dep);
-	at = delay > 0 ? now + delay : now;
+	at = delayed_from(rule, dep, now);
 	/* Without reorder, jitter must not reorder: never depart before the previous packet
 	 * (fq sorts each flow by departure time). */
 	if (!(rule->actions & KFAULT_ACT_REORDER)) {

@@ -23,10 +23,26 @@ struct packet {
 	__u32 l3_offset;
 	__u32 len;
 	__u16 peer_port;
+	__u16 local_port;
 	__u8 protocol;
 	__u8 is_ipv4;
-	__u8 has_ports; /* a TCP or UDP header we could read (not a later fragment) */
+	__u8 has_ports;        /* a TCP or UDP header we could read (not a later fragment) */
+	__u8 tcp_flags;        /* TCP: the flags byte (TCP_FLAG_BIT_*); else 0 */
+	__be32 tcp_seq;        /* TCP: the sequence number, as on the wire */
+} __attribute__((aligned(8))); /* a per-CPU map value holding one (dns.h's scratch) stays 8-byte sized */
+
+/* The start of a TCP header, up to its flags (a UDP header: its ports only). */
+struct transport_head {
+	__be16 ports[2];
+	__be32 seq;
+	__be32 ack_seq;
+	__u8 data_offset;
+	__u8 flags; /* TCP_FLAG_BIT_* */
 };
+
+/* Bits of struct packet's tcp_flags (the TCP header's 14th byte). */
+#define TCP_FLAG_BIT_RST 0x04
+#define TCP_FLAG_BIT_SYN 0x02
 
 /* The fixed part every IPv6 extension header we walk starts with (the fragment header's
  * second byte is reserved, not a length). */
@@ -85,7 +101,6 @@ static __always_inline int parse_packet(struct __sk_buff *skb, __u32 direction, 
 					struct packet *pkt)
 {
 	__u32 l4_offset;
-	__be16 ports[2];
 
 	pkt->l3_offset = ETH_HLEN;
 	pkt->len = skb->len;
@@ -131,9 +146,19 @@ static __always_inline int parse_packet(struct __sk_buff *skb, __u32 direction, 
 	}
 
 	if (pkt->protocol == IPPROTO_TCP || pkt->protocol == IPPROTO_UDP) {
-		if (bpf_skb_load_bytes(skb, l4_offset, ports, sizeof(ports)) == 0) {
-			pkt->peer_port = bpf_ntohs(direction == KFAULT_DIR_TO ? ports[1] : ports[0]);
+		/* TCP: the ports, and what a delay per connection needs to know a SYN and its
+		 * retransmission (lib/flows.h), in one load: a second costs every TCP packet ~35 ns */
+		struct transport_head head;
+		__u32 size = pkt->protocol == IPPROTO_TCP ? sizeof(head) : sizeof(head.ports);
+
+		if (bpf_skb_load_bytes(skb, l4_offset, &head, size) == 0) {
+			pkt->peer_port = bpf_ntohs(direction == KFAULT_DIR_TO ? head.ports[1] : head.ports[0]);
+			pkt->local_port = bpf_ntohs(direction == KFAULT_DIR_TO ? head.ports[0] : head.ports[1]);
 			pkt->has_ports = 1;
+			if (pkt->protocol == IPPROTO_TCP) {
+				pkt->tcp_seq = head.seq;
+				pkt->tcp_flags = head.flags;
+			}
 		}
 	} else if (pkt->protocol == IPPROTO_ICMPV6) {
 		__u8 type;

@@ -268,7 +268,11 @@ def test_random_rewrites_a_and_aaaa_to_addresses_outside_the_zone(lab, dns_engin
     assert counted["rewritten"] >= 2 and counted["failed"] >= 1
 
 
+@pytest.mark.stock_kernel("classic tc filters outlive a killed runner: the DNS rules lapse in the kernel")
 def test_killed_runner_leaves_no_fault_after_its_lease(lab, zone, tmp_path):
+    """SIGKILL mid-DNSChaos: where the programs outlive the runner (classic tc; tcx links go with
+    it), its rules lapse at the lease's end in the kernel, over UDP and TCP, and `kfault cleanup`
+    takes what is left; while it lived, cleanup left its programs alone."""
     before = lab.tc_state()
     doc = tmp_path / "dns.yaml"
     doc.write_text(f"apiVersion: {spec.API_VERSION}\nkind: DNSChaos\nmetadata: {{name: dns}}\n"
@@ -280,11 +284,14 @@ def test_killed_runner_leaves_no_fault_after_its_lease(lab, zone, tmp_path):
         line = runner.stdout.readline()
         assert "injecting" in line, runner.stderr.read() if not line else line
         assert dig(lab, zone, "www.example.test")[0] == "SERVFAIL"
+        cleanup()   # a live runner's programs are not stale
+        assert dig(lab, zone, "www.example.test", tcp=True)[0] == "reset"
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait()
         killed = time.monotonic()
         time.sleep(max(0.0, killed + 2.2 - time.monotonic()))
         assert dig(lab, zone, "www.example.test")[:2] == ("NOERROR", ["10.9.9.9"])
+        assert dig(lab, zone, "www.example.test", tcp=True)[:2] == ("NOERROR", ["10.9.9.9"])
         cleanup()
         assert lab.tc_state() == before
     finally:
