@@ -28,8 +28,9 @@ Pods are spread PODS_PER_NODE to a node; experiment i selects the pods labelled 
 APPS) (mode all): 1/APPS of the cluster each. Production timings (renewal every 5 s, lease 15 s).
 Run: make bench-controller [ARGS="--grid"] (the corners and the diagonal unless --grid; one
 size: ARGS="--size 5000x100"). BENCH_WINDOW_S, BENCH_SETTLE_S shorten a trial run. BENCH_PROFILE=path
-runs the controller under cProfile (stats written there when it stops; each size overwrites
-them), keeps its log and prints when each experiment was created and placed.
+runs the controller under cProfile while the experiments are placed (bench/profiled_controller.py;
+stats written there once they are; each size overwrites them), keeps its log and prints when
+each experiment was created and placed.
 """
 import argparse
 import asyncio
@@ -39,12 +40,14 @@ import itertools
 import multiprocessing
 import os
 import queue
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent import futures
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))   # the tests' helpers
 
@@ -64,6 +67,7 @@ PLACED_TIMEOUT_S = 120
 READY_TIMEOUT_S = 900
 SETTLED_CPU = 0.25          # of one core, over SETTLED_SAMPLE_S: the controller is idle but for timers
 SETTLED_SAMPLE_S = 1.0
+AGENT_THREADS = 16          # the threads every agent's calls run in, in the agents' process
 PROFILE = os.environ.get("BENCH_PROFILE")   # a path: the controller runs under cProfile, its stats written there
 
 
@@ -74,20 +78,35 @@ class TimedEngine(RecordingEngine):
     def __init__(self, applies):
         super().__init__()
         self.applies = applies
+        self.earliest_ns = 0            # no placement's deadline is before this
 
     def apply(self, experiment, target, lease_s=None):
         super().apply(experiment, target, lease_s)
+        self.earliest_ns = min(self.earliest_ns or 2 ** 63, self.placed[(experiment.key, target.name)].deadline_ns)
         self.applies.put((experiment.key, target.name, time.monotonic()))
+
+    def lapsed(self):
+        """The recording engine's, looking at the placements only once the earliest deadline
+        has passed: each agent's housekeeping asks twice a second, and 200 agents scanning
+        2,500 placements each cost the agents' process more than answering the controller.
+        A renewal only moves a deadline later, so `earliest_ns` is never too late."""
+        if time.monotonic_ns() < self.earliest_ns:
+            return []
+        lapsed = super().lapsed()
+        self.earliest_ns = min((p.deadline_ns for p in self.placed.values()), default=0)
+        return lapsed
 
 
 class Agent:
-    """One node's agent: a real gRPC server over a TimedEngine."""
+    """One node's agent: a real gRPC server over a TimedEngine. executor: the threads its calls
+    run in, shared by every agent of the process (200 agents' 8 threads each contended for
+    one interpreter lock)."""
 
-    def __init__(self, node, applies):
+    def __init__(self, node, applies, executor):
         self.engine = TimedEngine(applies)
         self.service = server.AgentService([self.engine], {"tc-bpf": Capability("tc-bpf", True, "bench")},
                                            node_name=node)
-        self.grpc, self.port = server.serve(self.service, "127.0.0.1:0")
+        self.grpc, self.port = server.serve(self.service, "127.0.0.1:0", executor=executor)
 
     def close(self):
         self.grpc.stop(None)
@@ -112,11 +131,13 @@ def serve_agents(nodes, ports, applies, stop):
     """The child process: every node's agent, until `stop` is set; their ports go to `ports`."""
     local = queue.SimpleQueue()
     threading.Thread(target=forward, args=(local, applies, stop), daemon=True).start()
-    agents = {node: Agent(node, local) for node in nodes}
+    executor = futures.ThreadPoolExecutor(max_workers=AGENT_THREADS, thread_name_prefix="bench-agents")
+    agents = {node: Agent(node, local, executor) for node in nodes}
     ports.send({node: agent.port for node, agent in agents.items()})
     stop.wait()
     for agent in agents.values():
         agent.close()
+    executor.shutdown(wait=False, cancel_futures=True)
 
 
 class Agents:
@@ -213,10 +234,12 @@ def controller_process(kubeconfig):
     """python -m kfault_controller, as its Deployment runs it (plaintext to the local agents)."""
     env = {**os.environ, "KUBECONFIG": kubeconfig}
     log = tempfile.NamedTemporaryFile(prefix="kfault-bench-controller-", suffix=".log", delete=False)
-    profile = ["-m", "cProfile", "-o", PROFILE] if PROFILE else []     # written when kopf stops (SIGTERM)
     if PROFILE:
         print(f"the controller's log: {log.name}", flush=True)
-    process = subprocess.Popen([sys.executable, *profile, "-m", "kfault_controller", "--insecure"], env=env,
+        command = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "profiled_controller.py"), PROFILE]
+    else:
+        command = ["-m", "kfault_controller"]
+    process = subprocess.Popen([sys.executable, *command, "--insecure"], env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     process.started = time.monotonic()
     try:
@@ -261,11 +284,28 @@ def as_by_an_api_server(handle, create, served):
         del self._requests[:-1]
         if request.resource is not None and request.action == create and isinstance(request.data, dict):
             number = next(made)
-            request.data.setdefault("metadata", {}).update(
-                uid=f"uid-created-{number}", resourceVersion=f"c{number}",
-                creationTimestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            metadata = request.data.setdefault("metadata", {})
+            if "generateName" in metadata and not metadata.get("name"):
+                # kopf's events are named so: kmock named each None, and refused all but the first.
+                metadata["name"] = f"{metadata['generateName']}{number}"
+            metadata.update(uid=f"uid-created-{number}", resourceVersion=f"c{number}",
+                            creationTimestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         return await handle(self, request)
     return handled
+
+
+def objects_by_name(get_objs):
+    """kmock 0.8 looks for a request's object by checking every object it holds against the
+    request (20,000 pods: 20,000 checks for each patch of an experiment), which made kmock,
+    not the controller, what a placement waited for. The objects a named request may match
+    are those of its name: only they are checked, with kmock's own check."""
+    def by_name(self, request, strict):
+        if request.name is None:
+            return get_objs(self, request, strict)
+        check = self._KubernetesEmulator__check
+        return [obj for (resource, namespace, name), obj in self._objects._objects.items()
+                if name == request.name and check(request, resource, namespace, name, strict=strict)]
+    return by_name
 
 
 async def run_size(pods, experiments, workflows=0):
@@ -278,6 +318,8 @@ async def run_size(pods, experiments, workflows=0):
     handle = kmock_lib.KubernetesEmulator._handle
     served = []         # the kind of each request kmock served, in order
     kmock_lib.KubernetesEmulator._handle = as_by_an_api_server(handle, kmock_lib.action.CREATE, served)
+    get_objs = kmock_lib.KubernetesEmulator._KubernetesEmulator__get_objs
+    kmock_lib.KubernetesEmulator._KubernetesEmulator__get_objs = objects_by_name(get_objs)
     agents = Agents([node_name(n) for n in range((pods + PODS_PER_NODE - 1) // PODS_PER_NODE)])
     try:
         async with kmock_lib.KubernetesEmulator() as kmock, kmock_lib.Server(kmock):
@@ -295,6 +337,7 @@ async def run_size(pods, experiments, workflows=0):
     finally:
         parsing.parse_path = unpatched
         kmock_lib.KubernetesEmulator._handle = handle
+        kmock_lib.KubernetesEmulator._KubernetesEmulator__get_objs = get_objs
         agents.close()
 
 
@@ -371,16 +414,23 @@ async def measure(kmock, served, agents, process, pods, experiments, workflows=0
     selected = {f"default/exp-{i:03d}": sum(1 for p in range(pods) if p % APPS == i % APPS)
                 for i in range(experiments)}
     cpu_before = processes_cpu(process.pid, agents.process.pid)
+    served_before = len(served)
+    if PROFILE:
+        process.send_signal(signal.SIGUSR1)       # bench/profiled_controller.py: the profile starts
     created = await create_experiments(kmock, experiments)
     latencies = await placement_latencies(agents, created, selected)
+    if PROFILE:
+        process.send_signal(signal.SIGUSR2)       # and is written
     placing_cpu = {name: used - cpu_before[name]
                    for name, used in processes_cpu(process.pid, agents.process.pid).items()}
+    placing_requests = collections.Counter(served[served_before:])
     await asyncio.sleep(SETTLE_S)
     per_minute = await steady_requests(served)
     applies = sum(count for key, count in agents.apply_calls.items() if key.startswith("default/exp-"))
     return {"ready_s": ready_s, "settled_s": settled_s, "latencies": latencies, "per_minute": per_minute,
             "rss_mib": rss_mib(process.pid), "placing_cpu": placing_cpu,
-            "apply_per_pod": applies / sum(selected.values())}
+            "apply_per_pod": applies / sum(selected.values()),
+            "placing_requests": {kind: count / experiments for kind, count in placing_requests.items()}}
 
 
 async def create_experiments(kmock, count):
@@ -454,6 +504,9 @@ def report_size(pods, experiments, result):
           flush=True)
     for kind, rate in sorted(per_minute.items(), key=lambda item: -item[1]):
         print(f"    {rate:8.1f}/min  {kind}")
+    print("  API requests per experiment while placing:")
+    for kind, rate in sorted(result["placing_requests"].items(), key=lambda item: -item[1]):
+        print(f"    {rate:8.2f}  {kind}")
 
 
 def report_table(rows):
