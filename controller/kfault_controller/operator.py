@@ -163,7 +163,7 @@ async def stop_renewing(memo, **_):
         with contextlib.suppress(asyncio.CancelledError):
             await task
     if "agents" in memo:
-        memo.agents.close()
+        await memo.agents.aclose()
 
 
 def load_client_config():
