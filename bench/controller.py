@@ -4,9 +4,10 @@ experiment is in place, as the cluster and the number of experiments grow.
 The real controller (python -m kfault_controller, its own process) runs against kmock's
 Kubernetes emulator; each node's agent is a real gRPC agent server whose engine records the
 moment it applies a placement instead of touching the kernel (the tests' RecordingEngine). The
-agents run in a child process of their own, as on a cluster each runs apart from the API
-server: in kmock's process, 50 agents' gRPC threads and kmock shared one interpreter lock, and
-that process, not the controller, set the placement latency. For each size (pods, experiments):
+agents run in child processes of their own (AGENT_PROCESSES), as on a cluster each runs apart
+from the API server: in kmock's process, 50 agents' gRPC threads and kmock shared one
+interpreter lock, and that process, not the controller, set the placement latency. For each
+size (pods, experiments):
   - ready: from the controller's start until it has placed a canary (kopf runs no handler
     before its startup LIST and its indexes hold every pod, node and namespace); the canary is
     then deleted;
@@ -68,7 +69,8 @@ PLACED_TIMEOUT_S = 120
 READY_TIMEOUT_S = 900
 SETTLED_CPU = 0.25          # of one core, over SETTLED_SAMPLE_S: the controller is idle but for timers
 SETTLED_SAMPLE_S = 1.0
-AGENT_THREADS = 16          # the threads every agent's calls run in, in the agents' process
+AGENT_PROCESSES = 4         # the agents' processes
+AGENT_THREADS = 8           # the threads every agent's calls run in, in each agents' process
 PROFILE = os.environ.get("BENCH_PROFILE")   # a path: the controller runs under cProfile, its stats written there
 
 
@@ -142,16 +144,22 @@ def serve_agents(nodes, ports, applies, stop):
 
 
 class Agents:
-    """Every node's agent, in a child process; what they applied, as they report it."""
+    """Every node's agent, in AGENT_PROCESSES child processes (50 agents to a process cost 272 us
+    of CPU per Apply, 200 to a process 372-495 us: their gRPC servers' threads contend for one
+    interpreter lock); what they applied, as they report it."""
 
     def __init__(self, nodes):
         context = multiprocessing.get_context("fork")      # before kmock or any gRPC object exists here
         self.applied = context.Queue()
         self.stop = context.Event()
-        receive, send = context.Pipe(duplex=False)
-        self.process = context.Process(target=serve_agents, args=(nodes, send, self.applied, self.stop), daemon=True)
-        self.process.start()
-        self.ports = receive.recv()
+        self.processes, self.ports = [], {}
+        for first in range(AGENT_PROCESSES):
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=serve_agents, args=(nodes[first::AGENT_PROCESSES], send, self.applied,
+                                                                  self.stop), daemon=True)
+            process.start()
+            self.processes.append(process)
+            self.ports.update(receive.recv())
         self.applied_at = collections.defaultdict(dict)   # experiment key -> {pod: monotonic time of its first apply}
         self.apply_calls = collections.Counter()          # experiment key -> applies
         self.reader = threading.Thread(target=self.read, daemon=True)
@@ -168,7 +176,8 @@ class Agents:
 
     def close(self):
         self.stop.set()
-        self.process.join(30)
+        for process in self.processes:
+            process.join(30)
         self.applied.put(None)
         self.reader.join(5)
 
@@ -361,8 +370,10 @@ async def wait_until_ready(kmock, agents, started):
 
 
 def processes_cpu(controller, agents):
-    """CPU seconds used so far by the controller, kmock (this process: the bench's own cost) and the agents."""
-    return {"controller": cpu_seconds(controller), "kmock": cpu_seconds(os.getpid()), "agents": cpu_seconds(agents)}
+    """CPU seconds used so far by the controller, kmock (this process: the bench's own cost) and
+    the agents (their processes)."""
+    return {"controller": cpu_seconds(controller), "kmock": cpu_seconds(os.getpid()),
+            "agents": sum(cpu_seconds(process.pid) for process in agents.processes)}
 
 
 def cpu_seconds(pid):
@@ -423,7 +434,7 @@ async def measure(kmock, served, agents, process, pods, experiments, workflows=0
     await start_workflows(kmock, workflows)
     selected = {f"default/exp-{i:03d}": sum(1 for p in range(pods) if p % APPS == i % APPS)
                 for i in range(experiments)}
-    cpu_before = processes_cpu(process.pid, agents.process.pid)
+    cpu_before = processes_cpu(process.pid, agents)
     served_before = len(served)
     if PROFILE:
         process.send_signal(signal.SIGUSR1)       # bench/profiled_controller.py: the profile starts
@@ -432,7 +443,7 @@ async def measure(kmock, served, agents, process, pods, experiments, workflows=0
     if PROFILE:
         process.send_signal(signal.SIGUSR2)       # and is written
     placing_cpu = {name: used - cpu_before[name]
-                   for name, used in processes_cpu(process.pid, agents.process.pid).items()}
+                   for name, used in processes_cpu(process.pid, agents).items()}
     placing_requests = collections.Counter(served[served_before:])
     await asyncio.sleep(SETTLE_S)
     per_minute = await steady_requests(served)
