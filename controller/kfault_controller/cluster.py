@@ -14,7 +14,7 @@ UNKEPT_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 @dataclass(frozen=True)
 class ClusterView:
-    pods: object                # every pod, as pod_summary keeps it (an iterable: PodCache's values, not copied)
+    pods: list                  # every pod, as pod_summary keeps it
     agents: dict                # node name -> host:port of its kfault agent
     node_labels: dict           # node name -> labels
     by_label: dict = None       # (label, value) -> {pod key: summary}, PodCache's; None: look at every pod
@@ -106,11 +106,8 @@ class PodCache:
 
 
 def view_of(pods, node_labels):
-    """The pod cache and the node index (kopf's: key -> a store of values) for one handler
-    call. The pods are the cache's own (copying 20,000 of them per call cost more than
-    selecting among them): a selection reads them without awaiting, so no watch event
-    changes them meanwhile."""
-    return ClusterView(pods=pods.pods.values(), agents=pods.agents(),
+    """A snapshot of the pod cache and the node index (kopf's: key -> a store of values)."""
+    return ClusterView(pods=list(pods.pods.values()), agents=pods.agents(),
                        node_labels={node: next(iter(store)) for node, store in node_labels.items() if store},
                        by_label=pods.by_label, encoded=pods.encoded)
 
