@@ -4,13 +4,15 @@ experiment is in place, as the cluster and the number of experiments grow.
 The real controller (python -m kfault_controller, its own process) runs against kmock's
 Kubernetes emulator; each node's agent is a real gRPC agent server whose engine records the
 moment it applies a placement instead of touching the kernel (the tests' RecordingEngine). The
-agents run in a child process of their own, as on a cluster each runs apart from the API
-server: in kmock's process, 50 agents' gRPC threads and kmock shared one interpreter lock, and
-that process, not the controller, set the placement latency. For each size (pods, experiments):
+agents run in child processes of their own (AGENT_PROCESSES), as on a cluster each runs apart
+from the API server: in kmock's process, 50 agents' gRPC threads and kmock shared one
+interpreter lock, and that process, not the controller, set the placement latency. For each
+size (pods, experiments):
   - ready: from the controller's start until it has placed a canary (kopf runs no handler
     before its startup LIST and its indexes hold every pod, node and namespace); the canary is
     then deleted;
-  - settled: from the start until the controller's CPU falls below SETTLED_CPU (kopf then has
+  - settled: from the start until the controller's event loop ran or waited to run (for a CPU
+    the machine's other work held) under SETTLED_CPU of the time (kopf then has
     run its own first listing of every pod through the pods watch's handler: ~1 ms a pod).
     Placement latency is measured from then on, as experiments are created in a running
     cluster, not in the seconds after the controller itself (re)started;
@@ -28,8 +30,9 @@ Pods are spread PODS_PER_NODE to a node; experiment i selects the pods labelled 
 APPS) (mode all): 1/APPS of the cluster each. Production timings (renewal every 5 s, lease 15 s).
 Run: make bench-controller [ARGS="--grid"] (the corners and the diagonal unless --grid; one
 size: ARGS="--size 5000x100"). BENCH_WINDOW_S, BENCH_SETTLE_S shorten a trial run. BENCH_PROFILE=path
-runs the controller under cProfile (stats written there when it stops; each size overwrites
-them), keeps its log and prints when each experiment was created and placed.
+runs the controller under cProfile while the experiments are placed (bench/profiled_controller.py;
+stats written there once they are; each size overwrites them), keeps its log and prints when
+each experiment was created and placed.
 """
 import argparse
 import asyncio
@@ -39,12 +42,14 @@ import itertools
 import multiprocessing
 import os
 import queue
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent import futures
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))   # the tests' helpers
 
@@ -64,6 +69,8 @@ PLACED_TIMEOUT_S = 120
 READY_TIMEOUT_S = 900
 SETTLED_CPU = 0.25          # of one core, over SETTLED_SAMPLE_S: the controller is idle but for timers
 SETTLED_SAMPLE_S = 1.0
+AGENT_PROCESSES = 4         # the agents' processes
+AGENT_THREADS = 8           # the threads every agent's calls run in, in each agents' process
 PROFILE = os.environ.get("BENCH_PROFILE")   # a path: the controller runs under cProfile, its stats written there
 
 
@@ -74,20 +81,35 @@ class TimedEngine(RecordingEngine):
     def __init__(self, applies):
         super().__init__()
         self.applies = applies
+        self.earliest_ns = 0            # no placement's deadline is before this
 
     def apply(self, experiment, target, lease_s=None):
         super().apply(experiment, target, lease_s)
+        self.earliest_ns = min(self.earliest_ns or 2 ** 63, self.placed[(experiment.key, target.name)].deadline_ns)
         self.applies.put((experiment.key, target.name, time.monotonic()))
+
+    def lapsed(self):
+        """The recording engine's, looking at the placements only once the earliest deadline
+        has passed: each agent's housekeeping asks twice a second, and 200 agents scanning
+        2,500 placements each cost the agents' process more than answering the controller.
+        A renewal only moves a deadline later, so `earliest_ns` is never too late."""
+        if time.monotonic_ns() < self.earliest_ns:
+            return []
+        lapsed = super().lapsed()
+        self.earliest_ns = min((p.deadline_ns for p in self.placed.values()), default=0)
+        return lapsed
 
 
 class Agent:
-    """One node's agent: a real gRPC server over a TimedEngine."""
+    """One node's agent: a real gRPC server over a TimedEngine. executor: the threads its calls
+    run in, shared by every agent of the process (200 agents' 8 threads each contended for
+    one interpreter lock)."""
 
-    def __init__(self, node, applies):
+    def __init__(self, node, applies, executor):
         self.engine = TimedEngine(applies)
         self.service = server.AgentService([self.engine], {"tc-bpf": Capability("tc-bpf", True, "bench")},
                                            node_name=node)
-        self.grpc, self.port = server.serve(self.service, "127.0.0.1:0")
+        self.grpc, self.port = server.serve(self.service, "127.0.0.1:0", executor=executor)
 
     def close(self):
         self.grpc.stop(None)
@@ -112,24 +134,32 @@ def serve_agents(nodes, ports, applies, stop):
     """The child process: every node's agent, until `stop` is set; their ports go to `ports`."""
     local = queue.SimpleQueue()
     threading.Thread(target=forward, args=(local, applies, stop), daemon=True).start()
-    agents = {node: Agent(node, local) for node in nodes}
+    executor = futures.ThreadPoolExecutor(max_workers=AGENT_THREADS, thread_name_prefix="bench-agents")
+    agents = {node: Agent(node, local, executor) for node in nodes}
     ports.send({node: agent.port for node, agent in agents.items()})
     stop.wait()
     for agent in agents.values():
         agent.close()
+    executor.shutdown(wait=False, cancel_futures=True)
 
 
 class Agents:
-    """Every node's agent, in a child process; what they applied, as they report it."""
+    """Every node's agent, in AGENT_PROCESSES child processes (50 agents to a process cost 272 us
+    of CPU per Apply, 200 to a process 372-495 us: their gRPC servers' threads contend for one
+    interpreter lock); what they applied, as they report it."""
 
     def __init__(self, nodes):
         context = multiprocessing.get_context("fork")      # before kmock or any gRPC object exists here
         self.applied = context.Queue()
         self.stop = context.Event()
-        receive, send = context.Pipe(duplex=False)
-        self.process = context.Process(target=serve_agents, args=(nodes, send, self.applied, self.stop), daemon=True)
-        self.process.start()
-        self.ports = receive.recv()
+        self.processes, self.ports = [], {}
+        for first in range(AGENT_PROCESSES):
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=serve_agents, args=(nodes[first::AGENT_PROCESSES], send, self.applied,
+                                                                  self.stop), daemon=True)
+            process.start()
+            self.processes.append(process)
+            self.ports.update(receive.recv())
         self.applied_at = collections.defaultdict(dict)   # experiment key -> {pod: monotonic time of its first apply}
         self.apply_calls = collections.Counter()          # experiment key -> applies
         self.reader = threading.Thread(target=self.read, daemon=True)
@@ -146,7 +176,8 @@ class Agents:
 
     def close(self):
         self.stop.set()
-        self.process.join(30)
+        for process in self.processes:
+            process.join(30)
         self.applied.put(None)
         self.reader.join(5)
 
@@ -213,10 +244,12 @@ def controller_process(kubeconfig):
     """python -m kfault_controller, as its Deployment runs it (plaintext to the local agents)."""
     env = {**os.environ, "KUBECONFIG": kubeconfig}
     log = tempfile.NamedTemporaryFile(prefix="kfault-bench-controller-", suffix=".log", delete=False)
-    profile = ["-m", "cProfile", "-o", PROFILE] if PROFILE else []     # written when kopf stops (SIGTERM)
     if PROFILE:
         print(f"the controller's log: {log.name}", flush=True)
-    process = subprocess.Popen([sys.executable, *profile, "-m", "kfault_controller", "--insecure"], env=env,
+        command = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "profiled_controller.py"), PROFILE]
+    else:
+        command = ["-m", "kfault_controller"]
+    process = subprocess.Popen([sys.executable, *command, "--insecure"], env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     process.started = time.monotonic()
     try:
@@ -261,11 +294,28 @@ def as_by_an_api_server(handle, create, served):
         del self._requests[:-1]
         if request.resource is not None and request.action == create and isinstance(request.data, dict):
             number = next(made)
-            request.data.setdefault("metadata", {}).update(
-                uid=f"uid-created-{number}", resourceVersion=f"c{number}",
-                creationTimestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            metadata = request.data.setdefault("metadata", {})
+            if "generateName" in metadata and not metadata.get("name"):
+                # kopf's events are named so: kmock named each None, and refused all but the first.
+                metadata["name"] = f"{metadata['generateName']}{number}"
+            metadata.update(uid=f"uid-created-{number}", resourceVersion=f"c{number}",
+                            creationTimestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         return await handle(self, request)
     return handled
+
+
+def objects_by_name(get_objs):
+    """kmock 0.8 looks for a request's object by checking every object it holds against the
+    request (20,000 pods: 20,000 checks for each patch of an experiment), which made kmock,
+    not the controller, what a placement waited for. The objects a named request may match
+    are those of its name: only they are checked, with kmock's own check."""
+    def by_name(self, request, strict):
+        if request.name is None:
+            return get_objs(self, request, strict)
+        check = self._KubernetesEmulator__check
+        return [obj for (resource, namespace, name), obj in self._objects._objects.items()
+                if name == request.name and check(request, resource, namespace, name, strict=strict)]
+    return by_name
 
 
 async def run_size(pods, experiments, workflows=0):
@@ -278,6 +328,8 @@ async def run_size(pods, experiments, workflows=0):
     handle = kmock_lib.KubernetesEmulator._handle
     served = []         # the kind of each request kmock served, in order
     kmock_lib.KubernetesEmulator._handle = as_by_an_api_server(handle, kmock_lib.action.CREATE, served)
+    get_objs = kmock_lib.KubernetesEmulator._KubernetesEmulator__get_objs
+    kmock_lib.KubernetesEmulator._KubernetesEmulator__get_objs = objects_by_name(get_objs)
     agents = Agents([node_name(n) for n in range((pods + PODS_PER_NODE - 1) // PODS_PER_NODE)])
     try:
         async with kmock_lib.KubernetesEmulator() as kmock, kmock_lib.Server(kmock):
@@ -295,6 +347,7 @@ async def run_size(pods, experiments, workflows=0):
     finally:
         parsing.parse_path = unpatched
         kmock_lib.KubernetesEmulator._handle = handle
+        kmock_lib.KubernetesEmulator._KubernetesEmulator__get_objs = get_objs
         agents.close()
 
 
@@ -317,8 +370,10 @@ async def wait_until_ready(kmock, agents, started):
 
 
 def processes_cpu(controller, agents):
-    """CPU seconds used so far by the controller, kmock (this process: the bench's own cost) and the agents."""
-    return {"controller": cpu_seconds(controller), "kmock": cpu_seconds(os.getpid()), "agents": cpu_seconds(agents)}
+    """CPU seconds used so far by the controller, kmock (this process: the bench's own cost) and
+    the agents (their processes)."""
+    return {"controller": cpu_seconds(controller), "kmock": cpu_seconds(os.getpid()),
+            "agents": sum(cpu_seconds(process.pid) for process in agents.processes)}
 
 
 def cpu_seconds(pid):
@@ -327,14 +382,23 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")   # utime + stime
 
 
+def loop_demand_seconds(pid):
+    """Seconds the process's main thread (the controller's event loop) ran, and waited on a
+    run queue to run, so far: on a machine busy with other work an event loop still behind
+    uses little CPU, but waits."""
+    with open(f"/proc/{pid}/task/{pid}/schedstat") as schedstat:
+        ran_ns, waited_ns, _ = (int(field) for field in schedstat.read().split())
+    return (ran_ns + waited_ns) / 1e9
+
+
 async def wait_until_settled(pid, started):
-    """Seconds from the controller's start until it used under SETTLED_CPU of a core for a
-    whole SETTLED_SAMPLE_S."""
+    """Seconds from the controller's start until its event loop ran or waited to run under
+    SETTLED_CPU of a whole SETTLED_SAMPLE_S."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
-        before = cpu_seconds(pid)
+        before = loop_demand_seconds(pid)
         await asyncio.sleep(SETTLED_SAMPLE_S)
-        if (cpu_seconds(pid) - before) / SETTLED_SAMPLE_S < SETTLED_CPU:
+        if (loop_demand_seconds(pid) - before) / SETTLED_SAMPLE_S < SETTLED_CPU:
             return time.monotonic() - started
     raise TimeoutError(f"the controller still busy after {READY_TIMEOUT_S} s")
 
@@ -370,17 +434,24 @@ async def measure(kmock, served, agents, process, pods, experiments, workflows=0
     await start_workflows(kmock, workflows)
     selected = {f"default/exp-{i:03d}": sum(1 for p in range(pods) if p % APPS == i % APPS)
                 for i in range(experiments)}
-    cpu_before = processes_cpu(process.pid, agents.process.pid)
+    cpu_before = processes_cpu(process.pid, agents)
+    served_before = len(served)
+    if PROFILE:
+        process.send_signal(signal.SIGUSR1)       # bench/profiled_controller.py: the profile starts
     created = await create_experiments(kmock, experiments)
     latencies = await placement_latencies(agents, created, selected)
+    if PROFILE:
+        process.send_signal(signal.SIGUSR2)       # and is written
     placing_cpu = {name: used - cpu_before[name]
-                   for name, used in processes_cpu(process.pid, agents.process.pid).items()}
+                   for name, used in processes_cpu(process.pid, agents).items()}
+    placing_requests = collections.Counter(served[served_before:])
     await asyncio.sleep(SETTLE_S)
     per_minute = await steady_requests(served)
     applies = sum(count for key, count in agents.apply_calls.items() if key.startswith("default/exp-"))
     return {"ready_s": ready_s, "settled_s": settled_s, "latencies": latencies, "per_minute": per_minute,
             "rss_mib": rss_mib(process.pid), "placing_cpu": placing_cpu,
-            "apply_per_pod": applies / sum(selected.values())}
+            "apply_per_pod": applies / sum(selected.values()),
+            "placing_requests": {kind: count / experiments for kind, count in placing_requests.items()}}
 
 
 async def create_experiments(kmock, count):
@@ -454,6 +525,9 @@ def report_size(pods, experiments, result):
           flush=True)
     for kind, rate in sorted(per_minute.items(), key=lambda item: -item[1]):
         print(f"    {rate:8.1f}/min  {kind}")
+    print("  API requests per experiment while placing:")
+    for kind, rate in sorted(result["placing_requests"].items(), key=lambda item: -item[1]):
+        print(f"    {rate:8.2f}  {kind}")
 
 
 def report_table(rows):

@@ -203,9 +203,10 @@ def server_credentials(cert_pem, key_pem, ca_pem):
     return grpc.ssl_server_credentials([(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True)
 
 
-def serve(service, address, credentials=None):
-    """Start serving; returns (server, bound port)."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+def serve(service, address, credentials=None, executor=None):
+    """Start serving; returns (server, bound port). executor: the threads its calls run in (a
+    pool of its own by default; a bench running many agents in one process shares one)."""
+    server = grpc.server(executor or futures.ThreadPoolExecutor(max_workers=8))
     pb_grpc.add_AgentServicer_to_server(service, server)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     server.start()

