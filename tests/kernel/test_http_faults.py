@@ -16,6 +16,7 @@ import pytest
 from kfault_agent.kernel import loader, topology
 from kfault_api import spec
 from kfault_lab.hosts import Lab
+from tests import cfg61
 from tests.kernel.test_program_sizes import check_size
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
@@ -225,6 +226,14 @@ def test_killed_runner_leaves_no_fault_after_its_lease(lab, served, tmp_path):
     finally:
         runner.kill()
         cleanup()
+
+
+@pytest.mark.parametrize("datapath, program", [("http_datapath", p) for p in loader.HTTP_PROGRAMS]
+                         + [("dns_datapath", p) for p in loader.DNS_PROGRAMS])
+def test_no_loop_closed_by_a_fall_through(request, datapath, program):
+    """6.1 refuses such a loop before verifying (tests/cfg61.py): seen here, on the host."""
+    compiled = request.getfixturevalue(datapath).bpf.entry["functions"][program]
+    assert cfg61.fallthrough_back_edges(compiled["insns"]) == []
 
 
 @pytest.mark.stock_kernel("what 6.1's verifier makes of httpfault.c's programs")
