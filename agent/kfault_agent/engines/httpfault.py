@@ -68,7 +68,6 @@ class HttpFaultEngine(PodInterfaceEngine):
 
     def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
         super().__init__(datapath, capabilities, lease_s)
-        self._masks = {}          # (address, port) -> mask of slots, as written to kfault_http_targets
         self._port_users = {}     # port -> placements using it, for kfault_http_ports' bits
         self._fq = SharedPerLink(FqRoot.hold, FqRoot.release)
 
@@ -101,7 +100,7 @@ class HttpFaultEngine(PodInterfaceEngine):
                 active.links.extend(self._hold_programs(target))
                 self._use_port(experiment.port, +1)
                 for key in active.keys:      # last: from here the programs act on it
-                    self._set_mask(key, self._masks.get(key, 0) | (1 << active.slot))
+                    self._add_to_mask(key, active.slot)
             except Exception:
                 self._release(active)
                 raise
@@ -119,27 +118,17 @@ class HttpFaultEngine(PodInterfaceEngine):
         bits = sum(1 << (p % 64) for p in self._port_users if p // 64 == word)
         self.datapath.ports[self.datapath.ports.Key(word)] = self.datapath.ports.Leaf(bits)
 
-    def _set_mask(self, key_of, mask):
-        address, port = key_of
+    def _target_key(self, where):
+        address, port = where
         key = self.datapath.targets.Key()
         key.addr[:] = list(mapped(address).packed)
         key.port = port
-        if mask:
-            self.datapath.targets[key] = self.datapath.targets.Leaf(mask)
-            self._masks[key_of] = mask
-        else:
-            try:
-                del self.datapath.targets[key]
-            except KeyError:
-                pass
-            self._masks.pop(key_of, None)
+        return key
 
     def _release(self, active):
         log.info("revoking %s on %s", *active.key)
-        placed = [key for key in active.keys if key in self._masks and self._masks[key] & (1 << active.slot)]
-        for key in placed:
-            self._set_mask(key, self._masks[key] & ~(1 << active.slot))
-        if placed:
+        placed = [self._remove_from_mask(key, active.slot) for key in active.keys]
+        if any(placed):
             self._use_port(active.experiment.port, -1)
         del self.datapath.rules[self.datapath.rules.Key(active.slot)]   # an array slot: zeroed
         self._forget_flows(active)
