@@ -3,12 +3,13 @@ scrape time, no polling thread, formatted here as metric families. Their names a
 what the dashboard and the alert rules (manifests/) query: keep them."""
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kfault_agent.engines.counts import DnsCounts, IOCounts, NetCounts, PodCounts, StressCounts, SyscallCounts
+from kfault_agent.engines.counts import (DnsCounts, HttpCounts, IOCounts, NetCounts, PodCounts, StressCounts,
+                                         SyscallCounts)
 
 PACKET_LABELS = ["experiment", "target", "action", "direction", "outcome"]
 SYSCALL_LABELS = ["experiment", "target", "method", "outcome"]
 POD_LABELS = ["experiment", "target", "action"]
-DNS_LABELS = ["experiment", "target", "action", "outcome"]
+MESSAGE_LABELS = ["experiment", "target", "action", "outcome"]
 
 
 def net_families(counts):
@@ -89,10 +90,12 @@ def stress_families(counts):
 
 
 
-def dns_families(counts):
-    messages = CounterMetricFamily("kfault_dns_messages", "DNS queries and answers whose name a DNSChaos rule "
-                                   "matched, by what was done to them.", labels=DNS_LABELS)
-    rules = GaugeMetricFamily("kfault_dns_rules_active", "DNSChaos placements in force, by experiment and target.",
+def _message_families(name, kind, what, counts):
+    """A kind whose placements count messages by outcome (DNSChaos, HTTPChaos): kfault_<name>_messages
+    and kfault_<name>_rules_active."""
+    messages = CounterMetricFamily(f"kfault_{name}_messages", f"{what} a {kind} rule selected, by what was done "
+                                   "to them.", labels=MESSAGE_LABELS)
+    rules = GaugeMetricFamily(f"kfault_{name}_rules_active", f"{kind} placements in force, by experiment and target.",
                               labels=["experiment", "target"])
     for placement in counts.placements:
         rules.add_metric([placement.experiment, placement.target], 1)
@@ -101,10 +104,18 @@ def dns_families(counts):
     return [messages, rules]
 
 
+def dns_families(counts):
+    return _message_families("dns", "DNSChaos", "DNS queries and answers", counts)
+
+
+def http_families(counts):
+    return _message_families("http", "HTTPChaos", "HTTP requests and responses", counts)
+
 
 # Each engine's counts -> its families.
 FAMILIES = {NetCounts: net_families, IOCounts: io_families, PodCounts: pod_families, StressCounts: stress_families,
-            SyscallCounts: syscall_families, DnsCounts: dns_families}
+            SyscallCounts: syscall_families, DnsCounts: dns_families,
+            HttpCounts: http_families}
 
 
 def families(counts):
