@@ -159,3 +159,32 @@ def test_http_rule_fields_are_the_bytes_the_program_compares():
     assert fields["code"].to_bytes(4, "little") == b" 200" and fields["replace"].to_bytes(4, "little") == b" 503"
     assert fields["target"] == layout.HTTP_RESPONSE
     assert fields["flags"] == layout.HTTP_REPLACE | layout.HTTP_HAS_CODE
+
+
+def test_the_engines_that_hold_an_fq_root_share_one_count_of_them():
+    """An interface has one root qdisc: NetworkChaos's and HTTPChaos's delays on one pod must
+    count their users of it together, or the first to end removes the fq the other still needs."""
+    from kfault_agent import node
+    from kfault_agent.kernel import tc
+
+    given = []
+
+    class HoldsFq:
+        holds_fq = True
+
+        @classmethod
+        def load(cls, capabilities, lease_s, fq=None):
+            given.append(fq)
+            return cls()
+
+    class NoFq:
+        @classmethod
+        def load(cls, capabilities, lease_s):
+            return cls()
+
+    fq = tc.fq_roots()
+    for engine_type in (HoldsFq, NoFq, HoldsFq):
+        node._load(engine_type, {}, 1.0, None, fq)
+    assert given == [fq, fq]
+    assert {engine_type.__name__ for engine_type in node.ENGINE_TYPES if getattr(engine_type, "holds_fq", False)} \
+        == {"NetFaultEngine", "HttpFaultEngine"}

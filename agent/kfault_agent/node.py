@@ -96,18 +96,19 @@ LOADER_STACK = 64 << 20     # LLVM recurses deeply; a thread's default stack is 
 POLL_S = 0.05
 
 
-def _load(engine_type, capabilities, lease_s, stop):
+def _load(engine_type, capabilities, lease_s, stop, fq=None):
     """engine_type.load in a thread of its own while this one watches `stop`: a compile is one
     C call that no signal interrupts (seconds here, ~100 s under TCG). A stop abandons the load
     (Stopped with .abandoned): what it made so far is the process's own (fds, children, probes'
     throwaway namespaces) and goes with it; the caller exits without waiting for it."""
+    shared = {"fq": fq} if fq is not None and getattr(engine_type, "holds_fq", False) else {}
     if stop is None:
-        return engine_type.load(capabilities, lease_s)
+        return engine_type.load(capabilities, lease_s, **shared)
     outcome = []
 
     def load():
         try:
-            outcome.append((True, engine_type.load(capabilities, lease_s)))
+            outcome.append((True, engine_type.load(capabilities, lease_s, **shared)))
         except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
             outcome.append((False, err))
 
@@ -144,11 +145,12 @@ def load_engines(lease_s, notice, stop=None, unloaded=None):
     gets kind -> why. A signal on `stop` between two loads: those loaded are closed, Stopped
     raised."""
     engines, capabilities = [], {}     # one dict, shared: each engine adds what it probed
+    fq = tc.fq_roots()                 # one count of the fq roots for every engine that holds one
     for engine_type in ENGINE_TYPES:
         _check(stop, *engines)
         try:
             with _loading(stop, *engines):
-                engines.append(_load(engine_type, capabilities, lease_s, stop))
+                engines.append(_load(engine_type, capabilities, lease_s, stop, fq))
         except KernelUnsupported as err:
             _check(stop, *engines)
             notice(f"no {engine_type.what} on this node: {err}")

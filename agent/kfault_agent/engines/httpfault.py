@@ -15,7 +15,7 @@ from kfault_agent.errors import KernelUnsupported, TargetUnsuitable
 from kfault_agent.kernel.capabilities import action_support
 from kfault_agent.kernel.loader import HttpDatapath
 from kfault_agent.kernel.maps import rule_deadline, write_padded_dfa, write_slot
-from kfault_agent.kernel.tc import FqRoot, SharedPerLink
+from kfault_agent.kernel.tc import fq_roots
 from kfault_api import glob_dfa, layout, spec
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,12 @@ class HttpFaultEngine(PodInterfaceEngine):
     counts_types = (HttpCounts, HttpPlacementCounts)
     slot_what = "HTTP rule"
 
-    def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
+    holds_fq = True           # node.py hands it the process's fq_roots
+
+    def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S, fq=None):
         super().__init__(datapath, capabilities, lease_s)
         self._port_users = {}     # port -> placements using it, for kfault_http_ports' bits
-        self._fq = SharedPerLink(FqRoot.hold, FqRoot.release)
+        self._fq = fq if fq is not None else fq_roots()
 
     def check(self, experiment):
         """A delay needs sch_fq (EDT); the rest, a kernel that loads httpfault.c."""

@@ -14,7 +14,7 @@ from kfault_agent.kernel.capabilities import RECEIVED_EDT_NEEDS, action_support,
 from kfault_agent.kernel.loader import NetDatapath
 from kfault_agent.kernel.maps import rule_deadline, update_slot, write_slot
 from kfault_agent.kernel.pods import PodRef, resolve_pod_network
-from kfault_agent.kernel.tc import ClsactHooks, EdtIfb, FqRoot, SharedPerLink
+from kfault_agent.kernel.tc import ClsactHooks, EdtIfb, SharedPerLink, fq_roots
 from kfault_agent.kernel.tcx import TcxHooks
 from kfault_agent.kernel.topology import Link, resolve_net_target
 from kfault_api import layout, spec
@@ -55,7 +55,9 @@ class NetFaultEngine(LeasedPlacements):
     kind = spec.KINDS["NetworkChaos"]
     what = "network faults"
 
-    def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
+    holds_fq = True           # node.py hands it the process's fq_roots
+
+    def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S, fq=None):
         super().__init__(lease_s)
         self.datapath = datapath
         self.capabilities = capabilities
@@ -66,22 +68,22 @@ class NetFaultEngine(LeasedPlacements):
         tcx = capabilities.get("tcx")
         hooks = TcxHooks if tcx and tcx.available else ClsactHooks
         self._hooks = SharedPerLink(hooks.attach, hooks.detach)
-        self._fq = SharedPerLink(FqRoot.hold, FqRoot.release)
+        self._fq = fq if fq is not None else fq_roots()
         self._ifbs = SharedPerLink(lambda where: EdtIfb.add(where, hooks.attach, self._programs(IFB_PROGRAMS)),
                                    EdtIfb.delete)
         self._selectors = SharedPerLink(self._attach_selector, ClsactHooks.detach)
 
     @classmethod
-    def load(cls, capabilities, lease_s=DEFAULT_LEASE_S):
+    def load(cls, capabilities, lease_s=DEFAULT_LEASE_S, fq=None):
         """Compile and load netfault.c; `capabilities` gains what this kernel can do for it,
-        also when it can't (KernelUnsupported)."""
+        also when it can't (KernelUnsupported). `fq`: the fq roots it shares (tc.fq_roots)."""
         try:
             datapath = NetDatapath()
         except KernelUnsupported as err:
             capabilities.update(probe_capabilities(err))
             raise
         capabilities.update(probe_capabilities())
-        return cls(datapath, capabilities, lease_s)
+        return cls(datapath, capabilities, lease_s, fq)
 
     def close(self):
         self.revoke_all()

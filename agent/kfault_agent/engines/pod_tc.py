@@ -22,7 +22,7 @@ class PodInterfaceEngine(LeasedPlacements):
     max_rules = 0
     slot_what = "rule"
 
-    def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
+    def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S, fq=None):
         super().__init__(lease_s)
         self.datapath = datapath
         self.capabilities = capabilities
@@ -33,15 +33,16 @@ class PodInterfaceEngine(LeasedPlacements):
         self._hooks = SharedPerLink(hooks.attach, hooks.detach)
 
     @classmethod
-    def load(cls, capabilities, lease_s=DEFAULT_LEASE_S):
-        """Compile and load its programs; `capabilities` gains what this kernel can do."""
+    def load(cls, capabilities, lease_s=DEFAULT_LEASE_S, fq=None):
+        """Compile and load its programs; `capabilities` gains what this kernel can do. `fq`:
+        the fq roots it shares (tc.fq_roots), for an engine whose actions need sch_fq."""
         try:
             datapath = cls.datapath_type()
         except KernelUnsupported as err:
             capabilities.update(probe_capabilities(err))
             raise
         capabilities.update(probe_capabilities())
-        return cls(datapath, capabilities, lease_s)
+        return cls(datapath, capabilities, lease_s, fq)
 
     def close(self):
         self.revoke_all()

@@ -266,6 +266,14 @@ class FqRoot:
             self.installed = False
 
 
+def fq_roots():
+    """The fq roots of one process's engines, counted per interface across all of them: an
+    interface has one root qdisc, so a NetworkChaos delay and an HTTPChaos delay on one pod must
+    share it, and the last of either to let go removes it (each engine counting alone, the
+    first to end removed the fq the other's delay still needed, and that delay held nothing)."""
+    return SharedPerLink(FqRoot.hold, FqRoot.release)
+
+
 @dataclass
 class _Held:
     thing: object        # a ClsactHooks or an FqRoot
