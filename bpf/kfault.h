@@ -396,4 +396,9 @@ struct kfault_dns_counters {
 	__u64 queries[KFAULT_DNS_OUTCOME_COUNT];
 };
 
+/* ---- TLS server names (lib/tls.h; HTTPChaos on HTTPS, by the ClientHello's name) --------- */
+
+#define KFAULT_TLS_NAME_MAX 256      /* bytes of a server name read: '.', RFC 6066's host_name, its end */
+#define KFAULT_TLS_MAX_EXTENSIONS 32 /* ClientHello extensions walked to the server name; later ones unseen */
+
 #endif /* KFAULT_H */

@@ -1,9 +1,12 @@
 /* dfa_index.h - where a DFA's next state is in struct kfault_io_dfa's flat table: the one
- * step that the file path walks (dfa.h) and the DNS name walk (dns.h) share. Owns no map. */
+ * step that the file path walks (dfa.h) and the name walks (dns.h, tls.h) share, and the walk
+ * over a whole name buffer. Owns no map. */
 #ifndef KFAULT_LIB_DFA_INDEX_H
 #define KFAULT_LIB_DFA_INDEX_H
 
 #include <linux/types.h>
+
+#include "kfault.h"
 
 /* Where next[state][c] is in the flat table. The barrier keeps clang from turning the add
  * into an or (the bits don't overlap): 6.1's verifier loses an or's bounds. */
@@ -13,6 +16,19 @@ static __always_inline __u32 dfa_index(__u32 state, __u8 c)
 
 	asm volatile("" : "+r"(row));
 	return row + c;
+}
+
+/* Does `dfa` accept the NUL-ended name at the start of `bytes`, a buffer of `size` bytes? The
+ * walk goes on past the NUL without a branch: there the DFA is in its accepting sink or dead,
+ * which no byte leaves (kfault.h), whatever the buffer holds after it. */
+static __always_inline int dfa_accepts_buffer(const struct kfault_io_dfa *dfa, const __u8 *bytes, __u32 size)
+{
+	__u8 state = 0;
+
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < size; i++)
+		state = dfa->next[dfa_index(state, bytes[i])];
+	return dfa->accepting[state];
 }
 
 #endif /* KFAULT_LIB_DFA_INDEX_H */

@@ -228,17 +228,10 @@ static __always_inline int dns_read_name(struct __sk_buff *skb, __u32 offset, st
 	return -1;
 }
 
-/* Does the name read (dns_read_name) match rule r's DFA? The walk goes on past the name's NUL
- * without a branch: there the DFA is in its accepting sink or dead, which no byte leaves
- * (kfault.h), whatever the buffer holds after it. */
+/* Does the name read (dns_read_name) match rule r's DFA? */
 static __always_inline int dns_name_matches(const struct kfault_io_dfa *dfa, const struct dns_scratch *scratch)
 {
-	__u8 state = 0;
-
-#pragma clang loop unroll(disable)
-	for (__u32 i = 0; i < KFAULT_DNS_NAME_MAX; i++)
-		state = dfa->next[dfa_index(state, scratch->name[i])];
-	return dfa->accepting[state];
+	return dfa_accepts_buffer(dfa, scratch->name, KFAULT_DNS_NAME_MAX);
 }
 
 /* The one's complement sum of `len` bytes at `offset`: the whole words read into scratch->sum

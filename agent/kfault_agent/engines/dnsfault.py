@@ -6,7 +6,6 @@ Its own programs rather than rules of netfault.c (docs/design/network.md says wh
 name is read and walked only by packets to or from port 53, and NetworkChaos's programs and
 their verifier budget stay as they are. Targets, hooks and leases work as the network engine's.
 """
-import ctypes
 import ipaddress
 import logging
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Place
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported, TargetUnsuitable
 from kfault_agent.kernel.capabilities import probe_capabilities
 from kfault_agent.kernel.loader import DnsDatapath
-from kfault_agent.kernel.maps import rule_deadline, update_slot, write_slot
+from kfault_agent.kernel.maps import rule_deadline, update_slot, write_dfa, write_slot
 from kfault_agent.kernel.pods import PodRef, resolve_pod_network
 from kfault_agent.kernel.tc import ClsactHooks, SharedPerLink
 from kfault_agent.kernel.tcx import TcxHooks
@@ -102,7 +101,7 @@ class DnsFaultEngine(LeasedPlacements):
                                addresses=addresses)
             self._start(active, experiment)
             try:
-                self._write_dfa(active.slot, dfa)
+                write_dfa(self.datapath.dfa, active.slot, dfa)
                 write_slot(self.datapath.counters, active.slot, {})
                 write_slot(self.datapath.rules, active.slot,
                            {**dns_rule_fields(experiment), **rule_deadline(active.deadline_ns)})
@@ -146,22 +145,6 @@ class DnsFaultEngine(LeasedPlacements):
 
     def _write_deadline(self, active):
         update_slot(self.datapath.rules, active.slot, **rule_deadline(active.deadline_ns))
-
-    def _write_dfa(self, slot, dfa):
-        """As iofault's: the end of a name (byte 0) goes to the accepting sink or the dead
-        state, which no byte leaves; unused states are dead (bpf/kfault.h)."""
-        leaf = self.datapath.dfa.Leaf()
-        ctypes.memset(ctypes.addressof(leaf), layout.IO_DEAD_STATE, ctypes.sizeof(leaf))
-        rows = list(enumerate(dfa.next)) + [(layout.IO_ACCEPT_STATE, [layout.IO_ACCEPT_STATE] * 256)]
-        for index, row in rows:
-            at = index * 256
-            leaf.next[at:at + 256] = [layout.IO_DEAD_STATE if nxt is None else nxt for nxt in row]
-            if index != layout.IO_ACCEPT_STATE:
-                leaf.next[at] = layout.IO_ACCEPT_STATE if dfa.accepting[index] else layout.IO_DEAD_STATE
-        leaf.accepting[:] = [1 if index < len(dfa.accepting) and dfa.accepting[index] else 0
-                             for index in range(layout.IO_MAX_STATES)]
-        leaf.accepting[layout.IO_ACCEPT_STATE] = 1
-        self.datapath.dfa[self.datapath.dfa.Key(slot)] = leaf
 
     # ---- counters ----------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ while an armed rule needs it: an idle node runs none of kfault's programs) and t
 (latency). Policy (what a rule says) comes from policy.py; the kernel objects from
 loader.IODatapath.
 """
-import ctypes
 import logging
 import os
 import select
@@ -17,7 +16,7 @@ from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Place
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
 from kfault_agent.kernel.holder import HolderProcess, StopBell, cgroup_processes
 from kfault_agent.kernel.capabilities import io_reach, io_support, probe_io
-from kfault_agent.kernel.maps import rule_deadline, update_slot, write_slot
+from kfault_agent.kernel.maps import rule_deadline, update_slot, write_dfa, write_slot
 from kfault_agent.kernel.paths import folder_names, open_paths
 from kfault_agent.kernel.pods import resolve_cgroups
 from kfault_agent.policy import METHOD_BITS, io_rule_fields, walk
@@ -246,7 +245,7 @@ class IOFaultEngine(LeasedPlacements):
 
     def _write_rule(self, active, dfa):
         """The slot's path DFA, cgroup, zeroed counters and rule: nothing acts on them until armed."""
-        self._write_dfa(active.slot, dfa)
+        write_dfa(self.datapath.dfa, active.slot, dfa)
         self.datapath.cgroups[active.slot] = active.target.path
         write_slot(self.datapath.counters, active.slot, {})
         self.datapath.missed[self.datapath.missed.Key(active.slot)] = self.datapath.missed.Leaf(0)
@@ -380,19 +379,3 @@ class IOFaultEngine(LeasedPlacements):
                 self.datapath.dirs.pop(key, None)
             else:
                 self.datapath.dirs[key] = leaf
-
-    def _write_dfa(self, slot, dfa):
-        """The rule's DFA as kfault_io_dfa holds it (kfault.h): the end of a path (byte 0) goes
-        to the accepting sink or the dead state, which no byte leaves; unused states are dead."""
-        leaf = self.datapath.dfa.Leaf()
-        ctypes.memset(ctypes.addressof(leaf), layout.IO_DEAD_STATE, ctypes.sizeof(leaf))
-        rows = list(enumerate(dfa.next)) + [(layout.IO_ACCEPT_STATE, [layout.IO_ACCEPT_STATE] * 256)]
-        for index, row in rows:
-            at = index * 256
-            leaf.next[at:at + 256] = [layout.IO_DEAD_STATE if nxt is None else nxt for nxt in row]
-            if index != layout.IO_ACCEPT_STATE:
-                leaf.next[at] = layout.IO_ACCEPT_STATE if dfa.accepting[index] else layout.IO_DEAD_STATE
-        leaf.accepting[:] = [1 if index < len(dfa.accepting) and dfa.accepting[index] else 0
-                             for index in range(layout.IO_MAX_STATES)]
-        leaf.accepting[layout.IO_ACCEPT_STATE] = 1
-        self.datapath.dfa[self.datapath.dfa.Key(slot)] = leaf

@@ -11,6 +11,7 @@ import os
 from collections.abc import MutableMapping
 
 from kfault_agent.kernel import bpfcall
+from kfault_api import layout
 
 # bcc's names of C scalar types (its JSON type description) -> ctypes.
 SCALARS = {"_Bool": ctypes.c_bool, "char": ctypes.c_char, "signed char": ctypes.c_byte,
@@ -215,6 +216,24 @@ def write_slot(table, slot, fields):
     leaf = table.Leaf()
     for name, value in fields.items():
         setattr(leaf, name, value)
+    table[table.Key(slot)] = leaf
+
+
+def write_dfa(table, slot, dfa):
+    """Write a glob's DFA (kfault_api.glob_dfa.Dfa) into one slot of a struct kfault_io_dfa
+    array, as kfault.h lays it out: the end of a path or name (byte 0) goes to the accepting
+    sink or the dead state, which no byte leaves; unused states are dead."""
+    leaf = table.Leaf()
+    ctypes.memset(ctypes.addressof(leaf), layout.IO_DEAD_STATE, ctypes.sizeof(leaf))
+    rows = list(enumerate(dfa.next)) + [(layout.IO_ACCEPT_STATE, [layout.IO_ACCEPT_STATE] * 256)]
+    for index, row in rows:
+        at = index * 256
+        leaf.next[at:at + 256] = [layout.IO_DEAD_STATE if nxt is None else nxt for nxt in row]
+        if index != layout.IO_ACCEPT_STATE:
+            leaf.next[at] = layout.IO_ACCEPT_STATE if dfa.accepting[index] else layout.IO_DEAD_STATE
+    leaf.accepting[:] = [1 if index < len(dfa.accepting) and dfa.accepting[index] else 0
+                         for index in range(layout.IO_MAX_STATES)]
+    leaf.accepting[layout.IO_ACCEPT_STATE] = 1
     table[table.Key(slot)] = leaf
 
 
