@@ -396,6 +396,78 @@ struct kfault_dns_counters {
 	__u64 queries[KFAULT_DNS_OUTCOME_COUNT];
 };
 
+/* ---- HTTP faults (httpfault.c) ---------------------------------------------------------- */
+
+#define KFAULT_HTTP_MAX_RULES 8      /* a bit per rule in kfault_http_targets' masks; _rules, _dfa, _counters */
+#define KFAULT_HTTP_MAX_TARGETS 4096 /* kfault_http_targets: (pod address, port) pairs with HTTP rules */
+#define KFAULT_HTTP_MAX_FLOWS 65536  /* kfault_http_flows: connections to an armed port remembered (LRU) */
+#define KFAULT_HTTP_PORT_WORDS 1024  /* kfault_http_ports: 65536 ports, a bit each, in 64-bit words */
+#define KFAULT_HTTP_PATH_MAX 256     /* bytes of a request path we read; a longer path never matches */
+#define KFAULT_HTTP_METHOD_MAX 7     /* letters of a method we match ("OPTIONS"), its space after them */
+
+/* kfault_http_rule.target */
+#define KFAULT_HTTP_REQUEST 1  /* the requests the pod receives on the port */
+#define KFAULT_HTTP_RESPONSE 2 /* the responses it sends from the port */
+
+/* kfault_http_rule.flags */
+#define KFAULT_HTTP_ABORT 1    /* reset the connection */
+#define KFAULT_HTTP_REPLACE 2  /* Response: rewrite the status code (replace_code) */
+#define KFAULT_HTTP_HAS_PATH 4 /* the rule's DFA selects by path; without it, every path */
+#define KFAULT_HTTP_HAS_CODE 8 /* Response: select by status code (code) */
+
+/* Outcomes counted per HTTP rule: index into kfault_http_counters.messages. */
+#define KFAULT_HTTP_OUTCOME_MATCHED 0   /* a request (or its response, target Response) the rule selected */
+#define KFAULT_HTTP_OUTCOME_RESET 1     /* abort: its connection reset at both ends */
+#define KFAULT_HTTP_OUTCOME_DELAYED 2   /* delay: the response held once */
+#define KFAULT_HTTP_OUTCOME_REWRITTEN 3 /* replace: the status code rewritten */
+#define KFAULT_HTTP_OUTCOME_COUNT 4
+
+/* Value of kfault_http_rules: one HTTPChaos placement. Its path glob is its DFA in
+ * kfault_http_dfa (struct kfault_io_dfa, walked over the path up to its space or `?`). */
+struct kfault_http_rule {
+	__u64 deadline_ns;
+	__u64 delay_ns;    /* 0: no delay */
+	__u64 method;      /* the method and its space as the request's first 8 bytes hold them ("GET "), */
+	__u64 method_mask; /* and which of those bytes to compare: 0 for every method */
+	__u32 target;      /* KFAULT_HTTP_REQUEST or KFAULT_HTTP_RESPONSE */
+	__u32 flags;       /* KFAULT_HTTP_ABORT, ... */
+	__u32 code;        /* HAS_CODE: the status code selected, as its 3 ASCII digits (little-endian u32) */
+	__u32 replace;     /* REPLACE: " NNN", the space and 3 digits written over the status line's */
+};
+
+/* Key of kfault_http_targets: a pod's address (IPv4 mapped into IPv6) and its server port (host
+ * order). Value: a mask of the rules placed there. */
+struct kfault_http_target_key {
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad;
+};
+
+/* Key of kfault_http_flows: one connection to an armed port, as the pod sees it. */
+struct kfault_http_flow_key {
+	__u8 pod[16];
+	__u8 peer[16];
+	__u16 port; /* the pod's (the server's), host order */
+	__u16 peer_port;
+};
+
+/* Value of kfault_http_flows: what httpfault.c's two programs tell each other of a connection.
+ * Written and read by them only (the agent deletes the flows of a pod at release). */
+struct kfault_http_flow {
+	__u64 hold_until_ns; /* CLOCK_MONOTONIC: no packet the pod sends on it leaves before */
+	__u64 owed_ns;       /* Request delay: held on the next response data the pod sends */
+	__u32 request_next;  /* the sequence number after the last request bytes decided */
+	__u32 response_next; /* the sequence number after the last response bytes decided */
+	__u32 pending;       /* Response rules whose selectors the last request matched */
+	__u8 request_seen;   /* request_next holds a sequence number */
+	__u8 response_seen;  /* response_next holds one */
+	__u8 pad[2];
+};
+
+struct kfault_http_counters {
+	__u64 messages[KFAULT_HTTP_OUTCOME_COUNT];
+};
+
 /* ---- TLS server names (lib/tls.h; HTTPChaos on HTTPS, by the ClientHello's name) --------- */
 
 #define KFAULT_TLS_NAME_MAX 256      /* bytes of a server name read: '.', RFC 6066's host_name, its end */

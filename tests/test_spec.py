@@ -397,3 +397,69 @@ def test_dns_chaos_defaults_to_servfail_and_every_name():
 def test_dns_chaos_bad_fields_are_named_with_their_fix(document, path, words):
     messages = errors_of(document)
     assert any(m.startswith(path + ":") and words in m for m in messages), messages
+
+
+# ---- HTTPChaos -----------------------------------------------------------------------------
+
+def http_doc(**spec_fields):
+    return {"apiVersion": spec.API_VERSION, "kind": "HTTPChaos", "metadata": {"name": "x"},
+            "spec": {"target": "Request", "port": 80, **spec_fields}}
+
+
+# Chaos Mesh's examples/nginx/http-patch-response.yaml, with only its apiVersion changed.
+CHAOS_MESH_PATCH_RESPONSE = """
+kind: HTTPChaos
+apiVersion: kfault.dev/v1alpha1
+metadata:
+  name: nginx-http-patch
+spec:
+  selector:
+    namespaces:
+      - default
+    labelSelectors:
+      app: nginx
+  mode: all
+  target: Response
+  patch:
+    body:
+      type: JSON
+      value: '{"status":"Failed","reason":"hacked by Chaos Mesh"}'
+  port: 80
+  path: '*'
+"""
+
+
+def test_http_chaos_actions_and_selectors():
+    experiment = spec.parse_experiment(http_doc(method="GET", path="/api/*", delay="300ms"))
+    assert (experiment.action, experiment.delay_ns, experiment.method, experiment.path) == \
+        ("delay", 300_000_000, "GET", "/api/*")
+    experiment = spec.parse_experiment(http_doc(target="Response", code=200, replace={"code": 503}, delay="1s"))
+    assert (experiment.action, experiment.replace_code, experiment.code) == ("delay+replace", 503, 200)
+    assert spec.parse_experiment(http_doc(abort=True)).action == "abort"
+
+
+def test_chaos_mesh_patch_response_is_refused_naming_patch_and_why():
+    import yaml
+
+    messages = errors_of(yaml.safe_load(CHAOS_MESH_PATCH_RESPONSE))
+    assert any(m.startswith("spec.patch:") and "length" in m and "proxy" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("document, path, words", [
+    (http_doc(replace={"body": "eyJ9"}), "spec.replace.body", "length"),
+    (http_doc(replace={"headers": {"a": "b"}}), "spec.replace.headers", "length"),
+    (http_doc(replace={"path": "/v2"}), "spec.replace.path", "length"),
+    (http_doc(abort=True, tls={"secretName": "s", "secretNamespace": "n", "certName": "c", "keyName": "k"}),
+     "spec.tls", "decrypts nothing"),
+    (http_doc(abort=True, request_headers={"a": "b"}), "spec.request_headers", "headers"),
+    (http_doc(abort=True, code=200), "spec.code", "only with target Response"),
+    (http_doc(replace={"code": 503}), "spec.replace.code", "only with target Response"),
+    (http_doc(abort=True, delay="1s"), "spec.abort", "alone"),
+    (http_doc(), "spec", "an action"),
+    (http_doc(abort=True, method="get"), "spec.method", "capitals"),
+    (http_doc(abort=True, path="/a b"), "spec.path", "without spaces"),
+    (http_doc(delay="0s"), "spec.delay", "above 0"),
+])
+def test_http_chaos_bad_fields_are_named_with_their_fix(document, path, words):
+    messages = errors_of(document)
+    assert any(m.startswith(path + ":") and words in m for m in messages), messages

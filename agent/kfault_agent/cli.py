@@ -8,8 +8,9 @@ import signal
 import sys
 import time
 
-from kfault_agent.engines.counts import (UNREACHED, DnsPlacementCounts, IOPlacementCounts, NetPlacementCounts,
-                                         PodPlacementCounts, StressPlacementCounts, SyscallPlacementCounts)
+from kfault_agent.engines.counts import (UNREACHED, DnsPlacementCounts, HttpPlacementCounts, IOPlacementCounts,
+                                         NetPlacementCounts, PodPlacementCounts, StressPlacementCounts,
+                                         SyscallPlacementCounts)
 from kfault_agent.errors import Refusal
 from kfault_agent.stop import Stopped, StopSignal
 from kfault_api import schema, spec, units
@@ -157,10 +158,14 @@ def _dns_lines(counted):
     return ["dns  " + "  ".join(f"{outcome} {count}" for outcome, count in counted.messages.items() if count)]
 
 
+def _http_lines(counted):
+    return ["http  " + "  ".join(f"{outcome} {count}" for outcome, count in counted.messages.items() if count)]
+
+
 # A placement's counts (engines/counts.py) -> its live lines, one short line per scope.
 LIVE_LINES = {NetPlacementCounts: _net_lines, IOPlacementCounts: _io_lines, PodPlacementCounts: _pod_lines,
               StressPlacementCounts: _stress_lines, SyscallPlacementCounts: _syscall_lines,
-              DnsPlacementCounts: _dns_lines}
+              DnsPlacementCounts: _dns_lines, HttpPlacementCounts: _http_lines}
 
 
 def live_lines(counted):
@@ -267,8 +272,8 @@ def build_parser():
     p = sub.add_parser("run", help="inject an experiment on a local target until it ends")
     p.add_argument("-f", "--file", required=True)
     p.add_argument("--target", required=True,
-                   help="NetworkChaos, DNSChaos: netns:NAME, netns:/path or pid:PID; IOChaos, PodChaos, StressChaos, "
-                        "SyscallChaos: cgroup:/dir or pid:PID")
+                   help="NetworkChaos, DNSChaos, HTTPChaos: netns:NAME, netns:/path or pid:PID; IOChaos, PodChaos, "
+                        "StressChaos, SyscallChaos: cgroup:/dir or pid:PID")
     p.add_argument("--duration", help="overrides spec.duration, e.g. 30s")
     p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
     p.add_argument("--lease", type=float, default=10.0,

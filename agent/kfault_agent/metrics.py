@@ -3,12 +3,14 @@ scrape time, no polling thread, formatted here as metric families. Their names a
 what the dashboard and the alert rules (manifests/) query: keep them."""
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kfault_agent.engines.counts import DnsCounts, IOCounts, NetCounts, PodCounts, StressCounts, SyscallCounts
+from kfault_agent.engines.counts import (DnsCounts, HttpCounts, IOCounts, NetCounts, PodCounts, StressCounts,
+                                         SyscallCounts)
 
 PACKET_LABELS = ["experiment", "target", "action", "direction", "outcome"]
 SYSCALL_LABELS = ["experiment", "target", "method", "outcome"]
 POD_LABELS = ["experiment", "target", "action"]
 DNS_LABELS = ["experiment", "target", "action", "outcome"]
+HTTP_LABELS = ["experiment", "target", "action", "outcome"]
 
 
 def net_families(counts):
@@ -102,9 +104,22 @@ def dns_families(counts):
 
 
 
+def http_families(counts):
+    messages = CounterMetricFamily("kfault_http_messages", "HTTP requests and responses an HTTPChaos rule "
+                                   "selected, by what was done to them.", labels=HTTP_LABELS)
+    rules = GaugeMetricFamily("kfault_http_rules_active", "HTTPChaos placements in force, by experiment and target.",
+                              labels=["experiment", "target"])
+    for placement in counts.placements:
+        rules.add_metric([placement.experiment, placement.target], 1)
+        for outcome, count in placement.messages.items():
+            messages.add_metric([placement.experiment, placement.target, placement.action, outcome], count)
+    return [messages, rules]
+
+
 # Each engine's counts -> its families.
 FAMILIES = {NetCounts: net_families, IOCounts: io_families, PodCounts: pod_families, StressCounts: stress_families,
-            SyscallCounts: syscall_families, DnsCounts: dns_families}
+            SyscallCounts: syscall_families, DnsCounts: dns_families,
+            HttpCounts: http_families}
 
 
 def families(counts):

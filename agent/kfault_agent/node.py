@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from kfault_agent import health, metrics, server
 from kfault_agent.engines.iofault import IOFaultEngine
 from kfault_agent.engines.dnsfault import DnsFaultEngine
+from kfault_agent.engines.httpfault import HttpFaultEngine
 from kfault_agent.engines.netfault import NetFaultEngine
 from kfault_agent.engines.podfault import PodFaultEngine
 from kfault_agent.engines.stressfault import StressEngine
@@ -23,7 +24,8 @@ from kfault_agent.stop import Stopped
 from kfault_api import spec
 
 # The engine of each kind, in the order the agent loads them.
-ENGINE_TYPES = (NetFaultEngine, IOFaultEngine, PodFaultEngine, StressEngine, SyscallFaultEngine, DnsFaultEngine)
+ENGINE_TYPES = (NetFaultEngine, IOFaultEngine, PodFaultEngine, StressEngine, SyscallFaultEngine, DnsFaultEngine,
+                HttpFaultEngine)
 ENGINE_OF_KIND = {engine_type.kind.name: engine_type for engine_type in ENGINE_TYPES}
 
 

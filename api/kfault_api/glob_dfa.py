@@ -185,3 +185,22 @@ def compile_name_globs(patterns, max_states):
         tokens.append([("globstar",) if c == "*" else ("set", ANY_BYTE) if c == "?" else ("set", _either_case(ord(c)))
                        for c in glob])
     return _compile(tokens, max_states)
+
+
+# ---- HTTP paths (HTTPChaos path) --------------------------------------------------------
+
+HTTP_PATH_MAX = 255       # a request path's bytes we match (kfault.h's KFAULT_HTTP_PATH_MAX, its end)
+# What a request line's path is made of: the bytes after the method's space up to the next space
+# or `?` (the query is not part of the path; the kernel reads either as the path's end).
+_PATH_BYTES = frozenset(range(0x21, 0x7f)) - {ord("?")}
+
+
+def compile_http_path_glob(glob, max_states):
+    """The DFA of an HTTPChaos path glob, matched as Chaos Mesh's proxy does: `*` any run of
+    characters (`/` too), `?` one character, everything else literal; byte 0 ends the path."""
+    data = glob.encode("utf-8", "surrogateescape")
+    if not data or len(data) > HTTP_PATH_MAX or not set(data) <= _PATH_BYTES | {ord("?")}:
+        raise GlobError(f"a request path of printable characters without spaces, up to {HTTP_PATH_MAX} bytes, "
+                        "with `?` and `*` as wildcards")
+    return _compile([[("globstar",) if c == ord("*") else ("set", _PATH_BYTES) if c == ord("?")
+                      else ("set", frozenset({c})) for c in data]], max_states)

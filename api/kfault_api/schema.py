@@ -301,6 +301,49 @@ DNS_CHAOS_SPEC = {
     },
 }
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+_HEADERS = {"type": "object", "additionalProperties": {"type": "string"}}
+HTTP_CHAOS_SPEC = {
+    "type": "object",
+    "required": ["target", "port"],
+    "properties": {
+        "target": {"type": "string", "enum": ["Request", "Response"],
+                   "description": "What is acted on: the requests the selected pods receive on `port`, or the "
+                                  "responses they send from it."},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535,
+                 "description": "The selected pods' server port (plain HTTP/1.x)."},
+        "path": {"type": "string", "description": "The request's path, a glob: `*` any run of characters "
+                                                  "(`/` too), `?` one; none: every path. The query is not part."},
+        "method": {"type": "string", "description": "The request's method, exactly (GET, POST, ...)."},
+        "code": {"type": "integer", "minimum": 100, "maximum": 599,
+                 "description": "Response only: the response's status code."},
+        "request_headers": {**_HEADERS, "description": "Refused by kfault: its programs do not yet read headers."},
+        "response_headers": {**_HEADERS, "description": "Refused by kfault: its programs do not yet read headers."},
+        "abort": {"type": "boolean", "description": "Reset the connection of a matching request or response "
+                                                    "(the client sees ECONNRESET)."},
+        "delay": {**DURATION, "description": "Hold each matching request's response (target Request) or each "
+                                             "matching response (Response) once for this long."},
+        "replace": {"type": "object",
+                    "properties": {"code": {"type": "integer", "minimum": 100, "maximum": 599},
+                                   "path": {"type": "string"}, "method": {"type": "string"},
+                                   "body": {"type": "string"},
+                                   "queries": {"type": "object", "additionalProperties": {"type": "string"}},
+                                   "headers": {"type": "object", "additionalProperties": {"type": "string"}}},
+                    "description": "Response only, `code` only: the status code rewritten in place. Chaos Mesh's "
+                                   "other fields change the stream's length: refused."},
+        "patch": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                  "description": "Refused by kfault: a patch changes the stream's length, which needs a proxy."},
+        "tls": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                "description": "Refused by kfault: it holds certificates to decrypt with; kfault decrypts nothing."},
+        "mode": MODE,
+        "value": {"type": "string"},
+        "selector": POD_SELECTOR,
+        "duration": DURATION,
+        "scheduler": SCHEDULER,
+        "remoteCluster": REMOTE_CLUSTER,
+    },
+}
+
 STRESS_OPTIONS = {"type": "array", "items": {"type": "string"},
                   "description": "stress-ng's arguments, such as \"--cpu 2\" or \"--timeout 600\": those with a "
                                  "meaning in a container are taken, the others refused by name "

@@ -224,6 +224,20 @@ class DNSChaos(Experiment):
 
 
 @dataclass(frozen=True)
+class HTTPChaos(Experiment):
+    # action: what it does, "abort", "delay", "replace" or "delay+replace" (Chaos Mesh's spec
+    # has no action field: its actions are fields of their own)
+    target: str = "Request"            # Request | Response
+    port: int = 80
+    path: Optional[str] = None         # a glob; None = every path
+    method: Optional[str] = None
+    code: Optional[int] = None         # Response: the status code selected
+    abort: bool = False
+    delay_ns: int = 0
+    replace_code: Optional[int] = None
+
+
+@dataclass(frozen=True)
 class Schedule:
     """Chaos Mesh 2.x's Schedule: at each time of `schedule`, the controller creates `template`
     (an experiment of `type`) as a resource the Schedule owns."""
@@ -452,6 +466,64 @@ def _dns_chaos(metadata, spec, doc, for_node):
     return DNSChaos(name=metadata["name"], namespace=metadata.get("namespace", "default"), action=action,
                     patterns=patterns, error_response=response or "SERVFAIL",
                     container_names=tuple(spec.get("containerNames", ())), duration_ns=duration, raw=doc)
+
+
+# What a program on the pod's interface cannot do to an HTTP stream, by field: each would change
+# the stream's length (every later byte's sequence number), which only a proxy can; or read
+# what TLS encrypts.
+HTTP_REFUSED = {
+    "patch": "a patch changes the stream's length, which needs a proxy; kfault's programs rewrite only in place",
+    "replace.body": "a new body changes the stream's length, which needs a proxy",
+    "replace.headers": "new headers change the stream's length, which needs a proxy",
+    "replace.queries": "new queries change the stream's length, which needs a proxy",
+    "replace.path": "a new path changes the request's length, which needs a proxy",
+    "replace.method": "a new method changes the request's length, which needs a proxy",
+    "tls": "certificates are for a proxy that decrypts; kfault decrypts nothing (HTTPS: docs/kinds/httpchaos.md)",
+    "request_headers": "kfault's programs match the request line only, not yet its headers",
+    "response_headers": "kfault's programs match the status line only, not yet its headers",
+}
+
+
+def _http_chaos(metadata, spec, doc, for_node):
+    problems = _Problems()
+    target = spec["target"]
+    for name, why in HTTP_REFUSED.items():
+        outer, _, inner = name.partition(".")
+        value = spec.get(outer)
+        if inner:
+            value = value.get(inner) if isinstance(value, dict) else None
+        if value:
+            problems.add(f"spec.{name}", value, f"not supported: {why}")
+    replace_code = (spec.get("replace") or {}).get("code")
+    path = spec.get("path")
+    if path is not None:
+        problems.parse("spec.path", path, lambda p: glob_dfa.compile_http_path_glob(p, layout.IO_ACCEPT_STATE))
+    method = spec.get("method")
+    if method is not None and not (0 < len(method) <= layout.HTTP_METHOD_MAX and method.isascii()
+                                   and method.isalpha() and method.isupper()):
+        problems.add("spec.method", method, f"an HTTP method such as GET, in capitals, up to "
+                                            f"{layout.HTTP_METHOD_MAX} letters")
+    delay = 0
+    if "delay" in spec:
+        delay = problems.parse("spec.delay", spec["delay"], units.parse_duration_ns) or 0
+        if not delay:
+            problems.add("spec.delay", spec["delay"], "a delay above 0")
+    if target == "Request":
+        for name, value in (("code", spec.get("code")), ("replace.code", replace_code)):
+            if value is not None:
+                problems.add(f"spec.{name}", value, "only with target Response: a request has no status code")
+    abort = bool(spec.get("abort"))
+    actions = [name for name, on in (("abort", abort), ("delay", delay), ("replace", replace_code is not None)) if on]
+    if not actions and not problems.errors:
+        problems.add("spec", None, "an action: abort, delay or replace.code")
+    if abort and len(actions) > 1:
+        problems.add("spec.abort", True, "alone: a reset connection can't also be delayed or rewritten")
+    duration = _duration(spec, problems)
+    problems.raise_any()
+    return HTTPChaos(name=metadata["name"], namespace=metadata.get("namespace", "default"),
+                     action="+".join(actions), target=target, port=spec["port"], path=path, method=method,
+                     code=spec.get("code"), abort=abort, delay_ns=delay, replace_code=replace_code,
+                     duration_ns=duration, raw=doc)
 
 
 def _io_chaos(metadata, spec, doc, for_node):
@@ -1069,6 +1141,7 @@ EXPERIMENTS = {kind.name: kind for kind in (
     Kind("SyscallChaos", "kfsys", schema.SYSCALL_CHAOS_SPEC, SyscallChaos, _syscall_chaos, "syscallChaos",
          chaos_mesh=False),
     Kind("DNSChaos", "kfdns", schema.DNS_CHAOS_SPEC, DNSChaos, _dns_chaos, "dnsChaos"),
+    Kind("HTTPChaos", "kfhttp", schema.HTTP_CHAOS_SPEC, HTTPChaos, _http_chaos, "httpChaos"),
 )}
 SCHEDULE = Kind("Schedule", "kfsched",
                 schema.schedule_spec({k.schedule_key: (k.name, k.schema) for k in EXPERIMENTS.values()}),

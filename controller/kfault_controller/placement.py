@@ -32,6 +32,7 @@ PLACEMENT = {
     "StressChaos": KindPlacement(per_pod_fields=("containerNames",)),
     "SyscallChaos": KindPlacement(per_pod_fields=("containerNames",)),
     "DNSChaos": KindPlacement(),     # the pod's own interface, found by the agent
+    "HTTPChaos": KindPlacement(),    # the same
 }
 
 

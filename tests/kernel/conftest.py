@@ -70,6 +70,19 @@ def dns_datapath(_node):
     dns.close()
 
 
+@pytest.fixture(scope="session")
+def http_datapath(_node):
+    """httpfault.c, compiled and loaded once per run (the first test that asks)."""
+    from kfault_agent.errors import KernelUnsupported
+    from kfault_agent.kernel import loader
+    try:
+        http = loader.HttpDatapath()
+    except KernelUnsupported as err:
+        skip_for_lack_of("tc-bpf", str(err))
+    yield http
+    http.close()
+
+
 @pytest.fixture
 def lab():
     lab = Lab()
@@ -93,6 +106,15 @@ def dns_engine(dns_datapath, capabilities):
     from kfault_agent.engines import dnsfault
 
     eng = dnsfault.DnsFaultEngine(dns_datapath, capabilities, lease_s=600)
+    yield eng
+    eng.revoke_all()
+
+
+@pytest.fixture
+def http_engine(http_datapath, capabilities):
+    from kfault_agent.engines import httpfault
+
+    eng = httpfault.HttpFaultEngine(http_datapath, capabilities, lease_s=600)
     yield eng
     eng.revoke_all()
 

@@ -39,7 +39,8 @@ def hellos():
 
 
 def arm(probe, *patterns):
-    maps.write_dfa(probe.table("kfault_test_tls_dfa"), 0, glob_dfa.compile_name_globs(patterns, layout.IO_ACCEPT_STATE))
+    dfa = glob_dfa.compile_name_globs(patterns, layout.IO_ACCEPT_STATE)
+    maps.write_padded_dfa(probe.table("kfault_test_tls_dfa"), 0, dfa)
 
 
 def read(probe, payload, ipv6=False, tcp_options=b""):

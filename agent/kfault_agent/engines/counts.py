@@ -133,3 +133,17 @@ class DnsPlacementCounts:
 @dataclass(frozen=True)
 class DnsCounts:
     placements: list      # DnsPlacementCounts
+
+
+@dataclass(frozen=True)
+class HttpPlacementCounts:
+    """One HTTPChaos placement: requests or responses it selected, by outcome (layout.HTTP_OUTCOMES)."""
+    experiment: str
+    target: str
+    action: str
+    messages: dict        # outcome -> count
+
+
+@dataclass(frozen=True)
+class HttpCounts:
+    placements: list      # HttpPlacementCounts

@@ -6,20 +6,15 @@ Its own programs rather than rules of netfault.c (docs/design/network.md says wh
 name is read and walked only by packets to or from port 53, and NetworkChaos's programs and
 their verifier budget stay as they are. Targets, hooks and leases work as the network engine's.
 """
-import ipaddress
 import logging
 from dataclasses import dataclass, field
 
 from kfault_agent.engines.counts import DnsCounts, DnsPlacementCounts
-from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
-from kfault_agent.errors import CapacityExhausted, KernelUnsupported, TargetUnsuitable
-from kfault_agent.kernel.capabilities import probe_capabilities
+from kfault_agent.engines.leases import DEFAULT_LEASE_S, Placement
+from kfault_agent.engines.pod_tc import PodInterfaceEngine, mapped
+from kfault_agent.errors import TargetUnsuitable
 from kfault_agent.kernel.loader import DnsDatapath
-from kfault_agent.kernel.maps import rule_deadline, update_slot, write_dfa, write_slot
-from kfault_agent.kernel.pods import PodRef, resolve_pod_network
-from kfault_agent.kernel.tc import ClsactHooks, SharedPerLink
-from kfault_agent.kernel.tcx import TcxHooks
-from kfault_agent.kernel.topology import resolve_net_target
+from kfault_agent.kernel.maps import rule_deadline, update_slot, write_padded_dfa, write_slot
 from kfault_api import glob_dfa, layout, spec
 
 log = logging.getLogger(__name__)
@@ -42,45 +37,17 @@ class ActiveDns(Placement):
     links: list = field(default_factory=list)       # keys of the hooks it holds
 
 
-class DnsFaultEngine(LeasedPlacements):
+class DnsFaultEngine(PodInterfaceEngine):
     kind = spec.KINDS["DNSChaos"]
     what = "DNS faults"
+    datapath_type = DnsDatapath
+    programs = TARGET_PROGRAMS
+    max_rules = layout.DNS_MAX_RULES
+    slot_what = "DNS rule"
 
     def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
-        super().__init__(lease_s)
-        self.datapath = datapath
-        self.capabilities = capabilities
-        self._free_slots = list(range(layout.DNS_MAX_RULES - 1, -1, -1))
+        super().__init__(datapath, capabilities, lease_s)
         self._masks = {}          # address -> mask of slots, as written to kfault_dns_targets
-        tcx = capabilities.get("tcx")
-        hooks = TcxHooks if tcx and tcx.available else ClsactHooks
-        self._hooks = SharedPerLink(hooks.attach, hooks.detach)
-
-    @classmethod
-    def load(cls, capabilities, lease_s=DEFAULT_LEASE_S):
-        """Compile and load dnsfault.c; `capabilities` gains what this kernel can do."""
-        try:
-            datapath = DnsDatapath()
-        except KernelUnsupported as err:
-            capabilities.update(probe_capabilities(err))
-            raise
-        capabilities.update(probe_capabilities())
-        return cls(datapath, capabilities, lease_s)
-
-    def close(self):
-        self.revoke_all()
-        self.datapath.close()
-
-    @staticmethod
-    def resolve(target, experiment):
-        """A hostNetwork pod's namespace is the node's, which topology.netns_of refuses."""
-        if isinstance(target, PodRef):
-            return [resolve_pod_network(target)]
-        return [resolve_net_target(target, None)]
-
-    @staticmethod
-    def describe(target):
-        return ", ".join(i.inside.ifname for i in target.interfaces)
 
     def check(self, experiment):
         """Everything a kernel that loads dnsfault.c can do."""
@@ -94,19 +61,15 @@ class DnsFaultEngine(LeasedPlacements):
             addresses = [a for iface in target.interfaces for a in iface.addresses]
             if not addresses:
                 raise TargetUnsuitable(f"{target.name}: its interfaces have no IP address to match DNS queries by")
-            if not self._free_slots:
-                raise CapacityExhausted(f"all {layout.DNS_MAX_RULES} DNS rule slots of this node are in use; "
-                                        "revoke a DNSChaos experiment first")
-            active = ActiveDns(experiment, target, lease_ns=self._lease_for(lease_s), slot=self._free_slots.pop(),
+            active = ActiveDns(experiment, target, lease_ns=self._lease_for(lease_s), slot=self._take_slot(),
                                addresses=addresses)
             self._start(active, experiment)
             try:
-                write_dfa(self.datapath.dfa, active.slot, dfa)
+                write_padded_dfa(self.datapath.dfa, active.slot, dfa)
                 write_slot(self.datapath.counters, active.slot, {})
                 write_slot(self.datapath.rules, active.slot,
                            {**dns_rule_fields(experiment), **rule_deadline(active.deadline_ns)})
-                for iface in target.interfaces:
-                    active.links.append(self._hooks.hold(iface.inside, self._programs()))
+                active.links.extend(self._hold_programs(target))
                 for address in addresses:      # last: from here the programs act on it
                     self._set_mask(address, self._masks.get(address, 0) | (1 << active.slot))
             except Exception:
@@ -116,12 +79,9 @@ class DnsFaultEngine(LeasedPlacements):
             log.info("applied %s on %s: DNS slot %d", experiment.key, target.name, active.slot)
             return active
 
-    def _programs(self):
-        return {hook: (self.datapath.fd(name), name) for hook, name in TARGET_PROGRAMS.items()}
-
     def _set_mask(self, address, mask):
         key = self.datapath.targets.Key()
-        key.addr[:] = list(_mapped(address).packed)
+        key.addr[:] = list(mapped(address).packed)
         if mask:
             self.datapath.targets[key] = self.datapath.targets.Leaf(mask)
             self._masks[address] = mask
@@ -138,10 +98,8 @@ class DnsFaultEngine(LeasedPlacements):
             if address in self._masks:
                 self._set_mask(address, self._masks[address] & ~(1 << active.slot))
         del self.datapath.rules[self.datapath.rules.Key(active.slot)]   # an array slot: zeroed
-        if active.slot not in self._free_slots:
-            self._free_slots.append(active.slot)
-        self._hooks.let_go(active.links)
-        active.links.clear()
+        self._give_slot(active.slot)
+        self._let_go_programs(active.links)
 
     def _write_deadline(self, active):
         update_slot(self.datapath.rules, active.slot, **rule_deadline(active.deadline_ns))
@@ -161,7 +119,3 @@ class DnsFaultEngine(LeasedPlacements):
         return DnsCounts([DnsPlacementCounts(a.experiment.key, a.target.name, a.experiment.action, self.messages(a))
                           for a in self.active()])
 
-
-def _mapped(address):
-    """An address as kfault_dns_targets keys it: IPv4 mapped into IPv6."""
-    return ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + address.packed) if address.version == 4 else address

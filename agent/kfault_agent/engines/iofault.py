@@ -16,7 +16,7 @@ from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Place
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
 from kfault_agent.kernel.holder import HolderProcess, StopBell, cgroup_processes
 from kfault_agent.kernel.capabilities import io_reach, io_support, probe_io
-from kfault_agent.kernel.maps import rule_deadline, update_slot, write_dfa, write_slot
+from kfault_agent.kernel.maps import rule_deadline, update_slot, write_padded_dfa, write_slot
 from kfault_agent.kernel.paths import folder_names, open_paths
 from kfault_agent.kernel.pods import resolve_cgroups
 from kfault_agent.policy import METHOD_BITS, io_rule_fields, walk
@@ -245,7 +245,7 @@ class IOFaultEngine(LeasedPlacements):
 
     def _write_rule(self, active, dfa):
         """The slot's path DFA, cgroup, zeroed counters and rule: nothing acts on them until armed."""
-        write_dfa(self.datapath.dfa, active.slot, dfa)
+        write_padded_dfa(self.datapath.dfa, active.slot, dfa)
         self.datapath.cgroups[active.slot] = active.target.path
         write_slot(self.datapath.counters, active.slot, {})
         self.datapath.missed[self.datapath.missed.Key(active.slot)] = self.datapath.missed.Leaf(0)

@@ -27,6 +27,7 @@ BPF_DIR = os.path.normpath(os.environ.get("KFAULT_BPF_DIR")
 
 NET_PROGRAMS = ("egress_to", "ingress_from", "select_delayed", "egress_from")
 DNS_PROGRAMS = ("dns_query_out", "dns_answer_in")
+HTTP_PROGRAMS = ("http_request_in", "http_response_out")
 # bcc's name prefixes that say where a program attaches; the kernel's name of it drops them.
 NAME_PREFIXES = ("kmod_ret__", "kfunc__", "kretfunc__", "lsm__")
 # The attach type of a TRACING program, by its bcc prefix: fentry (kfunc__), fexit (kretfunc__) or fmod_ret.
@@ -247,6 +248,26 @@ class DnsDatapath(TcPrograms):
         self.rules = self.table("kfault_dns_rules")
         self.dfa = self.table("kfault_dns_dfa")
         self.counters = self.table("kfault_dns_counters")
+
+
+class HttpDatapath(TcPrograms):
+    """httpfault.c, compiled and loaded: its programs' fds and its maps."""
+
+    def __init__(self):
+        try:
+            super().__init__(os.path.join(BPF_DIR, "httpfault.c"), HTTP_PROGRAMS,
+                             cflags=[f"-I{BPF_DIR}", "-Wno-macro-redefined"])
+        except KernelUnsupported:
+            raise
+        except Exception as err:
+            raise KernelUnsupported(
+                f"the kernel refused kfault's HTTP tc programs (BPF_PROG_TYPE_SCHED_CLS): {err}") from err
+        self.ports = self.table("kfault_http_ports")
+        self.targets = self.table("kfault_http_targets")
+        self.rules = self.table("kfault_http_rules")
+        self.dfa = self.table("kfault_http_dfa")
+        self.flows = self.table("kfault_http_flows")
+        self.counters = self.table("kfault_http_counters")
 
 
 IO_PROGRAMS = ("io_sys_enter", "io_sys_exit", "io_match_path", "io_aio_submit")

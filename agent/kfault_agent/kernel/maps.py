@@ -219,24 +219,6 @@ def write_slot(table, slot, fields):
     table[table.Key(slot)] = leaf
 
 
-def write_dfa(table, slot, dfa):
-    """Write a glob's DFA (kfault_api.glob_dfa.Dfa) into one slot of a struct kfault_io_dfa
-    array, as kfault.h lays it out: the end of a path or name (byte 0) goes to the accepting
-    sink or the dead state, which no byte leaves; unused states are dead."""
-    leaf = table.Leaf()
-    ctypes.memset(ctypes.addressof(leaf), layout.IO_DEAD_STATE, ctypes.sizeof(leaf))
-    rows = list(enumerate(dfa.next)) + [(layout.IO_ACCEPT_STATE, [layout.IO_ACCEPT_STATE] * 256)]
-    for index, row in rows:
-        at = index * 256
-        leaf.next[at:at + 256] = [layout.IO_DEAD_STATE if nxt is None else nxt for nxt in row]
-        if index != layout.IO_ACCEPT_STATE:
-            leaf.next[at] = layout.IO_ACCEPT_STATE if dfa.accepting[index] else layout.IO_DEAD_STATE
-    leaf.accepting[:] = [1 if index < len(dfa.accepting) and dfa.accepting[index] else 0
-                         for index in range(layout.IO_MAX_STATES)]
-    leaf.accepting[layout.IO_ACCEPT_STATE] = 1
-    table[table.Key(slot)] = leaf
-
-
 def rule_deadline(deadline_ns):
     """The deadline_ns field of a rule: a real CLOCK_MONOTONIC time, since the kernel reads
     0 as expired (bpf/kfault.h)."""
@@ -253,3 +235,23 @@ def update_slot(table, slot, **fields):
     for name, value in fields.items():
         setattr(leaf, name, value)
     table[key] = leaf
+
+
+def write_padded_dfa(table, slot, dfa):
+    """Write a glob's DFA (glob_dfa.Dfa) to slot `slot` of a table of struct kfault_io_dfa, for
+    a walk that goes on past the matched text's end without a branch (bpf/lib/dns.h's and
+    bpf/lib/tls.h's names, bpf/lib/http.h's paths, iofault.c's paths): the end (byte 0) goes to
+    the accepting sink or the dead state, which no byte leaves; unused states are dead
+    (bpf/kfault.h)."""
+    leaf = table.Leaf()
+    ctypes.memset(ctypes.addressof(leaf), layout.IO_DEAD_STATE, ctypes.sizeof(leaf))
+    rows = list(enumerate(dfa.next)) + [(layout.IO_ACCEPT_STATE, [layout.IO_ACCEPT_STATE] * 256)]
+    for index, row in rows:
+        at = index * 256
+        leaf.next[at:at + 256] = [layout.IO_DEAD_STATE if nxt is None else nxt for nxt in row]
+        if index != layout.IO_ACCEPT_STATE:
+            leaf.next[at] = layout.IO_ACCEPT_STATE if dfa.accepting[index] else layout.IO_DEAD_STATE
+    leaf.accepting[:] = [1 if index < len(dfa.accepting) and dfa.accepting[index] else 0
+                         for index in range(layout.IO_MAX_STATES)]
+    leaf.accepting[layout.IO_ACCEPT_STATE] = 1
+    table[table.Key(slot)] = leaf

@@ -1,0 +1,175 @@
+"""The HTTP fault engine: places HTTPChaos experiments on a pod's own interface as rules of
+bpf/httpfault.c: a slot per placement (its rule and its path glob's DFA), a bit in the mask of
+each (pod address, port), the port's bit in kfault_http_ports, the two programs on the pod's end
+of its veth, and for a delay sch_fq at that interface's root (EDT).
+
+Its own programs rather than rules of netfault.c, as DNSChaos's (docs/design/network.md): a
+request line is read only by segments to or from an armed port."""
+import logging
+from dataclasses import dataclass, field
+
+from kfault_agent.engines.counts import HttpCounts, HttpPlacementCounts
+from kfault_agent.engines.leases import DEFAULT_LEASE_S, Placement
+from kfault_agent.engines.pod_tc import PodInterfaceEngine, mapped
+from kfault_agent.errors import KernelUnsupported, TargetUnsuitable
+from kfault_agent.kernel.capabilities import action_support
+from kfault_agent.kernel.loader import HttpDatapath
+from kfault_agent.kernel.maps import rule_deadline, update_slot, write_padded_dfa, write_slot
+from kfault_agent.kernel.tc import FqRoot, SharedPerLink
+from kfault_api import glob_dfa, layout, spec
+
+log = logging.getLogger(__name__)
+# A hook of the pod's own interface -> the program attached there (bpf/httpfault.c).
+TARGET_PROGRAMS = {"ingress": "http_request_in", "egress": "http_response_out"}
+TARGETS = {"Request": layout.HTTP_REQUEST, "Response": layout.HTTP_RESPONSE}
+
+
+def _status_word(code):
+    """A status code as the program reads it after "HTTP/1.1": " NNN", a little-endian u32."""
+    return int.from_bytes(f" {code:03d}".encode(), "little")
+
+
+def http_rule_fields(experiment):
+    """The kfault_http_rule of an experiment, but its deadline."""
+    flags = ((layout.HTTP_ABORT if experiment.abort else 0)
+             | (layout.HTTP_REPLACE if experiment.replace_code is not None else 0)
+             | (layout.HTTP_HAS_PATH if experiment.path is not None else 0)
+             | (layout.HTTP_HAS_CODE if experiment.code is not None else 0))
+    fields = {"target": TARGETS[experiment.target], "flags": flags, "delay_ns": experiment.delay_ns}
+    if experiment.method:
+        fields["method"] = int.from_bytes((experiment.method + " ").encode(), "little")
+        fields["method_mask"] = (1 << (8 * (len(experiment.method) + 1))) - 1
+    if experiment.code is not None:
+        fields["code"] = _status_word(experiment.code)
+    if experiment.replace_code is not None:
+        fields["replace"] = _status_word(experiment.replace_code)
+    return fields
+
+
+@dataclass
+class ActiveHttp(Placement):
+    slot: int = 0
+    keys: list = field(default_factory=list)        # (address, port): its kfault_http_targets entries
+    links: list = field(default_factory=list)       # keys of the hooks it holds
+    fq_links: list = field(default_factory=list)    # keys of the fq roots it holds (delay)
+
+
+class HttpFaultEngine(PodInterfaceEngine):
+    kind = spec.KINDS["HTTPChaos"]
+    what = "HTTP faults"
+    datapath_type = HttpDatapath
+    programs = TARGET_PROGRAMS
+    max_rules = layout.HTTP_MAX_RULES
+    slot_what = "HTTP rule"
+
+    def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
+        super().__init__(datapath, capabilities, lease_s)
+        self._masks = {}          # (address, port) -> mask of slots, as written to kfault_http_targets
+        self._port_users = {}     # port -> placements using it, for kfault_http_ports' bits
+        self._fq = SharedPerLink(FqRoot.hold, FqRoot.release)
+
+    def check(self, experiment):
+        """A delay needs sch_fq (EDT); the rest, a kernel that loads httpfault.c."""
+        if experiment.delay_ns:
+            ok, reason = action_support(self.capabilities, "delay")
+            if not ok:
+                raise KernelUnsupported(f"HTTPChaos delay is not supported on this node: {reason}")
+
+    def apply(self, experiment, target, lease_s=None):
+        dfa = glob_dfa.compile_http_path_glob(experiment.path or "*", layout.IO_ACCEPT_STATE)
+        with self._lock:
+            existing = self._replacing(experiment, target)
+            if existing:
+                return existing
+            addresses = [a for iface in target.interfaces for a in iface.addresses]
+            if not addresses:
+                raise TargetUnsuitable(f"{target.name}: its interfaces have no IP address to match requests by")
+            active = ActiveHttp(experiment, target, lease_ns=self._lease_for(lease_s), slot=self._take_slot(),
+                                keys=[(address, experiment.port) for address in addresses])
+            self._start(active, experiment)
+            try:
+                write_padded_dfa(self.datapath.dfa, active.slot, dfa)
+                write_slot(self.datapath.counters, active.slot, {})
+                write_slot(self.datapath.rules, active.slot,
+                           {**http_rule_fields(experiment), **rule_deadline(active.deadline_ns)})
+                if experiment.delay_ns:
+                    active.fq_links.extend(self._fq.hold(iface.inside) for iface in target.interfaces)
+                active.links.extend(self._hold_programs(target))
+                self._use_port(experiment.port, +1)
+                for key in active.keys:      # last: from here the programs act on it
+                    self._set_mask(key, self._masks.get(key, 0) | (1 << active.slot))
+            except Exception:
+                self._release(active)
+                raise
+            self._active[active.key] = active
+            log.info("applied %s on %s: HTTP slot %d", experiment.key, target.name, active.slot)
+            return active
+
+    def _use_port(self, port, change):
+        users = self._port_users.get(port, 0) + change
+        if users > 0:
+            self._port_users[port] = users
+        else:
+            self._port_users.pop(port, None)
+        word = port // 64
+        bits = sum(1 << (p % 64) for p in self._port_users if p // 64 == word)
+        self.datapath.ports[self.datapath.ports.Key(word)] = self.datapath.ports.Leaf(bits)
+
+    def _set_mask(self, key_of, mask):
+        address, port = key_of
+        key = self.datapath.targets.Key()
+        key.addr[:] = list(mapped(address).packed)
+        key.port = port
+        if mask:
+            self.datapath.targets[key] = self.datapath.targets.Leaf(mask)
+            self._masks[key_of] = mask
+        else:
+            try:
+                del self.datapath.targets[key]
+            except KeyError:
+                pass
+            self._masks.pop(key_of, None)
+
+    def _release(self, active):
+        log.info("revoking %s on %s", *active.key)
+        placed = [key for key in active.keys if key in self._masks and self._masks[key] & (1 << active.slot)]
+        for key in placed:
+            self._set_mask(key, self._masks[key] & ~(1 << active.slot))
+        if placed:
+            self._use_port(active.experiment.port, -1)
+        del self.datapath.rules[self.datapath.rules.Key(active.slot)]   # an array slot: zeroed
+        self._forget_flows(active)
+        self._give_slot(active.slot)
+        self._let_go_programs(active.links)
+        self._fq.let_go(active.fq_links)
+        active.fq_links.clear()
+
+    def _forget_flows(self, active):
+        """The pod's connections on the port: what a request left pending for this slot must not
+        reach a later rule of the same slot."""
+        pods = {bytes(mapped(address).packed) for address, _port in active.keys}
+        stale = [key for key in list(self.datapath.flows.keys())
+                 if bytes(key.pod) in pods and key.port == active.experiment.port]
+        for key in stale:
+            try:
+                del self.datapath.flows[key]
+            except KeyError:
+                pass
+
+    def _write_deadline(self, active):
+        update_slot(self.datapath.rules, active.slot, **rule_deadline(active.deadline_ns))
+
+    # ---- counters ----------------------------------------------------------------------
+
+    def messages(self, active):
+        per_cpu = self.datapath.counters.getvalue(self.datapath.counters.Key(active.slot))
+        return {outcome: sum(c.messages[index] for c in per_cpu) for outcome, index in layout.HTTP_OUTCOMES.items()}
+
+    def counter_rows(self, experiment_key):
+        return [(active.target.name, "http", outcome, count)
+                for active in self.active() if active.experiment.key == experiment_key
+                for outcome, count in self.messages(active).items()]
+
+    def counts(self):
+        return HttpCounts([HttpPlacementCounts(a.experiment.key, a.target.name, a.experiment.action,
+                                               self.messages(a)) for a in self.active()])

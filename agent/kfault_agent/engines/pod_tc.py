@@ -1,0 +1,81 @@
+"""What the engines whose programs sit on a pod's own interface share (DNSChaos's dnsfault.c,
+HTTPChaos's httpfault.c): the target (the pod's network namespace and its interfaces), its
+programs held on each interface once however many placements use them (tcx where the kernel
+has it, classic tc otherwise), and a pool of rule slots."""
+import ipaddress
+
+from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements
+from kfault_agent.errors import CapacityExhausted, KernelUnsupported
+from kfault_agent.kernel.capabilities import probe_capabilities
+from kfault_agent.kernel.pods import PodRef, resolve_pod_network
+from kfault_agent.kernel.tc import ClsactHooks, SharedPerLink
+from kfault_agent.kernel.tcx import TcxHooks
+from kfault_agent.kernel.topology import resolve_net_target
+
+
+class PodInterfaceEngine(LeasedPlacements):
+    """A LeasedPlacements whose programs (`programs`: {hook: program name}) are attached to each
+    interface of a placement's pod, with `max_rules` slots of its datapath's rule maps."""
+    datapath_type = None      # the loader's class of its programs (kernel/loader.py)
+    programs = {}
+    max_rules = 0
+    slot_what = "rule"
+
+    def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
+        super().__init__(lease_s)
+        self.datapath = datapath
+        self.capabilities = capabilities
+        self._free_slots = list(range(self.max_rules - 1, -1, -1))
+        tcx = capabilities.get("tcx")
+        hooks = TcxHooks if tcx and tcx.available else ClsactHooks
+        self._hooks = SharedPerLink(hooks.attach, hooks.detach)
+
+    @classmethod
+    def load(cls, capabilities, lease_s=DEFAULT_LEASE_S):
+        """Compile and load its programs; `capabilities` gains what this kernel can do."""
+        try:
+            datapath = cls.datapath_type()
+        except KernelUnsupported as err:
+            capabilities.update(probe_capabilities(err))
+            raise
+        capabilities.update(probe_capabilities())
+        return cls(datapath, capabilities, lease_s)
+
+    def close(self):
+        self.revoke_all()
+        self.datapath.close()
+
+    @staticmethod
+    def resolve(target, experiment):
+        """A hostNetwork pod's namespace is the node's, which topology.netns_of refuses."""
+        if isinstance(target, PodRef):
+            return [resolve_pod_network(target)]
+        return [resolve_net_target(target, None)]
+
+    @staticmethod
+    def describe(target):
+        return ", ".join(i.inside.ifname for i in target.interfaces)
+
+    def _take_slot(self):
+        if not self._free_slots:
+            raise CapacityExhausted(f"all {self.max_rules} {self.slot_what} slots of this node are in use; "
+                                    f"revoke a {self.kind.name} experiment first")
+        return self._free_slots.pop()
+
+    def _give_slot(self, slot):
+        if slot not in self._free_slots:
+            self._free_slots.append(slot)
+
+    def _hold_programs(self, target):
+        """Our programs on each of the target's interfaces: the keys to let go of them by."""
+        programs = {hook: (self.datapath.fd(name), name) for hook, name in self.programs.items()}
+        return [self._hooks.hold(iface.inside, programs) for iface in target.interfaces]
+
+    def _let_go_programs(self, links):
+        self._hooks.let_go(links)
+        links.clear()
+
+
+def mapped(address):
+    """An address as the programs' maps key it: IPv4 mapped into IPv6."""
+    return ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + address.packed) if address.version == 4 else address
