@@ -2,7 +2,9 @@
  * namespace (where dnsfault.c's programs are, before any CNI sees the packet). The pod is the
  * server: its requests come in on the experiment's port, its responses go out from it.
  *   http_request_in   T ingress  a segment starting a request (method, space, path): the
- *                                rules placed on (pod, port) decide it by method and path.
+ *                                rules placed on (pod, port) decide it by method and path;
+ *                                or a TLS ClientHello: the serverName rules, by its server
+ *                                name (lib/tls.h), abort and delay alike.
  *                                Request abort: the connection reset at both ends (lib/reset.h);
  *                                Request delay: owed to the response (the ingress has no queue to
  *                                hold a packet in); Response rules: remembered for the response.
@@ -25,6 +27,7 @@
 
 #include "kfault.h"
 #include "lib/http.h"
+#include "lib/tls.h"
 
 static __always_inline void count(__u32 slot, __u32 outcome)
 {
@@ -85,9 +88,27 @@ static __always_inline int reset_both_ends(struct __sk_buff *skb, struct http_pa
 	return sent < 0 ? silent_drop() : sent;
 }
 
-/* Walk the rules of `mask` over the request read into scratch (its method `method`, its path
- * in scratch->path): what they decide, in scratch->owed, ->pending and ->aborting. */
-static __always_inline void decide_request(__u32 mask, __u64 method, struct http_scratch *scratch)
+_Static_assert(KFAULT_TLS_NAME_MAX == KFAULT_HTTP_PATH_MAX, "a server name is walked where a path is read");
+
+/* Does the rule select what the segment starts? A ClientHello (hello->name_len is not 0; its
+ * server name copied into scratch->path) only a serverName rule, by its name DFA; a request
+ * (its method `method`, its path in scratch->path) only the other rules, by method and path.
+ * One DFA walk for both, so the verifier follows one. */
+static __always_inline int rule_selects(const struct kfault_http_rule *rule, const struct kfault_io_dfa *dfa,
+					__u64 method, const struct http_scratch *scratch,
+					const struct tls_scratch *hello)
+{
+	if (!hello->name_len != !(rule->flags & KFAULT_HTTP_SERVER_NAME))
+		return 0;
+	if (!hello->name_len && rule->method_mask && rule->method != method)
+		return 0;
+	return !(rule->flags & (KFAULT_HTTP_HAS_PATH | KFAULT_HTTP_SERVER_NAME)) || http_path_matches(dfa, scratch);
+}
+
+/* Walk the rules of `mask` over the request or ClientHello read (rule_selects): what they
+ * decide, in scratch->owed, ->pending and ->aborting. */
+static __always_inline void decide_request(__u32 mask, __u64 method, struct http_scratch *scratch,
+					   const struct tls_scratch *hello)
 {
 	__u64 now = bpf_ktime_get_ns();
 
@@ -106,8 +127,7 @@ static __always_inline void decide_request(__u32 mask, __u64 method, struct http
 		dfa = kfault_http_dfa.lookup(&key);
 		if (!rule || !dfa || now >= rule->deadline_ns)
 			continue;
-		if ((rule->method_mask && rule->method != method) ||
-		    ((rule->flags & KFAULT_HTTP_HAS_PATH) && !http_path_matches(dfa, scratch)))
+		if (!rule_selects(rule, dfa, method, scratch, hello))
 			continue;
 		if (rule->target == KFAULT_HTTP_RESPONSE) {
 			scratch->pending |= 1u << slot; /* counted and done when its response comes */
@@ -131,9 +151,10 @@ int http_request_in(struct __sk_buff *skb)
 {
 	struct http_scratch *scratch = NULL;
 	struct kfault_http_flow *flow, fresh = {};
+	struct tls_scratch *hello;
 	struct http_packet *hp;
-	__u32 mask, path_at = 0;
-	__u64 method;
+	__u32 mask, path_at = 0, zero = 0;
+	__u64 method = 0;
 
 	mask = armed_segment(skb, KFAULT_DIR_FROM, &scratch);
 	if (!mask || !scratch)
@@ -144,10 +165,22 @@ int http_request_in(struct __sk_buff *skb)
 	flow = kfault_http_flows.lookup(&hp->flow);
 	if (flow && flow->request_seen && !seq_at_or_after(hp->seq, flow->request_next))
 		return TC_ACT_UNSPEC; /* a retransmission: decided already */
-	method = http_method_of(skb, hp, &path_at);
-	if (!method || http_read_path(skb, path_at, scratch) < 0)
-		return TC_ACT_UNSPEC; /* not a request's start, or its path not in this segment */
-	decide_request(mask, method, scratch);
+	hello = kfault_tls_scratch.lookup(&zero);
+	if (!hello)
+		return TC_ACT_UNSPEC;
+	hello->name_len = 0;
+	if (tls_may_be_hello(skb, hp->payload_offset)) {
+		/* HTTPS: the connection's first bytes, a ClientHello, and its server name */
+		if (tls_read_server_name(skb, hp->payload_offset, hello) < 0)
+			return TC_ACT_UNSPEC;
+		/* ".name" and its NUL, where rule_selects walks a path */
+		__builtin_memcpy(scratch->path, hello->name, sizeof(scratch->path));
+	} else {
+		method = http_method_of(skb, hp, &path_at);
+		if (!method || http_read_path(skb, path_at, scratch) < 0)
+			return TC_ACT_UNSPEC; /* not a request's start, or its path not in this segment */
+	}
+	decide_request(mask, method, scratch, hello);
 	if (scratch->aborting >= 0) {
 		count(scratch->aborting, KFAULT_HTTP_OUTCOME_RESET);
 		return reset_both_ends(skb, hp, BPF_F_INGRESS);

@@ -414,6 +414,9 @@ struct kfault_dns_counters {
 #define KFAULT_HTTP_REPLACE 2  /* Response: rewrite the status code (replace_code) */
 #define KFAULT_HTTP_HAS_PATH 4 /* the rule's DFA selects by path; without it, every path */
 #define KFAULT_HTTP_HAS_CODE 8 /* Response: select by status code (code) */
+/* Request: select TLS connections by their ClientHello's server name (serverName), the rule's DFA
+ * being of that name (lib/tls.h); such a rule never selects a plain request, nor another a hello */
+#define KFAULT_HTTP_SERVER_NAME 16
 
 /* Outcomes counted per HTTP rule: index into kfault_http_counters.messages. */
 #define KFAULT_HTTP_OUTCOME_MATCHED 0   /* a request (or its response, target Response) the rule selected */

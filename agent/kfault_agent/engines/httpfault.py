@@ -1,7 +1,8 @@
 """The HTTP fault engine: places HTTPChaos experiments on a pod's own interface as rules of
-bpf/httpfault.c: a slot per placement (its rule and its path glob's DFA), a bit in the mask of
-each (pod address, port), the port's bit in kfault_http_ports, the two programs on the pod's end
-of its veth, and for a delay sch_fq at that interface's root (EDT).
+bpf/httpfault.c: a slot per placement (its rule and the DFA of its path glob, or of its
+serverName for HTTPS), a bit in the mask of each (pod address, port), the port's bit in
+kfault_http_ports, the two programs on the pod's end of its veth, and for a delay sch_fq at
+that interface's root (EDT).
 
 Its own programs rather than rules of netfault.c, as DNSChaos's (docs/design/network.md): a
 request line is read only by segments to or from an armed port."""
@@ -34,7 +35,8 @@ def http_rule_fields(experiment):
     flags = ((layout.HTTP_ABORT if experiment.abort else 0)
              | (layout.HTTP_REPLACE if experiment.replace_code is not None else 0)
              | (layout.HTTP_HAS_PATH if experiment.path is not None else 0)
-             | (layout.HTTP_HAS_CODE if experiment.code is not None else 0))
+             | (layout.HTTP_HAS_CODE if experiment.code is not None else 0)
+             | (layout.HTTP_SERVER_NAME if experiment.server_name is not None else 0))
     fields = {"target": TARGETS[experiment.target], "flags": flags, "delay_ns": experiment.delay_ns}
     if experiment.method:
         fields["method"] = int.from_bytes((experiment.method + " ").encode(), "little")
@@ -44,6 +46,14 @@ def http_rule_fields(experiment):
     if experiment.replace_code is not None:
         fields["replace"] = _status_word(experiment.replace_code)
     return fields
+
+
+def rule_dfa(experiment):
+    """The DFA of the rule's slot: of its serverName (HTTPS: a ClientHello's name, matched as DNS
+    names are, bpf/lib/tls.h), else of its path."""
+    if experiment.server_name is not None:
+        return glob_dfa.compile_name_globs([experiment.server_name], layout.IO_ACCEPT_STATE)
+    return glob_dfa.compile_http_path_glob(experiment.path or "*", layout.IO_ACCEPT_STATE)
 
 
 @dataclass
@@ -76,7 +86,7 @@ class HttpFaultEngine(PodInterfaceEngine):
                 raise KernelUnsupported(f"HTTPChaos delay is not supported on this node: {reason}")
 
     def apply(self, experiment, target, lease_s=None):
-        dfa = glob_dfa.compile_http_path_glob(experiment.path or "*", layout.IO_ACCEPT_STATE)
+        dfa = rule_dfa(experiment)
         with self._lock:
             existing = self._replacing(experiment, target)
             if existing:
