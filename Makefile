@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo lint test kernel-test bench bench-io bench-dns bench-syscall bench-agent bench-controller kernel-bench bench-stress proto crds images clean
+.PHONY: setup demo lint test kernel-test bench bench-io bench-dns bench-http bench-syscall bench-agent bench-controller kernel-bench bench-stress proto crds images clean
 
 setup:
 	scripts/setup-host
@@ -34,6 +34,11 @@ bench-io: setup
 
 bench-dns: setup
 	$(PY) bench/dns_overhead.py
+
+# HTTPChaos: per-packet cost here; the latency beside NetworkChaos's delay needs sch_fq (the VM:
+# scripts/vm-run make bench-http).
+bench-http: setup
+	$(PY) bench/http_overhead.py
 
 # SyscallChaos's faults: needs BPF LSM (kernel-bench runs it on the stock kernel).
 bench-syscall: setup

@@ -494,7 +494,7 @@ def _http_chaos(metadata, spec, doc, for_node):
         if inner:
             value = value.get(inner) if isinstance(value, dict) else None
         if value:
-            problems.add(f"spec.{name}", value, f"not supported: {why}")
+            problems.add(f"spec.{name}", value, f"no {name}: kfault refuses it, {why}")
     replace_code = (spec.get("replace") or {}).get("code")
     path = spec.get("path")
     if path is not None:

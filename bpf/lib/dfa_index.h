@@ -1,6 +1,6 @@
 /* dfa_index.h - where a DFA's next state is in struct kfault_io_dfa's flat table: the one
- * step that the file path walks (dfa.h) and the name walks (dns.h, tls.h) share, and the walk
- * over a whole name buffer. Owns no map. */
+ * step that the file path walks (dfa.h), the DNS name walk (dns.h) and the HTTP path walk
+ * (http.h) share; and the branchless walk of a text the last two share. Owns no map. */
 #ifndef KFAULT_LIB_DFA_INDEX_H
 #define KFAULT_LIB_DFA_INDEX_H
 
@@ -18,16 +18,16 @@ static __always_inline __u32 dfa_index(__u32 state, __u8 c)
 	return row + c;
 }
 
-/* Does `dfa` accept the NUL-ended name at the start of `bytes`, a buffer of `size` bytes? The
- * walk goes on past the NUL without a branch: there the DFA is in its accepting sink or dead,
- * which no byte leaves (kfault.h), whatever the buffer holds after it. */
-static __always_inline int dfa_accepts_buffer(const struct kfault_io_dfa *dfa, const __u8 *bytes, __u32 size)
+/* Does the text (KFAULT_IO_PATH_MAX bytes, a NUL after its end) match the DFA? The walk goes on
+ * past the NUL without a branch: there the DFA is in its accepting sink or dead, which no byte
+ * leaves (kfault.h), whatever the buffer holds after it. */
+static __always_inline int dfa_accepts_text(const struct kfault_io_dfa *dfa, const __u8 *text)
 {
 	__u8 state = 0;
 
 #pragma clang loop unroll(disable)
-	for (__u32 i = 0; i < size; i++)
-		state = dfa->next[dfa_index(state, bytes[i])];
+	for (__u32 i = 0; i < KFAULT_IO_PATH_MAX; i++)
+		state = dfa->next[dfa_index(state, text[i])];
 	return dfa->accepting[state];
 }
 

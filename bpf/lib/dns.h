@@ -231,7 +231,8 @@ static __always_inline int dns_read_name(struct __sk_buff *skb, __u32 offset, st
 /* Does the name read (dns_read_name) match rule r's DFA? */
 static __always_inline int dns_name_matches(const struct kfault_io_dfa *dfa, const struct dns_scratch *scratch)
 {
-	return dfa_accepts_buffer(dfa, scratch->name, KFAULT_DNS_NAME_MAX);
+	_Static_assert(KFAULT_DNS_NAME_MAX == KFAULT_IO_PATH_MAX, "dfa_accepts_text walks KFAULT_IO_PATH_MAX bytes");
+	return dfa_accepts_text(dfa, scratch->name);
 }
 
 /* The one's complement sum of `len` bytes at `offset`: the whole words read into scratch->sum

@@ -197,17 +197,11 @@ static __always_inline int http_read_path(struct __sk_buff *skb, __u32 offset, s
 	return scratch->ended ? 0 : -1;
 }
 
-/* Does the path read (http_read_path) match the DFA? The walk goes on past the path's NUL
- * without a branch, as lib/dns.h's name walk does: there the DFA is in its accepting sink or
- * dead, which no byte leaves (kfault.h). */
+/* Does the path read (http_read_path) match the DFA? */
 static __always_inline int http_path_matches(const struct kfault_io_dfa *dfa, const struct http_scratch *scratch)
 {
-	__u8 state = 0;
-
-#pragma clang loop unroll(disable)
-	for (__u32 i = 0; i < KFAULT_HTTP_PATH_MAX; i++)
-		state = dfa->next[dfa_index(state, scratch->path[i])];
-	return dfa->accepting[state];
+	_Static_assert(KFAULT_HTTP_PATH_MAX == KFAULT_IO_PATH_MAX, "dfa_accepts_text walks KFAULT_IO_PATH_MAX bytes");
+	return dfa_accepts_text(dfa, scratch->path);
 }
 
 /* The status line's " NNN" (HTTP_CODE_AT), or 0 when the payload does not start "HTTP/". */

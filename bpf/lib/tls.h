@@ -182,7 +182,8 @@ found:
 /* Does the server name read (tls_read_server_name) match `dfa`? */
 static __always_inline int tls_name_matches(const struct kfault_io_dfa *dfa, const struct tls_scratch *scratch)
 {
-	return dfa_accepts_buffer(dfa, scratch->name, KFAULT_TLS_NAME_MAX);
+	_Static_assert(KFAULT_TLS_NAME_MAX == KFAULT_IO_PATH_MAX, "dfa_accepts_text walks KFAULT_IO_PATH_MAX bytes");
+	return dfa_accepts_text(dfa, scratch->name);
 }
 
 #endif /* KFAULT_LIB_TLS_H */

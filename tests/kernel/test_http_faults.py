@@ -15,6 +15,7 @@ import pytest
 
 from kfault_agent.kernel import loader, topology
 from kfault_api import spec
+from kfault_lab.hosts import Lab
 from tests.kernel.test_program_sizes import check_size
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
@@ -22,7 +23,7 @@ SUBNET = "10.250.80"     # client .1 -- pod .2
 PORT = 8080
 # The pod's server: HTTP/1.1 with keep-alive, a short body for every path.
 SERVER = r"""
-import http.server, sys
+import http.server, socket, sys
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
@@ -34,7 +35,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     do_POST = do_GET
     def log_message(self, *args):
         pass
-server = http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Handler)
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6     # "::": IPv4 clients too, as mapped addresses
+server = Server(("::", int(sys.argv[2])), Handler)
 print("serving", flush=True)
 server.serve_forever()
 """
@@ -43,7 +46,7 @@ server.serve_forever()
 # connection is opened again for the next request (as clients with a pool do).
 CLIENT = r"""
 import http.client, json, sys, time
-conn = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=10)
+conn = http.client.HTTPConnection(sys.argv[1].strip("[]"), int(sys.argv[2]), timeout=10)
 conn.connect()
 print(json.dumps({"connected": conn.sock.getsockname()[1]}), flush=True)
 for line in sys.stdin:
@@ -140,6 +143,20 @@ def test_replace_code_is_what_the_client_reads_on_every_kept_alive_request(lab, 
         assert (got["status"], got["body"], got["port"]) == (503, "served /api/x", served.port)
     assert served.request("/health")["status"] == 200
     assert counted(http_engine)["rewritten"] == 3
+
+
+def test_abort_and_replace_code_over_ipv6(lab, http_engine, served):
+    client = Client(lab, Lab.ipv6(SUBNET, 2))
+    try:
+        http_engine.apply(chaos(target="Response", path="/api/*", replace={"code": 503}), pod(lab))
+        assert client.request("/api/x")["status"] == 503
+        assert client.request("/health")["status"] == 200
+        http_engine.revoke_all()
+        http_engine.apply(chaos(path="/api/*", abort=True), pod(lab))
+        assert client.request("/api/x")["error"] == "ConnectionResetError"
+        assert client.request("/health")["status"] == 200
+    finally:
+        client.close()
 
 
 def test_response_abort_selects_by_code(lab, http_engine, served):

@@ -14,7 +14,7 @@ from kfault_agent.engines.leases import DEFAULT_LEASE_S, Placement
 from kfault_agent.engines.pod_tc import PodInterfaceEngine, mapped
 from kfault_agent.errors import TargetUnsuitable
 from kfault_agent.kernel.loader import DnsDatapath
-from kfault_agent.kernel.maps import rule_deadline, update_slot, write_padded_dfa, write_slot
+from kfault_agent.kernel.maps import rule_deadline, write_padded_dfa, write_slot
 from kfault_api import glob_dfa, layout, spec
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,10 @@ class DnsFaultEngine(PodInterfaceEngine):
     datapath_type = DnsDatapath
     programs = TARGET_PROGRAMS
     max_rules = layout.DNS_MAX_RULES
+    counted = "queries"
+    outcomes = layout.DNS_OUTCOMES
+    scope = "dns"
+    counts_types = (DnsCounts, DnsPlacementCounts)
     slot_what = "DNS rule"
 
     def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
@@ -100,22 +104,4 @@ class DnsFaultEngine(PodInterfaceEngine):
         del self.datapath.rules[self.datapath.rules.Key(active.slot)]   # an array slot: zeroed
         self._give_slot(active.slot)
         self._let_go_programs(active.links)
-
-    def _write_deadline(self, active):
-        update_slot(self.datapath.rules, active.slot, **rule_deadline(active.deadline_ns))
-
-    # ---- counters ----------------------------------------------------------------------
-
-    def messages(self, active):
-        per_cpu = self.datapath.counters.getvalue(self.datapath.counters.Key(active.slot))
-        return {outcome: sum(c.queries[index] for c in per_cpu) for outcome, index in layout.DNS_OUTCOMES.items()}
-
-    def counter_rows(self, experiment_key):
-        return [(active.target.name, "dns", outcome, count)
-                for active in self.active() if active.experiment.key == experiment_key
-                for outcome, count in self.messages(active).items()]
-
-    def counts(self):
-        return DnsCounts([DnsPlacementCounts(a.experiment.key, a.target.name, a.experiment.action, self.messages(a))
-                          for a in self.active()])
 

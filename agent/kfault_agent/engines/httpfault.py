@@ -15,7 +15,7 @@ from kfault_agent.engines.pod_tc import PodInterfaceEngine, mapped
 from kfault_agent.errors import KernelUnsupported, TargetUnsuitable
 from kfault_agent.kernel.capabilities import action_support
 from kfault_agent.kernel.loader import HttpDatapath
-from kfault_agent.kernel.maps import rule_deadline, update_slot, write_padded_dfa, write_slot
+from kfault_agent.kernel.maps import rule_deadline, write_padded_dfa, write_slot
 from kfault_agent.kernel.tc import FqRoot, SharedPerLink
 from kfault_api import glob_dfa, layout, spec
 
@@ -70,6 +70,10 @@ class HttpFaultEngine(PodInterfaceEngine):
     datapath_type = HttpDatapath
     programs = TARGET_PROGRAMS
     max_rules = layout.HTTP_MAX_RULES
+    counted = "messages"
+    outcomes = layout.HTTP_OUTCOMES
+    scope = "http"
+    counts_types = (HttpCounts, HttpPlacementCounts)
     slot_what = "HTTP rule"
 
     def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
@@ -165,21 +169,3 @@ class HttpFaultEngine(PodInterfaceEngine):
                 del self.datapath.flows[key]
             except KeyError:
                 pass
-
-    def _write_deadline(self, active):
-        update_slot(self.datapath.rules, active.slot, **rule_deadline(active.deadline_ns))
-
-    # ---- counters ----------------------------------------------------------------------
-
-    def messages(self, active):
-        per_cpu = self.datapath.counters.getvalue(self.datapath.counters.Key(active.slot))
-        return {outcome: sum(c.messages[index] for c in per_cpu) for outcome, index in layout.HTTP_OUTCOMES.items()}
-
-    def counter_rows(self, experiment_key):
-        return [(active.target.name, "http", outcome, count)
-                for active in self.active() if active.experiment.key == experiment_key
-                for outcome, count in self.messages(active).items()]
-
-    def counts(self):
-        return HttpCounts([HttpPlacementCounts(a.experiment.key, a.target.name, a.experiment.action,
-                                               self.messages(a)) for a in self.active()])

@@ -7,6 +7,7 @@ import ipaddress
 from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements
 from kfault_agent.errors import CapacityExhausted, KernelUnsupported
 from kfault_agent.kernel.capabilities import probe_capabilities
+from kfault_agent.kernel.maps import rule_deadline, update_slot
 from kfault_agent.kernel.pods import PodRef, resolve_pod_network
 from kfault_agent.kernel.tc import ClsactHooks, SharedPerLink
 from kfault_agent.kernel.tcx import TcxHooks
@@ -74,6 +75,31 @@ class PodInterfaceEngine(LeasedPlacements):
     def _let_go_programs(self, links):
         self._hooks.let_go(links)
         links.clear()
+
+    def _write_deadline(self, active):
+        update_slot(self.datapath.rules, active.slot, **rule_deadline(active.deadline_ns))
+
+    # ---- counters: a per-CPU array of struct {__u64 <counted>[outcomes]} per slot -----------
+
+    counted = ""              # the counters struct's array (bpf/kfault.h)
+    outcomes = {}             # outcome -> index into it (layout.py)
+    scope = ""                # `kfault run`'s scope column
+    counts_types = None       # (the engine's counts, one placement's counts): engines/counts.py
+
+    def messages(self, active):
+        per_cpu = self.datapath.counters.getvalue(self.datapath.counters.Key(active.slot))
+        return {outcome: sum(getattr(c, self.counted)[index] for c in per_cpu)
+                for outcome, index in self.outcomes.items()}
+
+    def counter_rows(self, experiment_key):
+        return [(active.target.name, self.scope, outcome, count)
+                for active in self.active() if active.experiment.key == experiment_key
+                for outcome, count in self.messages(active).items()]
+
+    def counts(self):
+        counts, placement = self.counts_types
+        return counts([placement(a.experiment.key, a.target.name, a.experiment.action, self.messages(a))
+                       for a in self.active()])
 
 
 def mapped(address):
