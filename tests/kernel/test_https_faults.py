@@ -12,6 +12,7 @@ import pytest
 
 from kfault_agent.kernel import topology
 from kfault_api import spec
+from kfault_lab.hosts import Lab
 
 pytestmark = pytest.mark.kernel("tc-bpf", "clsact")
 SUBNET = "10.250.81"     # client .1 -- pod .2
@@ -19,10 +20,11 @@ PORT = 443
 # The pod's server: HTTPS, HTTP/1.1 with keep-alive; each connection's handshake in its own
 # thread (not in accept(), where a held one would keep the next connection waiting).
 SERVER = r"""
-import http.server, ssl, sys
+import http.server, socket, ssl, sys
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(sys.argv[3], sys.argv[4])
+context.load_cert_chain(sys.argv[2], sys.argv[3])
 class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6     # "::": IPv4 clients too, as mapped addresses
     def get_request(self):
         conn, address = self.socket.accept()
         return context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False), address
@@ -38,7 +40,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-server = Server((sys.argv[1], int(sys.argv[2])), Handler)
+server = Server(("::", int(sys.argv[1])), Handler)
 print("serving", flush=True)
 server.serve_forever()
 """
@@ -131,8 +133,7 @@ def served(lab, tmp_path):
                     "-nodes", "-days", "1", "-subj", "/CN=www.example.test", "-keyout", str(tmp_path / "key.pem"),
                     "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
     lab.link("client", "pod", SUBNET)
-    server = lab.popen("pod", f"{sys.executable} -c '{SERVER}' {SUBNET}.2 {PORT} {tmp_path}/cert.pem "
-                              f"{tmp_path}/key.pem")
+    server = lab.popen("pod", f"{sys.executable} -c '{SERVER}' {PORT} {tmp_path}/cert.pem {tmp_path}/key.pem")
     assert server.stdout.readline().strip() == "serving", server.stderr.read()
     client = Client(lab, f"{SUBNET}.2")
     yield client
@@ -175,6 +176,17 @@ def test_abort_resets_the_connections_asking_for_a_matching_name(lab, http_engin
     assert counted(http_engine) == {"matched": 3, "reset": 3, "delayed": 0}
     http_engine.revoke(experiment.key, pod(lab).name)
     assert served.connect("www.example.test")["status"] == 200
+
+
+def test_abort_over_ipv6(lab, http_engine, served):
+    client = Client(lab, Lab.ipv6(SUBNET, 2))
+    try:
+        http_engine.apply(chaos(serverName="www.example.test", abort=True), pod(lab))
+        assert client.connect("www.example.test")["error"] == "ConnectionResetError"
+        assert client.connect("api.example.test")["status"] == 200
+        assert counted(http_engine)["reset"] == 1
+    finally:
+        client.close()
 
 
 def test_plain_http_rules_leave_https_alone_and_the_reverse(lab, http_engine, served):
