@@ -160,6 +160,16 @@ def test_dual_stack_target_pods_become_both_their_addresses():
     assert body["externalTargets"] == ["10.0.0.4", "fd00::4"]
 
 
+def test_http_target_is_the_agents_not_a_pod_selector():
+    """HTTPChaos's spec.target is Request or Response, which the agent acts on: it is sent, and
+    no namespace check reads it as a selector."""
+    spec = {"target": "Request", "port": 80, "abort": True, "mode": "all",
+            "selector": {"labelSelectors": {"app": "web"}}}
+    body = placement.agent_spec(KINDS["HTTPChaos"], spec, ClusterView(PODS, {}, {}), SCOPE)
+    assert body == {"target": "Request", "port": 80, "abort": True}
+    assert selection.refusals(spec, SCOPE) == []
+
+
 def test_io_container_names_become_container_ids_per_pod_not_spec():
     spec = {"action": "fault", "errno": 5, "volumePath": "/data", "containerNames": ["main"], "mode": "all",
             "selector": {"labelSelectors": {"app": "web"}}}

@@ -13,13 +13,14 @@ from kfault_controller.agents import RPC_TIMEOUT_S
 from kfault_controller.metrics import AGENT_ERRORS
 from kfault_controller.status import now_iso
 
-RESOLVED_HERE = ("selector", "mode", "value", "target", "scheduler")   # the controller's: no agent sees them
+RESOLVED_HERE = ("selector", "mode", "value", "scheduler")   # the controller's: no agent sees them
 
 
 @dataclass(frozen=True)
 class KindPlacement:
     """What the controller does for one kind beyond select, group by node and call agents."""
-    peers_from_target: bool = False       # spec.target's pods join spec.externalTargets as their IPs
+    peers_from_target: bool = False       # spec.target's pods join spec.externalTargets as their IPs (and
+                                          # spec.target is the controller's: HTTPChaos's is the agent's)
     per_pod_fields: tuple = ()            # resolved for each pod (container names -> IDs), not sent in the spec
     api_actions: frozenset = frozenset()  # done by the controller through the API server, not by an agent
 
@@ -54,7 +55,8 @@ def agent_spec(kind, spec, view, scope):
     """The spec an agent gets: the controller's fields taken out, NetworkChaos `target` pods
     (in the namespaces `scope` allows) as peer IPs."""
     rules = PLACEMENT[kind.name]
-    body = {k: v for k, v in spec.items() if k not in RESOLVED_HERE + rules.per_pod_fields}
+    resolved_here = RESOLVED_HERE + rules.per_pod_fields + (("target",) if rules.peers_from_target else ())
+    body = {k: v for k, v in spec.items() if k not in resolved_here}
     if rules.peers_from_target and spec.get("target"):
         peers = selection.select(spec["target"], view.candidates(spec["target"].get("selector")), scope,
                                  view.node_labels, where="spec.target")

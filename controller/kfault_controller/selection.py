@@ -64,7 +64,7 @@ def refusals(spec, scope):
     message each naming the field; empty when it may go ahead."""
     target = spec.get("target")
     return _refused(spec.get("selector") or {}, scope, "spec") + \
-        (_refused(target.get("selector") or {}, scope, "spec.target") if target else [])
+        (_refused(target.get("selector") or {}, scope, "spec.target") if isinstance(target, dict) else [])
 
 
 def _labels_match(labels, wanted):

@@ -217,7 +217,9 @@ async def test_every_panel_shows_data_while_faults_are_injected(cluster, lab, pr
                        "action": "latency", "delay": "1ms", "syscalls": ["getrandom"],
                        "selector": {"labelSelectors": {"app": "sys"}}}),
                    ("dnschaos", "dns-errors"): ("DNSChaos", {"action": "error", "patterns": ["*.example.test"],
-                                                             "selector": {"pods": {NS: ["web-1"]}}})}
+                                                             "selector": {"pods": {NS: ["web-1"]}}}),
+                   ("httpchaos", "http-aborts"): ("HTTPChaos", {"target": "Request", "port": 80, "path": "/api/*",
+                                                               "abort": True, "selector": {"pods": {NS: ["web-1"]}}})}
     # StressChaos needs cgroup v2's cpu and memory controllers; where the node has them on
     # cgroup v1 (this development host) its agent refuses it, and its panels can have no data.
     stress_here = not stress.missing_controllers()
