@@ -3,8 +3,8 @@
  * server: its requests come in on the experiment's port, its responses go out from it.
  *   http_request_in   T ingress  a segment starting a request (method, space, path): the
  *                                rules placed on (pod, port) decide it by method and path;
- *                                or a TLS ClientHello: the serverName rules, by its server
- *                                name (lib/tls.h), abort and delay alike.
+ *                                or a TLS ClientHello (HTTPS): the serverName rules placed
+ *                                there, by its server name (lib/tls.h), walked as a path.
  *                                Request abort: the connection reset at both ends (lib/reset.h);
  *                                Request delay: owed to the response (the ingress has no queue to
  *                                hold a packet in); Response rules: remembered for the response.
@@ -71,44 +71,26 @@ static __always_inline __u32 armed_segment(struct __sk_buff *skb, __u32 directio
 
 /* Reset the segment's connection at both ends: a copy of it, made the reset its sender would
  * send, goes on to its receiver (`onward`: BPF_F_INGRESS into the pod, 0 out to the client);
- * the segment itself becomes the reset that answers it, sent back. */
+ * the segment itself becomes the reset that answers it, sent back. Its TCP header is where
+ * http_locate found it, before and after (a plain IP header: http_port_of), so lib/reset.h's
+ * tcp_offset, whose IPv6 extension walk 6.1's verifier refused here as a loop, is not needed. */
 static __always_inline int reset_both_ends(struct __sk_buff *skb, struct http_packet *hp, __u64 onward)
 {
+	__u32 offset = hp->l4_offset;
 	struct tcphdr seg;
-	__u32 offset;
 	int sent;
 
-	if (answerable_segment(skb, &hp->pkt, &offset, &seg) < 0)
+	if (bpf_skb_load_bytes(skb, offset, &seg, sizeof(seg)) < 0)
 		return silent_drop();
 	if (make_reset(skb, &hp->pkt, offset, &seg, RESET_ONWARD) == 0)
 		bpf_clone_redirect(skb, skb->ifindex, onward);
-	if (tcp_offset(skb, &hp->pkt, &offset) < 0)
-		return silent_drop();
 	sent = send_reset(skb, &hp->pkt, offset, &seg, onward ? 0 : BPF_F_INGRESS);
 	return sent < 0 ? silent_drop() : sent;
 }
 
-_Static_assert(KFAULT_TLS_NAME_MAX == KFAULT_HTTP_PATH_MAX, "a server name is walked where a path is read");
-
-/* Does the rule select what the segment starts? A ClientHello (hello->name_len is not 0; its
- * server name copied into scratch->path) only a serverName rule, by its name DFA; a request
- * (its method `method`, its path in scratch->path) only the other rules, by method and path.
- * One DFA walk for both, so the verifier follows one. */
-static __always_inline int rule_selects(const struct kfault_http_rule *rule, const struct kfault_io_dfa *dfa,
-					__u64 method, const struct http_scratch *scratch,
-					const struct tls_scratch *hello)
-{
-	if (!hello->name_len != !(rule->flags & KFAULT_HTTP_SERVER_NAME))
-		return 0;
-	if (!hello->name_len && rule->method_mask && rule->method != method)
-		return 0;
-	return !(rule->flags & (KFAULT_HTTP_HAS_PATH | KFAULT_HTTP_SERVER_NAME)) || http_path_matches(dfa, scratch);
-}
-
-/* Walk the rules of `mask` over the request or ClientHello read (rule_selects): what they
- * decide, in scratch->owed, ->pending and ->aborting. */
-static __always_inline void decide_request(__u32 mask, __u64 method, struct http_scratch *scratch,
-					   const struct tls_scratch *hello)
+/* Walk the rules of `mask` over the request read into scratch (its method `method`, its path
+ * in scratch->path): what they decide, in scratch->owed, ->pending and ->aborting. */
+static __always_inline void decide_request(__u32 mask, __u64 method, struct http_scratch *scratch)
 {
 	__u64 now = bpf_ktime_get_ns();
 
@@ -127,7 +109,8 @@ static __always_inline void decide_request(__u32 mask, __u64 method, struct http
 		dfa = kfault_http_dfa.lookup(&key);
 		if (!rule || !dfa || now >= rule->deadline_ns)
 			continue;
-		if (!rule_selects(rule, dfa, method, scratch, hello))
+		if ((rule->method_mask && rule->method != method) ||
+		    ((rule->flags & KFAULT_HTTP_HAS_PATH) && !http_path_matches(dfa, scratch)))
 			continue;
 		if (rule->target == KFAULT_HTTP_RESPONSE) {
 			scratch->pending |= 1u << slot; /* counted and done when its response comes */
@@ -146,15 +129,47 @@ static __always_inline void decide_request(__u32 mask, __u64 method, struct http
 	}
 }
 
+/* HTTPS: what decide_request is given for a ClientHello. serverName rules select by their DFA
+ * alone (no method: this is never compared) and no request rule is walked over a hello. */
+#define HELLO_METHOD 1
+_Static_assert(KFAULT_TLS_NAME_MAX == KFAULT_HTTP_PATH_MAX, "a server name is walked where a path is read");
+
+/* The serverName rules placed on the segment's (pod, port): their mask, or 0. */
+static __always_inline __u32 hello_rules(const struct http_packet *hp)
+{
+	struct kfault_http_target_key key = {};
+	__u32 *mask;
+
+	__builtin_memcpy(key.addr, hp->flow.pod, sizeof(key.addr));
+	key.port = hp->flow.port;
+	key.hello = 1;
+	mask = kfault_http_targets.lookup(&key);
+	return mask ? *mask : 0;
+}
+
+/* Read the server name of the ClientHello the segment starts (lib/tls.h) where a request's path
+ * is read, as ".name" and its NUL: 0, or -1 for none. */
+static __always_inline int read_server_name(struct __sk_buff *skb, const struct http_packet *hp,
+					    struct http_scratch *scratch)
+{
+	struct tls_scratch *hello;
+	__u32 zero = 0;
+
+	hello = kfault_tls_scratch.lookup(&zero);
+	if (!hello || tls_read_server_name(skb, hp->payload_offset, hello) < 0)
+		return -1;
+	__builtin_memcpy(scratch->path, hello->name, sizeof(scratch->path));
+	return 0;
+}
+
 /* T ingress: a segment the pod receives on an armed port. */
 int http_request_in(struct __sk_buff *skb)
 {
 	struct http_scratch *scratch = NULL;
 	struct kfault_http_flow *flow, fresh = {};
-	struct tls_scratch *hello;
 	struct http_packet *hp;
-	__u32 mask, path_at = 0, zero = 0;
-	__u64 method = 0;
+	__u32 mask, path_at = 0;
+	__u64 method;
 
 	mask = armed_segment(skb, KFAULT_DIR_FROM, &scratch);
 	if (!mask || !scratch)
@@ -165,22 +180,17 @@ int http_request_in(struct __sk_buff *skb)
 	flow = kfault_http_flows.lookup(&hp->flow);
 	if (flow && flow->request_seen && !seq_at_or_after(hp->seq, flow->request_next))
 		return TC_ACT_UNSPEC; /* a retransmission: decided already */
-	hello = kfault_tls_scratch.lookup(&zero);
-	if (!hello)
-		return TC_ACT_UNSPEC;
-	hello->name_len = 0;
-	if (tls_may_be_hello(skb, hp->payload_offset)) {
-		/* HTTPS: the connection's first bytes, a ClientHello, and its server name */
-		if (tls_read_server_name(skb, hp->payload_offset, hello) < 0)
+	if ((mask & KFAULT_HTTP_HELLO_RULES) && tls_may_be_hello(skb, hp->payload_offset)) {
+		mask = hello_rules(hp);
+		if (!mask || read_server_name(skb, hp, scratch) < 0)
 			return TC_ACT_UNSPEC;
-		/* ".name" and its NUL, where rule_selects walks a path */
-		__builtin_memcpy(scratch->path, hello->name, sizeof(scratch->path));
+		method = HELLO_METHOD;
 	} else {
 		method = http_method_of(skb, hp, &path_at);
 		if (!method || http_read_path(skb, path_at, scratch) < 0)
 			return TC_ACT_UNSPEC; /* not a request's start, or its path not in this segment */
 	}
-	decide_request(mask, method, scratch, hello);
+	decide_request(mask, method, scratch);
 	if (scratch->aborting >= 0) {
 		count(scratch->aborting, KFAULT_HTTP_OUTCOME_RESET);
 		return reset_both_ends(skb, hp, BPF_F_INGRESS);

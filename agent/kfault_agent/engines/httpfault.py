@@ -34,9 +34,9 @@ def http_rule_fields(experiment):
     """The kfault_http_rule of an experiment, but its deadline."""
     flags = ((layout.HTTP_ABORT if experiment.abort else 0)
              | (layout.HTTP_REPLACE if experiment.replace_code is not None else 0)
-             | (layout.HTTP_HAS_PATH if experiment.path is not None else 0)
-             | (layout.HTTP_HAS_CODE if experiment.code is not None else 0)
-             | (layout.HTTP_SERVER_NAME if experiment.server_name is not None else 0))
+             # a serverName's DFA is walked over the ClientHello's name as a path is (rule_dfa)
+             | (layout.HTTP_HAS_PATH if experiment.path is not None or experiment.server_name is not None else 0)
+             | (layout.HTTP_HAS_CODE if experiment.code is not None else 0))
     fields = {"target": TARGETS[experiment.target], "flags": flags, "delay_ns": experiment.delay_ns}
     if experiment.method:
         fields["method"] = int.from_bytes((experiment.method + " ").encode(), "little")
@@ -59,7 +59,7 @@ def rule_dfa(experiment):
 @dataclass
 class ActiveHttp(Placement):
     slot: int = 0
-    keys: list = field(default_factory=list)        # (address, port): its kfault_http_targets entries
+    keys: list = field(default_factory=list)        # (address, port, hello): its kfault_http_targets entries
     links: list = field(default_factory=list)       # keys of the hooks it holds
     fq_links: list = field(default_factory=list)    # keys of the fq roots it holds (delay)
 
@@ -78,7 +78,7 @@ class HttpFaultEngine(PodInterfaceEngine):
 
     def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
         super().__init__(datapath, capabilities, lease_s)
-        self._masks = {}          # (address, port) -> mask of slots, as written to kfault_http_targets
+        self._masks = {}          # (address, port, hello) -> mask of slots, as in kfault_http_targets
         self._port_users = {}     # port -> placements using it, for kfault_http_ports' bits
         self._fq = SharedPerLink(FqRoot.hold, FqRoot.release)
 
@@ -99,7 +99,8 @@ class HttpFaultEngine(PodInterfaceEngine):
             if not addresses:
                 raise TargetUnsuitable(f"{target.name}: its interfaces have no IP address to match requests by")
             active = ActiveHttp(experiment, target, lease_ns=self._lease_for(lease_s), slot=self._take_slot(),
-                                keys=[(address, experiment.port) for address in addresses])
+                                keys=[(address, experiment.port, int(experiment.server_name is not None))
+                                      for address in addresses])
             self._start(active, experiment)
             try:
                 write_padded_dfa(self.datapath.dfa, active.slot, dfa)
@@ -130,19 +131,28 @@ class HttpFaultEngine(PodInterfaceEngine):
         self.datapath.ports[self.datapath.ports.Key(word)] = self.datapath.ports.Leaf(bits)
 
     def _set_mask(self, key_of, mask):
-        address, port = key_of
-        key = self.datapath.targets.Key()
-        key.addr[:] = list(mapped(address).packed)
-        key.port = port
+        """Set the mask of (address, port, hello) and write the two entries of (address, port):
+        the requests' (hello 0), which also says whether serverName rules are placed there
+        (KFAULT_HTTP_HELLO_RULES: the program then reads a ClientHello), and the hellos' (1)."""
         if mask:
-            self.datapath.targets[key] = self.datapath.targets.Leaf(mask)
             self._masks[key_of] = mask
         else:
-            try:
-                del self.datapath.targets[key]
-            except KeyError:
-                pass
             self._masks.pop(key_of, None)
+        address, port, _hello = key_of
+        hellos = self._masks.get((address, port, 1), 0)
+        requests = self._masks.get((address, port, 0), 0) | (layout.HTTP_HELLO_RULES if hellos else 0)
+        for hello, value in ((0, requests), (1, hellos)):
+            key = self.datapath.targets.Key()
+            key.addr[:] = list(mapped(address).packed)
+            key.port = port
+            key.hello = hello
+            if value:
+                self.datapath.targets[key] = self.datapath.targets.Leaf(value)
+            else:
+                try:
+                    del self.datapath.targets[key]
+                except KeyError:
+                    pass
 
     def _release(self, active):
         log.info("revoking %s on %s", *active.key)
@@ -161,7 +171,7 @@ class HttpFaultEngine(PodInterfaceEngine):
     def _forget_flows(self, active):
         """The pod's connections on the port: what a request left pending for this slot must not
         reach a later rule of the same slot."""
-        pods = {bytes(mapped(address).packed) for address, _port in active.keys}
+        pods = {bytes(mapped(address).packed) for address, _port, _hello in active.keys}
         stale = [key for key in list(self.datapath.flows.keys())
                  if bytes(key.pod) in pods and key.port == active.experiment.port]
         for key in stale:
