@@ -116,3 +116,19 @@ def test_an_interface_deleted_under_us_has_nothing_left_to_undo():
     shared.let_go([key])
     shared.hold(Link(Netns(1), 2), "x")
     assert len(kernel.made) == 2, "the gone interface's entry was forgotten"
+
+
+def test_http_rule_fields_are_the_bytes_the_program_compares():
+    """bpf/kfault.h's kfault_http_rule: the method and its space as a request's first bytes, a
+    status code as the " NNN" after "HTTP/1.1", each a little-endian integer."""
+    from kfault_agent.engines.httpfault import http_rule_fields
+    from kfault_api import layout, spec
+
+    experiment = spec.parse_experiment({"apiVersion": spec.API_VERSION, "kind": "HTTPChaos", "metadata": {"name": "x"},
+                                        "spec": {"target": "Response", "port": 80, "method": "GET", "code": 200,
+                                                 "replace": {"code": 503}}})
+    fields = http_rule_fields(experiment)
+    assert fields["method"].to_bytes(8, "little") == b"GET \0\0\0\0" and fields["method_mask"] == 0xFFFFFFFF
+    assert fields["code"].to_bytes(4, "little") == b" 200" and fields["replace"].to_bytes(4, "little") == b" 503"
+    assert fields["target"] == layout.HTTP_RESPONSE
+    assert fields["flags"] == layout.HTTP_REPLACE | layout.HTTP_HAS_CODE

@@ -86,3 +86,18 @@ def test_an_escaped_folder_matches_only_itself():
 ])
 def test_name_glob_semantics(patterns, name, expected):
     assert glob_dfa.compile_name_globs(patterns, layout.IO_ACCEPT_STATE).matches(name) is expected
+
+
+@pytest.mark.parametrize("glob, path, expected", [
+    ("/api/*", "/api/items", True),
+    ("/api/*", "/api/v1/items/3", True),                  # `*` takes `/` too, as Chaos Mesh's proxy
+    ("/api/*", "/api", False),
+    ("/api/*", "/apix/1", False),
+    ("/api", "/api", True),
+    ("/api", "/api/1", False),
+    ("*", "/", True),
+    ("/item/?", "/item/7", True),
+    ("/item/?", "/item/77", False),
+])
+def test_http_path_glob_semantics(glob, path, expected):
+    assert glob_dfa.compile_http_path_glob(glob, layout.IO_ACCEPT_STATE).matches(path) is expected

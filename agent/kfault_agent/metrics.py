@@ -9,8 +9,7 @@ from kfault_agent.engines.counts import (DnsCounts, HttpCounts, IOCounts, NetCou
 PACKET_LABELS = ["experiment", "target", "action", "direction", "outcome"]
 SYSCALL_LABELS = ["experiment", "target", "method", "outcome"]
 POD_LABELS = ["experiment", "target", "action"]
-DNS_LABELS = ["experiment", "target", "action", "outcome"]
-HTTP_LABELS = ["experiment", "target", "action", "outcome"]
+MESSAGE_LABELS = ["experiment", "target", "action", "outcome"]
 
 
 def net_families(counts):
@@ -91,10 +90,12 @@ def stress_families(counts):
 
 
 
-def dns_families(counts):
-    messages = CounterMetricFamily("kfault_dns_messages", "DNS queries and answers whose name a DNSChaos rule "
-                                   "matched, by what was done to them.", labels=DNS_LABELS)
-    rules = GaugeMetricFamily("kfault_dns_rules_active", "DNSChaos placements in force, by experiment and target.",
+def _message_families(name, kind, what, counts):
+    """A kind whose placements count messages by outcome (DNSChaos, HTTPChaos): kfault_<name>_messages
+    and kfault_<name>_rules_active."""
+    messages = CounterMetricFamily(f"kfault_{name}_messages", f"{what} a {kind} rule selected, by what was done "
+                                   "to them.", labels=MESSAGE_LABELS)
+    rules = GaugeMetricFamily(f"kfault_{name}_rules_active", f"{kind} placements in force, by experiment and target.",
                               labels=["experiment", "target"])
     for placement in counts.placements:
         rules.add_metric([placement.experiment, placement.target], 1)
@@ -102,18 +103,13 @@ def dns_families(counts):
             messages.add_metric([placement.experiment, placement.target, placement.action, outcome], count)
     return [messages, rules]
 
+
+def dns_families(counts):
+    return _message_families("dns", "DNSChaos", "DNS queries and answers", counts)
 
 
 def http_families(counts):
-    messages = CounterMetricFamily("kfault_http_messages", "HTTP requests and responses an HTTPChaos rule "
-                                   "selected, by what was done to them.", labels=HTTP_LABELS)
-    rules = GaugeMetricFamily("kfault_http_rules_active", "HTTPChaos placements in force, by experiment and target.",
-                              labels=["experiment", "target"])
-    for placement in counts.placements:
-        rules.add_metric([placement.experiment, placement.target], 1)
-        for outcome, count in placement.messages.items():
-            messages.add_metric([placement.experiment, placement.target, placement.action, outcome], count)
-    return [messages, rules]
+    return _message_families("http", "HTTPChaos", "HTTP requests and responses", counts)
 
 
 # Each engine's counts -> its families.

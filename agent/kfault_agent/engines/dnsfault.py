@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 from kfault_agent.engines.counts import DnsCounts, DnsPlacementCounts
-from kfault_agent.engines.leases import DEFAULT_LEASE_S, Placement
+from kfault_agent.engines.leases import Placement
 from kfault_agent.engines.pod_tc import PodInterfaceEngine, mapped
 from kfault_agent.errors import TargetUnsuitable
 from kfault_agent.kernel.loader import DnsDatapath
@@ -49,10 +49,6 @@ class DnsFaultEngine(PodInterfaceEngine):
     counts_types = (DnsCounts, DnsPlacementCounts)
     slot_what = "DNS rule"
 
-    def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
-        super().__init__(datapath, capabilities, lease_s)
-        self._masks = {}          # address -> mask of slots, as written to kfault_dns_targets
-
     def check(self, experiment):
         """Everything a kernel that loads dnsfault.c can do."""
 
@@ -75,7 +71,7 @@ class DnsFaultEngine(PodInterfaceEngine):
                            {**dns_rule_fields(experiment), **rule_deadline(active.deadline_ns)})
                 active.links.extend(self._hold_programs(target))
                 for address in addresses:      # last: from here the programs act on it
-                    self._set_mask(address, self._masks.get(address, 0) | (1 << active.slot))
+                    self._add_to_mask(address, active.slot)
             except Exception:
                 self._release(active)
                 raise
@@ -83,24 +79,15 @@ class DnsFaultEngine(PodInterfaceEngine):
             log.info("applied %s on %s: DNS slot %d", experiment.key, target.name, active.slot)
             return active
 
-    def _set_mask(self, address, mask):
+    def _target_key(self, address):
         key = self.datapath.targets.Key()
         key.addr[:] = list(mapped(address).packed)
-        if mask:
-            self.datapath.targets[key] = self.datapath.targets.Leaf(mask)
-            self._masks[address] = mask
-        else:
-            try:
-                del self.datapath.targets[key]
-            except KeyError:
-                pass
-            self._masks.pop(address, None)
+        return key
 
     def _release(self, active):
         log.info("revoking %s on %s", *active.key)
         for address in active.addresses:
-            if address in self._masks:
-                self._set_mask(address, self._masks[address] & ~(1 << active.slot))
+            self._remove_from_mask(address, active.slot)
         del self.datapath.rules[self.datapath.rules.Key(active.slot)]   # an array slot: zeroed
         self._give_slot(active.slot)
         self._let_go_programs(active.links)

@@ -78,7 +78,6 @@ class HttpFaultEngine(PodInterfaceEngine):
 
     def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S):
         super().__init__(datapath, capabilities, lease_s)
-        self._masks = {}          # (address, port, hello) -> mask of slots, as in kfault_http_targets
         self._port_users = {}     # port -> placements using it, for kfault_http_ports' bits
         self._fq = SharedPerLink(FqRoot.hold, FqRoot.release)
 
@@ -112,7 +111,7 @@ class HttpFaultEngine(PodInterfaceEngine):
                 active.links.extend(self._hold_programs(target))
                 self._use_port(experiment.port, +1)
                 for key in active.keys:      # last: from here the programs act on it
-                    self._set_mask(key, self._masks.get(key, 0) | (1 << active.slot))
+                    self._add_to_mask(key, active.slot)
             except Exception:
                 self._release(active)
                 raise
@@ -130,36 +129,36 @@ class HttpFaultEngine(PodInterfaceEngine):
         bits = sum(1 << (p % 64) for p in self._port_users if p // 64 == word)
         self.datapath.ports[self.datapath.ports.Key(word)] = self.datapath.ports.Leaf(bits)
 
-    def _set_mask(self, key_of, mask):
-        """Set the mask of (address, port, hello) and write the two entries of (address, port):
-        the requests' (hello 0), which also says whether serverName rules are placed there
-        (KFAULT_HTTP_HELLO_RULES: the program then reads a ClientHello), and the hellos' (1)."""
-        if mask:
-            self._masks[key_of] = mask
-        else:
-            self._masks.pop(key_of, None)
-        address, port, _hello = key_of
-        hellos = self._masks.get((address, port, 1), 0)
-        requests = self._masks.get((address, port, 0), 0) | (layout.HTTP_HELLO_RULES if hellos else 0)
-        for hello, value in ((0, requests), (1, hellos)):
-            key = self.datapath.targets.Key()
-            key.addr[:] = list(mapped(address).packed)
-            key.port = port
-            key.hello = hello
-            if value:
-                self.datapath.targets[key] = self.datapath.targets.Leaf(value)
-            else:
-                try:
-                    del self.datapath.targets[key]
-                except KeyError:
-                    pass
+    def _target_key(self, where):
+        """where: (address, port, hello), hello 1 for the serverName rules' mask."""
+        address, port, hello = where
+        key = self.datapath.targets.Key()
+        key.addr[:] = list(mapped(address).packed)
+        key.port = port
+        key.hello = hello
+        return key
+
+    def _set_mask(self, where, mask):
+        """As every engine's, and the requests' mask of (address, port) then says whether
+        serverName rules are placed there too (KFAULT_HTTP_HELLO_RULES: the program reads a
+        ClientHello only then)."""
+        super()._set_mask(where, mask)
+        address, port, _hello = where
+        requests = self._masks.get((address, port, 0), 0)
+        marked = requests | (layout.HTTP_HELLO_RULES if self._masks.get((address, port, 1)) else 0)
+        key = self._target_key((address, port, 0))
+        if marked:
+            self.datapath.targets[key] = self.datapath.targets.Leaf(marked)
+            return
+        try:
+            del self.datapath.targets[key]
+        except KeyError:
+            pass
 
     def _release(self, active):
         log.info("revoking %s on %s", *active.key)
-        placed = [key for key in active.keys if key in self._masks and self._masks[key] & (1 << active.slot)]
-        for key in placed:
-            self._set_mask(key, self._masks[key] & ~(1 << active.slot))
-        if placed:
+        placed = [self._remove_from_mask(key, active.slot) for key in active.keys]
+        if any(placed):
             self._use_port(active.experiment.port, -1)
         del self.datapath.rules[self.datapath.rules.Key(active.slot)]   # an array slot: zeroed
         self._forget_flows(active)

@@ -27,6 +27,7 @@ class PodInterfaceEngine(LeasedPlacements):
         self.datapath = datapath
         self.capabilities = capabilities
         self._free_slots = list(range(self.max_rules - 1, -1, -1))
+        self._masks = {}          # where (_target_key's argument) -> mask of slots, as in the targets map
         tcx = capabilities.get("tcx")
         hooks = TcxHooks if tcx and tcx.available else ClsactHooks
         self._hooks = SharedPerLink(hooks.attach, hooks.detach)
@@ -75,6 +76,34 @@ class PodInterfaceEngine(LeasedPlacements):
     def _let_go_programs(self, links):
         self._hooks.let_go(links)
         links.clear()
+
+    # ---- the targets map: where a rule acts (a pod's address, ...) -> a mask of slots ----------
+
+    def _target_key(self, where):
+        """The datapath's targets key of `where`."""
+        raise NotImplementedError
+
+    def _add_to_mask(self, where, slot):
+        self._set_mask(where, self._masks.get(where, 0) | (1 << slot))
+
+    def _remove_from_mask(self, where, slot):
+        """Take the slot out of where's mask: whether it was in."""
+        if not self._masks.get(where, 0) & (1 << slot):
+            return False
+        self._set_mask(where, self._masks[where] & ~(1 << slot))
+        return True
+
+    def _set_mask(self, where, mask):
+        key = self._target_key(where)
+        if mask:
+            self.datapath.targets[key] = self.datapath.targets.Leaf(mask)
+            self._masks[where] = mask
+            return
+        try:
+            del self.datapath.targets[key]
+        except KeyError:
+            pass
+        self._masks.pop(where, None)
 
     def _write_deadline(self, active):
         update_slot(self.datapath.rules, active.slot, **rule_deadline(active.deadline_ns))
