@@ -124,7 +124,6 @@ static __always_inline int tls_read_server_name(struct __sk_buff *skb, __u32 off
 		__be16 type, length;
 	} ext;
 	__u32 at, data_length, name_length;
-	__u64 size;
 
 	if (tls_find_extensions(skb, offset, scratch) < 0)
 		return -1;
@@ -150,17 +149,16 @@ found:
 	if (sni.name_type != TLS_NAME_TYPE_HOST_NAME || sizeof(__be16) + bpf_ntohs(sni.list_length) > data_length ||
 	    sizeof(sni) - sizeof(__be16) + name_length > bpf_ntohs(sni.list_length))
 		return -1;
-	/* [1, TLS_HOST_NAME_MAX] in the register the helper is given, as the verifier can see it:
-	 * 64 bits wide (a 32-bit one is compared in a zero-extended copy) and behind a barrier
-	 * (else clang folds the two compares into one the verifier can't read) */
-	size = (__u64)name_length - 1;
-	asm volatile("" : "+r"(size));
-	if (size >= TLS_HOST_NAME_MAX)
+	if (name_length < 1 || name_length > TLS_HOST_NAME_MAX)
 		return -1;
-	size += 1;
-	if (bpf_skb_load_bytes(skb, at + sizeof(sni), &scratch->name[1], size) < 0)
+	/* [1, KFAULT_TLS_NAME_MAX] in the register the helper is given, as 6.1's verifier can see it
+	 * (dns_read_name's way): a bound learned from a compare is lost when clang spills the value
+	 * before it (seen in httpfault.c on 6.1). The compare above keeps it in name[1..254]. */
+	name_length -= 1;
+	asm volatile("" : "+r"(name_length));
+	name_length = (name_length & (KFAULT_TLS_NAME_MAX - 1)) + 1;
+	if (bpf_skb_load_bytes(skb, at + sizeof(sni), &scratch->name[1], name_length) < 0)
 		return -1;
-	name_length = size;
 	scratch->name[0] = '.';
 	if (scratch->name[name_length] == '.')
 		name_length -= 1; /* "example.test." is "example.test" (a dot alone is no name) */
