@@ -144,10 +144,13 @@ def latency(net, http, lab, target, caps):
             engine.apply(experiment, target)
             try:
                 took = statistics.median(request_times(lab, mode))
+                counted = engine.counter_rows(experiment.key)
             finally:
                 engine.revoke_all()
             added = took - base
-            print(f"      {name:<20} {took * 1000:7.1f} ms   +{added * 1000:6.1f} ms   ratio {added / DELAY_S:4.2f}")
+            print(f"      {name:<20} {took * 1000:7.1f} ms   +{added * 1000:6.1f} ms   ratio {added / DELAY_S:4.2f}   "
+                  + ", ".join(f"{scope} {outcome} {count}" for _, scope, outcome, count in counted
+                              if outcome in ("matched", "delayed") and count))
 
 
 def main():
