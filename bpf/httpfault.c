@@ -2,7 +2,9 @@
  * namespace (where dnsfault.c's programs are, before any CNI sees the packet). The pod is the
  * server: its requests come in on the experiment's port, its responses go out from it.
  *   http_request_in   T ingress  a segment starting a request (method, space, path): the
- *                                rules placed on (pod, port) decide it by method and path.
+ *                                rules placed on (pod, port) decide it by method and path;
+ *                                or a TLS ClientHello (HTTPS): the serverName rules placed
+ *                                there, by its server name (lib/tls.h), walked as a path.
  *                                Request abort: the connection reset at both ends (lib/reset.h);
  *                                Request delay: owed to the response (the ingress has no queue to
  *                                hold a packet in); Response rules: remembered for the response.
@@ -25,6 +27,7 @@
 
 #include "kfault.h"
 #include "lib/http.h"
+#include "lib/tls.h"
 
 static __always_inline void count(__u32 slot, __u32 outcome)
 {
@@ -126,6 +129,39 @@ static __always_inline void decide_request(__u32 mask, __u64 method, struct http
 	}
 }
 
+/* HTTPS: what decide_request is given for a ClientHello. serverName rules select by their DFA
+ * alone (no method: this is never compared) and no request rule is walked over a hello. */
+#define HELLO_METHOD 1
+_Static_assert(KFAULT_TLS_NAME_MAX == KFAULT_HTTP_PATH_MAX, "a server name is walked where a path is read");
+
+/* The serverName rules placed on the segment's (pod, port): their mask, or 0. */
+static __always_inline __u32 hello_rules(const struct http_packet *hp)
+{
+	struct kfault_http_target_key key = {};
+	__u32 *mask;
+
+	__builtin_memcpy(key.addr, hp->flow.pod, sizeof(key.addr));
+	key.port = hp->flow.port;
+	key.hello = 1;
+	mask = kfault_http_targets.lookup(&key);
+	return mask ? *mask : 0;
+}
+
+/* Read the server name of the ClientHello the segment starts (lib/tls.h) where a request's path
+ * is read, as ".name" and its NUL: 0, or -1 for none. */
+static __always_inline int read_server_name(struct __sk_buff *skb, const struct http_packet *hp,
+					    struct http_scratch *scratch)
+{
+	struct tls_scratch *hello;
+	__u32 zero = 0;
+
+	hello = kfault_tls_scratch.lookup(&zero);
+	if (!hello || tls_read_server_name(skb, hp->payload_offset, hello) < 0)
+		return -1;
+	__builtin_memcpy(scratch->path, hello->name, sizeof(scratch->path));
+	return 0;
+}
+
 /* T ingress: a segment the pod receives on an armed port. */
 int http_request_in(struct __sk_buff *skb)
 {
@@ -144,9 +180,16 @@ int http_request_in(struct __sk_buff *skb)
 	flow = kfault_http_flows.lookup(&hp->flow);
 	if (flow && flow->request_seen && !seq_at_or_after(hp->seq, flow->request_next))
 		return TC_ACT_UNSPEC; /* a retransmission: decided already */
-	method = http_method_of(skb, hp, &path_at);
-	if (!method || http_read_path(skb, path_at, scratch) < 0)
-		return TC_ACT_UNSPEC; /* not a request's start, or its path not in this segment */
+	if ((mask & KFAULT_HTTP_HELLO_RULES) && tls_may_be_hello(skb, hp->payload_offset)) {
+		mask = hello_rules(hp);
+		if (!mask || read_server_name(skb, hp, scratch) < 0)
+			return TC_ACT_UNSPEC;
+		method = HELLO_METHOD;
+	} else {
+		method = http_method_of(skb, hp, &path_at);
+		if (!method || http_read_path(skb, path_at, scratch) < 0)
+			return TC_ACT_UNSPEC; /* not a request's start, or its path not in this segment */
+	}
 	decide_request(mask, method, scratch);
 	if (scratch->aborting >= 0) {
 		count(scratch->aborting, KFAULT_HTTP_OUTCOME_RESET);

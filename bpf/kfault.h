@@ -444,6 +444,9 @@ struct kfault_dns_counters {
 #define KFAULT_HTTP_REPLACE 2  /* Response: rewrite the status code (replace_code) */
 #define KFAULT_HTTP_HAS_PATH 4 /* the rule's DFA selects by path; without it, every path */
 #define KFAULT_HTTP_HAS_CODE 8 /* Response: select by status code (code) */
+/* In the mask of a (pod, port) for requests: serverName rules are placed there too, in the mask
+ * of its key for ClientHellos (kfault_http_target_key.hello), so a hello is read */
+#define KFAULT_HTTP_HELLO_RULES 0x80000000
 
 /* Outcomes counted per HTTP rule: index into kfault_http_counters.messages. */
 #define KFAULT_HTTP_OUTCOME_MATCHED 0   /* a request (or its response, target Response) the rule selected */
@@ -465,12 +468,14 @@ struct kfault_http_rule {
 	__u32 replace;     /* REPLACE: " NNN", the space and 3 digits written over the status line's */
 };
 
-/* Key of kfault_http_targets: a pod's address (IPv4 mapped into IPv6) and its server port (host
- * order). Value: a mask of the rules placed there. */
+/* Key of kfault_http_targets: a pod's address (IPv4 mapped into IPv6), its server port (host
+ * order), and what the rules are matched against: 0 a request (or its response), 1 a TLS
+ * ClientHello's server name (serverName rules: lib/tls.h). Value: a mask of the rules placed
+ * there. Two keys, so neither kind of rule is ever walked over the other's text. */
 struct kfault_http_target_key {
 	__u8 addr[16];
 	__u16 port;
-	__u16 pad;
+	__u16 hello;
 };
 
 /* Key of kfault_http_flows: one connection to an armed port, as the pod sees it. */
@@ -497,5 +502,10 @@ struct kfault_http_flow {
 struct kfault_http_counters {
 	__u64 messages[KFAULT_HTTP_OUTCOME_COUNT];
 };
+
+/* ---- TLS server names (lib/tls.h; HTTPChaos on HTTPS, by the ClientHello's name) --------- */
+
+#define KFAULT_TLS_NAME_MAX 256      /* bytes of a server name read: '.', RFC 6066's host_name, its end */
+#define KFAULT_TLS_MAX_EXTENSIONS 32 /* ClientHello extensions walked to the server name; later ones unseen */
 
 #endif /* KFAULT_H */

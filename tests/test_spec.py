@@ -478,3 +478,28 @@ def test_chaos_mesh_patch_response_is_refused_naming_patch_and_why():
 def test_http_chaos_bad_fields_are_named_with_their_fix(document, path, words):
     messages = errors_of(document)
     assert any(m.startswith(path + ":") and words in m for m in messages), messages
+
+
+# ---- HTTPChaos on HTTPS: serverName (kfault's) ------------------------------------------
+
+def test_https_by_server_name_aborts_or_delays():
+    experiment = spec.parse_experiment(http_doc(port=443, serverName="*.Example.test", abort=True))
+    assert (experiment.action, experiment.server_name, experiment.port) == ("abort", "*.Example.test", 443)
+    experiment = spec.parse_experiment(http_doc(port=443, serverName="api.example.test", delay="300ms"))
+    assert (experiment.action, experiment.delay_ns, experiment.path) == ("delay", 300_000_000, None)
+    assert spec.parse_experiment(http_doc(abort=True)).server_name is None
+
+
+@pytest.mark.parametrize("document, path, words", [
+    (http_doc(serverName="", abort=True), "spec.serverName", "DNS name"),
+    (http_doc(serverName="a b.test", abort=True), "spec.serverName", "wildcards"),
+    (http_doc(serverName="x.test", path="/api/*", abort=True), "spec.path", "TLS encrypts"),
+    (http_doc(serverName="x.test", method="GET", delay="1s"), "spec.method", "TLS encrypts"),
+    (http_doc(serverName="x.test", target="Response", abort=True), "spec.target", "Request with serverName"),
+    (http_doc(serverName="x.test", target="Response", code=200, abort=True), "spec.code", "TLS encrypts"),
+    (http_doc(serverName="x.test", target="Response", replace={"code": 503}), "spec.replace.code", "TLS encrypts"),
+    (http_doc(serverName="x.test", abort=True, tls={"secretName": "s"}), "spec.tls", "serverName"),
+])
+def test_https_server_name_refuses_what_tls_hides_naming_the_field(document, path, words):
+    messages = errors_of(document)
+    assert any(m.startswith(path + ":") and words in m for m in messages), messages

@@ -316,7 +316,12 @@ HTTP_CHAOS_SPEC = {
                    "description": "What is acted on: the requests the selected pods receive on `port`, or the "
                                   "responses they send from it."},
         "port": {"type": "integer", "minimum": 1, "maximum": 65535,
-                 "description": "The selected pods' server port (plain HTTP/1.x)."},
+                 "description": "The selected pods' server port (plain HTTP/1.x; TLS with serverName)."},
+        "serverName": {"type": "string",
+                       "description": "kfault's: act on TLS connections whose ClientHello asks for a server name "
+                                      "this glob matches (`*` any run, dots too; `?` one character; "
+                                      "case-insensitive), by abort or delay: no certificate, nothing decrypted. "
+                                      "Target Request; not with path, method, code or replace."},
         "path": {"type": "string", "description": "The request's path, a glob: `*` any run of characters "
                                                   "(`/` too), `?` one; none: every path. The query is not part."},
         "method": {"type": "string", "description": "The request's method, exactly (GET, POST, ...)."},
@@ -339,7 +344,8 @@ HTTP_CHAOS_SPEC = {
         "patch": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
                   "description": "Refused by kfault: a patch changes the stream's length, which needs a proxy."},
         "tls": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                "description": "Refused by kfault: it holds certificates to decrypt with; kfault decrypts nothing."},
+                "description": "Refused by kfault: it holds certificates to decrypt with; kfault decrypts nothing "
+                               "(HTTPS by server name: serverName)."},
         "mode": MODE,
         "value": {"type": "string"},
         "selector": POD_SELECTOR,

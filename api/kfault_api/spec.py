@@ -236,6 +236,7 @@ class HTTPChaos(Experiment):
     abort: bool = False
     delay_ns: int = 0
     replace_code: Optional[int] = None
+    server_name: Optional[str] = None  # kfault's serverName: TLS connections by their ClientHello's name (a glob)
 
 
 @dataclass(frozen=True)
@@ -479,7 +480,7 @@ HTTP_REFUSED = {
     "replace.queries": "new queries change the stream's length, which needs a proxy",
     "replace.path": "a new path changes the request's length, which needs a proxy",
     "replace.method": "a new method changes the request's length, which needs a proxy",
-    "tls": "certificates are for a proxy that decrypts; kfault decrypts nothing (HTTPS: docs/kinds/httpchaos.md)",
+    "tls": "certificates are for a proxy that decrypts; kfault decrypts nothing (HTTPS by server name: serverName)",
     "request_headers": "kfault's programs match the request line only, not yet its headers",
     "response_headers": "kfault's programs match the status line only, not yet its headers",
 }
@@ -519,12 +520,40 @@ def _http_chaos(metadata, spec, doc, for_node):
         problems.add("spec", None, "an action: abort, delay or replace.code")
     if abort and len(actions) > 1:
         problems.add("spec.abort", True, "alone: a reset connection can't also be delayed or rewritten")
+    server_name = _http_server_name(spec, problems)
     duration = _duration(spec, problems)
     problems.raise_any()
     return HTTPChaos(name=metadata["name"], namespace=metadata.get("namespace", "default"),
                      action="+".join(actions), target=target, port=spec["port"], path=path, method=method,
                      code=spec.get("code"), abort=abort, delay_ns=delay, replace_code=replace_code,
-                     duration_ns=duration, raw=doc)
+                     server_name=server_name, duration_ns=duration, raw=doc)
+
+
+# What selects a plain HTTP request or response, and so can't go with serverName: TLS encrypts it.
+HTTP_NOT_WITH_SERVER_NAME = ("path", "method", "code", "replace.code")
+
+
+def _http_server_name(spec, problems):
+    """spec.serverName, kfault's: the TLS connections whose ClientHello asks for a name its glob
+    matches (as DNSChaos's patterns match, case-insensitively), aborted or delayed without a
+    certificate. None when not given."""
+    name = spec.get("serverName")
+    if name is None:
+        return None
+    problems.parse("spec.serverName", name, lambda n: glob_dfa.compile_name_globs([n], layout.IO_ACCEPT_STATE))
+    if spec["target"] != "Request":
+        problems.add("spec.target", spec["target"], "Request with serverName: a TLS response is encrypted, its "
+                                                    "status can't be read (a Request delay holds the server's first "
+                                                    "reply, the handshake's)")
+    for selector in HTTP_NOT_WITH_SERVER_NAME:
+        outer, _, inner = selector.partition(".")
+        value = spec.get(outer)
+        if inner:
+            value = value.get(inner) if isinstance(value, dict) else None
+        if value is not None:
+            problems.add(f"spec.{selector}", value, "none with serverName: TLS encrypts the request line and the "
+                                                    "status line; on HTTPS only the ClientHello's server name selects")
+    return name
 
 
 def _io_chaos(metadata, spec, doc, for_node):

@@ -1,7 +1,8 @@
 """The HTTP fault engine: places HTTPChaos experiments on a pod's own interface as rules of
-bpf/httpfault.c: a slot per placement (its rule and its path glob's DFA), a bit in the mask of
-each (pod address, port), the port's bit in kfault_http_ports, the two programs on the pod's end
-of its veth, and for a delay sch_fq at that interface's root (EDT).
+bpf/httpfault.c: a slot per placement (its rule and the DFA of its path glob, or of its
+serverName for HTTPS), a bit in the mask of each (pod address, port), the port's bit in
+kfault_http_ports, the two programs on the pod's end of its veth, and for a delay sch_fq at
+that interface's root (EDT).
 
 Its own programs rather than rules of netfault.c, as DNSChaos's (docs/design/network.md): a
 request line is read only by segments to or from an armed port."""
@@ -33,7 +34,8 @@ def http_rule_fields(experiment):
     """The kfault_http_rule of an experiment, but its deadline."""
     flags = ((layout.HTTP_ABORT if experiment.abort else 0)
              | (layout.HTTP_REPLACE if experiment.replace_code is not None else 0)
-             | (layout.HTTP_HAS_PATH if experiment.path is not None else 0)
+             # a serverName's DFA is walked over the ClientHello's name as a path is (rule_dfa)
+             | (layout.HTTP_HAS_PATH if experiment.path is not None or experiment.server_name is not None else 0)
              | (layout.HTTP_HAS_CODE if experiment.code is not None else 0))
     fields = {"target": TARGETS[experiment.target], "flags": flags, "delay_ns": experiment.delay_ns}
     if experiment.method:
@@ -46,10 +48,18 @@ def http_rule_fields(experiment):
     return fields
 
 
+def rule_dfa(experiment):
+    """The DFA of the rule's slot: of its serverName (HTTPS: a ClientHello's name, matched as DNS
+    names are, bpf/lib/tls.h), else of its path."""
+    if experiment.server_name is not None:
+        return glob_dfa.compile_name_globs([experiment.server_name], layout.IO_ACCEPT_STATE)
+    return glob_dfa.compile_http_path_glob(experiment.path or "*", layout.IO_ACCEPT_STATE)
+
+
 @dataclass
 class ActiveHttp(Placement):
     slot: int = 0
-    keys: list = field(default_factory=list)        # (address, port): its kfault_http_targets entries
+    keys: list = field(default_factory=list)        # (address, port, hello): its kfault_http_targets entries
     links: list = field(default_factory=list)       # keys of the hooks it holds
     fq_links: list = field(default_factory=list)    # keys of the fq roots it holds (delay)
 
@@ -81,7 +91,7 @@ class HttpFaultEngine(PodInterfaceEngine):
                 raise KernelUnsupported(f"HTTPChaos delay is not supported on this node: {reason}")
 
     def apply(self, experiment, target, lease_s=None):
-        dfa = glob_dfa.compile_http_path_glob(experiment.path or "*", layout.IO_ACCEPT_STATE)
+        dfa = rule_dfa(experiment)
         with self._lock:
             existing = self._replacing(experiment, target)
             if existing:
@@ -90,7 +100,8 @@ class HttpFaultEngine(PodInterfaceEngine):
             if not addresses:
                 raise TargetUnsuitable(f"{target.name}: its interfaces have no IP address to match requests by")
             active = ActiveHttp(experiment, target, lease_ns=self._lease_for(lease_s), slot=self._take_slot(),
-                                keys=[(address, experiment.port) for address in addresses])
+                                keys=[(address, experiment.port, int(experiment.server_name is not None))
+                                      for address in addresses])
             self._start(active, experiment)
             try:
                 write_padded_dfa(self.datapath.dfa, active.slot, dfa)
@@ -121,11 +132,30 @@ class HttpFaultEngine(PodInterfaceEngine):
         self.datapath.ports[self.datapath.ports.Key(word)] = self.datapath.ports.Leaf(bits)
 
     def _target_key(self, where):
-        address, port = where
+        """where: (address, port, hello), hello 1 for the serverName rules' mask."""
+        address, port, hello = where
         key = self.datapath.targets.Key()
         key.addr[:] = list(mapped(address).packed)
         key.port = port
+        key.hello = hello
         return key
+
+    def _set_mask(self, where, mask):
+        """As every engine's, and the requests' mask of (address, port) then says whether
+        serverName rules are placed there too (KFAULT_HTTP_HELLO_RULES: the program reads a
+        ClientHello only then)."""
+        super()._set_mask(where, mask)
+        address, port, _hello = where
+        requests = self._masks.get((address, port, 0), 0)
+        marked = requests | (layout.HTTP_HELLO_RULES if self._masks.get((address, port, 1)) else 0)
+        key = self._target_key((address, port, 0))
+        if marked:
+            self.datapath.targets[key] = self.datapath.targets.Leaf(marked)
+            return
+        try:
+            del self.datapath.targets[key]
+        except KeyError:
+            pass
 
     def _release(self, active):
         log.info("revoking %s on %s", *active.key)
@@ -142,7 +172,7 @@ class HttpFaultEngine(PodInterfaceEngine):
     def _forget_flows(self, active):
         """The pod's connections on the port: what a request left pending for this slot must not
         reach a later rule of the same slot."""
-        pods = {bytes(mapped(address).packed) for address, _port in active.keys}
+        pods = {bytes(mapped(address).packed) for address, _port, _hello in active.keys}
         stale = [key for key in list(self.datapath.flows.keys())
                  if bytes(key.pod) in pods and key.port == active.experiment.port]
         for key in stale:

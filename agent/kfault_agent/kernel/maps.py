@@ -239,9 +239,10 @@ def update_slot(table, slot, **fields):
 
 def write_padded_dfa(table, slot, dfa):
     """Write a glob's DFA (glob_dfa.Dfa) to slot `slot` of a table of struct kfault_io_dfa, for
-    a walk that goes on past the matched text's end without a branch (bpf/lib/dns.h's names,
-    bpf/lib/http.h's paths): the end (byte 0) goes to the accepting sink or the dead state,
-    which no byte leaves; unused states are dead (bpf/kfault.h)."""
+    a walk that goes on past the matched text's end without a branch (bpf/lib/dns.h's and
+    bpf/lib/tls.h's names, bpf/lib/http.h's paths, iofault.c's paths): the end (byte 0) goes to
+    the accepting sink or the dead state, which no byte leaves; unused states are dead
+    (bpf/kfault.h)."""
     leaf = table.Leaf()
     ctypes.memset(ctypes.addressof(leaf), layout.IO_DEAD_STATE, ctypes.sizeof(leaf))
     rows = list(enumerate(dfa.next)) + [(layout.IO_ACCEPT_STATE, [layout.IO_ACCEPT_STATE] * 256)]
