@@ -202,6 +202,46 @@ def test_delay_holds_each_matching_request_once_on_a_kept_alive_connection(lab, 
     assert took("/health") < 0.2
 
 
+@pytest.mark.kernel("tc-bpf", "clsact", "sch_fq")
+@pytest.mark.stock_kernel("HTTPChaos and NetworkChaos delays share the pod's sch_fq root, which the host lacks")
+def test_network_delay_still_holds_after_an_http_delay_on_the_pod_ends(lab, datapath, http_datapath, capabilities,
+                                                                       served):
+    """The agent's engines count the fq roots together (tc.fq_roots, node.py): the HTTPChaos
+    delay installed the pod's fq, the NetworkChaos delay came after it, and the HTTPChaos one
+    ending first must leave the fq the NetworkChaos delay still holds packets in."""
+    from kfault_agent.engines import httpfault, netfault
+    from kfault_agent.kernel import tc
+
+    def took(path):
+        got = served.request(path)
+        assert (got["status"], got["port"]) == (200, served.port), got
+        return got["seconds"]
+
+    before = min(took("/health") for _ in range(3))
+    fq = tc.fq_roots()
+    http = httpfault.HttpFaultEngine(http_datapath, capabilities, 600, fq)
+    net = netfault.NetFaultEngine(datapath, capabilities, 600, fq)
+    delayed = spec.parse_experiment({"apiVersion": spec.API_VERSION, "kind": "NetworkChaos",
+                                     "metadata": {"name": "net"},
+                                     "spec": {"action": "delay", "delay": {"latency": "300ms"}}})
+    try:
+        experiment = chaos(method="GET", path="/api/*", delay="300ms")
+        http.apply(experiment, pod(lab))
+        net.apply(delayed, pod(lab))
+        http.revoke(experiment.key, pod(lab).name)
+        roots = lab.run("pod", "tc qdisc show root").stdout
+        assert " fq " in roots, roots
+        # what the pod sends waits 300 ms in fq: a small response, one round trip
+        held = [took("/health"), took("/api/after")]
+        assert min(held) > before + 0.2, (before, held)
+        assert sum(n for _, _, outcome, n in net.counter_rows(delayed.key) if outcome == "delayed") >= 2
+    finally:
+        http.revoke_all()
+        net.revoke_all()
+    assert "fq" not in lab.run("pod", "tc qdisc show root").stdout    # the last to let go removed it
+    assert took("/health") < before + 0.2
+
+
 def test_killed_runner_leaves_no_fault_after_its_lease(lab, served, tmp_path):
     from tests.kernel.test_dns_faults import cleanup
 
