@@ -175,6 +175,10 @@ int http_request_in(struct __sk_buff *skb)
 	if (!mask || !scratch)
 		return TC_ACT_UNSPEC; /* pass, and let later programs see it */
 	hp = &scratch->hp;
+	if (hp->syn) {
+		kfault_http_flows.delete(&hp->flow); /* a new connection: http_locate says why */
+		return TC_ACT_UNSPEC;
+	}
 	if (!hp->payload_len)
 		return TC_ACT_UNSPEC;
 	flow = kfault_http_flows.lookup(&hp->flow);

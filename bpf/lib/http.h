@@ -30,6 +30,7 @@ struct http_packet {
 	__u32 payload_offset;
 	__u32 payload_len;
 	__u32 seq; /* host order */
+	__u32 syn; /* a connection's opening: its payload is none of ours (0 here) */
 };
 
 /* Per-CPU scratch space, private to httpfault.c: the segment located and a request's path. In
@@ -92,7 +93,9 @@ static __always_inline __u16 http_port_of(struct __sk_buff *skb, __u32 direction
 	return bpf_ntohs(*port);
 }
 
-/* Fill `hp` for the TCP segment whose headers http_port_of read: 0, or -1 to pass it. */
+/* Fill `hp` for the TCP segment whose headers http_port_of read: 0, or -1 to pass it. A SYN
+ * is located too (hp->syn, no payload): a new connection on a remembered (pod, peer, port)
+ * must forget the old one's sequence numbers, or its first request reads as a retransmission. */
 static __always_inline int http_locate(struct __sk_buff *skb, __u32 direction, __u16 port, struct http_packet *hp)
 {
 	struct tcphdr tcp;
@@ -122,15 +125,16 @@ static __always_inline int http_locate(struct __sk_buff *skb, __u32 direction, _
 		hp->pkt.is_ipv4 = 0;
 		l4_offset = ETH_HLEN + sizeof(ip6);
 	}
-	if (bpf_skb_load_bytes(skb, l4_offset, &tcp, sizeof(tcp)) < 0 || tcp.rst || tcp.syn)
+	if (bpf_skb_load_bytes(skb, l4_offset, &tcp, sizeof(tcp)) < 0 || tcp.rst)
 		return -1;
 	hp->flow.port = port;
 	hp->flow.peer_port = bpf_ntohs(direction == KFAULT_DIR_FROM ? tcp.source : tcp.dest);
 	hp->pkt.peer_port = hp->flow.peer_port;
 	hp->l4_offset = l4_offset;
 	hp->payload_offset = l4_offset + tcp.doff * 4;
-	hp->payload_len = skb->len > hp->payload_offset ? skb->len - hp->payload_offset : 0;
+	hp->payload_len = skb->len > hp->payload_offset && !tcp.syn ? skb->len - hp->payload_offset : 0;
 	hp->seq = bpf_ntohl(tcp.seq);
+	hp->syn = tcp.syn;
 	return 0;
 }
 

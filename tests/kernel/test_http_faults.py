@@ -152,6 +152,36 @@ def test_replace_code_is_what_the_client_reads_on_every_kept_alive_request(lab, 
     assert counted(http_engine)["rewritten"] == 3
 
 
+# Connections from one source port, one after another, each ended by a reset (SO_LINGER 0: no
+# TIME_WAIT on either side), each with one request; prints each response's status code.
+SAME_PORT_CLIENT = r"""
+import socket, struct, sys
+for _ in range(int(sys.argv[3])):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.settimeout(10)
+    s.bind(("", 40080))
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    s.sendall(b"GET /api/x HTTP/1.1\r\nHost: pod\r\n\r\n")
+    print(s.recv(12).decode().split()[1], flush=True)
+    s.close()
+"""
+
+
+@pytest.mark.stock_kernel("httpfault.c on classic tc filters and 6.1's verifier: a connection's SYN forgets the last")
+def test_a_new_connection_on_a_remembered_port_is_decided_afresh(lab, http_engine, served):
+    """A connection's record (the sequence numbers that tell a retransmission) outlives it; a
+    new connection on the same addresses and ports must be decided afresh. Linux's initial
+    sequence number for one 4-tuple grows with the clock (wrapping every ~274 s), so here, from
+    one host in quick succession, the new one is "after" the old; from another host behind the
+    same address (NAT, a pod's reused IP), or minutes apart, it is "before" half the time, and
+    only the SYN's clearing of the record keeps that request from reading as a retransmission."""
+    http_engine.apply(chaos(target="Response", path="/api/*", replace={"code": 503}), pod(lab))
+    out = lab.run("client", f"{sys.executable} -c '{SAME_PORT_CLIENT}' {SUBNET}.2 {PORT} 12").stdout.split()
+    assert out == ["503"] * 12
+
+
 def test_abort_and_replace_code_over_ipv6(lab, http_engine, served):
     client = Client(lab, Lab.ipv6(SUBNET, 2))
     try:
