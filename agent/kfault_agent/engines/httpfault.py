@@ -6,20 +6,17 @@ that interface's root (EDT).
 
 Its own programs rather than rules of netfault.c, as DNSChaos's (docs/design/network.md): a
 request line is read only by segments to or from an armed port."""
-import logging
 from dataclasses import dataclass, field
 
 from kfault_agent.engines.counts import HttpCounts, HttpPlacementCounts
-from kfault_agent.engines.leases import DEFAULT_LEASE_S, Placement
-from kfault_agent.engines.pod_tc import PodInterfaceEngine, mapped
-from kfault_agent.errors import KernelUnsupported, TargetUnsuitable
+from kfault_agent.engines.leases import DEFAULT_LEASE_S
+from kfault_agent.engines.pod_tc import PodInterfaceEngine, PodRulePlacement, mapped
+from kfault_agent.errors import KernelUnsupported
 from kfault_agent.kernel.capabilities import action_support
 from kfault_agent.kernel.loader import HttpDatapath
-from kfault_agent.kernel.maps import rule_deadline, write_padded_dfa, write_slot
 from kfault_agent.kernel.tc import fq_roots
 from kfault_api import glob_dfa, layout, spec
 
-log = logging.getLogger(__name__)
 # A hook of the pod's own interface -> the program attached there (bpf/httpfault.c).
 TARGET_PROGRAMS = {"ingress": "http_request_in", "egress": "http_response_out"}
 TARGETS = {"Request": layout.HTTP_REQUEST, "Response": layout.HTTP_RESPONSE}
@@ -57,10 +54,8 @@ def rule_dfa(experiment):
 
 
 @dataclass
-class ActiveHttp(Placement):
-    slot: int = 0
-    keys: list = field(default_factory=list)        # (address, port, hello): its kfault_http_targets entries
-    links: list = field(default_factory=list)       # keys of the hooks it holds
+class ActiveHttp(PodRulePlacement):
+    # its keys: (address, port, hello), its kfault_http_targets entries
     fq_links: list = field(default_factory=list)    # keys of the fq roots it holds (delay)
 
 
@@ -75,6 +70,8 @@ class HttpFaultEngine(PodInterfaceEngine):
     scope = "http"
     counts_types = (HttpCounts, HttpPlacementCounts)
     slot_what = "HTTP rule"
+    placement_type = ActiveHttp
+    matched_what = "requests"
 
     holds_fq = True           # node.py hands it the process's fq_roots
 
@@ -90,36 +87,19 @@ class HttpFaultEngine(PodInterfaceEngine):
             if not ok:
                 raise KernelUnsupported(f"HTTPChaos delay is not supported on this node: {reason}")
 
-    def apply(self, experiment, target, lease_s=None):
-        dfa = rule_dfa(experiment)
-        with self._lock:
-            existing = self._replacing(experiment, target)
-            if existing:
-                return existing
-            addresses = [a for iface in target.interfaces for a in iface.addresses]
-            if not addresses:
-                raise TargetUnsuitable(f"{target.name}: its interfaces have no IP address to match requests by")
-            active = ActiveHttp(experiment, target, lease_ns=self._lease_for(lease_s), slot=self._take_slot(),
-                                keys=[(address, experiment.port, int(experiment.server_name is not None))
-                                      for address in addresses])
-            self._start(active, experiment)
-            try:
-                write_padded_dfa(self.datapath.dfa, active.slot, dfa)
-                write_slot(self.datapath.counters, active.slot, {})
-                write_slot(self.datapath.rules, active.slot,
-                           {**http_rule_fields(experiment), **rule_deadline(active.deadline_ns)})
-                if experiment.delay_ns:
-                    active.fq_links.extend(self._fq.hold(iface.inside) for iface in target.interfaces)
-                active.links.extend(self._hold_programs(target))
-                self._use_port(experiment.port, +1)
-                for key in active.keys:      # last: from here the programs act on it
-                    self._add_to_mask(key, active.slot)
-            except Exception:
-                self._release(active)
-                raise
-            self._active[active.key] = active
-            log.info("applied %s on %s: HTTP slot %d", experiment.key, target.name, active.slot)
-            return active
+    def _rule_dfa(self, experiment):
+        return rule_dfa(experiment)
+
+    def _rule_fields(self, experiment):
+        return http_rule_fields(experiment)
+
+    def _mask_keys(self, experiment, addresses):
+        return [(address, experiment.port, int(experiment.server_name is not None)) for address in addresses]
+
+    def _hold_more(self, active):
+        if active.experiment.delay_ns:
+            active.fq_links.extend(self._fq.hold(iface.inside) for iface in active.target.interfaces)
+        self._use_port(active.experiment.port, +1)
 
     def _use_port(self, port, change):
         users = self._port_users.get(port, 0) + change
@@ -157,15 +137,10 @@ class HttpFaultEngine(PodInterfaceEngine):
         except KeyError:
             pass
 
-    def _release(self, active):
-        log.info("revoking %s on %s", *active.key)
-        placed = [self._remove_from_mask(key, active.slot) for key in active.keys]
-        if any(placed):
+    def _release_more(self, active, placed):
+        if placed:
             self._use_port(active.experiment.port, -1)
-        del self.datapath.rules[self.datapath.rules.Key(active.slot)]   # an array slot: zeroed
         self._forget_flows(active)
-        self._give_slot(active.slot)
-        self._let_go_programs(active.links)
         self._fq.let_go(active.fq_links)
         active.fq_links.clear()
 

@@ -3,15 +3,26 @@ HTTPChaos's httpfault.c): the target (the pod's network namespace and its interf
 programs held on each interface once however many placements use them (tcx where the kernel
 has it, classic tc otherwise), and a pool of rule slots."""
 import ipaddress
+import logging
+from dataclasses import dataclass, field
 
-from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements
-from kfault_agent.errors import CapacityExhausted, KernelUnsupported
+from kfault_agent.engines.leases import DEFAULT_LEASE_S, LeasedPlacements, Placement
+from kfault_agent.errors import CapacityExhausted, KernelUnsupported, TargetUnsuitable
 from kfault_agent.kernel.capabilities import probe_capabilities
-from kfault_agent.kernel.maps import rule_deadline, update_slot
+from kfault_agent.kernel.maps import rule_deadline, update_slot, write_padded_dfa, write_slot
 from kfault_agent.kernel.pods import PodRef, resolve_pod_network
 from kfault_agent.kernel.tc import ClsactHooks, SharedPerLink
 from kfault_agent.kernel.tcx import TcxHooks
 from kfault_agent.kernel.topology import resolve_net_target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PodRulePlacement(Placement):
+    slot: int = 0
+    keys: list = field(default_factory=list)    # where the rule acts: _target_key's arguments
+    links: list = field(default_factory=list)   # keys of the hooks it holds
 
 
 class PodInterfaceEngine(LeasedPlacements):
@@ -21,6 +32,8 @@ class PodInterfaceEngine(LeasedPlacements):
     programs = {}
     max_rules = 0
     slot_what = "rule"
+    placement_type = PodRulePlacement
+    matched_what = "packets"  # what the rules match, by the pod's addresses: for a refusal
 
     def __init__(self, datapath, capabilities, lease_s=DEFAULT_LEASE_S, fq=None):
         super().__init__(lease_s)
@@ -58,6 +71,63 @@ class PodInterfaceEngine(LeasedPlacements):
     @staticmethod
     def describe(target):
         return ", ".join(i.inside.ifname for i in target.interfaces)
+
+    # ---- a placement: one rule slot, the programs on the pod's interfaces, its targets' masks
+
+    def _rule_dfa(self, experiment):
+        """The DFA the rule's slot matches with (glob_dfa)."""
+        raise NotImplementedError
+
+    def _rule_fields(self, experiment):
+        """The rule's fields as the datapath's rules map holds them (bpf/kfault.h)."""
+        raise NotImplementedError
+
+    def _mask_keys(self, experiment, addresses):
+        """Where the rule acts, as _target_key's arguments: by default the pod's addresses."""
+        return list(addresses)
+
+    def _hold_more(self, active):
+        """What else a placement holds besides its programs (before its masks are set)."""
+
+    def _release_more(self, active, placed):
+        """Undo _hold_more; `placed`: whether any of its masks were set."""
+
+    def apply(self, experiment, target, lease_s=None):
+        dfa = self._rule_dfa(experiment)
+        with self._lock:
+            existing = self._replacing(experiment, target)
+            if existing:
+                return existing
+            addresses = [a for iface in target.interfaces for a in iface.addresses]
+            if not addresses:
+                raise TargetUnsuitable(f"{target.name}: its interfaces have no IP address to match "
+                                       f"{self.matched_what} by")
+            active = self.placement_type(experiment, target, lease_ns=self._lease_for(lease_s),
+                                         slot=self._take_slot(), keys=self._mask_keys(experiment, addresses))
+            self._start(active, experiment)
+            try:
+                write_padded_dfa(self.datapath.dfa, active.slot, dfa)
+                write_slot(self.datapath.counters, active.slot, {})
+                write_slot(self.datapath.rules, active.slot,
+                           {**self._rule_fields(experiment), **rule_deadline(active.deadline_ns)})
+                active.links.extend(self._hold_programs(target))
+                self._hold_more(active)
+                for key in active.keys:      # last: from here the programs act on it
+                    self._add_to_mask(key, active.slot)
+            except Exception:
+                self._release(active)
+                raise
+            self._active[active.key] = active
+            log.info("applied %s on %s: %s %d", experiment.key, target.name, self.slot_what, active.slot)
+            return active
+
+    def _release(self, active):
+        log.info("revoking %s on %s", *active.key)
+        placed = any([self._remove_from_mask(key, active.slot) for key in active.keys])
+        del self.datapath.rules[self.datapath.rules.Key(active.slot)]   # an array slot: zeroed
+        self._release_more(active, placed)
+        self._give_slot(active.slot)
+        self._let_go_programs(active.links)
 
     def _take_slot(self):
         if not self._free_slots:
